@@ -1,0 +1,180 @@
+// elementwise.wgsl — pointwise ops and the cheap layout ops of the U-Net, forward and backward, f32.
+//   silu:         y = x·σ(x)                     backward: d_x = d_y·σ(x)·(1 + x·(1 − σ(x)))
+//   add_scaled:   y = a + alpha·b                (alpha = 1: add; backward of add is the identity)
+//   scale:        y = alpha·x                    (its own backward, with the same alpha)
+//   axpy:         y += alpha·x                   (gradient accumulation)
+//   concat_channels: y[n] = [a[n]; b[n]] along C  backward: split_channels, d_a and d_b out of d_y
+//   upsample_nearest2x: y[n,c,h,w] = x[n,c,⌊h/2⌋,⌊w/2⌋]   backward: d_x = Σ of the 2×2 block of d_y
+//   add_channel_bias: y[n,c,h,w] = x[n,c,h,w] + e[n,c]     backward: d_e[n,c] = Σ_hw d_y[n,c,h,w]
+// Dispatch: 256 invocations per workgroup, one output element each, on a 2-D grid of workgroups
+// (linear workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
+// channel_bias_backward uses one workgroup per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
+
+struct Params {
+    len: u32,      // output elements
+    alpha: f32,
+    // Layout of the NCHW ops: a_channels/b_channels for concat, c and hw for the per-channel ops,
+    // h and w the *input* size for upsampling.
+    a_channels: u32,
+    b_channels: u32,
+    hw: u32,
+    h: u32,
+    w: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y2: array<f32>;
+
+const WG: u32 = 256u;
+
+fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * WG + lid.x;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+@compute @workgroup_size(256)
+fn silu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    y[i] = x * sigmoid(x);
+}
+
+// a = x (the forward input), b = d_y; y = d_x.
+@compute @workgroup_size(256)
+fn silu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    let s = sigmoid(x);
+    y[i] = b[i] * s * (1.0 + x * (1.0 - s));
+}
+
+@compute @workgroup_size(256)
+fn add_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    y[i] = a[i] + p.alpha * b[i];
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    y[i] = p.alpha * a[i];
+}
+
+@compute @workgroup_size(256)
+fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    y[i] = y[i] + p.alpha * a[i];
+}
+
+// y: [N, Ca + Cb, H, W] from a: [N, Ca, H, W] and b: [N, Cb, H, W].
+@compute @workgroup_size(256)
+fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let c_total = p.a_channels + p.b_channels;
+    let pix = i % p.hw;
+    let c = (i / p.hw) % c_total;
+    let n = i / (p.hw * c_total);
+    if (c < p.a_channels) {
+        y[i] = a[(n * p.a_channels + c) * p.hw + pix];
+    } else {
+        y[i] = b[(n * p.b_channels + (c - p.a_channels)) * p.hw + pix];
+    }
+}
+
+// a = d_y: [N, Ca + Cb, H, W]; y = d_a: [N, Ca, H, W], y2 = d_b: [N, Cb, H, W]. One invocation per d_y element.
+@compute @workgroup_size(256)
+fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let c_total = p.a_channels + p.b_channels;
+    let pix = i % p.hw;
+    let c = (i / p.hw) % c_total;
+    let n = i / (p.hw * c_total);
+    if (c < p.a_channels) {
+        y[(n * p.a_channels + c) * p.hw + pix] = a[i];
+    } else {
+        y2[(n * p.b_channels + (c - p.a_channels)) * p.hw + pix] = a[i];
+    }
+}
+
+// a = x: [N, C, H, W]; y: [N, C, 2H, 2W]. p.h, p.w are the input size.
+@compute @workgroup_size(256)
+fn upsample_nearest2x_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let w2 = 2u * p.w;
+    let ox = i % w2;
+    let oy = (i / w2) % (2u * p.h);
+    let plane = i / (w2 * 2u * p.h);
+    y[i] = a[(plane * p.h + oy / 2u) * p.w + ox / 2u];
+}
+
+// a = d_y: [N, C, 2H, 2W]; y = d_x: [N, C, H, W]. One invocation per d_x element sums its 2×2 block.
+@compute @workgroup_size(256)
+fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = i % p.w;
+    let yy = (i / p.w) % p.h;
+    let plane = i / (p.w * p.h);
+    let w2 = 2u * p.w;
+    let base = (plane * 2u * p.h + 2u * yy) * w2 + 2u * x;
+    y[i] = (a[base] + a[base + 1u]) + (a[base + w2] + a[base + w2 + 1u]);
+}
+
+// a = x: [N, C, H, W], b = e: [N, C]; y = x + e broadcast over H, W.
+@compute @workgroup_size(256)
+fn add_channel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    y[i] = a[i] + b[i / p.hw];
+}
+
+var<workgroup> partial: array<f32, 256>;
+
+// a = d_y: [N, C, H, W]; y = d_e: [N, C]. One workgroup per (n, c) row; p.len = N·C rows.
+@compute @workgroup_size(256)
+fn channel_bias_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.y * nwg.x + wg.x;
+    // `row` is uniform across the workgroup, so this early return keeps the barriers below in uniform control flow.
+    if (row >= p.len) { return; }
+    var s = 0.0;
+    for (var j = lid.x; j < p.hw; j += WG) {
+        s += a[row * p.hw + j];
+    }
+    partial[lid.x] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid.x < stride) {
+            partial[lid.x] += partial[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        y[row] = partial[0];
+    }
+}

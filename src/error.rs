@@ -1,0 +1,50 @@
+//! Every message a user can see. Each variant carries the values needed to act on it.
+
+use thiserror::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found (backends tried: {backends}).\n\
+         On headless Linux install Mesa's software Vulkan driver: `apt-get install -y mesa-vulkan-drivers`.\n\
+         To pick a backend set WGPU_BACKEND (vulkan, metal, dx12, gl); `diffuse info` lists the adapters."
+    )]
+    NoAdapter { backends: String },
+
+    #[error("no GPU adapter matches {wanted:?}; the adapters are:\n{available}\nChoose one by index or by a part of its name (`--adapter` or DIFFUSE_ADAPTER).")]
+    AdapterNotFound { wanted: String, available: String },
+
+    #[error("the adapter {adapter:?} refused to open a device: {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    #[error("{op}: {message}")]
+    Shape { op: &'static str, message: String },
+
+    #[error("shader {file}.wgsl, entry point {entry}: {message}")]
+    Shader { file: String, entry: String, message: String },
+
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A shape or argument mistake in a call to the kernel library.
+    pub fn shape(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Shape { op, message: message.into() }
+    }
+}
+
+/// Returns `Err(Error::Shape)` with the formatted message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure_shape {
+    ($cond:expr, $op:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err($crate::error::Error::shape($op, format!($($fmt)+)));
+        }
+    };
+}

@@ -1,0 +1,228 @@
+//! The headless GPU context: adapter choice, device, queue, and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::pipeline::Kernel;
+
+/// Environment variable that picks an adapter by index or name substring (same as `--adapter`).
+pub const ADAPTER_ENV: &str = "DIFFUSE_ADAPTER";
+
+/// What the kernels may use beyond WebGPU's baseline, read off the opened device.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    pub timestamps: bool,
+    pub timestamps_inside_passes: bool,
+    pub subgroups: bool,
+    pub f16: bool,
+}
+
+/// One adapter as `diffuse info` shows it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Capabilities,
+    pub(crate) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct KernelKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    /// Override constants, as (name, value bits).
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+fn instance() -> wgpu::Instance {
+    // Honours WGPU_BACKEND and the other WGPU_* variables.
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn backends_tried() -> String {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+        & wgpu::Instance::enabled_backend_features();
+    format!("{backends:?}")
+}
+
+/// Every adapter wgpu can see, in enumeration order (the order `--adapter N` indexes).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    enumerate(&instance())
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| AdapterSummary {
+            index,
+            info: a.get_info(),
+            features: a.features(),
+            limits: a.limits(),
+        })
+        .collect()
+}
+
+/// The adapters of `backends`: Vulkan/Metal/DX12 ones first, then GL, so indices stay stable.
+fn enumerate_backends(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends & wgpu::Backends::PRIMARY));
+    adapters.extend(pollster::block_on(instance.enumerate_adapters(backends - wgpu::Backends::PRIMARY)));
+    adapters
+}
+
+fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    enumerate_backends(instance, wgpu::Backends::all())
+}
+
+/// Higher is preferred: a discrete GPU first, a software rasteriser last; Vulkan/Metal/DX12 before GL.
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 1,
+        _ => 0,
+    };
+    (kind, backend)
+}
+
+/// Picks the adapter named by `wanted` (an index or a case-insensitive name substring), else the preferred one.
+fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter { backends: backends_tried() });
+    }
+    let Some(wanted) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
+        let best = adapters
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, a)| (preference(&a.get_info()), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+            .expect("adapters is not empty");
+        return Ok(adapters.into_iter().nth(best).expect("index in range"));
+    };
+    let available = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let info = a.get_info();
+            format!("  [{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let found = match wanted.parse::<usize>() {
+        Ok(index) => adapters.into_iter().nth(index),
+        Err(_) => {
+            let needle = wanted.to_lowercase();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+        }
+    };
+    found.ok_or_else(|| Error::AdapterNotFound { wanted: wanted.to_string(), available })
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
+    pub fn new(adapter: Option<&str>) -> Result<Gpu> {
+        let from_env = std::env::var(ADAPTER_ENV).ok();
+        let wanted = adapter.or(from_env.as_deref()).filter(|w| !w.trim().is_empty());
+        let instance = instance();
+        let adapters = if wanted.is_some() {
+            enumerate(&instance)
+        } else {
+            // Probe GL (wgpu's fallback through EGL) only where no Vulkan/Metal/DX12 adapter exists.
+            let primary = enumerate_backends(&instance, wgpu::Backends::PRIMARY);
+            if primary.is_empty() {
+                enumerate_backends(&instance, wgpu::Backends::SECONDARY)
+            } else {
+                primary
+            }
+        };
+        let adapter = choose(adapters, wanted)?;
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let offered = adapter.limits();
+        let features = adapter.features();
+
+        // WebGPU's defaults are what every adapter honours; the kernels are written to fit them. Only buffer sizes
+        // are raised to what the adapter offers, so large tensors fit where the hardware allows.
+        let defaults = wgpu::Limits::default();
+        let mut limits = defaults.clone();
+        limits.max_storage_buffer_binding_size = offered.max_storage_buffer_binding_size;
+        limits.max_buffer_size = offered.max_buffer_size;
+        for (what, have, need) in [
+            (
+                "storage buffers per shader stage",
+                offered.max_storage_buffers_per_shader_stage,
+                defaults.max_storage_buffers_per_shader_stage,
+            ),
+            (
+                "workgroup memory (bytes)",
+                offered.max_compute_workgroup_storage_size,
+                defaults.max_compute_workgroup_storage_size,
+            ),
+            (
+                "invocations per workgroup",
+                offered.max_compute_invocations_per_workgroup,
+                defaults.max_compute_invocations_per_workgroup,
+            ),
+        ] {
+            if have < need {
+                return Err(Error::RequestDevice {
+                    adapter: info.name.clone(),
+                    message: format!("it offers {have} {what}; diffuse needs {need} (WebGPU's default)"),
+                });
+            }
+        }
+
+        let optional = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16;
+        let required_features = features & optional;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("diffuse"),
+            required_features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let caps = Capabilities {
+            timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_inside_passes: required_features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+            f16: required_features.contains(wgpu::Features::SHADER_F16),
+        };
+        Ok(Gpu { device, queue, info, limits, caps, kernels: Mutex::new(HashMap::new()) })
+    }
+
+    /// "name (backend, device type)", for headers and messages.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+}

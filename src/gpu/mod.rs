@@ -1,0 +1,10 @@
+//! GPU plumbing, no math: the device, tensors, pipelines and dispatch recording.
+
+pub mod context;
+pub mod pipeline;
+pub mod shaders;
+pub mod tensor;
+
+pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
+pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,12 @@
+//! diffuse: a diffusion-model trainer and sampler whose every number-crunching step is a WGSL compute shader.
+//!
+//! - `gpu`: device, tensors, pipelines, dispatch recording (plumbing, no math).
+//! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry.
+//! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+
+pub use error::{Error, Result};

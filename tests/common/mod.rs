@@ -1,0 +1,76 @@
+//! Shared test harness: one GPU per test binary, deterministic inputs, and the closeness check that prints the
+//! worst element. Not every test binary uses every helper.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use diffuse::gpu::Gpu;
+
+/// The test GPU (DIFFUSE_ADAPTER picks one). No adapter fails the test with the install hint; tests never skip.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new(None) {
+        Ok(gpu) => gpu,
+        Err(e) => panic!("{e}"),
+    })
+}
+
+/// Deterministic values uniform in [-1, 1) (SplitMix64), different for each seed.
+pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `uniform`, widened to f64 for the reference (the same values the GPU sees).
+pub fn uniform64(n: usize, seed: u64) -> Vec<f64> {
+    diffuse::reference::to_f64(&uniform(n, seed))
+}
+
+/// Ok unless some |got_i − want_i| > bound(i); the error names the worst element relative to its bound.
+pub fn check_close(got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("lengths differ: got {}, want {}", got.len(), want.len()));
+    }
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let b = bound(i);
+        // NaN in got fails: `err <= b` is false.
+        let ratio = if err <= b { err / b.max(f64::MIN_POSITIVE) } else { f64::INFINITY };
+        if worst.is_none_or(|(_, r)| ratio > r) {
+            worst = Some((i, ratio));
+        }
+    }
+    match worst {
+        Some((i, r)) if r.is_infinite() => Err(format!(
+            "disagree at [{i}]: got {}, want {}, |Δ| = {:.3e} > bound {:.3e}",
+            got[i],
+            want[i],
+            (got[i] as f64 - want[i]).abs(),
+            bound(i)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Panics with the worst element and `what` (the case) unless every element is within its bound.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) {
+    if let Err(e) = check_close(got, want, bound) {
+        panic!("{what}: {e}");
+    }
+}
+
+/// `ulps` units in the last place of an f32 of magnitude |want|: the bound for results rounded a fixed number of
+/// times (pointwise ops), or for transcendentals within the WGSL accuracy spec.
+pub fn ulps(want: f64, ulps: f64) -> f64 {
+    ulps * diffuse::reference::F32_UNIT_ROUNDOFF * 2.0 * want.abs().max(f32::MIN_POSITIVE as f64)
+}

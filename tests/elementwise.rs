@@ -1,0 +1,187 @@
+//! shaders/elementwise.wgsl against src/reference/elementwise.rs.
+//!
+//! Tolerances: copies (concat, split, upsample) must be exact. Sums of k terms (upsample backward k = 4, bias
+//! backward k = H·W) are within γ_k·Σ|terms| (reference::gamma). SiLU goes through exp and a division: WGSL
+//! allows exp an error of 3 + 2|x| ULP, which the sigmoid and the product carry through with a few roundings,
+//! so SiLU is held to (8 + 2|x|) ULP of its result plus the same relative slack in the absolute sense near 0.
+
+mod common;
+
+use common::{assert_close, gpu, ulps, uniform, uniform64};
+use diffuse::gpu::Tensor;
+use diffuse::kernels::elementwise as ew;
+use diffuse::reference::{elementwise as reference, gamma, gradcheck, to_f64};
+
+/// Sizes around the 256-wide workgroup: 1, odd, 255, 256, 257, and one past a multiple.
+const LENGTHS: [usize; 6] = [1, 7, 255, 256, 257, 1025];
+
+#[test]
+fn silu_forward_and_backward_match_reference() {
+    let gpu = gpu();
+    for (case, &n) in LENGTHS.iter().enumerate() {
+        // Inputs spread over [-8, 8] so both tails of the sigmoid are exercised.
+        let x: Vec<f32> = uniform(n, case as u64).iter().map(|v| v * 8.0).collect();
+        let d_y = uniform(n, 100 + case as u64);
+        let xt = Tensor::from_f32(gpu, &[n], &x).unwrap();
+        let dyt = Tensor::from_f32(gpu, &[n], &d_y).unwrap();
+        let yt = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        let dxt = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        gpu.run([
+            &ew::silu_forward(gpu, &xt, &yt).unwrap(),
+            &ew::silu_backward(gpu, &xt, &dyt, &dxt).unwrap(),
+        ])
+        .unwrap();
+        let x64 = to_f64(&x);
+        let bound = |i: usize, want: &[f64]| {
+            let slack = 8.0 + 2.0 * x64[i].abs();
+            ulps(want[i], slack).max(slack * diffuse::reference::F32_UNIT_ROUNDOFF * x64[i].abs())
+        };
+        let want_y = reference::silu_forward(&x64);
+        assert_close(&format!("silu_forward n={n}"), &yt.read_f32(gpu).unwrap(), &want_y, |i| bound(i, &want_y));
+        let want_dx = reference::silu_backward(&x64, &to_f64(&d_y));
+        assert_close(&format!("silu_backward n={n}"), &dxt.read_f32(gpu).unwrap(), &want_dx, |i| {
+            bound(i, &want_dx) + ulps(to_f64(&d_y)[i], 8.0 + 2.0 * x64[i].abs())
+        });
+    }
+}
+
+#[test]
+fn silu_backward_reference_matches_finite_differences() {
+    let x = uniform64(64, 3).iter().map(|v| v * 6.0).collect::<Vec<_>>();
+    let w = uniform64(64, 4);
+    let numeric = gradcheck::numeric_gradient(&x, 1e-6, |x| gradcheck::dot(&reference::silu_forward(x), &w));
+    let analytic = reference::silu_backward(&x, &w);
+    let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
+    assert!(r <= 1.0, "silu gradient at [{i}]: analytic {} vs numeric {}", analytic[i], numeric[i]);
+}
+
+#[test]
+fn add_scale_and_axpy_match_reference() {
+    let gpu = gpu();
+    for (case, &n) in LENGTHS.iter().enumerate() {
+        let a = uniform(n, 10 + case as u64);
+        let b = uniform(n, 20 + case as u64);
+        let at = Tensor::from_f32(gpu, &[n], &a).unwrap();
+        let bt = Tensor::from_f32(gpu, &[n], &b).unwrap();
+        let sum = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        let scaled = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        let acc = Tensor::from_f32(gpu, &[n], &a).unwrap();
+        gpu.run([
+            &ew::add_scaled(gpu, &at, &bt, -0.75, &sum).unwrap(),
+            &ew::scale(gpu, &at, 3.0, &scaled).unwrap(),
+            &ew::axpy(gpu, 0.5, &bt, &acc).unwrap(),
+        ])
+        .unwrap();
+        let (a64, b64) = (to_f64(&a), to_f64(&b));
+        // One product and one sum: at most 2 roundings of the result's magnitude plus the product's.
+        let two_roundings = |want: f64, term: f64| ulps(want, 1.0) + ulps(term, 1.0);
+        let want = reference::add_scaled(&a64, &b64, -0.75);
+        assert_close("add_scaled", &sum.read_f32(gpu).unwrap(), &want, |i| two_roundings(want[i], 0.75 * b64[i]));
+        let want: Vec<f64> = a64.iter().map(|v| 3.0 * v).collect();
+        assert_close("scale", &scaled.read_f32(gpu).unwrap(), &want, |i| ulps(want[i], 0.5));
+        let want = reference::add_scaled(&a64, &b64, 0.5);
+        assert_close("axpy", &acc.read_f32(gpu).unwrap(), &want, |i| two_roundings(want[i], 0.5 * b64[i]));
+    }
+}
+
+#[test]
+fn concat_and_split_channels_are_exact_copies() {
+    let gpu = gpu();
+    // (N, Ca, Cb, H, W): batch 1, odd everything, one channel each.
+    for (n, ca, cb, h, w) in [(1, 1, 1, 1, 1), (2, 3, 5, 7, 9), (1, 64, 32, 7, 7), (3, 1, 2, 17, 1)] {
+        let hw = h * w;
+        let a = uniform(n * ca * hw, 1);
+        let b = uniform(n * cb * hw, 2);
+        let at = Tensor::from_f32(gpu, &[n, ca, h, w], &a).unwrap();
+        let bt = Tensor::from_f32(gpu, &[n, cb, h, w], &b).unwrap();
+        let yt = Tensor::zeros(gpu, &[n, ca + cb, h, w], diffuse::gpu::DType::F32).unwrap();
+        let da = Tensor::zeros(gpu, &[n, ca, h, w], diffuse::gpu::DType::F32).unwrap();
+        let db = Tensor::zeros(gpu, &[n, cb, h, w], diffuse::gpu::DType::F32).unwrap();
+        gpu.run([
+            &ew::concat_channels(gpu, &at, &bt, &yt).unwrap(),
+            &ew::split_channels(gpu, &yt, &da, &db).unwrap(),
+        ])
+        .unwrap();
+        let case = format!("n{n} ca{ca} cb{cb} {h}x{w}");
+        let want = reference::concat_channels(&to_f64(&a), &to_f64(&b), n, ca, cb, hw);
+        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |_| 0.0);
+        let (want_a, want_b) = reference::split_channels(&want, n, ca, cb, hw);
+        assert_close(&case, &da.read_f32(gpu).unwrap(), &want_a, |_| 0.0);
+        assert_close(&case, &db.read_f32(gpu).unwrap(), &want_b, |_| 0.0);
+    }
+}
+
+#[test]
+fn upsample_nearest2x_matches_reference() {
+    let gpu = gpu();
+    for (n, c, h, w) in [(1, 1, 1, 1), (2, 3, 7, 5), (1, 64, 7, 7), (4, 32, 14, 14)] {
+        let x = uniform(n * c * h * w, 5);
+        let d_y = uniform(n * c * 4 * h * w, 6);
+        let xt = Tensor::from_f32(gpu, &[n, c, h, w], &x).unwrap();
+        let yt = Tensor::zeros(gpu, &[n, c, 2 * h, 2 * w], diffuse::gpu::DType::F32).unwrap();
+        let dyt = Tensor::from_f32(gpu, &[n, c, 2 * h, 2 * w], &d_y).unwrap();
+        let dxt = Tensor::zeros(gpu, &[n, c, h, w], diffuse::gpu::DType::F32).unwrap();
+        gpu.run([
+            &ew::upsample_nearest2x_forward(gpu, &xt, &yt).unwrap(),
+            &ew::upsample_nearest2x_backward(gpu, &dyt, &dxt).unwrap(),
+        ])
+        .unwrap();
+        let case = format!("n{n} c{c} {h}x{w}");
+        let want = reference::upsample_nearest2x_forward(&to_f64(&x), n * c, h, w);
+        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |_| 0.0);
+        let want = reference::upsample_nearest2x_backward(&to_f64(&d_y), n * c, h, w);
+        let mag = reference::upsample_nearest2x_backward(&to_f64(&d_y).iter().map(|v| v.abs()).collect::<Vec<_>>(), n * c, h, w);
+        assert_close(&case, &dxt.read_f32(gpu).unwrap(), &want, |i| gamma(4) * mag[i]);
+    }
+}
+
+#[test]
+fn upsample_backward_is_the_adjoint_of_forward() {
+    // ⟨up(x), g⟩ = ⟨x, up*(g)⟩ exactly in f64: the backward is the transpose of the forward.
+    let (planes, h, w) = (3, 5, 4);
+    let x = uniform64(planes * h * w, 7);
+    let g = uniform64(planes * 4 * h * w, 8);
+    let lhs = gradcheck::dot(&reference::upsample_nearest2x_forward(&x, planes, h, w), &g);
+    let rhs = gradcheck::dot(&x, &reference::upsample_nearest2x_backward(&g, planes, h, w));
+    assert!((lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+}
+
+#[test]
+fn channel_bias_matches_reference() {
+    let gpu = gpu();
+    // hw = 1, odd, 256 + 1 and one larger than a workgroup several times over.
+    for (n, c, h, w) in [(1, 1, 1, 1), (2, 3, 5, 7), (1, 5, 1, 257), (3, 64, 28, 28)] {
+        let hw = h * w;
+        let x = uniform(n * c * hw, 11);
+        let e = uniform(n * c, 12);
+        let xt = Tensor::from_f32(gpu, &[n, c, h, w], &x).unwrap();
+        let et = Tensor::from_f32(gpu, &[n, c], &e).unwrap();
+        let yt = Tensor::zeros(gpu, &[n, c, h, w], diffuse::gpu::DType::F32).unwrap();
+        let det = Tensor::zeros(gpu, &[n, c], diffuse::gpu::DType::F32).unwrap();
+        gpu.run([
+            &ew::add_channel_bias(gpu, &xt, &et, &yt).unwrap(),
+            &ew::channel_bias_backward(gpu, &xt, &det).unwrap(),
+        ])
+        .unwrap();
+        let case = format!("n{n} c{c} {h}x{w}");
+        let want = reference::add_channel_bias(&to_f64(&x), &to_f64(&e), hw);
+        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |i| ulps(want[i], 0.5));
+        let want = reference::channel_bias_backward(&to_f64(&x), hw);
+        let mag = reference::channel_bias_backward(&to_f64(&x).iter().map(|v| v.abs()).collect::<Vec<_>>(), hw);
+        assert_close(&case, &det.read_f32(gpu).unwrap(), &want, |i| gamma(hw) * mag[i]);
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_refused_with_the_shapes_named() {
+    let gpu = gpu();
+    let a = Tensor::zeros(gpu, &[2, 3, 4, 4], diffuse::gpu::DType::F32).unwrap();
+    let b = Tensor::zeros(gpu, &[2, 3, 4, 5], diffuse::gpu::DType::F32).unwrap();
+    let err = ew::add_scaled(gpu, &a, &b, 1.0, &a).err().expect("mismatch must fail").to_string();
+    assert!(err.contains("[2, 3, 4, 4]") && err.contains("[2, 3, 4, 5]"), "{err}");
+    let y = Tensor::zeros(gpu, &[2, 6, 4, 4], diffuse::gpu::DType::F32).unwrap();
+    let err = ew::concat_channels(gpu, &a, &b, &y).err().expect("mismatch must fail").to_string();
+    assert!(err.contains("concat_channels"), "{err}");
+    let err = Tensor::zeros(gpu, &[2, 0, 3], diffuse::gpu::DType::F32).err().expect("zero size").to_string();
+    assert!(err.contains("no elements"), "{err}");
+}
