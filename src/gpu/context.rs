@@ -44,9 +44,11 @@ pub(crate) struct KernelKey {
     pub constants: Vec<(&'static str, u64)>,
 }
 
-fn instance() -> wgpu::Instance {
-    // Honours WGPU_BACKEND and the other WGPU_* variables.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance over `backends`, unless WGPU_BACKEND names others (the other WGPU_* variables are honoured too).
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc.with_env())
 }
 
 fn backends_tried() -> String {
@@ -57,7 +59,7 @@ fn backends_tried() -> String {
 
 /// Every adapter wgpu can see, in enumeration order (the order `--adapter N` indexes).
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    enumerate(&instance())
+    enumerate()
         .into_iter()
         .enumerate()
         .map(|(index, a)| AdapterSummary {
@@ -76,8 +78,8 @@ fn enumerate_backends(instance: &wgpu::Instance, backends: wgpu::Backends) -> Ve
     adapters
 }
 
-fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    enumerate_backends(instance, wgpu::Backends::all())
+fn enumerate() -> Vec<wgpu::Adapter> {
+    enumerate_backends(&instance(wgpu::Backends::all()), wgpu::Backends::all())
 }
 
 /// Higher is preferred: a discrete GPU first, a software rasteriser last; Vulkan/Metal/DX12 before GL.
@@ -136,14 +138,13 @@ impl Gpu {
     pub fn new(adapter: Option<&str>) -> Result<Gpu> {
         let from_env = std::env::var(ADAPTER_ENV).ok();
         let wanted = adapter.or(from_env.as_deref()).filter(|w| !w.trim().is_empty());
-        let instance = instance();
         let adapters = if wanted.is_some() {
-            enumerate(&instance)
+            enumerate()
         } else {
-            // Probe GL (wgpu's fallback through EGL) only where no Vulkan/Metal/DX12 adapter exists.
-            let primary = enumerate_backends(&instance, wgpu::Backends::PRIMARY);
+            // Start GL (wgpu's fallback, through EGL) only where no Vulkan/Metal/DX12 adapter exists.
+            let primary = enumerate_backends(&instance(wgpu::Backends::PRIMARY), wgpu::Backends::all());
             if primary.is_empty() {
-                enumerate_backends(&instance, wgpu::Backends::SECONDARY)
+                enumerate_backends(&instance(wgpu::Backends::SECONDARY), wgpu::Backends::all())
             } else {
                 primary
             }
