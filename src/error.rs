@@ -23,7 +23,11 @@ pub enum Error {
     Shape { op: &'static str, message: String },
 
     #[error("shader {file}.wgsl, entry point {entry}: {message}")]
-    Shader { file: String, entry: String, message: String },
+    Shader {
+        file: String,
+        entry: String,
+        message: String,
+    },
 
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -35,7 +39,10 @@ pub enum Error {
 impl Error {
     /// A shape or argument mistake in a call to the kernel library.
     pub fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape { op, message: message.into() }
+        Error::Shape {
+            op,
+            message: message.into(),
+        }
     }
 }
 

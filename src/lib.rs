@@ -4,6 +4,7 @@
 //! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry.
 //! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -21,6 +21,24 @@ enum Command {
         #[arg(long)]
         adapter: Option<String>,
     },
+    /// Time every kernel family on the shapes the U-Net presets use, headless and with no dataset. GPU time comes
+    /// from timestamp queries where the adapter has them, else wall-clock; each figure is the median of several
+    /// runs after a warm-up, with the min and max beside it.
+    Bench {
+        /// GPU adapter: an index from `diffuse info` or part of its name (default: DIFFUSE_ADAPTER, else the first
+        /// discrete GPU, else any).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Run only the cases whose name or shape contains this text (e.g. `conv2d`, `silu`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// A fast smoke run on small shapes with few repetitions (what CI runs); its numbers are not measurements.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file (`-` for standard output, replacing the table).
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn yes(b: bool) -> &'static str {
@@ -68,10 +86,54 @@ fn info(adapter: Option<&str>) -> diffuse::Result<()> {
     Ok(())
 }
 
+fn bench(
+    adapter: Option<&str>,
+    filter: Option<String>,
+    quick: bool,
+    json: Option<std::path::PathBuf>,
+) -> diffuse::Result<()> {
+    let gpu = Gpu::new(adapter)?;
+    let to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if !to_stdout {
+        println!(
+            "adapter: {}   diffuse {}",
+            gpu.describe(),
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    let options = diffuse::bench::Options { filter, quick };
+    let (rows, clock) = diffuse::bench::run(&gpu, &options, !to_stdout)?;
+    if rows.is_empty() {
+        return Err(diffuse::Error::Usage(
+            "no benchmark case matches --filter; run without it to see the case names".to_string(),
+        ));
+    }
+    let text = diffuse::bench::to_json(&gpu, clock, &rows);
+    match json {
+        Some(path) if to_stdout => {
+            let _ = path;
+            print!("{text}");
+        }
+        Some(path) => std::fs::write(&path, text)
+            .map_err(|e| diffuse::Error::Usage(format!("writing {}: {e}", path.display())))?,
+        None => {}
+    }
+    if !to_stdout {
+        println!("clock: {clock}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { adapter } => info(adapter.as_deref()),
+        Command::Bench {
+            adapter,
+            filter,
+            quick,
+            json,
+        } => bench(adapter.as_deref(), filter, quick, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

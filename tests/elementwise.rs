@@ -37,11 +37,19 @@ fn silu_forward_and_backward_match_reference() {
             ulps(want[i], slack).max(slack * diffuse::reference::F32_UNIT_ROUNDOFF * x64[i].abs())
         };
         let want_y = reference::silu_forward(&x64);
-        assert_close(&format!("silu_forward n={n}"), &yt.read_f32(gpu).unwrap(), &want_y, |i| bound(i, &want_y));
+        assert_close(
+            &format!("silu_forward n={n}"),
+            &yt.read_f32(gpu).unwrap(),
+            &want_y,
+            |i| bound(i, &want_y),
+        );
         let want_dx = reference::silu_backward(&x64, &to_f64(&d_y));
-        assert_close(&format!("silu_backward n={n}"), &dxt.read_f32(gpu).unwrap(), &want_dx, |i| {
-            bound(i, &want_dx) + ulps(to_f64(&d_y)[i], 8.0 + 2.0 * x64[i].abs())
-        });
+        assert_close(
+            &format!("silu_backward n={n}"),
+            &dxt.read_f32(gpu).unwrap(),
+            &want_dx,
+            |i| bound(i, &want_dx) + ulps(to_f64(&d_y)[i], 8.0 + 2.0 * x64[i].abs()),
+        );
     }
 }
 
@@ -49,10 +57,17 @@ fn silu_forward_and_backward_match_reference() {
 fn silu_backward_reference_matches_finite_differences() {
     let x = uniform64(64, 3).iter().map(|v| v * 6.0).collect::<Vec<_>>();
     let w = uniform64(64, 4);
-    let numeric = gradcheck::numeric_gradient(&x, 1e-6, |x| gradcheck::dot(&reference::silu_forward(x), &w));
+    let numeric = gradcheck::numeric_gradient(&x, 1e-6, |x| {
+        gradcheck::dot(&reference::silu_forward(x), &w)
+    });
     let analytic = reference::silu_backward(&x, &w);
     let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
-    assert!(r <= 1.0, "silu gradient at [{i}]: analytic {} vs numeric {}", analytic[i], numeric[i]);
+    assert!(
+        r <= 1.0,
+        "silu gradient at [{i}]: analytic {} vs numeric {}",
+        analytic[i],
+        numeric[i]
+    );
 }
 
 #[test]
@@ -76,11 +91,17 @@ fn add_scale_and_axpy_match_reference() {
         // One product and one sum: at most 2 roundings of the result's magnitude plus the product's.
         let two_roundings = |want: f64, term: f64| ulps(want, 1.0) + ulps(term, 1.0);
         let want = reference::add_scaled(&a64, &b64, -0.75);
-        assert_close("add_scaled", &sum.read_f32(gpu).unwrap(), &want, |i| two_roundings(want[i], 0.75 * b64[i]));
+        assert_close("add_scaled", &sum.read_f32(gpu).unwrap(), &want, |i| {
+            two_roundings(want[i], 0.75 * b64[i])
+        });
         let want: Vec<f64> = a64.iter().map(|v| 3.0 * v).collect();
-        assert_close("scale", &scaled.read_f32(gpu).unwrap(), &want, |i| ulps(want[i], 0.5));
+        assert_close("scale", &scaled.read_f32(gpu).unwrap(), &want, |i| {
+            ulps(want[i], 0.5)
+        });
         let want = reference::add_scaled(&a64, &b64, 0.5);
-        assert_close("axpy", &acc.read_f32(gpu).unwrap(), &want, |i| two_roundings(want[i], 0.5 * b64[i]));
+        assert_close("axpy", &acc.read_f32(gpu).unwrap(), &want, |i| {
+            two_roundings(want[i], 0.5 * b64[i])
+        });
     }
 }
 
@@ -88,7 +109,12 @@ fn add_scale_and_axpy_match_reference() {
 fn concat_and_split_channels_are_exact_copies() {
     let gpu = gpu();
     // (N, Ca, Cb, H, W): batch 1, odd everything, one channel each.
-    for (n, ca, cb, h, w) in [(1, 1, 1, 1, 1), (2, 3, 5, 7, 9), (1, 64, 32, 7, 7), (3, 1, 2, 17, 1)] {
+    for (n, ca, cb, h, w) in [
+        (1, 1, 1, 1, 1),
+        (2, 3, 5, 7, 9),
+        (1, 64, 32, 7, 7),
+        (3, 1, 2, 17, 1),
+    ] {
         let hw = h * w;
         let a = uniform(n * ca * hw, 1);
         let b = uniform(n * cb * hw, 2);
@@ -130,8 +156,15 @@ fn upsample_nearest2x_matches_reference() {
         let want = reference::upsample_nearest2x_forward(&to_f64(&x), n * c, h, w);
         assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |_| 0.0);
         let want = reference::upsample_nearest2x_backward(&to_f64(&d_y), n * c, h, w);
-        let mag = reference::upsample_nearest2x_backward(&to_f64(&d_y).iter().map(|v| v.abs()).collect::<Vec<_>>(), n * c, h, w);
-        assert_close(&case, &dxt.read_f32(gpu).unwrap(), &want, |i| gamma(4) * mag[i]);
+        let mag = reference::upsample_nearest2x_backward(
+            &to_f64(&d_y).iter().map(|v| v.abs()).collect::<Vec<_>>(),
+            n * c,
+            h,
+            w,
+        );
+        assert_close(&case, &dxt.read_f32(gpu).unwrap(), &want, |i| {
+            gamma(4) * mag[i]
+        });
     }
 }
 
@@ -142,8 +175,14 @@ fn upsample_backward_is_the_adjoint_of_forward() {
     let x = uniform64(planes * h * w, 7);
     let g = uniform64(planes * 4 * h * w, 8);
     let lhs = gradcheck::dot(&reference::upsample_nearest2x_forward(&x, planes, h, w), &g);
-    let rhs = gradcheck::dot(&x, &reference::upsample_nearest2x_backward(&g, planes, h, w));
-    assert!((lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+    let rhs = gradcheck::dot(
+        &x,
+        &reference::upsample_nearest2x_backward(&g, planes, h, w),
+    );
+    assert!(
+        (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+        "{lhs} vs {rhs}"
+    );
 }
 
 #[test]
@@ -165,10 +204,17 @@ fn channel_bias_matches_reference() {
         .unwrap();
         let case = format!("n{n} c{c} {h}x{w}");
         let want = reference::add_channel_bias(&to_f64(&x), &to_f64(&e), hw);
-        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |i| ulps(want[i], 0.5));
+        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |i| {
+            ulps(want[i], 0.5)
+        });
         let want = reference::channel_bias_backward(&to_f64(&x), hw);
-        let mag = reference::channel_bias_backward(&to_f64(&x).iter().map(|v| v.abs()).collect::<Vec<_>>(), hw);
-        assert_close(&case, &det.read_f32(gpu).unwrap(), &want, |i| gamma(hw) * mag[i]);
+        let mag = reference::channel_bias_backward(
+            &to_f64(&x).iter().map(|v| v.abs()).collect::<Vec<_>>(),
+            hw,
+        );
+        assert_close(&case, &det.read_f32(gpu).unwrap(), &want, |i| {
+            gamma(hw) * mag[i]
+        });
     }
 }
 
@@ -177,11 +223,23 @@ fn mismatched_shapes_are_refused_with_the_shapes_named() {
     let gpu = gpu();
     let a = Tensor::zeros(gpu, &[2, 3, 4, 4], diffuse::gpu::DType::F32).unwrap();
     let b = Tensor::zeros(gpu, &[2, 3, 4, 5], diffuse::gpu::DType::F32).unwrap();
-    let err = ew::add_scaled(gpu, &a, &b, 1.0, &a).err().expect("mismatch must fail").to_string();
-    assert!(err.contains("[2, 3, 4, 4]") && err.contains("[2, 3, 4, 5]"), "{err}");
+    let err = ew::add_scaled(gpu, &a, &b, 1.0, &a)
+        .err()
+        .expect("mismatch must fail")
+        .to_string();
+    assert!(
+        err.contains("[2, 3, 4, 4]") && err.contains("[2, 3, 4, 5]"),
+        "{err}"
+    );
     let y = Tensor::zeros(gpu, &[2, 6, 4, 4], diffuse::gpu::DType::F32).unwrap();
-    let err = ew::concat_channels(gpu, &a, &b, &y).err().expect("mismatch must fail").to_string();
+    let err = ew::concat_channels(gpu, &a, &b, &y)
+        .err()
+        .expect("mismatch must fail")
+        .to_string();
     assert!(err.contains("concat_channels"), "{err}");
-    let err = Tensor::zeros(gpu, &[2, 0, 3], diffuse::gpu::DType::F32).err().expect("zero size").to_string();
+    let err = Tensor::zeros(gpu, &[2, 0, 3], diffuse::gpu::DType::F32)
+        .err()
+        .expect("zero size")
+        .to_string();
     assert!(err.contains("no elements"), "{err}");
 }

@@ -13,7 +13,12 @@ fn shader_files_on_disk() -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
-        .map(|p| p.file_stem().expect("file name").to_string_lossy().into_owned())
+        .map(|p| {
+            p.file_stem()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -21,22 +26,41 @@ fn shader_files_on_disk() -> BTreeSet<String> {
 fn shader_table_lists_exactly_the_files_in_shaders_dir() {
     let on_disk = shader_files_on_disk();
     let in_table: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
-    assert_eq!(in_table.len(), SHADERS.len(), "the shader table names a file twice");
-    assert_eq!(on_disk, in_table, "shaders/*.wgsl and src/gpu/shaders.rs disagree");
-    assert!(!on_disk.is_empty(), "no shaders found: the check would be vacuous");
+    assert_eq!(
+        in_table.len(),
+        SHADERS.len(),
+        "the shader table names a file twice"
+    );
+    assert_eq!(
+        on_disk, in_table,
+        "shaders/*.wgsl and src/gpu/shaders.rs disagree"
+    );
+    assert!(
+        !on_disk.is_empty(),
+        "no shaders found: the check would be vacuous"
+    );
     // The table's text is the file's text (include_str! of the right file).
     for (name, source) in SHADERS {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders").join(format!("{name}.wgsl"));
-        assert_eq!(&std::fs::read_to_string(&path).expect("read shader"), source, "{name}: table text differs");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("shaders")
+            .join(format!("{name}.wgsl"));
+        assert_eq!(
+            &std::fs::read_to_string(&path).expect("read shader"),
+            source,
+            "{name}: table text differs"
+        );
     }
 }
 
 /// Parses, validates and translates one WGSL source; returns the number of entry points translated.
 fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-        .validate(&module)
-        .map_err(|e| e.emit_to_string(source))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
     if module.entry_points.is_empty() {
         return Err("no entry points".to_string());
     }
@@ -50,11 +74,22 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
         )
         .map_err(|e| format!("{}: overrides: {e}", ep.name))?;
 
-        let spv_pipeline = naga::back::spv::PipelineOptions { shader_stage: stage, entry_point: ep.name.clone() };
-        naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&spv_pipeline))
-            .map_err(|e| format!("{}: SPIR-V: {e}", ep.name))?;
+        let spv_pipeline = naga::back::spv::PipelineOptions {
+            shader_stage: stage,
+            entry_point: ep.name.clone(),
+        };
+        naga::back::spv::write_vec(
+            &module,
+            &info,
+            &naga::back::spv::Options::default(),
+            Some(&spv_pipeline),
+        )
+        .map_err(|e| format!("{}: SPIR-V: {e}", ep.name))?;
 
-        let msl_options = naga::back::msl::Options { lang_version: (2, 0), ..Default::default() };
+        let msl_options = naga::back::msl::Options {
+            lang_version: (2, 0),
+            ..Default::default()
+        };
         let msl_pipeline = naga::back::msl::PipelineOptions {
             entry_point: Some((stage, ep.name.clone())),
             ..Default::default()
@@ -63,7 +98,9 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
             .map_err(|e| format!("{}: MSL: {e}", ep.name))?;
 
         let hlsl_options = naga::back::hlsl::Options::default();
-        let hlsl_pipeline = naga::back::hlsl::PipelineOptions { entry_point: Some((stage, ep.name.clone())) };
+        let hlsl_pipeline = naga::back::hlsl::PipelineOptions {
+            entry_point: Some((stage, ep.name.clone())),
+        };
         let mut hlsl = String::new();
         naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &hlsl_pipeline)
             .write(&module, &info, None)
@@ -84,7 +121,11 @@ fn every_shader_validates_and_translates_to_spirv_msl_and_hlsl() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert!(checked >= SHADERS.len(), "checked {checked} entry points in {} files", SHADERS.len());
+    assert!(
+        checked >= SHADERS.len(),
+        "checked {checked} entry points in {} files",
+        SHADERS.len()
+    );
 }
 
 #[test]

@@ -73,8 +73,11 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 
 /// The adapters of `backends`: Vulkan/Metal/DX12 ones first, then GL, so indices stay stable.
 fn enumerate_backends(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends & wgpu::Backends::PRIMARY));
-    adapters.extend(pollster::block_on(instance.enumerate_adapters(backends - wgpu::Backends::PRIMARY)));
+    let mut adapters =
+        pollster::block_on(instance.enumerate_adapters(backends & wgpu::Backends::PRIMARY));
+    adapters.extend(pollster::block_on(
+        instance.enumerate_adapters(backends - wgpu::Backends::PRIMARY),
+    ));
     adapters
 }
 
@@ -101,7 +104,9 @@ fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
 /// Picks the adapter named by `wanted` (an index or a case-insensitive name substring), else the preferred one.
 fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
-        return Err(Error::NoAdapter { backends: backends_tried() });
+        return Err(Error::NoAdapter {
+            backends: backends_tried(),
+        });
     }
     let Some(wanted) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
         let best = adapters
@@ -117,7 +122,10 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Ad
         .enumerate()
         .map(|(i, a)| {
             let info = a.get_info();
-            format!("  [{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type)
+            format!(
+                "  [{i}] {} ({:?}, {:?})",
+                info.name, info.backend, info.device_type
+            )
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -130,19 +138,25 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Ad
                 .find(|a| a.get_info().name.to_lowercase().contains(&needle))
         }
     };
-    found.ok_or_else(|| Error::AdapterNotFound { wanted: wanted.to_string(), available })
+    found.ok_or_else(|| Error::AdapterNotFound {
+        wanted: wanted.to_string(),
+        available,
+    })
 }
 
 impl Gpu {
     /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
     pub fn new(adapter: Option<&str>) -> Result<Gpu> {
         let from_env = std::env::var(ADAPTER_ENV).ok();
-        let wanted = adapter.or(from_env.as_deref()).filter(|w| !w.trim().is_empty());
+        let wanted = adapter
+            .or(from_env.as_deref())
+            .filter(|w| !w.trim().is_empty());
         let adapters = if wanted.is_some() {
             enumerate()
         } else {
             // Start GL (wgpu's fallback, through EGL) only where no Vulkan/Metal/DX12 adapter exists.
-            let primary = enumerate_backends(&instance(wgpu::Backends::PRIMARY), wgpu::Backends::all());
+            let primary =
+                enumerate_backends(&instance(wgpu::Backends::PRIMARY), wgpu::Backends::all());
             if primary.is_empty() {
                 enumerate_backends(&instance(wgpu::Backends::SECONDARY), wgpu::Backends::all())
             } else {
@@ -184,7 +198,9 @@ impl Gpu {
             if have < need {
                 return Err(Error::RequestDevice {
                     adapter: info.name.clone(),
-                    message: format!("it offers {have} {what}; diffuse needs {need} (WebGPU's default)"),
+                    message: format!(
+                        "it offers {have} {what}; diffuse needs {need} (WebGPU's default)"
+                    ),
                 });
             }
         }
@@ -202,7 +218,10 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
 
         let caps = Capabilities {
             timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -211,12 +230,22 @@ impl Gpu {
             subgroups: required_features.contains(wgpu::Features::SUBGROUP),
             f16: required_features.contains(wgpu::Features::SHADER_F16),
         };
-        Ok(Gpu { device, queue, info, limits, caps, kernels: Mutex::new(HashMap::new()) })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            caps,
+            kernels: Mutex::new(HashMap::new()),
+        })
     }
 
     /// "name (backend, device type)", for headers and messages.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     /// Blocks until all submitted work has finished.

@@ -68,7 +68,12 @@ impl Gpu {
             entry,
             constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
         };
-        if let Some(k) = self.kernels.lock().expect("kernel cache poisoned").get(&key) {
+        if let Some(k) = self
+            .kernels
+            .lock()
+            .expect("kernel cache poisoned")
+            .get(&key)
+        {
             return Ok(k.clone());
         }
         let source = shaders::source(shader).ok_or_else(|| Error::Shader {
@@ -78,22 +83,26 @@ impl Gpu {
         })?;
         let used = used_bindings(shader, source, entry)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
         let label = format!("{shader}::{entry}");
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: true,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 file: shader.to_string(),
@@ -101,7 +110,11 @@ impl Gpu {
                 message: e.to_string(),
             });
         }
-        let kernel = Arc::new(Kernel { name: label, pipeline, used_bindings: used });
+        let kernel = Arc::new(Kernel {
+            name: label,
+            pipeline,
+            used_bindings: used,
+        });
         self.kernels
             .lock()
             .expect("kernel cache poisoned")
@@ -135,11 +148,13 @@ impl Dispatch {
                 kernel.name
             )));
         }
-        let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let mut entries = Vec::with_capacity(kernel.used_bindings.len());
         for &binding in &kernel.used_bindings {
             let resource = if binding == 0 {
@@ -150,7 +165,10 @@ impl Dispatch {
                     .find(|(b, _)| *b == binding)
                     .map(|(_, t)| *t)
                     .ok_or_else(|| {
-                        Error::Gpu(format!("{}: no tensor given for binding {binding}", kernel.name))
+                        Error::Gpu(format!(
+                            "{}: no tensor given for binding {binding}",
+                            kernel.name
+                        ))
                     })?;
                 tensor.binding()
             };
@@ -161,7 +179,11 @@ impl Dispatch {
             layout: &kernel.pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { kernel: kernel.clone(), bind_group, workgroups })
+        Ok(Dispatch {
+            kernel: kernel.clone(),
+            bind_group,
+            workgroups,
+        })
     }
 }
 
@@ -187,16 +209,20 @@ impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
         let encoder = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("diffuse") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("diffuse"),
+            });
         Recorder { gpu, encoder }
     }
 
     /// Records `dispatches` in order, in one compute pass.
     pub fn dispatch<'a>(&mut self, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
+        let mut pass = self
+            .encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
         for d in dispatches {
             pass.set_pipeline(&d.kernel.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
@@ -209,7 +235,11 @@ impl<'g> Recorder<'g> {
         if src.byte_size() != dst.byte_size() {
             return Err(Error::shape(
                 "copy",
-                format!("source {:?} and destination {:?} differ in size", src.shape(), dst.shape()),
+                format!(
+                    "source {:?} and destination {:?} differ in size",
+                    src.shape(),
+                    dst.shape()
+                ),
             ));
         }
         self.encoder.copy_buffer_to_buffer(

@@ -30,7 +30,10 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 fn element_count(op: &'static str, shape: &[usize]) -> Result<usize> {
     if shape.is_empty() || shape.contains(&0) {
-        return Err(Error::shape(op, format!("shape {shape:?} has no elements; every dimension must be ≥ 1")));
+        return Err(Error::shape(
+            op,
+            format!("shape {shape:?} has no elements; every dimension must be ≥ 1"),
+        ));
     }
     shape
         .iter()
@@ -40,7 +43,10 @@ fn element_count(op: &'static str, shape: &[usize]) -> Result<usize> {
 }
 
 fn check_size(gpu: &Gpu, op: &'static str, shape: &[usize], bytes: u64) -> Result<()> {
-    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     if bytes > limit {
         return Err(Error::shape(
             op,
@@ -63,10 +69,21 @@ impl Tensor {
             usage: USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
-    fn from_bytes(gpu: &Gpu, shape: &[usize], dtype: DType, len: usize, bytes: &[u8]) -> Result<Tensor> {
+    fn from_bytes(
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+        len: usize,
+        bytes: &[u8],
+    ) -> Result<Tensor> {
         let n = element_count("Tensor::from_data", shape)?;
         if n != len {
             return Err(Error::shape(
@@ -75,20 +92,39 @@ impl Tensor {
             ));
         }
         check_size(gpu, "Tensor::from_data", shape, bytes.len() as u64)?;
-        let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytes,
-            usage: USAGE,
-        });
-        Ok(Tensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype })
+        let buffer = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytes,
+                usage: USAGE,
+            });
+        Ok(Tensor {
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        Self::from_bytes(gpu, shape, DType::F32, data.len(), bytemuck::cast_slice(data))
+        Self::from_bytes(
+            gpu,
+            shape,
+            DType::F32,
+            data.len(),
+            bytemuck::cast_slice(data),
+        )
     }
 
     pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
-        Self::from_bytes(gpu, shape, DType::U32, data.len(), bytemuck::cast_slice(data))
+        Self::from_bytes(
+            gpu,
+            shape,
+            DType::U32,
+            data.len(),
+            bytemuck::cast_slice(data),
+        )
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -135,10 +171,17 @@ impl Tensor {
         if n != self.len() {
             return Err(Error::shape(
                 "Tensor::reshape",
-                format!("cannot view {:?} ({} elements) as {shape:?} ({n} elements)", self.shape, self.len()),
+                format!(
+                    "cannot view {:?} ({} elements) as {shape:?} ({n} elements)",
+                    self.shape,
+                    self.len()
+                ),
             ));
         }
-        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
     }
 
     /// A sub-range of this tensor's storage, starting `start` elements in, seen with `shape`. Binding offsets must
@@ -148,18 +191,27 @@ impl Tensor {
         if start + n > self.len() {
             return Err(Error::shape(
                 "Tensor::view",
-                format!("elements {start}..{} lie outside a tensor of {} elements", start + n, self.len()),
+                format!(
+                    "elements {start}..{} lie outside a tensor of {} elements",
+                    start + n,
+                    self.len()
+                ),
             ));
         }
         let offset = self.offset + start as u64 * ELEMENT_BYTES;
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::shape(
                 "Tensor::view",
                 format!("byte offset {offset} is not a multiple of the adapter's storage alignment {align}"),
             ));
         }
-        Ok(Tensor { buffer: self.buffer.clone(), offset, shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            offset,
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
     }
 
     /// Overwrites the contents from the host.
@@ -167,10 +219,16 @@ impl Tensor {
         if data.len() != self.len() {
             return Err(Error::shape(
                 "Tensor::write_f32",
-                format!("tensor {:?} holds {} elements but {} were given", self.shape, self.len(), data.len()),
+                format!(
+                    "tensor {:?} holds {} elements but {} were given",
+                    self.shape,
+                    self.len(),
+                    data.len()
+                ),
             ));
         }
-        gpu.queue.write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        gpu.queue
+            .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -182,7 +240,9 @@ impl Tensor {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
         gpu.queue.submit([encoder.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -30,11 +30,20 @@ fn pointwise(
     threads: usize,
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
-    Dispatch::new(gpu, &kernel, &params, tensors, grid_1d(threads.div_ceil(WG) as u32))
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        tensors,
+        grid_1d(threads.div_ceil(WG) as u32),
+    )
 }
 
 fn len_params(t: &Tensor) -> Params {
-    Params { len: t.len() as u32, ..Params::default() }
+    Params {
+        len: t.len() as u32,
+        ..Params::default()
+    }
 }
 
 /// y = x·σ(x).
@@ -51,7 +60,13 @@ pub fn silu_backward(gpu: &Gpu, x: &Tensor, d_y: &Tensor, d_x: &Tensor) -> Resul
     check_f32(OP, &[x, d_y, d_x])?;
     same_shape(OP, x, d_y)?;
     same_shape(OP, x, d_x)?;
-    pointwise(gpu, OP, len_params(x), &[(1, x), (2, d_y), (3, d_x)], x.len())
+    pointwise(
+        gpu,
+        OP,
+        len_params(x),
+        &[(1, x), (2, d_y), (3, d_x)],
+        x.len(),
+    )
 }
 
 /// y = a + alpha·b. With alpha = 1 this is `add`, whose backward passes d_y to both inputs unchanged.
@@ -60,7 +75,10 @@ pub fn add_scaled(gpu: &Gpu, a: &Tensor, b: &Tensor, alpha: f32, y: &Tensor) -> 
     check_f32(OP, &[a, b, y])?;
     same_shape(OP, a, b)?;
     same_shape(OP, a, y)?;
-    let params = Params { alpha, ..len_params(a) };
+    let params = Params {
+        alpha,
+        ..len_params(a)
+    };
     pointwise(gpu, OP, params, &[(1, a), (2, b), (3, y)], a.len())
 }
 
@@ -69,7 +87,10 @@ pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, y: &Tensor) -> Result<Dispatch> 
     const OP: &str = "scale";
     check_f32(OP, &[x, y])?;
     same_shape(OP, x, y)?;
-    let params = Params { alpha, ..len_params(x) };
+    let params = Params {
+        alpha,
+        ..len_params(x)
+    };
     pointwise(gpu, OP, params, &[(1, x), (3, y)], x.len())
 }
 
@@ -78,13 +99,21 @@ pub fn axpy(gpu: &Gpu, alpha: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     const OP: &str = "axpy";
     check_f32(OP, &[x, y])?;
     same_shape(OP, x, y)?;
-    let params = Params { alpha, ..len_params(x) };
+    let params = Params {
+        alpha,
+        ..len_params(x)
+    };
     pointwise(gpu, OP, params, &[(1, x), (3, y)], x.len())
 }
 
 /// (N, C, H·W) of an NCHW tensor.
 fn nchw(op: &'static str, t: &Tensor) -> Result<[usize; 4]> {
-    ensure_shape!(t.shape().len() == 4, op, "expected an [N, C, H, W] tensor, got shape {:?}", t.shape());
+    ensure_shape!(
+        t.shape().len() == 4,
+        op,
+        "expected an [N, C, H, W] tensor, got shape {:?}",
+        t.shape()
+    );
     let s = t.shape();
     Ok([s[0], s[1], s[2], s[3]])
 }
@@ -121,13 +150,25 @@ fn concat_params(op: &'static str, a: &Tensor, b: &Tensor, y: &Tensor) -> Result
 /// y = [a; b] along channels: a [N, Ca, H, W], b [N, Cb, H, W] → y [N, Ca+Cb, H, W].
 pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let params = concat_params("concat_channels", a, b, y)?;
-    pointwise(gpu, "concat_channels", params, &[(1, a), (2, b), (3, y)], y.len())
+    pointwise(
+        gpu,
+        "concat_channels",
+        params,
+        &[(1, a), (2, b), (3, y)],
+        y.len(),
+    )
 }
 
 /// The backward of concat: d_y [N, Ca+Cb, H, W] → d_a [N, Ca, H, W], d_b [N, Cb, H, W].
 pub fn split_channels(gpu: &Gpu, d_y: &Tensor, d_a: &Tensor, d_b: &Tensor) -> Result<Dispatch> {
     let params = concat_params("split_channels", d_a, d_b, d_y)?;
-    pointwise(gpu, "split_channels", params, &[(1, d_y), (3, d_a), (4, d_b)], d_y.len())
+    pointwise(
+        gpu,
+        "split_channels",
+        params,
+        &[(1, d_y), (3, d_a), (4, d_b)],
+        d_y.len(),
+    )
 }
 
 fn upsample_params(op: &'static str, x: &Tensor, y: &Tensor) -> Result<Params> {
@@ -141,20 +182,30 @@ fn upsample_params(op: &'static str, x: &Tensor, y: &Tensor) -> Result<Params> {
         [n, c, 2 * h, 2 * w],
         y.shape()
     );
-    Ok(Params { h: h as u32, w: w as u32, ..Params::default() })
+    Ok(Params {
+        h: h as u32,
+        w: w as u32,
+        ..Params::default()
+    })
 }
 
 /// Nearest-neighbour ×2 upsampling: x [N, C, H, W] → y [N, C, 2H, 2W].
 pub fn upsample_nearest2x_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     const OP: &str = "upsample_nearest2x_forward";
-    let params = Params { len: y.len() as u32, ..upsample_params(OP, x, y)? };
+    let params = Params {
+        len: y.len() as u32,
+        ..upsample_params(OP, x, y)?
+    };
     pointwise(gpu, OP, params, &[(1, x), (3, y)], y.len())
 }
 
 /// d_x [N, C, H, W] = the sum of each 2×2 block of d_y [N, C, 2H, 2W].
 pub fn upsample_nearest2x_backward(gpu: &Gpu, d_y: &Tensor, d_x: &Tensor) -> Result<Dispatch> {
     const OP: &str = "upsample_nearest2x_backward";
-    let params = Params { len: d_x.len() as u32, ..upsample_params(OP, d_x, d_y)? };
+    let params = Params {
+        len: d_x.len() as u32,
+        ..upsample_params(OP, d_x, d_y)?
+    };
     pointwise(gpu, OP, params, &[(1, d_y), (3, d_x)], d_x.len())
 }
 
@@ -169,21 +220,36 @@ fn channel_bias_params(op: &'static str, x: &Tensor, e: &Tensor) -> Result<Param
         [n, c],
         e.shape()
     );
-    Ok(Params { hw: (h * w) as u32, ..Params::default() })
+    Ok(Params {
+        hw: (h * w) as u32,
+        ..Params::default()
+    })
 }
 
 /// y[n,c,h,w] = x[n,c,h,w] + e[n,c]: how a block adds its projected time embedding to a feature map.
 pub fn add_channel_bias(gpu: &Gpu, x: &Tensor, e: &Tensor, y: &Tensor) -> Result<Dispatch> {
     const OP: &str = "add_channel_bias";
     same_shape(OP, x, y)?;
-    let params = Params { len: x.len() as u32, ..channel_bias_params(OP, x, e)? };
+    let params = Params {
+        len: x.len() as u32,
+        ..channel_bias_params(OP, x, e)?
+    };
     pointwise(gpu, OP, params, &[(1, x), (2, e), (3, y)], x.len())
 }
 
 /// d_e[n,c] = Σ_hw d_y[n,c,h,w] (d_x is d_y itself).
 pub fn channel_bias_backward(gpu: &Gpu, d_y: &Tensor, d_e: &Tensor) -> Result<Dispatch> {
     const OP: &str = "channel_bias_backward";
-    let params = Params { len: d_e.len() as u32, ..channel_bias_params(OP, d_y, d_e)? };
+    let params = Params {
+        len: d_e.len() as u32,
+        ..channel_bias_params(OP, d_y, d_e)?
+    };
     let kernel = gpu.kernel(SHADER, OP)?;
-    Dispatch::new(gpu, &kernel, &params, &[(1, d_y), (3, d_e)], grid_1d(d_e.len() as u32))
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, d_y), (3, d_e)],
+        grid_1d(d_e.len() as u32),
+    )
 }

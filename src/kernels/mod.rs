@@ -15,7 +15,14 @@ use crate::gpu::{DType, Tensor};
 pub(crate) fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     for t in tensors {
         if t.dtype() != DType::F32 {
-            return Err(Error::shape(op, format!("expected f32 tensors, got a {:?} tensor of shape {:?}", t.dtype(), t.shape())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "expected f32 tensors, got a {:?} tensor of shape {:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
         }
     }
     Ok(())
@@ -24,7 +31,10 @@ pub(crate) fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 /// `a` and `b` must have the same shape.
 pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::shape(op, format!("shapes {:?} and {:?} must be equal", a.shape(), b.shape())));
+        return Err(Error::shape(
+            op,
+            format!("shapes {:?} and {:?} must be equal", a.shape(), b.shape()),
+        ));
     }
     Ok(())
 }

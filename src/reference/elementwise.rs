@@ -24,7 +24,14 @@ pub fn add_scaled(a: &[f64], b: &[f64], alpha: f64) -> Vec<f64> {
 }
 
 /// [N, Ca, HW] ⧺ [N, Cb, HW] → [N, Ca+Cb, HW].
-pub fn concat_channels(a: &[f64], b: &[f64], n: usize, ca: usize, cb: usize, hw: usize) -> Vec<f64> {
+pub fn concat_channels(
+    a: &[f64],
+    b: &[f64],
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+) -> Vec<f64> {
     let mut y = Vec::with_capacity(n * (ca + cb) * hw);
     for i in 0..n {
         y.extend_from_slice(&a[i * ca * hw..(i + 1) * ca * hw]);
@@ -34,7 +41,13 @@ pub fn concat_channels(a: &[f64], b: &[f64], n: usize, ca: usize, cb: usize, hw:
 }
 
 /// The inverse of [`concat_channels`]: d_y → (d_a, d_b).
-pub fn split_channels(d_y: &[f64], n: usize, ca: usize, cb: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn split_channels(
+    d_y: &[f64],
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let (mut d_a, mut d_b) = (Vec::new(), Vec::new());
     for i in 0..n {
         let row = &d_y[i * (ca + cb) * hw..(i + 1) * (ca + cb) * hw];

@@ -27,5 +27,8 @@ pub fn worst_ratio(a: &[f64], b: &[f64], atol: f64, rtol: f64) -> (usize, f64) {
         .zip(b)
         .enumerate()
         .map(|(i, (x, y))| (i, (x - y).abs() / (atol + rtol * y.abs())))
-        .fold((0, 0.0), |best, cur| if cur.1 > best.1 { cur } else { best })
+        .fold(
+            (0, 0.0),
+            |best, cur| if cur.1 > best.1 { cur } else { best },
+        )
 }

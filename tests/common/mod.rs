@@ -38,14 +38,22 @@ pub fn uniform64(n: usize, seed: u64) -> Vec<f64> {
 /// Ok unless some |got_i − want_i| > bound(i); the error names the worst element relative to its bound.
 pub fn check_close(got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("lengths differ: got {}, want {}", got.len(), want.len()));
+        return Err(format!(
+            "lengths differ: got {}, want {}",
+            got.len(),
+            want.len()
+        ));
     }
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
         let b = bound(i);
         // NaN in got fails: `err <= b` is false.
-        let ratio = if err <= b { err / b.max(f64::MIN_POSITIVE) } else { f64::INFINITY };
+        let ratio = if err <= b {
+            err / b.max(f64::MIN_POSITIVE)
+        } else {
+            f64::INFINITY
+        };
         if worst.is_none_or(|(_, r)| ratio > r) {
             worst = Some((i, ratio));
         }

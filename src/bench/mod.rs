@@ -1,0 +1,166 @@
+//! `diffuse bench`: times every kernel family on the shapes the U-Net presets use. Each case is built once
+//! (tensors, dispatches), warmed up, then timed over several runs; a run records the case's dispatches `reps`
+//! times in one pass and one submission, so per-call time = run time / reps. Reported: median, min and max per
+//! call, and GFLOP/s (for arithmetic-bound kernels) or GB/s (for memory-bound ones) at the median.
+
+mod cases;
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu, Timer};
+
+/// What a case's figure of merit counts per call.
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
+    /// Floating-point operations (a multiply-add is 2).
+    Flops(f64),
+    /// Bytes read plus bytes written, each element once.
+    Bytes(f64),
+}
+
+pub struct Case {
+    pub dispatches: Vec<Dispatch>,
+    pub work: Work,
+    /// How `work` was counted, e.g. "2·M·N·K".
+    pub formula: &'static str,
+}
+
+/// Builds a case's tensors and dispatches on a device.
+pub type BuildCase = Box<dyn Fn(&Gpu) -> Result<Case>>;
+
+/// A named case whose tensors are only built when it is selected.
+pub struct CaseSpec {
+    pub name: &'static str,
+    pub shape: String,
+    pub build: BuildCase,
+}
+
+pub struct Options {
+    /// Only cases whose "name shape" contains this substring.
+    pub filter: Option<String>,
+    /// Fewer, shorter runs on smaller shapes: a smoke test, not a measurement.
+    pub quick: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub name: String,
+    pub shape: String,
+    pub formula: &'static str,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub runs: usize,
+    pub reps: usize,
+    /// GFLOP/s or GB/s at the median, per `unit`.
+    pub rate: f64,
+    pub unit: &'static str,
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+/// Runs the selected cases, printing one line each as it finishes.
+pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'static str)> {
+    let timer = Timer::new(gpu);
+    let (runs, target_s) = if options.quick { (3, 0.02) } else { (7, 0.25) };
+    let mut rows = Vec::new();
+    for spec in cases::all(options.quick) {
+        let label = format!("{} {}", spec.name, spec.shape);
+        if options
+            .filter
+            .as_ref()
+            .is_some_and(|f| !label.contains(f.as_str()))
+        {
+            continue;
+        }
+        let case = (spec.build)(gpu)?;
+        let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
+        // Warm-up (pipeline caches, first-touch of memory), then size `reps` so a run lasts about `target_s`.
+        let once = timer.time(gpu, &dispatches, 1)?.max(1e-7);
+        let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
+        let mut per_call: Vec<f64> = (0..runs)
+            .map(|_| timer.time(gpu, &dispatches, reps).map(|s| s / reps as f64))
+            .collect::<Result<_>>()?;
+        per_call.sort_by(f64::total_cmp);
+        let med = median(&per_call);
+        let (rate, unit) = match case.work {
+            Work::Flops(f) => (f / med * 1e-9, "GFLOP/s"),
+            Work::Bytes(b) => (b / med * 1e-9, "GB/s"),
+        };
+        let row = Row {
+            name: spec.name.to_string(),
+            shape: spec.shape.clone(),
+            formula: case.formula,
+            median_ms: med * 1e3,
+            min_ms: per_call[0] * 1e3,
+            max_ms: per_call[per_call.len() - 1] * 1e3,
+            runs,
+            reps,
+            rate,
+            unit,
+        };
+        if print {
+            println!("{}", format_row(&row));
+        }
+        rows.push(row);
+    }
+    Ok((rows, timer.clock().name()))
+}
+
+pub fn format_row(r: &Row) -> String {
+    format!(
+        "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({})",
+        r.name, r.shape, r.median_ms, r.min_ms, r.max_ms, r.rate, r.unit, r.formula
+    )
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The results as a JSON document: adapter, clock, and one object per case.
+pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
+    let cases: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "    {{\"name\": {}, \"shape\": {}, \"formula\": {}, \"median_ms\": {:e}, \"min_ms\": {:e}, \
+                 \"max_ms\": {:e}, \"runs\": {}, \"reps\": {}, \"rate\": {:e}, \"unit\": {}}}",
+                json_string(&r.name),
+                json_string(&r.shape),
+                json_string(r.formula),
+                r.median_ms,
+                r.min_ms,
+                r.max_ms,
+                r.runs,
+                r.reps,
+                r.rate,
+                json_string(r.unit)
+            )
+        })
+        .collect();
+    format!(
+        "{{\n  \"adapter\": {},\n  \"backend\": {},\n  \"clock\": {},\n  \"diffuse\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        json_string(&gpu.info.name),
+        json_string(&format!("{:?}", gpu.info.backend)),
+        json_string(clock),
+        json_string(env!("CARGO_PKG_VERSION")),
+        cases.join(",\n")
+    )
+}

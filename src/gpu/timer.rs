@@ -1,0 +1,121 @@
+//! GPU timing for the benchmark: timestamp queries at compute-pass boundaries where the adapter has them,
+//! wall-clock time around submit-and-wait otherwise.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+
+pub struct Timer {
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+}
+
+/// Where a duration came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Timestamp queries written by the GPU at the start and end of the pass.
+    GpuTimestamps,
+    /// Host wall-clock around submit and wait (includes submission overhead).
+    WallClock,
+}
+
+impl Clock {
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::GpuTimestamps => "gpu-timestamps",
+            Clock::WallClock => "wall-clock",
+        }
+    }
+}
+
+impl Timer {
+    pub fn new(gpu: &Gpu) -> Timer {
+        let queries = gpu.caps.timestamps.then(|| {
+            let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamp resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamp readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (set, resolve, readback)
+        });
+        Timer { queries }
+    }
+
+    pub fn clock(&self) -> Clock {
+        if self.queries.is_some() {
+            Clock::GpuTimestamps
+        } else {
+            Clock::WallClock
+        }
+    }
+
+    /// Seconds to run `dispatches` `reps` times over, recorded in one pass and one submission.
+    pub fn time(&self, gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bench"),
+            });
+        {
+            let timestamp_writes =
+                self.queries
+                    .as_ref()
+                    .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes,
+            });
+            for _ in 0..reps {
+                for d in dispatches {
+                    pass.set_pipeline(&d.kernel.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+                }
+            }
+        }
+        if let Some((set, resolve, readback)) = &self.queries {
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, 16);
+        }
+        let start = Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        gpu.wait()?;
+        let wall = start.elapsed().as_secs_f64();
+        let Some((_, _, readback)) = &self.queries else {
+            return Ok(wall);
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait()?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(format!("timestamp readback lost: {e}")))?
+            .map_err(|e| Error::Gpu(format!("mapping timestamps: {e}")))?;
+        let ticks: [u64; 2] = {
+            let view = readback
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("reading timestamps: {e:?}")))?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        readback.unmap();
+        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9)
+    }
+}
