@@ -238,8 +238,7 @@ fn mismatched_shapes_are_refused_with_the_shapes_named() {
         .to_string();
     assert!(err.contains("concat_channels"), "{err}");
     let err = Tensor::zeros(gpu, &[2, 0, 3], diffuse::gpu::DType::F32)
-        .err()
-        .expect("zero size")
+        .expect_err("zero size")
         .to_string();
     assert!(err.contains("no elements"), "{err}");
 }
