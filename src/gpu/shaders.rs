@@ -2,10 +2,11 @@
 //! checks it against the files in `shaders/`, so a file missing here (or a row whose file is gone) fails CI.
 
 /// (name, source) of each `shaders/<name>.wgsl`.
-pub const SHADERS: &[(&str, &str)] = &[(
-    "elementwise",
-    include_str!("../../shaders/elementwise.wgsl"),
-)];
+#[rustfmt::skip]
+pub const SHADERS: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("noise", include_str!("../../shaders/noise.wgsl")),
+];
 
 /// The WGSL source of `shaders/<name>.wgsl`.
 pub fn source(name: &str) -> Option<&'static str> {

@@ -1,0 +1,84 @@
+//! Wrapper of shaders/noise.wgsl: x_t = a[t]·x_0 + b[t]·ε per sample, and the training target.
+//! Reference: src/reference/noise.rs.
+
+use crate::ensure_shape;
+use crate::error::Result;
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::kernels::{check_f32, same_shape};
+
+/// What the network is trained to predict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The noise ε (Ho et al. 2020).
+    Epsilon,
+    /// The clean data x_0.
+    Sample,
+    /// v = a·ε − b·x_0 (Salimans & Ho 2022).
+    Velocity,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    d: u32,
+    steps: u32,
+    prediction: u32,
+}
+
+/// x0, eps, x_t, target: [N, …] (same shape); t: [N] u32; table: [2, T] = (a_t, b_t) rows, e.g.
+/// (√ᾱ_t, √(1 − ᾱ_t)) for DDPM or (1, σ_t) for NCSN.
+#[allow(clippy::too_many_arguments)]
+pub fn noise_forward(
+    gpu: &Gpu,
+    x0: &Tensor,
+    eps: &Tensor,
+    t: &Tensor,
+    table: &Tensor,
+    target_kind: Target,
+    x_t: &Tensor,
+    target: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "noise_forward";
+    check_f32(OP, &[x0, eps, table, x_t, target])?;
+    for other in [eps, x_t, target] {
+        same_shape(OP, x0, other)?;
+    }
+    let n = x0.shape()[0];
+    ensure_shape!(
+        t.dtype() == DType::U32,
+        OP,
+        "timesteps must be a u32 tensor, got {:?}",
+        t.dtype()
+    );
+    ensure_shape!(
+        t.shape() == [n],
+        OP,
+        "timesteps for a batch of {n} must have shape [{n}], got {:?}",
+        t.shape()
+    );
+    ensure_shape!(
+        table.shape().len() == 2 && table.shape()[0] == 2,
+        OP,
+        "the coefficient table must be [2, T] (rows a_t and b_t), got {:?}",
+        table.shape()
+    );
+    let params = Params {
+        len: x0.len() as u32,
+        d: (x0.len() / n) as u32,
+        steps: table.shape()[1] as u32,
+        prediction: match target_kind {
+            Target::Epsilon => 0,
+            Target::Sample => 1,
+            Target::Velocity => 2,
+        },
+    };
+    let kernel = gpu.kernel("noise", OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, x0), (2, eps), (3, t), (4, table), (5, x_t), (6, target)],
+        grid_1d(x0.len().div_ceil(256) as u32),
+    )
+}
