@@ -4,6 +4,9 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
+    ("random", include_str!("../../shaders/random.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.
