@@ -5,7 +5,10 @@
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
+    ("random", include_str!("../../shaders/random.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

@@ -7,7 +7,10 @@
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
 pub mod elementwise;
+pub mod embedding;
+pub mod loss;
 pub mod noise;
+pub mod random;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

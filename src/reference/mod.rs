@@ -2,8 +2,11 @@
 //! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
 
 pub mod elementwise;
+pub mod embedding;
 pub mod gradcheck;
+pub mod loss;
 pub mod noise;
+pub mod random;
 
 /// Unit roundoff of f32 (2⁻²⁴).
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
