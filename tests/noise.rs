@@ -88,3 +88,65 @@ fn noise_forward_refuses_bad_shapes() {
     assert!(run(&t_wrong, &table).unwrap().contains("[2]"));
     assert!(run(&t, &bad_table).unwrap().contains("[2, T]"));
 }
+
+#[test]
+fn noised_samples_have_the_closed_form_mean_and_variance() {
+    // For fixed x_0 and t, x_t ~ N(√ᾱ_t·x_0, (1 − ᾱ_t)·I). With GPU normals for ε and m = 2¹⁸ samples, the
+    // empirical mean must lie within 5 standard errors (SE = √((1 − ᾱ_t)/m)) and the empirical variance within 5
+    // of its standard errors (SE ≈ (1 − ᾱ_t)·√(2/(m − 1)) for a normal): a false alarm has probability < 10⁻⁶.
+    let gpu = gpu();
+    let schedule = Schedule::new(BetaSchedule::COSINE, 1000).unwrap();
+    let a: Vec<f32> = schedule
+        .sqrt_alphas_cumprod
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let b: Vec<f32> = schedule
+        .sqrt_one_minus_alphas_cumprod
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let table = Tensor::from_f32(gpu, &[2, 1000], &[a.clone(), b.clone()].concat()).unwrap();
+    let (n, d) = (256, 1024);
+    let m = (n * d) as f64;
+    for (t, x0_value) in [(0u32, 0.5f32), (300, -0.8), (999, 1.0)] {
+        let x0 = Tensor::from_f32(gpu, &[n, d], &vec![x0_value; n * d]).unwrap();
+        let eps = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        let steps = Tensor::from_u32(gpu, &[n], &vec![t; n]).unwrap();
+        let x_t = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        let target = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        let state = diffuse::kernels::random::rng_state(gpu, 0).unwrap();
+        gpu.run([
+            &diffuse::kernels::random::fill_normal(gpu, &eps, 42, 0, &state).unwrap(),
+            &noise::noise_forward(
+                gpu,
+                &x0,
+                &eps,
+                &steps,
+                &table,
+                Target::Epsilon,
+                &x_t,
+                &target,
+            )
+            .unwrap(),
+        ])
+        .unwrap();
+        let xs = x_t.read_f32(gpu).unwrap();
+        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / m;
+        let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (m - 1.0);
+        let (want_mean, want_var) = (
+            a[t as usize] as f64 * x0_value as f64,
+            (b[t as usize] as f64).powi(2),
+        );
+        let se_mean = (want_var / m).sqrt();
+        let se_var = want_var * (2.0 / (m - 1.0)).sqrt();
+        assert!(
+            (mean - want_mean).abs() <= 5.0 * se_mean,
+            "t={t}: mean {mean} vs {want_mean} (SE {se_mean:e})"
+        );
+        assert!(
+            (var - want_var).abs() <= 5.0 * se_var,
+            "t={t}: variance {var} vs {want_var} (SE {se_var:e})"
+        );
+    }
+}
