@@ -27,6 +27,8 @@ const MAX_PARTIALS: usize = 1024;
 
 /// Elements of the host-written `hyper` tensor: `[lr, ema_decay, 1 − ema_decay, 0]`.
 pub const HYPER_LEN: usize = 4;
+/// How error messages name the `hyper` tensor's layout.
+const HYPER_LAYOUT: &str = "hyper [lr, ema_decay, 1 − ema_decay, 0]";
 /// Elements of the GPU-owned Adam step tensor: `[t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ_decoupled]`.
 pub const STEP_LEN: usize = 4;
 /// Elements of the grad-norm output: `[‖g‖, clip scale]`.
@@ -73,12 +75,7 @@ impl Hyper {
 
     /// Writes these values into `hyper` (queued before the next submission).
     pub fn write(&self, gpu: &Gpu, hyper: &Tensor) -> Result<()> {
-        check_scalars(
-            "Hyper::write",
-            hyper,
-            HYPER_LEN,
-            "hyper [lr, ema_decay, 1 − ema_decay, 0]",
-        )?;
+        check_scalars("Hyper::write", hyper, HYPER_LEN, HYPER_LAYOUT)?;
         hyper.write_f32(gpu, &self.to_f32())
     }
 }
@@ -273,12 +270,7 @@ pub fn adam_step(
         STEP_LEN,
         "the step tensor [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ]",
     )?;
-    check_scalars(
-        OP,
-        hyper,
-        HYPER_LEN,
-        "hyper [lr, ema_decay, 1 − ema_decay, 0]",
-    )?;
+    check_scalars(OP, hyper, HYPER_LEN, HYPER_LAYOUT)?;
     if let Some(norm) = clip {
         check_scalars(OP, norm, NORM_LEN, "the clip tensor [‖g‖, clip scale]")?;
     }
@@ -334,12 +326,7 @@ pub fn ema_update(gpu: &Gpu, weights: &Tensor, ema: &Tensor, hyper: &Tensor) -> 
     const OP: &str = "ema_update";
     check_f32(OP, &[weights, ema])?;
     same_shape(OP, weights, ema)?;
-    check_scalars(
-        OP,
-        hyper,
-        HYPER_LEN,
-        "hyper [lr, ema_decay, 1 − ema_decay, 0]",
-    )?;
+    check_scalars(OP, hyper, HYPER_LEN, HYPER_LAYOUT)?;
     let params = Params {
         len: ema.len() as u32,
         ..Params::default()
