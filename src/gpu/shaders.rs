@@ -8,6 +8,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
+    ("optimizer", include_str!("../../shaders/optimizer.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
 ];
 

@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod loss;
 pub mod noise;
+pub mod optimizer;
 pub mod random;
 
 use crate::error::{Error, Result};

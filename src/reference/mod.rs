@@ -6,6 +6,7 @@ pub mod embedding;
 pub mod gradcheck;
 pub mod loss;
 pub mod noise;
+pub mod optimizer;
 pub mod random;
 
 /// Unit roundoff of f32 (2⁻²⁴).

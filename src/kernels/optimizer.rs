@@ -1,0 +1,335 @@
+//! Wrapper of shaders/optimizer.wgsl: the global gradient norm and clip scale, Adam/AdamW, and the EMA of the
+//! weights, each one pass (or two) over the model's single flat parameter vector. Reference:
+//! src/reference/optimizer.rs.
+//!
+//! A training step is recorded once and resubmitted, so what changes per step lives in three small f32 tensors,
+//! never in the uniform params (which are fixed when a [`Dispatch`] is built):
+//! - `hyper`, [`HYPER_LEN`] elements, written by the host before each submission ([`Hyper::write`]):
+//!   `[lr, ema_decay, 1 − ema_decay, 0]` (the last is reserved).
+//! - `step`, [`STEP_LEN`] elements ([`AdamState::step`]), owned by the GPU:
+//!   `[t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ]`. Each recorded Adam step first adds 1 to `t` on the GPU and
+//!   recomputes the rest from lr in `hyper`, so the same dispatches submitted (or recorded) k times take k steps.
+//!   Zeros for a fresh optimizer; to resume, write `[t, 0, 0, 0]`. `t` is an f32 integer, exact up to 2²⁴ steps.
+//!   The bias corrections 1 − βᵗ are formed as −expm1(t·ln β) (ln β from the host in f64), to about 10 u at any t.
+//! - `norm`, [`NORM_LEN`] elements, written by [`grad_norm`]: `[‖g‖, clip scale]`; [`adam_step`] reads the scale in
+//!   the same submission, and the host may read ‖g‖ back for logging.
+
+use crate::ensure_shape;
+use crate::error::Result;
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::kernels::{check_f32, same_shape};
+
+const SHADER: &str = "optimizer";
+const WG: usize = 256;
+/// Workgroups of the first grad-norm stage at most: enough to fill a large GPU, few enough that one workgroup
+/// finishes the sum with 4 serial adds per thread.
+const MAX_PARTIALS: usize = 1024;
+
+/// Elements of the host-written `hyper` tensor: `[lr, ema_decay, 1 − ema_decay, 0]`.
+pub const HYPER_LEN: usize = 4;
+/// How error messages name the `hyper` tensor's layout.
+const HYPER_LAYOUT: &str = "hyper [lr, ema_decay, 1 − ema_decay, 0]";
+/// Elements of the GPU-owned Adam step tensor: `[t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ_decoupled]`.
+pub const STEP_LEN: usize = 4;
+/// Elements of the grad-norm output: `[‖g‖, clip scale]`.
+pub const NORM_LEN: usize = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    partials: u32,
+    clip: u32,
+    max_norm: f32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    ln_beta1: f32,
+    ln_beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    decoupled_weight_decay: f32,
+    _pad: [u32; 3],
+}
+
+/// The per-step scalars the host writes into `hyper` before each submission.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    /// The learning rate of this step (warm-up and schedules applied by the trainer).
+    pub lr: f64,
+    /// The EMA decay d of this step (its warm-up is the trainer's business).
+    pub ema_decay: f64,
+}
+
+impl Hyper {
+    /// `[lr, d, 1 − d, 0]`, with 1 − d rounded from f64 so that decays near 1 keep their digits.
+    pub fn to_f32(&self) -> [f32; HYPER_LEN] {
+        [
+            self.lr as f32,
+            self.ema_decay as f32,
+            (1.0 - self.ema_decay) as f32,
+            0.0,
+        ]
+    }
+
+    /// Writes these values into `hyper` (queued before the next submission).
+    pub fn write(&self, gpu: &Gpu, hyper: &Tensor) -> Result<()> {
+        check_scalars("Hyper::write", hyper, HYPER_LEN, HYPER_LAYOUT)?;
+        hyper.write_f32(gpu, &self.to_f32())
+    }
+}
+
+/// Adam's constants (fixed for a run), in torch.optim's terms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// true: AdamW (p ← p·(1 − lr·λ) before the step); false: Adam (g ← g + λ·p).
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// torch.optim.Adam's defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn adam() -> Self {
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
+    /// torch.optim.AdamW's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    pub fn adamw() -> Self {
+        AdamConfig {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Self::adam()
+        }
+    }
+
+    fn validate(&self, op: &'static str) -> Result<()> {
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            ensure_shape!(
+                (0.0..1.0).contains(&beta),
+                op,
+                "{name} must lie in [0, 1), got {beta}"
+            );
+        }
+        ensure_shape!(
+            self.eps.is_finite() && self.eps >= 0.0,
+            op,
+            "eps must be finite and ≥ 0, got {}",
+            self.eps
+        );
+        ensure_shape!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            op,
+            "weight_decay must be finite and ≥ 0, got {}",
+            self.weight_decay
+        );
+        Ok(())
+    }
+}
+
+/// Adam's state for one flat parameter vector: the moments m, v (same shape as the parameters) and the step tensor
+/// [`STEP_LEN`]. All three belong in a checkpoint.
+pub struct AdamState {
+    pub m: Tensor,
+    pub v: Tensor,
+    pub step: Tensor,
+}
+
+impl AdamState {
+    /// A fresh optimizer (t = 0, moments zero) for parameters of `shape`.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<AdamState> {
+        Ok(AdamState {
+            m: Tensor::zeros(gpu, shape, DType::F32)?,
+            v: Tensor::zeros(gpu, shape, DType::F32)?,
+            step: Tensor::zeros(gpu, &[STEP_LEN], DType::F32)?,
+        })
+    }
+}
+
+/// `t` must be an f32 tensor of exactly `len` elements, laid out as `layout`.
+fn check_scalars(op: &'static str, t: &Tensor, len: usize, layout: &str) -> Result<()> {
+    check_f32(op, &[t])?;
+    ensure_shape!(
+        t.len() == len,
+        op,
+        "{layout} must hold {len} elements, got shape {:?}",
+        t.shape()
+    );
+    Ok(())
+}
+
+fn per_element(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: Params,
+    tensors: &[(u32, &Tensor)],
+) -> Result<Dispatch> {
+    let kernel = gpu.kernel(SHADER, entry)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        tensors,
+        grid_1d((params.len as usize).div_ceil(WG) as u32),
+    )
+}
+
+/// Workgroups of the first grad-norm stage for `len` elements.
+fn partials(len: usize) -> usize {
+    len.div_ceil(WG).clamp(1, MAX_PARTIALS)
+}
+
+/// The longest chain of f32 roundings that any gᵢ² passes through in [`grad_norm`] (the squaring, the serial adds
+/// of a thread, two 8-level trees and the serial adds of the final workgroup), so that the computed Σgᵢ² is within
+/// γ(chain)·Σgᵢ² of the exact sum: far tighter than γ(len) for long vectors.
+pub fn grad_norm_chain(len: usize) -> usize {
+    let w = partials(len);
+    1 + len.div_ceil(w * WG) + 8 + w.div_ceil(WG) + 8
+}
+
+/// `norm` ← [‖grad‖₂, s] with s = min(1, max_norm / (‖grad‖ + 1e-6)) (torch.nn.utils.clip_grad_norm_), or s = 1
+/// when `max_norm` is None. Two passes (partial sums of squares per workgroup, then one workgroup), in a fixed order
+/// so the result is deterministic; the scratch for the partial sums is allocated here and kept by the dispatches.
+pub fn grad_norm(
+    gpu: &Gpu,
+    grad: &Tensor,
+    max_norm: Option<f64>,
+    norm: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "grad_norm";
+    check_f32(OP, &[grad])?;
+    check_scalars(OP, norm, NORM_LEN, "norm [‖g‖, clip scale]")?;
+    if let Some(max) = max_norm {
+        ensure_shape!(
+            max.is_finite() && max > 0.0,
+            OP,
+            "max_norm must be finite and > 0, got {max}"
+        );
+    }
+    let w = partials(grad.len());
+    let scratch = Tensor::zeros(gpu, &[w], DType::F32)?;
+    let params = Params {
+        len: grad.len() as u32,
+        partials: w as u32,
+        clip: max_norm.is_some() as u32,
+        max_norm: max_norm.unwrap_or(0.0) as f32,
+        ..Params::default()
+    };
+    let partial = gpu.kernel(SHADER, "grad_norm_partial")?;
+    let finalize = gpu.kernel(SHADER, "grad_norm_finalize")?;
+    Ok(vec![
+        Dispatch::new(
+            gpu,
+            &partial,
+            &params,
+            &[(1, grad), (2, &scratch)],
+            [w as u32, 1, 1],
+        )?,
+        Dispatch::new(
+            gpu,
+            &finalize,
+            &params,
+            &[(3, &scratch), (4, norm)],
+            [1, 1, 1],
+        )?,
+    ])
+}
+
+/// One Adam/AdamW step (torch.optim semantics, see shaders/optimizer.wgsl), as two dispatches: `adam_advance`
+/// (t += 1 and the bias-corrected step size, from lr in `hyper`) then the update of `param`, `state.m` and
+/// `state.v`. With `clip` (the `norm` tensor of [`grad_norm`], recorded before this), the gradient is first
+/// multiplied by the clip scale; without it, it is used as it is. `param`, `grad`, m and v must have one shape and
+/// be distinct buffers.
+pub fn adam_step(
+    gpu: &Gpu,
+    config: &AdamConfig,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &AdamState,
+    hyper: &Tensor,
+    clip: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "adam_step";
+    config.validate(OP)?;
+    check_f32(OP, &[param, grad, &state.m, &state.v])?;
+    same_shape(OP, param, grad)?;
+    same_shape(OP, param, &state.m)?;
+    same_shape(OP, param, &state.v)?;
+    check_scalars(
+        OP,
+        &state.step,
+        STEP_LEN,
+        "the step tensor [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ]",
+    )?;
+    check_scalars(OP, hyper, HYPER_LEN, HYPER_LAYOUT)?;
+    if let Some(norm) = clip {
+        check_scalars(OP, norm, NORM_LEN, "the clip tensor [‖g‖, clip scale]")?;
+    }
+    // ln 0 = −∞; below −104, e^(t·ln β) is 0 in f32 for every t ≥ 1 anyway.
+    let ln = |beta: f64| (beta.ln().max(-104.0)) as f32;
+    let (coupled, decoupled) = if config.decoupled {
+        (0.0, config.weight_decay)
+    } else {
+        (config.weight_decay, 0.0)
+    };
+    let params = Params {
+        len: param.len() as u32,
+        beta1: config.beta1 as f32,
+        one_minus_beta1: (1.0 - config.beta1) as f32,
+        beta2: config.beta2 as f32,
+        one_minus_beta2: (1.0 - config.beta2) as f32,
+        ln_beta1: ln(config.beta1),
+        ln_beta2: ln(config.beta2),
+        eps: config.eps as f32,
+        weight_decay: coupled as f32,
+        decoupled_weight_decay: decoupled as f32,
+        ..Params::default()
+    };
+    let advance = gpu.kernel(SHADER, "adam_advance")?;
+    let mut tensors = vec![
+        (1, grad),
+        (8, &state.step),
+        (9, param),
+        (10, &state.m),
+        (11, &state.v),
+    ];
+    let entry = match clip {
+        Some(norm) => {
+            tensors.push((5, norm));
+            "adam_update_clipped"
+        }
+        None => "adam_update",
+    };
+    Ok(vec![
+        Dispatch::new(
+            gpu,
+            &advance,
+            &params,
+            &[(6, hyper), (7, &state.step)],
+            [1, 1, 1],
+        )?,
+        per_element(gpu, entry, params, &tensors)?,
+    ])
+}
+
+/// ema ← d·ema + (1 − d)·weights, with d and 1 − d read from `hyper` at submission time.
+pub fn ema_update(gpu: &Gpu, weights: &Tensor, ema: &Tensor, hyper: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "ema_update";
+    check_f32(OP, &[weights, ema])?;
+    same_shape(OP, weights, ema)?;
+    check_scalars(OP, hyper, HYPER_LEN, HYPER_LAYOUT)?;
+    let params = Params {
+        len: ema.len() as u32,
+        ..Params::default()
+    };
+    per_element(gpu, OP, params, &[(6, hyper), (12, weights), (13, ema)])
+}
