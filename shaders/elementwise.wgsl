@@ -6,7 +6,7 @@
 //   concat_channels: y[n] = [a[n]; b[n]] along C  backward: split_channels, d_a and d_b out of d_y
 //   upsample_nearest2x: y[n,c,h,w] = x[n,c,⌊h/2⌋,⌊w/2⌋]   backward: d_x = Σ of the 2×2 block of d_y
 //   add_channel_bias: y[n,c,h,w] = x[n,c,h,w] + e[n,c]     backward: d_e[n,c] = Σ_hw d_y[n,c,h,w]
-// Dispatch: 256 invocations per workgroup, one output element each, on a 2-D grid of workgroups
+// Dispatch: 256 invocations per workgroup, 4 output elements each (see PER_THREAD), on a 2-D grid of workgroups
 // (linear workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
 // channel_bias_backward uses one workgroup per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
 
@@ -31,64 +31,95 @@ struct Params {
 
 const WG: u32 = 256u;
 
-fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid.x;
+// Each invocation of a pointwise entry point handles PER_THREAD elements, WG apart, so a workgroup covers
+// WG·PER_THREAD contiguous elements and neighbouring invocations touch neighbouring addresses: fewer, fuller
+// workgroups (on lavapipe, 4 per thread measured ~1.5-2× faster than 1) with coalesced access on real GPUs.
+const PER_THREAD: u32 = 4u;
+
+fn first_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * WG * PER_THREAD + lid.x;
 }
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-@compute @workgroup_size(256)
-fn silu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn silu_forward_at(i: u32) {
     let x = a[i];
     y[i] = x * sigmoid(x);
 }
 
-// a = x (the forward input), b = d_y; y = d_x.
 @compute @workgroup_size(256)
-fn silu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn silu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { silu_forward_at(i); }
+    }
+}
+
+// a = x (the forward input), b = d_y; y = d_x.
+fn silu_backward_at(i: u32) {
     let x = a[i];
     let s = sigmoid(x);
     y[i] = b[i] * s * (1.0 + x * (1.0 - s));
 }
 
 @compute @workgroup_size(256)
-fn add_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn silu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { silu_backward_at(i); }
+    }
+}
+
+fn add_scaled_at(i: u32) {
     y[i] = a[i] + p.alpha * b[i];
 }
 
 @compute @workgroup_size(256)
-fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn add_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { add_scaled_at(i); }
+    }
+}
+
+fn scale_at(i: u32) {
     y[i] = p.alpha * a[i];
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { scale_at(i); }
+    }
+}
+
+fn axpy_at(i: u32) {
+    y[i] = y[i] + p.alpha * a[i];
 }
 
 @compute @workgroup_size(256)
 fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
-    y[i] = y[i] + p.alpha * a[i];
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { axpy_at(i); }
+    }
 }
 
 // y: [N, Ca + Cb, H, W] from a: [N, Ca, H, W] and b: [N, Cb, H, W].
-@compute @workgroup_size(256)
-fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn concat_channels_at(i: u32) {
     let c_total = p.a_channels + p.b_channels;
     let pix = i % p.hw;
     let c = (i / p.hw) % c_total;
@@ -100,12 +131,18 @@ fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// a = d_y: [N, Ca + Cb, H, W]; y = d_a: [N, Ca, H, W], y2 = d_b: [N, Cb, H, W]. One invocation per d_y element.
 @compute @workgroup_size(256)
-fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { concat_channels_at(i); }
+    }
+}
+
+// a = d_y: [N, Ca + Cb, H, W]; y = d_a: [N, Ca, H, W], y2 = d_b: [N, Cb, H, W]. One invocation per d_y element.
+fn split_channels_at(i: u32) {
     let c_total = p.a_channels + p.b_channels;
     let pix = i % p.hw;
     let c = (i / p.hw) % c_total;
@@ -117,12 +154,18 @@ fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-// a = x: [N, C, H, W]; y: [N, C, 2H, 2W]. p.h, p.w are the input size.
 @compute @workgroup_size(256)
-fn upsample_nearest2x_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn split_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { split_channels_at(i); }
+    }
+}
+
+// a = x: [N, C, H, W]; y: [N, C, 2H, 2W]. p.h, p.w are the input size.
+fn upsample_nearest2x_forward_at(i: u32) {
     let w2 = 2u * p.w;
     let ox = i % w2;
     let oy = (i / w2) % (2u * p.h);
@@ -130,12 +173,18 @@ fn upsample_nearest2x_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     y[i] = a[(plane * p.h + oy / 2u) * p.w + ox / 2u];
 }
 
-// a = d_y: [N, C, 2H, 2W]; y = d_x: [N, C, H, W]. One invocation per d_x element sums its 2×2 block.
 @compute @workgroup_size(256)
-fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
+fn upsample_nearest2x_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { upsample_nearest2x_forward_at(i); }
+    }
+}
+
+// a = d_y: [N, C, 2H, 2W]; y = d_x: [N, C, H, W]. One invocation per d_x element sums its 2×2 block.
+fn upsample_nearest2x_backward_at(i: u32) {
     let x = i % p.w;
     let yy = (i / p.w) % p.h;
     let plane = i / (p.w * p.h);
@@ -144,13 +193,29 @@ fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     y[i] = (a[base] + a[base + 1u]) + (a[base + w2] + a[base + w2 + 1u]);
 }
 
+@compute @workgroup_size(256)
+fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { upsample_nearest2x_backward_at(i); }
+    }
+}
+
 // a = x: [N, C, H, W], b = e: [N, C]; y = x + e broadcast over H, W.
+fn add_channel_bias_at(i: u32) {
+    y[i] = a[i] + b[i / p.hw];
+}
+
 @compute @workgroup_size(256)
 fn add_channel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wg, nwg, lid);
-    if (i >= p.len) { return; }
-    y[i] = a[i] + b[i / p.hw];
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { add_channel_bias_at(i); }
+    }
 }
 
 var<workgroup> partial: array<f32, 256>;

@@ -2,9 +2,11 @@
 //! batch 32; quick mode shrinks the batch so CI can afford it). Inputs are random; only the timing matters here,
 //! correctness is the tests' job.
 
+use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::kernels::elementwise;
+use crate::kernels::noise::Target;
+use crate::kernels::{elementwise, embedding, loss, noise, optimizer, random};
 
 use super::{Case, CaseSpec, Work};
 
@@ -60,6 +62,124 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![elementwise::concat_channels(gpu, &a, &b, &y)?],
                 work: Work::Bytes((2 * y.byte_size()) as f64),
                 formula: "read a, b + write y",
+            })
+        }),
+    });
+    // The diffusion kernels of a training step: draw t and ε, noise the batch, the loss and its gradient.
+    let (n, d) = (batch, 28 * 28);
+    specs.push(CaseSpec {
+        name: "draw_t_and_noise",
+        shape: format!("n{n} d{d} T1000"),
+        build: Box::new(move |gpu| {
+            let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
+            let table: Vec<f32> = schedule
+                .sqrt_alphas_cumprod
+                .iter()
+                .chain(&schedule.sqrt_one_minus_alphas_cumprod)
+                .map(|&v| v as f32)
+                .collect();
+            let table = Tensor::from_f32(gpu, &[2, 1000], &table)?;
+            let x0 = random(gpu, &[n, d], 4)?;
+            let (eps, x_t, target) = (
+                zeros(gpu, &[n, d])?,
+                zeros(gpu, &[n, d])?,
+                zeros(gpu, &[n, d])?,
+            );
+            let t = Tensor::zeros(gpu, &[n], DType::U32)?;
+            let state = random::rng_state(gpu, 0)?;
+            Ok(Case {
+                dispatches: vec![
+                    random::fill_uniform_int(gpu, &t, 1000, 7, 0, &state)?,
+                    random::fill_normal(gpu, &eps, 7, 1, &state)?,
+                    noise::noise_forward(
+                        gpu,
+                        &x0,
+                        &eps,
+                        &t,
+                        &table,
+                        Target::Epsilon,
+                        &x_t,
+                        &target,
+                    )?,
+                ],
+                // ε written, then x0 and ε read, x_t and the target written.
+                work: Work::Bytes((5 * x0.byte_size()) as f64),
+                formula: "write ε + read x0, ε + write x_t, target",
+            })
+        }),
+    });
+    specs.push(CaseSpec {
+        name: "mse_forward_backward",
+        shape: format!("n{n} d{d}"),
+        build: Box::new(move |gpu| {
+            let pred = random(gpu, &[n, d], 5)?;
+            let target = random(gpu, &[n, d], 6)?;
+            let (value, d_pred) = (zeros(gpu, &[1])?, zeros(gpu, &[n, d])?);
+            let mut dispatches = loss::mse_forward(gpu, &pred, &target, &value)?;
+            dispatches.push(loss::mse_backward(gpu, &pred, &target, None, &d_pred)?);
+            Ok(Case {
+                dispatches,
+                work: Work::Bytes((5 * pred.byte_size()) as f64),
+                formula: "read pred, target twice + write d_pred",
+            })
+        }),
+    });
+    specs.push(CaseSpec {
+        name: "timestep_embedding",
+        shape: format!("n{batch} d128"),
+        build: Box::new(move |gpu| {
+            let t = Tensor::from_u32(
+                gpu,
+                &[batch],
+                &(0..batch as u32).map(|i| i * 31 % 1000).collect::<Vec<_>>(),
+            )?;
+            let emb = zeros(gpu, &[batch, 128])?;
+            Ok(Case {
+                dispatches: vec![embedding::timestep_embedding(
+                    gpu,
+                    &t,
+                    embedding::DEFAULT_MAX_PERIOD,
+                    &emb,
+                )?],
+                work: Work::Bytes(emb.byte_size() as f64),
+                formula: "write emb",
+            })
+        }),
+    });
+
+    // The optimizer over a whole model's parameters, one flat tensor (medium: 6,469,889; quick: small's 1,112,801).
+    let params = if quick { 1_112_801 } else { 6_469_889 };
+    specs.push(CaseSpec {
+        name: "grad_norm_clip_adamw_ema",
+        shape: format!("{params} params"),
+        build: Box::new(move |gpu| {
+            let p = random(gpu, &[params], 8)?;
+            let g = random(gpu, &[params], 9)?;
+            let ema = random(gpu, &[params], 10)?;
+            let state = optimizer::AdamState::zeros(gpu, &[params])?;
+            let hyper = zeros(gpu, &[optimizer::HYPER_LEN])?;
+            optimizer::Hyper {
+                lr: 1e-4,
+                ema_decay: 0.999,
+            }
+            .write(gpu, &hyper)?;
+            let norm = zeros(gpu, &[optimizer::NORM_LEN])?;
+            let mut dispatches = optimizer::grad_norm(gpu, &g, Some(1.0), &norm)?;
+            dispatches.extend(optimizer::adam_step(
+                gpu,
+                &optimizer::AdamConfig::adamw(),
+                &p,
+                &g,
+                &state,
+                &hyper,
+                Some(&norm),
+            )?);
+            dispatches.push(optimizer::ema_update(gpu, &p, &ema, &hyper)?);
+            Ok(Case {
+                dispatches,
+                // norm: read g; Adam: read p, g, m, v, write p, m, v; EMA: read p, ema, write ema.
+                work: Work::Bytes((11 * p.byte_size()) as f64),
+                formula: "11 f32 streams of the parameter length",
             })
         }),
     });

@@ -8,6 +8,8 @@ use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "elementwise";
 const WG: usize = 256;
+/// Elements per invocation of the pointwise entry points (PER_THREAD in the shader).
+const PER_THREAD: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -27,7 +29,7 @@ fn pointwise(
     entry: &'static str,
     params: Params,
     tensors: &[(u32, &Tensor)],
-    threads: usize,
+    elements: usize,
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
     Dispatch::new(
@@ -35,7 +37,7 @@ fn pointwise(
         &kernel,
         &params,
         tensors,
-        grid_1d(threads.div_ceil(WG) as u32),
+        grid_1d(elements.div_ceil(WG * PER_THREAD) as u32),
     )
 }
 

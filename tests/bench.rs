@@ -1,0 +1,52 @@
+//! `diffuse bench --quick --json -` runs every case and writes well-formed JSON whose every figure is positive:
+//! a benchmark that silently stops running a case is a defect.
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["bench", "--quick", "--json", "-"])
+        .output()
+        .expect("run diffuse bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "diffuse bench failed: {stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)));
+    assert!(
+        doc["adapter"].as_str().is_some_and(|s| !s.is_empty()),
+        "{doc}"
+    );
+    assert!(
+        matches!(doc["clock"].as_str(), Some("gpu-timestamps" | "wall-clock")),
+        "{doc}"
+    );
+    let cases = doc["cases"].as_array().expect("cases array");
+    // Every family registered in the benchmark must report; the list grows with the kernels.
+    for family in [
+        "silu_forward",
+        "draw_t_and_noise",
+        "mse_forward_backward",
+        "grad_norm_clip_adamw_ema",
+    ] {
+        assert!(
+            cases.iter().any(|c| c["name"] == family),
+            "case {family} missing from {doc}"
+        );
+    }
+    for case in cases {
+        for key in ["median_ms", "min_ms", "max_ms", "rate"] {
+            let v = case[key].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                v > 0.0 && v.is_finite(),
+                "{key} of {case} is not a positive number"
+            );
+        }
+        assert!(case["min_ms"].as_f64() <= case["median_ms"].as_f64());
+        assert!(case["median_ms"].as_f64() <= case["max_ms"].as_f64());
+        assert!(
+            case["reps"].as_u64().is_some_and(|r| r >= 1)
+                && case["runs"].as_u64().is_some_and(|r| r >= 1)
+        );
+    }
+}
