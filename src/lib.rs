@@ -9,6 +9,7 @@ pub mod diffusion;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 
 pub use error::{Error, Result};

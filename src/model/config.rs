@@ -1,0 +1,125 @@
+//! The U-Net's configuration and its named presets.
+
+use crate::error::{Error, Result};
+
+/// The DDPM U-Net of Ho et al. 2020, as configured (see `model/params.rs` for the layers this implies).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// Image channels: 1 (grayscale) or 3 (RGB).
+    pub in_channels: usize,
+    /// Square image side in pixels; must be divisible by 2^(levels − 1).
+    pub image_size: usize,
+    /// Channels of the first level ("ch"); the time embedding has 4·ch.
+    pub base_channels: usize,
+    /// Channel multiplier of each level; the number of levels is its length.
+    pub channel_mults: Vec<usize>,
+    /// Residual blocks per level on the way down (the way up has one more, for the extra skip).
+    pub blocks_per_level: usize,
+    /// Feature-map sides at which self-attention follows the residual blocks (e.g. 7 for 28×28 inputs).
+    pub attention_resolutions: Vec<usize>,
+    /// GroupNorm groups; must divide every channel count.
+    pub groups: usize,
+    /// Attention heads; must divide the channel count where attention is used.
+    pub heads: usize,
+    /// Number of classes for class conditioning (a learned embedding with one extra "no class" entry, for
+    /// classifier-free guidance); None for an unconditional model.
+    pub num_classes: Option<usize>,
+    /// Dropout probability inside residual blocks (0 disables it).
+    pub dropout: f32,
+}
+
+impl UNetConfig {
+    pub const PRESETS: [&'static str; 3] = ["small", "medium", "rgb32"];
+
+    /// A named preset: `small` (28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801
+    /// parameters), `medium` (the same with ch 64, 2 blocks, 16 groups: 6,469,889), `rgb32` (32×32×3, ch 64,
+    /// ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups).
+    pub fn preset(name: &str) -> Result<UNetConfig> {
+        let base = UNetConfig {
+            in_channels: 1,
+            image_size: 28,
+            base_channels: 32,
+            channel_mults: vec![1, 2, 2],
+            blocks_per_level: 1,
+            attention_resolutions: vec![7],
+            groups: 8,
+            heads: 1,
+            num_classes: None,
+            dropout: 0.0,
+        };
+        let config = match name {
+            "small" => base,
+            "medium" => UNetConfig {
+                base_channels: 64,
+                blocks_per_level: 2,
+                groups: 16,
+                ..base
+            },
+            "rgb32" => UNetConfig {
+                in_channels: 3,
+                image_size: 32,
+                base_channels: 64,
+                channel_mults: vec![1, 2, 2, 2],
+                blocks_per_level: 2,
+                attention_resolutions: vec![16],
+                groups: 16,
+                ..base
+            },
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown preset {other:?}; the presets are {}",
+                    Self::PRESETS.join(", ")
+                )))
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Width of the time embedding (4·ch, as in Ho et al.).
+    pub fn time_embed_dim(&self) -> usize {
+        4 * self.base_channels
+    }
+
+    /// Checks that the configuration describes a buildable network; the message says what to change.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Usage(format!("invalid model configuration: {m}")));
+        if self.in_channels == 0 || self.base_channels == 0 || self.channel_mults.is_empty() {
+            return bad("channels and channel multipliers must be non-empty and positive".into());
+        }
+        if self.channel_mults.contains(&0)
+            || self.blocks_per_level == 0
+            || self.groups == 0
+            || self.heads == 0
+        {
+            return bad("multipliers, blocks per level, groups and heads must be ≥ 1".into());
+        }
+        let down = 1 << (self.channel_mults.len() - 1);
+        if self.image_size == 0 || self.image_size % down != 0 {
+            return bad(format!(
+                "image size {} must be divisible by {down} (2^(levels − 1) for {} levels)",
+                self.image_size,
+                self.channel_mults.len()
+            ));
+        }
+        for &m in &self.channel_mults {
+            let c = self.base_channels * m;
+            if c % self.groups != 0 {
+                return bad(format!(
+                    "groups ({}) must divide every channel count, not {c}",
+                    self.groups
+                ));
+            }
+            if c % self.heads != 0 {
+                return bad(format!(
+                    "heads ({}) must divide every channel count, not {c}",
+                    self.heads
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must lie in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! The network: the U-Net's configuration, presets, layers and parameter layout. No diffusion math here.
+
+pub mod config;
+pub mod params;
+
+pub use config::UNetConfig;
+pub use params::{Architecture, Block, ParamLayout, ParamSpec};

@@ -1,0 +1,279 @@
+//! The U-Net's layers and parameter layout. Parameter names and shapes follow PyTorch's `state_dict` of the twin
+//! module in `shared/bench/torch_baseline.py` (conv weight [out, in, kh, kw], linear weight [out, in]), so a
+//! checkpoint loads into PyTorch by name. All parameters live in one flat f32 buffer, each tensor starting at a
+//! multiple of 64 elements (256 bytes, the binding alignment) so that kernels can bind it as a view.
+
+use crate::model::config::UNetConfig;
+
+/// One block of the network, in execution order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Block {
+    /// GroupNorm → SiLU → conv3×3 (+ time embedding) → GroupNorm → SiLU → dropout → conv3×3, plus the skip (a 1×1
+    /// conv when channels change). Up-path blocks take the concatenation [h; skip], so their c_in includes it.
+    Res {
+        prefix: String,
+        c_in: usize,
+        c_out: usize,
+        resolution: usize,
+    },
+    /// GroupNorm → 1×1 conv to q, k, v → softmax(qkᵀ/√d)·v → 1×1 conv, added to the input.
+    Attention {
+        prefix: String,
+        channels: usize,
+        resolution: usize,
+    },
+    /// Stride-2 conv3×3 (resolution halves).
+    Downsample {
+        prefix: String,
+        channels: usize,
+        resolution: usize,
+    },
+    /// Nearest ×2 upsampling → conv3×3 (resolution doubles).
+    Upsample {
+        prefix: String,
+        channels: usize,
+        resolution: usize,
+    },
+}
+
+/// The blocks of the down path, the middle and the up path, with the channel count of every skip the down path
+/// saves (consumed in reverse by the up path's residual blocks).
+#[derive(Clone, Debug)]
+pub struct Architecture {
+    pub down: Vec<Block>,
+    pub middle: Vec<Block>,
+    pub up: Vec<Block>,
+    pub skip_channels: Vec<usize>,
+    /// Channels entering the output GroupNorm.
+    pub out_channels: usize,
+}
+
+impl Architecture {
+    pub fn new(config: &UNetConfig) -> Architecture {
+        let ch = config.base_channels;
+        let levels = config.channel_mults.len();
+        let mut res = config.image_size;
+        let mut cur = ch;
+        let mut skips = vec![ch];
+        let mut down = Vec::new();
+        let mut index = 0;
+        for (level, &mult) in config.channel_mults.iter().enumerate() {
+            for _ in 0..config.blocks_per_level {
+                let c_out = ch * mult;
+                down.push(Block::Res {
+                    prefix: format!("down.{index}.0"),
+                    c_in: cur,
+                    c_out,
+                    resolution: res,
+                });
+                if config.attention_resolutions.contains(&res) {
+                    down.push(Block::Attention {
+                        prefix: format!("down.{index}.1"),
+                        channels: c_out,
+                        resolution: res,
+                    });
+                }
+                cur = c_out;
+                skips.push(cur);
+                index += 1;
+            }
+            if level + 1 != levels {
+                down.push(Block::Downsample {
+                    prefix: format!("down.{index}.0"),
+                    channels: cur,
+                    resolution: res,
+                });
+                skips.push(cur);
+                res /= 2;
+                index += 1;
+            }
+        }
+        let middle = vec![
+            Block::Res {
+                prefix: "mid.0".into(),
+                c_in: cur,
+                c_out: cur,
+                resolution: res,
+            },
+            Block::Attention {
+                prefix: "mid.1".into(),
+                channels: cur,
+                resolution: res,
+            },
+            Block::Res {
+                prefix: "mid.2".into(),
+                c_in: cur,
+                c_out: cur,
+                resolution: res,
+            },
+        ];
+        let skip_channels = skips.clone();
+        let mut up = Vec::new();
+        let mut index = 0;
+        for (level, &mult) in config.channel_mults.iter().enumerate().rev() {
+            for _ in 0..=config.blocks_per_level {
+                let c_out = ch * mult;
+                let skip = skips.pop().expect("one skip per up block");
+                up.push(Block::Res {
+                    prefix: format!("up.{index}.0"),
+                    c_in: cur + skip,
+                    c_out,
+                    resolution: res,
+                });
+                if config.attention_resolutions.contains(&res) {
+                    up.push(Block::Attention {
+                        prefix: format!("up.{index}.1"),
+                        channels: c_out,
+                        resolution: res,
+                    });
+                }
+                cur = c_out;
+                index += 1;
+            }
+            if level != 0 {
+                up.push(Block::Upsample {
+                    prefix: format!("up.{index}.1"),
+                    channels: cur,
+                    resolution: res,
+                });
+                res *= 2;
+                index += 1;
+            }
+        }
+        Architecture {
+            down,
+            middle,
+            up,
+            skip_channels,
+            out_channels: cur,
+        }
+    }
+}
+
+/// One named parameter tensor and where it lives in the flat buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Element offset in the flat buffer (a multiple of [`ALIGN`]).
+    pub offset: usize,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Elements between tensor starts are rounded up to this (256 bytes: the storage-binding offset alignment).
+pub const ALIGN: usize = 64;
+
+/// Every parameter of a configuration, in PyTorch `state_dict` order, with its flat-buffer offset.
+#[derive(Clone, Debug)]
+pub struct ParamLayout {
+    pub params: Vec<ParamSpec>,
+    /// Length of the flat buffer, padding included.
+    pub padded_len: usize,
+}
+
+impl ParamLayout {
+    pub fn new(config: &UNetConfig) -> ParamLayout {
+        let mut named: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut add = |name: String, shape: &[usize]| named.push((name, shape.to_vec()));
+        let conv =
+            |add: &mut dyn FnMut(String, &[usize]), p: &str, co: usize, ci: usize, k: usize| {
+                add(format!("{p}.weight"), &[co, ci, k, k]);
+                add(format!("{p}.bias"), &[co]);
+            };
+        let norm = |add: &mut dyn FnMut(String, &[usize]), p: &str, c: usize| {
+            add(format!("{p}.weight"), &[c]);
+            add(format!("{p}.bias"), &[c]);
+        };
+        let linear = |add: &mut dyn FnMut(String, &[usize]), p: &str, o: usize, i: usize| {
+            add(format!("{p}.weight"), &[o, i]);
+            add(format!("{p}.bias"), &[o]);
+        };
+        let ch = config.base_channels;
+        let tdim = config.time_embed_dim();
+        linear(&mut add, "temb.0", tdim, ch);
+        linear(&mut add, "temb.2", tdim, tdim);
+        conv(&mut add, "conv_in", ch, config.in_channels, 3);
+        let arch = Architecture::new(config);
+        for block in arch.down.iter().chain(&arch.middle).chain(&arch.up) {
+            match block {
+                Block::Res {
+                    prefix,
+                    c_in,
+                    c_out,
+                    ..
+                } => {
+                    norm(&mut add, &format!("{prefix}.norm1"), *c_in);
+                    conv(&mut add, &format!("{prefix}.conv1"), *c_out, *c_in, 3);
+                    linear(&mut add, &format!("{prefix}.temb"), *c_out, tdim);
+                    norm(&mut add, &format!("{prefix}.norm2"), *c_out);
+                    conv(&mut add, &format!("{prefix}.conv2"), *c_out, *c_out, 3);
+                    if c_in != c_out {
+                        conv(&mut add, &format!("{prefix}.skip"), *c_out, *c_in, 1);
+                    }
+                }
+                Block::Attention {
+                    prefix, channels, ..
+                } => {
+                    norm(&mut add, &format!("{prefix}.norm"), *channels);
+                    conv(
+                        &mut add,
+                        &format!("{prefix}.qkv"),
+                        3 * channels,
+                        *channels,
+                        1,
+                    );
+                    conv(&mut add, &format!("{prefix}.proj"), *channels, *channels, 1);
+                }
+                Block::Downsample {
+                    prefix, channels, ..
+                }
+                | Block::Upsample {
+                    prefix, channels, ..
+                } => {
+                    conv(&mut add, prefix, *channels, *channels, 3);
+                }
+            }
+        }
+        norm(&mut add, "out.0", arch.out_channels);
+        conv(&mut add, "out.2", config.in_channels, arch.out_channels, 3);
+        if let Some(classes) = config.num_classes {
+            // Row `classes` is the "no class" embedding used for classifier-free guidance.
+            add("class_emb.weight".into(), &[classes + 1, tdim]);
+        }
+        let mut offset = 0;
+        let params = named
+            .into_iter()
+            .map(|(name, shape)| {
+                let spec = ParamSpec {
+                    name,
+                    shape,
+                    offset,
+                };
+                offset += spec.len().div_ceil(ALIGN) * ALIGN;
+                spec
+            })
+            .collect();
+        ParamLayout {
+            params,
+            padded_len: offset,
+        }
+    }
+
+    /// The number of parameters (padding excluded), as PyTorch would count them.
+    pub fn count(&self) -> usize {
+        self.params.iter().map(ParamSpec::len).sum()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
