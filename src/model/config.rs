@@ -95,7 +95,7 @@ impl UNetConfig {
             return bad("multipliers, blocks per level, groups and heads must be ≥ 1".into());
         }
         let down = 1 << (self.channel_mults.len() - 1);
-        if self.image_size == 0 || self.image_size % down != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(down) {
             return bad(format!(
                 "image size {} must be divisible by {down} (2^(levels − 1) for {} levels)",
                 self.image_size,
@@ -104,13 +104,13 @@ impl UNetConfig {
         }
         for &m in &self.channel_mults {
             let c = self.base_channels * m;
-            if c % self.groups != 0 {
+            if !c.is_multiple_of(self.groups) {
                 return bad(format!(
                     "groups ({}) must divide every channel count, not {c}",
                     self.groups
                 ));
             }
-            if c % self.heads != 0 {
+            if !c.is_multiple_of(self.heads) {
                 return bad(format!(
                     "heads ({}) must divide every channel count, not {c}",
                     self.heads
