@@ -34,9 +34,24 @@ pub enum Error {
 
     #[error("{0}")]
     Usage(String),
+
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
 }
 
 impl Error {
+    /// A problem with a dataset file or folder; `message` says what was wrong and what to do.
+    pub fn data(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
+        Error::Data { path: path.as_ref().display().to_string(), message: message.into() }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+
     /// A shape or argument mistake in a call to the kernel library.
     pub fn shape(op: &'static str, message: impl Into<String>) -> Self {
         Error::Shape {

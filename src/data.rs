@@ -1,0 +1,292 @@
+//! Training data: MNIST IDX files (gzipped or not), folders of PNG/JPEG images, and the built-in MNIST subset.
+//! Every source becomes `[N, C, S, S]` f32 pixels in [−1, 1] at the model's size and channel count.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The bundled 10,000-digit MNIST subset (assets/mnist-10k; CC BY-SA 3.0, see assets/README.md).
+const BUILTIN_IMAGES: &[u8] = include_bytes!("../assets/mnist-10k/images-idx3-ubyte.gz");
+const BUILTIN_LABELS: &[u8] = include_bytes!("../assets/mnist-10k/labels-idx1-ubyte.gz");
+
+/// Images ready for training.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// [len, channels, size, size], row-major, in [−1, 1].
+    pub pixels: Vec<f32>,
+    pub len: usize,
+    pub channels: usize,
+    pub size: usize,
+    /// Class of each image, where the source has classes (MNIST labels, or one subfolder per class).
+    pub labels: Option<Vec<u32>>,
+    /// Class names in label order (subfolder names, or "0".."9" for MNIST).
+    pub class_names: Vec<String>,
+    /// Where the data came from, for messages and checkpoint metadata.
+    pub description: String,
+}
+
+/// How images are fitted to the model.
+#[derive(Clone, Copy, Debug)]
+pub struct Fit {
+    pub channels: usize,
+    pub size: usize,
+    /// Colour that transparent pixels are composited onto (RGB, 0–255).
+    pub background: [u8; 3],
+}
+
+impl Dataset {
+    /// The built-in MNIST subset.
+    pub fn builtin(fit: Fit) -> Result<Dataset> {
+        let images = parse_idx_images(Path::new("<built-in mnist-10k>"), &gunzip_if_needed(BUILTIN_IMAGES)?)?;
+        let labels = parse_idx_labels(Path::new("<built-in mnist-10k>"), &gunzip_if_needed(BUILTIN_LABELS)?)?;
+        from_gray(images, Some(labels), fit, "built-in MNIST subset (10,000 digits)".into())
+    }
+
+    /// Opens `path`: an IDX image file (its labels file is found beside it), a folder holding MNIST IDX files, or a
+    /// folder of PNG/JPEG images (with one subfolder per class, or flat and unlabelled).
+    pub fn open(path: &Path, fit: Fit) -> Result<Dataset> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_file() {
+            return open_idx(path, fit);
+        }
+        if let Some(images) = find_idx(path, "idx3")? {
+            return open_idx(&images, fit);
+        }
+        open_folder(path, fit)
+    }
+
+    /// The pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let n = self.channels * self.size * self.size;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+}
+
+fn gunzip_if_needed(bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Usage(format!("gzip data is corrupt: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    gunzip_if_needed(&bytes).map_err(|e| Error::data(path, e.to_string()))
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Grayscale images from an IDX3 file: (count, rows, cols, bytes).
+struct GrayImages {
+    count: usize,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+fn parse_idx_images(path: &Path, data: &[u8]) -> Result<GrayImages> {
+    if data.len() < 16 || be_u32(data, 0) != 0x0803 {
+        return Err(Error::data(
+            path,
+            "not an IDX image file (expected the magic number 0x00000803 of idx3-ubyte, as in MNIST)",
+        ));
+    }
+    let (count, rows, cols) = (be_u32(data, 4) as usize, be_u32(data, 8) as usize, be_u32(data, 12) as usize);
+    let need = count * rows * cols;
+    if count == 0 || rows == 0 || cols == 0 {
+        return Err(Error::data(path, format!("the file holds no images ({count} of {rows}×{cols})")));
+    }
+    if data.len() - 16 < need {
+        return Err(Error::data(
+            path,
+            format!("truncated: the header promises {count} images of {rows}×{cols} ({need} bytes), the file has {}", data.len() - 16),
+        ));
+    }
+    Ok(GrayImages { count, rows, cols, bytes: data[16..16 + need].to_vec() })
+}
+
+fn parse_idx_labels(path: &Path, data: &[u8]) -> Result<Vec<u32>> {
+    if data.len() < 8 || be_u32(data, 0) != 0x0801 {
+        return Err(Error::data(path, "not an IDX label file (expected the magic number 0x00000801 of idx1-ubyte)"));
+    }
+    let count = be_u32(data, 4) as usize;
+    if data.len() - 8 < count {
+        return Err(Error::data(path, format!("truncated: the header promises {count} labels, the file has {}", data.len() - 8)));
+    }
+    Ok(data[8..8 + count].iter().map(|&b| b as u32).collect())
+}
+
+/// The IDX file in `dir` whose name contains `kind` ("idx3" for images, "idx1" for labels), if exactly one.
+fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().contains(kind)))
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(Error::data(
+            dir,
+            format!("several {kind} files ({}); pass the one to use", found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        )),
+    }
+}
+
+fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
+    let images = parse_idx_images(images_path, &read_file(images_path)?)?;
+    // The labels file sits beside the images: same name with idx3 → idx1 and images → labels, or the only idx1.
+    let name = images_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sibling = images_path.with_file_name(name.replace("idx3", "idx1").replace("images", "labels"));
+    let labels_path = if sibling != images_path && sibling.is_file() {
+        Some(sibling)
+    } else {
+        images_path.parent().map(|d| find_idx(d, "idx1")).transpose()?.flatten()
+    };
+    let labels = match labels_path {
+        Some(p) => {
+            let labels = parse_idx_labels(&p, &read_file(&p)?)?;
+            if labels.len() != images.count {
+                return Err(Error::data(&p, format!("{} labels for {} images", labels.len(), images.count)));
+            }
+            Some(labels)
+        }
+        None => None,
+    };
+    let description = format!("{} ({} images)", images_path.display(), images.count);
+    from_gray(images, labels, fit, description)
+}
+
+fn from_gray(images: GrayImages, labels: Option<Vec<u32>>, fit: Fit, description: String) -> Result<Dataset> {
+    let class_names = match &labels {
+        Some(l) => (0..=l.iter().copied().max().unwrap_or(0)).map(|c| c.to_string()).collect(),
+        None => Vec::new(),
+    };
+    let plane = images.rows * images.cols;
+    let mut pixels = Vec::with_capacity(images.count * fit.channels * fit.size * fit.size);
+    for i in 0..images.count {
+        let raw = &images.bytes[i * plane..(i + 1) * plane];
+        let gray = image::GrayImage::from_raw(images.cols as u32, images.rows as u32, raw.to_vec())
+            .expect("buffer size matches dimensions");
+        push_pixels(&mut pixels, &image::DynamicImage::ImageLuma8(gray), fit);
+    }
+    Ok(Dataset { pixels, len: images.count, channels: fit.channels, size: fit.size, labels, class_names, description })
+}
+
+/// Resizes the shorter side to `fit.size` and centre-crops (a no-op at the right size), composites alpha onto the
+/// background, converts to the model's channels, and appends the pixels scaled to [−1, 1].
+fn push_pixels(out: &mut Vec<f32>, img: &image::DynamicImage, fit: Fit) {
+    let rgba = img.to_rgba8();
+    let (w, h) = rgba.dimensions();
+    let s = fit.size as u32;
+    let fitted = if (w, h) == (s, s) {
+        rgba
+    } else {
+        let scale = s as f64 / w.min(h) as f64;
+        let (nw, nh) = (((w as f64 * scale).round() as u32).max(s), ((h as f64 * scale).round() as u32).max(s));
+        let resized = image::imageops::resize(&rgba, nw, nh, image::imageops::FilterType::Triangle);
+        image::imageops::crop_imm(&resized, (nw - s) / 2, (nh - s) / 2, s, s).to_image()
+    };
+    let bg = fit.background.map(|c| c as f32);
+    let mut planes = vec![Vec::with_capacity((s * s) as usize); fit.channels];
+    for p in fitted.pixels() {
+        let alpha = p[3] as f32 / 255.0;
+        let rgb: [f32; 3] = std::array::from_fn(|k| p[k] as f32 * alpha + bg[k] * (1.0 - alpha));
+        if fit.channels == 1 {
+            // ITU-R BT.601 luma, as image's to_luma and PIL's convert("L") use.
+            planes[0].push(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]);
+        } else {
+            for (k, plane) in planes.iter_mut().enumerate() {
+                plane.push(rgb[k]);
+            }
+        }
+    }
+    for plane in planes {
+        out.extend(plane.into_iter().map(|v| v / 127.5 - 1.0));
+    }
+}
+
+fn is_image_name(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg"))
+}
+
+fn open_folder(dir: &Path, fit: Fit) -> Result<Dataset> {
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    // One subfolder per class (torchvision's ImageFolder), else a flat folder of unlabelled images.
+    let (files, labels, class_names): (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>) = if !subdirs.is_empty() {
+        let mut files = Vec::new();
+        let mut labels = Vec::new();
+        let mut names = Vec::new();
+        for (class, sub) in subdirs.iter().enumerate() {
+            let mut inner: Vec<PathBuf> =
+                std::fs::read_dir(sub).map_err(|e| Error::io(sub, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            inner.sort();
+            names.push(sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            for f in inner.into_iter().filter(|p| p.is_file()) {
+                labels.push(class as u32);
+                files.push(f);
+            }
+        }
+        (files, Some(labels), names)
+    } else {
+        (entries.into_iter().filter(|p| p.is_file()).collect(), None, Vec::new())
+    };
+    let total = files.len();
+    let mut pixels = Vec::new();
+    let mut kept_labels = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let name = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+        if !is_image_name(f) {
+            skipped.push(format!("{name} (not a .png/.jpg/.jpeg file)"));
+            continue;
+        }
+        match image::open(f) {
+            Ok(img) => {
+                push_pixels(&mut pixels, &img, fit);
+                if let Some(l) = &labels {
+                    kept_labels.push(l[i]);
+                }
+            }
+            Err(e) => skipped.push(format!("{name} (decode failed: {e})")),
+        }
+    }
+    let len = pixels.len() / (fit.channels * fit.size * fit.size);
+    if len == 0 {
+        let shown: Vec<&String> = skipped.iter().take(5).collect();
+        return Err(Error::data(
+            dir,
+            format!(
+                "no usable images: 0 of {total} files are decodable .png/.jpg images{}{}",
+                if shown.is_empty() { String::new() } else { format!(". Skipped: {}", shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) },
+                if skipped.len() > shown.len() { format!(" and {} more", skipped.len() - shown.len()) } else { String::new() }
+            ),
+        ));
+    }
+    if !skipped.is_empty() {
+        eprintln!("warning: {}: skipped {} of {total} files, e.g. {}", dir.display(), skipped.len(), skipped[0]);
+    }
+    Ok(Dataset {
+        pixels,
+        len,
+        channels: fit.channels,
+        size: fit.size,
+        labels: labels.map(|_| kept_labels),
+        class_names,
+        description: format!("{} ({len} images)", dir.display()),
+    })
+}
