@@ -4,6 +4,7 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

@@ -7,6 +7,7 @@
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
 pub mod elementwise;
+pub mod group_norm;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
@@ -25,6 +26,25 @@ pub(crate) fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(Error::shape(op, format!("shapes {:?} and {:?} must be equal", a.shape(), b.shape())));
+    }
+    Ok(())
+}
+
+/// No output may share a buffer with an input: wgpu refuses a dispatch that binds one buffer both read-only and
+/// writable (even as disjoint views), and would panic when it is recorded. Outputs may share a buffer with each
+/// other (writable bindings of one buffer can coexist), and inputs with each other.
+pub(crate) fn outputs_apart(
+    op: &'static str,
+    inputs: &[(&str, &Tensor)],
+    outputs: &[(&str, &Tensor)],
+) -> Result<()> {
+    for (out_name, out) in outputs {
+        if let Some((in_name, _)) = inputs.iter().find(|(_, t)| t.buffer() == out.buffer()) {
+            return Err(Error::shape(
+                op,
+                format!("output {out_name} shares a buffer with input {in_name}; give it a buffer of its own"),
+            ));
+        }
     }
     Ok(())
 }
