@@ -3,6 +3,7 @@
 
 /// (name, source) of each `shaders/<name>.wgsl`.
 pub const SHADERS: &[(&str, &str)] = &[
+    ("attention", include_str!("../../shaders/attention.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
 ];

@@ -6,6 +6,7 @@
 //! consumers, their gradients are summed explicitly with [`elementwise::axpy`], or by the kernels that take an
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
+pub mod attention;
 pub mod elementwise;
 pub mod group_norm;
 
