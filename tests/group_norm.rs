@@ -96,7 +96,7 @@ fn stats_bounds(case: &Case) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// Bound on |y_gpu − y| per element, and the exact y.
+/// Bound on |y_gpu − y| per element.
 fn forward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> Vec<f64> {
     let s = case.s;
     (0..case.x.len())
@@ -208,8 +208,7 @@ fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBound
 }
 
 /// Runs forward then backward on the GPU (the backward on the forward's saved statistics) and checks every output
-/// against the reference within its derived bound.
-/// `shape` is (N, C, H, W, G).
+/// against the reference within its derived bound. `shape` is (N, C, H, W, G).
 fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32, seed: u64) {
     let (n, c, h, w, groups) = shape;
     let gpu = gpu();

@@ -248,7 +248,6 @@ pub fn attention_forward(
 /// The gradient of [`attention_forward`]: d_qkv [N, 3C, H, W] (overwritten) from the forward's qkv, heads, out and
 /// lse, and d_out [N, C, H, W]. The probabilities are recomputed from lse. Six dispatches, in order, with two scratch
 /// tensors [N, heads, L, L] allocated here.
-#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
 pub fn attention_backward(
     gpu: &Gpu,
     qkv: &Tensor,

@@ -38,6 +38,7 @@ impl GroupNorm {
         GroupNorm { silu: true, ..self }
     }
 
+    /// The same layer with another eps.
     pub fn with_eps(self, eps: f32) -> Self {
         GroupNorm { eps, ..self }
     }
