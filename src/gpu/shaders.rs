@@ -4,8 +4,10 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
+    ("attention", include_str!("../../shaders/attention.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("optimizer", include_str!("../../shaders/optimizer.wgsl")),

@@ -1,9 +1,11 @@
 //! The CPU reference of every kernel, in plain Rust and f64: what the GPU kernels are tested against, and what
 //! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
 
+pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;
+pub mod group_norm;
 pub mod loss;
 pub mod noise;
 pub mod optimizer;

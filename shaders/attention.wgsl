@@ -1,0 +1,228 @@
+// attention.wgsl — multi-head self-attention over the H·W positions of a feature map, forward and backward, f32.
+//   Per batch entry n and head h, with L = H·W positions, head size d = C/heads and q, k, v as [d, L] matrices:
+//     S = qᵀ·k/√d  [L, L],   lse_i = log Σ_j exp(S_ij),   P = exp(S − lse) (the row softmax),   out = v·Pᵀ
+//     (out[e, i] = Σ_j P_ij·v[e, j]: position i attends over all positions j).
+//   Backward, from d_out and the saved lse (P recomputed, never kept between the passes):
+//     d_v = d_out·P,   d_P = d_outᵀ·v,   D_i = Σ_e d_out[e, i]·out[e, i],   d_S = P ⊙ (d_P − D),
+//     d_q = k·d_Sᵀ/√d,   d_k = q·d_S/√d.
+// Layouts, chosen so the U-Net's 1×1 convolutions produce and consume them without copies:
+//   qkv: [N, 3C, H, W], channels [0, C) = q, [C, 2C) = k, [2C, 3C) = v, head h on channels h·d .. (h+1)·d, so
+//   q[n, h][e, i] = qkv[n, h·d + e, i] with positions contiguous; out, d_out: [N, C, H, W] likewise;
+//   lse: [N, heads, L]; d_qkv: [N, 3C, H, W]; scores, d_scores: scratch [N, heads, L, L], row-major.
+// Design: the L×L scores are materialised in scratch rather than fused flash-style. At the U-Net's sizes
+//   (L = 49, 196, 256) one [L, L] block per (n, head) is at most 256 KiB, every pass is a plain tiled matrix product
+//   or a row kernel, and every kernel fits WebGPU's 16 KiB of workgroup memory for any d (a fused kernel must keep
+//   a [rows, d] output tile on chip, which for d = 128 leaves little room for anything else). The forward saves
+//   only lse, so a fused kernel can replace these passes later without changing what the U-Net keeps.
+// Entry points:
+//   attention_matmul: C = alpha·A·B for each batch entry b = n·heads + h, with A [M, K], B [K, N], C [M, N] read
+//     and written through the strides in Params (which is how one kernel serves all five products, transposes
+//     included). One workgroup of 64 per 32×32 tile of C (grid: ⌈N/32⌉, ⌈M/32⌉, batch), stepping through K 16
+//     at a time; each invocation accumulates a 4×4 block serially over K in order (what the tests' γ_K bounds
+//     assume). Tiles are loaded along whichever dimension is contiguous in memory.
+//   attention_softmax: one workgroup of 64 per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse)
+//     in place. Subtracting the max keeps exp from overflowing.
+//   attention_softmax_backward: one workgroup of 64 per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i)
+//     in place (scores: S → P, d_scores: d_P → d_S).
+//   Rows use a 2-D grid (linear index wg.y·num_workgroups.x + wg.x).
+// Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
+//   matmul (d_v), matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics.
+// Saved for backward: lse (and the forward's out).  Wrapper: src/kernels/attention.rs
+
+struct Params {
+    // attention_matmul: element (r, s) of operand X lives at x_base + n·x_batch + h·x_head + r·x_rows + s·x_cols.
+    m: u32,
+    n: u32,
+    k: u32,
+    heads: u32,
+    a_base: u32,
+    a_batch: u32,
+    a_head: u32,
+    a_rows: u32,
+    a_cols: u32,
+    b_base: u32,
+    b_batch: u32,
+    b_head: u32,
+    b_rows: u32,
+    b_cols: u32,
+    c_base: u32,
+    c_batch: u32,
+    c_head: u32,
+    c_rows: u32,
+    c_cols: u32,
+    alpha: f32,
+    // The row kernels: rows = N·heads·L, len = L, head_dim = d, channels = C (heads is shared with the matmul).
+    rows: u32,
+    len: u32,
+    head_dim: u32,
+    channels: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// attention_matmul
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+// The row kernels.
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;   // S in; P out
+@group(0) @binding(5) var<storage, read_write> lse_out: array<f32>;
+@group(0) @binding(6) var<storage, read> lse: array<f32>;
+@group(0) @binding(7) var<storage, read_write> d_scores: array<f32>; // d_P in; d_S out
+@group(0) @binding(8) var<storage, read> d_out: array<f32>;
+@group(0) @binding(9) var<storage, read> out: array<f32>;
+
+const TILE: u32 = 32u;   // rows and columns of C per workgroup
+const TILE_K: u32 = 16u; // K per step
+// A tile row holds 32 values as 8 vec4 plus one vec4 of padding, so that storing a tile along K (when K is the
+// contiguous dimension in memory) spreads over the banks instead of hitting one.
+const ROW_VEC4: u32 = 9u;
+// Workgroup memory is vec4 rather than f32 because wgpu zero-initialises it, which on the GL backend becomes an
+// array constructor that Mesa compiles in time roughly quadratic in its element count (17 s for 2 × 1056 f32).
+var<workgroup> a_tile: array<vec4<f32>, 144>; // [k][m / 4] of the current K step: A(m0 + m, k0 + k)
+var<workgroup> b_tile: array<vec4<f32>, 144>; // [k][n / 4]: B(k0 + k, n0 + n)
+
+fn store_c(c_off: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var s = 0u; s < 4u; s++) {
+        if (col + s < p.n) {
+            c[c_off + row * p.c_rows + (col + s) * p.c_cols] = p.alpha * v[s];
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let bn = wg.z / p.heads;
+    let bh = wg.z % p.heads;
+    let a_off = p.a_base + bn * p.a_batch + bh * p.a_head;
+    let b_off = p.b_base + bn * p.b_batch + bh * p.b_head;
+    let c_off = p.c_base + bn * p.c_batch + bh * p.c_head;
+    // Invocation (tx, ty) owns rows 4·ty .. 4·ty+3 and columns 4·tx .. 4·tx+3 of the tile.
+    let tx = lid % 8u;
+    let ty = lid / 8u;
+    // Load along the contiguous dimension so that neighbouring invocations read neighbouring addresses.
+    let a_m_fast = p.a_rows == 1u;
+    let b_n_fast = p.b_cols == 1u;
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var t = 0u; t < TILE * TILE_K / 64u; t++) {
+            let idx = lid + 64u * t;
+            let am = select(idx / TILE_K, idx % TILE, a_m_fast);
+            let ak = select(idx % TILE_K, idx / TILE, a_m_fast);
+            var av = 0.0; // zero padding past the edges adds exact zeros to the sums
+            if (m0 + am < p.m && k0 + ak < p.k) {
+                av = a[a_off + (m0 + am) * p.a_rows + (k0 + ak) * p.a_cols];
+            }
+            a_tile[ak * ROW_VEC4 + am / 4u][am % 4u] = av;
+            let bc = select(idx / TILE_K, idx % TILE, b_n_fast);
+            let bk = select(idx % TILE_K, idx / TILE, b_n_fast);
+            var bv = 0.0;
+            if (k0 + bk < p.k && n0 + bc < p.n) {
+                bv = b[b_off + (k0 + bk) * p.b_rows + (n0 + bc) * p.b_cols];
+            }
+            b_tile[bk * ROW_VEC4 + bc / 4u][bc % 4u] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let av = a_tile[kk * ROW_VEC4 + ty];
+            let bv = b_tile[kk * ROW_VEC4 + tx];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier(); // the next K step overwrites the tiles
+    }
+    let row = m0 + 4u * ty;
+    let col = n0 + 4u * tx;
+    store_c(c_off, row, col, acc0);
+    store_c(c_off, row + 1u, col, acc1);
+    store_c(c_off, row + 2u, col, acc2);
+    store_c(c_off, row + 3u, col, acc3);
+}
+
+const ROW_WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+// Tree-reduces red[0..64) into red[0] with max (use_max) or +. Call from uniform control flow after writing red[lid].
+fn reduce_row(lid: u32, use_max: bool) {
+    workgroupBarrier();
+    for (var stride = ROW_WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            if (use_max) {
+                red[lid] = max(red[lid], red[lid + stride]);
+            } else {
+                red[lid] += red[lid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
+    // `row` is uniform across the workgroup, so this early return keeps the barriers in uniform control flow.
+    if (row >= p.rows) { return; }
+    let base = row * p.len;
+
+    var m = -3.40282347e38;
+    for (var j = lid; j < p.len; j += ROW_WG) {
+        m = max(m, scores[base + j]);
+    }
+    red[lid] = m;
+    reduce_row(lid, true);
+    m = red[0];
+    workgroupBarrier(); // every invocation has read red[0] before the sum overwrites it
+
+    var z = 0.0;
+    for (var j = lid; j < p.len; j += ROW_WG) {
+        z += exp(scores[base + j] - m);
+    }
+    red[lid] = z;
+    reduce_row(lid, false);
+    // z ≥ 1 (the max contributes exp(0)), so log is well conditioned and lse ≥ m.
+    let l = m + log(red[0]);
+    if (lid == 0u) {
+        lse_out[row] = l;
+    }
+    // P = exp(S − lse) exactly as the backward recomputes it, so both passes use the same P.
+    for (var j = lid; j < p.len; j += ROW_WG) {
+        scores[base + j] = exp(scores[base + j] - l);
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
+    if (row >= p.rows) { return; } // uniform: the barriers stay in uniform control flow
+    let i = row % p.len;
+    let bat = row / p.len;
+    let bn = bat / p.heads;
+    let bh = bat % p.heads;
+
+    // D_i = Σ_e d_out[e, i]·out[e, i] (= Σ_j P_ij·d_P_ij), over the head's d channels at position i.
+    let o = (bn * p.channels + bh * p.head_dim) * p.len + i;
+    var dd = 0.0;
+    for (var e = lid; e < p.head_dim; e += ROW_WG) {
+        dd += d_out[o + e * p.len] * out[o + e * p.len];
+    }
+    red[lid] = dd;
+    reduce_row(lid, false);
+    let d_i = red[0];
+
+    let base = row * p.len;
+    let l = lse[row];
+    for (var j = lid; j < p.len; j += ROW_WG) {
+        let pj = exp(scores[base + j] - l);
+        scores[base + j] = pj;
+        d_scores[base + j] = pj * (d_scores[base + j] - d_i);
+    }
+}

@@ -1,0 +1,212 @@
+//! Wrapper of shaders/group_norm.wgsl: GroupNorm over NCHW f32 with affine γ, β (PyTorch semantics), optionally
+//! fused with the SiLU that follows it in every U-Net block. Reference: src/reference/group_norm.rs.
+
+use crate::ensure_shape;
+use crate::error::Result;
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::kernels::{check_f32, outputs_apart, same_shape};
+
+const SHADER: &str = "group_norm";
+
+/// Invocations per workgroup of the per-group kernels. Each invocation sums its strided share of a group serially,
+/// then a tree of log₂ 256 = 8 levels combines them: the tests derive their error bounds from this order.
+pub const WORKGROUP_SIZE: usize = 256;
+
+/// The settings of one GroupNorm layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNorm {
+    /// G: the channels split into G groups of C/G consecutive channels.
+    pub groups: usize,
+    /// Added to the variance under the square root.
+    pub eps: f32,
+    /// y = silu(GroupNorm(x)) instead of GroupNorm(x).
+    pub silu: bool,
+}
+
+impl GroupNorm {
+    /// PyTorch's `nn.GroupNorm(groups, C)`: eps = 1e-5, no SiLU.
+    pub fn new(groups: usize) -> Self {
+        GroupNorm {
+            groups,
+            eps: 1e-5,
+            silu: false,
+        }
+    }
+
+    /// The same layer followed by SiLU, fused into one pass.
+    pub fn with_silu(self) -> Self {
+        GroupNorm { silu: true, ..self }
+    }
+
+    /// The same layer with another eps.
+    pub fn with_eps(self, eps: f32) -> Self {
+        GroupNorm { eps, ..self }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    groups: u32,
+    group_len: u32,
+    eps: f32,
+    silu: u32,
+    lanes: u32,
+}
+
+/// Checks x [N, C, H, W], gamma and beta [C], the settings, and mean, rstd [N, G]; returns the shader's params.
+fn params(
+    op: &'static str,
+    gn: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) -> Result<Params> {
+    check_f32(op, &[x, gamma, beta, mean, rstd])?;
+    ensure_shape!(
+        x.shape().len() == 4,
+        op,
+        "expected x as [N, C, H, W], got shape {:?}",
+        x.shape()
+    );
+    let (n, c, hw) = (x.shape()[0], x.shape()[1], x.shape()[2] * x.shape()[3]);
+    let g = gn.groups;
+    ensure_shape!(g >= 1, op, "num_groups must be at least 1, got 0");
+    ensure_shape!(
+        c.is_multiple_of(g),
+        op,
+        "num_groups ({g}) must divide num_channels ({c})"
+    );
+    ensure_shape!(
+        gn.eps.is_finite() && gn.eps >= 0.0,
+        op,
+        "eps must be finite and ≥ 0, got {}",
+        gn.eps
+    );
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        ensure_shape!(
+            t.shape() == [c],
+            op,
+            "{name} must have shape [{c}] for x {:?}, got {:?}",
+            x.shape(),
+            t.shape()
+        );
+    }
+    for (name, t) in [("mean", mean), ("rstd", rstd)] {
+        ensure_shape!(
+            t.shape() == [n, g],
+            op,
+            "{name} must have shape [{n}, {g}] (N, num_groups) for x {:?}, got {:?}",
+            x.shape(),
+            t.shape()
+        );
+    }
+    Ok(Params {
+        n: n as u32,
+        c: c as u32,
+        hw: hw as u32,
+        groups: g as u32,
+        group_len: (c / g * hw) as u32,
+        eps: gn.eps,
+        silu: gn.silu as u32,
+        lanes: hw.next_power_of_two().min(WORKGROUP_SIZE) as u32,
+    })
+}
+
+/// y = GroupNorm(x)·γ + β (then SiLU if `gn.silu`); saves the per-(n, g) mean and rstd = 1/√(σ² + eps) for the
+/// backward. x, y: [N, C, H, W]; gamma, beta: [C]; mean, rstd: [N, G].
+#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
+pub fn group_norm_forward(
+    gpu: &Gpu,
+    gn: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "group_norm_forward";
+    let params = params(OP, gn, x, gamma, beta, mean, rstd)?;
+    check_f32(OP, &[y])?;
+    same_shape(OP, x, y)?;
+    let inputs = [("x", x), ("gamma", gamma), ("beta", beta)];
+    outputs_apart(OP, &inputs, &[("y", y), ("mean", mean), ("rstd", rstd)])?;
+    let kernel = gpu.kernel(SHADER, OP)?;
+    let tensors = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &tensors,
+        grid_1d(params.n * params.groups),
+    )
+}
+
+/// The gradients of [`group_norm_forward`] from d_y, with the same `gn`, the forward's input x, its saved mean and
+/// rstd, and gamma, beta (for the fused SiLU the pre-activation is recomputed from them, not stored). Overwrites
+/// d_x [N, C, H, W], d_gamma and d_beta [C]. Two dispatches, in order: per-group d_x together with per-(n, c)
+/// partial sums into a scratch tensor [2, N, C] allocated here, then their deterministic sum over n.
+#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
+pub fn group_norm_backward(
+    gpu: &Gpu,
+    gn: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    d_y: &Tensor,
+    d_x: &Tensor,
+    d_gamma: &Tensor,
+    d_beta: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    const OP: &str = "group_norm_backward";
+    let params = params(OP, gn, x, gamma, beta, mean, rstd)?;
+    check_f32(OP, &[d_y, d_x, d_gamma, d_beta])?;
+    same_shape(OP, x, d_y)?;
+    same_shape(OP, x, d_x)?;
+    same_shape(OP, gamma, d_gamma)?;
+    same_shape(OP, gamma, d_beta)?;
+    let inputs = [
+        ("x", x),
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("rstd", rstd),
+        ("d_y", d_y),
+    ];
+    outputs_apart(
+        OP,
+        &inputs,
+        &[("d_x", d_x), ("d_gamma", d_gamma), ("d_beta", d_beta)],
+    )?;
+    let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
+    let data = gpu.kernel(SHADER, "group_norm_backward_data")?;
+    let tensors = [
+        (1, x),
+        (2, gamma),
+        (3, beta),
+        (7, mean),
+        (8, rstd),
+        (9, d_y),
+        (10, d_x),
+        (11, &partial),
+    ];
+    let data = Dispatch::new(
+        gpu,
+        &data,
+        &params,
+        &tensors,
+        grid_1d(params.n * params.groups),
+    )?;
+    let sums = gpu.kernel(SHADER, "group_norm_backward_params")?;
+    let tensors = [(12, &partial), (13, d_gamma), (14, d_beta)];
+    let sums = Dispatch::new(gpu, &sums, &params, &tensors, [params.c.div_ceil(64), 1, 1])?;
+    Ok(vec![data, sums])
+}
