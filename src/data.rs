@@ -38,9 +38,20 @@ pub struct Fit {
 impl Dataset {
     /// The built-in MNIST subset.
     pub fn builtin(fit: Fit) -> Result<Dataset> {
-        let images = parse_idx_images(Path::new("<built-in mnist-10k>"), &gunzip_if_needed(BUILTIN_IMAGES)?)?;
-        let labels = parse_idx_labels(Path::new("<built-in mnist-10k>"), &gunzip_if_needed(BUILTIN_LABELS)?)?;
-        from_gray(images, Some(labels), fit, "built-in MNIST subset (10,000 digits)".into())
+        let images = parse_idx_images(
+            Path::new("<built-in mnist-10k>"),
+            &gunzip_if_needed(BUILTIN_IMAGES)?,
+        )?;
+        let labels = parse_idx_labels(
+            Path::new("<built-in mnist-10k>"),
+            &gunzip_if_needed(BUILTIN_LABELS)?,
+        )?;
+        from_gray(
+            images,
+            Some(labels),
+            fit,
+            "built-in MNIST subset (10,000 digits)".into(),
+        )
     }
 
     /// Opens `path`: an IDX image file (its labels file is found beside it), a folder holding MNIST IDX files, or a
@@ -99,10 +110,17 @@ fn parse_idx_images(path: &Path, data: &[u8]) -> Result<GrayImages> {
             "not an IDX image file (expected the magic number 0x00000803 of idx3-ubyte, as in MNIST)",
         ));
     }
-    let (count, rows, cols) = (be_u32(data, 4) as usize, be_u32(data, 8) as usize, be_u32(data, 12) as usize);
+    let (count, rows, cols) = (
+        be_u32(data, 4) as usize,
+        be_u32(data, 8) as usize,
+        be_u32(data, 12) as usize,
+    );
     let need = count * rows * cols;
     if count == 0 || rows == 0 || cols == 0 {
-        return Err(Error::data(path, format!("the file holds no images ({count} of {rows}×{cols})")));
+        return Err(Error::data(
+            path,
+            format!("the file holds no images ({count} of {rows}×{cols})"),
+        ));
     }
     if data.len() - 16 < need {
         return Err(Error::data(
@@ -110,16 +128,30 @@ fn parse_idx_images(path: &Path, data: &[u8]) -> Result<GrayImages> {
             format!("truncated: the header promises {count} images of {rows}×{cols} ({need} bytes), the file has {}", data.len() - 16),
         ));
     }
-    Ok(GrayImages { count, rows, cols, bytes: data[16..16 + need].to_vec() })
+    Ok(GrayImages {
+        count,
+        rows,
+        cols,
+        bytes: data[16..16 + need].to_vec(),
+    })
 }
 
 fn parse_idx_labels(path: &Path, data: &[u8]) -> Result<Vec<u32>> {
     if data.len() < 8 || be_u32(data, 0) != 0x0801 {
-        return Err(Error::data(path, "not an IDX label file (expected the magic number 0x00000801 of idx1-ubyte)"));
+        return Err(Error::data(
+            path,
+            "not an IDX label file (expected the magic number 0x00000801 of idx1-ubyte)",
+        ));
     }
     let count = be_u32(data, 4) as usize;
     if data.len() - 8 < count {
-        return Err(Error::data(path, format!("truncated: the header promises {count} labels, the file has {}", data.len() - 8)));
+        return Err(Error::data(
+            path,
+            format!(
+                "truncated: the header promises {count} labels, the file has {}",
+                data.len() - 8
+            ),
+        ));
     }
     Ok(data[8..8 + count].iter().map(|&b| b as u32).collect())
 }
@@ -129,7 +161,11 @@ fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().contains(kind)))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(kind))
+        })
         .collect();
     found.sort();
     match found.len() {
@@ -137,7 +173,14 @@ fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
         1 => Ok(found.pop()),
         _ => Err(Error::data(
             dir,
-            format!("several {kind} files ({}); pass the one to use", found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+            format!(
+                "several {kind} files ({}); pass the one to use",
+                found
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )),
     }
 }
@@ -145,18 +188,29 @@ fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
 fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
     let images = parse_idx_images(images_path, &read_file(images_path)?)?;
     // The labels file sits beside the images: same name with idx3 → idx1 and images → labels, or the only idx1.
-    let name = images_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sibling = images_path.with_file_name(name.replace("idx3", "idx1").replace("images", "labels"));
+    let name = images_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sibling =
+        images_path.with_file_name(name.replace("idx3", "idx1").replace("images", "labels"));
     let labels_path = if sibling != images_path && sibling.is_file() {
         Some(sibling)
     } else {
-        images_path.parent().map(|d| find_idx(d, "idx1")).transpose()?.flatten()
+        images_path
+            .parent()
+            .map(|d| find_idx(d, "idx1"))
+            .transpose()?
+            .flatten()
     };
     let labels = match labels_path {
         Some(p) => {
             let labels = parse_idx_labels(&p, &read_file(&p)?)?;
             if labels.len() != images.count {
-                return Err(Error::data(&p, format!("{} labels for {} images", labels.len(), images.count)));
+                return Err(Error::data(
+                    &p,
+                    format!("{} labels for {} images", labels.len(), images.count),
+                ));
             }
             Some(labels)
         }
@@ -166,9 +220,16 @@ fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
     from_gray(images, labels, fit, description)
 }
 
-fn from_gray(images: GrayImages, labels: Option<Vec<u32>>, fit: Fit, description: String) -> Result<Dataset> {
+fn from_gray(
+    images: GrayImages,
+    labels: Option<Vec<u32>>,
+    fit: Fit,
+    description: String,
+) -> Result<Dataset> {
     let class_names = match &labels {
-        Some(l) => (0..=l.iter().copied().max().unwrap_or(0)).map(|c| c.to_string()).collect(),
+        Some(l) => (0..=l.iter().copied().max().unwrap_or(0))
+            .map(|c| c.to_string())
+            .collect(),
         None => Vec::new(),
     };
     let plane = images.rows * images.cols;
@@ -179,7 +240,15 @@ fn from_gray(images: GrayImages, labels: Option<Vec<u32>>, fit: Fit, description
             .expect("buffer size matches dimensions");
         push_pixels(&mut pixels, &image::DynamicImage::ImageLuma8(gray), fit);
     }
-    Ok(Dataset { pixels, len: images.count, channels: fit.channels, size: fit.size, labels, class_names, description })
+    Ok(Dataset {
+        pixels,
+        len: images.count,
+        channels: fit.channels,
+        size: fit.size,
+        labels,
+        class_names,
+        description,
+    })
 }
 
 /// Resizes the shorter side to `fit.size` and centre-crops (a no-op at the right size), composites alpha onto the
@@ -192,7 +261,10 @@ fn push_pixels(out: &mut Vec<f32>, img: &image::DynamicImage, fit: Fit) {
         rgba
     } else {
         let scale = s as f64 / w.min(h) as f64;
-        let (nw, nh) = (((w as f64 * scale).round() as u32).max(s), ((h as f64 * scale).round() as u32).max(s));
+        let (nw, nh) = (
+            ((w as f64 * scale).round() as u32).max(s),
+            ((h as f64 * scale).round() as u32).max(s),
+        );
         let resized = image::imageops::resize(&rgba, nw, nh, image::imageops::FilterType::Triangle);
         image::imageops::crop_imm(&resized, (nw - s) / 2, (nh - s) / 2, s, s).to_image()
     };
@@ -222,29 +294,42 @@ fn is_image_name(p: &Path) -> bool {
 }
 
 fn open_folder(dir: &Path, fit: Fit) -> Result<Dataset> {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     // One subfolder per class (torchvision's ImageFolder), else a flat folder of unlabelled images.
-    let (files, labels, class_names): (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>) = if !subdirs.is_empty() {
-        let mut files = Vec::new();
-        let mut labels = Vec::new();
-        let mut names = Vec::new();
-        for (class, sub) in subdirs.iter().enumerate() {
-            let mut inner: Vec<PathBuf> =
-                std::fs::read_dir(sub).map_err(|e| Error::io(sub, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            inner.sort();
-            names.push(sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            for f in inner.into_iter().filter(|p| p.is_file()) {
-                labels.push(class as u32);
-                files.push(f);
+    let (files, labels, class_names): (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>) =
+        if !subdirs.is_empty() {
+            let mut files = Vec::new();
+            let mut labels = Vec::new();
+            let mut names = Vec::new();
+            for (class, sub) in subdirs.iter().enumerate() {
+                let mut inner: Vec<PathBuf> = std::fs::read_dir(sub)
+                    .map_err(|e| Error::io(sub, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                inner.sort();
+                names.push(
+                    sub.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+                for f in inner.into_iter().filter(|p| p.is_file()) {
+                    labels.push(class as u32);
+                    files.push(f);
+                }
             }
-        }
-        (files, Some(labels), names)
-    } else {
-        (entries.into_iter().filter(|p| p.is_file()).collect(), None, Vec::new())
-    };
+            (files, Some(labels), names)
+        } else {
+            (
+                entries.into_iter().filter(|p| p.is_file()).collect(),
+                None,
+                Vec::new(),
+            )
+        };
     let total = files.len();
     let mut pixels = Vec::new();
     let mut kept_labels = Vec::new();
@@ -272,13 +357,33 @@ fn open_folder(dir: &Path, fit: Fit) -> Result<Dataset> {
             dir,
             format!(
                 "no usable images: 0 of {total} files are decodable .png/.jpg images{}{}",
-                if shown.is_empty() { String::new() } else { format!(". Skipped: {}", shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) },
-                if skipped.len() > shown.len() { format!(" and {} more", skipped.len() - shown.len()) } else { String::new() }
+                if shown.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ". Skipped: {}",
+                        shown
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                if skipped.len() > shown.len() {
+                    format!(" and {} more", skipped.len() - shown.len())
+                } else {
+                    String::new()
+                }
             ),
         ));
     }
     if !skipped.is_empty() {
-        eprintln!("warning: {}: skipped {} of {total} files, e.g. {}", dir.display(), skipped.len(), skipped[0]);
+        eprintln!(
+            "warning: {}: skipped {} of {total} files, e.g. {}",
+            dir.display(),
+            skipped.len(),
+            skipped[0]
+        );
     }
     Ok(Dataset {
         pixels,

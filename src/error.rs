@@ -29,6 +29,9 @@ pub enum Error {
         message: String,
     },
 
+    #[error("{kernel}: {message}")]
+    Binding { kernel: String, message: String },
+
     #[error("GPU error: {0}")]
     Gpu(String),
 
@@ -39,17 +42,26 @@ pub enum Error {
     Data { path: String, message: String },
 
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// A problem with a dataset file or folder; `message` says what was wrong and what to do.
     pub fn data(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
-        Error::Data { path: path.as_ref().display().to_string(), message: message.into() }
+        Error::Data {
+            path: path.as_ref().display().to_string(),
+            message: message.into(),
+        }
     }
 
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     /// A shape or argument mistake in a call to the kernel library.

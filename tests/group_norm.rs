@@ -483,7 +483,7 @@ fn group_norm_refuses_bad_shapes_with_the_sizes_named() {
     .unwrap();
     assert!(
         err.to_string()
-            .contains("output y shares a buffer with input x"),
+            .contains("output `y` shares a buffer with input `x`"),
         "{err}"
     );
 

@@ -72,6 +72,29 @@ fn bad_shapes_and_lengths_are_refused() {
 }
 
 #[test]
+fn an_output_bound_to_an_input_buffer_is_refused_before_recording() {
+    // wgpu would panic when such a dispatch is recorded; Dispatch::new names both variables instead.
+    let gpu = gpu();
+    let x = Tensor::zeros(gpu, &[128], DType::F32).unwrap();
+    let err = elementwise::axpy(gpu, 1.0, &x, &x)
+        .err()
+        .expect("x += x in place")
+        .to_string();
+    assert!(
+        err.contains("output `y` shares a buffer with input `a`"),
+        "{err}"
+    );
+    let halves = (
+        x.view(gpu, 0, &[64]).unwrap(),
+        x.view(gpu, 64, &[64]).unwrap(),
+    );
+    assert!(
+        elementwise::scale(gpu, &halves.0, 2.0, &halves.1).is_err(),
+        "disjoint views of one buffer conflict too"
+    );
+}
+
+#[test]
 fn many_dispatches_record_into_one_submission_in_order() {
     // y starts at 1; 100 recorded axpy steps of +0.5·x (x = 1) must give 51 exactly (all values are exact in f32).
     let gpu = gpu();

@@ -42,6 +42,7 @@ pub(crate) struct KernelKey {
     pub entry: &'static str,
     /// Override constants, as (name, value bits).
     pub constants: Vec<(&'static str, u64)>,
+    pub zero_initialize_workgroup_memory: bool,
 }
 
 /// An instance over `backends`, unless WGPU_BACKEND names others (the other WGPU_* variables are honoured too).

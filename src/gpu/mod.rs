@@ -7,6 +7,6 @@ pub mod tensor;
 pub mod timer;
 
 pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
-pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder};
+pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder, UsedBinding};
 pub use tensor::{DType, Tensor};
 pub use timer::{Clock, Timer};

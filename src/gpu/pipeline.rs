@@ -14,12 +14,22 @@ use crate::gpu::tensor::Tensor;
 pub struct Kernel {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
-    /// Binding numbers (group 0) that the entry point statically uses, ascending.
-    pub used_bindings: Vec<u32>,
+    /// The group-0 bindings that the entry point statically uses, by ascending binding number.
+    pub used_bindings: Vec<UsedBinding>,
+}
+
+/// One binding an entry point uses, as declared in its WGSL.
+#[derive(Clone, Debug)]
+pub struct UsedBinding {
+    pub binding: u32,
+    /// The WGSL variable name, for messages.
+    pub name: String,
+    /// A `read_write` storage buffer.
+    pub writable: bool,
 }
 
 /// The group-0 bindings an entry point uses, read with naga (wgpu's automatic layout keeps exactly these).
-fn used_bindings(shader: &str, source: &str, entry: &str) -> Result<Vec<u32>> {
+fn used_bindings(shader: &str, source: &str, entry: &str) -> Result<Vec<UsedBinding>> {
     let err = |message: String| Error::Shader {
         file: shader.to_string(),
         entry: entry.to_string(),
@@ -38,15 +48,20 @@ fn used_bindings(shader: &str, source: &str, entry: &str) -> Result<Vec<u32>> {
         .position(|ep| ep.name == entry)
         .ok_or_else(|| err("no such entry point".to_string()))?;
     let function_info = info.get_entry_point(index);
-    let mut used: Vec<u32> = module
+    let mut used: Vec<UsedBinding> = module
         .global_variables
         .iter()
         .filter(|(handle, _)| !function_info[*handle].is_empty())
-        .filter_map(|(_, var)| var.binding.as_ref())
-        .filter(|b| b.group == 0)
-        .map(|b| b.binding)
+        .filter_map(|(_, var)| {
+            let b = var.binding.as_ref().filter(|b| b.group == 0)?;
+            let writable = matches!(
+                var.space,
+                naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE)
+            );
+            Some(UsedBinding { binding: b.binding, name: var.name.clone().unwrap_or_default(), writable })
+        })
         .collect();
-    used.sort_unstable();
+    used.sort_unstable_by_key(|u| u.binding);
     Ok(used)
 }
 
@@ -63,10 +78,33 @@ impl Gpu {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Kernel>> {
+        self.compile(shader, entry, constants, true)
+    }
+
+    /// As [`Gpu::kernel_with`], without wgpu's zero-initialisation of workgroup memory. Only for entry points that
+    /// write every workgroup-memory element before reading it (their shader header must say so): zeroing costs time
+    /// on every dispatch, and on GL it becomes one huge array constructor that Mesa compiles for seconds.
+    pub fn kernel_uninit_workgroup(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Kernel>> {
+        self.compile(shader, entry, constants, false)
+    }
+
+    fn compile(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        zero_initialize_workgroup_memory: bool,
+    ) -> Result<Arc<Kernel>> {
         let key = KernelKey {
             shader,
             entry,
             constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+            zero_initialize_workgroup_memory,
         };
         if let Some(k) = self
             .kernels
@@ -155,24 +193,46 @@ impl Dispatch {
                 contents: bytemuck::bytes_of(params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
+        let tensor_of = |used: &UsedBinding| {
+            tensors
+                .iter()
+                .find(|(b, _)| *b == used.binding)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| {
+                    Error::Gpu(format!(
+                        "{}: no tensor given for binding {} ({})",
+                        kernel.name, used.binding, used.name
+                    ))
+                })
+        };
+        // wgpu refuses a dispatch that binds one buffer both read-only and writable (even as disjoint views), and
+        // panics when it is recorded: catch it here, naming both variables. Writable bindings may share a buffer.
+        let storage = kernel.used_bindings.iter().filter(|u| u.binding != 0);
+        for out in storage.clone().filter(|u| u.writable) {
+            let out_buffer = tensor_of(out)?.buffer();
+            for input in storage.clone().filter(|u| !u.writable) {
+                if tensor_of(input)?.buffer() == out_buffer {
+                    return Err(Error::Binding {
+                        kernel: kernel.name.clone(),
+                        message: format!(
+                            "output `{}` shares a buffer with input `{}`; give the output a buffer of its own",
+                            out.name, input.name
+                        ),
+                    });
+                }
+            }
+        }
         let mut entries = Vec::with_capacity(kernel.used_bindings.len());
-        for &binding in &kernel.used_bindings {
-            let resource = if binding == 0 {
+        for used in &kernel.used_bindings {
+            let resource = if used.binding == 0 {
                 uniform.as_entire_binding()
             } else {
-                let tensor = tensors
-                    .iter()
-                    .find(|(b, _)| *b == binding)
-                    .map(|(_, t)| *t)
-                    .ok_or_else(|| {
-                        Error::Gpu(format!(
-                            "{}: no tensor given for binding {binding}",
-                            kernel.name
-                        ))
-                    })?;
-                tensor.binding()
+                tensor_of(used)?.binding()
             };
-            entries.push(wgpu::BindGroupEntry { binding, resource });
+            entries.push(wgpu::BindGroupEntry {
+                binding: used.binding,
+                resource,
+            });
         }
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&kernel.name),

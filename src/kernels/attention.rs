@@ -5,7 +5,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, outputs_apart};
+use crate::kernels::check_f32;
 
 const SHADER: &str = "attention";
 const TILE: usize = 32;
@@ -219,7 +219,6 @@ pub fn attention_forward(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "attention_forward";
     let lay = layout(OP, qkv, heads, out, lse)?;
-    outputs_apart(OP, &[("qkv", qkv)], &[("out", out), ("lse", lse)])?;
     let (d, l) = (lay.d, lay.l);
     let scores = lay.scratch(gpu)?;
     Ok(vec![
@@ -274,8 +273,6 @@ pub fn attention_backward(
         qkv.shape(),
         d_qkv.shape()
     );
-    let inputs = [("qkv", qkv), ("out", out), ("lse", lse), ("d_out", d_out)];
-    outputs_apart(OP, &inputs, &[("d_qkv", d_qkv)])?;
     let (d, l, scale) = (lay.d, lay.l, lay.scale());
     let (p, d_s) = (lay.scratch(gpu)?, lay.scratch(gpu)?);
     let (q, k, v, o, s) = (lay.qkv(0), lay.qkv(1), lay.qkv(2), lay.out(), lay.scores());

@@ -4,7 +4,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, outputs_apart, same_shape};
+use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "group_norm";
 
@@ -135,8 +135,6 @@ pub fn group_norm_forward(
     let params = params(OP, gn, x, gamma, beta, mean, rstd)?;
     check_f32(OP, &[y])?;
     same_shape(OP, x, y)?;
-    let inputs = [("x", x), ("gamma", gamma), ("beta", beta)];
-    outputs_apart(OP, &inputs, &[("y", y), ("mean", mean), ("rstd", rstd)])?;
     let kernel = gpu.kernel(SHADER, OP)?;
     let tensors = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
     Dispatch::new(
@@ -173,19 +171,6 @@ pub fn group_norm_backward(
     same_shape(OP, x, d_x)?;
     same_shape(OP, gamma, d_gamma)?;
     same_shape(OP, gamma, d_beta)?;
-    let inputs = [
-        ("x", x),
-        ("gamma", gamma),
-        ("beta", beta),
-        ("mean", mean),
-        ("rstd", rstd),
-        ("d_y", d_y),
-    ];
-    outputs_apart(
-        OP,
-        &inputs,
-        &[("d_x", d_x), ("d_gamma", d_gamma), ("d_beta", d_beta)],
-    )?;
     let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
     let data = gpu.kernel(SHADER, "group_norm_backward_data")?;
     let tensors = [

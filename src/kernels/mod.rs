@@ -45,22 +45,3 @@ pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
     }
     Ok(())
 }
-
-/// No output may share a buffer with an input: wgpu refuses a dispatch that binds one buffer both read-only and
-/// writable (even as disjoint views), and would panic when it is recorded. Outputs may share a buffer with each
-/// other (writable bindings of one buffer can coexist), and inputs with each other.
-pub(crate) fn outputs_apart(
-    op: &'static str,
-    inputs: &[(&str, &Tensor)],
-    outputs: &[(&str, &Tensor)],
-) -> Result<()> {
-    for (out_name, out) in outputs {
-        if let Some((in_name, _)) = inputs.iter().find(|(_, t)| t.buffer() == out.buffer()) {
-            return Err(Error::shape(
-                op,
-                format!("output {out_name} shares a buffer with input {in_name}; give it a buffer of its own"),
-            ));
-        }
-    }
-    Ok(())
-}
