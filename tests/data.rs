@@ -1,0 +1,191 @@
+//! Dataset loading: the built-in MNIST subset, IDX files, image folders, and the errors for bad input.
+
+use std::path::PathBuf;
+
+use diffuse::data::{Dataset, Fit};
+
+const GRAY28: Fit = Fit {
+    channels: 1,
+    size: 28,
+    background: [255, 255, 255],
+};
+
+/// A fresh, empty scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("diffuse-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn idx_images(count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [0x0803, count, rows, cols] {
+        out.extend_from_slice(&u32::to_be_bytes(v));
+    }
+    out.extend_from_slice(pixels);
+    out
+}
+
+#[test]
+fn builtin_mnist_loads_ten_thousand_labelled_digits_in_range() {
+    let data = Dataset::builtin(GRAY28).unwrap();
+    assert_eq!((data.len, data.channels, data.size), (10_000, 1, 28));
+    assert_eq!(data.pixels.len(), 10_000 * 28 * 28);
+    assert!(data.pixels.iter().all(|&v| (-1.0..=1.0).contains(&v)));
+    // MNIST is mostly black background (−1) with white strokes (up to +1).
+    let mean = data.pixels.iter().map(|&v| v as f64).sum::<f64>() / data.pixels.len() as f64;
+    assert!(mean < -0.6, "mean pixel {mean}");
+    let labels = data.labels.as_ref().unwrap();
+    assert!(labels.iter().all(|&l| l < 10));
+    assert_eq!(data.class_names.len(), 10);
+    for class in 0..10 {
+        let count = labels.iter().filter(|&&l| l == class).count();
+        assert!((800..1200).contains(&count), "class {class}: {count}");
+    }
+}
+
+#[test]
+fn mnist_resizes_and_replicates_channels_for_an_rgb_model() {
+    let data = Dataset::builtin(Fit {
+        channels: 3,
+        size: 32,
+        background: [0, 0, 0],
+    })
+    .unwrap();
+    assert_eq!((data.channels, data.size), (3, 32));
+    let img = data.image(0);
+    let plane = 32 * 32;
+    assert_eq!(
+        img[..plane],
+        img[plane..2 * plane],
+        "gray replicated into R and G"
+    );
+}
+
+#[test]
+fn idx_files_load_raw_or_gzipped_with_labels_found_beside_them() {
+    let dir = scratch("idx");
+    let pixels: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte"),
+        idx_images(2, 4, 4, &pixels),
+    )
+    .unwrap();
+    let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 2];
+    labels.extend_from_slice(&[7, 3]);
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), &labels).unwrap();
+    let fit = Fit {
+        channels: 1,
+        size: 4,
+        background: [0; 3],
+    };
+    for path in [dir.clone(), dir.join("train-images-idx3-ubyte")] {
+        let data = Dataset::open(&path, fit).unwrap();
+        assert_eq!(data.len, 2);
+        assert_eq!(data.labels.as_deref(), Some(&[7, 3][..]));
+        assert_eq!(data.pixels[1], 8.0 / 127.5 - 1.0);
+    }
+}
+
+#[test]
+fn truncated_or_foreign_idx_files_are_clear_errors() {
+    let dir = scratch("bad-idx");
+    let truncated = dir.join("images-idx3-ubyte");
+    std::fs::write(&truncated, idx_images(5, 28, 28, &[0; 100])).unwrap();
+    let err = Dataset::open(&truncated, GRAY28).unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("5 images"),
+        "{err}"
+    );
+    let foreign = dir.join("notes-idx3.txt");
+    std::fs::write(&foreign, b"hello, world: not an IDX file at all").unwrap();
+    let err = Dataset::open(&foreign, GRAY28).unwrap_err().to_string();
+    assert!(err.contains("0x00000803"), "{err}");
+    let corrupt_gz = dir.join("broken-idx3.gz");
+    std::fs::write(&corrupt_gz, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+    let err = Dataset::open(&corrupt_gz, GRAY28).unwrap_err().to_string();
+    assert!(err.contains("gzip"), "{err}");
+    let err = Dataset::open(&dir.join("missing"), GRAY28)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn image_folders_composite_transparency_resize_and_crop() {
+    let dir = scratch("folder");
+    // 8×4 RGBA: left half opaque red, right half fully transparent → composited onto white.
+    let img = image::RgbaImage::from_fn(8, 4, |x, _| {
+        if x < 4 {
+            image::Rgba([255, 0, 0, 255])
+        } else {
+            image::Rgba([0, 0, 0, 0])
+        }
+    });
+    img.save(dir.join("a.png")).unwrap();
+    image::RgbImage::from_pixel(4, 4, image::Rgb([0, 0, 255]))
+        .save(dir.join("b.jpg"))
+        .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    let fit = Fit {
+        channels: 3,
+        size: 4,
+        background: [255, 255, 255],
+    };
+    let data = Dataset::open(&dir, fit).unwrap();
+    assert_eq!(data.len, 2, "the .txt file is skipped");
+    assert!(data.labels.is_none());
+    // a.png: 8×4 resized to 8×4 (shorter side already 4), centre crop keeps columns 2..6: red then white.
+    let a = data.image(0);
+    let (r, g) = (&a[..16], &a[16..32]);
+    assert_eq!((r[0], g[0]), (1.0, -1.0), "column 0 of the crop is red");
+    assert_eq!(
+        (r[3], g[3]),
+        (1.0, 1.0),
+        "column 3 is transparent, composited onto white"
+    );
+}
+
+#[test]
+fn class_subfolders_become_labels() {
+    let dir = scratch("classes");
+    for (class, shade) in [("cats", 10u8), ("dogs", 200)] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..2 {
+            image::GrayImage::from_pixel(6, 6, image::Luma([shade]))
+                .save(dir.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = Dataset::open(
+        &dir,
+        Fit {
+            channels: 1,
+            size: 6,
+            background: [0; 3],
+        },
+    )
+    .unwrap();
+    assert_eq!(data.class_names, ["cats", "dogs"]);
+    assert_eq!(data.labels.as_deref(), Some(&[0, 0, 1, 1][..]));
+}
+
+#[test]
+fn a_folder_without_usable_images_says_what_was_skipped() {
+    let dir = scratch("empty");
+    let err = Dataset::open(&dir, GRAY28).unwrap_err().to_string();
+    assert!(
+        err.contains("no usable images") && err.contains("0 of 0"),
+        "{err}"
+    );
+    std::fs::write(dir.join("notes.txt"), "x").unwrap();
+    std::fs::write(dir.join("cat.png"), b"not really a png").unwrap();
+    let err = Dataset::open(&dir, GRAY28).unwrap_err().to_string();
+    assert!(
+        err.contains("0 of 2")
+            && err.contains("notes.txt (not a .png")
+            && err.contains("cat.png (decode failed"),
+        "{err}"
+    );
+}
