@@ -5,6 +5,7 @@
 //! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
 pub mod error;

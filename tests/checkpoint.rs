@@ -1,0 +1,145 @@
+//! Checkpoints: exact round trips, PyTorch-style names, atomic writes, and clear errors for foreign, truncated
+//! and mismatched files, none of which overwrite anything.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use diffuse::checkpoint::Checkpoint;
+use diffuse::model::{ParamLayout, UNetConfig};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("diffuse-ckpt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
+    let mut config = UNetConfig::preset("small").unwrap();
+    config.num_classes = classes;
+    let layout = ParamLayout::new(&config);
+    // Distinct values per tensor and position; padding stays zero, as in a real run.
+    let mut params = vec![0.0f32; layout.padded_len];
+    for (k, p) in layout.params.iter().enumerate() {
+        for i in 0..p.len() {
+            params[p.offset + i] = k as f32 + i as f32 * 1e-3;
+        }
+    }
+    let scaled = |s: f32| params.iter().map(|v| v * s).collect::<Vec<f32>>();
+    Checkpoint {
+        config,
+        step: 12_345,
+        seed: 0xDEAD_BEEF_1234,
+        rng_offset: 98_765,
+        ema: scaled(0.5),
+        adam: Some((scaled(0.25), scaled(0.125))),
+        params,
+        extra: HashMap::from([("schedule".to_string(), "linear".to_string())]),
+    }
+}
+
+#[test]
+fn checkpoints_round_trip_exactly() {
+    let dir = scratch("round-trip");
+    for classes in [None, Some(10)] {
+        let ckpt = sample_checkpoint(classes);
+        let path = dir.join("run.safetensors");
+        ckpt.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), ckpt);
+    }
+    let mut no_optimizer = sample_checkpoint(None);
+    no_optimizer.adam = None;
+    no_optimizer.save(&dir.join("ema.safetensors")).unwrap();
+    assert_eq!(
+        Checkpoint::load(&dir.join("ema.safetensors")).unwrap().adam,
+        None
+    );
+}
+
+#[test]
+fn tensors_carry_pytorch_names_and_layouts() {
+    let dir = scratch("names");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(None).save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(
+        file.tensor("conv_in.weight").unwrap().shape(),
+        [32, 1, 3, 3]
+    );
+    assert_eq!(file.tensor("temb.0.weight").unwrap().shape(), [128, 32]);
+    assert_eq!(file.tensor("ema.out.2.bias").unwrap().shape(), [1]);
+    assert!(file.tensor("adam_v.mid.1.qkv.weight").is_ok());
+}
+
+#[test]
+fn saving_replaces_atomically_and_leaves_no_temporary_files() {
+    let dir = scratch("atomic");
+    let path = dir.join("run.safetensors");
+    let mut ckpt = sample_checkpoint(None);
+    ckpt.save(&path).unwrap();
+    ckpt.step += 1;
+    ckpt.save(&path).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap().step, 12_346);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["run.safetensors"]);
+}
+
+#[test]
+fn truncated_foreign_and_mismatched_files_are_clear_errors() {
+    let dir = scratch("bad");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(None).save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Checkpoint::load(&truncated).unwrap_err().to_string();
+    assert!(err.contains("truncated or corrupt"), "{err}");
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not a checkpoint").unwrap();
+    assert!(Checkpoint::load(&garbage)
+        .unwrap_err()
+        .to_string()
+        .contains("truncated or corrupt"));
+
+    let foreign = dir.join("foreign.safetensors");
+    let data = [0u8; 8];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    std::fs::write(
+        &foreign,
+        safetensors::serialize([("w", view)], None).unwrap(),
+    )
+    .unwrap();
+    assert!(Checkpoint::load(&foreign)
+        .unwrap_err()
+        .to_string()
+        .contains("not a diffuse checkpoint"));
+
+    // The same tensors under another config's metadata: shapes no longer fit.
+    let mut other = sample_checkpoint(None);
+    other.config = UNetConfig::preset("medium").unwrap();
+    other.params = vec![0.0; ParamLayout::new(&other.config).padded_len];
+    other.ema = other.params.clone();
+    other.adam = None;
+    let medium = dir.join("medium.safetensors");
+    other.save(&medium).unwrap();
+    let medium_bytes = std::fs::read(&medium).unwrap();
+    let (_, medium_header) = safetensors::SafeTensors::read_metadata(&medium_bytes).unwrap();
+    let small = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mixed = safetensors::serialize(small.tensors(), medium_header.metadata().clone()).unwrap();
+    let mismatched = dir.join("mismatched.safetensors");
+    std::fs::write(&mismatched, mixed).unwrap();
+    let err = Checkpoint::load(&mismatched).unwrap_err().to_string();
+    assert!(err.contains("the config needs"), "{err}");
+
+    let err = Checkpoint::load(&dir.join("absent.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent.safetensors"), "{err}");
+}
