@@ -5,6 +5,7 @@
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("batch", include_str!("../../shaders/batch.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),

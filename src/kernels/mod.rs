@@ -7,6 +7,7 @@
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
 pub mod attention;
+pub mod batch;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;

@@ -2,6 +2,7 @@
 //! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
 
 pub mod attention;
+pub mod batch;
 pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;

@@ -1,0 +1,46 @@
+// batch.wgsl — assembling a training batch on the GPU from a dataset held on the GPU.
+//   gather_rows:   x0[n, :] = data[index[n], :]                       (index drawn by random.wgsl's uniform ints)
+//   gather_labels: label[n] = (u[n] < p_uncond) ? null_class : labels[index[n]]
+//                  (classifier-free guidance training: a fraction p_uncond of the batch sees the "no class" label)
+// Buffers: data [M, D] f32, index [N] u32, x0 [N, D] f32; labels [M] u32, u [N] f32 uniforms, label [N] u32.
+// An index ≥ M is clamped to M − 1 (indices come from the GPU, where the host cannot check them).
+// Dispatch: gather_rows: 256 invocations per workgroup, one element each, 2-D grid (wg.y·num_workgroups.x + wg.x);
+// gather_labels: one invocation per sample. Nothing is saved for backward (the data is not differentiated).
+// Wrapper: src/kernels/batch.rs
+
+struct Params {
+    len: u32,         // elements written (N·D for rows, N for labels)
+    d: u32,           // elements per sample
+    rows: u32,        // M, samples in the dataset
+    null_class: u32,  // the "no class" label
+    p_uncond: f32,    // probability of dropping a label
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> data: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x0: array<f32>;
+@group(0) @binding(4) var<storage, read> labels: array<u32>;
+@group(0) @binding(5) var<storage, read> u: array<f32>;
+@group(0) @binding(6) var<storage, read_write> label: array<u32>;
+
+@compute @workgroup_size(256)
+fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (i >= p.len) { return; }
+    let n = i / p.d;
+    let row = min(index[n], p.rows - 1u);
+    x0[i] = data[row * p.d + (i - n * p.d)];
+}
+
+@compute @workgroup_size(64)
+fn gather_labels(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.len) { return; }
+    let row = min(index[n], p.rows - 1u);
+    label[n] = select(labels[row], p.null_class, u[n] < p.p_uncond);
+}

@@ -1,0 +1,113 @@
+//! Wrapper of shaders/batch.wgsl: a training batch gathered on the GPU from a dataset resident on the GPU.
+//! Reference: src/reference/batch.rs.
+
+use crate::ensure_shape;
+use crate::error::Result;
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::kernels::check_f32;
+
+const SHADER: &str = "batch";
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    d: u32,
+    rows: u32,
+    null_class: u32,
+    p_uncond: f32,
+    _pad: [u32; 3],
+}
+
+fn check_index(op: &'static str, index: &Tensor, n: usize) -> Result<()> {
+    ensure_shape!(
+        index.dtype() == DType::U32,
+        op,
+        "the index must be a u32 tensor, got {:?}",
+        index.dtype()
+    );
+    ensure_shape!(
+        index.shape() == [n],
+        op,
+        "the index must have shape [{n}], got {:?}",
+        index.shape()
+    );
+    Ok(())
+}
+
+/// x0[n] = data[index[n]]: data [M, …], index [N] u32, x0 [N, …] (same trailing shape).
+pub fn gather_rows(gpu: &Gpu, data: &Tensor, index: &Tensor, x0: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "gather_rows";
+    check_f32(OP, &[data, x0])?;
+    ensure_shape!(
+        data.shape().len() >= 2 && data.shape()[1..] == x0.shape()[1..],
+        OP,
+        "data {:?} and batch {:?} must agree past the first dimension",
+        data.shape(),
+        x0.shape()
+    );
+    let n = x0.shape()[0];
+    check_index(OP, index, n)?;
+    let params = Params {
+        len: x0.len() as u32,
+        d: (x0.len() / n) as u32,
+        rows: data.shape()[0] as u32,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, data), (2, index), (3, x0)],
+        grid_1d(x0.len().div_ceil(256) as u32),
+    )
+}
+
+/// label[n] = labels[index[n]], replaced by `null_class` where u[n] < p_uncond (classifier-free guidance
+/// training). labels [M] u32, index [N] u32, u [N] f32 uniforms in [0, 1), label [N] u32.
+pub fn gather_labels(
+    gpu: &Gpu,
+    labels: &Tensor,
+    index: &Tensor,
+    u: &Tensor,
+    p_uncond: f32,
+    null_class: u32,
+    label: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "gather_labels";
+    let n = label.shape()[0];
+    ensure_shape!(
+        labels.dtype() == DType::U32 && label.dtype() == DType::U32 && labels.shape().len() == 1,
+        OP,
+        "labels [M] and label [N] must be u32 vectors"
+    );
+    check_index(OP, index, n)?;
+    check_f32(OP, &[u])?;
+    ensure_shape!(
+        u.shape() == [n],
+        OP,
+        "the uniforms must have shape [{n}], got {:?}",
+        u.shape()
+    );
+    ensure_shape!(
+        (0.0..=1.0).contains(&p_uncond),
+        OP,
+        "p_uncond {p_uncond} must lie in [0, 1]"
+    );
+    let params = Params {
+        len: n as u32,
+        rows: labels.len() as u32,
+        null_class,
+        p_uncond,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(2, index), (4, labels), (5, u), (6, label)],
+        [n.div_ceil(64) as u32, 1, 1],
+    )
+}

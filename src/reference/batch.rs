@@ -1,0 +1,34 @@
+//! CPU reference of shaders/batch.wgsl.
+
+/// x0[n] = data[min(index[n], M − 1)] for rows of `d` elements.
+pub fn gather_rows(data: &[f32], d: usize, index: &[u32]) -> Vec<f32> {
+    let rows = data.len() / d;
+    index
+        .iter()
+        .flat_map(|&i| {
+            let r = (i as usize).min(rows - 1);
+            data[r * d..(r + 1) * d].iter().copied()
+        })
+        .collect()
+}
+
+/// label[n] = null_class if u[n] < p_uncond, else labels[min(index[n], M − 1)].
+pub fn gather_labels(
+    labels: &[u32],
+    index: &[u32],
+    u: &[f32],
+    p_uncond: f32,
+    null_class: u32,
+) -> Vec<u32> {
+    index
+        .iter()
+        .zip(u)
+        .map(|(&i, &u)| {
+            if u < p_uncond {
+                null_class
+            } else {
+                labels[(i as usize).min(labels.len() - 1)]
+            }
+        })
+        .collect()
+}

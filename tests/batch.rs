@@ -1,0 +1,70 @@
+//! shaders/batch.wgsl against src/reference/batch.rs: gathers are copies, so results must be exact.
+
+mod common;
+
+use common::{gpu, uniform};
+use diffuse::gpu::{DType, Tensor};
+use diffuse::kernels::batch;
+use diffuse::reference::batch as reference;
+
+#[test]
+fn gather_rows_copies_the_indexed_samples_exactly() {
+    let gpu = gpu();
+    // d = 1, odd d, a 28×28 image; indices repeat, include the last row and one past the end (clamped).
+    for (m, d) in [(5, 1), (7, 13), (40, 784)] {
+        let data = uniform(m * d, 1);
+        let index: Vec<u32> = vec![0, m as u32 - 1, 2, 2, m as u32 + 9];
+        let n = index.len();
+        let dt = Tensor::from_f32(gpu, &[m, d], &data).unwrap();
+        let it = Tensor::from_u32(gpu, &[n], &index).unwrap();
+        let x0 = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        gpu.run([&batch::gather_rows(gpu, &dt, &it, &x0).unwrap()])
+            .unwrap();
+        assert_eq!(
+            x0.read_f32(gpu).unwrap(),
+            reference::gather_rows(&data, d, &index),
+            "m{m} d{d}"
+        );
+    }
+}
+
+#[test]
+fn gather_labels_drops_the_requested_fraction_to_the_null_class() {
+    let gpu = gpu();
+    let labels: Vec<u32> = (0..10).collect();
+    let index: Vec<u32> = (0..100).map(|i| (i * 7) % 10).collect();
+    let u: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+    let lt = Tensor::from_u32(gpu, &[10], &labels).unwrap();
+    let it = Tensor::from_u32(gpu, &[100], &index).unwrap();
+    let ut = Tensor::from_f32(gpu, &[100], &u).unwrap();
+    let out = Tensor::zeros(gpu, &[100], DType::U32).unwrap();
+    gpu.run([&batch::gather_labels(gpu, &lt, &it, &ut, 0.1, 10, &out).unwrap()])
+        .unwrap();
+    let got = out.read_u32(gpu).unwrap();
+    assert_eq!(got, reference::gather_labels(&labels, &index, &u, 0.1, 10));
+    assert_eq!(
+        got.iter().filter(|&&l| l == 10).count(),
+        10,
+        "u < 0.1 for exactly 10 of the 100 samples"
+    );
+}
+
+#[test]
+fn gathers_refuse_mismatched_shapes() {
+    let gpu = gpu();
+    let data = Tensor::zeros(gpu, &[10, 4], DType::F32).unwrap();
+    let x0 = Tensor::zeros(gpu, &[3, 5], DType::F32).unwrap();
+    let index = Tensor::zeros(gpu, &[3], DType::U32).unwrap();
+    assert!(batch::gather_rows(gpu, &data, &index, &x0)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("[10, 4]"));
+    let x0 = Tensor::zeros(gpu, &[3, 4], DType::F32).unwrap();
+    let index_f32 = Tensor::zeros(gpu, &[3], DType::F32).unwrap();
+    assert!(batch::gather_rows(gpu, &data, &index_f32, &x0)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("u32"));
+}
