@@ -4,11 +4,13 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
+    ("analytic", include_str!("../../shaders/analytic.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
+    ("step", include_str!("../../shaders/step.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

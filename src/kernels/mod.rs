@@ -6,11 +6,13 @@
 //! consumers, their gradients are summed explicitly with [`elementwise::axpy`], or by the kernels that take an
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
+pub mod analytic;
 pub mod elementwise;
 pub mod embedding;
 pub mod loss;
 pub mod noise;
 pub mod random;
+pub mod step;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
