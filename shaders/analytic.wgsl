@@ -13,7 +13,8 @@
 // The softmax runs online in one pass over k (Milakov & Gimelshein 2018): a running maximum m, the sum of
 // exp(ℓ_k − m) and the weighted sum, both rescaled when m grows, so no exp overflows and K is unbounded.
 // Buffers: mixture: [K, 2 + D] rows (log w_k, s_k², μ_k0 … μ_k(D−1)); x, out: [N, D]. σ must be > 0 (s_k² = 0 is
-// allowed: a point mass).
+// allowed: a point mass). analytic_predict takes (α, σ) from the params (one level for the batch);
+// analytic_predict_indexed reads each sample's from levels: [2, T] (rows α_t, σ_t) at its index t: [N] u32.
 // Dispatch: one invocation per element (n, d), 256 per workgroup, 2-D grid (wg.y·num_workgroups.x + wg.x). In the
 // joint case each invocation recomputes its sample's K distances (D·K work per element): meant for small D.
 // No gradients. Wrapper: src/kernels/analytic.rs. Reference: src/reference/analytic.rs.
@@ -26,24 +27,21 @@ struct Params {
     prediction: u32,  // 0 ε, 1 x₀, 2 v, 3 score
     alpha: f32,
     sigma: f32,
-    _pad: u32,
+    steps: u32,       // T, for the indexed entry point
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> mixture: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> t: array<u32>;        // [N] (indexed entry point)
+@group(0) @binding(5) var<storage, read> levels: array<f32>;   // [2, T] rows α, σ (indexed entry point)
 
-@compute @workgroup_size(256)
-fn analytic_predict(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
-    if (i >= p.len) { return; }
+// The prediction for element i at the noise level (a, s).
+fn predict(i: u32, a: f32, s: f32) -> f32 {
     let dd = i % p.d;
     let base = i - dd;  // element 0 of this sample
     let xi = x[i];
-    let a = p.alpha;
-    let s = p.sigma;
     let row_len = 2u + p.d;
     var m = -3.0e38;  // running max of ℓ; the first component replaces it (exp(−3e38 − ℓ) = 0)
     var total = 0.0;
@@ -85,5 +83,25 @@ fn analytic_predict(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         total += e;
         acc += e * g;
     }
-    out[i] = acc / total;
+    return acc / total;
+}
+
+// Every sample at the level (p.alpha, p.sigma): a sampler's step.
+@compute @workgroup_size(256)
+fn analytic_predict(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (i >= p.len) { return; }
+    out[i] = predict(i, p.alpha, p.sigma);
+}
+
+// Sample n at the level of its own timestep index t[n] (clamped to T − 1), read from the [2, T] table: training-
+// style batches and the variational bound. p.steps = T.
+@compute @workgroup_size(256)
+fn analytic_predict_indexed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (i >= p.len) { return; }
+    let step = min(t[i / p.d], p.steps - 1u);
+    out[i] = predict(i, levels[step], levels[p.steps + step]);
 }

@@ -11,7 +11,7 @@ use diffuse::diffusion::analytic::GaussianMixture;
 use diffuse::diffusion::samplers::{NoiseLevel, Prediction};
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::gpu::{DType, Tensor};
-use diffuse::kernels::analytic::{analytic_predict, MixtureTable};
+use diffuse::kernels::analytic::{analytic_predict, analytic_predict_indexed, MixtureTable};
 use diffuse::reference::{analytic as reference, to_f64};
 
 const KINDS: [Prediction; 4] = [
@@ -125,6 +125,64 @@ fn exact_model_of_8_bit_data_matches_reference() {
     )
     .unwrap();
     check(&data, 65, 1.2, "8-bit");
+}
+
+#[test]
+fn indexed_exact_model_reads_each_samples_level_from_the_table() {
+    // Each sample at its own timestep index (one clamped), against the reference at that f32 level.
+    let gpu = gpu();
+    let data = rounded(
+        GaussianMixture::new(
+            vec![0.4, 0.6],
+            vec![vec![-0.5, 0.25], vec![0.75, -1.0]],
+            vec![0.0625, 0.0],
+            false,
+        )
+        .unwrap(),
+    );
+    let s = Schedule::new(BetaSchedule::COSINE, 1000).unwrap();
+    let (a, b): (Vec<f32>, Vec<f32>) = (0..1000)
+        .map(|t| {
+            (
+                s.sqrt_alphas_cumprod[t] as f32,
+                s.sqrt_one_minus_alphas_cumprod[t] as f32,
+            )
+        })
+        .unzip();
+    let levels = Tensor::from_f32(gpu, &[2, 1000], &[a.clone(), b.clone()].concat()).unwrap();
+    let table = MixtureTable::upload(gpu, &data).unwrap();
+    let n = 131;
+    let steps: Vec<u32> = (0..n as u32)
+        .map(|i| (i * 97) % 1000)
+        .chain([7000])
+        .collect();
+    let n = steps.len();
+    let x = uniform(n * 2, 9);
+    let xt = Tensor::from_f32(gpu, &[n, 2], &x).unwrap();
+    let tt = Tensor::from_u32(gpu, &[n], &steps).unwrap();
+    let out = Tensor::zeros(gpu, &[n, 2], DType::F32).unwrap();
+    for kind in KINDS {
+        let d = analytic_predict_indexed(gpu, &table, &xt, &tt, &levels, kind, &out).unwrap();
+        gpu.run([&d]).unwrap();
+        let (mut want, mut bound) = (Vec::new(), Vec::new());
+        for (i, &t) in steps.iter().enumerate() {
+            let t = (t as usize).min(999);
+            let level = NoiseLevel {
+                t: t as f64,
+                alpha: a[t] as f64,
+                sigma: b[t] as f64,
+            };
+            let xs = to_f64(&x[2 * i..2 * i + 2]);
+            want.extend(reference::analytic_predict(&data, &xs, &level, kind));
+            bound.extend(reference::analytic_predict_bound(&data, &xs, &level, kind));
+        }
+        assert_close(
+            &format!("indexed {kind:?}"),
+            &out.read_f32(gpu).unwrap(),
+            &want,
+            |i| bound[i],
+        );
+    }
 }
 
 #[test]

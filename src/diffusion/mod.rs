@@ -6,6 +6,7 @@ pub mod analytic;
 pub mod samplers;
 pub mod schedule;
 pub mod timestep;
+pub mod vlb;
 
 pub use samplers::{NoiseLevel, Plan, Prediction, Spacing, Step};
 pub use schedule::{BetaSchedule, Schedule, VeSchedule};

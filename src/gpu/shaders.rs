@@ -11,6 +11,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
     ("step", include_str!("../../shaders/step.wgsl")),
+    ("vlb", include_str!("../../shaders/vlb.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod noise;
 pub mod random;
 pub mod step;
+pub mod vlb;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

@@ -9,6 +9,7 @@ pub mod loss;
 pub mod noise;
 pub mod random;
 pub mod step;
+pub mod vlb;
 
 /// Unit roundoff of f32 (2⁻²⁴).
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
