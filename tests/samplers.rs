@@ -166,7 +166,9 @@ fn conformance_table_pins_sampler_coefficients() {
     let full: Vec<usize> = (0..1000).rev().collect();
     let ve = VeSchedule::geometric(50.0, 0.01, 10).unwrap();
     let step = |plan: Plan, k: usize| linear_coefficients(&plan.steps[k]);
-    let table: [(&str, Abc, Abc); 10] = [
+    let linspace50 = timesteps(1000, 50, Spacing::Linspace).unwrap();
+    let linspace7 = timesteps(1000, 7, Spacing::Linspace).unwrap();
+    let table: [(&str, Abc, Abc); 12] = [
         (
             "ddim linear trailing50 η=0 step 0",
             step(samplers::ddim(&lin, &trailing50, 0.0, None).unwrap(), 0),
@@ -190,6 +192,16 @@ fn conformance_table_pins_sampler_coefficients() {
             "ddim linear leading50 η=0.5 step 3",
             step(samplers::ddim(&lin, &leading50, 0.5, None).unwrap(), 3),
             (1.2020812085301373, -0.24137177540092503, 0.2774583191004917),
+        ),
+        (
+            "ddim cosine linspace50 η=0.3 step 7",
+            step(samplers::ddim(&cos, &linspace50, 0.3, None).unwrap(), 7),
+            (1.1370294686182276, -0.15143078657459685, 0.1417004368216164),
+        ),
+        (
+            "ddim linear linspace7 η=0 step 6 (index 0 → clean)",
+            step(samplers::ddim(&lin, &linspace7, 0.0, None).unwrap(), 6),
+            (1.0000500037503124, -0.010000500037502573, 0.0),
         ),
         (
             "ddpm linear β̃ t=500",
