@@ -3,6 +3,8 @@
 //! - `gpu`: device, tensors, pipelines, dispatch recording (plumbing, no math).
 //! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry.
 //! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
+//! - `diffusion`: schedules, timesteps, samplers as per-step scalars, the exact model (math only, no wgpu).
+//! - `sample`: a sampler plan and a model recorded into one GPU submission.
 
 pub mod bench;
 pub mod checkpoint;
@@ -13,5 +15,6 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod reference;
+pub mod sample;
 
 pub use error::{Error, Result};

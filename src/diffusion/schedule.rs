@@ -154,3 +154,43 @@ impl Schedule {
         self.betas.len()
     }
 }
+
+/// The variance-exploding noise levels of NCSN (Song & Ermon 2019): σ_1 > σ_2 > … > σ_L, geometric. x at level i
+/// is x₀ + σ_i·ε (noise table: a = 1, b = σ_i). Index 0 is σ_1, the noisiest, where sampling starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VeSchedule {
+    pub sigmas: Vec<f64>,
+}
+
+impl VeSchedule {
+    /// L levels from `sigma_max` down to `sigma_min`: σ_i = σ_max·(σ_min/σ_max)^((i−1)/(L−1)).
+    pub fn geometric(sigma_max: f64, sigma_min: f64, levels: usize) -> Result<VeSchedule> {
+        let ordered = sigma_min > 0.0 && sigma_max > sigma_min;
+        if levels == 0 || !ordered {
+            return Err(Error::Usage(format!(
+                "VE noise levels need σ_max > σ_min > 0 and at least one level, got σ_max = {sigma_max}, \
+                 σ_min = {sigma_min}, {levels} levels"
+            )));
+        }
+        let sigmas = if levels == 1 {
+            vec![sigma_max]
+        } else {
+            let ratio = (sigma_min / sigma_max).ln() / (levels - 1) as f64;
+            (0..levels)
+                .map(|i| {
+                    if i == levels - 1 {
+                        sigma_min
+                    } else {
+                        sigma_max * (ratio * i as f64).exp()
+                    }
+                })
+                .collect()
+        };
+        Ok(VeSchedule { sigmas })
+    }
+
+    /// The forward-noising table for shaders/noise.wgsl: rows (1, σ_i).
+    pub fn noise_table(&self) -> [Vec<f64>; 2] {
+        [vec![1.0; self.sigmas.len()], self.sigmas.clone()]
+    }
+}

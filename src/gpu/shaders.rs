@@ -4,6 +4,7 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
+    ("analytic", include_str!("../../shaders/analytic.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("batch", include_str!("../../shaders/batch.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
@@ -13,6 +14,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("optimizer", include_str!("../../shaders/optimizer.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
+    ("step", include_str!("../../shaders/step.wgsl")),
+    ("vlb", include_str!("../../shaders/vlb.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

@@ -6,6 +6,7 @@
 //! consumers, their gradients are summed explicitly with [`elementwise::axpy`], or by the kernels that take an
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
+pub mod analytic;
 pub mod attention;
 pub mod batch;
 pub mod elementwise;
@@ -15,6 +16,8 @@ pub mod loss;
 pub mod noise;
 pub mod optimizer;
 pub mod random;
+pub mod step;
+pub mod vlb;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

@@ -1,6 +1,7 @@
 //! The CPU reference of every kernel, in plain Rust and f64: what the GPU kernels are tested against, and what
 //! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
 
+pub mod analytic;
 pub mod attention;
 pub mod batch;
 pub mod elementwise;
@@ -11,6 +12,8 @@ pub mod loss;
 pub mod noise;
 pub mod optimizer;
 pub mod random;
+pub mod step;
+pub mod vlb;
 
 /// Unit roundoff of f32 (2⁻²⁴).
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;

@@ -1,0 +1,200 @@
+//! Sampling on the GPU: a [`Plan`] (src/diffusion/samplers.rs) and a model recorded as one list of dispatches, so
+//! the whole loop runs in one submission with no readback until the end.
+//!
+//! Per step: the model writes its output o for the current x; where the step adds noise, z ~ N(0, I) is drawn
+//! (Philox, stream = 1 + the number of noisy steps before it, so every step of a run draws its own numbers); the step
+//! kernel writes the next x into the other of two ping-pong buffers. Heun steps run the model twice (at x and at the
+//! Euler predictor x'). The initial x = init_scale·z is drawn with stream 0, unless the sampler was built from a
+//! given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording again draws
+//! fresh noise (a new batch of samples).
+
+use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
+use crate::kernels::analytic::{analytic_predict, MixtureTable};
+use crate::kernels::{check_f32, elementwise, random, step};
+
+/// What a sampler needs of a model: its output kind, and the dispatches that compute its output for x at a level.
+pub trait Denoiser {
+    fn prediction(&self) -> Prediction;
+    /// Dispatches, in order, that write the model's output for `x` at `level` into `out` (same shape as x).
+    fn predict(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        level: &NoiseLevel,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>>;
+}
+
+/// The exact model of Gaussian-mixture data (shaders/analytic.wgsl) as a denoiser.
+pub struct AnalyticModel {
+    pub table: MixtureTable,
+    pub prediction: Prediction,
+}
+
+impl Denoiser for AnalyticModel {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn predict(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        level: &NoiseLevel,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        Ok(vec![analytic_predict(
+            gpu,
+            &self.table,
+            x,
+            level,
+            self.prediction,
+            out,
+        )?])
+    }
+}
+
+/// A plan and a model recorded once: `record` it (or `run` it) as often as needed.
+pub struct Sampler {
+    dispatches: Vec<Dispatch>,
+    initial: Tensor,
+    output: Tensor,
+    rng: Tensor,
+}
+
+impl Sampler {
+    /// Draws x = init_scale·z of `shape` at every run, then runs the plan.
+    pub fn new(
+        gpu: &Gpu,
+        plan: &Plan,
+        model: &dyn Denoiser,
+        shape: &[usize],
+        seed: u64,
+    ) -> Result<Sampler> {
+        let initial = Tensor::zeros(gpu, shape, DType::F32)?;
+        Self::build(gpu, plan, model, initial, true, seed)
+    }
+
+    /// Runs the plan from the given x (read, never written; `plan.init_scale` is not applied).
+    pub fn from_initial(
+        gpu: &Gpu,
+        plan: &Plan,
+        model: &dyn Denoiser,
+        initial: &Tensor,
+        seed: u64,
+    ) -> Result<Sampler> {
+        check_f32("Sampler::from_initial", &[initial])?;
+        Self::build(gpu, plan, model, initial.clone(), false, seed)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        plan: &Plan,
+        model: &dyn Denoiser,
+        initial: Tensor,
+        draw: bool,
+        seed: u64,
+    ) -> Result<Sampler> {
+        if plan.steps.is_empty() {
+            return Err(Error::Usage(format!(
+                "the plan {:?} has no steps",
+                plan.name
+            )));
+        }
+        let shape = initial.shape().to_vec();
+        let new = || Tensor::zeros(gpu, &shape, DType::F32);
+        let buffers = [new()?, new()?];
+        let (o, o2, z, x_pred) = (new()?, new()?, new()?, new()?);
+        let rng = random::rng_state(gpu, 0)?;
+        let prediction = model.prediction();
+        let mut dispatches = Vec::new();
+        if draw {
+            dispatches.push(random::fill_normal(gpu, &z, seed, 0, &rng)?);
+            dispatches.push(elementwise::scale(
+                gpu,
+                &z,
+                plan.init_scale as f32,
+                &initial,
+            )?);
+        }
+        let mut stream = 1u32;
+        let mut current = &initial;
+        for (k, s) in plan.steps.iter().enumerate() {
+            let next = &buffers[k % 2];
+            dispatches.extend(model.predict(gpu, current, s.level(), &o)?);
+            let folded = s.fold(prediction);
+            match (folded, s) {
+                (
+                    FoldedStep::Heun { a1, b1, .. },
+                    crate::diffusion::Step::Heun { next: lv, .. },
+                ) => {
+                    dispatches.push(step::step(gpu, current, &o, None, (a1, b1, 0.0), &x_pred)?);
+                    dispatches.extend(model.predict(gpu, &x_pred, lv, &o2)?);
+                    dispatches.push(step::folded(
+                        gpu,
+                        &folded,
+                        current,
+                        &o,
+                        Some(&o2),
+                        None,
+                        next,
+                    )?);
+                }
+                _ => {
+                    let noise = if s.adds_noise() {
+                        dispatches.push(random::fill_normal(gpu, &z, seed, stream, &rng)?);
+                        stream += 1;
+                        Some(&z)
+                    } else {
+                        None
+                    };
+                    dispatches.push(step::folded(gpu, &folded, current, &o, None, noise, next)?);
+                }
+            }
+            current = next;
+        }
+        let output = current.clone();
+        dispatches.push(random::advance(gpu, &rng, 1)?);
+        Ok(Sampler {
+            dispatches,
+            initial,
+            output,
+            rng,
+        })
+    }
+
+    /// Records the whole loop into one compute pass.
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.dispatches);
+    }
+
+    /// Records, submits once, waits and reads the samples back.
+    pub fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let mut rec = Recorder::new(gpu);
+        self.record(&mut rec);
+        rec.submit();
+        self.output.read_f32(gpu)
+    }
+
+    /// The starting x of each run (drawn by the sampler, or the given tensor).
+    pub fn initial(&self) -> &Tensor {
+        &self.initial
+    }
+
+    /// Where the samples land.
+    pub fn output(&self) -> &Tensor {
+        &self.output
+    }
+
+    /// The Philox offset state (`[2]` u32), bumped by one after every run.
+    pub fn rng_state(&self) -> &Tensor {
+        &self.rng
+    }
+
+    /// Number of dispatches recorded per run.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+}

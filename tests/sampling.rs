@@ -1,0 +1,421 @@
+//! End to end: every sampler's whole loop on the GPU (src/sample.rs: one submission, no readback until the end),
+//! with the exact model of the data (shaders/analytic.wgsl) in place of a network.
+//!
+//! Statistical tolerances. Each test uses fixed seeds, so it always passes or always fails; the thresholds are
+//! 5 standard errors (a two-sided false alarm of 5.7·10⁻⁷ per statistic for a correct sampler).
+//!
+//! - Gaussian data N(μ, s²I), D = 4, N = 16384 samples. With the exact model every step is affine in x plus
+//!   independent Gaussian noise, so the samples are exactly Gaussian with a mean m_d and variance v_d that
+//!   `diffusion::analytic::gaussian_moments_after` computes in f64 (what the discretised sampler converges to).
+//!   The GPU's empirical mean of coordinate d must lie within 5·√(v_d/N) of m_d (0.02·s), and the empirical
+//!   variances, pooled over the D coordinates as the mean of v̂_d/v_d, within 5·√(2/(N−1))/√D = 2.8 % of 1.
+//!   Separately, m_d and v_d must lie within the sampler's stated discretisation error of (μ_d, s²), so the samples
+//!   reproduce the data's mean and variance within 5 SE + that error.
+//! - A mixture of two Gaussians (D = 2, weights 0.3 / 0.7, modes 2.4 apart with s ≤ 0.3, so a sample's mode is
+//!   unambiguous): the fraction of samples in mode 1 must lie within 5·√(w(1−w)/N) + 0.01 = 0.028 of w = 0.3, and
+//!   the mean within 5 SE + 0.01. The 0.01 allows for the samplers' discretisation error, which f64 runs of each
+//!   configuration below with 2¹⁶ samples (src/reference/step.rs::sample) measured at |Δw| ≤ 0.0035 and
+//!   |Δmean| ≤ 0.0063 (1.7 of that run's SE).
+//!
+//! f32 rounding in the GPU loop is orders of magnitude below these (≈ 10⁻⁶ relative per step).
+
+mod common;
+
+use common::gpu;
+use diffuse::diffusion::analytic::{gaussian_flow_map, gaussian_moments_after, GaussianMixture};
+use diffuse::diffusion::samplers::{
+    self, timesteps, Clip, DdpmVariance, FoldedStep, NoiseLevel, Plan, Prediction, Process, Spacing,
+};
+use diffuse::diffusion::{BetaSchedule, Schedule, VeSchedule};
+use diffuse::gpu::Tensor;
+use diffuse::kernels::analytic::MixtureTable;
+use diffuse::reference::analytic::analytic_predict_bound;
+use diffuse::reference::gamma;
+use diffuse::sample::{AnalyticModel, Sampler};
+
+const N: usize = 16384;
+
+fn gaussian() -> GaussianMixture {
+    GaussianMixture::gaussian(vec![0.5, -0.3, 0.25, -1.0], 0.25).unwrap()
+}
+
+fn mixture() -> GaussianMixture {
+    GaussianMixture::new(
+        vec![0.3, 0.7],
+        vec![vec![-1.0, -0.8], vec![1.0, 0.5]],
+        vec![0.04, 0.09],
+        false,
+    )
+    .unwrap()
+}
+
+fn sample(plan: &Plan, data: &GaussianMixture, prediction: Prediction, seed: u64) -> Vec<f32> {
+    let gpu = gpu();
+    let model = AnalyticModel {
+        table: MixtureTable::upload(gpu, data).unwrap(),
+        prediction,
+    };
+    let sampler = Sampler::new(gpu, plan, &model, &[N, data.dim()], seed).unwrap();
+    sampler.run(gpu).unwrap()
+}
+
+/// Per-coordinate mean and (unbiased) variance of [N, D] samples.
+fn moments(x: &[f32], d: usize) -> Vec<(f64, f64)> {
+    (0..d)
+        .map(|j| {
+            let v: Vec<f64> = x.iter().skip(j).step_by(d).map(|&v| v as f64).collect();
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (mean, var)
+        })
+        .collect()
+}
+
+/// A sampler's run on Gaussian data: GPU samples against the exact moments of the discretised sampler (5 SE), and
+/// those against the data within the stated discretisation error (`mean_bias` in units of s, `var_bias` relative).
+fn check_gaussian(plan: &Plan, prediction: Prediction, mean_bias: f64, var_bias: f64) {
+    let data = gaussian();
+    let d = data.dim();
+    let exact = gaussian_moments_after(&data, plan).unwrap();
+    let s2 = data.variances[0];
+    for (j, &(m, v)) in exact.iter().enumerate() {
+        assert!(
+            (m - data.means[0][j]).abs() <= mean_bias * s2.sqrt() && (v / s2 - 1.0).abs() <= var_bias,
+            "{}: the discretised sampler's moments ({m}, {v}) are not within ({mean_bias}·s, {var_bias}) of ({}, {s2})",
+            plan.name,
+            data.means[0][j]
+        );
+    }
+    let x = sample(plan, &data, prediction, 11);
+    assert!(
+        x.iter().all(|v| v.is_finite()),
+        "{}: non-finite samples",
+        plan.name
+    );
+    let got = moments(&x, d);
+    let n = N as f64;
+    for (j, (&(m_hat, _), &(m, v))) in got.iter().zip(&exact).enumerate() {
+        let se = (v / n).sqrt();
+        assert!(
+            (m_hat - m).abs() <= 5.0 * se,
+            "{}: coordinate {j}: mean {m_hat} vs {m} (SE {se:.2e})",
+            plan.name
+        );
+    }
+    let ratio = got.iter().zip(&exact).map(|(g, e)| g.1 / e.1).sum::<f64>() / d as f64;
+    let se = (2.0 / (n - 1.0)).sqrt() / (d as f64).sqrt();
+    assert!(
+        (ratio - 1.0).abs() <= 5.0 * se,
+        "{}: variance ratio {ratio} (SE {se:.2e})",
+        plan.name
+    );
+}
+
+/// A sampler's run on the two-Gaussian mixture: the weight of mode 1 and the mean.
+fn check_mixture(plan: &Plan, prediction: Prediction) {
+    let data = mixture();
+    let x = sample(plan, &data, prediction, 23);
+    assert!(
+        x.iter().all(|v| v.is_finite()),
+        "{}: non-finite samples",
+        plan.name
+    );
+    let n = N as f64;
+    // The mode of a sample: the component of larger posterior weight at the clean data.
+    let log_p = |k: usize, s: &[f32]| {
+        let sq: f64 = (0..2)
+            .map(|j| (s[j] as f64 - data.means[k][j]).powi(2))
+            .sum();
+        data.weights[k].ln() - data.variances[k].ln() - 0.5 * sq / data.variances[k]
+    };
+    let first = x.chunks(2).filter(|s| log_p(0, s) > log_p(1, s)).count() as f64 / n;
+    let w = data.weights[0];
+    let se = (w * (1.0 - w) / n).sqrt();
+    assert!(
+        (first - w).abs() <= 5.0 * se + 0.01,
+        "{}: weight of mode 1 is {first}, want {w} (SE {se:.2e})",
+        plan.name
+    );
+    let (mean, var) = (data.mean(), data.variance());
+    for (j, &(m_hat, _)) in moments(&x, 2).iter().enumerate() {
+        let se = (var[j] / n).sqrt();
+        assert!(
+            (m_hat - mean[j]).abs() <= 5.0 * se + 0.01,
+            "{}: coordinate {j}: mean {m_hat} vs {} (SE {se:.2e})",
+            plan.name,
+            mean[j]
+        );
+    }
+}
+
+fn linear() -> Schedule {
+    Schedule::new(BetaSchedule::LINEAR, 1000).unwrap()
+}
+
+fn cosine() -> Schedule {
+    Schedule::new(BetaSchedule::COSINE, 1000).unwrap()
+}
+
+fn trailing(s: usize) -> Vec<usize> {
+    timesteps(1000, s, Spacing::Trailing).unwrap()
+}
+
+// Each sampler: the plan, the model's prediction kind (varied, so the GPU runs every folding), and the stated
+// discretisation error of its moments on the Gaussian data (mean in units of s, variance relative), from
+// `gaussian_moments_after` rounded up.
+
+#[test]
+fn ddpm_ancestral_samples_reproduce_the_data() {
+    // σ² = β over 200 trailing steps: variance +1.4 %.
+    let plan = samplers::ddpm(&linear(), &trailing(200), DdpmVariance::Beta, None).unwrap();
+    check_gaussian(&plan, Prediction::Epsilon, 0.001, 0.02);
+    check_mixture(&plan, Prediction::Epsilon);
+    // The paper's sampler: σ² = β̃ over all 1000 steps, with an x₀-predicting model: variance −1.6 %.
+    let full: Vec<usize> = (0..1000).rev().collect();
+    let plan = samplers::ddpm(&linear(), &full, DdpmVariance::PosteriorBeta, None).unwrap();
+    check_gaussian(&plan, Prediction::Sample, 0.001, 0.02);
+    check_mixture(&plan, Prediction::Sample);
+}
+
+#[test]
+fn ddim_samples_reproduce_the_data() {
+    // Cosine schedule, 200 trailing steps: η = 0 variance −1.6 %, η = 0.5 −2.0 %.
+    let plan = samplers::ddim(&cosine(), &trailing(200), 0.0, None).unwrap();
+    check_gaussian(&plan, Prediction::Velocity, 0.001, 0.02);
+    check_mixture(&plan, Prediction::Velocity);
+    let plan = samplers::ddim(&cosine(), &trailing(200), 0.5, None).unwrap();
+    check_gaussian(&plan, Prediction::Epsilon, 0.001, 0.025);
+    check_mixture(&plan, Prediction::Epsilon);
+}
+
+#[test]
+fn reverse_sde_euler_maruyama_samples_reproduce_the_data() {
+    // 200 trailing steps, a score model: mean 0.003·s, variance +2.1 %.
+    let plan = samplers::euler_maruyama(&linear(), &trailing(200)).unwrap();
+    check_gaussian(&plan, Prediction::Score, 0.005, 0.025);
+    check_mixture(&plan, Prediction::Score);
+}
+
+#[test]
+fn probability_flow_heun_samples_reproduce_the_data() {
+    // 100 timesteps (199 model evaluations), an x₀ model: mean 0.007·s (the N(0, I) prior vs ᾱ_T > 0), variance −0.6 %.
+    let plan = samplers::heun(&linear(), &trailing(100)).unwrap();
+    check_gaussian(&plan, Prediction::Sample, 0.01, 0.01);
+    check_mixture(&plan, Prediction::Sample);
+}
+
+#[test]
+fn annealed_langevin_samples_reproduce_the_data() {
+    // σ 10 → 0.05 over 50 levels, 10 steps each, ε = 0.8·σ_L² (so ε_i/σ_i² = 0.8 at every level), with the final
+    // denoising step: variance +2.4 %. (Larger steps mix faster but bias the mixture's weights: ε = 3.2·σ_L² gives
+    // 0.23 for 0.3.)
+    let levels = VeSchedule::geometric(10.0, 0.05, 50).unwrap();
+    let plan = samplers::annealed_langevin(&levels, 10, 0.8 * 0.05 * 0.05, true).unwrap();
+    check_gaussian(&plan, Prediction::Score, 0.001, 0.03);
+    check_mixture(&plan, Prediction::Score);
+}
+
+#[test]
+fn predictor_corrector_samples_reproduce_the_data() {
+    // VP: 200 trailing steps, one corrector step each at r = 0.16: mean 0.002·s, variance +1.6 %.
+    let (s, list) = (linear(), trailing(200));
+    let plan = samplers::predictor_corrector(
+        Process::Vp {
+            schedule: &s,
+            timesteps: &list,
+        },
+        1,
+        0.16,
+    )
+    .unwrap();
+    check_gaussian(&plan, Prediction::Epsilon, 0.005, 0.02);
+    check_mixture(&plan, Prediction::Epsilon);
+    // VE: σ 10 → 0.01 over 200 levels: variance +1.2 %.
+    let levels = VeSchedule::geometric(10.0, 0.01, 200).unwrap();
+    let plan = samplers::predictor_corrector(Process::Ve { levels: &levels }, 1, 0.16).unwrap();
+    check_gaussian(&plan, Prediction::Score, 0.001, 0.015);
+    check_mixture(&plan, Prediction::Score);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// DDIM η = 0: deterministic, matches the f64 loop, converges to the exact flow map.
+// ---------------------------------------------------------------------------------------------------------------
+
+fn r(v: f64) -> f64 {
+    v as f32 as f64
+}
+
+/// `gaussian()` with f32 means (what the GPU's table holds), and a starting x of f32 values in [−2, 2).
+fn rounded_gaussian_and_start(n: usize) -> (GaussianMixture, Vec<f32>) {
+    let mut data = gaussian();
+    data.means[0] = data.means[0].iter().map(|&m| r(m)).collect();
+    let x: Vec<f32> = common::uniform(n * data.dim(), 5)
+        .iter()
+        .map(|v| 2.0 * v)
+        .collect();
+    (data, x)
+}
+
+fn run_from(
+    plan: &Plan,
+    data: &GaussianMixture,
+    prediction: Prediction,
+    x: &[f32],
+) -> (Sampler, Vec<f32>) {
+    let gpu = gpu();
+    let model = AnalyticModel {
+        table: MixtureTable::upload(gpu, data).unwrap(),
+        prediction,
+    };
+    let initial = Tensor::from_f32(gpu, &[x.len() / data.dim(), data.dim()], x).unwrap();
+    let sampler = Sampler::from_initial(gpu, plan, &model, &initial, 99).unwrap();
+    let out = sampler.run(gpu).unwrap();
+    (sampler, out)
+}
+
+#[test]
+fn deterministic_ddim_gives_the_same_bits_at_every_run_and_eta_brings_fresh_noise() {
+    let (data, x) = rounded_gaussian_and_start(256);
+    let gpu = gpu();
+    let plan = samplers::ddim(&cosine(), &trailing(50), 0.0, None).unwrap();
+    let (sampler, first) = run_from(&plan, &data, Prediction::Velocity, &x);
+    let second = sampler.run(gpu).unwrap();
+    // The rng offset moved on between the runs (2 runs → offset 2), and η = 0 never read it.
+    assert_eq!(sampler.rng_state().read_u32(gpu).unwrap(), [2, 0]);
+    assert_eq!(first, second, "DDIM η = 0 must be deterministic");
+    // The same recording with η = 0.5 draws new noise at every run: the samples differ.
+    let plan = samplers::ddim(&cosine(), &trailing(50), 0.5, None).unwrap();
+    let (sampler, first) = run_from(&plan, &data, Prediction::Velocity, &x);
+    let second = sampler.run(gpu).unwrap();
+    let same = first.iter().zip(&second).filter(|(a, b)| a == b).count();
+    assert!(
+        same < first.len() / 100,
+        "{same} of {} samples repeated",
+        first.len()
+    );
+}
+
+#[test]
+fn deterministic_ddim_on_the_gpu_matches_the_f64_loop() {
+    // The GPU loop against src/reference/step.rs::sample from the same x, with the f32-rounded levels the kernel
+    // sees. Bound, propagated along the f64 trajectory: each step y = a·x + b·o adds γ₃·(|a·x| + |b·o|) (two
+    // roundings and the f32 scalars) and |b|·B(x) (B = the analytic kernel's bound); an error δ already in x is
+    // mapped by the exact affine step to |a + b·∂o/∂x|·δ.
+    let (data, x) = rounded_gaussian_and_start(64);
+    let plan = samplers::ddim(&linear(), &trailing(50), 0.0, None).unwrap();
+    let (_, got) = run_from(&plan, &data, Prediction::Epsilon, &x);
+    let round = |l: &NoiseLevel| NoiseLevel {
+        alpha: r(l.alpha),
+        sigma: r(l.sigma),
+        ..*l
+    };
+    let mut xs = diffuse::reference::to_f64(&x);
+    let mut err = vec![0.0; xs.len()];
+    for step in &plan.steps {
+        let level = round(step.level());
+        let FoldedStep::Linear { a, b, .. } = step.fold(Prediction::Epsilon) else {
+            panic!("DDIM steps are linear")
+        };
+        let o = data.predict_batch(&xs, &level, Prediction::Epsilon);
+        let model_bound = analytic_predict_bound(&data, &xs, &level, Prediction::Epsilon);
+        let (slope, _) = data.coefficients(0, &level, Prediction::Epsilon);
+        for i in 0..xs.len() {
+            err[i] = (a + b * slope).abs() * err[i]
+                + gamma(3) * ((a * xs[i]).abs() + (b * o[i]).abs())
+                + b.abs() * model_bound[i];
+            xs[i] = a * xs[i] + b * o[i];
+        }
+    }
+    common::assert_close("ddim η=0 GPU vs f64", &got, &xs, |i| err[i]);
+}
+
+#[test]
+fn deterministic_ddim_converges_to_the_exact_flow_map_as_steps_grow() {
+    // For Gaussian data the probability-flow ODE maps x at index T−1 to μ + s·(x − α·μ)/√(α²s² + σ²) exactly;
+    // DDIM η = 0 is its Euler method, so the error must fall with the number of steps, about like 1/S.
+    let (data, x) = rounded_gaussian_and_start(256);
+    let start = NoiseLevel::vp(&linear(), 999);
+    let want = gaussian_flow_map(&data, &start, &diffuse::reference::to_f64(&x));
+    let mut errors = Vec::new();
+    for s in [5, 10, 20, 50, 100, 200] {
+        let plan = samplers::ddim(&linear(), &trailing(s), 0.0, None).unwrap();
+        let (_, got) = run_from(&plan, &data, Prediction::Sample, &x);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        errors.push((s, err));
+    }
+    for pair in errors.windows(2) {
+        assert!(pair[1].1 < pair[0].1, "not converging: {errors:?}");
+    }
+    // From 20 to 200 steps the error of a first-order method falls 10×; ask for 5×.
+    let (e20, e200) = (errors[2].1, errors[5].1);
+    assert!(e200 < e20 / 5.0, "{errors:?}");
+    assert!(e200 < 0.02, "{errors:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Clipping, recording, refusals.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn clipped_ddpm_samples_end_inside_the_clip_range() {
+    // Data N(0, 1) spills over [−1, 1]; with x̂₀-clipping the last step (to ᾱ = 1: coef1 = 1, coef2 = 0) returns the
+    // clipped x̂₀ itself, so every sample lies in [−1, 1] exactly and some sit on the bounds. (Fewer than the
+    // 2·Φ(−1) = 32 % of the data: the clip at earlier steps also pulls the samples inwards.)
+    let data = GaussianMixture::gaussian(vec![0.0, 0.0], 1.0).unwrap();
+    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+    let plan = samplers::ddpm(&linear(), &trailing(100), DdpmVariance::Beta, clip).unwrap();
+    let x = sample(&plan, &data, Prediction::Epsilon, 3);
+    assert!(
+        x.iter().all(|v| v.abs() <= 1.0),
+        "samples outside the clip range"
+    );
+    let on_bounds = x.iter().filter(|v| v.abs() == 1.0).count() as f64 / x.len() as f64;
+    assert!(
+        (0.05..0.32).contains(&on_bounds),
+        "{on_bounds} on the bounds"
+    );
+}
+
+#[test]
+fn a_sampler_records_its_whole_loop_once() {
+    let gpu = gpu();
+    let data = gaussian();
+    let model = AnalyticModel {
+        table: MixtureTable::upload(gpu, &data).unwrap(),
+        prediction: Prediction::Epsilon,
+    };
+    // Per step: model, noise, update; the last step draws no noise; plus the initial draw and scale and the rng
+    // advance: 3·S − 1 + 3 dispatches, recorded once and submitted once by `run`.
+    let plan = samplers::ddpm(&linear(), &trailing(20), DdpmVariance::Beta, None).unwrap();
+    let sampler = Sampler::new(gpu, &plan, &model, &[8, 4], 1).unwrap();
+    assert_eq!(sampler.dispatch_count(), 3 * 20 - 1 + 3);
+    let heun = samplers::heun(&linear(), &trailing(20)).unwrap();
+    let sampler = Sampler::new(gpu, &heun, &model, &[8, 4], 1).unwrap();
+    // 19 Heun steps of 4 dispatches (model, predictor, model, corrector), a final Euler step of 2, and 3.
+    assert_eq!(sampler.dispatch_count(), 19 * 4 + 2 + 3);
+}
+
+#[test]
+fn samplers_refuse_mismatched_inputs() {
+    let gpu = gpu();
+    let data = gaussian();
+    let model = AnalyticModel {
+        table: MixtureTable::upload(gpu, &data).unwrap(),
+        prediction: Prediction::Epsilon,
+    };
+    let plan = samplers::ddpm(&linear(), &trailing(5), DdpmVariance::Beta, None).unwrap();
+    let e = Sampler::new(gpu, &plan, &model, &[8, 3], 1).err().unwrap();
+    assert!(e.to_string().contains("4 elements"), "{e}");
+    let empty = Plan {
+        name: "empty".to_string(),
+        init_scale: 1.0,
+        steps: vec![],
+    };
+    let e = Sampler::new(gpu, &empty, &model, &[8, 4], 1).err().unwrap();
+    assert!(e.to_string().contains("no steps"), "{e}");
+}
