@@ -12,6 +12,7 @@ pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod gpu;
+pub mod image_io;
 pub mod kernels;
 pub mod model;
 pub mod reference;
