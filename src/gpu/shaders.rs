@@ -3,6 +3,8 @@
 
 /// (name, source) of each `shaders/<name>.wgsl`.
 pub const SHADERS: &[(&str, &str)] = &[
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv2d_subgroup", include_str!("../../shaders/conv2d_subgroup.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
 ];
 

@@ -6,6 +6,7 @@
 //! consumers, their gradients are summed explicitly with [`elementwise::axpy`], or by the kernels that take an
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
+pub mod conv2d;
 pub mod elementwise;
 
 use crate::error::{Error, Result};

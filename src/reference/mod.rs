@@ -1,6 +1,7 @@
 //! The CPU reference of every kernel, in plain Rust and f64: what the GPU kernels are tested against, and what
 //! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod gradcheck;
 

@@ -1,0 +1,611 @@
+// conv2d.wgsl — 2-D convolution over NCHW f32 with PyTorch semantics, forward and backward (portable: no
+// subgroups, no f16; conv2d_subgroup.wgsl holds faster variants of the two hottest kernels).
+//   forward:         y[n,o,i,j]   = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, s·i + u − p, s·j + v − p]
+//   backward input:  d_x = the forward of d_y with w'[c,o,u,v] = w[o,c,k−1−u,k−1−v] (stride 1, pad k−1−p);
+//                    for stride 2, of d_y dilated by 2 (zeros between samples), which is the same sum.
+//   backward weight: d_w[o,c,u,v] = Σ_{n,i,j} d_y[n,o,i,j] · x[n, c, s·i + u − p, s·j + v − p]
+//   backward bias:   d_b[o] = Σ_{n,i,j} d_y[n,o,i,j]
+// Supported: k = 3, p = 1, s ∈ {1, 2}; k = 1, p = 0, s = 1. Derivations: src/reference/conv2d.rs.
+//
+// Why the packing passes: on lavapipe (and any SIMD-across-invocations CPU driver) every storage load costs a
+// per-invocation gather, so the kernels read few, wide (vec4) values and reuse each many times from registers.
+// `pack_input` copies an activation into a zero-bordered plane whose rows are a multiple of 4 floats, so the
+// main loops read aligned vec4s with no bounds checks and no selects; `pack_weight` lays the weights out so
+// that the 8 output channels of one invocation sit in 2 consecutive vec4s per tap (and does the flip and
+// transpose of the backward-input weights).
+//
+// Buffers (f32):
+//   x   [N, C, H, W]                      source of pack_input (also d_y for the backward passes)
+//   xp  [N, C, xp_h, 4·xp_w4]             packed input: xp[n,c,r,q] = x[n,c,(r−pad)/dil,(q−pad)/dil] or 0
+//   w   [Co, Ci, k, k]                    source of pack_weight
+//   wp  [⌈M/8⌉, K, k·k, 8]                packed weights of a main pass with K input and M output channels
+//   y   [N, M, out_h, out_w]              main-pass output (y, or d_x)
+//   dyp [N, Co, dy_h, 4·dy_w4]            d_y packed with no border (zeros past Ho, Wo), for backward weight
+//   partial [chunks, Co, Ci, k·k]         backward-weight partial sums, one slab per chunk of output tiles
+// Dispatch geometry:
+//   pack_input: one invocation per packed row, 64 per workgroup; pack_weight, backward_weight_reduce: one
+//     invocation per output element, 256 per workgroup; all on 2-D grids of workgroups (see grid_1d).
+//   forward_*: 64 invocations per workgroup; each computes 8 output channels × 4 rows × 4 columns of one image
+//     (a "block"); grid (x, y) enumerates blocks in groups of 64 (n-major, then row block, then column block),
+//     grid z the ⌈M/8⌉ channel blocks.
+//   backward_weight_*: WG (override, ≤ 64) invocations per workgroup, invocation = input channel c; each holds
+//     16 output channels × k·k taps of d_w and walks a chunk of the 4×4 output tiles; grid (x, y, z) =
+//     (⌈Ci/WG⌉, ⌈Co/16⌉, chunks). backward_weight_reduce then sums the chunks in a fixed order (deterministic).
+//   backward_bias: one workgroup of 256 per output channel, a fixed-shape tree reduction (deterministic).
+// Saved for backward: nothing beyond the forward's x and w (the wrapper packs them again).
+// Wrapper: src/kernels/conv2d.rs.
+
+struct Params {
+    n: u32,           // batch
+    in_c: u32,        // input channels of the pass (K)
+    out_c: u32,       // output channels of the pass (M)
+    out_h: u32,       // output rows, columns of the pass
+    out_w: u32,
+    xp_h: u32,        // rows of a packed input plane
+    xp_w4: u32,       // vec4s per packed input row
+    row_blocks: u32,  // ⌈out_h / 4⌉
+    col_blocks: u32,  // ⌈out_w / 4⌉
+    flags: u32,       // bit 0: add bias; bit 1: accumulate (y += …) instead of overwrite
+    // pack_input: source plane size, border and dilation; pack_weight: taps (k·k) and flip/transpose flag.
+    src_h: u32,
+    src_w: u32,
+    pad: u32,
+    dilation: u32,    // pack_input: log2 of the dilation (0 or 1)
+    taps: u32,
+    transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
+    // backward weight
+    dy_h: u32,        // rows of a packed d_y plane
+    dy_w4: u32,       // vec4s per packed d_y row
+    chunks: u32,      // number of tile chunks (partial-sum slabs)
+    len: u32,         // elements written by the element-wise passes
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;             // pack_* source, backward_bias d_y
+@group(0) @binding(2) var<storage, read_write> packed: array<f32>;    // pack_weight destination
+@group(0) @binding(10) var<storage, read_write> packed4: array<vec4<f32>>;  // pack_input destination
+@group(0) @binding(3) var<storage, read> xp: array<vec4<f32>>;        // packed input
+@group(0) @binding(4) var<storage, read> wp: array<vec4<f32>>;        // packed weights
+@group(0) @binding(5) var<storage, read> bias: array<f32>;            // [M]; bound to any tensor when unused
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;         // output of forward / reduce / bias
+@group(0) @binding(7) var<storage, read> dyp: array<vec4<f32>>;       // packed d_y
+@group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
+@group(0) @binding(9) var<storage, read> partial_in: array<f32>;      // the same, read by the reduction
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_ACCUMULATE: u32 = 2u;
+
+fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * size + lid;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Packing
+
+// packed[n,c,r,q] = src[n, c, (r − pad)/dil, (q − pad)/dil] where that is a whole in-range sample, else 0.
+// One invocation per packed row (p.len = N·C·xp_h rows), writing its 4·xp_w4 values as vec4s; src planes are
+// src_h × src_w. The dilation is 1 or 2 (p.dilation holds log2 of it): integer division by a runtime value is
+// a scalar loop on SIMD-across-invocations drivers, so the only one left is the row decode.
+@compute @workgroup_size(64)
+fn pack_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid, 64u);
+    if (i >= p.len) { return; }
+    let plane = i / p.xp_h;
+    let r = i - plane * p.xp_h;
+    // Unsigned wrap-around sends r < pad far past src_h, so one comparison covers both sides.
+    let rr = r - p.pad;
+    let h = rr >> p.dilation;
+    let row_ok = (rr & ((1u << p.dilation) - 1u)) == 0u && h < p.src_h;
+    let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * p.src_w;
+    for (var j = 0u; j < p.xp_w4; j++) {
+        let q = 4u * j;
+        packed4[i * p.xp_w4 + j] = vec4(pack_sample(row_ok, src_row, q), pack_sample(row_ok, src_row, q + 1u),
+                                        pack_sample(row_ok, src_row, q + 2u), pack_sample(row_ok, src_row, q + 3u));
+    }
+}
+
+// The sample under packed column q of a row whose source row starts at src_row (row_ok: the row is a sample).
+fn pack_sample(row_ok: bool, src_row: u32, q: u32) -> f32 {
+    let qq = q - p.pad;
+    let w = qq >> p.dilation;
+    let ok = row_ok && (qq & ((1u << p.dilation) - 1u)) == 0u && w < p.src_w;
+    // Out-of-range lanes read a clamped index and discard it: a select, not a branch.
+    return select(0.0, src[min(src_row + w, arrayLength(&src) - 1u)], ok);
+}
+
+// packed[mb, kc, t, a] = weight of output channel m = 8·mb + a, input channel kc, tap t of the pass (0 past M).
+// Forward: m = o, kc = c, tap as is. Backward input (transpose = 1): m = c, kc = o, tap flipped (k·k − 1 − t).
+// src is w [Co, Ci, k, k] with Co = p.in_c (transpose) or p.out_c; p.len = ⌈M/8⌉·8·K·taps.
+@compute @workgroup_size(256)
+fn pack_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid, 256u);
+    if (i >= p.len) { return; }
+    let a = i % 8u;
+    let t = (i / 8u) % p.taps;
+    let kc = (i / (8u * p.taps)) % p.in_c;
+    let m = (i / (8u * p.taps * p.in_c)) * 8u + a;
+    var v = 0.0;
+    if (m < p.out_c) {
+        if (p.transpose == 1u) {
+            v = src[(kc * p.out_c + m) * p.taps + (p.taps - 1u - t)];
+        } else {
+            v = src[(m * p.in_c + kc) * p.taps + t];
+        }
+    }
+    packed[i] = v;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Forward (and backward input): register-blocked implicit GEMM.
+//
+// One invocation owns a block of 8 output channels × 4 rows × 4 columns: acc.v[a][r] is the vec4 of columns
+// c0..c0+3 in row r0 + r of channel m0 + a. Per input channel it loads the few packed rows it needs (2 vec4s
+// per row for k = 3, s = 1) and 18 weight vec4s, then does 288 vec4 FMAs from registers. Everything inside
+// the channel loop is written out (no inner loops, only constant indices) so the driver keeps `acc` in
+// registers instead of scratch memory.
+
+struct Acc {
+    v: array<array<vec4<f32>, 4>, 8>,
+}
+
+struct Block {
+    n: u32,
+    r0: u32,      // first output row
+    c0: u32,      // first output column
+    valid: bool,  // false for the padding invocations of the last group
+}
+
+fn block_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Block {
+    let blocks = p.n * p.row_blocks * p.col_blocks;
+    let i = linear_index(wg, nwg, lid, 64u);
+    // Invalid invocations still run the loop (on a real block) so that control flow stays uniform; they
+    // only skip the store.
+    let b = min(i, blocks - 1u);
+    let cb = b % p.col_blocks;
+    let rb = (b / p.col_blocks) % p.row_blocks;
+    return Block(b / (p.col_blocks * p.row_blocks), 4u * rb, 4u * cb, i < blocks);
+}
+
+// acc[a0..a0+3][r] += w.xyzw[a] · x
+fn fma4(acc: ptr<function, Acc>, a0: u32, r: u32, w: vec4<f32>, x: vec4<f32>) {
+    (*acc).v[a0][r] = fma(vec4(w.x), x, (*acc).v[a0][r]);
+    (*acc).v[a0 + 1u][r] = fma(vec4(w.y), x, (*acc).v[a0 + 1u][r]);
+    (*acc).v[a0 + 2u][r] = fma(vec4(w.z), x, (*acc).v[a0 + 2u][r]);
+    (*acc).v[a0 + 3u][r] = fma(vec4(w.w), x, (*acc).v[a0 + 3u][r]);
+}
+
+// One kernel row (fixed u) applied to output row r: acc[·][r] += Σ_v w[v][·] · x[v], where w holds the 8
+// channels of taps (u, 0..2) as [v][a/4] and x[v] the input columns under tap v.
+fn taps3(acc: ptr<function, Acc>, r: u32, w: array<vec4<f32>, 6>, x: array<vec4<f32>, 3>) {
+    fma4(acc, 0u, r, w[0], x[0]);
+    fma4(acc, 4u, r, w[1], x[0]);
+    fma4(acc, 0u, r, w[2], x[1]);
+    fma4(acc, 4u, r, w[3], x[1]);
+    fma4(acc, 0u, r, w[4], x[2]);
+    fma4(acc, 4u, r, w[5], x[2]);
+}
+
+// A packed row at vec4 index i, stride 1: the columns under taps v = 0, 1, 2 of outputs c0..c0+3 are packed
+// columns c0 + v .. c0 + v + 3. (vec4 swizzles are free on SIMD-across-invocations drivers.)
+fn row_s1(i: u32) -> array<vec4<f32>, 3> {
+    let lo = xp[i];
+    let hi = xp[i + 1u];
+    return array(lo, vec4(lo.yzw, hi.x), vec4(lo.zw, hi.xy));
+}
+
+// Stride 2: outputs c0..c0+3 read packed columns 2·c0 + 2j + v, j = 0..3.
+fn row_s2(i: u32) -> array<vec4<f32>, 3> {
+    let a = xp[i];
+    let b = xp[i + 1u];
+    let c = xp[i + 2u];
+    return array(vec4(a.x, a.z, b.x, b.z), vec4(a.y, a.w, b.y, b.w), vec4(a.z, b.x, b.z, c.x));
+}
+
+// The 6 weight vec4s of kernel row u, from its first vec4 index.
+fn wrow(i: u32) -> array<vec4<f32>, 6> {
+    return array(wp[i], wp[i + 1u], wp[i + 2u], wp[i + 3u], wp[i + 4u], wp[i + 5u]);
+}
+
+// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged.
+fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
+    let row = b.r0 + r;
+    if (m >= p.out_c || row >= p.out_h) { return; }
+    var out = v;
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        out += vec4(bias[m]);
+    }
+    let base = ((b.n * p.out_c + m) * p.out_h + row) * p.out_w + b.c0;
+    let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
+    // Columns past out_w belong to no output; those lanes of the vec4 are dropped.
+    for (var j = 0u; j < 4u; j++) {
+        if (b.c0 + j < p.out_w) {
+            var v = out[j];
+            if (accumulate) {
+                v += y[base + j];
+            }
+            y[base + j] = v;
+        }
+    }
+}
+
+fn store_channel(b: Block, m: u32, v: array<vec4<f32>, 4>) {
+    store4(b, m, 0u, v[0]);
+    store4(b, m, 1u, v[1]);
+    store4(b, m, 2u, v[2]);
+    store4(b, m, 3u, v[3]);
+}
+
+fn store_block(b: Block, m0: u32, acc: Acc) {
+    if (!b.valid) { return; }
+    store_channel(b, m0, acc.v[0]);
+    store_channel(b, m0 + 1u, acc.v[1]);
+    store_channel(b, m0 + 2u, acc.v[2]);
+    store_channel(b, m0 + 3u, acc.v[3]);
+    store_channel(b, m0 + 4u, acc.v[4]);
+    store_channel(b, m0 + 5u, acc.v[5]);
+    store_channel(b, m0 + 6u, acc.v[6]);
+    store_channel(b, m0 + 7u, acc.v[7]);
+}
+
+// k = 3, stride 1, packed with a 1-pixel border: output (i, j) reads packed rows i..i+2, columns j..j+2.
+// Also the backward input of stride 1 (packed d_y, transposed weights) and of stride 2 (dilated d_y).
+@compute @workgroup_size(64)
+fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
+    var wi = wg.z * p.in_c * 18u;
+    let s = p.xp_w4;
+    var acc: Acc;
+    for (var c = 0u; c < p.in_c; c++) {
+        let x0 = row_s1(xi);
+        let x1 = row_s1(xi + s);
+        let x2 = row_s1(xi + 2u * s);
+        let x3 = row_s1(xi + 3u * s);
+        let x4 = row_s1(xi + 4u * s);
+        let x5 = row_s1(xi + 5u * s);
+        let w0 = wrow(wi);
+        let w1 = wrow(wi + 6u);
+        let w2 = wrow(wi + 12u);
+        taps3(&acc, 0u, w0, x0); taps3(&acc, 0u, w1, x1); taps3(&acc, 0u, w2, x2);
+        taps3(&acc, 1u, w0, x1); taps3(&acc, 1u, w1, x2); taps3(&acc, 1u, w2, x3);
+        taps3(&acc, 2u, w0, x2); taps3(&acc, 2u, w1, x3); taps3(&acc, 2u, w2, x4);
+        taps3(&acc, 3u, w0, x3); taps3(&acc, 3u, w1, x4); taps3(&acc, 3u, w2, x5);
+        xi += plane;
+        wi += 18u;
+    }
+    store_block(b, 8u * wg.z, acc);
+}
+
+// k = 3, stride 2: output (i, j) reads packed rows 2i..2i+2, columns 2j..2j+2.
+@compute @workgroup_size(64)
+fn forward_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + 2u * b.r0) * p.xp_w4 + b.c0 / 2u;
+    var wi = wg.z * p.in_c * 18u;
+    let s = p.xp_w4;
+    var acc: Acc;
+    for (var c = 0u; c < p.in_c; c++) {
+        let x0 = row_s2(xi);
+        let x1 = row_s2(xi + s);
+        let x2 = row_s2(xi + 2u * s);
+        let x3 = row_s2(xi + 3u * s);
+        let x4 = row_s2(xi + 4u * s);
+        let x5 = row_s2(xi + 5u * s);
+        let x6 = row_s2(xi + 6u * s);
+        let x7 = row_s2(xi + 7u * s);
+        let x8 = row_s2(xi + 8u * s);
+        let w0 = wrow(wi);
+        let w1 = wrow(wi + 6u);
+        let w2 = wrow(wi + 12u);
+        taps3(&acc, 0u, w0, x0); taps3(&acc, 0u, w1, x1); taps3(&acc, 0u, w2, x2);
+        taps3(&acc, 1u, w0, x2); taps3(&acc, 1u, w1, x3); taps3(&acc, 1u, w2, x4);
+        taps3(&acc, 2u, w0, x4); taps3(&acc, 2u, w1, x5); taps3(&acc, 2u, w2, x6);
+        taps3(&acc, 3u, w0, x6); taps3(&acc, 3u, w1, x7); taps3(&acc, 3u, w2, x8);
+        xi += plane;
+        wi += 18u;
+    }
+    store_block(b, 8u * wg.z, acc);
+}
+
+// k = 1 (no border): output (i, j) reads packed row i, column j. Also its own backward input (transposed w).
+@compute @workgroup_size(64)
+fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
+    var wi = wg.z * p.in_c * 2u;
+    let s = p.xp_w4;
+    var acc: Acc;
+    for (var c = 0u; c < p.in_c; c++) {
+        let w0 = wp[wi];
+        let w1 = wp[wi + 1u];
+        let x0 = xp[xi];
+        let x1 = xp[xi + s];
+        let x2 = xp[xi + 2u * s];
+        let x3 = xp[xi + 3u * s];
+        fma4(&acc, 0u, 0u, w0, x0); fma4(&acc, 4u, 0u, w1, x0);
+        fma4(&acc, 0u, 1u, w0, x1); fma4(&acc, 4u, 1u, w1, x1);
+        fma4(&acc, 0u, 2u, w0, x2); fma4(&acc, 4u, 2u, w1, x2);
+        fma4(&acc, 0u, 3u, w0, x3); fma4(&acc, 4u, 3u, w1, x3);
+        xi += plane;
+        wi += 2u;
+    }
+    store_block(b, 8u * wg.z, acc);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backward weight: invocation = input channel c (lanes of a workgroup take consecutive channels, so they
+// share every d_y value they read); it owns d_w[o0..o0+15, c, all taps] in registers and walks its chunk of
+// 4×4 output tiles. Per tile and k = 3, s = 1 it loads 6 packed x rows of its channel (12 vec4s) and the
+// 16 × 4 d_y row vec4s, and does 16 · 4 · 9 dot products of 4.
+
+override WG: u32 = 64u;
+
+const CO_BLOCK: u32 = 16u;
+
+struct AccW {
+    v: array<array<f32, 9>, 16>,  // [o − o0][u·3 + v]
+}
+
+struct TileRange {
+    begin: u32,
+    end: u32,
+}
+
+// The tiles of chunk z: an even split of the N·row_blocks·col_blocks tiles, in order.
+fn chunk_tiles(z: u32) -> TileRange {
+    let tiles = p.n * p.row_blocks * p.col_blocks;
+    let per = (tiles + p.chunks - 1u) / p.chunks;
+    return TileRange(min(z * per, tiles), min((z + 1u) * per, tiles));
+}
+
+fn mac4(acc: f32, d: vec4<f32>, x: vec4<f32>) -> f32 {
+    return fma(d.w, x.w, fma(d.z, x.z, fma(d.y, x.y, fma(d.x, x.x, acc))));
+}
+
+// One d_y row (4 columns) against the three input rows under kernel rows u = 0, 1, 2.
+fn dw_row(acc: array<f32, 9>, d: vec4<f32>, x0: array<vec4<f32>, 3>, x1: array<vec4<f32>, 3>,
+          x2: array<vec4<f32>, 3>) -> array<f32, 9> {
+    return array(
+        mac4(acc[0], d, x0[0]), mac4(acc[1], d, x0[1]), mac4(acc[2], d, x0[2]),
+        mac4(acc[3], d, x1[0]), mac4(acc[4], d, x1[1]), mac4(acc[5], d, x1[2]),
+        mac4(acc[6], d, x2[0]), mac4(acc[7], d, x2[1]), mac4(acc[8], d, x2[2]));
+}
+
+// Packed input rows of one tile, stride 1 (rows 0..5) or stride 2 (rows 0..8).
+struct Rows6 {
+    r: array<array<vec4<f32>, 3>, 6>,
+}
+
+struct Rows9 {
+    r: array<array<vec4<f32>, 3>, 9>,
+}
+
+// All 4 d_y rows of output channel o (first vec4 index di, row stride s) against a stride-1 tile.
+fn dw_channel_s1(acc: array<f32, 9>, di: u32, s: u32, x: Rows6) -> array<f32, 9> {
+    var a = dw_row(acc, dyp[di], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, dyp[di + s], x.r[1], x.r[2], x.r[3]);
+    a = dw_row(a, dyp[di + 2u * s], x.r[2], x.r[3], x.r[4]);
+    return dw_row(a, dyp[di + 3u * s], x.r[3], x.r[4], x.r[5]);
+}
+
+fn dw_channel_s2(acc: array<f32, 9>, di: u32, s: u32, x: Rows9) -> array<f32, 9> {
+    var a = dw_row(acc, dyp[di], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, dyp[di + s], x.r[2], x.r[3], x.r[4]);
+    a = dw_row(a, dyp[di + 2u * s], x.r[4], x.r[5], x.r[6]);
+    return dw_row(a, dyp[di + 3u * s], x.r[6], x.r[7], x.r[8]);
+}
+
+struct TileBase {
+    x: u32,   // vec4 index of the tile's first packed x row, channel 0 of image n
+    dy: u32,  // vec4 index of the tile's first packed d_y row, channel 0 of image n
+}
+
+fn tile_base(t: u32, stride: u32) -> TileBase {
+    let cb = t % p.col_blocks;
+    let rb = (t / p.col_blocks) % p.row_blocks;
+    let n = t / (p.col_blocks * p.row_blocks);
+    let x = (n * p.in_c * p.xp_h + stride * 4u * rb) * p.xp_w4 + stride * cb;
+    let dy = (n * p.out_c * p.dy_h + 4u * rb) * p.dy_w4 + cb;
+    return TileBase(x, dy);
+}
+
+// partial[z, o, c, t] for the valid (o, c) of this invocation.
+fn store_dw(z: u32, o0: u32, c: u32, taps: u32, acc: AccW) {
+    if (c >= p.in_c) { return; }
+    for (var j = 0u; j < CO_BLOCK; j++) {
+        let o = o0 + j;
+        if (o < p.out_c) {
+            let base = ((z * p.out_c + o) * p.in_c + c) * taps;
+            for (var t = 0u; t < taps; t++) {
+                partial[base + t] = acc.v[j][t];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.x * WG + lid;
+    let cc = min(c, p.in_c - 1u);  // out-of-range lanes compute on a real channel and store nothing
+    let o0 = wg.y * CO_BLOCK;
+    // Channels past Co read the last real channel (their results are dropped), so loads stay in range.
+    let last = p.out_c - 1u;
+    let xplane = p.xp_h * p.xp_w4;
+    let dplane = p.dy_h * p.dy_w4;
+    let s = p.xp_w4;
+    let ds = p.dy_w4;
+    let range = chunk_tiles(wg.z);
+    var acc: AccW;
+    for (var t = range.begin; t < range.end; t++) {
+        let tb = tile_base(t, 1u);
+        let xi = tb.x + cc * xplane;
+        var x: Rows6;
+        x.r[0] = row_s1(xi);
+        x.r[1] = row_s1(xi + s);
+        x.r[2] = row_s1(xi + 2u * s);
+        x.r[3] = row_s1(xi + 3u * s);
+        x.r[4] = row_s1(xi + 4u * s);
+        x.r[5] = row_s1(xi + 5u * s);
+        acc.v[0] = dw_channel_s1(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
+        acc.v[1] = dw_channel_s1(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
+        acc.v[2] = dw_channel_s1(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
+        acc.v[3] = dw_channel_s1(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
+        acc.v[4] = dw_channel_s1(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
+        acc.v[5] = dw_channel_s1(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
+        acc.v[6] = dw_channel_s1(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
+        acc.v[7] = dw_channel_s1(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
+        acc.v[8] = dw_channel_s1(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
+        acc.v[9] = dw_channel_s1(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
+        acc.v[10] = dw_channel_s1(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
+        acc.v[11] = dw_channel_s1(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
+        acc.v[12] = dw_channel_s1(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
+        acc.v[13] = dw_channel_s1(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
+        acc.v[14] = dw_channel_s1(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
+        acc.v[15] = dw_channel_s1(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+    }
+    store_dw(wg.z, o0, c, 9u, acc);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.x * WG + lid;
+    let cc = min(c, p.in_c - 1u);
+    let o0 = wg.y * CO_BLOCK;
+    let last = p.out_c - 1u;
+    let xplane = p.xp_h * p.xp_w4;
+    let dplane = p.dy_h * p.dy_w4;
+    let s = p.xp_w4;
+    let ds = p.dy_w4;
+    let range = chunk_tiles(wg.z);
+    var acc: AccW;
+    for (var t = range.begin; t < range.end; t++) {
+        let tb = tile_base(t, 2u);
+        let xi = tb.x + cc * xplane;
+        var x: Rows9;
+        x.r[0] = row_s2(xi);
+        x.r[1] = row_s2(xi + s);
+        x.r[2] = row_s2(xi + 2u * s);
+        x.r[3] = row_s2(xi + 3u * s);
+        x.r[4] = row_s2(xi + 4u * s);
+        x.r[5] = row_s2(xi + 5u * s);
+        x.r[6] = row_s2(xi + 6u * s);
+        x.r[7] = row_s2(xi + 7u * s);
+        x.r[8] = row_s2(xi + 8u * s);
+        acc.v[0] = dw_channel_s2(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
+        acc.v[1] = dw_channel_s2(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
+        acc.v[2] = dw_channel_s2(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
+        acc.v[3] = dw_channel_s2(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
+        acc.v[4] = dw_channel_s2(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
+        acc.v[5] = dw_channel_s2(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
+        acc.v[6] = dw_channel_s2(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
+        acc.v[7] = dw_channel_s2(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
+        acc.v[8] = dw_channel_s2(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
+        acc.v[9] = dw_channel_s2(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
+        acc.v[10] = dw_channel_s2(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
+        acc.v[11] = dw_channel_s2(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
+        acc.v[12] = dw_channel_s2(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
+        acc.v[13] = dw_channel_s2(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
+        acc.v[14] = dw_channel_s2(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
+        acc.v[15] = dw_channel_s2(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+    }
+    store_dw(wg.z, o0, c, 9u, acc);
+}
+
+// k = 1: one tap; acc.v[j][0] only.
+fn dw_channel_k1(acc: array<f32, 9>, di: u32, s: u32, x: array<vec4<f32>, 4>) -> array<f32, 9> {
+    var a = acc;
+    a[0] = mac4(a[0], dyp[di], x[0]);
+    a[0] = mac4(a[0], dyp[di + s], x[1]);
+    a[0] = mac4(a[0], dyp[di + 2u * s], x[2]);
+    a[0] = mac4(a[0], dyp[di + 3u * s], x[3]);
+    return a;
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg.x * WG + lid;
+    let cc = min(c, p.in_c - 1u);
+    let o0 = wg.y * CO_BLOCK;
+    let last = p.out_c - 1u;
+    let xplane = p.xp_h * p.xp_w4;
+    let dplane = p.dy_h * p.dy_w4;
+    let s = p.xp_w4;
+    let ds = p.dy_w4;
+    let range = chunk_tiles(wg.z);
+    var acc: AccW;
+    for (var t = range.begin; t < range.end; t++) {
+        let tb = tile_base(t, 1u);
+        let xi = tb.x + cc * xplane;
+        let x = array(xp[xi], xp[xi + s], xp[xi + 2u * s], xp[xi + 3u * s]);
+        acc.v[0] = dw_channel_k1(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
+        acc.v[1] = dw_channel_k1(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
+        acc.v[2] = dw_channel_k1(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
+        acc.v[3] = dw_channel_k1(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
+        acc.v[4] = dw_channel_k1(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
+        acc.v[5] = dw_channel_k1(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
+        acc.v[6] = dw_channel_k1(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
+        acc.v[7] = dw_channel_k1(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
+        acc.v[8] = dw_channel_k1(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
+        acc.v[9] = dw_channel_k1(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
+        acc.v[10] = dw_channel_k1(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
+        acc.v[11] = dw_channel_k1(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
+        acc.v[12] = dw_channel_k1(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
+        acc.v[13] = dw_channel_k1(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
+        acc.v[14] = dw_channel_k1(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
+        acc.v[15] = dw_channel_k1(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+    }
+    store_dw(wg.z, o0, c, 1u, acc);
+}
+
+// d_w[i] = Σ_z partial[z, i] over the p.chunks slabs, in order. p.len = Co·Ci·k·k.
+@compute @workgroup_size(256)
+fn backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid, 256u);
+    if (i >= p.len) { return; }
+    var s = 0.0;
+    for (var z = 0u; z < p.chunks; z++) {
+        s += partial_in[z * p.len + i];
+    }
+    y[i] = s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Backward bias: d_b[o] = Σ_{n, i, j} d_y[n, o, i, j]. One workgroup per channel o (linear workgroup index);
+// 256 invocations stride over the N·Ho·Wo values, then a fixed-shape tree sums their partials.
+// src = d_y [N, Co, Ho, Wo]; p.len = Ho·Wo (one plane), p.out_c = Co, p.n = N.
+
+var<workgroup> bias_partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let o = wg.y * nwg.x + wg.x;
+    // o is uniform across the workgroup, so this early return keeps the barriers in uniform control flow.
+    if (o >= p.out_c) { return; }
+    let plane = p.len;
+    var s = 0.0;
+    for (var k = lid; k < p.n * plane; k += 256u) {
+        let n = k / plane;
+        s += src[(n * p.out_c + o) * plane + (k - n * plane)];
+    }
+    bias_partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            bias_partial[lid] += bias_partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        y[o] = bias_partial[0];
+    }
+}
