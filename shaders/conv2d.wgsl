@@ -203,9 +203,22 @@ fn row_s2(i: u32) -> array<vec4<f32>, 3> {
     return array(vec4(a.x, a.z, b.x, b.z), vec4(a.y, a.w, b.y, b.w), vec4(a.z, b.x, b.z, c.x));
 }
 
-// The 6 weight vec4s of kernel row u, from its first vec4 index.
+// The 18 weight vec4s of one input channel for a 3×3 kernel: u[kernel row][v·2 + a/4], from vec4 index i.
+struct Taps9 {
+    u: array<array<vec4<f32>, 6>, 3>,
+}
+
 fn wrow(i: u32) -> array<vec4<f32>, 6> {
     return array(wp[i], wp[i + 1u], wp[i + 2u], wp[i + 3u], wp[i + 4u], wp[i + 5u]);
+}
+
+fn weights9(i: u32) -> Taps9 {
+    return Taps9(array(wrow(i), wrow(i + 6u), wrow(i + 12u)));
+}
+
+// The 2 weight vec4s (8 output channels) of one input channel for a 1×1 kernel.
+fn weights1(i: u32) -> array<vec4<f32>, 2> {
+    return array(wp[i], wp[i + 1u]);
 }
 
 // Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged.
@@ -267,13 +280,11 @@ fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         let x3 = row_s1(xi + 3u * s);
         let x4 = row_s1(xi + 4u * s);
         let x5 = row_s1(xi + 5u * s);
-        let w0 = wrow(wi);
-        let w1 = wrow(wi + 6u);
-        let w2 = wrow(wi + 12u);
-        taps3(&acc, 0u, w0, x0); taps3(&acc, 0u, w1, x1); taps3(&acc, 0u, w2, x2);
-        taps3(&acc, 1u, w0, x1); taps3(&acc, 1u, w1, x2); taps3(&acc, 1u, w2, x3);
-        taps3(&acc, 2u, w0, x2); taps3(&acc, 2u, w1, x3); taps3(&acc, 2u, w2, x4);
-        taps3(&acc, 3u, w0, x3); taps3(&acc, 3u, w1, x4); taps3(&acc, 3u, w2, x5);
+        let w = weights9(wi);
+        taps3(&acc, 0u, w.u[0], x0); taps3(&acc, 0u, w.u[1], x1); taps3(&acc, 0u, w.u[2], x2);
+        taps3(&acc, 1u, w.u[0], x1); taps3(&acc, 1u, w.u[1], x2); taps3(&acc, 1u, w.u[2], x3);
+        taps3(&acc, 2u, w.u[0], x2); taps3(&acc, 2u, w.u[1], x3); taps3(&acc, 2u, w.u[2], x4);
+        taps3(&acc, 3u, w.u[0], x3); taps3(&acc, 3u, w.u[1], x4); taps3(&acc, 3u, w.u[2], x5);
         xi += plane;
         wi += 18u;
     }
@@ -300,13 +311,11 @@ fn forward_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         let x6 = row_s2(xi + 6u * s);
         let x7 = row_s2(xi + 7u * s);
         let x8 = row_s2(xi + 8u * s);
-        let w0 = wrow(wi);
-        let w1 = wrow(wi + 6u);
-        let w2 = wrow(wi + 12u);
-        taps3(&acc, 0u, w0, x0); taps3(&acc, 0u, w1, x1); taps3(&acc, 0u, w2, x2);
-        taps3(&acc, 1u, w0, x2); taps3(&acc, 1u, w1, x3); taps3(&acc, 1u, w2, x4);
-        taps3(&acc, 2u, w0, x4); taps3(&acc, 2u, w1, x5); taps3(&acc, 2u, w2, x6);
-        taps3(&acc, 3u, w0, x6); taps3(&acc, 3u, w1, x7); taps3(&acc, 3u, w2, x8);
+        let w = weights9(wi);
+        taps3(&acc, 0u, w.u[0], x0); taps3(&acc, 0u, w.u[1], x1); taps3(&acc, 0u, w.u[2], x2);
+        taps3(&acc, 1u, w.u[0], x2); taps3(&acc, 1u, w.u[1], x3); taps3(&acc, 1u, w.u[2], x4);
+        taps3(&acc, 2u, w.u[0], x4); taps3(&acc, 2u, w.u[1], x5); taps3(&acc, 2u, w.u[2], x6);
+        taps3(&acc, 3u, w.u[0], x6); taps3(&acc, 3u, w.u[1], x7); taps3(&acc, 3u, w.u[2], x8);
         xi += plane;
         wi += 18u;
     }
@@ -324,16 +333,15 @@ fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let s = p.xp_w4;
     var acc: Acc;
     for (var c = 0u; c < p.in_c; c++) {
-        let w0 = wp[wi];
-        let w1 = wp[wi + 1u];
+        let w = weights1(wi);
         let x0 = xp[xi];
         let x1 = xp[xi + s];
         let x2 = xp[xi + 2u * s];
         let x3 = xp[xi + 3u * s];
-        fma4(&acc, 0u, 0u, w0, x0); fma4(&acc, 4u, 0u, w1, x0);
-        fma4(&acc, 0u, 1u, w0, x1); fma4(&acc, 4u, 1u, w1, x1);
-        fma4(&acc, 0u, 2u, w0, x2); fma4(&acc, 4u, 2u, w1, x2);
-        fma4(&acc, 0u, 3u, w0, x3); fma4(&acc, 4u, 3u, w1, x3);
+        fma4(&acc, 0u, 0u, w[0], x0); fma4(&acc, 4u, 0u, w[1], x0);
+        fma4(&acc, 0u, 1u, w[0], x1); fma4(&acc, 4u, 1u, w[1], x1);
+        fma4(&acc, 0u, 2u, w[0], x2); fma4(&acc, 4u, 2u, w[1], x2);
+        fma4(&acc, 0u, 3u, w[0], x3); fma4(&acc, 4u, 3u, w[1], x3);
         xi += plane;
         wi += 2u;
     }
@@ -388,33 +396,88 @@ struct Rows9 {
     r: array<array<vec4<f32>, 3>, 9>,
 }
 
-// All 4 d_y rows of output channel o (first vec4 index di, row stride s) against a stride-1 tile.
-fn dw_channel_s1(acc: array<f32, 9>, di: u32, s: u32, x: Rows6) -> array<f32, 9> {
-    var a = dw_row(acc, dyp[di], x.r[0], x.r[1], x.r[2]);
-    a = dw_row(a, dyp[di + s], x.r[1], x.r[2], x.r[3]);
-    a = dw_row(a, dyp[di + 2u * s], x.r[2], x.r[3], x.r[4]);
-    return dw_row(a, dyp[di + 3u * s], x.r[3], x.r[4], x.r[5]);
+// The d_y of one tile: v[o − o0][row] is the vec4 of its 4 columns. Channels past Co repeat the last one
+// (their sums are never stored), so every load stays in range.
+struct DyTile {
+    v: array<array<vec4<f32>, 4>, 16>,
 }
 
-fn dw_channel_s2(acc: array<f32, 9>, di: u32, s: u32, x: Rows9) -> array<f32, 9> {
-    var a = dw_row(acc, dyp[di], x.r[0], x.r[1], x.r[2]);
-    a = dw_row(a, dyp[di + s], x.r[2], x.r[3], x.r[4]);
-    a = dw_row(a, dyp[di + 2u * s], x.r[4], x.r[5], x.r[6]);
-    return dw_row(a, dyp[di + 3u * s], x.r[6], x.r[7], x.r[8]);
+fn dy_rows(di: u32, o: u32) -> array<vec4<f32>, 4> {
+    let i = di + min(o, p.out_c - 1u) * p.dy_h * p.dy_w4;
+    return array(dyp[i], dyp[i + p.dy_w4], dyp[i + 2u * p.dy_w4], dyp[i + 3u * p.dy_w4]);
 }
 
-struct TileBase {
-    x: u32,   // vec4 index of the tile's first packed x row, channel 0 of image n
-    dy: u32,  // vec4 index of the tile's first packed d_y row, channel 0 of image n
+// di: vec4 index of the tile's first row in channel 0 (tile_dy).
+fn dy_tile(di: u32, o0: u32) -> DyTile {
+    var d: DyTile;
+    d.v[0] = dy_rows(di, o0);
+    d.v[1] = dy_rows(di, o0 + 1u);
+    d.v[2] = dy_rows(di, o0 + 2u);
+    d.v[3] = dy_rows(di, o0 + 3u);
+    d.v[4] = dy_rows(di, o0 + 4u);
+    d.v[5] = dy_rows(di, o0 + 5u);
+    d.v[6] = dy_rows(di, o0 + 6u);
+    d.v[7] = dy_rows(di, o0 + 7u);
+    d.v[8] = dy_rows(di, o0 + 8u);
+    d.v[9] = dy_rows(di, o0 + 9u);
+    d.v[10] = dy_rows(di, o0 + 10u);
+    d.v[11] = dy_rows(di, o0 + 11u);
+    d.v[12] = dy_rows(di, o0 + 12u);
+    d.v[13] = dy_rows(di, o0 + 13u);
+    d.v[14] = dy_rows(di, o0 + 14u);
+    d.v[15] = dy_rows(di, o0 + 15u);
+    return d;
 }
 
-fn tile_base(t: u32, stride: u32) -> TileBase {
-    let cb = t % p.col_blocks;
-    let rb = (t / p.col_blocks) % p.row_blocks;
-    let n = t / (p.col_blocks * p.row_blocks);
-    let x = (n * p.in_c * p.xp_h + stride * 4u * rb) * p.xp_w4 + stride * cb;
-    let dy = (n * p.out_c * p.dy_h + 4u * rb) * p.dy_w4 + cb;
-    return TileBase(x, dy);
+// One output channel's 4 d_y rows against a tile's packed x rows: stride 1 (rows 0..5), stride 2 (rows 0..8),
+// and k = 1 (rows 0..3, one tap).
+fn dw_channel_s1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows6) -> array<f32, 9> {
+    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, d[1], x.r[1], x.r[2], x.r[3]);
+    a = dw_row(a, d[2], x.r[2], x.r[3], x.r[4]);
+    return dw_row(a, d[3], x.r[3], x.r[4], x.r[5]);
+}
+
+fn dw_channel_s2(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows9) -> array<f32, 9> {
+    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, d[1], x.r[2], x.r[3], x.r[4]);
+    a = dw_row(a, d[2], x.r[4], x.r[5], x.r[6]);
+    return dw_row(a, d[3], x.r[6], x.r[7], x.r[8]);
+}
+
+fn dw_channel_k1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: array<vec4<f32>, 4>) -> array<f32, 9> {
+    var a = acc;
+    a[0] = mac4(mac4(mac4(mac4(a[0], d[0], x[0]), d[1], x[1]), d[2], x[2]), d[3], x[3]);
+    return a;
+}
+
+// Walks tiles in order without integer division (a scalar loop per invocation on SIMD-across-invocations
+// drivers): (n, rb, cb) of the current tile, advanced by `next_tile`.
+struct Tile {
+    n: u32,
+    rb: u32,
+    cb: u32,
+}
+
+fn first_tile(t: u32) -> Tile {
+    return Tile(t / (p.col_blocks * p.row_blocks), (t / p.col_blocks) % p.row_blocks, t % p.col_blocks);
+}
+
+fn next_tile(t: Tile) -> Tile {
+    let row_end = t.cb + 1u == p.col_blocks;
+    let rb = select(t.rb, t.rb + 1u, row_end);
+    let image_end = rb == p.row_blocks;
+    return Tile(select(t.n, t.n + 1u, image_end), select(rb, 0u, image_end), select(t.cb + 1u, 0u, row_end));
+}
+
+// vec4 index of the tile's first packed x row (channel 0 of image n) for the given stride.
+fn tile_x(t: Tile, stride: u32) -> u32 {
+    return (t.n * p.in_c * p.xp_h + stride * 4u * t.rb) * p.xp_w4 + stride * t.cb;
+}
+
+// vec4 index of the tile's first packed d_y row (channel 0 of image n).
+fn tile_dy(t: Tile) -> u32 {
+    return (t.n * p.out_c * p.dy_h + 4u * t.rb) * p.dy_w4 + t.cb;
 }
 
 // partial[z, o, c, t] for the valid (o, c) of this invocation.
@@ -436,17 +499,15 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);  // out-of-range lanes compute on a real channel and store nothing
     let o0 = wg.y * CO_BLOCK;
-    // Channels past Co read the last real channel (their results are dropped), so loads stay in range.
-    let last = p.out_c - 1u;
     let xplane = p.xp_h * p.xp_w4;
-    let dplane = p.dy_h * p.dy_w4;
     let s = p.xp_w4;
-    let ds = p.dy_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
-        let tb = tile_base(t, 1u);
-        let xi = tb.x + cc * xplane;
+        let xi = tile_x(tile, 1u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
         var x: Rows6;
         x.r[0] = row_s1(xi);
         x.r[1] = row_s1(xi + s);
@@ -454,22 +515,23 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         x.r[3] = row_s1(xi + 3u * s);
         x.r[4] = row_s1(xi + 4u * s);
         x.r[5] = row_s1(xi + 5u * s);
-        acc.v[0] = dw_channel_s1(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
-        acc.v[1] = dw_channel_s1(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
-        acc.v[2] = dw_channel_s1(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
-        acc.v[3] = dw_channel_s1(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
-        acc.v[4] = dw_channel_s1(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
-        acc.v[5] = dw_channel_s1(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
-        acc.v[6] = dw_channel_s1(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
-        acc.v[7] = dw_channel_s1(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
-        acc.v[8] = dw_channel_s1(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
-        acc.v[9] = dw_channel_s1(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
-        acc.v[10] = dw_channel_s1(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
-        acc.v[11] = dw_channel_s1(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
-        acc.v[12] = dw_channel_s1(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
-        acc.v[13] = dw_channel_s1(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
-        acc.v[14] = dw_channel_s1(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
-        acc.v[15] = dw_channel_s1(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+        let d = dy_tile(dy0, o0);
+        acc.v[0] = dw_channel_s1(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_s1(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_s1(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_s1(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_s1(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_s1(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_s1(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_s1(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_s1(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_s1(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_s1(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_s1(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_s1(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_s1(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_s1(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_s1(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 9u, acc);
 }
@@ -479,16 +541,15 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
     let o0 = wg.y * CO_BLOCK;
-    let last = p.out_c - 1u;
     let xplane = p.xp_h * p.xp_w4;
-    let dplane = p.dy_h * p.dy_w4;
     let s = p.xp_w4;
-    let ds = p.dy_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
-        let tb = tile_base(t, 2u);
-        let xi = tb.x + cc * xplane;
+        let xi = tile_x(tile, 2u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
         var x: Rows9;
         x.r[0] = row_s2(xi);
         x.r[1] = row_s2(xi + s);
@@ -499,68 +560,60 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         x.r[6] = row_s2(xi + 6u * s);
         x.r[7] = row_s2(xi + 7u * s);
         x.r[8] = row_s2(xi + 8u * s);
-        acc.v[0] = dw_channel_s2(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
-        acc.v[1] = dw_channel_s2(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
-        acc.v[2] = dw_channel_s2(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
-        acc.v[3] = dw_channel_s2(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
-        acc.v[4] = dw_channel_s2(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
-        acc.v[5] = dw_channel_s2(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
-        acc.v[6] = dw_channel_s2(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
-        acc.v[7] = dw_channel_s2(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
-        acc.v[8] = dw_channel_s2(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
-        acc.v[9] = dw_channel_s2(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
-        acc.v[10] = dw_channel_s2(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
-        acc.v[11] = dw_channel_s2(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
-        acc.v[12] = dw_channel_s2(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
-        acc.v[13] = dw_channel_s2(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
-        acc.v[14] = dw_channel_s2(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
-        acc.v[15] = dw_channel_s2(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+        let d = dy_tile(dy0, o0);
+        acc.v[0] = dw_channel_s2(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_s2(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_s2(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_s2(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_s2(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_s2(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_s2(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_s2(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_s2(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_s2(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_s2(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_s2(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_s2(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_s2(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_s2(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_s2(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 9u, acc);
 }
 
 // k = 1: one tap; acc.v[j][0] only.
-fn dw_channel_k1(acc: array<f32, 9>, di: u32, s: u32, x: array<vec4<f32>, 4>) -> array<f32, 9> {
-    var a = acc;
-    a[0] = mac4(a[0], dyp[di], x[0]);
-    a[0] = mac4(a[0], dyp[di + s], x[1]);
-    a[0] = mac4(a[0], dyp[di + 2u * s], x[2]);
-    a[0] = mac4(a[0], dyp[di + 3u * s], x[3]);
-    return a;
-}
-
 @compute @workgroup_size(WG)
 fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
     let o0 = wg.y * CO_BLOCK;
-    let last = p.out_c - 1u;
     let xplane = p.xp_h * p.xp_w4;
-    let dplane = p.dy_h * p.dy_w4;
     let s = p.xp_w4;
-    let ds = p.dy_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
-        let tb = tile_base(t, 1u);
-        let xi = tb.x + cc * xplane;
+        let xi = tile_x(tile, 1u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
         let x = array(xp[xi], xp[xi + s], xp[xi + 2u * s], xp[xi + 3u * s]);
-        acc.v[0] = dw_channel_k1(acc.v[0], tb.dy + min(o0, last) * dplane, ds, x);
-        acc.v[1] = dw_channel_k1(acc.v[1], tb.dy + min(o0 + 1u, last) * dplane, ds, x);
-        acc.v[2] = dw_channel_k1(acc.v[2], tb.dy + min(o0 + 2u, last) * dplane, ds, x);
-        acc.v[3] = dw_channel_k1(acc.v[3], tb.dy + min(o0 + 3u, last) * dplane, ds, x);
-        acc.v[4] = dw_channel_k1(acc.v[4], tb.dy + min(o0 + 4u, last) * dplane, ds, x);
-        acc.v[5] = dw_channel_k1(acc.v[5], tb.dy + min(o0 + 5u, last) * dplane, ds, x);
-        acc.v[6] = dw_channel_k1(acc.v[6], tb.dy + min(o0 + 6u, last) * dplane, ds, x);
-        acc.v[7] = dw_channel_k1(acc.v[7], tb.dy + min(o0 + 7u, last) * dplane, ds, x);
-        acc.v[8] = dw_channel_k1(acc.v[8], tb.dy + min(o0 + 8u, last) * dplane, ds, x);
-        acc.v[9] = dw_channel_k1(acc.v[9], tb.dy + min(o0 + 9u, last) * dplane, ds, x);
-        acc.v[10] = dw_channel_k1(acc.v[10], tb.dy + min(o0 + 10u, last) * dplane, ds, x);
-        acc.v[11] = dw_channel_k1(acc.v[11], tb.dy + min(o0 + 11u, last) * dplane, ds, x);
-        acc.v[12] = dw_channel_k1(acc.v[12], tb.dy + min(o0 + 12u, last) * dplane, ds, x);
-        acc.v[13] = dw_channel_k1(acc.v[13], tb.dy + min(o0 + 13u, last) * dplane, ds, x);
-        acc.v[14] = dw_channel_k1(acc.v[14], tb.dy + min(o0 + 14u, last) * dplane, ds, x);
-        acc.v[15] = dw_channel_k1(acc.v[15], tb.dy + min(o0 + 15u, last) * dplane, ds, x);
+        let d = dy_tile(dy0, o0);
+        acc.v[0] = dw_channel_k1(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_k1(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_k1(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_k1(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_k1(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_k1(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_k1(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_k1(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_k1(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_k1(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_k1(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_k1(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_k1(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_k1(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_k1(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_k1(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 1u, acc);
 }

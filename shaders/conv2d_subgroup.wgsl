@@ -1,14 +1,15 @@
-// conv2d_subgroup.wgsl — the two hottest passes of conv2d.wgsl (3×3, stride 1: the forward, which is also the
-// backward input, and the backward weight) rewritten to share loads across a subgroup. Same math, buffers,
-// packed layouts, params and dispatch geometry as conv2d.wgsl; read that header first.
+// conv2d_subgroup.wgsl — the main passes of conv2d.wgsl (forward, which also serves the backward input, and
+// backward weight) with the loads that every invocation of a workgroup shares done once per subgroup. Same
+// math, buffers, packed layouts, params, entry points and dispatch geometry as conv2d.wgsl (read that header
+// first); only weights9, weights1 and dy_tile differ.
 //
-// Why: in both passes every invocation of a workgroup needs the same values of one operand (the weights in the
-// forward, d_y in the backward weight). In the portable kernels each invocation loads them itself, and on a
-// SIMD-across-invocations driver (lavapipe) each such load is a gather of 8 identical values. Here invocations
-// 0..7 of each subgroup load 8 different vec4s and `subgroupBroadcast` hands every value to all, so those loads
-// cost an eighth. Requires the SUBGROUP feature and subgroups of at least 8 invocations (the wrapper checks
-// both; any larger size works, lanes 8+ just repeat the loads). Subgroup operations sit only in uniform control
-// flow: the loops run over uniform bounds and out-of-range invocations compute on clamped indices.
+// Why: in the forward every invocation of a workgroup needs the same weights, in the backward weight the same
+// d_y. In conv2d.wgsl each invocation loads them itself; on a SIMD-across-invocations driver (lavapipe) each
+// such load is a gather of 8 identical values. Here invocations 0..7 of each subgroup load 8 different vec4s
+// and `subgroupBroadcast` hands every one to all, so those loads cost an eighth (about 2x overall).
+// Requires the SUBGROUP feature and subgroups of at least 8 invocations (the wrapper checks both; larger ones
+// work, their lanes 8+ repeat the loads). Subgroup operations sit only in uniform control flow: loops run over
+// uniform bounds and out-of-range invocations compute on clamped indices instead of returning early.
 // Wrapper: src/kernels/conv2d.rs (Path::Auto).
 
 struct Params {
@@ -26,7 +27,7 @@ struct Params {
     src_h: u32,
     src_w: u32,
     pad: u32,
-    dilation: u32,
+    dilation: u32,    // pack_input: log2 of the dilation (0 or 1)
     taps: u32,
     transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
     // backward weight
@@ -52,7 +53,13 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Forward, k = 3, stride 1 (see conv2d.wgsl: forward_k3s1).
+// Forward (and backward input): register-blocked implicit GEMM.
+//
+// One invocation owns a block of 8 output channels × 4 rows × 4 columns: acc.v[a][r] is the vec4 of columns
+// c0..c0+3 in row r0 + r of channel m0 + a. Per input channel it loads the few packed rows it needs (2 vec4s
+// per row for k = 3, s = 1) and 18 weight vec4s, then does 288 vec4 FMAs from registers. Everything inside
+// the channel loop is written out (no inner loops, only constant indices) so the driver keeps `acc` in
+// registers instead of scratch memory.
 
 struct Acc {
     v: array<array<vec4<f32>, 4>, 8>,
@@ -103,6 +110,40 @@ fn row_s1(i: u32) -> array<vec4<f32>, 3> {
     return array(lo, vec4(lo.yzw, hi.x), vec4(lo.zw, hi.xy));
 }
 
+// Stride 2: outputs c0..c0+3 read packed columns 2·c0 + 2j + v, j = 0..3.
+fn row_s2(i: u32) -> array<vec4<f32>, 3> {
+    let a = xp[i];
+    let b = xp[i + 1u];
+    let c = xp[i + 2u];
+    return array(vec4(a.x, a.z, b.x, b.z), vec4(a.y, a.w, b.y, b.w), vec4(a.z, b.x, b.z, c.x));
+}
+
+// The 18 weight vec4s of one input channel for a 3×3 kernel: u[kernel row][v·2 + a/4], from vec4 index i.
+// Lanes 0..7 of the subgroup load vec4s 0..7 (a), 8..15 (b) and 16, 17 (c); broadcasts hand them to all.
+struct Taps9 {
+    u: array<array<vec4<f32>, 6>, 3>,
+}
+
+fn weights9(i: u32, lane: u32) -> Taps9 {
+    let l = lane % 8u;
+    let a = wp[i + l];
+    let b = wp[i + 8u + l];
+    let c = wp[i + 16u + min(l, 1u)];
+    return Taps9(array(
+        array(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u), subgroupBroadcast(a, 2u),
+              subgroupBroadcast(a, 3u), subgroupBroadcast(a, 4u), subgroupBroadcast(a, 5u)),
+        array(subgroupBroadcast(a, 6u), subgroupBroadcast(a, 7u), subgroupBroadcast(b, 0u),
+              subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u)),
+        array(subgroupBroadcast(b, 4u), subgroupBroadcast(b, 5u), subgroupBroadcast(b, 6u),
+              subgroupBroadcast(b, 7u), subgroupBroadcast(c, 0u), subgroupBroadcast(c, 1u))));
+}
+
+// The 2 weight vec4s (8 output channels) of one input channel for a 1×1 kernel, loaded by lanes 0 and 1.
+fn weights1(i: u32, lane: u32) -> array<vec4<f32>, 2> {
+    let a = wp[i + min(lane % 8u, 1u)];
+    return array(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u));
+}
+
 // Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged.
 fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     let row = b.r0 + r;
@@ -144,30 +185,14 @@ fn store_block(b: Block, m0: u32, acc: Acc) {
     store_channel(b, m0 + 7u, acc.v[7]);
 }
 
-// Kernel row u's 6 weight vec4s out of the 18 that lanes 0..7 loaded as a (vec4s 0..7), b (8..15), c (16, 17).
-fn wrow0(a: vec4<f32>) -> array<vec4<f32>, 6> {
-    return array(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u), subgroupBroadcast(a, 2u),
-                 subgroupBroadcast(a, 3u), subgroupBroadcast(a, 4u), subgroupBroadcast(a, 5u));
-}
-
-fn wrow1(a: vec4<f32>, b: vec4<f32>) -> array<vec4<f32>, 6> {
-    return array(subgroupBroadcast(a, 6u), subgroupBroadcast(a, 7u), subgroupBroadcast(b, 0u),
-                 subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u));
-}
-
-fn wrow2(b: vec4<f32>, c: vec4<f32>) -> array<vec4<f32>, 6> {
-    return array(subgroupBroadcast(b, 4u), subgroupBroadcast(b, 5u), subgroupBroadcast(b, 6u),
-                 subgroupBroadcast(b, 7u), subgroupBroadcast(c, 0u), subgroupBroadcast(c, 1u));
-}
-
+// k = 3, stride 1, packed with a 1-pixel border: output (i, j) reads packed rows i..i+2, columns j..j+2.
+// Also the backward input of stride 1 (packed d_y, transposed weights) and of stride 2 (dilated d_y).
 @compute @workgroup_size(64)
 fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
     let b = block_of(vec3(wg.xy, 0u), nwg, lid);
     let plane = p.xp_h * p.xp_w4;
     var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
-    // This lane's share of the 18 weight vec4s of each input channel.
-    let l8 = lane % 8u;
     var wi = wg.z * p.in_c * 18u;
     let s = p.xp_w4;
     var acc: Acc;
@@ -178,25 +203,79 @@ fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         let x3 = row_s1(xi + 3u * s);
         let x4 = row_s1(xi + 4u * s);
         let x5 = row_s1(xi + 5u * s);
-        let wa = wp[wi + l8];
-        let wb = wp[wi + 8u + l8];
-        let wc = wp[wi + 16u + min(l8, 1u)];
-        let w0 = wrow0(wa);
-        let w1 = wrow1(wa, wb);
-        let w2 = wrow2(wb, wc);
-        taps3(&acc, 0u, w0, x0); taps3(&acc, 0u, w1, x1); taps3(&acc, 0u, w2, x2);
-        taps3(&acc, 1u, w0, x1); taps3(&acc, 1u, w1, x2); taps3(&acc, 1u, w2, x3);
-        taps3(&acc, 2u, w0, x2); taps3(&acc, 2u, w1, x3); taps3(&acc, 2u, w2, x4);
-        taps3(&acc, 3u, w0, x3); taps3(&acc, 3u, w1, x4); taps3(&acc, 3u, w2, x5);
+        let w = weights9(wi, lane);
+        taps3(&acc, 0u, w.u[0], x0); taps3(&acc, 0u, w.u[1], x1); taps3(&acc, 0u, w.u[2], x2);
+        taps3(&acc, 1u, w.u[0], x1); taps3(&acc, 1u, w.u[1], x2); taps3(&acc, 1u, w.u[2], x3);
+        taps3(&acc, 2u, w.u[0], x2); taps3(&acc, 2u, w.u[1], x3); taps3(&acc, 2u, w.u[2], x4);
+        taps3(&acc, 3u, w.u[0], x3); taps3(&acc, 3u, w.u[1], x4); taps3(&acc, 3u, w.u[2], x5);
         xi += plane;
         wi += 18u;
     }
     store_block(b, 8u * wg.z, acc);
 }
 
+// k = 3, stride 2: output (i, j) reads packed rows 2i..2i+2, columns 2j..2j+2.
+@compute @workgroup_size(64)
+fn forward_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + 2u * b.r0) * p.xp_w4 + b.c0 / 2u;
+    var wi = wg.z * p.in_c * 18u;
+    let s = p.xp_w4;
+    var acc: Acc;
+    for (var c = 0u; c < p.in_c; c++) {
+        let x0 = row_s2(xi);
+        let x1 = row_s2(xi + s);
+        let x2 = row_s2(xi + 2u * s);
+        let x3 = row_s2(xi + 3u * s);
+        let x4 = row_s2(xi + 4u * s);
+        let x5 = row_s2(xi + 5u * s);
+        let x6 = row_s2(xi + 6u * s);
+        let x7 = row_s2(xi + 7u * s);
+        let x8 = row_s2(xi + 8u * s);
+        let w = weights9(wi, lane);
+        taps3(&acc, 0u, w.u[0], x0); taps3(&acc, 0u, w.u[1], x1); taps3(&acc, 0u, w.u[2], x2);
+        taps3(&acc, 1u, w.u[0], x2); taps3(&acc, 1u, w.u[1], x3); taps3(&acc, 1u, w.u[2], x4);
+        taps3(&acc, 2u, w.u[0], x4); taps3(&acc, 2u, w.u[1], x5); taps3(&acc, 2u, w.u[2], x6);
+        taps3(&acc, 3u, w.u[0], x6); taps3(&acc, 3u, w.u[1], x7); taps3(&acc, 3u, w.u[2], x8);
+        xi += plane;
+        wi += 18u;
+    }
+    store_block(b, 8u * wg.z, acc);
+}
+
+// k = 1 (no border): output (i, j) reads packed row i, column j. Also its own backward input (transposed w).
+@compute @workgroup_size(64)
+fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
+    var wi = wg.z * p.in_c * 2u;
+    let s = p.xp_w4;
+    var acc: Acc;
+    for (var c = 0u; c < p.in_c; c++) {
+        let w = weights1(wi, lane);
+        let x0 = xp[xi];
+        let x1 = xp[xi + s];
+        let x2 = xp[xi + 2u * s];
+        let x3 = xp[xi + 3u * s];
+        fma4(&acc, 0u, 0u, w[0], x0); fma4(&acc, 4u, 0u, w[1], x0);
+        fma4(&acc, 0u, 1u, w[0], x1); fma4(&acc, 4u, 1u, w[1], x1);
+        fma4(&acc, 0u, 2u, w[0], x2); fma4(&acc, 4u, 2u, w[1], x2);
+        fma4(&acc, 0u, 3u, w[0], x3); fma4(&acc, 4u, 3u, w[1], x3);
+        xi += plane;
+        wi += 2u;
+    }
+    store_block(b, 8u * wg.z, acc);
+}
+
 // ---------------------------------------------------------------------------------------------------------
-// Backward weight, k = 3, stride 1 (see conv2d.wgsl: backward_weight_k3s1). Per tile, the 16 channels × 4 rows
-// of d_y vec4s are loaded 8 at a time: lane l of the 8 loads channel o0 + 2g + l/4, row l%4.
+// Backward weight: invocation = input channel c (lanes of a workgroup take consecutive channels, so they
+// share every d_y value they read); it owns d_w[o0..o0+15, c, all taps] in registers and walks its chunk of
+// 4×4 output tiles. Per tile and k = 3, s = 1 it loads 6 packed x rows of its channel (12 vec4s) and the
+// 16 × 4 d_y row vec4s, and does 16 · 4 · 9 dot products of 4.
 
 override WG: u32 = 64u;
 
@@ -236,18 +315,111 @@ struct Rows6 {
     r: array<array<vec4<f32>, 3>, 6>,
 }
 
-struct TileBase {
-    x: u32,   // vec4 index of the tile's first packed x row, channel 0 of image n
-    dy: u32,  // vec4 index of the tile's first packed d_y row, channel 0 of image n
+struct Rows9 {
+    r: array<array<vec4<f32>, 3>, 9>,
 }
 
-fn tile_base(t: u32, stride: u32) -> TileBase {
-    let cb = t % p.col_blocks;
-    let rb = (t / p.col_blocks) % p.row_blocks;
-    let n = t / (p.col_blocks * p.row_blocks);
-    let x = (n * p.in_c * p.xp_h + stride * 4u * rb) * p.xp_w4 + stride * cb;
-    let dy = (n * p.out_c * p.dy_h + 4u * rb) * p.dy_w4 + cb;
-    return TileBase(x, dy);
+// The d_y of one tile: v[o − o0][row] is the vec4 of its 4 columns. Channels past Co repeat the last one
+// (their sums are never stored), so every load stays in range.
+struct DyTile {
+    v: array<array<vec4<f32>, 4>, 16>,
+}
+
+// Lane l of the first 8 loads row l % 4 of channels o0 + 2g + l / 4 (g = 0..7); broadcasts hand them to all.
+fn dy_tile(di: u32, o0: u32, lane: u32) -> DyTile {
+    let l = lane % 8u;
+    let plane = p.dy_h * p.dy_w4;
+    let i = di + (l % 4u) * p.dy_w4;
+    let last = p.out_c - 1u;
+    let o = o0 + l / 4u;
+    let g0 = dyp[i + min(o, last) * plane];
+    let g1 = dyp[i + min(o + 2u, last) * plane];
+    let g2 = dyp[i + min(o + 4u, last) * plane];
+    let g3 = dyp[i + min(o + 6u, last) * plane];
+    let g4 = dyp[i + min(o + 8u, last) * plane];
+    let g5 = dyp[i + min(o + 10u, last) * plane];
+    let g6 = dyp[i + min(o + 12u, last) * plane];
+    let g7 = dyp[i + min(o + 14u, last) * plane];
+    var d: DyTile;
+    d.v[0] = rows_lo(g0);
+    d.v[1] = rows_hi(g0);
+    d.v[2] = rows_lo(g1);
+    d.v[3] = rows_hi(g1);
+    d.v[4] = rows_lo(g2);
+    d.v[5] = rows_hi(g2);
+    d.v[6] = rows_lo(g3);
+    d.v[7] = rows_hi(g3);
+    d.v[8] = rows_lo(g4);
+    d.v[9] = rows_hi(g4);
+    d.v[10] = rows_lo(g5);
+    d.v[11] = rows_hi(g5);
+    d.v[12] = rows_lo(g6);
+    d.v[13] = rows_hi(g6);
+    d.v[14] = rows_lo(g7);
+    d.v[15] = rows_hi(g7);
+    return d;
+}
+
+// The 4 rows of the even (lanes 0..3) and odd (lanes 4..7) channel of a loaded pair.
+fn rows_lo(g: vec4<f32>) -> array<vec4<f32>, 4> {
+    return array(subgroupBroadcast(g, 0u), subgroupBroadcast(g, 1u), subgroupBroadcast(g, 2u),
+                 subgroupBroadcast(g, 3u));
+}
+
+fn rows_hi(g: vec4<f32>) -> array<vec4<f32>, 4> {
+    return array(subgroupBroadcast(g, 4u), subgroupBroadcast(g, 5u), subgroupBroadcast(g, 6u),
+                 subgroupBroadcast(g, 7u));
+}
+
+// One output channel's 4 d_y rows against a tile's packed x rows: stride 1 (rows 0..5), stride 2 (rows 0..8),
+// and k = 1 (rows 0..3, one tap).
+fn dw_channel_s1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows6) -> array<f32, 9> {
+    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, d[1], x.r[1], x.r[2], x.r[3]);
+    a = dw_row(a, d[2], x.r[2], x.r[3], x.r[4]);
+    return dw_row(a, d[3], x.r[3], x.r[4], x.r[5]);
+}
+
+fn dw_channel_s2(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows9) -> array<f32, 9> {
+    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
+    a = dw_row(a, d[1], x.r[2], x.r[3], x.r[4]);
+    a = dw_row(a, d[2], x.r[4], x.r[5], x.r[6]);
+    return dw_row(a, d[3], x.r[6], x.r[7], x.r[8]);
+}
+
+fn dw_channel_k1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: array<vec4<f32>, 4>) -> array<f32, 9> {
+    var a = acc;
+    a[0] = mac4(mac4(mac4(mac4(a[0], d[0], x[0]), d[1], x[1]), d[2], x[2]), d[3], x[3]);
+    return a;
+}
+
+// Walks tiles in order without integer division (a scalar loop per invocation on SIMD-across-invocations
+// drivers): (n, rb, cb) of the current tile, advanced by `next_tile`.
+struct Tile {
+    n: u32,
+    rb: u32,
+    cb: u32,
+}
+
+fn first_tile(t: u32) -> Tile {
+    return Tile(t / (p.col_blocks * p.row_blocks), (t / p.col_blocks) % p.row_blocks, t % p.col_blocks);
+}
+
+fn next_tile(t: Tile) -> Tile {
+    let row_end = t.cb + 1u == p.col_blocks;
+    let rb = select(t.rb, t.rb + 1u, row_end);
+    let image_end = rb == p.row_blocks;
+    return Tile(select(t.n, t.n + 1u, image_end), select(rb, 0u, image_end), select(t.cb + 1u, 0u, row_end));
+}
+
+// vec4 index of the tile's first packed x row (channel 0 of image n) for the given stride.
+fn tile_x(t: Tile, stride: u32) -> u32 {
+    return (t.n * p.in_c * p.xp_h + stride * 4u * t.rb) * p.xp_w4 + stride * t.cb;
+}
+
+// vec4 index of the tile's first packed d_y row (channel 0 of image n).
+fn tile_dy(t: Tile) -> u32 {
+    return (t.n * p.out_c * p.dy_h + 4u * t.rb) * p.dy_w4 + t.cb;
 }
 
 // partial[z, o, c, t] for the valid (o, c) of this invocation.
@@ -264,42 +436,21 @@ fn store_dw(z: u32, o0: u32, c: u32, taps: u32, acc: AccW) {
     }
 }
 
-// The 4 d_y rows of channel pair member h (0 or 1) out of the vec4s that lanes 0..7 loaded as d.
-fn dy_rows0(d: vec4<f32>) -> array<vec4<f32>, 4> {
-    return array(subgroupBroadcast(d, 0u), subgroupBroadcast(d, 1u), subgroupBroadcast(d, 2u),
-                 subgroupBroadcast(d, 3u));
-}
-
-fn dy_rows1(d: vec4<f32>) -> array<vec4<f32>, 4> {
-    return array(subgroupBroadcast(d, 4u), subgroupBroadcast(d, 5u), subgroupBroadcast(d, 6u),
-                 subgroupBroadcast(d, 7u));
-}
-
-fn dw_channel(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows6) -> array<f32, 9> {
-    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
-    a = dw_row(a, d[1], x.r[1], x.r[2], x.r[3]);
-    a = dw_row(a, d[2], x.r[2], x.r[3], x.r[4]);
-    return dw_row(a, d[3], x.r[3], x.r[4], x.r[5]);
-}
-
 @compute @workgroup_size(WG)
 fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                         @builtin(subgroup_invocation_id) lane: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);  // out-of-range lanes compute on a real channel and store nothing
     let o0 = wg.y * CO_BLOCK;
-    let last = p.out_c - 1u;
     let xplane = p.xp_h * p.xp_w4;
-    let dplane = p.dy_h * p.dy_w4;
     let s = p.xp_w4;
-    // This lane's d_y vec4s: channels o0 + 2g + pair (g = 0..7), row `row` of the tile.
-    let pair = (lane % 8u) / 4u;
-    let row = lane % 4u;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
-        let tb = tile_base(t, 1u);
-        let xi = tb.x + cc * xplane;
+        let xi = tile_x(tile, 1u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
         var x: Rows6;
         x.r[0] = row_s1(xi);
         x.r[1] = row_s1(xi + s);
@@ -307,31 +458,108 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         x.r[3] = row_s1(xi + 3u * s);
         x.r[4] = row_s1(xi + 4u * s);
         x.r[5] = row_s1(xi + 5u * s);
-        let di = tb.dy + row * p.dy_w4;
-        let d0 = dyp[di + min(o0 + pair, last) * dplane];
-        let d1 = dyp[di + min(o0 + 2u + pair, last) * dplane];
-        let d2 = dyp[di + min(o0 + 4u + pair, last) * dplane];
-        let d3 = dyp[di + min(o0 + 6u + pair, last) * dplane];
-        let d4 = dyp[di + min(o0 + 8u + pair, last) * dplane];
-        let d5 = dyp[di + min(o0 + 10u + pair, last) * dplane];
-        let d6 = dyp[di + min(o0 + 12u + pair, last) * dplane];
-        let d7 = dyp[di + min(o0 + 14u + pair, last) * dplane];
-        acc.v[0] = dw_channel(acc.v[0], dy_rows0(d0), x);
-        acc.v[1] = dw_channel(acc.v[1], dy_rows1(d0), x);
-        acc.v[2] = dw_channel(acc.v[2], dy_rows0(d1), x);
-        acc.v[3] = dw_channel(acc.v[3], dy_rows1(d1), x);
-        acc.v[4] = dw_channel(acc.v[4], dy_rows0(d2), x);
-        acc.v[5] = dw_channel(acc.v[5], dy_rows1(d2), x);
-        acc.v[6] = dw_channel(acc.v[6], dy_rows0(d3), x);
-        acc.v[7] = dw_channel(acc.v[7], dy_rows1(d3), x);
-        acc.v[8] = dw_channel(acc.v[8], dy_rows0(d4), x);
-        acc.v[9] = dw_channel(acc.v[9], dy_rows1(d4), x);
-        acc.v[10] = dw_channel(acc.v[10], dy_rows0(d5), x);
-        acc.v[11] = dw_channel(acc.v[11], dy_rows1(d5), x);
-        acc.v[12] = dw_channel(acc.v[12], dy_rows0(d6), x);
-        acc.v[13] = dw_channel(acc.v[13], dy_rows1(d6), x);
-        acc.v[14] = dw_channel(acc.v[14], dy_rows0(d7), x);
-        acc.v[15] = dw_channel(acc.v[15], dy_rows1(d7), x);
+        let d = dy_tile(dy0, o0, lane);
+        acc.v[0] = dw_channel_s1(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_s1(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_s1(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_s1(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_s1(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_s1(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_s1(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_s1(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_s1(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_s1(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_s1(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_s1(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_s1(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_s1(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_s1(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_s1(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 9u, acc);
 }
+
+@compute @workgroup_size(WG)
+fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                        @builtin(subgroup_invocation_id) lane: u32) {
+    let c = wg.x * WG + lid;
+    let cc = min(c, p.in_c - 1u);
+    let o0 = wg.y * CO_BLOCK;
+    let xplane = p.xp_h * p.xp_w4;
+    let s = p.xp_w4;
+    let range = chunk_tiles(wg.z);
+    var acc: AccW;
+    var tile = first_tile(range.begin);
+    for (var t = range.begin; t < range.end; t++) {
+        let xi = tile_x(tile, 2u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
+        var x: Rows9;
+        x.r[0] = row_s2(xi);
+        x.r[1] = row_s2(xi + s);
+        x.r[2] = row_s2(xi + 2u * s);
+        x.r[3] = row_s2(xi + 3u * s);
+        x.r[4] = row_s2(xi + 4u * s);
+        x.r[5] = row_s2(xi + 5u * s);
+        x.r[6] = row_s2(xi + 6u * s);
+        x.r[7] = row_s2(xi + 7u * s);
+        x.r[8] = row_s2(xi + 8u * s);
+        let d = dy_tile(dy0, o0, lane);
+        acc.v[0] = dw_channel_s2(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_s2(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_s2(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_s2(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_s2(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_s2(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_s2(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_s2(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_s2(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_s2(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_s2(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_s2(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_s2(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_s2(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_s2(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_s2(acc.v[15], d.v[15], x);
+    }
+    store_dw(wg.z, o0, c, 9u, acc);
+}
+
+// k = 1: one tap; acc.v[j][0] only.
+@compute @workgroup_size(WG)
+fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                      @builtin(subgroup_invocation_id) lane: u32) {
+    let c = wg.x * WG + lid;
+    let cc = min(c, p.in_c - 1u);
+    let o0 = wg.y * CO_BLOCK;
+    let xplane = p.xp_h * p.xp_w4;
+    let s = p.xp_w4;
+    let range = chunk_tiles(wg.z);
+    var acc: AccW;
+    var tile = first_tile(range.begin);
+    for (var t = range.begin; t < range.end; t++) {
+        let xi = tile_x(tile, 1u) + cc * xplane;
+        let dy0 = tile_dy(tile);
+        tile = next_tile(tile);
+        let x = array(xp[xi], xp[xi + s], xp[xi + 2u * s], xp[xi + 3u * s]);
+        let d = dy_tile(dy0, o0, lane);
+        acc.v[0] = dw_channel_k1(acc.v[0], d.v[0], x);
+        acc.v[1] = dw_channel_k1(acc.v[1], d.v[1], x);
+        acc.v[2] = dw_channel_k1(acc.v[2], d.v[2], x);
+        acc.v[3] = dw_channel_k1(acc.v[3], d.v[3], x);
+        acc.v[4] = dw_channel_k1(acc.v[4], d.v[4], x);
+        acc.v[5] = dw_channel_k1(acc.v[5], d.v[5], x);
+        acc.v[6] = dw_channel_k1(acc.v[6], d.v[6], x);
+        acc.v[7] = dw_channel_k1(acc.v[7], d.v[7], x);
+        acc.v[8] = dw_channel_k1(acc.v[8], d.v[8], x);
+        acc.v[9] = dw_channel_k1(acc.v[9], d.v[9], x);
+        acc.v[10] = dw_channel_k1(acc.v[10], d.v[10], x);
+        acc.v[11] = dw_channel_k1(acc.v[11], d.v[11], x);
+        acc.v[12] = dw_channel_k1(acc.v[12], d.v[12], x);
+        acc.v[13] = dw_channel_k1(acc.v[13], d.v[13], x);
+        acc.v[14] = dw_channel_k1(acc.v[14], d.v[14], x);
+        acc.v[15] = dw_channel_k1(acc.v[15], d.v[15], x);
+    }
+    store_dw(wg.z, o0, c, 1u, acc);
+}
+

@@ -40,8 +40,13 @@ pub enum Path {
 }
 
 impl Path {
-    fn subgroups(self, gpu: &Gpu) -> bool {
-        self == Path::Auto && gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8
+    /// The shader holding this path's main passes (same entry points in both).
+    fn shader(self, gpu: &Gpu) -> &'static str {
+        if self == Path::Auto && gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
+            SHADER_SUBGROUP
+        } else {
+            SHADER
+        }
     }
 }
 
@@ -306,13 +311,12 @@ fn main_pass(
         flags,
         ..Params::default()
     };
-    let entry = match (kind, path.subgroups(gpu)) {
-        (Kind::K3S1, true) => ("forward_k3s1", SHADER_SUBGROUP),
-        (Kind::K3S1, false) => ("forward_k3s1", SHADER),
-        (Kind::K3S2, _) => ("forward_k3s2", SHADER),
-        (Kind::K1, _) => ("forward_k1", SHADER),
+    let entry = match kind {
+        Kind::K3S1 => "forward_k3s1",
+        Kind::K3S2 => "forward_k3s2",
+        Kind::K1 => "forward_k1",
     };
-    let kernel = gpu.kernel(entry.1, entry.0)?;
+    let kernel = gpu.kernel(path.shader(gpu), entry)?;
     let blocks = n * row_blocks * col_blocks;
     let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
     // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
@@ -481,12 +485,7 @@ pub fn backward_weight_via(
         Kind::K3S2 => "backward_weight_k3s2",
         Kind::K1 => "backward_weight_k1",
     };
-    let shader = if path.subgroups(gpu) && kind == Kind::K3S1 {
-        SHADER_SUBGROUP
-    } else {
-        SHADER
-    };
-    let kernel = gpu.kernel_with(shader, entry, &[("WG", wg as f64)])?;
+    let kernel = gpu.kernel_with(path.shader(gpu), entry, &[("WG", wg as f64)])?;
     let grid = [
         g.ci.div_ceil(wg) as u32,
         g.co.div_ceil(DW_CO_BLOCK) as u32,
