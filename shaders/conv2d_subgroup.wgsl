@@ -23,11 +23,11 @@ struct Params {
     row_blocks: u32,  // ⌈out_h / 4⌉
     col_blocks: u32,  // ⌈out_w / 4⌉
     flags: u32,       // bit 0: add bias; bit 1: accumulate (y += …) instead of overwrite
-    // pack_input: source plane size, border and dilation; pack_weight: taps (k·k) and flip/transpose flag.
+    // pack_input: source plane size and border; pack_weight: taps (k·k) and flip/transpose flag.
     src_h: u32,
     src_w: u32,
     pad: u32,
-    dilation: u32,    // pack_input: log2 of the dilation (0 or 1)
+    _unused: u32,
     taps: u32,
     transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
     // backward weight
@@ -72,7 +72,8 @@ struct Block {
     valid: bool,  // false for the padding invocations of the last group
 }
 
-fn block_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Block {
+// `cols`: output columns per block (4, or 8 for backward_input_k3s2).
+fn block_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, cols: u32) -> Block {
     let blocks = p.n * p.row_blocks * p.col_blocks;
     let i = linear_index(wg, nwg, lid, 64u);
     // Invalid invocations still run the loop (on a real block) so that control flow stays uniform; they
@@ -80,7 +81,7 @@ fn block_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Block {
     let b = min(i, blocks - 1u);
     let cb = b % p.col_blocks;
     let rb = (b / p.col_blocks) % p.row_blocks;
-    return Block(b / (p.col_blocks * p.row_blocks), 4u * rb, 4u * cb, i < blocks);
+    return Block(b / (p.col_blocks * p.row_blocks), 4u * rb, cols * cb, i < blocks);
 }
 
 // acc[a0..a0+3][r] += w.xyzw[a] · x
@@ -186,11 +187,11 @@ fn store_block(b: Block, m0: u32, acc: Acc) {
 }
 
 // k = 3, stride 1, packed with a 1-pixel border: output (i, j) reads packed rows i..i+2, columns j..j+2.
-// Also the backward input of stride 1 (packed d_y, transposed weights) and of stride 2 (dilated d_y).
+// Also the backward input of stride 1 (packed d_y, transposed and flipped weights).
 @compute @workgroup_size(64)
 fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid, 4u);
     let plane = p.xp_h * p.xp_w4;
     var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
     var wi = wg.z * p.in_c * 18u;
@@ -218,7 +219,7 @@ fn forward_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(64)
 fn forward_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid, 4u);
     let plane = p.xp_h * p.xp_w4;
     var xi = (b.n * p.in_c * p.xp_h + 2u * b.r0) * p.xp_w4 + b.c0 / 2u;
     var wi = wg.z * p.in_c * 18u;
@@ -249,7 +250,7 @@ fn forward_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(64)
 fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    let b = block_of(vec3(wg.xy, 0u), nwg, lid);
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid, 4u);
     let plane = p.xp_h * p.xp_w4;
     var xi = (b.n * p.in_c * p.xp_h + b.r0) * p.xp_w4 + b.c0 / 4u;
     var wi = wg.z * p.in_c * 2u;
@@ -269,6 +270,103 @@ fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         wi += 2u;
     }
     store_block(b, 8u * wg.z, acc);
+}
+
+// Backward input of the stride-2 3×3 convolution, a transposed convolution, without multiplying the 3/4 zeros
+// of a dilated d_y: output row h = 2i + u − 1 receives d_y row i through kernel row u, so even rows take u = 1
+// only and odd rows u = 0 and 2; columns likewise with v. An invocation owns 8 channels × 4 rows × 8 columns,
+// each row split by column parity into two vec4s: the even columns (c0, c0+2, c0+4, c0+6) take v = 1, the odd
+// ones v = 0 and v = 2. It reads d_y packed with a 1-pixel border (3 rows from r0/2 + 1, 2 vec4s from c0/2)
+// and the backward-input weights (transposed and flipped: kernel row u is weights9(·).u[2 − u], tap v is
+// at [2·(2 − v) + a/4]). Per input channel: 6 vec4 loads and 144 vec4 FMAs for 32 outputs.
+
+struct AccT {
+    v: array<array<vec4<f32>, 8>, 8>,  // [a][r]: even columns of row r; [a][4 + r]: odd columns
+}
+
+fn fma4t(acc: ptr<function, AccT>, a0: u32, k: u32, w: vec4<f32>, x: vec4<f32>) {
+    (*acc).v[a0][k] = fma(vec4(w.x), x, (*acc).v[a0][k]);
+    (*acc).v[a0 + 1u][k] = fma(vec4(w.y), x, (*acc).v[a0 + 1u][k]);
+    (*acc).v[a0 + 2u][k] = fma(vec4(w.z), x, (*acc).v[a0 + 2u][k]);
+    (*acc).v[a0 + 3u][k] = fma(vec4(w.w), x, (*acc).v[a0 + 3u][k]);
+}
+
+// One flipped kernel row w (see above) into output row r from a packed d_y row seen as x[0] = d_y columns
+// under the even outputs (and v = 2 of the odd ones), x[1] = those one further (v = 0 of the odd ones).
+fn taps_t(acc: ptr<function, AccT>, r: u32, w: array<vec4<f32>, 6>, x: array<vec4<f32>, 2>) {
+    fma4t(acc, 0u, r, w[2], x[0]);
+    fma4t(acc, 4u, r, w[3], x[0]);
+    fma4t(acc, 0u, 4u + r, w[0], x[0]);
+    fma4t(acc, 4u, 4u + r, w[1], x[0]);
+    fma4t(acc, 0u, 4u + r, w[4], x[1]);
+    fma4t(acc, 4u, 4u + r, w[5], x[1]);
+}
+
+// Packed d_y columns c0/2 + 1 .. + 4 and c0/2 + 2 .. + 5 of the row at vec4 index i (= column c0/2).
+fn row_t(i: u32) -> array<vec4<f32>, 2> {
+    let lo = xp[i];
+    let hi = xp[i + 1u];
+    return array(vec4(lo.yzw, hi.x), vec4(lo.zw, hi.xy));
+}
+
+// Writes the 8 columns of row r (those < out_w): even columns from e, odd ones from o.
+fn store8(b: Block, m: u32, r: u32, e: vec4<f32>, o: vec4<f32>) {
+    let row = b.r0 + r;
+    if (m >= p.out_c || row >= p.out_h) { return; }
+    let base = ((b.n * p.out_c + m) * p.out_h + row) * p.out_w + b.c0;
+    let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
+    for (var j = 0u; j < 8u; j++) {
+        if (b.c0 + j < p.out_w) {
+            var v = select(e[j / 2u], o[j / 2u], (j & 1u) == 1u);
+            if (accumulate) {
+                v += y[base + j];
+            }
+            y[base + j] = v;
+        }
+    }
+}
+
+fn store_channel_t(b: Block, m: u32, v: array<vec4<f32>, 8>) {
+    store8(b, m, 0u, v[0], v[4]);
+    store8(b, m, 1u, v[1], v[5]);
+    store8(b, m, 2u, v[2], v[6]);
+    store8(b, m, 3u, v[3], v[7]);
+}
+
+// Output rows r0..r0+3 read packed d_y rows r0/2 + 1 + q, q = 0, 1, 2: row r0 (even) through u = 1 from q = 0;
+// r0 + 1 through u = 0 from q = 1 and u = 2 from q = 0; r0 + 2 through u = 1 from q = 1; r0 + 3 through u = 0
+// from q = 2 and u = 2 from q = 1.
+@compute @workgroup_size(64)
+fn backward_input_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let b = block_of(vec3(wg.xy, 0u), nwg, lid, 8u);
+    let plane = p.xp_h * p.xp_w4;
+    var xi = (b.n * p.in_c * p.xp_h + b.r0 / 2u + 1u) * p.xp_w4 + b.c0 / 8u;
+    var wi = wg.z * p.in_c * 18u;
+    let s = p.xp_w4;
+    var acc: AccT;
+    for (var c = 0u; c < p.in_c; c++) {
+        let d0 = row_t(xi);
+        let d1 = row_t(xi + s);
+        let d2 = row_t(xi + 2u * s);
+        let w = weights9(wi, lane);
+        taps_t(&acc, 0u, w.u[1], d0);
+        taps_t(&acc, 1u, w.u[2], d1); taps_t(&acc, 1u, w.u[0], d0);
+        taps_t(&acc, 2u, w.u[1], d1);
+        taps_t(&acc, 3u, w.u[2], d2); taps_t(&acc, 3u, w.u[0], d1);
+        xi += plane;
+        wi += 18u;
+    }
+    if (!b.valid) { return; }
+    let m0 = 8u * wg.z;
+    store_channel_t(b, m0, acc.v[0]);
+    store_channel_t(b, m0 + 1u, acc.v[1]);
+    store_channel_t(b, m0 + 2u, acc.v[2]);
+    store_channel_t(b, m0 + 3u, acc.v[3]);
+    store_channel_t(b, m0 + 4u, acc.v[4]);
+    store_channel_t(b, m0 + 5u, acc.v[5]);
+    store_channel_t(b, m0 + 6u, acc.v[6]);
+    store_channel_t(b, m0 + 7u, acc.v[7]);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ enum Kind {
     K3S1,
     K3S2,
     K1,
+    /// The backward input of K3S2: a transposed convolution.
+    K3S2Transposed,
 }
 
 impl Kind {
@@ -92,6 +94,24 @@ impl Kind {
             1
         } else {
             3
+        }
+    }
+
+    /// Output columns per block of the main pass.
+    fn block_cols(self) -> usize {
+        if self == Kind::K3S2Transposed {
+            2 * TILE
+        } else {
+            TILE
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            Kind::K3S1 => "forward_k3s1",
+            Kind::K3S2 => "forward_k3s2",
+            Kind::K1 => "forward_k1",
+            Kind::K3S2Transposed => "backward_input_k3s2",
         }
     }
 
@@ -107,14 +127,16 @@ impl Kind {
         }
     }
 
-    /// (rows, columns) of the packed input plane that a pass with `row_blocks` × `col_blocks` output tiles
-    /// reads, including the border and the over-read of the last tile.
+    /// (rows, columns) of the packed input plane that a pass with `row_blocks` × `col_blocks` output blocks
+    /// reads, including the border and the over-read of the last block.
     fn packed_size(self, row_blocks: usize, col_blocks: usize) -> (usize, usize) {
-        let (rows, cols) = (TILE * row_blocks, TILE * col_blocks);
+        let (rows, cols) = (TILE * row_blocks, self.block_cols() * col_blocks);
         match self {
             Kind::K3S1 => (rows + 2, cols + 4),
             Kind::K3S2 => (2 * rows + 1, 2 * cols + 4),
             Kind::K1 => (rows, cols),
+            // Blocks of 8 columns read packed d_y rows up to r0/2 + 3 and columns up to c0/2 + 7.
+            Kind::K3S2Transposed => (rows / 2 + 2, cols / 2 + 4),
         }
     }
 }
@@ -224,18 +246,16 @@ fn elementwise(
 }
 
 /// A zero-bordered, vec4-aligned copy of `src` ([N, C, src_h, src_w]) as [N, C, rows, cols]:
-/// packed[r, q] = src[(r − pad)/dilation, (q − pad)/dilation] where that is a whole in-range sample, else 0.
+/// packed[r, q] = src[r − pad, q − pad] inside the source plane, else 0.
 #[allow(clippy::too_many_arguments)]
 fn pack_input(
     gpu: &Gpu,
     src: &Tensor,
     [n, c, src_h, src_w]: [usize; 4],
     pad: usize,
-    dilation: usize,
     (rows, cols): (usize, usize),
 ) -> Result<(Tensor, Dispatch)> {
     debug_assert_eq!(cols % 4, 0);
-    debug_assert!(dilation == 1 || dilation == 2);
     let packed = scratch(gpu, n * c * rows * cols)?;
     let params = Params {
         xp_h: rows as u32,
@@ -243,7 +263,6 @@ fn pack_input(
         src_h: src_h as u32,
         src_w: src_w as u32,
         pad: pad as u32,
-        dilation: dilation.trailing_zeros(),
         len: (n * c * rows) as u32,
         ..Params::default()
     };
@@ -289,7 +308,7 @@ fn main_pass(
     out: &Tensor,
     accumulate: bool,
 ) -> Result<Dispatch> {
-    let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(TILE));
+    let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(kind.block_cols()));
     let (rows, cols) = kind.packed_size(row_blocks, col_blocks);
     let mut flags = 0;
     if bias.is_some() {
@@ -311,12 +330,7 @@ fn main_pass(
         flags,
         ..Params::default()
     };
-    let entry = match kind {
-        Kind::K3S1 => "forward_k3s1",
-        Kind::K3S2 => "forward_k3s2",
-        Kind::K1 => "forward_k1",
-    };
-    let kernel = gpu.kernel(path.shader(gpu), entry)?;
+    let kernel = gpu.kernel(path.shader(gpu), kind.entry())?;
     let blocks = n * row_blocks * col_blocks;
     let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
     // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
@@ -362,7 +376,7 @@ pub fn forward_via(
     }
     let kind = g.kind;
     let packed = kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), 1, packed)?;
+    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), packed)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.co, g.ci, kind.k() * kind.k(), false)?;
     let main = main_pass(
         gpu,
@@ -405,14 +419,14 @@ pub fn backward_input_via(
     check_f32(OP, &[d_y, w, d_x])?;
     let g = Geometry::new(OP, d_x, w, stride)?;
     check_shape(OP, "d_y", d_y, &g.y_shape())?;
-    // d_x is the stride-1 convolution of d_y (dilated by the stride) with the flipped, transposed weights.
-    let kind = if g.kind == Kind::K1 {
-        Kind::K1
-    } else {
-        Kind::K3S1
+    // Stride 1: d_x is the convolution of d_y with the flipped, transposed weights (the forward pass).
+    // Stride 2: a transposed convolution with the same weights and its own kernel.
+    let kind = match g.kind {
+        Kind::K3S2 => Kind::K3S2Transposed,
+        k => k,
     };
-    let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(TILE));
-    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), kind.pad(), g.kind.stride(), packed)?;
+    let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(kind.block_cols()));
+    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), kind.pad(), packed)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.ci, g.co, kind.k() * kind.k(), true)?;
     let main = main_pass(
         gpu,
@@ -456,10 +470,10 @@ pub fn backward_weight_via(
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
     let packed = kind.packed_size(row_blocks, col_blocks);
-    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), 1, packed)?;
+    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), packed)?;
     // d_y packed without a border: tiles past Ho, Wo read zeros and add nothing.
     let dy_size = (TILE * row_blocks, TILE * col_blocks);
-    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), 0, 1, dy_size)?;
+    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), 0, dy_size)?;
 
     // Invocations are input channels; a workgroup of WG covers WG of them (a multiple of 8, at most 64).
     let wg = g.ci.div_ceil(8).min(8) * 8;
@@ -482,7 +496,7 @@ pub fn backward_weight_via(
     };
     let entry = match kind {
         Kind::K3S1 => "backward_weight_k3s1",
-        Kind::K3S2 => "backward_weight_k3s2",
+        Kind::K3S2 | Kind::K3S2Transposed => "backward_weight_k3s2",
         Kind::K1 => "backward_weight_k1",
     };
     let kernel = gpu.kernel_with(path.shader(gpu), entry, &[("WG", wg as f64)])?;
