@@ -16,10 +16,12 @@
 //
 // Buffers (f32):
 //   x   [N, C, H, W]                      source of pack_input (also d_y for the backward passes)
-//   xp  [N, C, xp_h, 4·xp_w4]             packed input: xp[n,c,r,q] = x[n,c,r−pad,q−pad] or 0
+//   xp  [N, C, xp_h, 4·xp_w4]             packed input: xp[n,c,r,q] = x[n,c,r−pad,q−pad] or 0 (x may be a
+//                                         channel concatenation [a; b], packed part by part)
 //   w   [Co, Ci, k, k]                    source of pack_weight
 //   wp  [⌈M/8⌉, K, k·k, 8]                packed weights of a main pass with K input and M output channels
-//   y   [N, M, out_h, out_w]              main-pass output (y, or d_x)
+//   y   [N, M, out_h, out_w]              main-pass output (y, or d_x); or channels 0..split of it, with
+//   y2  [N, M − split, out_h, out_w]      the rest in y2 (the backward input of a concatenation, split)
 //   dyp [N, Co, dy_h, 4·dy_w4]            d_y packed with no border (zeros past Ho, Wo), for backward weight
 //   partial [chunks, Co, Ci, k·k]         backward-weight partial sums, one slab per chunk of output tiles
 // Dispatch geometry:
@@ -28,8 +30,8 @@
 //   forward_*, backward_input_k3s2: 64 invocations per workgroup; each computes 8 output channels × 4 rows ×
 //     4 columns (8 for backward_input_k3s2) of one image (a "block"); grid (x, y) enumerates blocks in groups
 //     of 64 (n-major, then row block, then column block), grid z the ⌈M/8⌉ channel blocks.
-//   backward_weight_*: WG (override, ≤ 64) invocations per workgroup, invocation = input channel c; each holds
-//     16 output channels × k·k taps of d_w and walks a chunk of the 4×4 output tiles; grid (x, y, z) =
+//   backward_weight_*: WG (override: 8, 32 or 64) invocations per workgroup, invocation = input channel c;
+//     each holds 16 output channels × k·k taps of d_w and walks a chunk of the 4×4 output tiles; grid (x, y, z) =
 //     (⌈Ci/WG⌉, ⌈Co/16⌉, chunks). backward_weight_reduce then sums the chunks in a fixed order (deterministic).
 //   backward_bias: one workgroup of 256 per output channel, a fixed-shape tree reduction (deterministic).
 // Saved for backward: nothing beyond the forward's x and w (the wrapper packs them again).
@@ -45,12 +47,14 @@ struct Params {
     xp_w4: u32,       // vec4s per packed input row
     row_blocks: u32,  // ⌈out_h / 4⌉
     col_blocks: u32,  // ⌈out_w / 4⌉
-    flags: u32,       // bit 0: add bias; bit 1: accumulate (y += …) instead of overwrite
-    // pack_input: source plane size and border; pack_weight: taps (k·k) and flip/transpose flag.
+    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …; bit 2: the same for y2
+    split: u32,       // output channels m < split go to y [N, split, …], the rest to y2 [N, M − split, …]
+    // pack_input: source plane size and border, and where its channels land among the packed ones (a
+    // channel concatenation packs each part into its range); pack_weight: taps (k·k), flip/transpose flag.
     src_h: u32,
     src_w: u32,
     pad: u32,
-    _unused: u32,
+    channel_offset: u32,
     taps: u32,
     transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
     // backward weight
@@ -58,6 +62,9 @@ struct Params {
     dy_w4: u32,       // vec4s per packed d_y row
     chunks: u32,      // number of tile chunks (partial-sum slabs)
     len: u32,         // elements written by the element-wise passes
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,13 +74,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> xp: array<vec4<f32>>;        // packed input
 @group(0) @binding(4) var<storage, read> wp: array<vec4<f32>>;        // packed weights
 @group(0) @binding(5) var<storage, read> bias: array<f32>;            // [M]; bound to any tensor when unused
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;         // output of forward / reduce / bias
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split output         // output of forward / reduce / bias
 @group(0) @binding(7) var<storage, read> dyp: array<vec4<f32>>;       // packed d_y
 @group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
 @group(0) @binding(9) var<storage, read> partial_in: array<f32>;      // the same, read by the reduction
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
+const FLAG_ACCUMULATE_2: u32 = 4u;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * size + lid;
@@ -82,24 +91,27 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
 // ---------------------------------------------------------------------------------------------------------
 // Packing
 
-// packed[n,c,r,q] = src[n, c, r − pad, q − pad] inside the source plane (src_h × src_w), else 0.
-// One invocation per packed row (p.len = N·C·xp_h rows) writes its 4·xp_w4 values as vec4s: one integer
-// division per row for the decode, as division by a runtime value is a scalar loop per invocation on
-// SIMD-across-invocations drivers.
+// packed[n, channel_offset + c, r, q] = src[n, c, r − pad, q − pad] inside the source plane (src_h × src_w),
+// else 0; src has p.in_c channels, packed p.out_c. One invocation per packed row of the source's channels
+// (p.len = N·in_c·xp_h rows) writes its 4·xp_w4 values as vec4s. Integer division by a runtime value is a
+// scalar loop per invocation on SIMD-across-invocations drivers, so it is done per row, not per value.
 @compute @workgroup_size(64)
 fn pack_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid, 64u);
     if (i >= p.len) { return; }
     let plane = i / p.xp_h;
+    let r = i - plane * p.xp_h;
     // Unsigned wrap-around sends r < pad far past src_h, so one comparison covers both sides.
-    let h = i - plane * p.xp_h - p.pad;
+    let h = r - p.pad;
     let row_ok = h < p.src_h;
     let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * p.src_w;
+    let n = plane / p.in_c;
+    let dst = ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4;
     for (var j = 0u; j < p.xp_w4; j++) {
         let q = 4u * j - p.pad;
-        packed4[i * p.xp_w4 + j] = vec4(pack_sample(row_ok, src_row, q), pack_sample(row_ok, src_row, q + 1u),
-                                        pack_sample(row_ok, src_row, q + 2u), pack_sample(row_ok, src_row, q + 3u));
+        packed4[dst + j] = vec4(pack_sample(row_ok, src_row, q), pack_sample(row_ok, src_row, q + 1u),
+                                pack_sample(row_ok, src_row, q + 2u), pack_sample(row_ok, src_row, q + 3u));
     }
 }
 
@@ -225,37 +237,43 @@ fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     if ((p.flags & FLAG_BIAS) != 0u) {
         out += vec4(bias[m]);
     }
-    let base = ((b.n * p.out_c + m) * p.out_h + row) * p.out_w + b.c0;
-    let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
     // Columns past out_w belong to no output; those lanes of the vec4 are dropped.
     for (var j = 0u; j < 4u; j++) {
         if (b.c0 + j < p.out_w) {
-            var v = out[j];
-            if (accumulate) {
-                v += y[base + j];
-            }
-            y[base + j] = v;
+            put(b.n, m, row, b.c0 + j, out[j]);
         }
     }
 }
 
-fn store_channel(b: Block, m: u32, v: array<vec4<f32>, 4>) {
-    store4(b, m, 0u, v[0]);
-    store4(b, m, 1u, v[1]);
-    store4(b, m, 2u, v[2]);
-    store4(b, m, 3u, v[3]);
+// Writes (or adds, as flagged) output element (n, m, row, col): to y, or to y2 for channels m ≥ p.split.
+// m is uniform across the workgroup, so the branch is too.
+fn put(n: u32, m: u32, row: u32, col: u32, v: f32) {
+    if (m < p.split) {
+        let i = ((n * p.split + m) * p.out_h + row) * p.out_w + col;
+        if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+            y[i] += v;
+        } else {
+            y[i] = v;
+        }
+    } else {
+        let i = ((n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + col;
+        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) {
+            y2[i] += v;
+        } else {
+            y2[i] = v;
+        }
+    }
 }
 
+// The epilogue is a loop over a copy of the accumulators (indexed dynamically, so the copy lives in memory)
+// rather than 32 unrolled stores: that keeps the compiled kernel small, which keeps the driver's compile
+// time (seconds per kernel on lavapipe) down, at no cost to the main loop, whose `acc` stays in registers.
 fn store_block(b: Block, m0: u32, acc: Acc) {
     if (!b.valid) { return; }
-    store_channel(b, m0, acc.v[0]);
-    store_channel(b, m0 + 1u, acc.v[1]);
-    store_channel(b, m0 + 2u, acc.v[2]);
-    store_channel(b, m0 + 3u, acc.v[3]);
-    store_channel(b, m0 + 4u, acc.v[4]);
-    store_channel(b, m0 + 5u, acc.v[5]);
-    store_channel(b, m0 + 6u, acc.v[6]);
-    store_channel(b, m0 + 7u, acc.v[7]);
+    var out = acc;
+    for (var k = 0u; k < 32u; k++) {
+        store4(b, m0 + k / 4u, k % 4u, out.v[k / 4u][k % 4u]);
+    }
 }
 
 // k = 3, stride 1, packed with a 1-pixel border: output (i, j) reads packed rows i..i+2, columns j..j+2.
@@ -385,24 +403,20 @@ fn row_t(i: u32) -> array<vec4<f32>, 2> {
 fn store8(b: Block, m: u32, r: u32, e: vec4<f32>, o: vec4<f32>) {
     let row = b.r0 + r;
     if (m >= p.out_c || row >= p.out_h) { return; }
-    let base = ((b.n * p.out_c + m) * p.out_h + row) * p.out_w + b.c0;
-    let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
     for (var j = 0u; j < 8u; j++) {
         if (b.c0 + j < p.out_w) {
-            var v = select(e[j / 2u], o[j / 2u], (j & 1u) == 1u);
-            if (accumulate) {
-                v += y[base + j];
-            }
-            y[base + j] = v;
+            put(b.n, m, row, b.c0 + j, select(e[j / 2u], o[j / 2u], (j & 1u) == 1u));
         }
     }
 }
 
-fn store_channel_t(b: Block, m: u32, v: array<vec4<f32>, 8>) {
-    store8(b, m, 0u, v[0], v[4]);
-    store8(b, m, 1u, v[1], v[5]);
-    store8(b, m, 2u, v[2], v[6]);
-    store8(b, m, 3u, v[3], v[7]);
+// As store_block, for AccT.
+fn store_block_t(b: Block, m0: u32, acc: AccT) {
+    if (!b.valid) { return; }
+    var out = acc;
+    for (var k = 0u; k < 32u; k++) {
+        store8(b, m0 + k / 4u, k % 4u, out.v[k / 4u][k % 4u], out.v[k / 4u][4u + k % 4u]);
+    }
 }
 
 // Output rows r0..r0+3 read packed d_y rows r0/2 + 1 + q, q = 0, 1, 2: row r0 (even) through u = 1 from q = 0;
@@ -429,16 +443,7 @@ fn backward_input_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
         xi += plane;
         wi += 18u;
     }
-    if (!b.valid) { return; }
-    let m0 = 8u * wg.z;
-    store_channel_t(b, m0, acc.v[0]);
-    store_channel_t(b, m0 + 1u, acc.v[1]);
-    store_channel_t(b, m0 + 2u, acc.v[2]);
-    store_channel_t(b, m0 + 3u, acc.v[3]);
-    store_channel_t(b, m0 + 4u, acc.v[4]);
-    store_channel_t(b, m0 + 5u, acc.v[5]);
-    store_channel_t(b, m0 + 6u, acc.v[6]);
-    store_channel_t(b, m0 + 7u, acc.v[7]);
+    store_block_t(b, 8u * wg.z, acc);
 }
 
 // ---------------------------------------------------------------------------------------------------------

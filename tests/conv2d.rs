@@ -16,6 +16,7 @@ use common::{assert_close, check_close, gpu, uniform};
 use diffuse::gpu::{DType, Gpu, Tensor};
 use diffuse::kernels::conv2d::{self, Path};
 use diffuse::reference::conv2d::{self as reference, abs, Conv2dShape};
+use diffuse::reference::elementwise::{concat_channels, split_channels};
 use diffuse::reference::{gamma, gradcheck, to_f64};
 
 fn shape(
@@ -310,6 +311,107 @@ fn backward_bias_matches_reference() {
 }
 
 #[test]
+fn concatenated_inputs_match_reference_on_the_concatenation() {
+    let gpu = gpu();
+    // (N, Ca, Cb, Co, H, W, k, stride): odd sizes and channel splits off the 8-channel blocks, a U-Net
+    // decoder shape, stride 2 and 1×1.
+    for (n, ca, cb, co, h, w, k, stride) in [
+        (1, 5, 3, 7, 5, 7, 3, 1),
+        (2, 64, 32, 64, 14, 14, 3, 1),
+        (1, 3, 6, 5, 9, 7, 3, 2),
+        (2, 9, 7, 10, 5, 6, 1, 1),
+    ] {
+        let s = shape(n, ca + cb, co, h, w, k, stride);
+        let hw = h * w;
+        let d = data(&s, 8);
+        let (a, b) = (uniform(n * ca * hw, 21), uniform(n * cb * hw, 22));
+        let x = concat_channels(&to_f64(&a), &to_f64(&b), n, ca, cb, hw);
+        let (at, bt) = (
+            tensor(gpu, &[n, ca, h, w], &a),
+            tensor(gpu, &[n, cb, h, w], &b),
+        );
+        let (wt, bias, d_y) = (
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[co], &d.b),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        let (w64, b64, dy64) = (to_f64(&d.w), to_f64(&d.b), to_f64(&d.d_y));
+        for path in paths(gpu) {
+            let case = format!("{s:?} split {ca}+{cb} {path:?}");
+
+            let y = zeros(gpu, &y_shape(&s));
+            gpu.run(
+                &conv2d::forward_concat_via(path, gpu, [&at, &bt], &wt, Some(&bias), &y, stride)
+                    .unwrap(),
+            )
+            .unwrap();
+            let want = reference::forward(&s, &x, &w64, Some(&b64));
+            let mag = reference::forward(&s, &abs(&x), &abs(&w64), Some(&abs(&b64)));
+            let tol = gamma(s.ci * k * k + 1);
+            assert_close(
+                &format!("{case} forward"),
+                &y.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+
+            // d_a overwritten (it starts as NaN), d_b accumulated onto its old value.
+            let d_a = tensor(gpu, &[n, ca, h, w], &vec![f32::NAN; n * ca * hw]);
+            let old_b = uniform(n * cb * hw, 23);
+            let d_b = tensor(gpu, &[n, cb, h, w], &old_b);
+            let split = [(&d_a, false), (&d_b, true)];
+            gpu.run(
+                &conv2d::backward_input_split_via(path, gpu, &d_y, &wt, split, stride).unwrap(),
+            )
+            .unwrap();
+            let (want_a, want_b) =
+                split_channels(&reference::backward_input(&s, &dy64, &w64), n, ca, cb, hw);
+            let (mag_a, mag_b) = split_channels(
+                &reference::backward_input(&s, &abs(&dy64), &abs(&w64)),
+                n,
+                ca,
+                cb,
+                hw,
+            );
+            let terms = co * k * k;
+            assert_close(
+                &format!("{case} d_a"),
+                &d_a.read_f32(gpu).unwrap(),
+                &want_a,
+                |i| gamma(terms) * mag_a[i],
+            );
+            let want_b: Vec<f64> = want_b
+                .iter()
+                .zip(&old_b)
+                .map(|(g, &o)| g + o as f64)
+                .collect();
+            assert_close(
+                &format!("{case} d_b"),
+                &d_b.read_f32(gpu).unwrap(),
+                &want_b,
+                |i| gamma(terms + 1) * (mag_b[i] + old_b[i].abs() as f64),
+            );
+
+            let d_w = zeros(gpu, &w_shape(&s));
+            gpu.run(
+                &conv2d::backward_weight_concat_via(path, gpu, [&at, &bt], &d_y, &d_w, stride)
+                    .unwrap(),
+            )
+            .unwrap();
+            let want = reference::backward_weight(&s, &x, &dy64);
+            let mag = reference::backward_weight(&s, &abs(&x), &abs(&dy64));
+            let tol = gamma(n * s.ho() * s.wo());
+            assert_close(
+                &format!("{case} d_w"),
+                &d_w.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+        }
+    }
+}
+
+#[test]
 fn results_are_bitwise_reproducible() {
     let gpu = gpu();
     let s = shape(2, 32, 16, 14, 14, 3, 1);
@@ -462,6 +564,31 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         1,
     ));
     assert!(msg.contains("[4, 2, 3, 3]"), "{msg}");
+    // The parts of a concatenation must agree in N, H and W.
+    let msg = err(conv2d::forward_concat(
+        gpu,
+        [&x, &zeros(gpu, &[2, 1, 8, 7])],
+        &zeros(gpu, &[4, 4, 3, 3]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(
+        msg.contains("[2, 3, 8, 8]") && msg.contains("[2, 1, 8, 7]"),
+        "{msg}"
+    );
+    let d_b = (&zeros(gpu, &[2, 2, 8, 8]), false);
+    let msg = err(conv2d::backward_input_split(
+        gpu,
+        &y,
+        &w,
+        [(&x, false), d_b],
+        1,
+    ));
+    assert!(
+        msg.contains("[4, 3, 3, 3]") && msg.contains("[2, 5, 8, 8]"),
+        "{msg}"
+    );
     let msg = conv2d::backward_bias(gpu, &y, &zeros(gpu, &[5]))
         .err()
         .expect("must be refused")

@@ -7,9 +7,12 @@
 //! copies live in scratch tensors that the dispatches keep alive; they are written and read anew each time the
 //! dispatches are recorded, so the dispatches stay valid when the inputs change.
 //!
+//! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
+//! materialising it (the U-Net's skip connections): the packing pass copies each part into its channel range.
+//!
 //! Gradient contract: `backward_weight` and `backward_bias` overwrite their outputs; `backward_input`
 //! overwrites `d_x`, or with `accumulate = true` adds to it (`d_x += …`), for inputs that feed several
-//! consumers (the U-Net's skip connections).
+//! consumers (the U-Net's skip connections); `backward_input_split` has that flag per part.
 //!
 //! Results are deterministic: every sum is taken in a fixed order (no atomics).
 
@@ -63,20 +66,23 @@ struct Params {
     row_blocks: u32,
     col_blocks: u32,
     flags: u32,
+    split: u32,
     src_h: u32,
     src_w: u32,
     pad: u32,
-    dilation: u32,
+    channel_offset: u32,
     taps: u32,
     transpose: u32,
     dy_h: u32,
     dy_w4: u32,
     chunks: u32,
     len: u32,
+    _pad: [u32; 3],
 }
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_ACCUMULATE_2: u32 = 4;
 
 /// The kernel variants of the main passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,20 +161,15 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(op: &'static str, x: &Tensor, w: &Tensor, stride: usize) -> Result<Geometry> {
-        ensure_shape!(
-            x.shape().len() == 4,
-            op,
-            "expected an input of shape [N, Ci, H, W], got {:?}",
-            x.shape()
-        );
+    /// `xs`: the input shape [N, Ci, H, W] (see [`input_shape`]).
+    fn new(op: &'static str, xs: [usize; 4], w: &Tensor, stride: usize) -> Result<Geometry> {
         ensure_shape!(
             w.shape().len() == 4 && w.shape()[2] == w.shape()[3],
             op,
             "expected a weight of shape [Co, Ci, k, k], got {:?}",
             w.shape()
         );
-        let (xs, ws) = (x.shape(), w.shape());
+        let ws = w.shape();
         ensure_shape!(
             ws[1] == xs[1],
             op,
@@ -209,10 +210,31 @@ impl Geometry {
     fn y_shape(&self) -> [usize; 4] {
         [self.n, self.co, self.ho, self.wo]
     }
+}
 
-    fn x_shape(&self) -> [usize; 4] {
-        [self.n, self.ci, self.h, self.w]
+/// The shape [N, ΣC, H, W] of the channel concatenation of `parts` (one part: its own shape).
+fn input_shape(op: &'static str, parts: &[&Tensor]) -> Result<[usize; 4]> {
+    let mut shape = [0; 4];
+    for (i, t) in parts.iter().enumerate() {
+        let s = t.shape();
+        ensure_shape!(
+            s.len() == 4,
+            op,
+            "expected an input of shape [N, Ci, H, W], got {s:?}"
+        );
+        if i == 0 {
+            shape = [s[0], s[1], s[2], s[3]];
+        } else {
+            ensure_shape!(
+                [s[0], s[2], s[3]] == [shape[0], shape[2], shape[3]],
+                op,
+                "the parts of a channel concatenation must agree in N, H and W, got {:?} and {s:?}",
+                parts[0].shape()
+            );
+            shape[1] += s[1];
+        }
     }
+    Ok(shape)
 }
 
 fn check_shape(op: &'static str, what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
@@ -245,31 +267,51 @@ fn elementwise(
     )
 }
 
-/// A zero-bordered, vec4-aligned copy of `src` ([N, C, src_h, src_w]) as [N, C, rows, cols]:
-/// packed[r, q] = src[r − pad, q − pad] inside the source plane, else 0.
-#[allow(clippy::too_many_arguments)]
+/// A zero-bordered, vec4-aligned copy of the channel concatenation of `parts` (each [N, Cᵢ, H, W]) as
+/// [N, ΣCᵢ, rows, cols]: packed[r, q] = src[r − pad, q − pad] inside the source plane, else 0. One
+/// dispatch per part, each writing its channel range.
 fn pack_input(
     gpu: &Gpu,
-    src: &Tensor,
-    [n, c, src_h, src_w]: [usize; 4],
+    parts: &[&Tensor],
     pad: usize,
     (rows, cols): (usize, usize),
-) -> Result<(Tensor, Dispatch)> {
+) -> Result<(Tensor, Vec<Dispatch>)> {
     debug_assert_eq!(cols % 4, 0);
-    let packed = scratch(gpu, n * c * rows * cols)?;
-    let params = Params {
-        xp_h: rows as u32,
-        xp_w4: (cols / 4) as u32,
-        src_h: src_h as u32,
-        src_w: src_w as u32,
-        pad: pad as u32,
-        len: (n * c * rows) as u32,
-        ..Params::default()
-    };
+    let [n, channels, _, _] = input_shape("pack_input", parts)?;
+    let packed = scratch(gpu, n * channels * rows * cols)?;
     let kernel = gpu.kernel(SHADER, "pack_input")?;
-    let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
-    let d = Dispatch::new(gpu, &kernel, &params, &[(1, src), (10, &packed)], grid)?;
-    Ok((packed, d))
+    let mut dispatches = Vec::with_capacity(parts.len());
+    let mut offset = 0;
+    for src in parts {
+        let [_, c, src_h, src_w] = [
+            src.shape()[0],
+            src.shape()[1],
+            src.shape()[2],
+            src.shape()[3],
+        ];
+        let params = Params {
+            in_c: c as u32,
+            out_c: channels as u32,
+            channel_offset: offset as u32,
+            xp_h: rows as u32,
+            xp_w4: (cols / 4) as u32,
+            src_h: src_h as u32,
+            src_w: src_w as u32,
+            pad: pad as u32,
+            len: (n * c * rows) as u32,
+            ..Params::default()
+        };
+        let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
+        dispatches.push(Dispatch::new(
+            gpu,
+            &kernel,
+            &params,
+            &[(1, src), (10, &packed)],
+            grid,
+        )?);
+        offset += c;
+    }
+    Ok((packed, dispatches))
 }
 
 /// The weights of a main pass with `m` output and `kc` input channels as [⌈m/8⌉, kc, k·k, 8]; `transpose`
@@ -295,7 +337,8 @@ fn pack_weight(
     Ok((packed, d))
 }
 
-/// The main pass: out [n, m, out_h, out_w] (+)= conv(packed input with kc channels, packed weights).
+/// The main pass: conv(packed input with kc channels, packed weights) into [n, m, out_h, out_w], which is
+/// `outs` concatenated along channels (one or two (tensor, accumulate) pairs).
 #[allow(clippy::too_many_arguments)]
 fn main_pass(
     gpu: &Gpu,
@@ -305,8 +348,7 @@ fn main_pass(
     xp: &Tensor,
     wp: &Tensor,
     bias: Option<&Tensor>,
-    out: &Tensor,
-    accumulate: bool,
+    outs: &[(&Tensor, bool)],
 ) -> Result<Dispatch> {
     let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(kind.block_cols()));
     let (rows, cols) = kind.packed_size(row_blocks, col_blocks);
@@ -314,8 +356,11 @@ fn main_pass(
     if bias.is_some() {
         flags |= FLAG_BIAS;
     }
-    if accumulate {
+    if outs[0].1 {
         flags |= FLAG_ACCUMULATE;
+    }
+    if outs.get(1).is_some_and(|o| o.1) {
+        flags |= FLAG_ACCUMULATE_2;
     }
     let params = Params {
         n: n as u32,
@@ -328,18 +373,29 @@ fn main_pass(
         row_blocks: row_blocks as u32,
         col_blocks: col_blocks as u32,
         flags,
+        split: outs[0].0.shape()[1] as u32,
         ..Params::default()
     };
     let kernel = gpu.kernel(path.shader(gpu), kind.entry())?;
     let blocks = n * row_blocks * col_blocks;
     let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
-    // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
+    // Without a bias the binding is never read (flag clear); the packed weights stand in for it. Without a
+    // second output part y2 is never written; a one-element scratch tensor stands in (never y itself:
+    // WebGPU forbids aliasing writable bindings).
     let bias = bias.unwrap_or(wp);
+    let unused;
+    let second = match outs.get(1) {
+        Some(o) => o.0,
+        None => {
+            unused = scratch(gpu, 1)?;
+            &unused
+        }
+    };
     Dispatch::new(
         gpu,
         &kernel,
         &params,
-        &[(3, xp), (4, wp), (5, bias), (6, out)],
+        &[(3, xp), (4, wp), (5, bias), (6, outs[0].0), (11, second)],
         [x, y, m.div_ceil(CO_BLOCK) as u32],
     )
 }
@@ -366,30 +422,80 @@ pub fn forward_via(
     y: &Tensor,
     stride: usize,
 ) -> Result<Vec<Dispatch>> {
-    const OP: &str = "conv2d_forward";
-    check_f32(OP, &[x, w, y])?;
-    let g = Geometry::new(OP, x, w, stride)?;
-    check_shape(OP, "the output", y, &g.y_shape())?;
+    conv_forward("conv2d_forward", path, gpu, &[x], w, bias, y, stride)
+}
+
+/// y = conv([a; b], w) + bias for the channel concatenation of a [N, Ca, H, W] and b [N, Cb, H, W], without
+/// materialising it: w [Co, Ca + Cb, k, k], y [N, Co, Ho, Wo].
+pub fn forward_concat(
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    forward_concat_via(Path::Auto, gpu, [a, b], w, bias, y, stride)
+}
+
+/// [`forward_concat`] on the kernels `path` selects.
+pub fn forward_concat_via(
+    path: Path,
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    conv_forward(
+        "conv2d_forward_concat",
+        path,
+        gpu,
+        &[a, b],
+        w,
+        bias,
+        y,
+        stride,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_forward(
+    op: &'static str,
+    path: Path,
+    gpu: &Gpu,
+    parts: &[&Tensor],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    check_f32(op, parts)?;
+    check_f32(op, &[w, y])?;
+    let g = Geometry::new(op, input_shape(op, parts)?, w, stride)?;
+    check_shape(op, "the output", y, &g.y_shape())?;
     if let Some(b) = bias {
-        check_f32(OP, &[b])?;
-        check_shape(OP, "the bias", b, &[g.co])?;
+        check_f32(op, &[b])?;
+        check_shape(op, "the bias", b, &[g.co])?;
     }
     let kind = g.kind;
     let packed = kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), packed)?;
+    let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.co, g.ci, kind.k() * kind.k(), false)?;
-    let main = main_pass(
+    out.push(pack_w);
+    let dims = [g.n, g.ci, g.co, g.ho, g.wo];
+    out.push(main_pass(
         gpu,
         path,
         kind,
-        [g.n, g.ci, g.co, g.ho, g.wo],
+        dims,
         &xp,
         &wp,
         bias,
-        y,
-        false,
-    )?;
-    Ok(vec![pack_x, pack_w, main])
+        &[(y, false)],
+    )?);
+    Ok(out)
 }
 
 /// d_x = ∂L/∂x from d_y [N, Co, Ho, Wo] and w [Co, Ci, k, k]; d_x [N, Ci, H, W] (the forward's x shape).
@@ -415,10 +521,63 @@ pub fn backward_input_via(
     stride: usize,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    const OP: &str = "conv2d_backward_input";
-    check_f32(OP, &[d_y, w, d_x])?;
-    let g = Geometry::new(OP, d_x, w, stride)?;
-    check_shape(OP, "d_y", d_y, &g.y_shape())?;
+    conv_backward_input(
+        "conv2d_backward_input",
+        path,
+        gpu,
+        d_y,
+        w,
+        &[(d_x, accumulate)],
+        stride,
+    )
+}
+
+/// The backward input of [`forward_concat`], split into its parts: d_a [N, Ca, H, W] and d_b [N, Cb, H, W],
+/// each given with its `accumulate` flag (`true`: += , `false`: overwrite).
+pub fn backward_input_split(
+    gpu: &Gpu,
+    d_y: &Tensor,
+    w: &Tensor,
+    [d_a, d_b]: [(&Tensor, bool); 2],
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    backward_input_split_via(Path::Auto, gpu, d_y, w, [d_a, d_b], stride)
+}
+
+/// [`backward_input_split`] on the kernels `path` selects.
+pub fn backward_input_split_via(
+    path: Path,
+    gpu: &Gpu,
+    d_y: &Tensor,
+    w: &Tensor,
+    [d_a, d_b]: [(&Tensor, bool); 2],
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    conv_backward_input(
+        "conv2d_backward_input_split",
+        path,
+        gpu,
+        d_y,
+        w,
+        &[d_a, d_b],
+        stride,
+    )
+}
+
+fn conv_backward_input(
+    op: &'static str,
+    path: Path,
+    gpu: &Gpu,
+    d_y: &Tensor,
+    w: &Tensor,
+    outs: &[(&Tensor, bool)],
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    check_f32(op, &[d_y, w])?;
+    let parts: Vec<&Tensor> = outs.iter().map(|o| o.0).collect();
+    check_f32(op, &parts)?;
+    let g = Geometry::new(op, input_shape(op, &parts)?, w, stride)?;
+    check_shape(op, "d_y", d_y, &g.y_shape())?;
     // Stride 1: d_x is the convolution of d_y with the flipped, transposed weights (the forward pass).
     // Stride 2: a transposed convolution with the same weights and its own kernel.
     let kind = match g.kind {
@@ -426,20 +585,12 @@ pub fn backward_input_via(
         k => k,
     };
     let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(kind.block_cols()));
-    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), kind.pad(), packed)?;
+    let (dyp, mut out) = pack_input(gpu, &[d_y], kind.pad(), packed)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.ci, g.co, kind.k() * kind.k(), true)?;
-    let main = main_pass(
-        gpu,
-        path,
-        kind,
-        [g.n, g.co, g.ci, g.h, g.w],
-        &dyp,
-        &wp,
-        None,
-        d_x,
-        accumulate,
-    )?;
-    Ok(vec![pack_dy, pack_w, main])
+    out.push(pack_w);
+    let dims = [g.n, g.co, g.ci, g.h, g.w];
+    out.push(main_pass(gpu, path, kind, dims, &dyp, &wp, None, outs)?);
+    Ok(out)
 }
 
 /// d_w = ∂L/∂w from the forward's x [N, Ci, H, W] and d_y [N, Co, Ho, Wo]; d_w [Co, Ci, k, k] is overwritten.
@@ -462,21 +613,70 @@ pub fn backward_weight_via(
     d_w: &Tensor,
     stride: usize,
 ) -> Result<Vec<Dispatch>> {
-    const OP: &str = "conv2d_backward_weight";
-    check_f32(OP, &[x, d_y, d_w])?;
-    let g = Geometry::new(OP, x, d_w, stride)?;
-    check_shape(OP, "d_y", d_y, &g.y_shape())?;
+    conv_backward_weight("conv2d_backward_weight", path, gpu, &[x], d_y, d_w, stride)
+}
+
+/// The backward weight of [`forward_concat`]: x = [a; b], d_w [Co, Ca + Cb, k, k] is overwritten.
+pub fn backward_weight_concat(
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    d_y: &Tensor,
+    d_w: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    backward_weight_concat_via(Path::Auto, gpu, [a, b], d_y, d_w, stride)
+}
+
+/// [`backward_weight_concat`] on the kernels `path` selects.
+pub fn backward_weight_concat_via(
+    path: Path,
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    d_y: &Tensor,
+    d_w: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    conv_backward_weight(
+        "conv2d_backward_weight_concat",
+        path,
+        gpu,
+        &[a, b],
+        d_y,
+        d_w,
+        stride,
+    )
+}
+
+fn conv_backward_weight(
+    op: &'static str,
+    path: Path,
+    gpu: &Gpu,
+    parts: &[&Tensor],
+    d_y: &Tensor,
+    d_w: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    check_f32(op, parts)?;
+    check_f32(op, &[d_y, d_w])?;
+    let g = Geometry::new(op, input_shape(op, parts)?, d_w, stride)?;
+    check_shape(op, "d_y", d_y, &g.y_shape())?;
     let kind = g.kind;
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
     let packed = kind.packed_size(row_blocks, col_blocks);
-    let (xp, pack_x) = pack_input(gpu, x, g.x_shape(), kind.pad(), packed)?;
+    let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed)?;
     // d_y packed without a border: tiles past Ho, Wo read zeros and add nothing.
     let dy_size = (TILE * row_blocks, TILE * col_blocks);
-    let (dyp, pack_dy) = pack_input(gpu, d_y, g.y_shape(), 0, dy_size)?;
+    let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size)?;
+    out.extend(pack_dy);
 
-    // Invocations are input channels; a workgroup of WG covers WG of them (a multiple of 8, at most 64).
-    let wg = g.ci.div_ceil(8).min(8) * 8;
+    // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own
+    // compiled pipeline, and compiling is slow on CPU drivers.
+    let wg = match g.ci {
+        0..=8 => 8,
+        9..=32 => 32,
+        _ => 64,
+    };
     let groups = g.ci.div_ceil(wg) * g.co.div_ceil(DW_CO_BLOCK);
     let tiles = g.n * row_blocks * col_blocks;
     let chunks = DW_TARGET_WORKGROUPS.div_ceil(groups).clamp(1, tiles);
@@ -505,30 +705,20 @@ pub fn backward_weight_via(
         g.co.div_ceil(DW_CO_BLOCK) as u32,
         chunks as u32,
     ];
-    let mut out = vec![pack_x, pack_dy];
     if chunks == 1 {
         // One chunk: its partial sums are the result.
-        out.push(Dispatch::new(
-            gpu,
-            &kernel,
-            &params,
-            &[(3, &xp), (7, &dyp), (8, d_w)],
-            grid,
-        )?);
+        let tensors = [(3, &xp), (7, &dyp), (8, d_w)];
+        out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
     } else {
         let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
-        out.push(Dispatch::new(
-            gpu,
-            &kernel,
-            &params,
-            &[(3, &xp), (7, &dyp), (8, &partial)],
-            grid,
-        )?);
+        let tensors = [(3, &xp), (7, &dyp), (8, &partial)];
+        out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
+        let tensors = [(9, &partial), (6, d_w)];
         out.push(elementwise(
             gpu,
             "backward_weight_reduce",
             &params,
-            &[(9, &partial), (6, d_w)],
+            &tensors,
         )?);
     }
     Ok(out)
