@@ -46,10 +46,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read> xp: array<vec4<f32>>;        // packed input
 @group(0) @binding(4) var<storage, read> wp: array<vec4<f32>>;        // packed weights
 @group(0) @binding(5) var<storage, read> bias: array<f32>;            // [M]; bound to any tensor when unused
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
-@group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split output         // forward output
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;         // main output
 @group(0) @binding(7) var<storage, read> dyp: array<vec4<f32>>;       // packed d_y
 @group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
+@group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split main output
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;

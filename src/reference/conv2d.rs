@@ -2,7 +2,8 @@
 //! PyTorch semantics (cross-correlation, zero padding), weight [Co, Ci, k, k], optional bias [Co].
 //!
 //!   forward:          y[n,o,i,j]   = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, s·i + u − p, s·j + v − p]
-//!   backward input:   d_x[n,c,h,w] = Σ_{o,u,v} d_y[n,o,i,j] · w[o,c,u,v]   over (i, j) with s·i + u − p = h, s·j + v − p = w
+//!   backward input:   d_x[n,c,h,w] = Σ_{o,u,v} d_y[n,o,i,j] · w[o,c,u,v]
+//!                                    over the (i, j) with s·i + u − p = h and s·j + v − p = w
 //!   backward weight:  d_w[o,c,u,v] = Σ_{n,i,j} d_y[n,o,i,j] · x[n, c, s·i + u − p, s·j + v − p]
 //!   backward bias:    d_b[o]       = Σ_{n,i,j} d_y[n,o,i,j]
 //!
