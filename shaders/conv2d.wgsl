@@ -229,7 +229,8 @@ fn weights1(i: u32) -> array<vec4<f32>, 2> {
     return array(wp[i], wp[i + 1u]);
 }
 
-// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged.
+// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged:
+// into y, or into y2 for channels m ≥ p.split (m is uniform across the workgroup, so the branch is too).
 fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     let row = b.r0 + r;
     if (m >= p.out_c || row >= p.out_h) { return; }
@@ -237,16 +238,25 @@ fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     if ((p.flags & FLAG_BIAS) != 0u) {
         out += vec4(bias[m]);
     }
-    // Columns past out_w belong to no output; those lanes of the vec4 are dropped.
-    for (var j = 0u; j < 4u; j++) {
-        if (b.c0 + j < p.out_w) {
-            put(b.n, m, row, b.c0 + j, out[j]);
+    // Columns past out_w belong to no output; those lanes of the vec4 are dropped. The old value is read
+    // either way and the select drops it when not accumulating (garbage, even NaN, never reaches the output).
+    let cols = min(p.out_w - b.c0, 4u);
+    if (m < p.split) {
+        let base = ((b.n * p.split + m) * p.out_h + row) * p.out_w + b.c0;
+        let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
+        for (var j = 0u; j < cols; j++) {
+            y[base + j] = select(out[j], out[j] + y[base + j], accumulate);
+        }
+    } else {
+        let base = ((b.n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + b.c0;
+        let accumulate = (p.flags & FLAG_ACCUMULATE_2) != 0u;
+        for (var j = 0u; j < cols; j++) {
+            y2[base + j] = select(out[j], out[j] + y2[base + j], accumulate);
         }
     }
 }
 
-// Writes (or adds, as flagged) output element (n, m, row, col): to y, or to y2 for channels m ≥ p.split.
-// m is uniform across the workgroup, so the branch is too.
+// One output element (n, m, row, col), written as store4 writes them (for store8, whose columns interleave).
 fn put(n: u32, m: u32, row: u32, col: u32, v: f32) {
     if (m < p.split) {
         let i = ((n * p.split + m) * p.out_h + row) * p.out_w + col;
