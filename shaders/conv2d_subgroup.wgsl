@@ -6,7 +6,8 @@
 // Why: in the forward every invocation of a workgroup needs the same weights, in the backward weight the same
 // d_y. In conv2d.wgsl each invocation loads them itself; on a SIMD-across-invocations driver (lavapipe) each
 // such load is a gather of 8 identical values. Here invocations 0..7 of each subgroup load 8 different vec4s
-// and `subgroupBroadcast` hands every one to all, so those loads cost an eighth (1.5-2x faster passes on lavapipe).
+// and `subgroupBroadcast` hands every one to all, so those loads cost an eighth (the passes run 1.5-2x faster
+// on lavapipe).
 // Requires the SUBGROUP feature and subgroups of at least 8 invocations (the wrapper checks both; larger ones
 // work, their lanes 8+ repeat the loads). Subgroup operations sit only in uniform control flow: loops run over
 // uniform bounds and out-of-range invocations compute on clamped indices instead of returning early.
