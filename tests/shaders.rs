@@ -52,15 +52,23 @@ fn shader_table_lists_exactly_the_files_in_shaders_dir() {
     }
 }
 
+/// The capabilities a shader may use: WebGPU's baseline, except for the per-adapter variants named
+/// `*_subgroup.wgsl`, which may use subgroup operations (their wrappers only pick them where the adapter has
+/// `SUBGROUP`). A portable shader that uses subgroups by accident therefore fails here.
+fn capabilities(name: &str) -> naga::valid::Capabilities {
+    if name.ends_with("_subgroup") {
+        naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SUBGROUP_BARRIER
+    } else {
+        naga::valid::Capabilities::default()
+    }
+}
+
 /// Parses, validates and translates one WGSL source; returns the number of entry points translated.
 fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string(source))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities(name))
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(source))?;
     if module.entry_points.is_empty() {
         return Err("no entry points".to_string());
     }
@@ -86,8 +94,10 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
         )
         .map_err(|e| format!("{}: SPIR-V: {e}", ep.name))?;
 
+        // Subgroup operations need MSL 2.1 (simd_*) and HLSL shader model 6.0 (wave intrinsics).
+        let subgroups = capabilities(name).contains(naga::valid::Capabilities::SUBGROUP);
         let msl_options = naga::back::msl::Options {
-            lang_version: (2, 0),
+            lang_version: if subgroups { (2, 1) } else { (2, 0) },
             ..Default::default()
         };
         let msl_pipeline = naga::back::msl::PipelineOptions {
@@ -97,7 +107,14 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
         naga::back::msl::write_string(&module, &info, &msl_options, &msl_pipeline)
             .map_err(|e| format!("{}: MSL: {e}", ep.name))?;
 
-        let hlsl_options = naga::back::hlsl::Options::default();
+        let hlsl_options = naga::back::hlsl::Options {
+            shader_model: if subgroups {
+                naga::back::hlsl::ShaderModel::V6_0
+            } else {
+                naga::back::hlsl::ShaderModel::V5_1
+            },
+            ..Default::default()
+        };
         let hlsl_pipeline = naga::back::hlsl::PipelineOptions {
             entry_point: Some((stage, ep.name.clone())),
         };
@@ -106,7 +123,6 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
             .write(&module, &info, None)
             .map_err(|e| format!("{}: HLSL: {e}", ep.name))?;
     }
-    let _ = name;
     Ok(module.entry_points.len())
 }
 
@@ -136,4 +152,9 @@ fn the_checker_rejects_a_broken_shader() {
     let write_to_read_only = "@group(0) @binding(0) var<storage, read> a: array<f32>;
         @compute @workgroup_size(1) fn main() { a[0] = 1.0; }";
     assert!(validate_and_translate("write_to_read_only", write_to_read_only).is_err());
+    // Subgroup operations are allowed only in the `*_subgroup` variants.
+    let uses_subgroups = "@group(0) @binding(0) var<storage, read_write> a: array<f32>;
+        @compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) { a[i] = subgroupAdd(a[i]); }";
+    assert!(validate_and_translate("portable", uses_subgroups).is_err());
+    assert!(validate_and_translate("variant_subgroup", uses_subgroups).is_ok());
 }

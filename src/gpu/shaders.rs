@@ -7,6 +7,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("analytic", include_str!("../../shaders/analytic.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("batch", include_str!("../../shaders/batch.wgsl")),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv2d_subgroup", include_str!("../../shaders/conv2d_subgroup.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),

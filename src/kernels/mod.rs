@@ -9,6 +9,7 @@
 pub mod analytic;
 pub mod attention;
 pub mod batch;
+pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;

@@ -4,6 +4,7 @@
 pub mod analytic;
 pub mod attention;
 pub mod batch;
+pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;

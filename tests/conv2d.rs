@@ -1,0 +1,600 @@
+//! shaders/conv2d.wgsl and conv2d_subgroup.wgsl against src/reference/conv2d.rs.
+//!
+//! Tolerances: every output is a sum of products (plus a bias or the old value), so it is held to the standard
+//! bound for a k-term f32 sum in any order, |got − want| ≤ γ_k · Σ|terms| (reference::gamma), where Σ|terms|
+//! is the same reference run on |inputs| (the ops are linear in each argument). The k of each op:
+//!   forward          k = Ci·k² products + 1 bias
+//!   backward input   k = Co·k² products (+ 1 old value with accumulate); for stride 2 the kernel also adds
+//!                    the exact zeros of the dilated d_y, which add no error
+//!   backward weight  k = N·Ho·Wo products (the chunked partial sums are just another summation order)
+//!   backward bias    k = N·Ho·Wo values
+//! The reference backward passes are first checked against f64 central differences of the reference forward.
+
+mod common;
+
+use common::{assert_close, check_close, gpu, uniform};
+use diffuse::gpu::{DType, Gpu, Tensor};
+use diffuse::kernels::conv2d::{self, Path};
+use diffuse::reference::conv2d::{self as reference, abs, Conv2dShape};
+use diffuse::reference::elementwise::{concat_channels, split_channels};
+use diffuse::reference::{gamma, gradcheck, to_f64};
+
+fn shape(
+    n: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        ci,
+        co,
+        h,
+        w,
+        k,
+        stride,
+        pad: k / 2,
+    }
+}
+
+/// Edge shapes first (batch 1, odd sizes, channel counts that are not multiples of the 8- and 16-channel
+/// blocks, images not multiples of the 4×4 tiles), then the largest shapes of the U-Net.
+fn cases() -> Vec<Conv2dShape> {
+    vec![
+        shape(1, 1, 1, 1, 1, 3, 1), // a [1,1,1,1] image: every tap but the centre is padding
+        shape(1, 3, 5, 5, 7, 3, 1),
+        shape(1, 5, 3, 7, 7, 3, 2),
+        shape(2, 33, 5, 13, 13, 3, 2),
+        shape(1, 5, 33, 5, 7, 1, 1),
+        shape(2, 3, 17, 9, 6, 3, 1), // 17 = one past the 16-channel block of backward weight
+        shape(1, 65, 9, 6, 5, 3, 1), // 65 = one past the 64 channels of a backward-weight workgroup
+        shape(4, 64, 64, 28, 28, 3, 1),
+        shape(2, 128, 128, 14, 14, 3, 1),
+        shape(4, 128, 128, 7, 7, 3, 1),
+        shape(4, 1, 32, 28, 28, 3, 1),
+        shape(4, 32, 1, 28, 28, 3, 1),
+        shape(2, 3, 64, 32, 32, 3, 1),
+        shape(2, 64, 64, 28, 28, 3, 2),
+        shape(2, 64, 128, 14, 14, 1, 1),
+    ]
+}
+
+/// The paths to test: the automatic choice, and the portable kernels when the automatic one differs.
+fn paths(gpu: &Gpu) -> Vec<Path> {
+    if gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
+        vec![Path::Auto, Path::Portable]
+    } else {
+        vec![Path::Auto]
+    }
+}
+
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    d_y: Vec<f32>,
+}
+
+fn data(s: &Conv2dShape, seed: u64) -> Data {
+    Data {
+        x: uniform(s.x_len(), seed),
+        w: uniform(s.w_len(), seed + 1),
+        b: uniform(s.co, seed + 2),
+        d_y: uniform(s.y_len(), seed + 3),
+    }
+}
+
+fn tensor(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_f32(gpu, shape, data).unwrap()
+}
+
+fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
+    Tensor::zeros(gpu, shape, DType::F32).unwrap()
+}
+
+fn x_shape(s: &Conv2dShape) -> [usize; 4] {
+    [s.n, s.ci, s.h, s.w]
+}
+
+fn y_shape(s: &Conv2dShape) -> [usize; 4] {
+    [s.n, s.co, s.ho(), s.wo()]
+}
+
+fn w_shape(s: &Conv2dShape) -> [usize; 4] {
+    [s.co, s.ci, s.k, s.k]
+}
+
+#[test]
+fn reference_backward_passes_match_finite_differences() {
+    for s in [
+        shape(2, 2, 3, 5, 4, 3, 1),
+        shape(1, 2, 2, 5, 6, 3, 2),
+        shape(2, 3, 2, 3, 5, 1, 1),
+    ] {
+        let d = data(&s, 7);
+        let (x, w, b, g) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.d_y));
+        // L = ⟨y, g⟩, so ∂L/∂y = g and the backward passes of g are the gradients of L.
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            gradcheck::dot(&reference::forward(&s, x, w, Some(b)), &g)
+        };
+        let h = 1e-6;
+        // L is linear in each argument: the central difference is exact up to f64 rounding of O(1) sums.
+        let check = |what: &str, analytic: Vec<f64>, numeric: Vec<f64>| {
+            let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-7);
+            assert!(
+                r <= 1.0,
+                "{s:?} {what}[{i}]: analytic {} vs numeric {}",
+                analytic[i],
+                numeric[i]
+            );
+        };
+        check(
+            "d_x",
+            reference::backward_input(&s, &g, &w),
+            gradcheck::numeric_gradient(&x, h, |x| loss(x, &w, &b)),
+        );
+        check(
+            "d_w",
+            reference::backward_weight(&s, &x, &g),
+            gradcheck::numeric_gradient(&w, h, |w| loss(&x, w, &b)),
+        );
+        check(
+            "d_b",
+            reference::backward_bias(&s, &g),
+            gradcheck::numeric_gradient(&b, h, |b| loss(&x, &w, b)),
+        );
+    }
+}
+
+#[test]
+fn reference_output_sizes_follow_pytorch() {
+    // Odd sizes at stride 2 round up (⌈H/2⌉), as torch.nn.Conv2d(k=3, s=2, p=1) does.
+    let s = shape(1, 1, 1, 13, 6, 3, 2);
+    assert_eq!((s.ho(), s.wo()), (7, 3));
+    assert_eq!(
+        (
+            shape(1, 1, 1, 5, 7, 3, 1).ho(),
+            shape(1, 1, 1, 5, 7, 1, 1).wo()
+        ),
+        (5, 7)
+    );
+}
+
+#[test]
+fn forward_matches_reference() {
+    let gpu = gpu();
+    for s in cases() {
+        let d = data(&s, 1);
+        let want = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), Some(&to_f64(&d.b)));
+        let mag = reference::forward(
+            &s,
+            &abs(&to_f64(&d.x)),
+            &abs(&to_f64(&d.w)),
+            Some(&abs(&to_f64(&d.b))),
+        );
+        let tol = gamma(s.ci * s.k * s.k + 1);
+        let (x, w, b) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[s.co], &d.b),
+        );
+        for path in paths(gpu) {
+            let y = zeros(gpu, &y_shape(&s));
+            gpu.run(&conv2d::forward_via(path, gpu, &x, &w, Some(&b), &y, s.stride).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("{s:?} {path:?}"),
+                &y.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+        }
+    }
+}
+
+#[test]
+fn forward_without_bias_matches_reference() {
+    let gpu = gpu();
+    for s in [
+        shape(1, 3, 5, 5, 7, 3, 1),
+        shape(1, 5, 3, 7, 7, 3, 2),
+        shape(2, 5, 9, 3, 5, 1, 1),
+    ] {
+        let d = data(&s, 2);
+        let want = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), None);
+        let mag = reference::forward(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.w)), None);
+        let (x, w) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &w_shape(&s), &d.w),
+        );
+        // y starts as garbage: the forward must overwrite it.
+        let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
+        gpu.run(&conv2d::forward(gpu, &x, &w, None, &y, s.stride).unwrap())
+            .unwrap();
+        assert_close(&format!("{s:?}"), &y.read_f32(gpu).unwrap(), &want, |i| {
+            gamma(s.ci * s.k * s.k) * mag[i]
+        });
+    }
+}
+
+#[test]
+fn backward_input_matches_reference_and_accumulates() {
+    let gpu = gpu();
+    for s in cases() {
+        let d = data(&s, 3);
+        let want = reference::backward_input(&s, &to_f64(&d.d_y), &to_f64(&d.w));
+        let mag = reference::backward_input(&s, &abs(&to_f64(&d.d_y)), &abs(&to_f64(&d.w)));
+        let (d_y, w) = (
+            tensor(gpu, &y_shape(&s), &d.d_y),
+            tensor(gpu, &w_shape(&s), &d.w),
+        );
+        let terms = s.co * s.k * s.k;
+        for path in paths(gpu) {
+            let case = format!("{s:?} {path:?}");
+            let d_x = tensor(gpu, &x_shape(&s), &vec![f32::NAN; s.x_len()]);
+            gpu.run(
+                &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, false).unwrap(),
+            )
+            .unwrap();
+            assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| {
+                gamma(terms) * mag[i]
+            });
+
+            // d_x += …: one more term, the old value.
+            let old = uniform(s.x_len(), 99);
+            let d_x = tensor(gpu, &x_shape(&s), &old);
+            gpu.run(
+                &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, true).unwrap(),
+            )
+            .unwrap();
+            let want_acc: Vec<f64> = want.iter().zip(&old).map(|(g, &o)| g + o as f64).collect();
+            assert_close(
+                &format!("{case} accumulate"),
+                &d_x.read_f32(gpu).unwrap(),
+                &want_acc,
+                |i| gamma(terms + 1) * (mag[i] + old[i].abs() as f64),
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_weight_matches_reference() {
+    let gpu = gpu();
+    for s in cases() {
+        let d = data(&s, 4);
+        let want = reference::backward_weight(&s, &to_f64(&d.x), &to_f64(&d.d_y));
+        let mag = reference::backward_weight(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)));
+        let tol = gamma(s.n * s.ho() * s.wo());
+        let (x, d_y) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        for path in paths(gpu) {
+            let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
+            gpu.run(&conv2d::backward_weight_via(path, gpu, &x, &d_y, &d_w, s.stride).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("{s:?} {path:?}"),
+                &d_w.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+        }
+    }
+}
+
+#[test]
+fn backward_bias_matches_reference() {
+    let gpu = gpu();
+    for s in [
+        shape(1, 1, 1, 1, 1, 3, 1),
+        shape(1, 3, 5, 5, 7, 3, 2),
+        shape(4, 64, 64, 28, 28, 3, 1),
+        shape(3, 8, 3, 16, 17, 1, 1),
+    ] {
+        let d = data(&s, 5);
+        let want = reference::backward_bias(&s, &to_f64(&d.d_y));
+        let mag = reference::backward_bias(&s, &abs(&to_f64(&d.d_y)));
+        let d_y = tensor(gpu, &y_shape(&s), &d.d_y);
+        let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
+        gpu.run([&conv2d::backward_bias(gpu, &d_y, &d_b).unwrap()])
+            .unwrap();
+        let tol = gamma(s.n * s.ho() * s.wo());
+        assert_close(&format!("{s:?}"), &d_b.read_f32(gpu).unwrap(), &want, |i| {
+            tol * mag[i]
+        });
+    }
+}
+
+#[test]
+fn concatenated_inputs_match_reference_on_the_concatenation() {
+    let gpu = gpu();
+    // (N, Ca, Cb, Co, H, W, k, stride): odd sizes and channel splits off the 8-channel blocks, a U-Net
+    // decoder shape, stride 2 and 1×1.
+    for (n, ca, cb, co, h, w, k, stride) in [
+        (1, 5, 3, 7, 5, 7, 3, 1),
+        (2, 64, 32, 64, 14, 14, 3, 1),
+        (1, 3, 6, 5, 9, 7, 3, 2),
+        (2, 9, 7, 10, 5, 6, 1, 1),
+    ] {
+        let s = shape(n, ca + cb, co, h, w, k, stride);
+        let hw = h * w;
+        let d = data(&s, 8);
+        let (a, b) = (uniform(n * ca * hw, 21), uniform(n * cb * hw, 22));
+        let x = concat_channels(&to_f64(&a), &to_f64(&b), n, ca, cb, hw);
+        let (at, bt) = (
+            tensor(gpu, &[n, ca, h, w], &a),
+            tensor(gpu, &[n, cb, h, w], &b),
+        );
+        let (wt, bias, d_y) = (
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[co], &d.b),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        let (w64, b64, dy64) = (to_f64(&d.w), to_f64(&d.b), to_f64(&d.d_y));
+        for path in paths(gpu) {
+            let case = format!("{s:?} split {ca}+{cb} {path:?}");
+
+            let y = zeros(gpu, &y_shape(&s));
+            gpu.run(
+                &conv2d::forward_concat_via(path, gpu, [&at, &bt], &wt, Some(&bias), &y, stride)
+                    .unwrap(),
+            )
+            .unwrap();
+            let want = reference::forward(&s, &x, &w64, Some(&b64));
+            let mag = reference::forward(&s, &abs(&x), &abs(&w64), Some(&abs(&b64)));
+            let tol = gamma(s.ci * k * k + 1);
+            assert_close(
+                &format!("{case} forward"),
+                &y.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+
+            // d_a overwritten (it starts as NaN), d_b accumulated onto its old value.
+            let d_a = tensor(gpu, &[n, ca, h, w], &vec![f32::NAN; n * ca * hw]);
+            let old_b = uniform(n * cb * hw, 23);
+            let d_b = tensor(gpu, &[n, cb, h, w], &old_b);
+            let split = [(&d_a, false), (&d_b, true)];
+            gpu.run(
+                &conv2d::backward_input_split_via(path, gpu, &d_y, &wt, split, stride).unwrap(),
+            )
+            .unwrap();
+            let (want_a, want_b) =
+                split_channels(&reference::backward_input(&s, &dy64, &w64), n, ca, cb, hw);
+            let (mag_a, mag_b) = split_channels(
+                &reference::backward_input(&s, &abs(&dy64), &abs(&w64)),
+                n,
+                ca,
+                cb,
+                hw,
+            );
+            let terms = co * k * k;
+            assert_close(
+                &format!("{case} d_a"),
+                &d_a.read_f32(gpu).unwrap(),
+                &want_a,
+                |i| gamma(terms) * mag_a[i],
+            );
+            let want_b: Vec<f64> = want_b
+                .iter()
+                .zip(&old_b)
+                .map(|(g, &o)| g + o as f64)
+                .collect();
+            assert_close(
+                &format!("{case} d_b"),
+                &d_b.read_f32(gpu).unwrap(),
+                &want_b,
+                |i| gamma(terms + 1) * (mag_b[i] + old_b[i].abs() as f64),
+            );
+
+            let d_w = zeros(gpu, &w_shape(&s));
+            gpu.run(
+                &conv2d::backward_weight_concat_via(path, gpu, [&at, &bt], &d_y, &d_w, stride)
+                    .unwrap(),
+            )
+            .unwrap();
+            let want = reference::backward_weight(&s, &x, &dy64);
+            let mag = reference::backward_weight(&s, &abs(&x), &abs(&dy64));
+            let tol = gamma(n * s.ho() * s.wo());
+            assert_close(
+                &format!("{case} d_w"),
+                &d_w.read_f32(gpu).unwrap(),
+                &want,
+                |i| tol * mag[i],
+            );
+        }
+    }
+}
+
+#[test]
+fn results_are_bitwise_reproducible() {
+    let gpu = gpu();
+    let s = shape(2, 32, 16, 14, 14, 3, 1);
+    let d = data(&s, 6);
+    let (x, w, d_y) = (
+        tensor(gpu, &x_shape(&s), &d.x),
+        tensor(gpu, &w_shape(&s), &d.w),
+        tensor(gpu, &y_shape(&s), &d.d_y),
+    );
+    let (y, d_x, d_w, d_b) = (
+        zeros(gpu, &y_shape(&s)),
+        zeros(gpu, &x_shape(&s)),
+        zeros(gpu, &w_shape(&s)),
+        zeros(gpu, &[s.co]),
+    );
+    let mut all = conv2d::forward(gpu, &x, &w, None, &y, 1).unwrap();
+    all.extend(conv2d::backward_input(gpu, &d_y, &w, &d_x, 1, false).unwrap());
+    all.extend(conv2d::backward_weight(gpu, &x, &d_y, &d_w, 1).unwrap());
+    all.push(conv2d::backward_bias(gpu, &d_y, &d_b).unwrap());
+    let read = || {
+        [&y, &d_x, &d_w, &d_b].map(|t| {
+            t.read_f32(gpu)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        })
+    };
+    gpu.run(&all).unwrap();
+    let first = read();
+    gpu.run(&all).unwrap();
+    assert!(first == read(), "a second run gave different bits");
+}
+
+#[test]
+fn the_closeness_check_rejects_an_error_just_past_its_bound() {
+    // The harness can fail: one element off by 1.01 bounds is caught, 0.99 bounds passes.
+    let want = [1.0, -2.0, 3.0];
+    let bound = |_: usize| 1e-3;
+    assert!(check_close(&[1.0, -2.0, 3.00101], &want, bound).is_err());
+    assert!(check_close(&[1.0, -2.0, 3.00099], &want, bound).is_ok());
+}
+
+#[test]
+fn bad_shapes_are_refused_with_the_shapes_named() {
+    let gpu = gpu();
+    let x = zeros(gpu, &[2, 3, 8, 8]);
+    let w = zeros(gpu, &[4, 3, 3, 3]);
+    let y = zeros(gpu, &[2, 4, 8, 8]);
+    let err = |r: diffuse::Result<Vec<diffuse::gpu::Dispatch>>| {
+        r.err().expect("must be refused").to_string()
+    };
+
+    // Mismatched channels: the weight wants 5 input channels.
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &zeros(gpu, &[4, 5, 3, 3]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(
+        msg.contains("[4, 5, 3, 3]") && msg.contains("[2, 3, 8, 8]"),
+        "{msg}"
+    );
+    // Weight not [Co, Ci, k, k].
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &zeros(gpu, &[4, 3, 3, 2]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(
+        msg.contains("[Co, Ci, k, k]") && msg.contains("[4, 3, 3, 2]"),
+        "{msg}"
+    );
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &zeros(gpu, &[4, 3, 9]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(msg.contains("[4, 3, 9]"), "{msg}");
+    // Unsupported kernel size or stride.
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &zeros(gpu, &[4, 3, 5, 5]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(msg.contains("kernel size 5"), "{msg}");
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &zeros(gpu, &[4, 3, 1, 1]),
+        None,
+        &y,
+        2,
+    ));
+    assert!(msg.contains("stride 2"), "{msg}");
+    // Wrong output size: stride 2 of 8×8 is 4×4, not 8×8.
+    let msg = err(conv2d::forward(gpu, &x, &w, None, &y, 2));
+    assert!(
+        msg.contains("[2, 4, 4, 4]") && msg.contains("[2, 4, 8, 8]"),
+        "{msg}"
+    );
+    // A bias of the wrong length, an input that is not 4-D, a u32 tensor.
+    let msg = err(conv2d::forward(gpu, &x, &w, Some(&zeros(gpu, &[3])), &y, 1));
+    assert!(msg.contains("bias") && msg.contains("[4]"), "{msg}");
+    let msg = err(conv2d::forward(
+        gpu,
+        &zeros(gpu, &[3, 8, 8]),
+        &w,
+        None,
+        &y,
+        1,
+    ));
+    assert!(msg.contains("[N, Ci, H, W]"), "{msg}");
+    let msg = err(conv2d::forward(
+        gpu,
+        &Tensor::zeros(gpu, &[2, 3, 8, 8], DType::U32).unwrap(),
+        &w,
+        None,
+        &y,
+        1,
+    ));
+    assert!(msg.contains("f32"), "{msg}");
+    // The backward passes check d_y against the geometry and d_w / d_x against each other.
+    let msg = err(conv2d::backward_input(
+        gpu,
+        &zeros(gpu, &[2, 4, 4, 4]),
+        &w,
+        &x,
+        1,
+        false,
+    ));
+    assert!(msg.contains("d_y") && msg.contains("[2, 4, 8, 8]"), "{msg}");
+    let msg = err(conv2d::backward_weight(
+        gpu,
+        &x,
+        &y,
+        &zeros(gpu, &[4, 2, 3, 3]),
+        1,
+    ));
+    assert!(msg.contains("[4, 2, 3, 3]"), "{msg}");
+    // The parts of a concatenation must agree in N, H and W.
+    let msg = err(conv2d::forward_concat(
+        gpu,
+        [&x, &zeros(gpu, &[2, 1, 8, 7])],
+        &zeros(gpu, &[4, 4, 3, 3]),
+        None,
+        &y,
+        1,
+    ));
+    assert!(
+        msg.contains("[2, 3, 8, 8]") && msg.contains("[2, 1, 8, 7]"),
+        "{msg}"
+    );
+    let d_b = (&zeros(gpu, &[2, 2, 8, 8]), false);
+    let msg = err(conv2d::backward_input_split(
+        gpu,
+        &y,
+        &w,
+        [(&x, false), d_b],
+        1,
+    ));
+    assert!(
+        msg.contains("[4, 3, 3, 3]") && msg.contains("[2, 5, 8, 8]"),
+        "{msg}"
+    );
+    let msg = conv2d::backward_bias(gpu, &y, &zeros(gpu, &[5]))
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(
+        msg.contains("d_b") && msg.contains("[4]") && msg.contains("[5]"),
+        "{msg}"
+    );
+}
