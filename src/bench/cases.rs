@@ -5,8 +5,11 @@
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::noise::Target;
-use crate::kernels::{elementwise, embedding, loss, noise, optimizer, random};
+use crate::kernels::{
+    attention, conv2d, elementwise, embedding, group_norm, loss, noise, optimizer, random,
+};
 
 use super::{Case, CaseSpec, Work};
 
@@ -65,6 +68,126 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             })
         }),
     });
+    // Convolutions: the U-Net's shapes (ci → co at h×w, kernel k, stride), each pass with 2·N·Co·Ho·Wo·Ci·k² FLOPs.
+    let convs: &[(usize, usize, usize, usize, usize)] = &[
+        (64, 64, 28, 3, 1),
+        (32, 32, 28, 3, 1),
+        (128, 128, 14, 3, 1),
+        (128, 128, 7, 3, 1),
+        (64, 64, 28, 3, 2),
+        (64, 128, 14, 1, 1),
+        (1, 32, 28, 3, 1),
+        (32, 1, 28, 3, 1),
+    ];
+    for &(ci, co, hw, k, stride) in convs {
+        let ho = hw.div_ceil(stride);
+        let flops = (2 * batch * co * ho * ho * ci * k * k) as f64;
+        let shape = format!("n{batch} {ci}→{co} {hw}x{hw} k{k} s{stride}");
+        let tensors = move |gpu: &Gpu| -> Result<[Tensor; 3]> {
+            Ok([
+                random(gpu, &[batch, ci, hw, hw], 11)?,
+                random(gpu, &[co, ci, k, k], 12)?,
+                random(gpu, &[batch, co, ho, ho], 13)?,
+            ])
+        };
+        specs.push(CaseSpec {
+            name: "conv2d_forward",
+            shape: shape.clone(),
+            build: Box::new(move |gpu| {
+                let [x, w, y] = tensors(gpu)?;
+                let b = random(gpu, &[co], 14)?;
+                Ok(Case {
+                    dispatches: conv2d::forward(gpu, &x, &w, Some(&b), &y, stride)?,
+                    work: Work::Flops(flops),
+                    formula: "2·N·Co·Ho·Wo·Ci·k²",
+                })
+            }),
+        });
+        specs.push(CaseSpec {
+            name: "conv2d_backward_input",
+            shape: shape.clone(),
+            build: Box::new(move |gpu| {
+                let [d_x, w, d_y] = tensors(gpu)?;
+                Ok(Case {
+                    dispatches: conv2d::backward_input(gpu, &d_y, &w, &d_x, stride, false)?,
+                    work: Work::Flops(flops),
+                    formula: "2·N·Co·Ho·Wo·Ci·k²",
+                })
+            }),
+        });
+        specs.push(CaseSpec {
+            name: "conv2d_backward_weight",
+            shape,
+            build: Box::new(move |gpu| {
+                let [x, d_w, d_y] = tensors(gpu)?;
+                Ok(Case {
+                    dispatches: conv2d::backward_weight(gpu, &x, &d_y, &d_w, stride)?,
+                    work: Work::Flops(flops),
+                    formula: "2·N·Co·Ho·Wo·Ci·k²",
+                })
+            }),
+        });
+    }
+
+    // GroupNorm fused with SiLU, forward and backward: memory-bound (x read twice, y written; backward reads x and
+    // d_y twice and writes d_x).
+    for &(c, hw, groups) in &[(64usize, 28usize, 16usize), (128, 7, 16)] {
+        let shape = [batch, c, hw, hw];
+        specs.push(CaseSpec {
+            name: "group_norm_silu_fwd_bwd",
+            shape: format!("n{batch} c{c} {hw}x{hw} g{groups}"),
+            build: Box::new(move |gpu| {
+                let norm = GroupNorm::new(groups).with_silu();
+                let x = random(gpu, &shape, 15)?;
+                let d_y = random(gpu, &shape, 16)?;
+                let (y, d_x) = (zeros(gpu, &shape)?, zeros(gpu, &shape)?);
+                let gamma = random(gpu, &[c], 17)?;
+                let beta = random(gpu, &[c], 18)?;
+                let (d_gamma, d_beta) = (zeros(gpu, &[c])?, zeros(gpu, &[c])?);
+                let (mean, rstd) = (zeros(gpu, &[batch, groups])?, zeros(gpu, &[batch, groups])?);
+                let mut dispatches = vec![group_norm::group_norm_forward(
+                    gpu, &norm, &x, &gamma, &beta, &y, &mean, &rstd,
+                )?];
+                dispatches.extend(group_norm::group_norm_backward(
+                    gpu, &norm, &x, &gamma, &beta, &mean, &rstd, &d_y, &d_x, &d_gamma, &d_beta,
+                )?);
+                Ok(Case {
+                    dispatches,
+                    work: Work::Bytes((7 * x.byte_size()) as f64),
+                    formula: "7 passes over x-sized tensors",
+                })
+            }),
+        });
+    }
+
+    // Self-attention over the feature map: forward + backward, 2·2·N·L²·C FLOPs forward (QKᵀ and PV), twice that back.
+    for &(c, hw) in &[(64usize, 7usize), (128, 16)] {
+        let n = if hw == 16 { batch.min(8) } else { batch };
+        let l = hw * hw;
+        specs.push(CaseSpec {
+            name: "attention_fwd_bwd",
+            shape: format!("n{n} c{c} {hw}x{hw} heads1"),
+            build: Box::new(move |gpu| {
+                let qkv = random(gpu, &[n, 3 * c, hw, hw], 19)?;
+                let d_out = random(gpu, &[n, c, hw, hw], 20)?;
+                let (out, d_qkv) = (
+                    zeros(gpu, &[n, c, hw, hw])?,
+                    zeros(gpu, &[n, 3 * c, hw, hw])?,
+                );
+                let lse = zeros(gpu, &[n, 1, l])?;
+                let mut dispatches = attention::attention_forward(gpu, &qkv, 1, &out, &lse)?;
+                dispatches.extend(attention::attention_backward(
+                    gpu, &qkv, 1, &out, &lse, &d_out, &d_qkv,
+                )?);
+                Ok(Case {
+                    dispatches,
+                    work: Work::Flops((12 * n * l * l * c) as f64),
+                    formula: "3 × 4·N·L²·C",
+                })
+            }),
+        });
+    }
+
     // The diffusion kernels of a training step: draw t and ε, noise the batch, the loss and its gradient.
     let (n, d) = (batch, 28 * 28);
     specs.push(CaseSpec {
