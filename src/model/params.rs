@@ -277,3 +277,53 @@ impl ParamLayout {
         self.params.iter().find(|p| p.name == name)
     }
 }
+
+/// SplitMix64: a small, well-mixed generator for one-time host-side initialisation.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [−1, 1).
+    fn symmetric(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
+
+impl ParamLayout {
+    /// Initial parameters (flat, padded), deterministic in `seed`: PyTorch's defaults for Conv2d and Linear
+    /// (weights and biases uniform in ±1/√fan_in), GroupNorm γ = 1 and β = 0, class embeddings N(0, 1)-like
+    /// (uniform with unit variance), and — as Ho et al. and improved-diffusion do — zeros for the last conv of every
+    /// residual block, the attention output projection and the output conv, so every block starts as the identity.
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64(seed ^ 0x5EED_D1FF_05E0_0001);
+        let mut flat = vec![0.0f32; self.padded_len];
+        for p in &self.params {
+            let zero_init = p.name.contains(".conv2.") || p.name.contains(".proj.") || p.name.starts_with("out.2.");
+            let is_norm = p.name.contains("norm") || p.name.starts_with("out.0.");
+            // Values are constant (zero init, GroupNorm) or uniform in ±bound.
+            let (constant, bound) = if zero_init {
+                (0.0, 0.0)
+            } else if is_norm {
+                (if p.name.ends_with(".weight") { 1.0 } else { 0.0 }, 0.0)
+            } else if p.name == "class_emb.weight" {
+                (0.0, 3f64.sqrt())
+            } else {
+                // fan_in of weight [out, in, …] is in·k·k; a bias shares the fan_in of its weight.
+                let weight = self.get(&p.name.replace(".bias", ".weight")).unwrap_or(p);
+                let fan_in: usize = weight.shape[1..].iter().product::<usize>().max(1);
+                (0.0, 1.0 / (fan_in as f64).sqrt())
+            };
+            for v in &mut flat[p.offset..p.offset + p.len()] {
+                *v = (constant + bound * rng.symmetric()) as f32;
+            }
+        }
+        flat
+    }
+}

@@ -14,6 +14,7 @@ pub mod noise;
 pub mod optimizer;
 pub mod random;
 pub mod step;
+pub mod unet;
 pub mod vlb;
 
 /// Unit roundoff of f32 (2⁻²⁴).
