@@ -38,6 +38,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error(
+        "training diverged at step {step}: the loss is {loss}. Nothing was saved from this run's last stretch; \
+         lower the learning rate (--lr) or keep gradient clipping on, and resume from the last checkpoint"
+    )]
+    Diverged { step: u64, loss: f64 },
+
     #[error("{path}: {message}")]
     Data { path: String, message: String },
 
