@@ -232,6 +232,24 @@ impl Tensor {
         Ok(())
     }
 
+    /// Overwrites the contents of a u32 tensor from the host.
+    pub fn write_u32(&self, gpu: &Gpu, data: &[u32]) -> Result<()> {
+        if data.len() != self.len() || self.dtype != DType::U32 {
+            return Err(Error::shape(
+                "Tensor::write_u32",
+                format!(
+                    "tensor {:?} ({:?}) cannot take {} u32 values",
+                    self.shape,
+                    self.dtype,
+                    data.len()
+                ),
+            ));
+        }
+        gpu.queue
+            .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let size = self.byte_size();
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod params;
+pub mod unet;
 
 pub use config::UNetConfig;
 pub use params::{Architecture, Block, ParamLayout, ParamSpec};

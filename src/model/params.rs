@@ -305,13 +305,22 @@ impl ParamLayout {
         let mut rng = SplitMix64(seed ^ 0x5EED_D1FF_05E0_0001);
         let mut flat = vec![0.0f32; self.padded_len];
         for p in &self.params {
-            let zero_init = p.name.contains(".conv2.") || p.name.contains(".proj.") || p.name.starts_with("out.2.");
+            let zero_init = p.name.contains(".conv2.")
+                || p.name.contains(".proj.")
+                || p.name.starts_with("out.2.");
             let is_norm = p.name.contains("norm") || p.name.starts_with("out.0.");
             // Values are constant (zero init, GroupNorm) or uniform in ±bound.
             let (constant, bound) = if zero_init {
                 (0.0, 0.0)
             } else if is_norm {
-                (if p.name.ends_with(".weight") { 1.0 } else { 0.0 }, 0.0)
+                (
+                    if p.name.ends_with(".weight") {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                    0.0,
+                )
             } else if p.name == "class_emb.weight" {
                 (0.0, 3f64.sqrt())
             } else {

@@ -20,12 +20,18 @@ struct Model<'a> {
 
 impl Model<'_> {
     fn p(&self, name: &str) -> &[f64] {
-        let spec = self.layout.get(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let spec = self
+            .layout
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter {name}"));
         &self.params[spec.offset..spec.offset + spec.len()]
     }
 
     fn conv(&self, x: &T, prefix: &str, stride: usize) -> T {
-        let w = self.layout.get(&format!("{prefix}.weight")).expect("conv weight");
+        let w = self
+            .layout
+            .get(&format!("{prefix}.weight"))
+            .expect("conv weight");
         let (co, k) = (w.shape[0], w.shape[2]);
         let s = conv2d::Conv2dShape {
             n: x.shape[0],
@@ -37,8 +43,16 @@ impl Model<'_> {
             stride,
             pad: k / 2,
         };
-        let y = conv2d::forward(&s, &x.v, self.p(&format!("{prefix}.weight")), Some(self.p(&format!("{prefix}.bias"))));
-        T { v: y, shape: vec![s.n, co, s.ho(), s.wo()] }
+        let y = conv2d::forward(
+            &s,
+            &x.v,
+            self.p(&format!("{prefix}.weight")),
+            Some(self.p(&format!("{prefix}.bias"))),
+        );
+        T {
+            v: y,
+            shape: vec![s.n, co, s.ho(), s.wo()],
+        }
     }
 
     /// y = x·wᵀ + b for x [N, in], w [out, in].
@@ -50,10 +64,17 @@ impl Model<'_> {
         let mut y = Vec::with_capacity(n * fout);
         for i in 0..n {
             for o in 0..fout {
-                y.push(b[o] + (0..fin).map(|k| x.v[i * fin + k] * w[o * fin + k]).sum::<f64>());
+                y.push(
+                    b[o] + (0..fin)
+                        .map(|k| x.v[i * fin + k] * w[o * fin + k])
+                        .sum::<f64>(),
+                );
             }
         }
-        T { v: y, shape: vec![n, fout] }
+        T {
+            v: y,
+            shape: vec![n, fout],
+        }
     }
 
     fn group_norm(&self, x: &T, prefix: &str, silu: bool) -> T {
@@ -71,24 +92,49 @@ impl Model<'_> {
             1e-5,
             silu,
         );
-        T { v: out.y, shape: x.shape.clone() }
+        T {
+            v: out.y,
+            shape: x.shape.clone(),
+        }
     }
 
     fn add(a: &T, b: &T) -> T {
-        T { v: elementwise::add_scaled(&a.v, &b.v, 1.0), shape: a.shape.clone() }
+        T {
+            v: elementwise::add_scaled(&a.v, &b.v, 1.0),
+            shape: a.shape.clone(),
+        }
     }
 
     fn res_block(&self, x: &T, temb: &T, prefix: &str, c_in: usize, c_out: usize) -> T {
-        let h = self.conv(&self.group_norm(x, &format!("{prefix}.norm1"), true), &format!("{prefix}.conv1"), 1);
+        let h = self.conv(
+            &self.group_norm(x, &format!("{prefix}.norm1"), true),
+            &format!("{prefix}.conv1"),
+            1,
+        );
         let e = self.linear(temb, &format!("{prefix}.temb"));
-        let h = T { v: elementwise::add_channel_bias(&h.v, &e.v, h.shape[2] * h.shape[3]), shape: h.shape };
-        let h = self.conv(&self.group_norm(&h, &format!("{prefix}.norm2"), true), &format!("{prefix}.conv2"), 1);
-        let skip = if c_in != c_out { self.conv(x, &format!("{prefix}.skip"), 1) } else { x.clone() };
+        let h = T {
+            v: elementwise::add_channel_bias(&h.v, &e.v, h.shape[2] * h.shape[3]),
+            shape: h.shape,
+        };
+        let h = self.conv(
+            &self.group_norm(&h, &format!("{prefix}.norm2"), true),
+            &format!("{prefix}.conv2"),
+            1,
+        );
+        let skip = if c_in != c_out {
+            self.conv(x, &format!("{prefix}.skip"), 1)
+        } else {
+            x.clone()
+        };
         Self::add(&skip, &h)
     }
 
     fn attention_block(&self, x: &T, prefix: &str) -> T {
-        let qkv = self.conv(&self.group_norm(x, &format!("{prefix}.norm"), false), &format!("{prefix}.qkv"), 1);
+        let qkv = self.conv(
+            &self.group_norm(x, &format!("{prefix}.norm"), false),
+            &format!("{prefix}.qkv"),
+            1,
+        );
         let s = attention::Shape {
             n: x.shape[0],
             c: x.shape[1],
@@ -96,13 +142,25 @@ impl Model<'_> {
             l: x.shape[2] * x.shape[3],
         };
         let (out, _) = attention::forward(&qkv.v, s);
-        let proj = self.conv(&T { v: out, shape: x.shape.clone() }, &format!("{prefix}.proj"), 1);
+        let proj = self.conv(
+            &T {
+                v: out,
+                shape: x.shape.clone(),
+            },
+            &format!("{prefix}.proj"),
+            1,
+        );
         Self::add(x, &proj)
     }
 
     fn block(&self, block: &Block, h: &T, temb: &T) -> T {
         match block {
-            Block::Res { prefix, c_in, c_out, .. } => self.res_block(h, temb, prefix, *c_in, *c_out),
+            Block::Res {
+                prefix,
+                c_in,
+                c_out,
+                ..
+            } => self.res_block(h, temb, prefix, *c_in, *c_out),
             Block::Attention { prefix, .. } => self.attention_block(h, prefix),
             Block::Downsample { prefix, .. } => self.conv(h, prefix, 2),
             Block::Upsample { prefix, .. } => {
@@ -119,8 +177,18 @@ impl Model<'_> {
 
 /// ε̂ = UNet(x, t[, labels]) for x [N, C, S, S], timesteps t [N], class labels [N] (class-conditional configs; the
 /// label `num_classes` is "no class"), parameters in the flat layout of `ParamLayout::new(config)`.
-pub fn forward(config: &UNetConfig, params: &[f64], x: &[f64], t: &[f64], labels: Option<&[u32]>) -> Vec<f64> {
-    let m = Model { config, layout: ParamLayout::new(config), params };
+pub fn forward(
+    config: &UNetConfig,
+    params: &[f64],
+    x: &[f64],
+    t: &[f64],
+    labels: Option<&[u32]>,
+) -> Vec<f64> {
+    let m = Model {
+        config,
+        layout: ParamLayout::new(config),
+        params,
+    };
     let n = t.len();
     let s = config.image_size;
     let ch = config.base_channels;
@@ -129,23 +197,41 @@ pub fn forward(config: &UNetConfig, params: &[f64], x: &[f64], t: &[f64], labels
         shape: vec![n, ch],
     };
     let t1 = m.linear(&sinusoid, "temb.0");
-    let t1 = T { v: elementwise::silu_forward(&t1.v), shape: t1.shape };
+    let t1 = T {
+        v: elementwise::silu_forward(&t1.v),
+        shape: t1.shape,
+    };
     let mut temb = m.linear(&t1, "temb.2");
     if let (Some(classes), Some(labels)) = (config.num_classes, labels) {
         let tdim = config.time_embed_dim();
-        let class = embedding::class_embedding_forward(labels, m.p("class_emb.weight"), classes + 1, tdim);
-        temb = Model::add(&temb, &T { v: class, shape: temb.shape.clone() });
+        let class =
+            embedding::class_embedding_forward(labels, m.p("class_emb.weight"), classes + 1, tdim);
+        temb = Model::add(
+            &temb,
+            &T {
+                v: class,
+                shape: temb.shape.clone(),
+            },
+        );
     }
-    let temb = T { v: elementwise::silu_forward(&temb.v), shape: temb.shape };
+    let temb = T {
+        v: elementwise::silu_forward(&temb.v),
+        shape: temb.shape,
+    };
 
     let arch = Architecture::new(config);
-    let x = T { v: x.to_vec(), shape: vec![n, config.in_channels, s, s] };
+    let x = T {
+        v: x.to_vec(),
+        shape: vec![n, config.in_channels, s, s],
+    };
     let mut hs = vec![m.conv(&x, "conv_in", 1)];
     // The down path in stages: a residual block with its attention, or a downsampling conv; each saves a skip.
     let mut i = 0;
     while i < arch.down.len() {
         let mut h = m.block(&arch.down[i], hs.last().expect("skips"), &temb);
-        if matches!(arch.down[i], Block::Res { .. }) && matches!(arch.down.get(i + 1), Some(Block::Attention { .. })) {
+        if matches!(arch.down[i], Block::Res { .. })
+            && matches!(arch.down.get(i + 1), Some(Block::Attention { .. }))
+        {
             i += 1;
             h = m.block(&arch.down[i], &h, &temb);
         }

@@ -1,0 +1,689 @@
+//! The U-Net on the GPU: a graph of kernel calls built once for a batch size, whose forward and backward passes
+//! are lists of dispatches recorded every step. The backward is written out op by op: every forward op in [`Op`]
+//! has its backward in [`Net::backward`], so it is easy to check that nothing is missing.
+//!
+//! Gradients of activations follow the contract of `kernels/mod.rs`: the first consumer to be differentiated
+//! writes a tensor's gradient, later ones add to it (in place where the kernel can, else through a scratch tensor
+//! and `axpy`). Parameter gradients land in one flat tensor with the parameters' layout, each written exactly once
+//! per step (every parameter feeds one op), so the optimizer runs over the whole model in one dispatch.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::kernels::group_norm::GroupNorm;
+use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm};
+use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
+
+/// An activation of the graph (index into `Net::acts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Act(usize);
+
+/// One forward op, with what its backward needs.
+enum Op {
+    /// y = conv(x, w) + b
+    Conv {
+        x: Act,
+        w: String,
+        b: String,
+        y: Act,
+        stride: usize,
+    },
+    /// y = x·wᵀ + b
+    Linear {
+        x: Act,
+        w: String,
+        b: String,
+        y: Act,
+    },
+    /// y = [silu](GroupNorm(x)·γ + β); saves mean, rstd
+    GroupNorm {
+        x: Act,
+        gamma: String,
+        beta: String,
+        y: Act,
+        norm: GroupNorm,
+        mean: Tensor,
+        rstd: Tensor,
+    },
+    /// y = x·σ(x)
+    Silu { x: Act, y: Act },
+    /// y[n,c,h,w] = x[n,c,h,w] + e[n,c]
+    AddChannelBias { x: Act, e: Act, y: Act },
+    /// y = a + b
+    Add { a: Act, b: Act, y: Act },
+    /// y = [a; b] along channels
+    Concat { a: Act, b: Act, y: Act },
+    /// y = nearest ×2 upsampling of x
+    Upsample { x: Act, y: Act },
+    /// out = softmax(q·kᵀ/√d)·v from qkv; saves the row log-sum-exp
+    Attention {
+        qkv: Act,
+        out: Act,
+        lse: Tensor,
+        heads: usize,
+    },
+    /// y = sinusoidal embedding of the timesteps (an input: no gradient)
+    TimestepEmbedding { y: Act },
+    /// y = table[labels] (class conditioning)
+    ClassEmbedding { table: String, y: Act },
+}
+
+/// A linear layer y = x·wᵀ + b (x [N, in], w [out, in], y [N, out]) is a 1×1 convolution of [N, in, 1, 1] by
+/// [out, in, 1, 1]: the same arithmetic, so the tested conv2d kernels serve both (the time-embedding layers are
+/// small, N × 128 × 512 at most).
+fn as_conv1x1(x: &Tensor, w: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, fin) = (x.shape()[0], x.shape()[1]);
+    let fout = w.shape()[0];
+    Ok((
+        x.reshape(&[n, fin, 1, 1])?,
+        w.reshape(&[fout, fin, 1, 1])?,
+        y.reshape(&[n, fout, 1, 1])?,
+    ))
+}
+
+/// The U-Net for one batch size: activation buffers, the op graph, and views of the flat parameter and gradient
+/// tensors.
+pub struct Net {
+    pub config: UNetConfig,
+    pub layout: ParamLayout,
+    pub batch: usize,
+    /// All parameters, flat ([`ParamLayout::padded_len`]).
+    pub params: Tensor,
+    /// ∂L/∂params, same layout; written by the backward pass.
+    pub grads: Tensor,
+    /// The noisy input x_t [N, C, S, S] (written by the caller before the forward pass).
+    pub input: Tensor,
+    /// Timestep indices [N] u32 (written by the caller).
+    pub timesteps: Tensor,
+    /// Class labels [N] u32 (class-conditional models only; the "no class" label is `num_classes`).
+    pub labels: Option<Tensor>,
+    acts: Vec<Tensor>,
+    /// Activations that need no gradient (the input and what derives from the timesteps alone).
+    no_grad: Vec<bool>,
+    ops: Vec<Op>,
+    output: Act,
+}
+
+impl Net {
+    /// Builds the graph for `batch` images, with parameters in `params` (flat, `layout.padded_len`).
+    pub fn new(gpu: &Gpu, config: &UNetConfig, params: &Tensor, batch: usize) -> Result<Net> {
+        config.validate()?;
+        if config.dropout > 0.0 {
+            return Err(Error::Usage(
+                "dropout > 0 is not supported yet; set it to 0".into(),
+            ));
+        }
+        let layout = ParamLayout::new(config);
+        if params.shape() != [layout.padded_len] {
+            return Err(Error::shape(
+                "Net::new",
+                format!(
+                    "the parameter tensor must be [{}], got {:?}",
+                    layout.padded_len,
+                    params.shape()
+                ),
+            ));
+        }
+        let s = config.image_size;
+        let input = Tensor::zeros(gpu, &[batch, config.in_channels, s, s], DType::F32)?;
+        let mut net = Net {
+            config: config.clone(),
+            layout: layout.clone(),
+            batch,
+            params: params.clone(),
+            grads: Tensor::zeros(gpu, &[layout.padded_len], DType::F32)?,
+            timesteps: Tensor::zeros(gpu, &[batch], DType::U32)?,
+            labels: match config.num_classes {
+                Some(_) => Some(Tensor::zeros(gpu, &[batch], DType::U32)?),
+                None => None,
+            },
+            input: input.clone(),
+            acts: vec![input],
+            no_grad: vec![true],
+            ops: Vec::new(),
+            output: Act(0),
+        };
+        net.output = net.build(gpu)?;
+        Ok(net)
+    }
+
+    /// The network's prediction [N, C, S, S] (ε, x_0 or v, as trained).
+    pub fn output(&self) -> &Tensor {
+        &self.acts[self.output.0]
+    }
+
+    fn shape(&self, a: Act) -> &[usize] {
+        self.acts[a.0].shape()
+    }
+
+    fn new_act(&mut self, gpu: &Gpu, shape: &[usize], no_grad: bool) -> Result<Act> {
+        self.acts.push(Tensor::zeros(gpu, shape, DType::F32)?);
+        self.no_grad.push(no_grad);
+        Ok(Act(self.acts.len() - 1))
+    }
+
+    /// The output of an op with parameters: it always needs a gradient (for the parameters' sake).
+    fn with_params(&mut self, gpu: &Gpu, shape: &[usize]) -> Result<Act> {
+        self.new_act(gpu, shape, false)
+    }
+
+    /// The output of a parameter-free op: it needs a gradient unless all its inputs are constants.
+    fn derived(&mut self, gpu: &Gpu, shape: &[usize], from: &[Act]) -> Result<Act> {
+        let no_grad = from.iter().all(|a| self.no_grad[a.0]);
+        self.new_act(gpu, shape, no_grad)
+    }
+
+    fn param(&self, gpu: &Gpu, flat: &Tensor, name: &str) -> Result<Tensor> {
+        let spec = self
+            .layout
+            .get(name)
+            .ok_or_else(|| Error::Usage(format!("internal: no parameter named {name}")))?;
+        flat.view(gpu, spec.offset, &spec.shape)
+    }
+
+    // ---- forward builders: each allocates its output and appends one op -------------------------------------
+
+    fn conv(&mut self, gpu: &Gpu, x: Act, prefix: &str, stride: usize) -> Result<Act> {
+        let w = format!("{prefix}.weight");
+        let [n, _, h, wd] = <[usize; 4]>::try_from(self.shape(x)).expect("NCHW");
+        let co = self.layout.get(&w).expect("conv weight").shape[0];
+        let (ho, wo) = (h.div_ceil(stride), wd.div_ceil(stride));
+        let y = self.with_params(gpu, &[n, co, ho, wo])?;
+        self.ops.push(Op::Conv {
+            x,
+            w,
+            b: format!("{prefix}.bias"),
+            y,
+            stride,
+        });
+        Ok(y)
+    }
+
+    fn linear(&mut self, gpu: &Gpu, x: Act, prefix: &str) -> Result<Act> {
+        let w = format!("{prefix}.weight");
+        let out = self.layout.get(&w).expect("linear weight").shape[0];
+        let y = self.with_params(gpu, &[self.shape(x)[0], out])?;
+        self.ops.push(Op::Linear {
+            x,
+            w,
+            b: format!("{prefix}.bias"),
+            y,
+        });
+        Ok(y)
+    }
+
+    fn group_norm(&mut self, gpu: &Gpu, x: Act, prefix: &str, silu: bool) -> Result<Act> {
+        let shape = self.shape(x).to_vec();
+        let y = self.with_params(gpu, &shape)?;
+        let norm = GroupNorm::new(self.config.groups);
+        let norm = if silu { norm.with_silu() } else { norm };
+        let stats = [shape[0], self.config.groups];
+        self.ops.push(Op::GroupNorm {
+            x,
+            gamma: format!("{prefix}.weight"),
+            beta: format!("{prefix}.bias"),
+            y,
+            norm,
+            mean: Tensor::zeros(gpu, &stats, DType::F32)?,
+            rstd: Tensor::zeros(gpu, &stats, DType::F32)?,
+        });
+        Ok(y)
+    }
+
+    fn silu(&mut self, gpu: &Gpu, x: Act) -> Result<Act> {
+        let shape = self.shape(x).to_vec();
+        let y = self.derived(gpu, &shape, &[x])?;
+        self.ops.push(Op::Silu { x, y });
+        Ok(y)
+    }
+
+    fn add(&mut self, gpu: &Gpu, a: Act, b: Act) -> Result<Act> {
+        let shape = self.shape(a).to_vec();
+        let y = self.derived(gpu, &shape, &[a, b])?;
+        self.ops.push(Op::Add { a, b, y });
+        Ok(y)
+    }
+
+    fn res_block(
+        &mut self,
+        gpu: &Gpu,
+        x: Act,
+        temb: Act,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+    ) -> Result<Act> {
+        let h = self.group_norm(gpu, x, &format!("{prefix}.norm1"), true)?;
+        let h = self.conv(gpu, h, &format!("{prefix}.conv1"), 1)?;
+        let e = self.linear(gpu, temb, &format!("{prefix}.temb"))?;
+        let shape = self.shape(h).to_vec();
+        let with_time = self.derived(gpu, &shape, &[h, e])?;
+        self.ops.push(Op::AddChannelBias {
+            x: h,
+            e,
+            y: with_time,
+        });
+        let h = self.group_norm(gpu, with_time, &format!("{prefix}.norm2"), true)?;
+        let h = self.conv(gpu, h, &format!("{prefix}.conv2"), 1)?;
+        let skip = if c_in != c_out {
+            self.conv(gpu, x, &format!("{prefix}.skip"), 1)?
+        } else {
+            x
+        };
+        self.add(gpu, skip, h)
+    }
+
+    fn attention_block(&mut self, gpu: &Gpu, x: Act, prefix: &str) -> Result<Act> {
+        let h = self.group_norm(gpu, x, &format!("{prefix}.norm"), false)?;
+        let qkv = self.conv(gpu, h, &format!("{prefix}.qkv"), 1)?;
+        let shape = self.shape(x).to_vec();
+        let out = self.derived(gpu, &shape, &[qkv])?;
+        let lse = Tensor::zeros(
+            gpu,
+            &[shape[0], self.config.heads, shape[2] * shape[3]],
+            DType::F32,
+        )?;
+        self.ops.push(Op::Attention {
+            qkv,
+            out,
+            lse,
+            heads: self.config.heads,
+        });
+        let proj = self.conv(gpu, out, &format!("{prefix}.proj"), 1)?;
+        self.add(gpu, x, proj)
+    }
+
+    fn block(&mut self, gpu: &Gpu, block: &Block, h: Act, temb: Act) -> Result<Act> {
+        match block {
+            Block::Res {
+                prefix,
+                c_in,
+                c_out,
+                ..
+            } => self.res_block(gpu, h, temb, prefix, *c_in, *c_out),
+            Block::Attention { prefix, .. } => self.attention_block(gpu, h, prefix),
+            Block::Downsample { prefix, .. } => self.conv(gpu, h, prefix, 2),
+            Block::Upsample { prefix, .. } => {
+                let [n, c, s, _] = <[usize; 4]>::try_from(self.shape(h)).expect("NCHW");
+                let up = self.derived(gpu, &[n, c, 2 * s, 2 * s], &[h])?;
+                self.ops.push(Op::Upsample { x: h, y: up });
+                self.conv(gpu, up, prefix, 1)
+            }
+        }
+    }
+
+    /// The whole network, in the order of the PyTorch twin's forward.
+    fn build(&mut self, gpu: &Gpu) -> Result<Act> {
+        let n = self.batch;
+        let ch = self.config.base_channels;
+        // Time embedding: sinusoid(t) → Linear → SiLU → Linear (+ class embedding), then SiLU once for all blocks.
+        let sinusoid = self.new_act(gpu, &[n, ch], true)?;
+        self.ops.push(Op::TimestepEmbedding { y: sinusoid });
+        let t1 = self.linear(gpu, sinusoid, "temb.0")?;
+        let t1 = self.silu(gpu, t1)?;
+        let mut temb = self.linear(gpu, t1, "temb.2")?;
+        if self.config.num_classes.is_some() {
+            let tdim = self.config.time_embed_dim();
+            let class = self.new_act(gpu, &[n, tdim], false)?;
+            self.ops.push(Op::ClassEmbedding {
+                table: "class_emb.weight".into(),
+                y: class,
+            });
+            temb = self.add(gpu, temb, class)?;
+        }
+        let temb = self.silu(gpu, temb)?;
+
+        let arch = Architecture::new(&self.config);
+        let mut skips = vec![self.conv(gpu, Act(0), "conv_in", 1)?];
+        let mut h = skips[0];
+        let mut blocks = arch.down.iter().peekable();
+        while let Some(block) = blocks.next() {
+            h = self.block(gpu, block, h, temb)?;
+            // A residual block's attention (if any) belongs to the same stage: the skip is saved after it.
+            if matches!(block, Block::Res { .. }) {
+                if let Some(attn @ Block::Attention { .. }) = blocks.peek() {
+                    h = self.block(gpu, attn, h, temb)?;
+                    blocks.next();
+                }
+            }
+            skips.push(h);
+        }
+        for block in &arch.middle {
+            h = self.block(gpu, block, h, temb)?;
+        }
+        for block in &arch.up {
+            if matches!(block, Block::Res { .. }) {
+                let skip = skips.pop().expect("one skip per up-path residual block");
+                let [n, c, s, _] = <[usize; 4]>::try_from(self.shape(h)).expect("NCHW");
+                let cs = self.shape(skip)[1];
+                let cat = self.derived(gpu, &[n, c + cs, s, s], &[h, skip])?;
+                self.ops.push(Op::Concat {
+                    a: h,
+                    b: skip,
+                    y: cat,
+                });
+                h = cat;
+            }
+            h = self.block(gpu, block, h, temb)?;
+        }
+        let h = self.group_norm(gpu, h, "out.0", true)?;
+        self.conv(gpu, h, "out.2", 1)
+    }
+
+    // ---- the passes ------------------------------------------------------------------------------------------
+
+    /// The forward pass: reads `input`, `timesteps` (and `labels`), writes every activation and `output()`.
+    pub fn forward(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
+        let a = |x: Act| &self.acts[x.0];
+        let p = |name: &str| self.param(gpu, &self.params, name);
+        let mut out = Vec::new();
+        for op in &self.ops {
+            let dispatches = match op {
+                Op::Conv { x, w, b, y, stride } => {
+                    conv2d::forward(gpu, a(*x), &p(w)?, Some(&p(b)?), a(*y), *stride)?
+                }
+                Op::Linear { x, w, b, y } => {
+                    let (x, w, y) = as_conv1x1(a(*x), &p(w)?, a(*y))?;
+                    conv2d::forward(gpu, &x, &w, Some(&p(b)?), &y, 1)?
+                }
+                Op::GroupNorm {
+                    x,
+                    gamma,
+                    beta,
+                    y,
+                    norm,
+                    mean,
+                    rstd,
+                } => {
+                    vec![group_norm::group_norm_forward(
+                        gpu,
+                        norm,
+                        a(*x),
+                        &p(gamma)?,
+                        &p(beta)?,
+                        a(*y),
+                        mean,
+                        rstd,
+                    )?]
+                }
+                Op::Silu { x, y } => vec![elementwise::silu_forward(gpu, a(*x), a(*y))?],
+                Op::AddChannelBias { x, e, y } => {
+                    vec![elementwise::add_channel_bias(gpu, a(*x), a(*e), a(*y))?]
+                }
+                Op::Add { a: l, b: r, y } => {
+                    vec![elementwise::add_scaled(gpu, a(*l), a(*r), 1.0, a(*y))?]
+                }
+                Op::Concat { a: l, b: r, y } => {
+                    vec![elementwise::concat_channels(gpu, a(*l), a(*r), a(*y))?]
+                }
+                Op::Upsample { x, y } => {
+                    vec![elementwise::upsample_nearest2x_forward(gpu, a(*x), a(*y))?]
+                }
+                Op::Attention {
+                    qkv,
+                    out: o,
+                    lse,
+                    heads,
+                } => attention::attention_forward(gpu, a(*qkv), *heads, a(*o), lse)?,
+                Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
+                    gpu,
+                    &self.timesteps,
+                    embedding::DEFAULT_MAX_PERIOD,
+                    a(*y),
+                )?],
+                Op::ClassEmbedding { table, y } => {
+                    let labels = self
+                        .labels
+                        .as_ref()
+                        .expect("class-conditional nets have labels");
+                    vec![embedding::class_embedding_forward(
+                        gpu,
+                        labels,
+                        &p(table)?,
+                        a(*y),
+                    )?]
+                }
+            };
+            out.extend(dispatches);
+        }
+        Ok(out)
+    }
+
+    /// The backward pass from `d_output` (∂L/∂output, [N, C, S, S]): writes `grads` (every parameter's gradient).
+    pub fn backward(&self, gpu: &Gpu, d_output: &Tensor) -> Result<Vec<Dispatch>> {
+        if d_output.shape() != self.output().shape() {
+            return Err(Error::shape(
+                "Net::backward",
+                format!(
+                    "d_output must be {:?}, got {:?}",
+                    self.output().shape(),
+                    d_output.shape()
+                ),
+            ));
+        }
+        let mut grads = Grads {
+            tensors: vec![None; self.acts.len()],
+        };
+        grads.tensors[self.output.0] = Some(d_output.clone());
+        let a = |x: Act| &self.acts[x.0];
+        let p = |name: &str| self.param(gpu, &self.params, name);
+        let g = |name: &str| self.param(gpu, &self.grads, name);
+        let mut out: Vec<Dispatch> = Vec::new();
+        for op in self.ops.iter().rev() {
+            match op {
+                Op::Conv { x, w, b, y, stride } => {
+                    let d_y = grads.get(*y);
+                    out.extend(conv2d::backward_weight(gpu, a(*x), &d_y, &g(w)?, *stride)?);
+                    out.push(conv2d::backward_bias(gpu, &d_y, &g(b)?)?);
+                    if !self.no_grad[x.0] {
+                        let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
+                        out.extend(conv2d::backward_input(
+                            gpu,
+                            &d_y,
+                            &p(w)?,
+                            &d_x,
+                            *stride,
+                            accumulate,
+                        )?);
+                    }
+                }
+                Op::Linear { x, w, b, y } => {
+                    let (x4, d_w4, d_y4) = as_conv1x1(a(*x), &g(w)?, &grads.get(*y))?;
+                    out.extend(conv2d::backward_weight(gpu, &x4, &d_y4, &d_w4, 1)?);
+                    out.push(conv2d::backward_bias(gpu, &d_y4, &g(b)?)?);
+                    if !self.no_grad[x.0] {
+                        let w4 = p(w)?.reshape(d_w4.shape())?;
+                        let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
+                        let d_x4 = d_x.reshape(x4.shape())?;
+                        out.extend(conv2d::backward_input(
+                            gpu, &d_y4, &w4, &d_x4, 1, accumulate,
+                        )?);
+                    }
+                }
+                Op::GroupNorm {
+                    x,
+                    gamma,
+                    beta,
+                    y,
+                    norm,
+                    mean,
+                    rstd,
+                } => {
+                    let d_y = grads.get(*y);
+                    let (d_gamma, d_beta) = (g(gamma)?, g(beta)?);
+                    let (gamma, beta) = (p(gamma)?, p(beta)?);
+                    // d_gamma and d_beta are written whether or not x needs a gradient; x always does here.
+                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
+                        group_norm::group_norm_backward(
+                            gpu,
+                            norm,
+                            a(*x),
+                            &gamma,
+                            &beta,
+                            mean,
+                            rstd,
+                            &d_y,
+                            d_x,
+                            &d_gamma,
+                            &d_beta,
+                        )
+                    })?;
+                }
+                Op::Silu { x, y } => {
+                    let d_y = grads.get(*y);
+                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
+                        Ok(vec![elementwise::silu_backward(gpu, a(*x), &d_y, d_x)?])
+                    })?;
+                }
+                Op::AddChannelBias { x, e, y } => {
+                    let d_y = grads.get(*y);
+                    grads.write(gpu, *e, a(*e), &mut out, |d_e| {
+                        Ok(vec![elementwise::channel_bias_backward(gpu, &d_y, d_e)?])
+                    })?;
+                    grads.pass_through(gpu, *x, &d_y, true, &mut out)?;
+                }
+                Op::Add { a: l, b: r, y } => {
+                    let d_y = grads.get(*y);
+                    let mut shared = false;
+                    for input in [*l, *r] {
+                        if !self.no_grad[input.0] {
+                            shared |= grads.pass_through(gpu, input, &d_y, !shared, &mut out)?;
+                        }
+                    }
+                }
+                Op::Concat { a: l, b: r, y } => {
+                    let d_y = grads.get(*y);
+                    let (d_l, acc_l) = grads.scratch_or_target(gpu, *l, a(*l))?;
+                    let (d_r, acc_r) = grads.scratch_or_target(gpu, *r, a(*r))?;
+                    out.push(elementwise::split_channels(gpu, &d_y, &d_l, &d_r)?);
+                    grads.finish(gpu, *l, d_l, acc_l, &mut out)?;
+                    grads.finish(gpu, *r, d_r, acc_r, &mut out)?;
+                }
+                Op::Upsample { x, y } => {
+                    let d_y = grads.get(*y);
+                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
+                        Ok(vec![elementwise::upsample_nearest2x_backward(
+                            gpu, &d_y, d_x,
+                        )?])
+                    })?;
+                }
+                Op::Attention {
+                    qkv,
+                    out: o,
+                    lse,
+                    heads,
+                } => {
+                    let d_o = grads.get(*o);
+                    grads.write(gpu, *qkv, a(*qkv), &mut out, |d_qkv| {
+                        attention::attention_backward(gpu, a(*qkv), *heads, a(*o), lse, &d_o, d_qkv)
+                    })?;
+                }
+                Op::TimestepEmbedding { .. } => {}
+                Op::ClassEmbedding { table, y } => {
+                    let labels = self
+                        .labels
+                        .as_ref()
+                        .expect("class-conditional nets have labels");
+                    out.push(embedding::class_embedding_backward(
+                        gpu,
+                        labels,
+                        &grads.get(*y),
+                        &g(table)?,
+                    )?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The gradient tensors of the activations during the construction of the backward pass.
+struct Grads {
+    tensors: Vec<Option<Tensor>>,
+}
+
+impl Grads {
+    /// ∂L/∂act, which every consumer has written by the time its producer is differentiated.
+    fn get(&self, act: Act) -> Tensor {
+        self.tensors[act.0]
+            .clone()
+            .expect("the gradient of an activation is written before its producer runs")
+    }
+
+    /// Where to write ∂L/∂act: a fresh tensor (overwrite) or the existing one (the kernel adds to it).
+    fn target(&mut self, gpu: &Gpu, act: Act, like: &Tensor) -> Result<(Tensor, bool)> {
+        match &self.tensors[act.0] {
+            Some(t) => Ok((t.clone(), true)),
+            None => {
+                let t = Tensor::zeros(gpu, like.shape(), DType::F32)?;
+                self.tensors[act.0] = Some(t.clone());
+                Ok((t, false))
+            }
+        }
+    }
+
+    /// For kernels that only overwrite: the gradient tensor itself if it is fresh, else a scratch tensor that
+    /// [`Grads::finish`] adds in.
+    fn scratch_or_target(&mut self, gpu: &Gpu, act: Act, like: &Tensor) -> Result<(Tensor, bool)> {
+        match &self.tensors[act.0] {
+            Some(_) => Ok((Tensor::zeros(gpu, like.shape(), DType::F32)?, true)),
+            None => self.target(gpu, act, like),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        gpu: &Gpu,
+        act: Act,
+        written: Tensor,
+        scratch: bool,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        if scratch {
+            out.push(elementwise::axpy(gpu, 1.0, &written, &self.get(act))?);
+        }
+        Ok(())
+    }
+
+    /// Runs an overwriting kernel into ∂L/∂act, accumulating through a scratch tensor where needed.
+    fn write(
+        &mut self,
+        gpu: &Gpu,
+        act: Act,
+        like: &Tensor,
+        out: &mut Vec<Dispatch>,
+        kernel: impl FnOnce(&Tensor) -> Result<Vec<Dispatch>>,
+    ) -> Result<()> {
+        let (dst, scratch) = self.scratch_or_target(gpu, act, like)?;
+        out.extend(kernel(&dst)?);
+        self.finish(gpu, act, dst, scratch, out)
+    }
+
+    /// ∂L/∂act += d_y for ops whose local Jacobian is the identity (additions). Returns whether `act` took d_y's
+    /// tensor as its own gradient: allowed when `may_share` (d_y is final once its producer is differentiated, and
+    /// no other live gradient holds that tensor), so each tensor is the gradient of at most one live activation.
+    fn pass_through(
+        &mut self,
+        gpu: &Gpu,
+        act: Act,
+        d_y: &Tensor,
+        may_share: bool,
+        out: &mut Vec<Dispatch>,
+    ) -> Result<bool> {
+        match &self.tensors[act.0] {
+            Some(existing) => {
+                out.push(elementwise::axpy(gpu, 1.0, d_y, existing)?);
+                Ok(false)
+            }
+            None if may_share => {
+                self.tensors[act.0] = Some(d_y.clone());
+                Ok(true)
+            }
+            None => {
+                let copy = Tensor::zeros(gpu, d_y.shape(), DType::F32)?;
+                out.push(elementwise::scale(gpu, d_y, 1.0, &copy)?);
+                self.tensors[act.0] = Some(copy);
+                Ok(false)
+            }
+        }
+    }
+}
