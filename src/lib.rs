@@ -17,5 +17,6 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod sample;
+pub mod train;
 
 pub use error::{Error, Result};
