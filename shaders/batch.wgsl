@@ -1,6 +1,7 @@
 // batch.wgsl — assembling a training batch on the GPU from a dataset held on the GPU.
 //   gather_rows:   x0[n, :] = data[index[n], :]                       (index drawn by random.wgsl's uniform ints)
 //   gather_labels: label[n] = (u[n] < p_uncond) ? null_class : labels[index[n]]
+//   fill_u32:      label[n] = value (a sampling step's timestep for the whole batch, or its class labels)
 //                  (classifier-free guidance training: a fraction p_uncond of the batch sees the "no class" label)
 // Buffers: data [M, D] f32, index [N] u32, x0 [N, D] f32; labels [M] u32, u [N] f32 uniforms, label [N] u32.
 // An index ≥ M is clamped to M − 1 (indices come from the GPU, where the host cannot check them).
@@ -14,7 +15,7 @@ struct Params {
     rows: u32,        // M, samples in the dataset
     null_class: u32,  // the "no class" label
     p_uncond: f32,    // probability of dropping a label
-    _pad0: u32,
+    value: u32,       // fill_u32
     _pad1: u32,
     _pad2: u32,
 }
@@ -43,4 +44,10 @@ fn gather_labels(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (n >= p.len) { return; }
     let row = min(index[n], p.rows - 1u);
     label[n] = select(labels[row], p.null_class, u[n] < p.p_uncond);
+}
+
+@compute @workgroup_size(64)
+fn fill_u32(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.len) { return; }
+    label[gid.x] = p.value;
 }

@@ -6,6 +6,8 @@
 //   concat_channels: y[n] = [a[n]; b[n]] along C  backward: split_channels, d_a and d_b out of d_y
 //   upsample_nearest2x: y[n,c,h,w] = x[n,c,⌊h/2⌋,⌊w/2⌋]   backward: d_x = Σ of the 2×2 block of d_y
 //   add_channel_bias: y[n,c,h,w] = x[n,c,h,w] + e[n,c]     backward: d_e[n,c] = Σ_hw d_y[n,c,h,w]
+//   repeat2:      y = [a; a] (a batch doubled, for classifier-free guidance: conditional and unconditional halves)
+//   guidance:     y[i] = (1 + alpha)·a[i] − alpha·a[i + len]   (ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅), Ho & Salimans)
 // Dispatch: 256 invocations per workgroup, 4 output elements each (see PER_THREAD), on a 2-D grid of workgroups
 // (linear workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
 // channel_bias_backward uses one workgroup per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
@@ -215,6 +217,36 @@ fn add_channel_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * WG;
         if (i < p.len) { add_channel_bias_at(i); }
+    }
+}
+
+// a = x [len/2]; y = [x; x] [len]. p.hw holds len/2.
+fn repeat2_at(i: u32) {
+    y[i] = a[i % p.hw];
+}
+
+@compute @workgroup_size(256)
+fn repeat2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { repeat2_at(i); }
+    }
+}
+
+// a = [o_cond; o_uncond] [2·len]; y [len].
+fn guidance_at(i: u32) {
+    y[i] = (1.0 + p.alpha) * a[i] - p.alpha * a[i + p.len];
+}
+
+@compute @workgroup_size(256)
+fn guidance(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { guidance_at(i); }
     }
 }
 

@@ -68,3 +68,13 @@ fn gathers_refuse_mismatched_shapes() {
         .to_string()
         .contains("u32"));
 }
+
+#[test]
+fn fill_u32_sets_every_element() {
+    let gpu = gpu();
+    for n in [1, 63, 64, 65] {
+        let t = Tensor::zeros(gpu, &[n], DType::U32).unwrap();
+        gpu.run([&batch::fill_u32(gpu, &t, 417).unwrap()]).unwrap();
+        assert_eq!(t.read_u32(gpu).unwrap(), vec![417; n]);
+    }
+}

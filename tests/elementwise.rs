@@ -242,3 +242,33 @@ fn mismatched_shapes_are_refused_with_the_shapes_named() {
         .to_string();
     assert!(err.contains("no elements"), "{err}");
 }
+
+#[test]
+fn repeat2_and_guidance_match_reference() {
+    // repeat2 is a copy (exact); guidance is two products and a sum: γ₂·((1 + w)|o_c| + w|o_u|).
+    let gpu = gpu();
+    for (n, d) in [(1, 1), (3, 7), (2, 784)] {
+        let x = uniform(n * d, 31);
+        let xt = Tensor::from_f32(gpu, &[n, d], &x).unwrap();
+        let doubled = Tensor::zeros(gpu, &[2 * n, d], diffuse::gpu::DType::F32).unwrap();
+        let guided = Tensor::zeros(gpu, &[n, d], diffuse::gpu::DType::F32).unwrap();
+        let o = uniform(2 * n * d, 32);
+        let ot = Tensor::from_f32(gpu, &[2 * n, d], &o).unwrap();
+        let w = 2.5f64;
+        gpu.run([
+            &ew::repeat2(gpu, &xt, &doubled).unwrap(),
+            &ew::guidance(gpu, &ot, w as f32, &guided).unwrap(),
+        ])
+        .unwrap();
+        let want = [to_f64(&x), to_f64(&x)].concat();
+        assert_close("repeat2", &doubled.read_f32(gpu).unwrap(), &want, |_| 0.0);
+        let o64 = to_f64(&o);
+        let m = n * d;
+        let want: Vec<f64> = (0..m)
+            .map(|i| (1.0 + w) * o64[i] - w * o64[i + m])
+            .collect();
+        assert_close("guidance", &guided.read_f32(gpu).unwrap(), &want, |i| {
+            gamma(2) * ((1.0 + w) * o64[i].abs() + w * o64[i + m].abs()) + ulps(want[i], 1.0)
+        });
+    }
+}

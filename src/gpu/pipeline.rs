@@ -163,6 +163,7 @@ impl Gpu {
 
 /// One recorded-ready compute dispatch: pipeline, bind group (uniform params at binding 0 plus the tensors),
 /// and the workgroup grid. Build once, record every step.
+#[derive(Clone)]
 pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,

@@ -16,7 +16,8 @@ struct Params {
     rows: u32,
     null_class: u32,
     p_uncond: f32,
-    _pad: [u32; 3],
+    value: u32,
+    _pad: [u32; 2],
 }
 
 fn check_index(op: &'static str, index: &Tensor, n: usize) -> Result<()> {
@@ -109,5 +110,29 @@ pub fn gather_labels(
         &params,
         &[(2, index), (4, labels), (5, u), (6, label)],
         [n.div_ceil(64) as u32, 1, 1],
+    )
+}
+
+/// y[n] = value for every n (u32): a sampling step's timestep, or a batch's class label.
+pub fn fill_u32(gpu: &Gpu, y: &Tensor, value: u32) -> Result<Dispatch> {
+    const OP: &str = "fill_u32";
+    ensure_shape!(
+        y.dtype() == DType::U32,
+        OP,
+        "expected a u32 tensor, got {:?}",
+        y.dtype()
+    );
+    let params = Params {
+        len: y.len() as u32,
+        value,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(6, y)],
+        [y.len().div_ceil(64) as u32, 1, 1],
     )
 }

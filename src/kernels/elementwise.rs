@@ -255,3 +255,45 @@ pub fn channel_bias_backward(gpu: &Gpu, d_y: &Tensor, d_e: &Tensor) -> Result<Di
         grid_1d(d_e.len() as u32),
     )
 }
+
+/// y = [x; x] along the first dimension: x [N, …] → y [2N, …] (both halves of a guided batch).
+pub fn repeat2(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "repeat2";
+    check_f32(OP, &[x, y])?;
+    let mut doubled = x.shape().to_vec();
+    doubled[0] *= 2;
+    ensure_shape!(
+        y.shape() == doubled,
+        OP,
+        "repeating {:?} gives {doubled:?}, got {:?}",
+        x.shape(),
+        y.shape()
+    );
+    let params = Params {
+        len: y.len() as u32,
+        hw: x.len() as u32,
+        ..Params::default()
+    };
+    pointwise(gpu, OP, params, &[(1, x), (3, y)], y.len())
+}
+
+/// Classifier-free guidance: y = (1 + w)·o_c − w·o_u for o = [o_c; o_u] [2N, …] and y [N, …].
+pub fn guidance(gpu: &Gpu, o: &Tensor, w: f32, y: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "guidance";
+    check_f32(OP, &[o, y])?;
+    let mut doubled = y.shape().to_vec();
+    doubled[0] *= 2;
+    ensure_shape!(
+        o.shape() == doubled,
+        OP,
+        "guiding {:?} needs o of shape {doubled:?}, got {:?}",
+        y.shape(),
+        o.shape()
+    );
+    let params = Params {
+        len: y.len() as u32,
+        alpha: w,
+        ..Params::default()
+    };
+    pointwise(gpu, OP, params, &[(1, o), (3, y)], y.len())
+}
