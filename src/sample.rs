@@ -62,6 +62,7 @@ pub struct Sampler {
     initial: Tensor,
     output: Tensor,
     rng: Tensor,
+    snapshots: Vec<Tensor>,
 }
 
 impl Sampler {
@@ -74,7 +75,32 @@ impl Sampler {
         seed: u64,
     ) -> Result<Sampler> {
         let initial = Tensor::zeros(gpu, shape, DType::F32)?;
-        Self::build(gpu, plan, model, initial, true, seed)
+        Self::build(gpu, plan, model, initial, true, seed, 0)
+    }
+
+    /// As [`Sampler::new`] (or [`Sampler::from_initial`] with `given`), also keeping `frames` snapshots of x
+    /// spread evenly over the steps (the denoising trajectory; read them with [`Sampler::frames`]).
+    pub fn with_trajectory(
+        gpu: &Gpu,
+        plan: &Plan,
+        model: &dyn Denoiser,
+        shape: &[usize],
+        given: Option<&Tensor>,
+        seed: u64,
+        frames: usize,
+    ) -> Result<Sampler> {
+        match given {
+            Some(x) => Self::build(gpu, plan, model, x.clone(), false, seed, frames),
+            None => Self::build(
+                gpu,
+                plan,
+                model,
+                Tensor::zeros(gpu, shape, DType::F32)?,
+                true,
+                seed,
+                frames,
+            ),
+        }
     }
 
     /// Runs the plan from the given x (read, never written; `plan.init_scale` is not applied).
@@ -86,7 +112,7 @@ impl Sampler {
         seed: u64,
     ) -> Result<Sampler> {
         check_f32("Sampler::from_initial", &[initial])?;
-        Self::build(gpu, plan, model, initial.clone(), false, seed)
+        Self::build(gpu, plan, model, initial.clone(), false, seed, 0)
     }
 
     fn build(
@@ -96,6 +122,7 @@ impl Sampler {
         initial: Tensor,
         draw: bool,
         seed: u64,
+        frames: usize,
     ) -> Result<Sampler> {
         if plan.steps.is_empty() {
             return Err(Error::Usage(format!(
@@ -119,6 +146,7 @@ impl Sampler {
                 &initial,
             )?);
         }
+        let mut snapshots = Vec::new();
         let mut stream = 1u32;
         let mut current = &initial;
         for (k, s) in plan.steps.iter().enumerate() {
@@ -154,6 +182,13 @@ impl Sampler {
                 }
             }
             current = next;
+            // Snapshot after steps every, 2·every, …, ending with the last step.
+            let (done, total) = (k + 1, plan.steps.len());
+            if frames > 0 && (done * frames) / total != (k * frames) / total {
+                let snapshot = new()?;
+                dispatches.push(elementwise::scale(gpu, current, 1.0, &snapshot)?);
+                snapshots.push(snapshot);
+            }
         }
         let output = current.clone();
         dispatches.push(random::advance(gpu, &rng, 1)?);
@@ -162,6 +197,7 @@ impl Sampler {
             initial,
             output,
             rng,
+            snapshots,
         })
     }
 
@@ -170,12 +206,23 @@ impl Sampler {
         rec.dispatch(&self.dispatches);
     }
 
-    /// Records, submits once, waits and reads the samples back.
+    /// Submits the loop and reads the samples back. Long loops (a network evaluation per step) go in several
+    /// submissions of at most [`Sampler::DISPATCHES_PER_SUBMISSION`], so no single command buffer runs long enough
+    /// to trip a desktop driver's watchdog; there is still no readback until the end.
     pub fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let mut rec = Recorder::new(gpu);
-        self.record(&mut rec);
-        rec.submit();
+        for chunk in self.dispatches.chunks(Self::DISPATCHES_PER_SUBMISSION) {
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(chunk);
+            rec.submit();
+        }
         self.output.read_f32(gpu)
+    }
+
+    pub const DISPATCHES_PER_SUBMISSION: usize = 2048;
+
+    /// The trajectory snapshots (after [`Sampler::run`]), oldest first.
+    pub fn frames(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        self.snapshots.iter().map(|t| t.read_f32(gpu)).collect()
     }
 
     /// The starting x of each run (drawn by the sampler, or the given tensor).

@@ -29,9 +29,9 @@ pub struct UNetConfig {
 }
 
 impl UNetConfig {
-    pub const PRESETS: [&'static str; 3] = ["small", "medium", "rgb32"];
+    pub const PRESETS: [&'static str; 4] = ["tiny", "small", "medium", "rgb32"];
 
-    /// A named preset: `small` (28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801
+    /// A named preset: `tiny` (28×28×1, ch 8, ×1,2, attention at 14×14: for smoke tests), `small` (28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801
     /// parameters), `medium` (the same with ch 64, 2 blocks, 16 groups: 6,469,889), `rgb32` (32×32×3, ch 64,
     /// ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups).
     pub fn preset(name: &str) -> Result<UNetConfig> {
@@ -48,6 +48,14 @@ impl UNetConfig {
             dropout: 0.0,
         };
         let config = match name {
+            // For smoke tests and quick experiments on a CPU adapter: every kind of layer, a fraction of the cost.
+            "tiny" => UNetConfig {
+                base_channels: 8,
+                channel_mults: vec![1, 2],
+                attention_resolutions: vec![14],
+                groups: 4,
+                ..base
+            },
             "small" => base,
             "medium" => UNetConfig {
                 base_channels: 64,

@@ -1,6 +1,7 @@
 //! The network: the U-Net's configuration, presets, layers and parameter layout. No diffusion math here.
 
 pub mod config;
+pub mod denoiser;
 pub mod params;
 pub mod unet;
 

@@ -1,0 +1,385 @@
+//! The `train` and `sample` commands: argument handling, progress, files. The work itself is in `train.rs`,
+//! `sample.rs` and `model/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::checkpoint::Checkpoint;
+use crate::data::{Dataset, Fit};
+use crate::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Prediction, Process, Spacing};
+use crate::diffusion::{BetaSchedule, Schedule};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::image_io;
+use crate::model::denoiser::UNetDenoiser;
+use crate::model::UNetConfig;
+use crate::sample::Sampler;
+use crate::train::{TrainSettings, Trainer};
+
+/// Where `diffuse sample` looks when no checkpoint is given: the model shipped in `assets/`.
+pub const BUNDLED_CHECKPOINT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/small-mnist.safetensors"
+);
+
+pub struct TrainArgs {
+    pub data: Option<PathBuf>,
+    pub preset: String,
+    pub class_conditional: bool,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub ema: f64,
+    pub clip: f64,
+    pub schedule: String,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub sample_every: u64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    pub resume: bool,
+    pub background: [u8; 3],
+}
+
+fn schedule_by_name(name: &str) -> Result<BetaSchedule> {
+    match name {
+        "linear" => Ok(BetaSchedule::LINEAR),
+        "cosine" => Ok(BetaSchedule::COSINE),
+        other => Err(Error::Usage(format!(
+            "unknown schedule {other:?}: use linear or cosine"
+        ))),
+    }
+}
+
+fn schedule_name(s: BetaSchedule) -> &'static str {
+    if s == BetaSchedule::COSINE {
+        "cosine"
+    } else {
+        "linear"
+    }
+}
+
+/// Reads the training settings a checkpoint recorded (schedule, T), so sampling uses the trained process.
+fn schedule_of(ckpt: &Checkpoint) -> Result<Schedule> {
+    let kind = schedule_by_name(
+        ckpt.extra
+            .get("schedule")
+            .map(String::as_str)
+            .unwrap_or("linear"),
+    )?;
+    let steps = ckpt
+        .extra
+        .get("timesteps")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1000);
+    Schedule::new(kind, steps)
+}
+
+pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
+    let mut config = UNetConfig::preset(&args.preset)?;
+    let fit = Fit {
+        channels: config.in_channels,
+        size: config.image_size,
+        background: args.background,
+    };
+    let dataset = match &args.data {
+        Some(path) => Dataset::open(path, fit)?,
+        None => Dataset::builtin(fit)?,
+    };
+    if args.class_conditional {
+        if dataset.labels.is_none() {
+            return Err(Error::Usage(format!(
+                "--class-conditional needs labels, and {} has none (use MNIST IDX with labels, or one subfolder per class)",
+                dataset.description
+            )));
+        }
+        config.num_classes = Some(dataset.class_names.len());
+    }
+    let checkpoint_path = args.out.join("checkpoint.safetensors");
+    let resume = if args.resume {
+        if !checkpoint_path.exists() {
+            return Err(Error::Usage(format!(
+                "--resume: no checkpoint at {}",
+                checkpoint_path.display()
+            )));
+        }
+        Some(Checkpoint::load(&checkpoint_path)?)
+    } else {
+        if checkpoint_path.exists() {
+            return Err(Error::Usage(format!(
+                "{} already holds a run; continue it with --resume, or choose another --out",
+                checkpoint_path.display()
+            )));
+        }
+        None
+    };
+    let mut settings = TrainSettings::new(config.clone());
+    settings.batch = args.batch;
+    settings.lr = args.lr;
+    settings.warmup = args.warmup;
+    settings.ema_decay = args.ema;
+    settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
+    settings.schedule = schedule_by_name(&args.schedule)?;
+    settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+
+    let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
+    let start_step = trainer.step;
+    if start_step >= args.steps {
+        println!(
+            "{} is already at step {start_step} ≥ --steps {}",
+            checkpoint_path.display(),
+            args.steps
+        );
+        return Ok(());
+    }
+    println!(
+        "training {} ({} parameters) on {} for steps {}..{} at batch {}, on {}",
+        args.preset,
+        crate::model::ParamLayout::new(&config).count(),
+        dataset.description,
+        start_step,
+        args.steps,
+        args.batch,
+        gpu.describe()
+    );
+    let extra = HashMap::from([
+        (
+            "schedule".to_string(),
+            schedule_name(settings.schedule).to_string(),
+        ),
+        ("timesteps".to_string(), settings.timesteps.to_string()),
+        ("prediction".to_string(), "epsilon".to_string()),
+        ("dataset".to_string(), dataset.description.clone()),
+        ("lr".to_string(), settings.lr.to_string()),
+        ("batch".to_string(), settings.batch.to_string()),
+    ]);
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second handler cannot be installed in the same process (tests); then Ctrl-C simply kills the run.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let bar = indicatif::ProgressBar::new(args.steps);
+    bar.set_position(start_step);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} elapsed, ETA {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let started = Instant::now();
+    let save = |trainer: &Trainer| -> Result<()> {
+        trainer
+            .checkpoint(gpu, extra.clone())?
+            .save(&checkpoint_path)
+    };
+    while trainer.step < args.steps {
+        trainer.step(gpu)?;
+        let step = trainer.step;
+        let last = step == args.steps || interrupted.load(Ordering::SeqCst);
+        if step % args.log_every == 0 || last {
+            // take_loss fails on a non-finite loss before anything is saved: the last good checkpoint stays.
+            let (loss, norm) = trainer.take_loss(gpu)?;
+            let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64();
+            let message = format!("loss {loss:.4}  grad-norm {norm:.3}  {rate:.2} steps/s");
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                // Not a terminal (a log file, CI): one plain line per report instead of a bar.
+                println!("step {step}/{}  {message}", args.steps);
+            }
+            bar.set_message(message);
+            bar.set_position(step);
+        }
+        if step % args.checkpoint_every == 0 || last {
+            save(&trainer)?;
+        }
+        if step % args.sample_every == 0 || step == args.steps {
+            let ckpt = trainer.checkpoint(gpu, extra.clone())?;
+            let path = args.out.join(format!("samples-{step:07}.png"));
+            let (pixels, n) = sample_grid(gpu, &ckpt, 16, settings.seed)?;
+            image_io::save_grid_png(&path, &pixels, n, config.in_channels, config.image_size)?;
+            bar.println(format!("step {step}: wrote {}", path.display()));
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            bar.abandon_with_message(format!(
+                "interrupted: saved {} at step {step}",
+                checkpoint_path.display()
+            ));
+            return Ok(());
+        }
+    }
+    bar.finish();
+    println!(
+        "done: {} steps in {:.1} s; checkpoint {}",
+        args.steps - start_step,
+        started.elapsed().as_secs_f64(),
+        checkpoint_path.display()
+    );
+    Ok(())
+}
+
+/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training).
+fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<(Vec<f32>, usize)> {
+    let schedule = schedule_of(ckpt)?;
+    let list = samplers::timesteps(
+        schedule.num_steps(),
+        50.min(schedule.num_steps()),
+        Spacing::Trailing,
+    )?;
+    let plan = samplers::ddim(&schedule, &list, 0.0, Some(Clip { lo: -1.0, hi: 1.0 }))?;
+    let params = Tensor::from_f32(gpu, &[ckpt.ema.len()], &ckpt.ema)?;
+    let model = UNetDenoiser::new(
+        gpu,
+        &ckpt.config,
+        &params,
+        n,
+        None,
+        0.0,
+        Prediction::Epsilon,
+    )?;
+    let s = ckpt.config.image_size;
+    let sampler = Sampler::new(
+        gpu,
+        &plan,
+        &model,
+        &[n, ckpt.config.in_channels, s, s],
+        seed,
+    )?;
+    Ok((sampler.run(gpu)?, n))
+}
+
+pub struct SampleArgs {
+    pub checkpoint: Option<PathBuf>,
+    pub sampler: String,
+    pub steps: usize,
+    pub eta: f64,
+    pub spacing: String,
+    pub num: usize,
+    pub seed: u64,
+    pub class: Option<u32>,
+    pub guidance: f32,
+    pub out: PathBuf,
+    pub npy: Option<PathBuf>,
+    pub noise: Option<PathBuf>,
+    pub gif: Option<PathBuf>,
+    pub raw_weights: bool,
+}
+
+fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
+    let spacing = match args.spacing.as_str() {
+        "trailing" => Spacing::Trailing,
+        "leading" => Spacing::LEADING,
+        "linspace" => Spacing::Linspace,
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown --spacing {other:?}: use trailing, leading or linspace"
+            )))
+        }
+    };
+    let t = schedule.num_steps();
+    let list = samplers::timesteps(t, args.steps.min(t), spacing)?;
+    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+    match args.sampler.as_str() {
+        "ddpm" => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
+        "ddim" => samplers::ddim(schedule, &list, args.eta, clip),
+        "sde" => samplers::euler_maruyama(schedule, &list),
+        "ode" => samplers::heun(schedule, &list),
+        "pc" => samplers::predictor_corrector(Process::Vp { schedule, timesteps: &list }, 1, 0.16),
+        "langevin" => Err(Error::Usage(
+            "annealed Langevin dynamics samples noise-conditional score networks (the VE process of NCSN); this \
+             checkpoint is a DDPM (VP) model: use --sampler pc for Langevin correction steps with a VP model"
+                .into(),
+        )),
+        other => Err(Error::Usage(format!("unknown --sampler {other:?}: use ddpm, ddim, sde, ode, pc or langevin"))),
+    }
+}
+
+pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
+    let path = match &args.checkpoint {
+        Some(p) => p.clone(),
+        None => {
+            let bundled = PathBuf::from(BUNDLED_CHECKPOINT);
+            if !bundled.exists() {
+                return Err(Error::Usage(format!(
+                    "no --checkpoint given and no bundled model at {}: train one with `diffuse train` and pass \
+                     --checkpoint runs/small/checkpoint.safetensors",
+                    bundled.display()
+                )));
+            }
+            bundled
+        }
+    };
+    let ckpt = Checkpoint::load(&path)?;
+    let schedule = schedule_of(&ckpt)?;
+    let plan = plan_for(&args, &schedule)?;
+    let config = &ckpt.config;
+    let (c, s) = (config.in_channels, config.image_size);
+    let weights = if args.raw_weights {
+        &ckpt.params
+    } else {
+        &ckpt.ema
+    };
+    let params = Tensor::from_f32(gpu, &[weights.len()], weights)?;
+    let given = match &args.noise {
+        Some(p) => {
+            let (shape, values) = image_io::read_npy(p)?;
+            let want = [shape.first().copied().unwrap_or(0), c, s, s];
+            if shape.len() != 4 || shape[1..] != want[1..] {
+                return Err(Error::data(
+                    p,
+                    format!("the noise must have shape [N, {c}, {s}, {s}], got {shape:?}"),
+                ));
+            }
+            Some(Tensor::from_f32(gpu, &shape, &values)?)
+        }
+        None => None,
+    };
+    let n = given.as_ref().map_or(args.num, |g| g.shape()[0]);
+    if n == 0 {
+        return Err(Error::Usage("--num must be at least 1".into()));
+    }
+    let model = UNetDenoiser::new(
+        gpu,
+        config,
+        &params,
+        n,
+        args.class,
+        args.guidance,
+        Prediction::Epsilon,
+    )?;
+    let frames = if args.gif.is_some() { 24 } else { 0 };
+    let sampler = Sampler::with_trajectory(
+        gpu,
+        &plan,
+        &model,
+        &[n, c, s, s],
+        given.as_ref(),
+        args.seed,
+        frames,
+    )?;
+    let started = Instant::now();
+    let pixels = sampler.run(gpu)?;
+    println!(
+        "{n} samples, {} ({} model evaluations) in {:.1} s on {}",
+        args.sampler,
+        plan.steps.len(),
+        started.elapsed().as_secs_f64(),
+        gpu.describe()
+    );
+    image_io::save_grid_png(&args.out, &pixels, n, c, s)?;
+    println!("wrote {}", args.out.display());
+    if let Some(p) = &args.npy {
+        image_io::write_npy(p, &[n, c, s, s], &pixels)?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &args.gif {
+        image_io::save_gif(p, &sampler.frames(gpu)?, n, c, s, 80)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The U-Net as a sampler's model ([`Denoiser`]): each evaluation sets the step's timestep, copies x into the
+//! network's input, records the (prebuilt) forward pass, and copies the prediction out — with classifier-free
+//! guidance, on a doubled batch whose second half is unconditional: ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅).
+
+use crate::diffusion::samplers::{NoiseLevel, Prediction};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::{batch, elementwise};
+use crate::model::unet::Net;
+use crate::model::UNetConfig;
+use crate::sample::Denoiser;
+
+pub struct UNetDenoiser {
+    net: Net,
+    forward: Vec<Dispatch>,
+    prediction: Prediction,
+    /// The guidance weight w where sampling is guided (a class-conditional model and a class).
+    guidance: Option<f32>,
+}
+
+impl UNetDenoiser {
+    /// A denoiser for batches of `batch` images. `class`: the class to sample (class-conditional models; None
+    /// samples unconditionally through the "no class" label). `guidance`: the weight w (0 disables guidance).
+    pub fn new(
+        gpu: &Gpu,
+        config: &UNetConfig,
+        params: &Tensor,
+        batch: usize,
+        class: Option<u32>,
+        guidance: f32,
+        prediction: Prediction,
+    ) -> Result<UNetDenoiser> {
+        let guided = match (config.num_classes, class) {
+            (Some(classes), Some(c)) => {
+                if c as usize >= classes {
+                    return Err(Error::Usage(format!(
+                        "class {c} does not exist: the model has classes 0..{}",
+                        classes - 1
+                    )));
+                }
+                guidance != 0.0
+            }
+            (None, Some(_)) => {
+                return Err(Error::Usage(
+                    "this model is unconditional: it takes no --class".into(),
+                ));
+            }
+            _ => false,
+        };
+        let net = Net::new(gpu, config, params, if guided { 2 * batch } else { batch })?;
+        if let (Some(labels), Some(classes)) = (&net.labels, config.num_classes) {
+            let null = classes as u32;
+            let conditional = class.unwrap_or(null);
+            let mut values = vec![conditional; batch];
+            if guided {
+                values.extend(std::iter::repeat_n(null, batch));
+            }
+            labels.write_u32(gpu, &values)?;
+        }
+        let forward = net.forward(gpu)?;
+        Ok(UNetDenoiser {
+            net,
+            forward,
+            prediction,
+            guidance: guided.then_some(guidance),
+        })
+    }
+}
+
+impl Denoiser for UNetDenoiser {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    fn predict(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        level: &NoiseLevel,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        let net = &self.net;
+        let mut d = vec![batch::fill_u32(
+            gpu,
+            &net.timesteps,
+            level.t.round() as u32,
+        )?];
+        d.push(match self.guidance {
+            Some(_) => elementwise::repeat2(gpu, x, &net.input)?,
+            None => elementwise::scale(gpu, x, 1.0, &net.input)?,
+        });
+        d.extend(self.forward.iter().cloned());
+        d.push(match self.guidance {
+            Some(w) => elementwise::guidance(gpu, net.output(), w, out)?,
+            None => elementwise::scale(gpu, net.output(), 1.0, out)?,
+        });
+        Ok(d)
+    }
+}
