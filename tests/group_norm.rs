@@ -346,6 +346,9 @@ fn group_norm_matches_reference_on_edge_shapes() {
         (1, 2, 1, 257, 2), // k = 257: 65 quads over a channel's 64 slots, one past a slot each
         (2, 12, 5, 5, 3),  // k = 100 over 4 channels of 25 positions
         (1, 130, 2, 3, 1), // 130 channels per group: 64 at a time, in 3 rounds (k = 780)
+        // H·W a multiple of 4: the vec4 kernels, with 10 slots per channel and with 3 rounds.
+        (2, 6, 2, 6, 1),
+        (1, 130, 1, 4, 1),
     ];
     for (i, &case) in cases.iter().enumerate() {
         for silu in [false, true] {

@@ -142,8 +142,20 @@ pub fn group_norm_forward(
     check_f32(OP, &[y])?;
     same_shape(OP, x, y)?;
     // The shader writes its workgroup memory before reading it (see its header).
-    let kernel = gpu.kernel_uninit_workgroup(SHADER, OP, &[])?;
-    let tensors = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
+    let (kernel, x_at, y_at) = if params.hw % 4 == 0 {
+        ("group_norm_forward_vec4", 15, 16)
+    } else {
+        (OP, 1, 4)
+    };
+    let kernel = gpu.kernel_uninit_workgroup(SHADER, kernel, &[])?;
+    let tensors = [
+        (x_at, x),
+        (2, gamma),
+        (3, beta),
+        (y_at, y),
+        (5, mean),
+        (6, rstd),
+    ];
     Dispatch::new(
         gpu,
         &kernel,
@@ -179,15 +191,21 @@ pub fn group_norm_backward(
     same_shape(OP, gamma, d_gamma)?;
     same_shape(OP, gamma, d_beta)?;
     let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
-    let data = gpu.kernel_uninit_workgroup(SHADER, "group_norm_backward_data", &[])?;
+    // Whole quads as vec4 where H·W is a multiple of 4 (bindings 15..18 view the same tensors as vec4).
+    let (data, [x_at, d_y_at, d_x_at]) = if params.hw % 4 == 0 {
+        ("group_norm_backward_data_vec4", [15, 17, 18])
+    } else {
+        ("group_norm_backward_data", [1, 9, 10])
+    };
+    let data = gpu.kernel_uninit_workgroup(SHADER, data, &[])?;
     let tensors = [
-        (1, x),
+        (x_at, x),
         (2, gamma),
         (3, beta),
         (7, mean),
         (8, rstd),
-        (9, d_y),
-        (10, d_x),
+        (d_y_at, d_y),
+        (d_x_at, d_x),
         (11, &partial),
     ];
     let data = Dispatch::new(
