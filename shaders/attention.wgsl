@@ -24,7 +24,10 @@
 //     in place. Subtracting the max keeps exp from overflowing.
 //   attention_softmax_backward: one workgroup of 64 per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i)
 //     in place (scores: S → P, d_scores: d_P → d_S).
-//   Rows use a 2-D grid (linear index wg.y·num_workgroups.x + wg.x).
+//   Rows use a 2-D grid (linear index wg.y·num_workgroups.x + wg.x). Their sums: a serial share of ⌈L/64⌉ (or
+//   ⌈d/64⌉) terms per invocation, then 6 tree levels (reduce_row).
+// Every kernel writes its workgroup memory before reading it, so the wrapper skips wgpu's zero-initialisation of
+//   it (gpu.kernel_uninit_workgroup).
 // Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
 //   matmul (d_v), matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics.
 // Saved for backward: lse (and the forward's out).  Wrapper: src/kernels/attention.rs
@@ -90,6 +93,32 @@ fn store_c(c_off: u32, row: u32, col: u32, v: vec4<f32>) {
     }
 }
 
+// A(m .. m + 3, k) as a vec4, zero past the edges (exact zeros in the sums).
+fn load_a(off: u32, m: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    if (k < p.k) {
+        let at = off + m * p.a_rows + k * p.a_cols;
+        if (m < p.m) { v.x = a[at]; }
+        if (m + 1u < p.m) { v.y = a[at + p.a_rows]; }
+        if (m + 2u < p.m) { v.z = a[at + 2u * p.a_rows]; }
+        if (m + 3u < p.m) { v.w = a[at + 3u * p.a_rows]; }
+    }
+    return v;
+}
+
+// B(k, n .. n + 3) as a vec4, zero past the edges.
+fn load_b(off: u32, k: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    if (k < p.k) {
+        let at = off + k * p.b_rows + n * p.b_cols;
+        if (n < p.n) { v.x = b[at]; }
+        if (n + 1u < p.n) { v.y = b[at + p.b_cols]; }
+        if (n + 2u < p.n) { v.z = b[at + 2u * p.b_cols]; }
+        if (n + 3u < p.n) { v.w = b[at + 3u * p.b_cols]; }
+    }
+    return v;
+}
+
 @compute @workgroup_size(64)
 fn attention_matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let m0 = wg.y * TILE;
@@ -102,30 +131,19 @@ fn attention_matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     // Invocation (tx, ty) owns rows 4·ty .. 4·ty+3 and columns 4·tx .. 4·tx+3 of the tile.
     let tx = lid % 8u;
     let ty = lid / 8u;
-    // Load along the contiguous dimension so that neighbouring invocations read neighbouring addresses.
-    let a_m_fast = p.a_rows == 1u;
-    let b_n_fast = p.b_cols == 1u;
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var t = 0u; t < TILE * TILE_K / 64u; t++) {
+        // Each invocation fills two vec4 of each tile: 4 consecutive rows of A (columns of B) at one k, whole,
+        // so no vec4 component is ever indexed dynamically (a scalarised read-modify-write on a CPU).
+        for (var t = 0u; t < 2u; t++) {
             let idx = lid + 64u * t;
-            let am = select(idx / TILE_K, idx % TILE, a_m_fast);
-            let ak = select(idx % TILE_K, idx / TILE, a_m_fast);
-            var av = 0.0; // zero padding past the edges adds exact zeros to the sums
-            if (m0 + am < p.m && k0 + ak < p.k) {
-                av = a[a_off + (m0 + am) * p.a_rows + (k0 + ak) * p.a_cols];
-            }
-            a_tile[ak * ROW_VEC4 + am / 4u][am % 4u] = av;
-            let bc = select(idx / TILE_K, idx % TILE, b_n_fast);
-            let bk = select(idx % TILE_K, idx / TILE, b_n_fast);
-            var bv = 0.0;
-            if (k0 + bk < p.k && n0 + bc < p.n) {
-                bv = b[b_off + (k0 + bk) * p.b_rows + (n0 + bc) * p.b_cols];
-            }
-            b_tile[bk * ROW_VEC4 + bc / 4u][bc % 4u] = bv;
+            let kk = idx / 8u;
+            let q4 = 4u * (idx % 8u);
+            a_tile[kk * ROW_VEC4 + q4 / 4u] = load_a(a_off, m0 + q4, k0 + kk);
+            b_tile[kk * ROW_VEC4 + q4 / 4u] = load_b(b_off, k0 + kk, n0 + q4);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
@@ -148,20 +166,31 @@ fn attention_matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 
 const ROW_WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
+var<workgroup> red8: array<f32, 8>;
 
-// Tree-reduces red[0..64) into red[0] with max (use_max) or +. Call from uniform control flow after writing red[lid].
-fn reduce_row(lid: u32, use_max: bool) {
+// Reduces red[0..64) with max (use_max) or + as eight 3-level trees of 8 values, then a 3-level tree of their
+// results (for + the same 6 levels as a full tree, but with 2 barriers instead of 7: barriers are what a CPU
+// implementation pays for). Every invocation returns the result. Call from uniform control flow after writing
+// red[lid]; a later call may write red[lid] straight away (every read of red happened before this call's second
+// barrier, every read of red8 happens before the next call's first).
+fn reduce_row(lid: u32, use_max: bool) -> f32 {
     workgroupBarrier();
-    for (var stride = ROW_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            if (use_max) {
-                red[lid] = max(red[lid], red[lid + stride]);
-            } else {
-                red[lid] += red[lid + stride];
-            }
+    if (lid < 8u) {
+        let b = 8u * lid;
+        if (use_max) {
+            red8[lid] = max(max(max(red[b], red[b + 1u]), max(red[b + 2u], red[b + 3u])),
+                            max(max(red[b + 4u], red[b + 5u]), max(red[b + 6u], red[b + 7u])));
+        } else {
+            red8[lid] = ((red[b] + red[b + 1u]) + (red[b + 2u] + red[b + 3u]))
+                + ((red[b + 4u] + red[b + 5u]) + (red[b + 6u] + red[b + 7u]));
         }
-        workgroupBarrier();
     }
+    workgroupBarrier();
+    if (use_max) {
+        return max(max(max(red8[0], red8[1]), max(red8[2], red8[3])),
+                   max(max(red8[4], red8[5]), max(red8[6], red8[7])));
+    }
+    return ((red8[0] + red8[1]) + (red8[2] + red8[3])) + ((red8[4] + red8[5]) + (red8[6] + red8[7]));
 }
 
 @compute @workgroup_size(64)
@@ -177,18 +206,16 @@ fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         m = max(m, scores[base + j]);
     }
     red[lid] = m;
-    reduce_row(lid, true);
-    m = red[0];
-    workgroupBarrier(); // every invocation has read red[0] before the sum overwrites it
+    m = reduce_row(lid, true);
 
     var z = 0.0;
     for (var j = lid; j < p.len; j += ROW_WG) {
         z += exp(scores[base + j] - m);
     }
     red[lid] = z;
-    reduce_row(lid, false);
+    z = reduce_row(lid, false);
     // z ≥ 1 (the max contributes exp(0)), so log is well conditioned and lse ≥ m.
-    let l = m + log(red[0]);
+    let l = m + log(z);
     if (lid == 0u) {
         lse_out[row] = l;
     }
@@ -215,8 +242,7 @@ fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
         dd += d_out[o + e * p.len] * out[o + e * p.len];
     }
     red[lid] = dd;
-    reduce_row(lid, false);
-    let d_i = red[0];
+    let d_i = reduce_row(lid, false);
 
     let base = row * p.len;
     let l = lse[row];

@@ -131,7 +131,7 @@ impl Layout {
             alpha,
             ..self.params()
         };
-        let kernel = gpu.kernel(SHADER, "attention_matmul")?;
+        let kernel = gpu.kernel_uninit_workgroup(SHADER, "attention_matmul", &[])?;
         let grid = [
             n_cols.div_ceil(TILE) as u32,
             m.div_ceil(TILE) as u32,
@@ -141,7 +141,7 @@ impl Layout {
     }
 
     fn rows(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
-        let kernel = gpu.kernel(SHADER, entry)?;
+        let kernel = gpu.kernel_uninit_workgroup(SHADER, entry, &[])?;
         Dispatch::new(
             gpu,
             &kernel,
