@@ -269,7 +269,8 @@ fn attention_matches_reference_on_edge_shapes() {
     check_case(1, 1, 1, 1, 1, 1.0, 1); // L = 1, d = 1: out = v, d_v = d_out, d_q = d_k = 0
     check_case(2, 6, 2, 3, 5, 1.0, 2); // batch 2, 2 heads, d = 3, odd L = 15
     check_case(2, 4, 4, 2, 3, 1.0, 3); // d = 1 with 4 heads
-    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: one past the 32-wide tile in M, N and K
+    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: a partial 64-wide tile, 3 K steps, the last partial
+    check_case(1, 65, 1, 5, 13, 1.0, 5); // d = L = 65: one past the 64-wide tile in M, N and K
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "attention";
-const TILE: usize = 32;
+const TILE: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
