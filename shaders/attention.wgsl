@@ -20,7 +20,7 @@
 //     included). One workgroup of 64 per 64×64 tile of C (grid: ⌈N/64⌉, ⌈M/64⌉, batch), stepping through K 16
 //     at a time; each invocation accumulates an 8×8 block serially over K in order (what the tests' γ_K bounds
 //     assume). The 8×8 block (rather than 4×4) halves the workgroup loads and barriers per multiply-add, which
-//     is what bounds a CPU implementation: 1.7-2× faster on lavapipe.
+//     is what bounds a CPU implementation: 1.5-1.7× faster per product on lavapipe.
 //   attention_softmax: one workgroup of 64 per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse)
 //     in place. Subtracting the max keeps exp from overflowing.
 //   attention_softmax_backward: one workgroup of 64 per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i)
