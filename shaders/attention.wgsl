@@ -21,12 +21,14 @@
 //     at a time; each invocation accumulates an 8×8 block serially over K in order (what the tests' γ_K bounds
 //     assume). The 8×8 block (rather than 4×4) halves the workgroup loads and barriers per multiply-add, which
 //     is what bounds a CPU implementation: 1.5-1.7× faster per product on lavapipe.
-//   attention_softmax: one workgroup of 64 per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse)
-//     in place. Subtracting the max keeps exp from overflowing.
-//   attention_softmax_backward: one workgroup of 64 per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i)
-//     in place (scores: S → P, d_scores: d_P → d_S).
-//   Rows use a 2-D grid (linear index wg.y·num_workgroups.x + wg.x). Their sums: a serial share of ⌈L/64⌉ (or
-//   ⌈d/64⌉) terms per invocation, then 6 tree levels (reduce_row).
+//   attention_softmax: per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse) in place.
+//     Subtracting the max keeps exp from overflowing.
+//   attention_softmax_backward: per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i) in place (scores:
+//     S → P, d_scores: d_P → d_S).
+//   The row kernels run workgroups of 64 on a 2-D grid (linear index wg.y·num_workgroups.x + wg.x): one row per
+//   workgroup, or, where L ≤ 64, 8 rows of 8 invocations each (Params.row_lanes), since at L = 49 a workgroup per
+//   row is mostly fixed cost. Their sums (over L, or over d for D_i): a serial share of ⌈k/lanes⌉ terms per
+//   invocation, then log₂ lanes tree levels (reduce_row).
 // Every kernel writes its workgroup memory before reading it, so the wrapper skips wgpu's zero-initialisation of
 //   it (gpu.kernel_uninit_workgroup).
 // Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
@@ -60,6 +62,10 @@ struct Params {
     len: u32,
     head_dim: u32,
     channels: u32,
+    row_lanes: u32, // invocations per row: 8 (8 rows per workgroup) where L ≤ 64, else 64 (one row)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -208,11 +214,12 @@ const ROW_WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> red8: array<f32, 8>;
 
-// Reduces red[0..64) with max (use_max) or + as eight 3-level trees of 8 values, then a 3-level tree of their
-// results (for + the same 6 levels as a full tree, but with 2 barriers instead of 7: barriers are what a CPU
-// implementation pays for). Every invocation returns the result. Call from uniform control flow after writing
-// red[lid]; a later call may write red[lid] straight away (every read of red happened before this call's second
-// barrier, every read of red8 happens before the next call's first).
+// Reduces each row's values in red with max (use_max) or +: eight 3-level trees of 8 values (one per row where
+// rows have 8 invocations), then, where one row has all 64, a 3-level tree of their results (the same 6 levels as
+// a full tree, but with 2 barriers instead of 7: barriers are what a CPU implementation pays for). Every
+// invocation returns its row's result. Call from uniform control flow after writing red[lid]; a later call may
+// write red[lid] straight away (every read of red happened before this call's second barrier, every read of red8
+// happens before the next call's first).
 fn reduce_row(lid: u32, use_max: bool) -> f32 {
     workgroupBarrier();
     if (lid < 8u) {
@@ -226,6 +233,9 @@ fn reduce_row(lid: u32, use_max: bool) -> f32 {
         }
     }
     workgroupBarrier();
+    if (p.row_lanes == 8u) {
+        return red8[lid / 8u];
+    }
     if (use_max) {
         return max(max(max(red8[0], red8[1]), max(red8[2], red8[3])),
                    max(max(red8[4], red8[5]), max(red8[6], red8[7])));
@@ -233,34 +243,43 @@ fn reduce_row(lid: u32, use_max: bool) -> f32 {
     return ((red8[0] + red8[1]) + (red8[2] + red8[3])) + ((red8[4] + red8[5]) + (red8[6] + red8[7]));
 }
 
+// The score row of invocation lid in a row kernel's workgroup (p.rows or more past the last row), and its lane.
+fn row_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
+    let rows_per_wg = ROW_WG / p.row_lanes;
+    return vec2<u32>((wg.y * nwg.x + wg.x) * rows_per_wg + lid / p.row_lanes, lid % p.row_lanes);
+}
+
 @compute @workgroup_size(64)
 fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
-    // `row` is uniform across the workgroup, so this early return keeps the barriers in uniform control flow.
-    if (row >= p.rows) { return; }
+    let rl = row_of(wg, nwg, lid);
+    let row = rl.x; // (n·heads + h)·L + i
+    let lane = rl.y;
+    // No early return past the last row (the barriers must stay in uniform control flow): such rows read nothing.
+    let live = row < p.rows;
+    let len = select(0u, p.len, live);
     let base = row * p.len;
 
     var m = -3.40282347e38;
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         m = max(m, scores[base + j]);
     }
     red[lid] = m;
     m = reduce_row(lid, true);
 
     var z = 0.0;
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         z += exp(scores[base + j] - m);
     }
     red[lid] = z;
     z = reduce_row(lid, false);
     // z ≥ 1 (the max contributes exp(0)), so log is well conditioned and lse ≥ m.
     let l = m + log(z);
-    if (lid == 0u) {
+    if (live && lane == 0u) {
         lse_out[row] = l;
     }
     // P = exp(S − lse) exactly as the backward recomputes it, so both passes use the same P.
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         scores[base + j] = exp(scores[base + j] - l);
     }
 }
@@ -268,8 +287,10 @@ fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(64)
 fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_index) lid: u32) {
-    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
-    if (row >= p.rows) { return; } // uniform: the barriers stay in uniform control flow
+    let rl = row_of(wg, nwg, lid);
+    let row = rl.x; // (n·heads + h)·L + i
+    let lane = rl.y;
+    let live = row < p.rows; // no early return: the barriers stay in uniform control flow
     let i = row % p.len;
     let bat = row / p.len;
     let bn = bat / p.heads;
@@ -277,16 +298,21 @@ fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
 
     // D_i = Σ_e d_out[e, i]·out[e, i] (= Σ_j P_ij·d_P_ij), over the head's d channels at position i.
     let o = (bn * p.channels + bh * p.head_dim) * p.len + i;
+    let dim = select(0u, p.head_dim, live);
     var dd = 0.0;
-    for (var e = lid; e < p.head_dim; e += ROW_WG) {
+    for (var e = lane; e < dim; e += p.row_lanes) {
         dd += d_out[o + e * p.len] * out[o + e * p.len];
     }
     red[lid] = dd;
     let d_i = reduce_row(lid, false);
 
     let base = row * p.len;
-    let l = lse[row];
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    let len = select(0u, p.len, live);
+    var l = 0.0;
+    if (live) {
+        l = lse[row];
+    }
+    for (var j = lane; j < len; j += p.row_lanes) {
         let pj = exp(scores[base + j] - l);
         scores[base + j] = pj;
         d_scores[base + j] = pj * (d_scores[base + j] - d_i);

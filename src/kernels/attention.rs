@@ -10,6 +10,17 @@ use crate::kernels::check_f32;
 const SHADER: &str = "attention";
 const TILE: usize = 64;
 
+/// Invocations per score row in the row kernels (softmax and its backward) for L = H·W positions: 8 (8 rows per
+/// workgroup of 64) where L ≤ 64, else 64. Each sums a serial share of ⌈k/lanes⌉ terms, then log₂ lanes tree
+/// levels combine them: the tests derive their bounds from this order.
+pub fn row_lanes(l: usize) -> usize {
+    if l <= 64 {
+        8
+    } else {
+        64
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -25,6 +36,8 @@ struct Params {
     len: u32,
     head_dim: u32,
     channels: u32,
+    row_lanes: u32,
+    pad: [u32; 3],
 }
 
 /// Where element (r, s) of one batch entry's matrix lives: base + n·batch + h·head + r·rows + s·cols.
@@ -107,6 +120,7 @@ impl Layout {
             len: self.l as u32,
             head_dim: self.d as u32,
             channels: self.c as u32,
+            row_lanes: row_lanes(self.l) as u32,
             ..Params::default()
         }
     }
@@ -147,7 +161,7 @@ impl Layout {
             &kernel,
             &self.params(),
             tensors,
-            grid_1d((self.n * self.heads * self.l) as u32),
+            grid_1d((self.n * self.heads * self.l).div_ceil(64 / row_lanes(self.l)) as u32),
         )
     }
 
