@@ -17,14 +17,20 @@
 // Entry points:
 //   attention_matmul: C = alpha·A·B for each batch entry b = n·heads + h, with A [M, K], B [K, N], C [M, N] read
 //     and written through the strides in Params (which is how one kernel serves all five products, transposes
-//     included). One workgroup of 64 per 32×32 tile of C (grid: ⌈N/32⌉, ⌈M/32⌉, batch), stepping through K 16
-//     at a time; each invocation accumulates a 4×4 block serially over K in order (what the tests' γ_K bounds
-//     assume). Tiles are loaded along whichever dimension is contiguous in memory.
-//   attention_softmax: one workgroup of 64 per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse)
-//     in place. Subtracting the max keeps exp from overflowing.
-//   attention_softmax_backward: one workgroup of 64 per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i)
-//     in place (scores: S → P, d_scores: d_P → d_S).
-//   Rows use a 2-D grid (linear index wg.y·num_workgroups.x + wg.x).
+//     included). One workgroup of 64 per 64×64 tile of C (grid: ⌈N/64⌉, ⌈M/64⌉, batch), stepping through K 16
+//     at a time; each invocation accumulates an 8×8 block serially over K in order (what the tests' γ_K bounds
+//     assume). The 8×8 block (rather than 4×4) halves the workgroup loads and barriers per multiply-add, which
+//     is what bounds a CPU implementation: 1.5-1.7× faster per product on lavapipe.
+//   attention_softmax: per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse) in place.
+//     Subtracting the max keeps exp from overflowing.
+//   attention_softmax_backward: per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i) in place (scores:
+//     S → P, d_scores: d_P → d_S).
+//   The row kernels run workgroups of 64 on a 2-D grid (linear index wg.y·num_workgroups.x + wg.x): one row per
+//   workgroup, or, where L ≤ 64, 8 rows of 8 invocations each (Params.row_lanes), since at L = 49 a workgroup per
+//   row is mostly fixed cost. Their sums (over L, or over d for D_i): a serial share of ⌈k/lanes⌉ terms per
+//   invocation, then log₂ lanes tree levels (reduce_row).
+// Every kernel writes its workgroup memory before reading it, so the wrapper skips wgpu's zero-initialisation of
+//   it (gpu.kernel_uninit_workgroup).
 // Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
 //   matmul (d_v), matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics.
 // Saved for backward: lse (and the forward's out).  Wrapper: src/kernels/attention.rs
@@ -56,6 +62,10 @@ struct Params {
     len: u32,
     head_dim: u32,
     channels: u32,
+    row_lanes: u32, // invocations per row: 8 (8 rows per workgroup) where L ≤ 64, else 64 (one row)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -71,15 +81,15 @@ struct Params {
 @group(0) @binding(8) var<storage, read> d_out: array<f32>;
 @group(0) @binding(9) var<storage, read> out: array<f32>;
 
-const TILE: u32 = 32u;   // rows and columns of C per workgroup
+const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TILE_K: u32 = 16u; // K per step
-// A tile row holds 32 values as 8 vec4 plus one vec4 of padding, so that storing a tile along K (when K is the
+// A tile row holds 64 values as 16 vec4 plus one vec4 of padding, so that storing a tile along K (when K is the
 // contiguous dimension in memory) spreads over the banks instead of hitting one.
-const ROW_VEC4: u32 = 9u;
-// Workgroup memory is vec4 rather than f32 because wgpu zero-initialises it, which on the GL backend becomes an
-// array constructor that Mesa compiles in time roughly quadratic in its element count (17 s for 2 × 1056 f32).
-var<workgroup> a_tile: array<vec4<f32>, 144>; // [k][m / 4] of the current K step: A(m0 + m, k0 + k)
-var<workgroup> b_tile: array<vec4<f32>, 144>; // [k][n / 4]: B(k0 + k, n0 + n)
+const ROW_VEC4: u32 = 17u;
+// Workgroup memory is vec4 rather than f32: fewer, wider loads in the inner loop (each one a per-invocation
+// operation on a CPU implementation).
+var<workgroup> a_tile: array<vec4<f32>, 272>; // [k][m / 4] of the current K step: A(m0 + m, k0 + k)
+var<workgroup> b_tile: array<vec4<f32>, 272>; // [k][n / 4]: B(k0 + k, n0 + n)
 
 fn store_c(c_off: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
@@ -88,6 +98,32 @@ fn store_c(c_off: u32, row: u32, col: u32, v: vec4<f32>) {
             c[c_off + row * p.c_rows + (col + s) * p.c_cols] = p.alpha * v[s];
         }
     }
+}
+
+// A(m .. m + 3, k) as a vec4, zero past the edges (exact zeros in the sums).
+fn load_a(off: u32, m: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    if (k < p.k) {
+        let at = off + m * p.a_rows + k * p.a_cols;
+        if (m < p.m) { v.x = a[at]; }
+        if (m + 1u < p.m) { v.y = a[at + p.a_rows]; }
+        if (m + 2u < p.m) { v.z = a[at + 2u * p.a_rows]; }
+        if (m + 3u < p.m) { v.w = a[at + 3u * p.a_rows]; }
+    }
+    return v;
+}
+
+// B(k, n .. n + 3) as a vec4, zero past the edges.
+fn load_b(off: u32, k: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    if (k < p.k) {
+        let at = off + k * p.b_rows + n * p.b_cols;
+        if (n < p.n) { v.x = b[at]; }
+        if (n + 1u < p.n) { v.y = b[at + p.b_cols]; }
+        if (n + 2u < p.n) { v.z = b[at + 2u * p.b_cols]; }
+        if (n + 3u < p.n) { v.w = b[at + 3u * p.b_cols]; }
+    }
+    return v;
 }
 
 @compute @workgroup_size(64)
@@ -99,101 +135,151 @@ fn attention_matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     let a_off = p.a_base + bn * p.a_batch + bh * p.a_head;
     let b_off = p.b_base + bn * p.b_batch + bh * p.b_head;
     let c_off = p.c_base + bn * p.c_batch + bh * p.c_head;
-    // Invocation (tx, ty) owns rows 4·ty .. 4·ty+3 and columns 4·tx .. 4·tx+3 of the tile.
+    // Invocation (tx, ty) owns rows 8·ty .. 8·ty+7 and columns 8·tx .. 8·tx+7 of the tile: 64 sums, each
+    // accumulated serially over K, for 4 vec4 loads per k (loads, not arithmetic, bound a CPU implementation).
     let tx = lid % 8u;
     let ty = lid / 8u;
-    // Load along the contiguous dimension so that neighbouring invocations read neighbouring addresses.
-    let a_m_fast = p.a_rows == 1u;
-    let b_n_fast = p.b_cols == 1u;
-    var acc0 = vec4<f32>();
-    var acc1 = vec4<f32>();
-    var acc2 = vec4<f32>();
-    var acc3 = vec4<f32>();
+    var c00 = vec4<f32>();
+    var c01 = vec4<f32>();
+    var c10 = vec4<f32>();
+    var c11 = vec4<f32>();
+    var c20 = vec4<f32>();
+    var c21 = vec4<f32>();
+    var c30 = vec4<f32>();
+    var c31 = vec4<f32>();
+    var c40 = vec4<f32>();
+    var c41 = vec4<f32>();
+    var c50 = vec4<f32>();
+    var c51 = vec4<f32>();
+    var c60 = vec4<f32>();
+    var c61 = vec4<f32>();
+    var c70 = vec4<f32>();
+    var c71 = vec4<f32>();
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var t = 0u; t < TILE * TILE_K / 64u; t++) {
+        // Each invocation fills four vec4 of each tile: 4 consecutive rows of A (columns of B) at one k, whole,
+        // so no vec4 component is ever indexed dynamically (a scalarised read-modify-write on a CPU).
+        for (var t = 0u; t < 4u; t++) {
             let idx = lid + 64u * t;
-            let am = select(idx / TILE_K, idx % TILE, a_m_fast);
-            let ak = select(idx % TILE_K, idx / TILE, a_m_fast);
-            var av = 0.0; // zero padding past the edges adds exact zeros to the sums
-            if (m0 + am < p.m && k0 + ak < p.k) {
-                av = a[a_off + (m0 + am) * p.a_rows + (k0 + ak) * p.a_cols];
-            }
-            a_tile[ak * ROW_VEC4 + am / 4u][am % 4u] = av;
-            let bc = select(idx / TILE_K, idx % TILE, b_n_fast);
-            let bk = select(idx % TILE_K, idx / TILE, b_n_fast);
-            var bv = 0.0;
-            if (k0 + bk < p.k && n0 + bc < p.n) {
-                bv = b[b_off + (k0 + bk) * p.b_rows + (n0 + bc) * p.b_cols];
-            }
-            b_tile[bk * ROW_VEC4 + bc / 4u][bc % 4u] = bv;
+            let kk = idx / 16u;
+            let q = idx % 16u;
+            a_tile[kk * ROW_VEC4 + q] = load_a(a_off, m0 + 4u * q, k0 + kk);
+            b_tile[kk * ROW_VEC4 + q] = load_b(b_off, k0 + kk, n0 + 4u * q);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let av = a_tile[kk * ROW_VEC4 + ty];
-            let bv = b_tile[kk * ROW_VEC4 + tx];
-            acc0 += av.x * bv;
-            acc1 += av.y * bv;
-            acc2 += av.z * bv;
-            acc3 += av.w * bv;
+            let a0 = a_tile[kk * ROW_VEC4 + 2u * ty];
+            let a1 = a_tile[kk * ROW_VEC4 + 2u * ty + 1u];
+            let b0 = b_tile[kk * ROW_VEC4 + 2u * tx];
+            let b1 = b_tile[kk * ROW_VEC4 + 2u * tx + 1u];
+            c00 += a0.x * b0;
+            c01 += a0.x * b1;
+            c10 += a0.y * b0;
+            c11 += a0.y * b1;
+            c20 += a0.z * b0;
+            c21 += a0.z * b1;
+            c30 += a0.w * b0;
+            c31 += a0.w * b1;
+            c40 += a1.x * b0;
+            c41 += a1.x * b1;
+            c50 += a1.y * b0;
+            c51 += a1.y * b1;
+            c60 += a1.z * b0;
+            c61 += a1.z * b1;
+            c70 += a1.w * b0;
+            c71 += a1.w * b1;
         }
         workgroupBarrier(); // the next K step overwrites the tiles
     }
-    let row = m0 + 4u * ty;
-    let col = n0 + 4u * tx;
-    store_c(c_off, row, col, acc0);
-    store_c(c_off, row + 1u, col, acc1);
-    store_c(c_off, row + 2u, col, acc2);
-    store_c(c_off, row + 3u, col, acc3);
+    let row = m0 + 8u * ty;
+    let col = n0 + 8u * tx;
+    store_c(c_off, row, col, c00);
+    store_c(c_off, row, col + 4u, c01);
+    store_c(c_off, row + 1u, col, c10);
+    store_c(c_off, row + 1u, col + 4u, c11);
+    store_c(c_off, row + 2u, col, c20);
+    store_c(c_off, row + 2u, col + 4u, c21);
+    store_c(c_off, row + 3u, col, c30);
+    store_c(c_off, row + 3u, col + 4u, c31);
+    store_c(c_off, row + 4u, col, c40);
+    store_c(c_off, row + 4u, col + 4u, c41);
+    store_c(c_off, row + 5u, col, c50);
+    store_c(c_off, row + 5u, col + 4u, c51);
+    store_c(c_off, row + 6u, col, c60);
+    store_c(c_off, row + 6u, col + 4u, c61);
+    store_c(c_off, row + 7u, col, c70);
+    store_c(c_off, row + 7u, col + 4u, c71);
 }
 
 const ROW_WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
+var<workgroup> red8: array<f32, 8>;
 
-// Tree-reduces red[0..64) into red[0] with max (use_max) or +. Call from uniform control flow after writing red[lid].
-fn reduce_row(lid: u32, use_max: bool) {
+// Reduces each row's values in red with max (use_max) or +: eight 3-level trees of 8 values (one per row where
+// rows have 8 invocations), then, where one row has all 64, a 3-level tree of their results (the same 6 levels as
+// a full tree, but with 2 barriers instead of 7: barriers are what a CPU implementation pays for). Every
+// invocation returns its row's result. Call from uniform control flow after writing red[lid]; a later call may
+// write red[lid] straight away (every read of red happened before this call's second barrier, every read of red8
+// happens before the next call's first).
+fn reduce_row(lid: u32, use_max: bool) -> f32 {
     workgroupBarrier();
-    for (var stride = ROW_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            if (use_max) {
-                red[lid] = max(red[lid], red[lid + stride]);
-            } else {
-                red[lid] += red[lid + stride];
-            }
+    if (lid < 8u) {
+        let b = 8u * lid;
+        if (use_max) {
+            red8[lid] = max(max(max(red[b], red[b + 1u]), max(red[b + 2u], red[b + 3u])),
+                            max(max(red[b + 4u], red[b + 5u]), max(red[b + 6u], red[b + 7u])));
+        } else {
+            red8[lid] = ((red[b] + red[b + 1u]) + (red[b + 2u] + red[b + 3u]))
+                + ((red[b + 4u] + red[b + 5u]) + (red[b + 6u] + red[b + 7u]));
         }
-        workgroupBarrier();
     }
+    workgroupBarrier();
+    if (p.row_lanes == 8u) {
+        return red8[lid / 8u];
+    }
+    if (use_max) {
+        return max(max(max(red8[0], red8[1]), max(red8[2], red8[3])),
+                   max(max(red8[4], red8[5]), max(red8[6], red8[7])));
+    }
+    return ((red8[0] + red8[1]) + (red8[2] + red8[3])) + ((red8[4] + red8[5]) + (red8[6] + red8[7]));
+}
+
+// The score row of invocation lid in a row kernel's workgroup (p.rows or more past the last row), and its lane.
+fn row_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
+    let rows_per_wg = ROW_WG / p.row_lanes;
+    return vec2<u32>((wg.y * nwg.x + wg.x) * rows_per_wg + lid / p.row_lanes, lid % p.row_lanes);
 }
 
 @compute @workgroup_size(64)
 fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
-    // `row` is uniform across the workgroup, so this early return keeps the barriers in uniform control flow.
-    if (row >= p.rows) { return; }
+    let rl = row_of(wg, nwg, lid);
+    let row = rl.x; // (n·heads + h)·L + i
+    let lane = rl.y;
+    // No early return past the last row (the barriers must stay in uniform control flow): such rows read nothing.
+    let live = row < p.rows;
+    let len = select(0u, p.len, live);
     let base = row * p.len;
 
     var m = -3.40282347e38;
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         m = max(m, scores[base + j]);
     }
     red[lid] = m;
-    reduce_row(lid, true);
-    m = red[0];
-    workgroupBarrier(); // every invocation has read red[0] before the sum overwrites it
+    m = reduce_row(lid, true);
 
     var z = 0.0;
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         z += exp(scores[base + j] - m);
     }
     red[lid] = z;
-    reduce_row(lid, false);
+    z = reduce_row(lid, false);
     // z ≥ 1 (the max contributes exp(0)), so log is well conditioned and lse ≥ m.
-    let l = m + log(red[0]);
-    if (lid == 0u) {
+    let l = m + log(z);
+    if (live && lane == 0u) {
         lse_out[row] = l;
     }
     // P = exp(S − lse) exactly as the backward recomputes it, so both passes use the same P.
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    for (var j = lane; j < len; j += p.row_lanes) {
         scores[base + j] = exp(scores[base + j] - l);
     }
 }
@@ -201,8 +287,10 @@ fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(64)
 fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_index) lid: u32) {
-    let row = wg.y * nwg.x + wg.x; // (n·heads + h)·L + i
-    if (row >= p.rows) { return; } // uniform: the barriers stay in uniform control flow
+    let rl = row_of(wg, nwg, lid);
+    let row = rl.x; // (n·heads + h)·L + i
+    let lane = rl.y;
+    let live = row < p.rows; // no early return: the barriers stay in uniform control flow
     let i = row % p.len;
     let bat = row / p.len;
     let bn = bat / p.heads;
@@ -210,17 +298,21 @@ fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
 
     // D_i = Σ_e d_out[e, i]·out[e, i] (= Σ_j P_ij·d_P_ij), over the head's d channels at position i.
     let o = (bn * p.channels + bh * p.head_dim) * p.len + i;
+    let dim = select(0u, p.head_dim, live);
     var dd = 0.0;
-    for (var e = lid; e < p.head_dim; e += ROW_WG) {
+    for (var e = lane; e < dim; e += p.row_lanes) {
         dd += d_out[o + e * p.len] * out[o + e * p.len];
     }
     red[lid] = dd;
-    reduce_row(lid, false);
-    let d_i = red[0];
+    let d_i = reduce_row(lid, false);
 
     let base = row * p.len;
-    let l = lse[row];
-    for (var j = lid; j < p.len; j += ROW_WG) {
+    let len = select(0u, p.len, live);
+    var l = 0.0;
+    if (live) {
+        l = lse[row];
+    }
+    for (var j = lane; j < len; j += p.row_lanes) {
         let pj = exp(scores[base + j] - l);
         scores[base + j] = pj;
         d_scores[base + j] = pj * (d_scores[base + j] - d_i);

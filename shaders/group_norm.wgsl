@@ -8,19 +8,32 @@
 //             src/reference/group_norm.rs).
 // Layouts: x, y, d_y, d_x: [N, C, H, W]; gamma, beta, d_gamma, d_beta: [C]; mean, rstd: [N, G];
 //   partial: [2, N, C], partial[0, n, c] = Σ_hw d_z and partial[1, n, c] = Σ_hw d_z·x̂.
-//   A group's values are contiguous: elements (n·G + g)·k .. (n·G + g + 1)·k.
-// Dispatch:
-//   group_norm_forward: one workgroup of 256 per (n, g) on a 2-D grid (linear index wg.y·num_workgroups.x + wg.x).
-//     Three passes over the group (Σx, Σ(x − μ)², write y): the variance is two-pass because the one-pass
-//     E[x²] − E[x]² cancels away every digit of σ² when |μ| ≫ σ.
-//   group_norm_backward_data: one workgroup of 256 per (n, g). The workgroup splits into 256/lanes slots of
-//     `lanes` invocations (lanes = min(256, next power of two ≥ H·W)); each slot reduces one channel's Σ_hw d_z
-//     and Σ_hw d_z·x̂ at a time, so small maps (7×7, 1×1) do not leave most invocations idle. Those sums go to
-//     `partial` and, weighted by γ[c], into the group sums Σd_x̂ and Σd_x̂·x̂; a last pass writes d_x.
+//   A group's values are contiguous: elements (n·G + g)·k .. (n·G + g + 1)·k, channel by channel.
+// Dispatch: group_norm_forward and group_norm_backward_data run one workgroup of 64 per (n, g) on a 2-D grid
+//   (linear index wg.y·num_workgroups.x + wg.x). Work split, the same in both: each channel's H·W values are read
+//   as ⌈H·W/4⌉ quads of 4 consecutive values (the last one padded with zeros); `spc` = max(1, 64 / (C/G))
+//   invocations ("slots") share a channel, slot s taking quads s, s + spc, …, and the 64/spc channels handled at
+//   once step through the group in rounds of 64/spc channels. So γ[c], β[c] are loaded once per channel, no index
+//   needs a division inside the loops, and small maps (7×7, 1×1) still keep all 64 invocations busy.
+//   The workgroup is 64 rather than 256 because on a CPU implementation (lavapipe) a barrier costs in proportion to
+//   the workgroup's size, and the reductions below need only 2 barriers each instead of a tree's 8.
+//   group_norm_forward: three passes over the group (Σx, Σ(x − μ)², write y): the variance is two-pass because
+//     the one-pass E[x²] − E[x]² cancels away every digit of σ² when |μ| ≫ σ.
+//   group_norm_backward_data: per round, each slot sums Σ d_z and Σ d_z·x̂ over its quads; slot 0 of each channel
+//     combines its channel's slots as a pairwise tree, writes `partial` and adds the sums, weighted by γ[c], into
+//     its own group accumulators; a 64-way sum gives the group sums Σd_x̂ and Σd_x̂·x̂; a last pass writes d_x.
+//   group_norm_forward_vec4, group_norm_backward_data_vec4: the same where H·W is a multiple of 4 (every U-Net
+//     level but 7×7), reading and writing whole quads as vec4 (one load or store instead of four, no masks: about
+//     1.4× faster on lavapipe). The two pairs differ only in how quads are loaded and stored.
 //   group_norm_backward_params: one invocation per channel sums partial over n in order: d_γ, d_β. No float
 //     atomics anywhere, so results do not depend on scheduling.
-// Summation order (the tests' error bounds rely on it): each invocation sums its strided share serially, then a
-//   tree over the workgroup, so a term of a k-term sum meets at most ⌈k/256⌉ + 8 roundings.
+// Summation order (the tests' error bounds in tests/group_norm.rs rely on it): each invocation accumulates its
+//   quads serially in a vec4 (one serial sum per component), over all its rounds' channels in the forward; the 4
+//   components combine as a 2-level tree; 64 invocation sums combine as eight 3-level trees of 8, then a 3-level
+//   tree of those 8 (sum64). Per channel in the backward: the serial vec4 share, its 2-level tree, then a pairwise
+//   tree over the channel's spc slots (⌈log₂ spc⌉ levels).
+// Workgroup memory is always written before it is read, so the wrapper skips wgpu's zero-initialisation of it
+//   (gpu.kernel_uninit_workgroup).
 // Saved for backward: mean, rstd.  Wrapper: src/kernels/group_norm.rs
 
 struct Params {
@@ -31,7 +44,7 @@ struct Params {
     group_len: u32, // k = (C/G)·H·W
     eps: f32,
     silu: u32,      // 1: y = silu(z)
-    lanes: u32,     // group_norm_backward_data: invocations per channel, a power of two ≤ 256
+    spc: u32,       // slots (invocations) per channel: max(1, 64 / (C/G))
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,150 +64,336 @@ struct Params {
 @group(0) @binding(12) var<storage, read> partial_in: array<f32>;
 @group(0) @binding(13) var<storage, read_write> d_gamma: array<f32>;
 @group(0) @binding(14) var<storage, read_write> d_beta: array<f32>;
+// The same tensors seen as vec4 by the *_vec4 entry points (H·W a multiple of 4: every quad is 4 aligned values).
+@group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read> d_y4: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read_write> d_x4: array<vec4<f32>>;
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
+var<workgroup> red: array<vec2<f32>, 64>;
+var<workgroup> red8: array<vec2<f32>, 8>;
 
-fn sigmoid(z: f32) -> f32 {
+fn sigmoid(z: vec4<f32>) -> vec4<f32> {
     return 1.0 / (1.0 + exp(-z));
 }
 
-// Tree-sums red_a[0..256) into red_a[0]. Call from uniform control flow, after writing red_a[lid].
-fn sum_red_a(lid: u32) {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            red_a[lid] += red_a[lid + stride];
-        }
-        workgroupBarrier();
-    }
+// The 4 components of a vec4 accumulator, summed as a 2-level tree.
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
 }
 
-// As sum_red_a, for red_a and red_b together.
-fn sum_red_ab(lid: u32, width: u32) {
+// Sums red[0..64) as eight 3-level trees of 8 values, then a 3-level tree of their results: every invocation
+// returns the same total. Call from uniform control flow after writing red[lid]. Two barriers; a later call may
+// write red[lid] straight away (every read of red happened before this call's second barrier, every read of red8
+// happens before the next call's first).
+fn sum64(lid: u32) -> vec2<f32> {
     workgroupBarrier();
-    for (var stride = width / 2u; stride > 0u; stride /= 2u) {
-        if (lid % width < stride) {
-            red_a[lid] += red_a[lid + stride];
-            red_b[lid] += red_b[lid + stride];
-        }
-        workgroupBarrier();
+    if (lid < 8u) {
+        let b = 8u * lid;
+        red8[lid] = ((red[b] + red[b + 1u]) + (red[b + 2u] + red[b + 3u]))
+            + ((red[b + 4u] + red[b + 5u]) + (red[b + 6u] + red[b + 7u]));
     }
+    workgroupBarrier();
+    return ((red8[0] + red8[1]) + (red8[2] + red8[3])) + ((red8[4] + red8[5]) + (red8[6] + red8[7]));
 }
 
-@compute @workgroup_size(256)
+// Which quads of 4q .. 4q + 3 lie inside a channel of p.hw values.
+fn in_row(q: u32) -> vec4<bool> {
+    let j = 4u * q;
+    return vec4<bool>(true, j + 1u < p.hw, j + 2u < p.hw, j + 3u < p.hw);
+}
+
+// Values 4q .. 4q + 3 of the channel row starting at `row`; indices past its end are clamped to its last value,
+// so every load is in bounds (callers mask those lanes with in_row).
+fn load_x(row: u32, q: u32) -> vec4<f32> {
+    let j = row + 4u * q;
+    let last = row + p.hw - 1u;
+    return vec4<f32>(x[j], x[min(j + 1u, last)], x[min(j + 2u, last)], x[min(j + 3u, last)]);
+}
+
+fn load_dy(row: u32, q: u32) -> vec4<f32> {
+    let j = row + 4u * q;
+    let last = row + p.hw - 1u;
+    return vec4<f32>(d_y[j], d_y[min(j + 1u, last)], d_y[min(j + 2u, last)], d_y[min(j + 3u, last)]);
+}
+
+// The invocation's first channel (local to the group), or C/G (none) for the invocations past the last full slot.
+fn first_channel(lid: u32, cg: u32) -> u32 {
+    let cpr = WG / p.spc;
+    return select(cg, lid / p.spc, lid < cpr * p.spc);
+}
+
+@compute @workgroup_size(64)
 fn group_norm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
     // `grp` is uniform across the workgroup, so this early return keeps the barriers below in uniform control flow.
     if (grp >= p.n * p.groups) { return; }
     let k = p.group_len;
-    let base = grp * k;
+    let cg = p.c / p.groups;
+    let c_first = (grp % p.groups) * cg;
+    let row0 = grp * k; // channel cl of the group starts at row0 + cl·hw
+    let spc = p.spc;
+    let cpr = WG / spc;
+    let slot = lid % spc;
+    let first = first_channel(lid, cg);
+    let quads = (p.hw + 3u) / 4u;
 
-    var s = 0.0;
-    for (var i = lid; i < k; i += WG) {
-        s += x[base + i];
+    var s = vec4<f32>();
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * p.hw;
+        for (var q = slot; q < quads; q += spc) {
+            s += select(vec4<f32>(), load_x(row, q), in_row(q));
+        }
     }
-    red_a[lid] = s;
-    sum_red_a(lid);
-    let mu = red_a[0] / f32(k);
-    workgroupBarrier(); // every invocation has read red_a[0] before the next pass overwrites it
+    red[lid] = vec2<f32>(hsum(s), 0.0);
+    let mu = sum64(lid).x / f32(k);
 
-    var q = 0.0;
-    for (var i = lid; i < k; i += WG) {
-        let t = x[base + i] - mu;
-        q += t * t;
+    var v = vec4<f32>();
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * p.hw;
+        for (var q = slot; q < quads; q += spc) {
+            let t = select(vec4<f32>(), load_x(row, q) - mu, in_row(q));
+            v += t * t;
+        }
     }
-    red_a[lid] = q;
-    sum_red_a(lid);
-    let r = inverseSqrt(red_a[0] / f32(k) + p.eps);
+    red[lid] = vec2<f32>(hsum(v), 0.0);
+    let r = inverseSqrt(sum64(lid).x / f32(k) + p.eps);
     if (lid == 0u) {
         mean_out[grp] = mu;
         rstd_out[grp] = r;
     }
 
-    let c_first = (grp % p.groups) * (p.c / p.groups);
-    for (var i = lid; i < k; i += WG) {
-        let c = c_first + i / p.hw;
-        let z = (x[base + i] - mu) * r * gamma[c] + beta[c];
-        if (p.silu != 0u) {
-            y[base + i] = z * sigmoid(z);
-        } else {
-            y[base + i] = z;
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * p.hw;
+        let g = gamma[c_first + cl];
+        let b = beta[c_first + cl];
+        for (var q = slot; q < quads; q += spc) {
+            let z = (load_x(row, q) - mu) * r * g + b;
+            var out = z;
+            if (p.silu != 0u) {
+                out = z * sigmoid(z);
+            }
+            let j = row + 4u * q;
+            let m = in_row(q);
+            y[j] = out.x;
+            if (m.y) { y[j + 1u] = out.y; }
+            if (m.z) { y[j + 2u] = out.z; }
+            if (m.w) { y[j + 3u] = out.w; }
         }
     }
 }
 
-// ∂L/∂z from ∂L/∂y at one element of channel c with normalised value xh; z is recomputed exactly as the forward
-// computed it.
-fn grad_z(dy: f32, xh: f32, c: u32) -> f32 {
+@compute @workgroup_size(64)
+fn group_norm_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let grp = wg.y * nwg.x + wg.x; // n·G + g
+    if (grp >= p.n * p.groups) { return; } // uniform: the barriers stay in uniform control flow
+    let k = p.group_len;
+    let cg = p.c / p.groups;
+    let c_first = (grp % p.groups) * cg;
+    let row0 = grp * (k / 4u); // in quads: channel cl of the group starts at quad row0 + cl·hw/4
+    let quads = p.hw / 4u;
+    let spc = p.spc;
+    let cpr = WG / spc;
+    let slot = lid % spc;
+    let first = first_channel(lid, cg);
+
+    var s = vec4<f32>();
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * quads;
+        for (var q = slot; q < quads; q += spc) {
+            s += x4[row + q];
+        }
+    }
+    red[lid] = vec2<f32>(hsum(s), 0.0);
+    let mu = sum64(lid).x / f32(k);
+
+    var v = vec4<f32>();
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * quads;
+        for (var q = slot; q < quads; q += spc) {
+            let t = x4[row + q] - mu;
+            v += t * t;
+        }
+    }
+    red[lid] = vec2<f32>(hsum(v), 0.0);
+    let r = inverseSqrt(sum64(lid).x / f32(k) + p.eps);
+    if (lid == 0u) {
+        mean_out[grp] = mu;
+        rstd_out[grp] = r;
+    }
+
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * quads;
+        let g = gamma[c_first + cl];
+        let b = beta[c_first + cl];
+        for (var q = slot; q < quads; q += spc) {
+            let z = (x4[row + q] - mu) * r * g + b;
+            if (p.silu != 0u) {
+                y4[row + q] = z * sigmoid(z);
+            } else {
+                y4[row + q] = z;
+            }
+        }
+    }
+}
+
+// ∂L/∂z from ∂L/∂y for values of one channel with γ = g, β = b and normalised values xh; z is recomputed exactly as
+// the forward computed it.
+fn grad_z(dy: vec4<f32>, xh: vec4<f32>, g: f32, b: f32) -> vec4<f32> {
     if (p.silu == 0u) {
         return dy;
     }
-    let z = xh * gamma[c] + beta[c];
+    let z = xh * g + b;
     let s = sigmoid(z);
     return dy * s * (1.0 + z * (1.0 - s));
 }
 
-@compute @workgroup_size(256)
+// Run by slot 0 (invocation lid) of channel c: combines the channel's per-slot sums red[lid .. lid + spc) as a
+// pairwise tree, in place (only this invocation touches that range), stores them in `partial` for sample n, and
+// returns them (Σ_hw d_z, Σ_hw d_z·x̂).
+fn channel_sums(lid: u32, n: u32, c: u32) -> vec2<f32> {
+    for (var stride = 1u; stride < p.spc; stride *= 2u) {
+        for (var i = 0u; i + stride < p.spc; i += 2u * stride) {
+            red[lid + i] += red[lid + i + stride];
+        }
+    }
+    let t = red[lid];
+    partial[n * p.c + c] = t.x;
+    partial[(p.n + n) * p.c + c] = t.y;
+    return t;
+}
+
+@compute @workgroup_size(64)
 fn group_norm_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
     // Uniform early return: the barriers below stay in uniform control flow.
     if (grp >= p.n * p.groups) { return; }
     let n = grp / p.groups;
+    let k = p.group_len;
     let cg = p.c / p.groups;
     let c_first = (grp % p.groups) * cg;
+    let row0 = grp * k;
     let mu = mean[grp];
     let r = rstd[grp];
+    let spc = p.spc;
+    let cpr = WG / spc;
+    let slot = lid % spc;
+    let first = first_channel(lid, cg);
+    let quads = (p.hw + 3u) / 4u;
 
-    let slots = WG / p.lanes;
-    let slot = lid / p.lanes;
-    let lane = lid % p.lanes;
-    // Lane 0 of each slot accumulates γ[c]·Σ_hw d_z and γ[c]·Σ_hw d_z·x̂ over the channels its slot handled.
-    var acc_a = 0.0;
-    var acc_b = 0.0;
-    for (var chunk = 0u; chunk < cg; chunk += slots) {
-        let cl = chunk + slot;
-        let c = c_first + cl;
-        var s_dz = 0.0;
-        var s_dz_xh = 0.0;
-        if (cl < cg) {
-            let row = (n * p.c + c) * p.hw;
-            for (var j = lane; j < p.hw; j += p.lanes) {
-                let xh = (x[row + j] - mu) * r;
-                let dz = grad_z(d_y[row + j], xh, c);
-                s_dz += dz;
-                s_dz_xh += dz * xh;
+    // Slot 0 of each channel accumulates γ[c]·Σ_hw d_z and γ[c]·Σ_hw d_z·x̂ over the channels of its rounds.
+    var acc = vec2<f32>();
+    let rounds = (cg + cpr - 1u) / cpr;
+    for (var round = 0u; round < rounds; round++) {
+        let cl = first + round * cpr;
+        let live = cl < cg;
+        var s1 = vec4<f32>();
+        var s2 = vec4<f32>();
+        var g = 0.0;
+        if (live) {
+            let row = row0 + cl * p.hw;
+            g = gamma[c_first + cl];
+            let b = beta[c_first + cl];
+            for (var q = slot; q < quads; q += spc) {
+                let xh = (load_x(row, q) - mu) * r;
+                let dz = select(vec4<f32>(), grad_z(load_dy(row, q), xh, g, b), in_row(q));
+                s1 += dz;
+                s2 += dz * xh;
             }
         }
-        red_a[lid] = s_dz;
-        red_b[lid] = s_dz_xh;
-        sum_red_ab(lid, p.lanes);
-        if (lane == 0u && cl < cg) {
-            let s1 = red_a[lid];
-            let s2 = red_b[lid];
-            partial[n * p.c + c] = s1;
-            partial[(p.n + n) * p.c + c] = s2;
-            acc_a += gamma[c] * s1;
-            acc_b += gamma[c] * s2;
+        red[lid] = vec2<f32>(hsum(s1), hsum(s2));
+        workgroupBarrier();
+        if (live && slot == 0u) {
+            acc += g * channel_sums(lid, n, c_first + cl);
         }
-        workgroupBarrier(); // the next chunk overwrites red_a, red_b
+        workgroupBarrier(); // the next round, or the group sum, overwrites red
     }
-    red_a[lid] = acc_a;
-    red_b[lid] = acc_b;
-    sum_red_ab(lid, WG);
-    let mean_dxh = red_a[0] / f32(p.group_len);
-    let mean_dxh_xh = red_b[0] / f32(p.group_len);
+    red[lid] = acc;
+    let tot = sum64(lid);
+    let mean_dxh = tot.x / f32(k);
+    let mean_dxh_xh = tot.y / f32(k);
 
-    let base = grp * p.group_len;
-    for (var i = lid; i < p.group_len; i += WG) {
-        let c = c_first + i / p.hw;
-        let xh = (x[base + i] - mu) * r;
-        let dxh = gamma[c] * grad_z(d_y[base + i], xh, c);
-        d_x[base + i] = r * (dxh - mean_dxh - xh * mean_dxh_xh);
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * p.hw;
+        let g = gamma[c_first + cl];
+        let b = beta[c_first + cl];
+        for (var q = slot; q < quads; q += spc) {
+            let xh = (load_x(row, q) - mu) * r;
+            let dxh = g * grad_z(load_dy(row, q), xh, g, b);
+            let dx = r * (dxh - mean_dxh - xh * mean_dxh_xh);
+            let j = row + 4u * q;
+            let m = in_row(q);
+            d_x[j] = dx.x;
+            if (m.y) { d_x[j + 1u] = dx.y; }
+            if (m.z) { d_x[j + 2u] = dx.z; }
+            if (m.w) { d_x[j + 3u] = dx.w; }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn group_norm_backward_data_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32) {
+    let grp = wg.y * nwg.x + wg.x; // n·G + g
+    if (grp >= p.n * p.groups) { return; } // uniform: the barriers stay in uniform control flow
+    let n = grp / p.groups;
+    let k = p.group_len;
+    let cg = p.c / p.groups;
+    let c_first = (grp % p.groups) * cg;
+    let row0 = grp * (k / 4u); // in quads
+    let quads = p.hw / 4u;
+    let mu = mean[grp];
+    let r = rstd[grp];
+    let spc = p.spc;
+    let cpr = WG / spc;
+    let slot = lid % spc;
+    let first = first_channel(lid, cg);
+
+    var acc = vec2<f32>();
+    let rounds = (cg + cpr - 1u) / cpr;
+    for (var round = 0u; round < rounds; round++) {
+        let cl = first + round * cpr;
+        let live = cl < cg;
+        var s1 = vec4<f32>();
+        var s2 = vec4<f32>();
+        var g = 0.0;
+        if (live) {
+            let row = row0 + cl * quads;
+            g = gamma[c_first + cl];
+            let b = beta[c_first + cl];
+            for (var q = slot; q < quads; q += spc) {
+                let xh = (x4[row + q] - mu) * r;
+                let dz = grad_z(d_y4[row + q], xh, g, b);
+                s1 += dz;
+                s2 += dz * xh;
+            }
+        }
+        red[lid] = vec2<f32>(hsum(s1), hsum(s2));
+        workgroupBarrier();
+        if (live && slot == 0u) {
+            acc += g * channel_sums(lid, n, c_first + cl);
+        }
+        workgroupBarrier(); // the next round, or the group sum, overwrites red
+    }
+    red[lid] = acc;
+    let tot = sum64(lid);
+    let mean_dxh = tot.x / f32(k);
+    let mean_dxh_xh = tot.y / f32(k);
+
+    for (var cl = first; cl < cg; cl += cpr) {
+        let row = row0 + cl * quads;
+        let g = gamma[c_first + cl];
+        let b = beta[c_first + cl];
+        for (var q = slot; q < quads; q += spc) {
+            let xh = (x4[row + q] - mu) * r;
+            let dxh = g * grad_z(d_y4[row + q], xh, g, b);
+            d_x4[row + q] = r * (dxh - mean_dxh - xh * mean_dxh_xh);
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! Tolerances: a first-order error analysis in f32 (u = 2⁻²⁴), evaluated per element from the exact f64
 //! intermediates of each case (`Exact`); every term is spelled out where it is computed. The ingredients:
 //! - Dot products of length k (the tiled products accumulate serially over K) are within γ_k·Σ|terms|
-//!   (reference::gamma): k = d for the scores and d_P, k = L for out, d_v, d_q, d_k. The row kernels sum ⌈k/64⌉
-//!   terms per invocation, then a 6-level tree: γ_{⌈k/64⌉+6}.
+//!   (reference::gamma): k = d for the scores and d_P, k = L for out, d_v, d_q, d_k. The row kernels sum ⌈k/lanes⌉
+//!   terms per invocation, then a log₂ lanes-level tree: γ_{⌈k/lanes⌉+log₂ lanes} (`row_depth`).
 //! - 1/√d is rounded to f32 (u) and applied once more (u).
 //! - exp is good to 3 + 2|x| ULP (WGSL), an ULP being at most 2u of the result; log to 2⁻²¹ = 8u absolute on
 //!   [0.5, 2] and 3 ULP elsewhere; so lse carries the P-weighted score error, the exp errors, the sum's γ and the
@@ -17,13 +17,15 @@ mod common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
-use diffuse::kernels::attention::{attention_backward, attention_forward};
+use diffuse::kernels::attention::{attention_backward, attention_forward, row_lanes};
 use diffuse::reference::attention::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
 
-/// Summation depth of the row kernels (64 invocations, serial shares, then a tree).
-fn row_depth(k: usize) -> usize {
-    k.div_ceil(64) + 6
+/// Summation depth of the row kernels' sums of k terms for rows of L scores (`row_lanes` invocations per row,
+/// serial shares, then a tree).
+fn row_depth(k: usize, l: usize) -> usize {
+    let lanes = row_lanes(l);
+    k.div_ceil(lanes) + lanes.ilog2() as usize
 }
 
 /// The exact intermediates of one case, in f64 from the same f32 inputs the GPU sees.
@@ -108,7 +110,7 @@ fn forward_bounds(x: &Exact) -> ForwardBounds {
                         x.p[at(j)] * (scores[at(j)] + U * t.abs() + (3.0 + 2.0 * t.abs()) * 2.0 * U)
                     })
                     .sum::<f64>()
-                    + gamma(row_depth(l))
+                    + gamma(row_depth(l, l))
                     + 8.0 * U
                     + 6.0 * U * z.ln()
                     + U * x.lse[row].abs();
@@ -150,7 +152,7 @@ fn backward_bounds(x: &Exact, fwd: &ForwardBounds) -> Vec<f64> {
                 let e_d: f64 = (0..d)
                     .map(|e| d_o(e, i).abs() * fwd.out[s.out(n, h, e, i)])
                     .sum::<f64>()
-                    + gamma(row_depth(d) + 1)
+                    + gamma(row_depth(d, l) + 1)
                         * (0..d)
                             .map(|e| (d_o(e, i) * x.out[s.out(n, h, e, i)]).abs())
                             .sum::<f64>();
@@ -269,7 +271,8 @@ fn attention_matches_reference_on_edge_shapes() {
     check_case(1, 1, 1, 1, 1, 1.0, 1); // L = 1, d = 1: out = v, d_v = d_out, d_q = d_k = 0
     check_case(2, 6, 2, 3, 5, 1.0, 2); // batch 2, 2 heads, d = 3, odd L = 15
     check_case(2, 4, 4, 2, 3, 1.0, 3); // d = 1 with 4 heads
-    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: one past the 32-wide tile in M, N and K
+    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: a partial 64-wide tile, 3 K steps, the last partial
+    check_case(1, 65, 1, 5, 13, 1.0, 5); // d = L = 65: one past the 64-wide tile in M, N and K
 }
 
 #[test]

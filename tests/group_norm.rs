@@ -2,8 +2,8 @@
 //!
 //! Tolerances: a first-order error analysis in f32 (u = 2⁻²⁴), evaluated per element from the exact f64 values
 //! (`forward_bounds`, `backward_bounds` spell out every term). The ingredients:
-//! - A sum of k terms in the kernels' order (a serial share of ⌈k/256⌉ terms per invocation, then an 8-level tree)
-//!   is within γ_D·Σ|terms| with D = ⌈k/256⌉ + 8 (reference::gamma).
+//! - A sum in the kernels' order is within γ_D·Σ|terms| (reference::gamma), D the most roundings one term meets
+//!   (`Split` spells out D for each sum from the kernels' work split).
 //! - Mean: |δμ| ≤ γ_D·Σ|x|/k + 5u·|μ| (WGSL division is good to 2.5 ULP ≤ 5u).
 //! - Variance Σ(x − μ̂)²/k: every term carries 3u (difference and square), the sum γ_D, the division 5u; the shift
 //!   of μ̂ adds exactly δμ² (Σ(x − μ) = 0). rstd = inverseSqrt(σ² + eps) halves the relative error of its argument
@@ -21,15 +21,45 @@ mod common;
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::group_norm::{
-    group_norm_backward, group_norm_forward, GroupNorm, WORKGROUP_SIZE,
+    group_norm_backward, group_norm_forward, slots_per_channel, GroupNorm, WORKGROUP_SIZE,
 };
 use diffuse::reference::elementwise::sigmoid;
 use diffuse::reference::group_norm::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
 
-/// Roundings a term meets in the kernels' sum of k terms: a serial share, then a tree over the workgroup.
-fn sum_depth(k: usize) -> usize {
-    k.div_ceil(WORKGROUP_SIZE) + WORKGROUP_SIZE.ilog2() as usize
+/// The kernels' work split over one group (shaders/group_norm.wgsl): each channel's H·W values are read as ⌈H·W/4⌉
+/// quads, `spc` invocations share a channel (invocation-serial over quads spc apart, one serial sum per vec4
+/// component), and the workgroup takes 64/spc channels per round.
+struct Split {
+    /// Most quads one invocation reads from one channel: terms of each component's serial sum.
+    quads_per_slot: usize,
+    /// Channel rounds: how many channels one invocation visits.
+    rounds: usize,
+    spc: usize,
+}
+
+impl Split {
+    fn new(s: Shape) -> Split {
+        let cg = s.c / s.groups;
+        let spc = slots_per_channel(cg);
+        Split {
+            quads_per_slot: s.hw.div_ceil(4).div_ceil(spc),
+            rounds: cg.div_ceil(WORKGROUP_SIZE / spc),
+            spc,
+        }
+    }
+
+    /// Roundings a term meets in a whole-group sum of the forward (Σx, Σ(x − μ)²): the serial share over all rounds,
+    /// the vec4's 2-level tree, then sum64's 3 + 3 levels over the 64 invocations.
+    fn group_depth(&self) -> usize {
+        self.rounds * self.quads_per_slot + 2 + 6
+    }
+
+    /// Roundings a term meets in a per-(n, c) sum over H·W of the backward: the serial share, the vec4's 2 levels,
+    /// then the pairwise tree over the channel's slots.
+    fn channel_depth(&self) -> usize {
+        self.quads_per_slot + 2 + self.spc.next_power_of_two().ilog2() as usize
+    }
 }
 
 /// The f32 inputs of one case and the exact f64 quantities the bounds are built from.
@@ -81,7 +111,7 @@ impl Case {
 /// Bounds on the saved statistics: |δμ| per group, and the relative error of rstd per group.
 fn stats_bounds(case: &Case) -> (Vec<f64>, Vec<f64>) {
     let k = case.s.group_len();
-    let d = sum_depth(k);
+    let d = Split::new(case.s).group_depth();
     case.x
         .chunks(k)
         .enumerate()
@@ -124,7 +154,7 @@ struct BackwardBounds {
 fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBounds {
     let s = case.s;
     let len = case.x.len();
-    let (k, cg) = (s.group_len(), s.c / s.groups);
+    let k = s.group_len();
     // Error of the recomputed x̂ (from the saved μ̂, rstd) and of d_z, per element.
     let f: Vec<f64> = (0..len)
         .map(|i| {
@@ -157,9 +187,10 @@ fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBound
         .map(|i| case.gamma[s.channel(i)].abs() * e_z[i] + U * g[i].abs())
         .collect();
 
-    // Group sums A = Σ d_x̂, B = Σ d_x̂·x̂: per-channel sums over hw, times γ, accumulated over ≤ C/G chunks, then
-    // an 8-level tree.
-    let depth_a = sum_depth(s.hw) + 1 + cg + 8;
+    // Group sums A = Σ d_x̂, B = Σ d_x̂·x̂: per-channel sums over hw, times γ, accumulated serially over the rounds,
+    // then sum64's 6 levels.
+    let split = Split::new(s);
+    let depth_a = split.channel_depth() + 1 + split.rounds + 6;
     let mut d_x = vec![0.0; len];
     for (grp, (&rs, &rel_rstd)) in case.rstd.iter().zip(rel_rstd).enumerate() {
         let r = grp * k..(grp + 1) * k;
@@ -185,7 +216,7 @@ fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBound
     }
 
     // d_β[c] = Σ_{n,hw} d_z, d_γ[c] = Σ_{n,hw} d_z·x̂: a per-(n, c) sum over hw, then N terms in order.
-    let depth_c = sum_depth(s.hw) + s.n;
+    let depth_c = split.channel_depth() + s.n;
     let mut d_gamma = vec![0.0; s.c];
     let mut d_beta = vec![0.0; s.c];
     let (mut abs_dz, mut abs_dz_xh) = (vec![0.0; s.c], vec![0.0; s.c]);
@@ -310,10 +341,14 @@ fn group_norm_matches_reference_on_edge_shapes() {
         (1, 3, 5, 7, 3),   // batch 1, odd H and W, G = C (k = 35)
         (2, 6, 3, 3, 1),   // G = 1 (k = 54)
         (1, 4, 1, 1, 4),   // k = 1: y = β
-        (3, 8, 1, 1, 2),   // 1×1 maps: one lane per channel in the backward (k = 4)
-        (2, 4, 1, 63, 4),  // k = 63 < 256
-        (1, 2, 1, 257, 2), // k = 257 = workgroup + 1, and 257 positions per channel
+        (3, 8, 1, 1, 2),   // 1×1 maps: one value per channel, padded quads (k = 4)
+        (2, 4, 1, 63, 4),  // k = 63: 16 quads per channel, the last one partial
+        (1, 2, 1, 257, 2), // k = 257: 65 quads over a channel's 64 slots, one past a slot each
         (2, 12, 5, 5, 3),  // k = 100 over 4 channels of 25 positions
+        (1, 130, 2, 3, 1), // 130 channels per group: 64 at a time, in 3 rounds (k = 780)
+        // H·W a multiple of 4: the vec4 kernels, with 10 slots per channel and with 3 rounds.
+        (2, 6, 2, 6, 1),
+        (1, 130, 1, 4, 1),
     ];
     for (i, &case) in cases.iter().enumerate() {
         for silu in [false, true] {

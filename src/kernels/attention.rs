@@ -8,7 +8,18 @@ use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "attention";
-const TILE: usize = 32;
+const TILE: usize = 64;
+
+/// Invocations per score row in the row kernels (softmax and its backward) for L = H·W positions: 8 (8 rows per
+/// workgroup of 64) where L ≤ 64, else 64. Each sums a serial share of ⌈k/lanes⌉ terms, then log₂ lanes tree
+/// levels combine them: the tests derive their bounds from this order.
+pub fn row_lanes(l: usize) -> usize {
+    if l <= 64 {
+        8
+    } else {
+        64
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -25,6 +36,8 @@ struct Params {
     len: u32,
     head_dim: u32,
     channels: u32,
+    row_lanes: u32,
+    pad: [u32; 3],
 }
 
 /// Where element (r, s) of one batch entry's matrix lives: base + n·batch + h·head + r·rows + s·cols.
@@ -107,6 +120,7 @@ impl Layout {
             len: self.l as u32,
             head_dim: self.d as u32,
             channels: self.c as u32,
+            row_lanes: row_lanes(self.l) as u32,
             ..Params::default()
         }
     }
@@ -131,7 +145,7 @@ impl Layout {
             alpha,
             ..self.params()
         };
-        let kernel = gpu.kernel(SHADER, "attention_matmul")?;
+        let kernel = gpu.kernel_uninit_workgroup(SHADER, "attention_matmul", &[])?;
         let grid = [
             n_cols.div_ceil(TILE) as u32,
             m.div_ceil(TILE) as u32,
@@ -141,13 +155,13 @@ impl Layout {
     }
 
     fn rows(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
-        let kernel = gpu.kernel(SHADER, entry)?;
+        let kernel = gpu.kernel_uninit_workgroup(SHADER, entry, &[])?;
         Dispatch::new(
             gpu,
             &kernel,
             &self.params(),
             tensors,
-            grid_1d((self.n * self.heads * self.l) as u32),
+            grid_1d((self.n * self.heads * self.l).div_ceil(64 / row_lanes(self.l)) as u32),
         )
     }
 

@@ -8,9 +8,15 @@ use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "group_norm";
 
-/// Invocations per workgroup of the per-group kernels. Each invocation sums its strided share of a group serially,
-/// then a tree of log₂ 256 = 8 levels combines them: the tests derive their error bounds from this order.
-pub const WORKGROUP_SIZE: usize = 256;
+/// Invocations per workgroup of the per-group kernels; [`slots_per_channel`] of them share each channel. The
+/// summation order built on this (shaders/group_norm.wgsl's header) is what the tests derive their bounds from.
+pub const WORKGROUP_SIZE: usize = 64;
+
+/// How many invocations of a per-group workgroup share one channel when a group has `channels_per_group`
+/// channels: max(1, 64 / (C/G)); the workgroup handles 64 / that many channels at a time.
+pub fn slots_per_channel(channels_per_group: usize) -> usize {
+    (WORKGROUP_SIZE / channels_per_group.max(1)).max(1)
+}
 
 /// The settings of one GroupNorm layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,7 +60,7 @@ struct Params {
     group_len: u32,
     eps: f32,
     silu: u32,
-    lanes: u32,
+    spc: u32,
 }
 
 /// Checks x [N, C, H, W], gamma and beta [C], the settings, and mean, rstd [N, G]; returns the shader's params.
@@ -114,7 +120,7 @@ fn params(
         group_len: (c / g * hw) as u32,
         eps: gn.eps,
         silu: gn.silu as u32,
-        lanes: hw.next_power_of_two().min(WORKGROUP_SIZE) as u32,
+        spc: slots_per_channel(c / g) as u32,
     })
 }
 
@@ -135,8 +141,21 @@ pub fn group_norm_forward(
     let params = params(OP, gn, x, gamma, beta, mean, rstd)?;
     check_f32(OP, &[y])?;
     same_shape(OP, x, y)?;
-    let kernel = gpu.kernel(SHADER, OP)?;
-    let tensors = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
+    // The shader writes its workgroup memory before reading it (see its header).
+    let (kernel, x_at, y_at) = if params.hw % 4 == 0 {
+        ("group_norm_forward_vec4", 15, 16)
+    } else {
+        (OP, 1, 4)
+    };
+    let kernel = gpu.kernel_uninit_workgroup(SHADER, kernel, &[])?;
+    let tensors = [
+        (x_at, x),
+        (2, gamma),
+        (3, beta),
+        (y_at, y),
+        (5, mean),
+        (6, rstd),
+    ];
     Dispatch::new(
         gpu,
         &kernel,
@@ -172,15 +191,21 @@ pub fn group_norm_backward(
     same_shape(OP, gamma, d_gamma)?;
     same_shape(OP, gamma, d_beta)?;
     let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
-    let data = gpu.kernel(SHADER, "group_norm_backward_data")?;
+    // Whole quads as vec4 where H·W is a multiple of 4 (bindings 15..18 view the same tensors as vec4).
+    let (data, [x_at, d_y_at, d_x_at]) = if params.hw % 4 == 0 {
+        ("group_norm_backward_data_vec4", [15, 17, 18])
+    } else {
+        ("group_norm_backward_data", [1, 9, 10])
+    };
+    let data = gpu.kernel_uninit_workgroup(SHADER, data, &[])?;
     let tensors = [
-        (1, x),
+        (x_at, x),
         (2, gamma),
         (3, beta),
         (7, mean),
         (8, rstd),
-        (9, d_y),
-        (10, d_x),
+        (d_y_at, d_y),
+        (d_x_at, d_x),
         (11, &partial),
     ];
     let data = Dispatch::new(
