@@ -271,6 +271,11 @@ impl Trainer {
         self.step_dispatches.len()
     }
 
+    /// The recorded step, in order (for the benchmark's timing and per-kernel breakdown).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.step_dispatches
+    }
+
     /// Records and submits one training step (does not wait for it).
     pub fn step(&mut self, gpu: &Gpu) -> Result<()> {
         let s = &self.settings;

@@ -28,6 +28,8 @@ fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
         "draw_t_and_noise",
         "mse_forward_backward",
         "grad_norm_clip_adamw_ema",
+        "train_step",
+        "unet_forward",
     ] {
         assert!(
             cases.iter().any(|c| c["name"] == family),

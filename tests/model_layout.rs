@@ -86,3 +86,12 @@ fn bad_configurations_say_what_to_change() {
         .to_string()
         .contains("groups (5)"));
 }
+
+#[test]
+fn forward_flops_match_the_pytorch_twins_count() {
+    // shared/bench/torch_baseline.py prints small: 380.1 MFLOP, medium: 2,208.4 MFLOP per image forward.
+    let small = diffuse::model::forward_flops(&UNetConfig::preset("small").unwrap()) / 1e6;
+    let medium = diffuse::model::forward_flops(&UNetConfig::preset("medium").unwrap()) / 1e6;
+    assert!((small - 380.1).abs() < 0.05, "small: {small} MFLOP");
+    assert!((medium - 2208.4).abs() < 0.05, "medium: {medium} MFLOP");
+}

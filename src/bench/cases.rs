@@ -2,6 +2,7 @@
 //! batch 32; quick mode shrinks the batch so CI can afford it). Inputs are random; only the timing matters here,
 //! correctness is the tests' job.
 
+use crate::data::{Dataset, Fit};
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
@@ -10,6 +11,9 @@ use crate::kernels::noise::Target;
 use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, noise, optimizer, random,
 };
+use crate::model::unet::Net;
+use crate::model::{forward_flops, ParamLayout, UNetConfig};
+use crate::train::{TrainSettings, Trainer};
 
 use super::{Case, CaseSpec, Work};
 
@@ -51,6 +55,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![elementwise::silu_forward(gpu, &x, &y)?],
                 work: Work::Bytes((2 * x.byte_size()) as f64),
                 formula: "read x + write y",
+                items: None,
             })
         }),
     });
@@ -65,6 +70,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![elementwise::concat_channels(gpu, &a, &b, &y)?],
                 work: Work::Bytes((2 * y.byte_size()) as f64),
                 formula: "read a, b + write y",
+                items: None,
             })
         }),
     });
@@ -100,6 +106,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: conv2d::forward(gpu, &x, &w, Some(&b), &y, stride)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
+                    items: None,
                 })
             }),
         });
@@ -112,6 +119,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: conv2d::backward_input(gpu, &d_y, &w, &d_x, stride, false)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
+                    items: None,
                 })
             }),
         });
@@ -124,6 +132,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: conv2d::backward_weight(gpu, &x, &d_y, &d_w, stride)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
+                    items: None,
                 })
             }),
         });
@@ -155,6 +164,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches,
                     work: Work::Bytes((7 * x.byte_size()) as f64),
                     formula: "7 passes over x-sized tensors",
+                    items: None,
                 })
             }),
         });
@@ -183,6 +193,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches,
                     work: Work::Flops((12 * n * l * l * c) as f64),
                     formula: "3 × 4·N·L²·C",
+                    items: None,
                 })
             }),
         });
@@ -228,6 +239,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 // ε written, then x0 and ε read, x_t and the target written.
                 work: Work::Bytes((5 * x0.byte_size()) as f64),
                 formula: "write ε + read x0, ε + write x_t, target",
+                items: None,
             })
         }),
     });
@@ -244,6 +256,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches,
                 work: Work::Bytes((5 * pred.byte_size()) as f64),
                 formula: "read pred, target twice + write d_pred",
+                items: None,
             })
         }),
     });
@@ -266,6 +279,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 )?],
                 work: Work::Bytes(emb.byte_size() as f64),
                 formula: "write emb",
+                items: None,
             })
         }),
     });
@@ -303,8 +317,56 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 // norm: read g; Adam: read p, g, m, v, write p, m, v; EMA: read p, ema, write ema.
                 work: Work::Bytes((11 * p.byte_size()) as f64),
                 formula: "11 f32 streams of the parameter length",
+                items: None,
             })
         }),
     });
+    // A whole training step and a network evaluation (a sampling step) of the U-Net presets. A training step
+    // counts 3× the forward FLOPs (forward, and the backward's two products per layer), as the PyTorch twin does.
+    let presets: &[(&'static str, usize)] = if quick {
+        &[("tiny", 4)]
+    } else {
+        &[("small", 32), ("medium", 32)]
+    };
+    for &(preset, n) in presets {
+        specs.push(CaseSpec {
+            name: "train_step",
+            shape: format!("{preset} b{n}"),
+            build: Box::new(move |gpu| {
+                let config = UNetConfig::preset(preset)?;
+                let data = Dataset::builtin(Fit {
+                    channels: 1,
+                    size: config.image_size,
+                    background: [255; 3],
+                })?;
+                let mut settings = TrainSettings::new(config.clone());
+                settings.batch = n;
+                let trainer = Trainer::new(gpu, settings, &data, None)?;
+                Ok(Case {
+                    dispatches: trainer.dispatches().to_vec(),
+                    work: Work::Flops(3.0 * forward_flops(&config) * n as f64),
+                    formula: "3 × forward FLOPs",
+                    items: Some((n as f64, "img")),
+                })
+            }),
+        });
+        let eval_batch = if quick { 4 } else { 64 };
+        specs.push(CaseSpec {
+            name: "unet_forward",
+            shape: format!("{preset} b{eval_batch}"),
+            build: Box::new(move |gpu| {
+                let config = UNetConfig::preset(preset)?;
+                let layout = ParamLayout::new(&config);
+                let params = Tensor::from_f32(gpu, &[layout.padded_len], &layout.init(0))?;
+                let net = Net::new(gpu, &config, &params, eval_batch)?;
+                Ok(Case {
+                    dispatches: net.forward(gpu)?,
+                    work: Work::Flops(forward_flops(&config) * eval_batch as f64),
+                    formula: "forward FLOPs",
+                    items: Some((eval_batch as f64, "img")),
+                })
+            }),
+        });
+    }
     specs
 }

@@ -22,6 +22,8 @@ pub struct Case {
     pub work: Work,
     /// How `work` was counted, e.g. "2·M·N·K".
     pub formula: &'static str,
+    /// Items per call and their unit, for a second rate (e.g. 32 "img" → img/s).
+    pub items: Option<(f64, &'static str)>,
 }
 
 /// Builds a case's tensors and dispatches on a device.
@@ -54,6 +56,8 @@ pub struct Row {
     /// GFLOP/s or GB/s at the median, per `unit`.
     pub rate: f64,
     pub unit: &'static str,
+    /// Items per second at the median (e.g. images/s), where the case counts items.
+    pub items_per_s: Option<(f64, &'static str)>,
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -104,6 +108,7 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
             reps,
             rate,
             unit,
+            items_per_s: case.items.map(|(n, what)| (n / med, what)),
         };
         if print {
             println!("{}", format_row(&row));
@@ -114,8 +119,11 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
 }
 
 pub fn format_row(r: &Row) -> String {
+    let items = r
+        .items_per_s
+        .map_or(String::new(), |(v, what)| format!("  {v:.1} {what}/s"));
     format!(
-        "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({})",
+        "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({}){items}",
         r.name, r.shape, r.median_ms, r.min_ms, r.max_ms, r.rate, r.unit, r.formula
     )
 }
@@ -141,7 +149,7 @@ pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
         .map(|r| {
             format!(
                 "    {{\"name\": {}, \"shape\": {}, \"formula\": {}, \"median_ms\": {:e}, \"min_ms\": {:e}, \
-                 \"max_ms\": {:e}, \"runs\": {}, \"reps\": {}, \"rate\": {:e}, \"unit\": {}}}",
+                 \"max_ms\": {:e}, \"runs\": {}, \"reps\": {}, \"rate\": {:e}, \"unit\": {}{}}}",
                 json_string(&r.name),
                 json_string(&r.shape),
                 json_string(r.formula),
@@ -151,7 +159,11 @@ pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
                 r.runs,
                 r.reps,
                 r.rate,
-                json_string(r.unit)
+                json_string(r.unit),
+                r.items_per_s.map_or(String::new(), |(v, what)| format!(
+                    ", \"items_per_s\": {v:e}, \"item\": {}",
+                    json_string(what)
+                ))
             )
         })
         .collect();

@@ -336,3 +336,57 @@ impl ParamLayout {
         flat
     }
 }
+
+/// Forward FLOPs of one image, counted as the PyTorch twin's benchmark counts them: 2 × the multiply-adds of every
+/// convolution, linear layer and attention product (QKᵀ and PV); normalisation and pointwise work are not counted.
+pub fn forward_flops(config: &UNetConfig) -> f64 {
+    let layout = ParamLayout::new(config);
+    let arch = Architecture::new(config);
+    let mut macs = 0usize;
+    // Output resolution of each conv: walk the blocks as the network does.
+    let conv = |name: &str, res: usize| -> usize {
+        let w = &layout
+            .get(&format!("{name}.weight"))
+            .expect("conv weight")
+            .shape;
+        w[0] * res * res * w[1] * w[2] * w[3]
+    };
+    let s = config.image_size;
+    macs += conv("conv_in", s) + conv("out.2", s);
+    let tdim = config.time_embed_dim();
+    macs += tdim * config.base_channels + tdim * tdim;
+    for block in arch.down.iter().chain(&arch.middle).chain(&arch.up) {
+        match block {
+            Block::Res {
+                prefix,
+                c_in,
+                c_out,
+                resolution,
+            } => {
+                macs += conv(&format!("{prefix}.conv1"), *resolution)
+                    + conv(&format!("{prefix}.conv2"), *resolution);
+                macs += c_out * tdim;
+                if c_in != c_out {
+                    macs += conv(&format!("{prefix}.skip"), *resolution);
+                }
+            }
+            Block::Attention {
+                prefix,
+                channels,
+                resolution,
+            } => {
+                let l = resolution * resolution;
+                macs += conv(&format!("{prefix}.qkv"), *resolution)
+                    + conv(&format!("{prefix}.proj"), *resolution);
+                macs += 2 * channels * l * l;
+            }
+            Block::Downsample {
+                prefix, resolution, ..
+            } => macs += conv(prefix, resolution / 2),
+            Block::Upsample {
+                prefix, resolution, ..
+            } => macs += conv(prefix, resolution * 2),
+        }
+    }
+    2.0 * macs as f64
+}
