@@ -57,3 +57,142 @@ fn bench_with_a_filter_matching_nothing_says_so() {
     assert!(!ok);
     assert!(stderr.contains("--filter"), "{stderr}");
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("diffuse-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn train_then_sample_end_to_end_with_the_tiny_preset() {
+    let dir = scratch("e2e");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let train = [
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--log-every",
+        "1",
+        "--out",
+        out_s,
+    ];
+    let (ok, stdout, stderr) = diffuse(&train, &[]);
+    assert!(ok, "train failed: {stderr}");
+    assert!(
+        stdout.contains("step 2/2") && stdout.contains("loss"),
+        "{stdout}"
+    );
+    let ckpt = out.join("checkpoint.safetensors");
+    assert!(ckpt.exists() && out.join("samples-0000002.png").exists());
+
+    // Starting again over an existing run is refused (nothing is overwritten); --resume continues it.
+    let before = std::fs::read(&ckpt).unwrap();
+    let (ok, _, stderr) = diffuse(&train, &[]);
+    assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "a refused run must not touch the checkpoint"
+    );
+    let mut resume = train.to_vec();
+    resume[4] = "3";
+    resume.push("--resume");
+    let (ok, stdout, stderr) = diffuse(&resume, &[]);
+    assert!(ok, "resume failed: {stderr}");
+    assert!(stdout.contains("steps 2..3"), "{stdout}");
+
+    // Sampling: PNG grid, raw .npy, trajectory GIF; then again from that .npy as x_T.
+    let png = dir.join("s.png");
+    let npy = dir.join("s.npy");
+    let gif = dir.join("s.gif");
+    let ckpt_s = ckpt.to_str().unwrap();
+    let args = [
+        "sample",
+        "--checkpoint",
+        ckpt_s,
+        "--steps",
+        "4",
+        "-n",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+        "--npy",
+        npy.to_str().unwrap(),
+        "--gif",
+        gif.to_str().unwrap(),
+    ];
+    let (ok, _, stderr) = diffuse(&args, &[]);
+    assert!(ok, "sample failed: {stderr}");
+    assert!(png.exists() && npy.exists() && gif.exists());
+    let (ok, _, stderr) = diffuse(
+        &[
+            "sample",
+            "--checkpoint",
+            ckpt_s,
+            "--sampler",
+            "ddpm",
+            "--steps",
+            "3",
+            "--noise",
+            npy.to_str().unwrap(),
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "sample from --noise failed: {stderr}");
+    let (ok, _, stderr) = diffuse(
+        &["sample", "--checkpoint", ckpt_s, "--sampler", "langevin"],
+        &[],
+    );
+    assert!(!ok && stderr.contains("VE"), "{stderr}");
+    let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "3"], &[]);
+    assert!(!ok && stderr.contains("unconditional"), "{stderr}");
+}
+
+#[test]
+fn bad_training_input_is_a_clear_error() {
+    let dir = scratch("bad-input");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.join("run");
+    let (ok, _, stderr) = diffuse(
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            empty.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && stderr.contains("no usable images"), "{stderr}");
+    let (ok, _, stderr) = diffuse(&["train", "--preset", "huge"], &[]);
+    assert!(!ok && stderr.contains("unknown preset"), "{stderr}");
+    let (ok, _, stderr) = diffuse(
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--resume",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && stderr.contains("no checkpoint"), "{stderr}");
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", corrupt.to_str().unwrap()], &[]);
+    assert!(!ok && stderr.contains("truncated or corrupt"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
