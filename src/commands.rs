@@ -206,10 +206,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             bar.println(format!("step {step}: wrote {}", path.display()));
         }
         if interrupted.load(Ordering::SeqCst) {
-            bar.abandon_with_message(format!(
-                "interrupted: saved {} at step {step}",
+            bar.abandon();
+            println!(
+                "interrupted: saved {} at step {step}; continue with --resume",
                 checkpoint_path.display()
-            ));
+            );
             return Ok(());
         }
     }
