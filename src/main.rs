@@ -56,9 +56,9 @@ enum Command {
         schedule: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Output folder for checkpoint.safetensors and samples-*.png.
-        #[arg(long, default_value = "runs/small")]
-        out: std::path::PathBuf,
+        /// Output folder for checkpoint.safetensors and samples-*.png (default: runs/<preset>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 1000)]
         sample_every: u64,
         #[arg(long, default_value_t = 500)]
@@ -270,6 +270,7 @@ fn main() -> ExitCode {
             background,
             adapter,
         } => Gpu::new(adapter.as_deref()).and_then(|gpu| {
+            let preset_name = preset.clone();
             let args = commands::TrainArgs {
                 data,
                 preset,
@@ -282,7 +283,7 @@ fn main() -> ExitCode {
                 clip,
                 schedule,
                 seed,
-                out,
+                out: out.unwrap_or_else(|| std::path::Path::new("runs").join(&preset_name)),
                 sample_every: sample_every.max(1),
                 checkpoint_every: checkpoint_every.max(1),
                 log_every: log_every.max(1),
