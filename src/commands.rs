@@ -25,24 +25,58 @@ pub const BUNDLED_CHECKPOINT: &str = concat!(
     "/assets/small-mnist.safetensors"
 );
 
+/// `diffuse train`: see `--help` for what each option does.
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// Training data: an image folder or IDX file/folder (default: the built-in 10,000-digit MNIST subset).
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Model size: tiny (28×28×1, 45 k parameters, for quick tries), small (28×28×1, 1.1 M), medium (28×28×1,
+    /// 6.5 M), rgb32 (32×32×3).
+    #[arg(long, default_value = "small")]
     pub preset: String,
+    /// Condition on the dataset's classes (MNIST labels or subfolders), for `diffuse sample --class`.
+    #[arg(long)]
     pub class_conditional: bool,
+    /// Total optimizer steps (a resumed run continues up to this count).
+    #[arg(long, default_value_t = 10_000)]
     pub steps: u64,
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Peak learning rate (Adam), reached after --warmup steps.
+    #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    #[arg(long, default_value_t = 500)]
     pub warmup: u64,
+    /// EMA decay of the weights used for sampling.
+    #[arg(long, default_value_t = 0.999)]
     pub ema: f64,
+    /// Global gradient-norm clip (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
+    /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal).
+    #[arg(long, default_value = "linear")]
     pub schedule: String,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    pub out: PathBuf,
+    /// Output folder for checkpoint.safetensors and samples-*.png (default: runs/<preset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
     pub sample_every: u64,
+    #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
+    /// Read the loss back every this many steps (the GPU runs ahead in between).
+    #[arg(long, default_value_t = 25)]
     pub log_every: u64,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
     pub resume: bool,
+    /// Colour (R,G,B) that transparent pixels are composited onto.
+    #[arg(long, default_value = "255,255,255", value_parser = parse_rgb)]
     pub background: [u8; 3],
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 fn schedule_by_name(name: &str) -> Result<BetaSchedule> {
@@ -79,7 +113,29 @@ fn schedule_of(ckpt: &Checkpoint) -> Result<Schedule> {
     Schedule::new(kind, steps)
 }
 
+pub fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    match parts.as_slice() {
+        [r, g, b] => Ok([r, g, b]
+            .map(|v| v.parse::<u8>().map_err(|_| format!("{v:?} is not 0–255")))
+            .into_iter()
+            .collect::<Result<Vec<u8>, String>>()?
+            .try_into()
+            .expect("three values")),
+        _ => Err(format!("expected R,G,B (e.g. 255,255,255), got {text:?}")),
+    }
+}
+
 pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&args.preset));
+    let (log_every, checkpoint_every, sample_every) = (
+        args.log_every.max(1),
+        args.checkpoint_every.max(1),
+        args.sample_every.max(1),
+    );
     let mut config = UNetConfig::preset(&args.preset)?;
     let fit = Fit {
         channels: config.in_channels,
@@ -99,7 +155,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         }
         config.num_classes = Some(dataset.class_names.len());
     }
-    let checkpoint_path = args.out.join("checkpoint.safetensors");
+    let checkpoint_path = out.join("checkpoint.safetensors");
     let resume = if args.resume {
         if !checkpoint_path.exists() {
             return Err(Error::Usage(format!(
@@ -125,7 +181,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
     settings.schedule = schedule_by_name(&args.schedule)?;
     settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
     let start_step = trainer.step;
@@ -183,7 +239,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         trainer.step(gpu)?;
         let step = trainer.step;
         let last = step == args.steps || interrupted.load(Ordering::SeqCst);
-        if step % args.log_every == 0 || last {
+        if step % log_every == 0 || last {
             // take_loss fails on a non-finite loss before anything is saved: the last good checkpoint stays.
             let (loss, norm) = trainer.take_loss(gpu)?;
             let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64();
@@ -195,12 +251,12 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             bar.set_message(message);
             bar.set_position(step);
         }
-        if step % args.checkpoint_every == 0 || last {
+        if step % checkpoint_every == 0 || last {
             save(&trainer)?;
         }
-        if step % args.sample_every == 0 || step == args.steps {
+        if step % sample_every == 0 || step == args.steps {
             let ckpt = trainer.checkpoint(gpu, extra.clone())?;
-            let path = args.out.join(format!("samples-{step:07}.png"));
+            let path = out.join(format!("samples-{step:07}.png"));
             let (pixels, n) = sample_grid(gpu, &ckpt, 16, settings.seed)?;
             image_io::save_grid_png(&path, &pixels, n, config.in_channels, config.image_size)?;
             bar.println(format!("step {step}: wrote {}", path.display()));
@@ -254,21 +310,55 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<(Vec
     Ok((sampler.run(gpu)?, n))
 }
 
+/// `diffuse sample`: see `--help` for what each option does.
+#[derive(clap::Args)]
 pub struct SampleArgs {
+    /// A checkpoint written by `diffuse train`.
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// ddpm (ancestral), ddim (η = --eta), sde (reverse-time SDE, Euler–Maruyama), ode (probability-flow ODE,
+    /// Heun), pc (predictor–corrector), langevin (annealed Langevin, for VE/NCSN models).
+    #[arg(long, default_value = "ddim")]
     pub sampler: String,
+    /// Sampling steps (model evaluations; Heun uses about two per step).
+    #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
+    #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// How the steps are chosen among the T training timesteps: trailing (default; starts at T−1),
+    /// leading (diffusers' DDIM default), linspace.
+    #[arg(long, default_value = "trailing")]
     pub spacing: String,
+    /// Number of images.
+    #[arg(short, long, default_value_t = 16)]
     pub num: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Class to generate (class-conditional models).
+    #[arg(long)]
     pub class: Option<u32>,
+    /// Classifier-free guidance weight w (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off.
+    #[arg(long, default_value_t = 0.0)]
     pub guidance: f32,
+    /// The PNG grid to write.
+    #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
+    /// Also write the raw samples [N, C, H, W] in [−1, 1] as .npy.
+    #[arg(long)]
     pub npy: Option<PathBuf>,
+    /// Start from this x_T ([N, C, H, W] float32 .npy) instead of drawing it: reproducible runs and
+    /// comparisons with other tools.
+    #[arg(long)]
     pub noise: Option<PathBuf>,
+    /// Also write the denoising trajectory as an animated GIF.
+    #[arg(long)]
     pub gif: Option<PathBuf>,
+    /// Sample with the raw training weights instead of their EMA.
+    #[arg(long)]
     pub raw_weights: bool,
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
