@@ -10,7 +10,7 @@
 //   guidance:     y[i] = (1 + alpha)·a[i] − alpha·a[i + len]   (ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅), Ho & Salimans)
 // Dispatch: 256 invocations per workgroup, 4 output elements each (see PER_THREAD), on a 2-D grid of workgroups
 // (linear workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
-// channel_bias_backward uses one workgroup per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
+// channel_bias_backward uses one invocation per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
 
 struct Params {
     len: u32,      // output elements
@@ -250,28 +250,18 @@ fn guidance(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-var<workgroup> partial: array<f32, 256>;
-
-// a = d_y: [N, C, H, W]; y = d_e: [N, C]. One workgroup per (n, c) row; p.len = N·C rows.
-@compute @workgroup_size(256)
+// a = d_y: [N, C, H, W]; y = d_e: [N, C]. One invocation per (n, c) row sums its H·W values in order: no
+// workgroup memory and no barriers, which on CPU adapters (lavapipe) costs far less than a tree reduction per row;
+// the rows of a U-Net are short (H·W ≤ 1024) and there are N·C of them, enough to fill a GPU too.
+@compute @workgroup_size(64)
 fn channel_bias_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wg.y * nwg.x + wg.x;
-    // `row` is uniform across the workgroup, so this early return keeps the barriers below in uniform control flow.
+    let row = (wg.y * nwg.x + wg.x) * 64u + lid.x;
     if (row >= p.len) { return; }
+    let base = row * p.hw;
     var s = 0.0;
-    for (var j = lid.x; j < p.hw; j += WG) {
-        s += a[row * p.hw + j];
+    for (var j = 0u; j < p.hw; j++) {
+        s += a[base + j];
     }
-    partial[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid.x < stride) {
-            partial[lid.x] += partial[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
-    if (lid.x == 0u) {
-        y[row] = partial[0];
-    }
+    y[row] = s;
 }

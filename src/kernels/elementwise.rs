@@ -252,7 +252,7 @@ pub fn channel_bias_backward(gpu: &Gpu, d_y: &Tensor, d_e: &Tensor) -> Result<Di
         &kernel,
         &params,
         &[(1, d_y), (3, d_e)],
-        grid_1d(d_e.len() as u32),
+        grid_1d(d_e.len().div_ceil(64) as u32),
     )
 }
 
