@@ -257,7 +257,8 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         if step % sample_every == 0 || step == args.steps {
             let ckpt = trainer.checkpoint(gpu, extra.clone())?;
             let path = out.join(format!("samples-{step:07}.png"));
-            let (pixels, n) = sample_grid(gpu, &ckpt, 16, settings.seed)?;
+            let n = 16;
+            let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
             image_io::save_grid_png(&path, &pixels, n, config.in_channels, config.image_size)?;
             bar.println(format!("step {step}: wrote {}", path.display()));
         }
@@ -281,7 +282,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
 }
 
 /// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training).
-fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<(Vec<f32>, usize)> {
+fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
     let schedule = schedule_of(ckpt)?;
     let list = samplers::timesteps(
         schedule.num_steps(),
@@ -307,7 +308,7 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<(Vec
         &[n, ckpt.config.in_channels, s, s],
         seed,
     )?;
-    Ok((sampler.run(gpu)?, n))
+    sampler.run(gpu)
 }
 
 /// `diffuse sample`: see `--help` for what each option does.

@@ -1,5 +1,6 @@
 //! Sampling on the GPU: a [`Plan`] (src/diffusion/samplers.rs) and a model recorded as one list of dispatches, so
-//! the whole loop runs in one submission with no readback until the end.
+//! the whole loop runs on the GPU with no readback until the end ([`Sampler::run`] submits it in a few large
+//! command buffers; [`Sampler::record`] puts it all into the caller's).
 //!
 //! Per step: the model writes its output o for the current x; where the step adds noise, z ~ N(0, I) is drawn
 //! (Philox, stream = 1 + the number of noisy steps before it, so every step of a run draws its own numbers); the step
