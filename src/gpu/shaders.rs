@@ -4,6 +4,7 @@
 /// (name, source) of each `shaders/<name>.wgsl`.
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.

@@ -7,6 +7,7 @@
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
 
 pub mod elementwise;
+pub mod matmul;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

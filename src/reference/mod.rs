@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod gradcheck;
+pub mod matmul;
 
 /// Unit roundoff of f32 (2⁻²⁴).
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
