@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
 pub mod loss;
+pub mod matmul;
 pub mod noise;
 pub mod optimizer;
 pub mod random;

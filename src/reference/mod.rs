@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod gradcheck;
 pub mod group_norm;
 pub mod loss;
+pub mod matmul;
 pub mod noise;
 pub mod optimizer;
 pub mod random;
