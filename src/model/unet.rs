@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
-use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm};
+use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul};
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
 
 /// An activation of the graph (index into `Net::acts`).
@@ -65,19 +65,6 @@ enum Op {
     TimestepEmbedding { y: Act },
     /// y = table[labels] (class conditioning)
     ClassEmbedding { table: String, y: Act },
-}
-
-/// A linear layer y = x·wᵀ + b (x [N, in], w [out, in], y [N, out]) is a 1×1 convolution of [N, in, 1, 1] by
-/// [out, in, 1, 1]: the same arithmetic, so the tested conv2d kernels serve both (the time-embedding layers are
-/// small, N × 128 × 512 at most).
-fn as_conv1x1(x: &Tensor, w: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-    let (n, fin) = (x.shape()[0], x.shape()[1]);
-    let fout = w.shape()[0];
-    Ok((
-        x.reshape(&[n, fin, 1, 1])?,
-        w.reshape(&[fout, fin, 1, 1])?,
-        y.reshape(&[n, fout, 1, 1])?,
-    ))
 }
 
 /// The U-Net for one batch size: activation buffers, the op graph, and views of the flat parameter and gradient
@@ -382,8 +369,13 @@ impl Net {
                     conv2d::forward(gpu, a(*x), &p(w)?, Some(&p(b)?), a(*y), *stride)?
                 }
                 Op::Linear { x, w, b, y } => {
-                    let (x, w, y) = as_conv1x1(a(*x), &p(w)?, a(*y))?;
-                    conv2d::forward(gpu, &x, &w, Some(&p(b)?), &y, 1)?
+                    vec![matmul::linear_forward(
+                        gpu,
+                        a(*x),
+                        &p(w)?,
+                        Some(&p(b)?),
+                        a(*y),
+                    )?]
                 }
                 Op::GroupNorm {
                     x,
@@ -487,16 +479,14 @@ impl Net {
                     }
                 }
                 Op::Linear { x, w, b, y } => {
-                    let (x4, d_w4, d_y4) = as_conv1x1(a(*x), &g(w)?, &grads.get(*y))?;
-                    out.extend(conv2d::backward_weight(gpu, &x4, &d_y4, &d_w4, 1)?);
-                    out.push(conv2d::backward_bias(gpu, &d_y4, &g(b)?)?);
+                    let d_y = grads.get(*y);
+                    out.push(matmul::linear_backward_weight(gpu, &d_y, a(*x), &g(w)?)?);
+                    out.push(matmul::linear_backward_bias(gpu, &d_y, &g(b)?)?);
                     if !self.no_grad[x.0] {
-                        let w4 = p(w)?.reshape(d_w4.shape())?;
-                        let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
-                        let d_x4 = d_x.reshape(x4.shape())?;
-                        out.extend(conv2d::backward_input(
-                            gpu, &d_y4, &w4, &d_x4, 1, accumulate,
-                        )?);
+                        let w = p(w)?;
+                        grads.write(gpu, *x, a(*x), &mut out, |d_x| {
+                            Ok(vec![matmul::linear_backward_input(gpu, &d_y, &w, d_x)?])
+                        })?;
                     }
                 }
                 Op::GroupNorm {
