@@ -25,6 +25,8 @@ fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
     // Every family registered in the benchmark must report; the list grows with the kernels.
     for family in [
         "silu_forward",
+        "matmul",
+        "linear_fwd_bwd",
         "draw_t_and_noise",
         "mse_forward_backward",
         "grad_norm_clip_adamw_ema",

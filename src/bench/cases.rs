@@ -9,7 +9,7 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::noise::Target;
 use crate::kernels::{
-    attention, conv2d, elementwise, embedding, group_norm, loss, noise, optimizer, random,
+    attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
 };
 use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamLayout, UNetConfig};
@@ -74,6 +74,65 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             })
         }),
     });
+    // Matrix products: the 1024³ figure in each layout the backward passes use, and the U-Net's linear
+    // layers (the time-embedding MLP and each block's projection) at the training batch.
+    let side = if quick { 128 } else { 1024 };
+    for (label, trans_a, trans_b) in [
+        ("nn", false, false),
+        ("nt", false, true),
+        ("tn", true, false),
+    ] {
+        specs.push(CaseSpec {
+            name: "matmul",
+            shape: format!("{side}x{side}x{side} {label}"),
+            build: Box::new(move |gpu| {
+                let a = random(gpu, &[side, side], 21)?;
+                let b = random(gpu, &[side, side], 22)?;
+                let c = zeros(gpu, &[side, side])?;
+                let opts = matmul::MatmulOptions {
+                    trans_a,
+                    trans_b,
+                    ..Default::default()
+                };
+                Ok(Case {
+                    dispatches: vec![matmul::matmul(gpu, &a, &b, &c, opts)?],
+                    work: Work::Flops(2.0 * (side * side * side) as f64),
+                    formula: "2·M·N·K",
+                    items: None,
+                })
+            }),
+        });
+    }
+    for &(fin, fout) in &[(128usize, 512usize), (512, 512)] {
+        specs.push(CaseSpec {
+            name: "linear_fwd_bwd",
+            shape: format!("n{batch} {fin}→{fout}"),
+            build: Box::new(move |gpu| {
+                let x = random(gpu, &[batch, fin], 23)?;
+                let w = random(gpu, &[fout, fin], 24)?;
+                let b = random(gpu, &[fout], 25)?;
+                let (y, d_x, d_w, d_b) = (
+                    zeros(gpu, &[batch, fout])?,
+                    zeros(gpu, &[batch, fin])?,
+                    zeros(gpu, &[fout, fin])?,
+                    zeros(gpu, &[fout])?,
+                );
+                let d_y = random(gpu, &[batch, fout], 26)?;
+                Ok(Case {
+                    dispatches: vec![
+                        matmul::linear_forward(gpu, &x, &w, Some(&b), &y)?,
+                        matmul::linear_backward_input(gpu, &d_y, &w, &d_x)?,
+                        matmul::linear_backward_weight(gpu, &d_y, &x, &d_w)?,
+                        matmul::linear_backward_bias(gpu, &d_y, &d_b)?,
+                    ],
+                    work: Work::Flops(3.0 * 2.0 * (batch * fin * fout) as f64),
+                    formula: "3 × 2·N·in·out",
+                    items: None,
+                })
+            }),
+        });
+    }
+
     // Convolutions: the U-Net's shapes (ci → co at h×w, kernel k, stride), each pass with 2·N·Co·Ho·Wo·Ci·k² FLOPs.
     let convs: &[(usize, usize, usize, usize, usize)] = &[
         (64, 64, 28, 3, 1),
