@@ -46,6 +46,14 @@ fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
                 "{key} of {case} is not a positive number"
             );
         }
+        assert!(
+            case["host_ms"].as_f64().is_some_and(|v| v > 0.0),
+            "host_ms of {case}"
+        );
+        assert!(
+            case["memory_bytes"].as_u64().is_some_and(|v| v > 0),
+            "memory_bytes of {case}"
+        );
         assert!(case["min_ms"].as_f64() <= case["median_ms"].as_f64());
         assert!(case["median_ms"].as_f64() <= case["max_ms"].as_f64());
         assert!(

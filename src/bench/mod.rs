@@ -58,6 +58,10 @@ pub struct Row {
     pub unit: &'static str,
     /// Items per second at the median (e.g. images/s), where the case counts items.
     pub items_per_s: Option<(f64, &'static str)>,
+    /// Host time per call spent recording and submitting the dispatches (median), in ms.
+    pub host_ms: f64,
+    /// Bytes of GPU buffers the case allocated (tensors, scratch, uniforms): fixed workloads allocate only once.
+    pub memory_bytes: u64,
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -83,15 +87,24 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
         {
             continue;
         }
+        let before = gpu.allocated_bytes();
         let case = (spec.build)(gpu)?;
+        let memory_bytes = gpu.allocated_bytes() - before;
         let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
         // Warm-up (pipeline caches, first-touch of memory), then size `reps` so a run lasts about `target_s`.
         let once = timer.time(gpu, &dispatches, 1)?.max(1e-7);
         let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
-        let mut per_call: Vec<f64> = (0..runs)
-            .map(|_| timer.time(gpu, &dispatches, reps).map(|s| s / reps as f64))
+        let timings: Vec<(f64, f64)> = (0..runs)
+            .map(|_| {
+                timer
+                    .time_with_host(gpu, &dispatches, reps)
+                    .map(|(g, h)| (g / reps as f64, h / reps as f64))
+            })
             .collect::<Result<_>>()?;
+        let mut per_call: Vec<f64> = timings.iter().map(|t| t.0).collect();
+        let mut host: Vec<f64> = timings.iter().map(|t| t.1).collect();
         per_call.sort_by(f64::total_cmp);
+        host.sort_by(f64::total_cmp);
         let med = median(&per_call);
         let (rate, unit) = match case.work {
             Work::Flops(f) => (f / med * 1e-9, "GFLOP/s"),
@@ -109,6 +122,8 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
             rate,
             unit,
             items_per_s: case.items.map(|(n, what)| (n / med, what)),
+            host_ms: median(&host) * 1e3,
+            memory_bytes,
         };
         if print {
             println!("{}", format_row(&row));
@@ -119,9 +134,11 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
 }
 
 pub fn format_row(r: &Row) -> String {
-    let items = r
-        .items_per_s
-        .map_or(String::new(), |(v, what)| format!("  {v:.1} {what}/s"));
+    // Whole-model cases also show the host's recording time per call and the GPU memory they allocated.
+    let items = r.items_per_s.map_or(String::new(), |(v, what)| {
+        let mib = r.memory_bytes as f64 / (1u64 << 20) as f64;
+        format!("  {v:.1} {what}/s  host {:.2} ms  {mib:.0} MiB", r.host_ms)
+    });
     format!(
         "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({}){items}",
         r.name, r.shape, r.median_ms, r.min_ms, r.max_ms, r.rate, r.unit, r.formula
@@ -149,7 +166,7 @@ pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
         .map(|r| {
             format!(
                 "    {{\"name\": {}, \"shape\": {}, \"formula\": {}, \"median_ms\": {:e}, \"min_ms\": {:e}, \
-                 \"max_ms\": {:e}, \"runs\": {}, \"reps\": {}, \"rate\": {:e}, \"unit\": {}{}}}",
+                 \"max_ms\": {:e}, \"runs\": {}, \"reps\": {}, \"rate\": {:e}, \"unit\": {}, \"host_ms\": {:e}, \"memory_bytes\": {}{}}}",
                 json_string(&r.name),
                 json_string(&r.shape),
                 json_string(r.formula),
@@ -160,6 +177,8 @@ pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
                 r.reps,
                 r.rate,
                 json_string(r.unit),
+                r.host_ms,
+                r.memory_bytes,
                 r.items_per_s.map_or(String::new(), |(v, what)| format!(
                     ", \"items_per_s\": {v:e}, \"item\": {}",
                     json_string(what)

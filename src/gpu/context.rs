@@ -34,6 +34,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub caps: Capabilities,
     pub(crate) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Bytes of every tensor and uniform buffer created on this device so far (transient readback buffers
+    /// excluded): what a fixed workload allocates, since nothing is allocated per step.
+    pub(crate) allocated: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -238,6 +241,7 @@ impl Gpu {
             limits,
             caps,
             kernels: Mutex::new(HashMap::new()),
+            allocated: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -247,6 +251,16 @@ impl Gpu {
             "{} ({:?}, {:?})",
             self.info.name, self.info.backend, self.info.device_type
         )
+    }
+
+    /// Bytes of tensors and uniform buffers created on this device so far.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_allocation(&self, bytes: u64) {
+        self.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Blocks until all submitted work has finished.

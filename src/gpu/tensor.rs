@@ -62,6 +62,7 @@ impl Tensor {
         let n = element_count("Tensor::zeros", shape)?;
         let bytes = n as u64 * ELEMENT_BYTES;
         check_size(gpu, "Tensor::zeros", shape, bytes)?;
+        gpu.count_allocation(bytes);
         // wgpu zero-initialises new buffers.
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -92,6 +93,7 @@ impl Tensor {
             ));
         }
         check_size(gpu, "Tensor::from_data", shape, bytes.len() as u64)?;
+        gpu.count_allocation(bytes.len() as u64);
         let buffer = gpu
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

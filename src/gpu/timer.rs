@@ -63,6 +63,18 @@ impl Timer {
 
     /// Seconds to run `dispatches` `reps` times over, recorded in one pass and one submission.
     pub fn time(&self, gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
+        Ok(self.time_with_host(gpu, dispatches, reps)?.0)
+    }
+
+    /// As [`Timer::time`], also returning the host's seconds spent recording and submitting (encoder creation to
+    /// the return of `submit`), which the GPU time does not include.
+    pub fn time_with_host(
+        &self,
+        gpu: &Gpu,
+        dispatches: &[&Dispatch],
+        reps: usize,
+    ) -> Result<(f64, f64)> {
+        let host_start = Instant::now();
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -95,10 +107,11 @@ impl Timer {
         }
         let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
+        let host = host_start.elapsed().as_secs_f64();
         gpu.wait()?;
         let wall = start.elapsed().as_secs_f64();
         let Some((_, _, readback)) = &self.queries else {
-            return Ok(wall);
+            return Ok((wall, host));
         };
         let (tx, rx) = std::sync::mpsc::channel();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -116,6 +129,9 @@ impl Timer {
         };
         readback.unmap();
         let period_ns = gpu.queue.get_timestamp_period() as f64;
-        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9)
+        Ok((
+            ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9,
+            host,
+        ))
     }
 }
