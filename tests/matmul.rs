@@ -92,7 +92,7 @@ fn check_product(s: &MatmulShape, accumulate: bool, variant: Variant, seed: u64)
 }
 
 /// Every transpose combination, with and without accumulation, on the tiled kernel and (where the shape allows)
-/// the register-blocked one.
+/// the register-blocked ones.
 fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
     for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
         let s = MatmulShape {
@@ -107,6 +107,10 @@ fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
             check_product(&s, accumulate, Variant::Tiled, seed);
             if blocked_ok(&s) {
                 check_product(&s, accumulate, Variant::RegisterBlocked, seed);
+                // Where the adapter has the subgroup kernels (lavapipe's Vulkan driver; not GL).
+                if mm::subgroup_variant_available(gpu()) {
+                    check_product(&s, accumulate, Variant::RegisterBlockedSubgroup, seed);
+                }
             }
         }
     }
@@ -443,6 +447,14 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         },
     ));
     assert!(e.contains("multiples of 4"), "{e}");
+    if !mm::subgroup_variant_available(gpu) {
+        let opts = MatmulOptions {
+            variant: Variant::RegisterBlockedSubgroup,
+            ..Default::default()
+        };
+        let e = err(mm::matmul(gpu, &a, &b, &c, opts));
+        assert!(e.contains("subgroups"), "{e}");
+    }
     assert!(mm::matmul(gpu, &a, &zeros(&[4, 5]), &odd, MatmulOptions::default()).is_ok());
     // The output may not alias an input.
     let square = zeros(&[4, 4]);

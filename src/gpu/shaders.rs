@@ -5,6 +5,7 @@
 pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
 ];
 
 /// The WGSL source of `shaders/<name>.wgsl`.
