@@ -1,9 +1,9 @@
-//! shaders/matmul.wgsl against src/reference/matmul.rs.
+//! shaders/matmul.wgsl and shaders/matmul_subgroup.wgsl against src/reference/matmul.rs.
 //!
 //! Tolerance: every output is a sum of K products (K + 1 terms with `accumulate`, where the old C is one more
 //! term; K + 1 with a bias), computed in f32 in some order. Whatever the order, |got − exact| ≤ γ(terms)·Σ|terms|
 //! (reference::gamma), and Σ|terms| is the reference run on |A|, |B| (and |C_old|, |bias|), so that is the bound.
-//! Sums of k f64 terms (the bias gradient) use the same bound with k = rows.
+//! The bias gradient, a sum of `rows` values, is held to the same bound with terms = rows.
 
 mod common;
 
