@@ -28,6 +28,8 @@
 //   enter through transpose(), which costs nothing. Each k step loads all A blocks first, then each B block just
 //   before its 8 updates (fewest live registers; on lavapipe ~35 GFLOP/s at 1024³ against ~29 with B loaded
 //   first). The old C and the bias, when asked for (pipeline constants), start the accumulators.
+//   shaders/matmul_subgroup.wgsl holds the same four kernels with the A loads shared through subgroup
+//   broadcasts (~60 GFLOP/s on lavapipe's Vulkan driver); this file is the portable version (GL has no subgroups).
 //
 // matmul_tiled: the classic shared-memory tiling for real GPUs, and the general fallback (any shape, any
 //   transposes, read through strides). Workgroup (16, 16): a 64×64 tile of C, each invocation a 4×4 block

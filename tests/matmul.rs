@@ -1,9 +1,9 @@
-//! shaders/matmul.wgsl against src/reference/matmul.rs.
+//! shaders/matmul.wgsl and shaders/matmul_subgroup.wgsl against src/reference/matmul.rs.
 //!
 //! Tolerance: every output is a sum of K products (K + 1 terms with `accumulate`, where the old C is one more
 //! term; K + 1 with a bias), computed in f32 in some order. Whatever the order, |got − exact| ≤ γ(terms)·Σ|terms|
 //! (reference::gamma), and Σ|terms| is the reference run on |A|, |B| (and |C_old|, |bias|), so that is the bound.
-//! Sums of k f64 terms (the bias gradient) use the same bound with k = rows.
+//! The bias gradient, a sum of `rows` values, is held to the same bound with terms = rows.
 
 mod common;
 
@@ -92,7 +92,7 @@ fn check_product(s: &MatmulShape, accumulate: bool, variant: Variant, seed: u64)
 }
 
 /// Every transpose combination, with and without accumulation, on the tiled kernel and (where the shape allows)
-/// the register-blocked one.
+/// the register-blocked ones.
 fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
     for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
         let s = MatmulShape {
@@ -107,6 +107,10 @@ fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
             check_product(&s, accumulate, Variant::Tiled, seed);
             if blocked_ok(&s) {
                 check_product(&s, accumulate, Variant::RegisterBlocked, seed);
+                // Where the adapter has the subgroup kernels (lavapipe's Vulkan driver; not GL).
+                if mm::subgroup_variant_available(gpu()) {
+                    check_product(&s, accumulate, Variant::RegisterBlockedSubgroup, seed);
+                }
             }
         }
     }
@@ -443,6 +447,14 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         },
     ));
     assert!(e.contains("multiples of 4"), "{e}");
+    if !mm::subgroup_variant_available(gpu) {
+        let opts = MatmulOptions {
+            variant: Variant::RegisterBlockedSubgroup,
+            ..Default::default()
+        };
+        let e = err(mm::matmul(gpu, &a, &b, &c, opts));
+        assert!(e.contains("subgroups"), "{e}");
+    }
     assert!(mm::matmul(gpu, &a, &zeros(&[4, 5]), &odd, MatmulOptions::default()).is_ok());
     // The output may not alias an input.
     let square = zeros(&[4, 4]);

@@ -14,6 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("optimizer", include_str!("../../shaders/optimizer.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
