@@ -163,9 +163,9 @@ impl Trainer {
         let rng = random::rng_state(gpu, rng_offset)?;
         let schedule = Schedule::new(settings.schedule, settings.timesteps)?;
         let table: Vec<f32> = schedule
-            .sqrt_alphas_cumprod
+            .noise_table()
+            .concat()
             .iter()
-            .chain(&schedule.sqrt_one_minus_alphas_cumprod)
             .map(|&v| v as f32)
             .collect();
         let table = Tensor::from_f32(gpu, &[2, settings.timesteps], &table)?;

@@ -266,9 +266,9 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         build: Box::new(move |gpu| {
             let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
             let table: Vec<f32> = schedule
-                .sqrt_alphas_cumprod
+                .noise_table()
+                .concat()
                 .iter()
-                .chain(&schedule.sqrt_one_minus_alphas_cumprod)
                 .map(|&v| v as f32)
                 .collect();
             let table = Tensor::from_f32(gpu, &[2, 1000], &table)?;

@@ -153,6 +153,15 @@ impl Schedule {
     pub fn num_steps(&self) -> usize {
         self.betas.len()
     }
+
+    /// The forward-noising table for shaders/noise.wgsl: rows (√ᾱ_t, √(1 − ᾱ_t)) (the VP twin of
+    /// [`VeSchedule::noise_table`]).
+    pub fn noise_table(&self) -> [Vec<f64>; 2] {
+        [
+            self.sqrt_alphas_cumprod.clone(),
+            self.sqrt_one_minus_alphas_cumprod.clone(),
+        ]
+    }
 }
 
 /// The variance-exploding noise levels of NCSN (Song & Ermon 2019): σ_1 > σ_2 > … > σ_L, geometric. x at level i
