@@ -17,7 +17,7 @@ use crate::image_io;
 use crate::model::denoiser::UNetDenoiser;
 use crate::model::UNetConfig;
 use crate::sample::Sampler;
-use crate::train::{TrainSettings, Trainer};
+use crate::train::{LossReport, TrainSettings, Trainer};
 
 /// Where `diffuse sample` looks when no checkpoint is given: the model shipped in `assets/`.
 pub const BUNDLED_CHECKPOINT: &str = concat!(
@@ -235,26 +235,42 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             .checkpoint(gpu, extra.clone())?
             .save(&checkpoint_path)
     };
-    while trainer.step < args.steps {
-        trainer.step(gpu)?;
-        let step = trainer.step;
-        let last = step == args.steps || interrupted.load(Ordering::SeqCst);
-        if step % log_every == 0 || last {
-            // take_loss fails on a non-finite loss before anything is saved: the last good checkpoint stays.
-            let (loss, norm) = trainer.take_loss(gpu)?;
-            let rate = (step - start_step) as f64 / started.elapsed().as_secs_f64();
-            let message = format!("loss {loss:.4}  grad-norm {norm:.3}  {rate:.2} steps/s");
-            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                // Not a terminal (a log file, CI): one plain line per report instead of a bar.
-                println!("step {step}/{}  {message}", args.steps);
-            }
-            bar.set_message(message);
-            bar.set_position(step);
+    let show = |report: &LossReport| {
+        let rate = (report.step - start_step) as f64 / started.elapsed().as_secs_f64();
+        let message = format!(
+            "loss {:.4}  grad-norm {:.3}  {rate:.2} steps/s",
+            report.loss, report.grad_norm
+        );
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // Not a terminal (a log file, CI): one plain line per report instead of a bar.
+            println!("step {}/{}  {message}", report.step, args.steps);
         }
-        if step % checkpoint_every == 0 || last {
+        bar.set_message(message);
+    };
+    while trainer.step < args.steps {
+        let step = trainer.step + 1;
+        // Read once: a Ctrl-C arriving later in this step is seen by the next one, which then saves.
+        let stopping = interrupted.load(Ordering::SeqCst);
+        let last = step == args.steps || stopping;
+        let checkpoint_due = step % checkpoint_every == 0 || last;
+        let sample_due = step % sample_every == 0 || step == args.steps;
+        // Every step that saves or samples reports too, so that its loss is known to be finite first.
+        trainer.step(gpu, step % log_every == 0 || checkpoint_due || sample_due)?;
+        // Reports arrive a step or more late: the GPU keeps running while the host prints them.
+        for report in trainer.poll_losses(gpu)? {
+            show(&report);
+        }
+        bar.set_position(step);
+        if checkpoint_due || sample_due {
+            // Waiting here is what makes a diverged run stop before its checkpoint could overwrite a good one.
+            for report in trainer.wait_losses(gpu)? {
+                show(&report);
+            }
+        }
+        if checkpoint_due {
             save(&trainer)?;
         }
-        if step % sample_every == 0 || step == args.steps {
+        if sample_due {
             let ckpt = trainer.checkpoint(gpu, extra.clone())?;
             let path = out.join(format!("samples-{step:07}.png"));
             let n = 16;
@@ -262,7 +278,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             image_io::save_grid_png(&path, &pixels, n, config.in_channels, config.image_size)?;
             bar.println(format!("step {step}: wrote {}", path.display()));
         }
-        if interrupted.load(Ordering::SeqCst) {
+        if stopping {
             bar.abandon();
             println!(
                 "interrupted: saved {} at step {step}; continue with --resume",

@@ -1,13 +1,15 @@
 //! Training on the GPU. One step — draw a batch, timesteps and noise; noise the batch; forward; loss; backward;
 //! gradient clipping; Adam; EMA; advance the RNG — is recorded once as a list of dispatches and submitted as one
 //! command buffer per step. Nothing is allocated per step. The host writes only the step's learning rate and EMA
-//! decay (a 4-float tensor) before each submission and reads the loss back every `log_every` steps.
+//! decay (a 4-float tensor) before each submission. The loss is summed on the GPU; a step that reports copies the
+//! sum (and the gradient norm) into a staging buffer in its own submission, and the host picks the values up when
+//! the GPU gets there ([`Trainer::poll_losses`]), so reporting never drains the queue.
 
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::noise::Target;
 use crate::kernels::optimizer::{self, AdamConfig, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
@@ -80,6 +82,23 @@ mod stream {
     pub const NOISE: u32 = 3;
 }
 
+/// The mean loss of the steps since the previous report, and the gradient norm of the last of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossReport {
+    /// The optimizer step (1-based count of steps taken) whose submission made the report.
+    pub step: u64,
+    pub loss: f64,
+    pub grad_norm: f64,
+}
+
+/// A report recorded into a step's submission, not yet read.
+struct PendingReport {
+    step: u64,
+    steps_summed: u64,
+    /// [loss sum, gradient norm].
+    values: PendingRead,
+}
+
 pub struct Trainer {
     pub settings: TrainSettings,
     pub net: Net,
@@ -88,12 +107,15 @@ pub struct Trainer {
     hyper: Tensor,
     rng: Tensor,
     loss_sum: Tensor,
+    /// One zero, copied over `loss_sum` after each report.
+    zero: Tensor,
     norm: Tensor,
     step_dispatches: Vec<Dispatch>,
     /// Optimizer steps taken so far.
     pub step: u64,
-    /// Steps since the loss sum was last read.
-    pending: u64,
+    /// Steps since the loss sum was last reset.
+    unreported: u64,
+    reports: std::collections::VecDeque<PendingReport>,
 }
 
 impl Trainer {
@@ -259,10 +281,12 @@ impl Trainer {
             hyper,
             rng,
             loss_sum,
+            zero: Tensor::zeros(gpu, &[1], DType::F32)?,
             norm,
             step_dispatches: d,
             step,
-            pending: 0,
+            unreported: 0,
+            reports: Default::default(),
         })
     }
 
@@ -276,8 +300,10 @@ impl Trainer {
         &self.step_dispatches
     }
 
-    /// Records and submits one training step (does not wait for it).
-    pub fn step(&mut self, gpu: &Gpu) -> Result<()> {
+    /// Records and submits one training step (does not wait for it). With `report`, the same submission also
+    /// copies out the mean loss of the steps since the last report; collect it with [`Trainer::poll_losses`] or
+    /// [`Trainer::wait_losses`].
+    pub fn step(&mut self, gpu: &Gpu, report: bool) -> Result<()> {
         let s = &self.settings;
         Hyper {
             lr: s.lr_at(self.step),
@@ -286,27 +312,67 @@ impl Trainer {
         .write(gpu, &self.hyper)?;
         let mut rec = Recorder::new(gpu);
         rec.dispatch(&self.step_dispatches);
-        rec.submit();
         self.step += 1;
-        self.pending += 1;
+        self.unreported += 1;
+        let pending = report.then(|| {
+            let values = rec.read_later(&[&self.loss_sum, &self.norm.view(gpu, 0, &[1])?]);
+            rec.copy(&self.zero, &self.loss_sum)?;
+            Ok::<_, Error>(values)
+        });
+        rec.submit();
+        if let Some(pending) = pending {
+            let mut values = pending?;
+            values.request();
+            self.reports.push_back(PendingReport {
+                step: self.step,
+                steps_summed: std::mem::take(&mut self.unreported),
+                values,
+            });
+        }
         Ok(())
     }
 
-    /// The mean loss over the steps since the last call (waits for them), and the last step's gradient norm.
+    /// The reports the GPU has finished, oldest first, without waiting for the others.
     /// A non-finite loss is an error: the run has diverged, and nothing should be saved from it.
-    pub fn take_loss(&mut self, gpu: &Gpu) -> Result<(f64, f64)> {
-        let sum = self.loss_sum.read_f32(gpu)?[0] as f64;
-        let norm = self.norm.read_f32(gpu)?[0] as f64;
-        self.loss_sum.write_f32(gpu, &[0.0])?;
-        let mean = sum / self.pending.max(1) as f64;
-        self.pending = 0;
-        if !mean.is_finite() || !norm.is_finite() {
-            return Err(Error::Diverged {
-                step: self.step,
-                loss: mean,
-            });
+    pub fn poll_losses(&mut self, gpu: &Gpu) -> Result<Vec<LossReport>> {
+        let mut done = Vec::new();
+        while let Some(front) = self.reports.front_mut() {
+            let Some(values) = front.values.try_f32(gpu)? else {
+                break;
+            };
+            let front = self.reports.pop_front().expect("front exists");
+            done.push(Self::report(
+                front.step,
+                front.steps_summed,
+                values[0],
+                values[1],
+            )?);
         }
-        Ok((mean, norm))
+        Ok(done)
+    }
+
+    /// Every report requested so far, waiting for the GPU to finish them (before a checkpoint is written, so
+    /// a diverged run is caught before it could overwrite a good checkpoint).
+    pub fn wait_losses(&mut self, gpu: &Gpu) -> Result<Vec<LossReport>> {
+        let mut done = Vec::new();
+        while let Some(front) = self.reports.pop_front() {
+            let (step, steps_summed) = (front.step, front.steps_summed);
+            let values = front.values.wait_f32(gpu)?;
+            done.push(Self::report(step, steps_summed, values[0], values[1])?);
+        }
+        Ok(done)
+    }
+
+    fn report(step: u64, steps_summed: u64, loss_sum: f32, norm: f32) -> Result<LossReport> {
+        let loss = loss_sum as f64 / steps_summed.max(1) as f64;
+        if !loss.is_finite() || !norm.is_finite() {
+            return Err(Error::Diverged { step, loss });
+        }
+        Ok(LossReport {
+            step,
+            loss,
+            grad_norm: norm as f64,
+        })
     }
 
     /// Everything needed to resume exactly or to sample (reads the GPU state back).

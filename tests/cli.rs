@@ -108,6 +108,20 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     assert!(ok, "resume failed: {stderr}");
     assert!(stdout.contains("steps 2..3"), "{stdout}");
 
+    // A run that diverges (an absurd learning rate) stops with a clear error and leaves the last good
+    // checkpoint as it was.
+    let good = std::fs::read(&ckpt).unwrap();
+    let mut diverge = train.to_vec();
+    diverge[4] = "6";
+    diverge.extend(["--resume", "--lr", "1e30", "--warmup", "0"]);
+    let (ok, _, stderr) = diffuse(&diverge, &[]);
+    assert!(!ok && stderr.contains("diverged"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        good,
+        "a diverged run must not overwrite the checkpoint"
+    );
+
     // Sampling: PNG grid, raw .npy, trajectory GIF; then again from that .npy as x_T.
     let png = dir.join("s.png");
     let npy = dir.join("s.npy");

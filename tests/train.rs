@@ -65,8 +65,10 @@ fn losses(trainer: &mut Trainer, steps: usize) -> Vec<f64> {
     let gpu = gpu();
     (0..steps)
         .map(|_| {
-            trainer.step(gpu).unwrap();
-            trainer.take_loss(gpu).unwrap().0
+            trainer.step(gpu, true).unwrap();
+            let reports = trainer.wait_losses(gpu).unwrap();
+            assert_eq!(reports.len(), 1);
+            reports[0].loss
         })
         .collect()
 }
@@ -112,6 +114,57 @@ fn a_resumed_run_repeats_the_uninterrupted_losses_exactly() {
         all,
         "resuming must reproduce the uninterrupted losses bit for bit"
     );
+}
+
+#[test]
+fn reports_collected_without_waiting_are_the_means_of_the_steps_they_cover() {
+    let gpu = gpu();
+    let data = few_images();
+    let mut each = Trainer::new(gpu, settings(), &data, None).unwrap();
+    let per_step = losses(&mut each, 9);
+
+    let mut grouped = Trainer::new(gpu, settings(), &data, None).unwrap();
+    let mut reports = Vec::new();
+    for i in 1..=9u64 {
+        grouped.step(gpu, i % 3 == 0).unwrap();
+        reports.extend(grouped.poll_losses(gpu).unwrap());
+    }
+    let polled = reports.len();
+    reports.extend(grouped.wait_losses(gpu).unwrap());
+    assert!(grouped.wait_losses(gpu).unwrap().is_empty());
+    assert!(polled <= 3);
+    let steps: Vec<u64> = reports.iter().map(|r| r.step).collect();
+    assert_eq!(steps, [3, 6, 9], "one report per requesting step, in order");
+    for (report, chunk) in reports.iter().zip(per_step.chunks(3)) {
+        // The GPU sums three f32 losses (two roundings of at most u·|partial sum| each, u = 2⁻²⁴), then the
+        // host divides in f64 (error negligible here): the mean agrees with the per-step losses' mean to
+        // 2u·Σ/3.
+        let want = chunk.iter().sum::<f64>() / 3.0;
+        let u = f32::EPSILON as f64 / 2.0;
+        let bound = 2.0 * u * chunk.iter().sum::<f64>() / 3.0 + 1e-15;
+        assert!(
+            (report.loss - want).abs() <= bound,
+            "step {}: {} vs {want}",
+            report.step,
+            report.loss
+        );
+        assert!(report.grad_norm > 0.0);
+    }
+}
+
+#[test]
+fn a_diverging_run_is_reported_as_an_error() {
+    let gpu = gpu();
+    let mut s = settings();
+    s.lr = 1e30;
+    s.warmup = 0;
+    let mut trainer = Trainer::new(gpu, s, &few_images(), None).unwrap();
+    for _ in 0..3 {
+        trainer.step(gpu, false).unwrap();
+    }
+    trainer.step(gpu, true).unwrap();
+    let err = trainer.wait_losses(gpu).unwrap_err().to_string();
+    assert!(err.contains("diverged at step 4"), "{err}");
 }
 
 #[test]

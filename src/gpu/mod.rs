@@ -2,11 +2,13 @@
 
 pub mod context;
 pub mod pipeline;
+pub mod readback;
 pub mod shaders;
 pub mod tensor;
 pub mod timer;
 
 pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
 pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder, UsedBinding};
+pub use readback::PendingRead;
 pub use tensor::{DType, Tensor};
 pub use timer::{Clock, Timer};

@@ -313,6 +313,10 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    pub(crate) fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
     pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         &mut self.encoder
     }
