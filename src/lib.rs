@@ -12,6 +12,7 @@ pub mod commands;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;

@@ -28,6 +28,9 @@ enum Command {
     Train(commands::TrainArgs),
     /// Generate images from a checkpoint (default: the model bundled in assets/).
     Sample(commands::SampleArgs),
+    /// Estimate the variational bound (bits/dim, lower is better; Ho et al. report it for their models) of a
+    /// checkpoint on a dataset: per image, the decoder and last terms plus a stratified sample of the others.
+    Eval(commands::EvalArgs),
     /// Time every kernel family on the shapes the U-Net presets use, headless and with no dataset. GPU time comes
     /// from timestamp queries where the adapter has them, else wall-clock; each figure is the median of several
     /// runs after a warm-up, with the min and max beside it.
@@ -143,6 +146,9 @@ fn main() -> ExitCode {
         } => bench(adapter.as_deref(), filter, quick, json),
         Command::Train(args) => {
             Gpu::new(args.adapter.as_deref()).and_then(|gpu| commands::train(&gpu, args))
+        }
+        Command::Eval(args) => {
+            Gpu::new(args.adapter.as_deref()).and_then(|gpu| commands::eval(&gpu, args))
         }
         Command::Sample(args) => {
             Gpu::new(args.adapter.as_deref()).and_then(|gpu| commands::sample(&gpu, args))

@@ -122,11 +122,37 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
         "a diverged run must not overwrite the checkpoint"
     );
 
+    // The bound on three images, four terms each, in batches of five (a short last batch).
+    let ckpt_s = ckpt.to_str().unwrap();
+    let eval = [
+        "eval",
+        "--checkpoint",
+        ckpt_s,
+        "--images",
+        "3",
+        "--timesteps",
+        "4",
+        "--batch",
+        "5",
+    ];
+    let (ok, stdout, stderr) = diffuse(&eval, &[]);
+    assert!(ok, "eval failed: {stderr}");
+    let bpd: f64 = stdout
+        .split("variational bound: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bound in {stdout}"));
+    // A bound in bits is positive; a model trained for three steps must still give a finite one.
+    assert!(bpd.is_finite() && bpd > 0.0, "{stdout}");
+    assert!(stdout.contains("12 network evaluations"), "{stdout}");
+    let (ok, _, stderr) = diffuse(&["eval", "--checkpoint", ckpt_s, "--timesteps", "2"], &[]);
+    assert!(!ok && stderr.contains("at least 3"), "{stderr}");
+
     // Sampling: PNG grid, raw .npy, trajectory GIF; then again from that .npy as x_T.
     let png = dir.join("s.png");
     let npy = dir.join("s.npy");
     let gif = dir.join("s.gif");
-    let ckpt_s = ckpt.to_str().unwrap();
     let args = [
         "sample",
         "--checkpoint",

@@ -1,0 +1,150 @@
+//! `diffuse eval`'s estimator (src/eval.rs): the stratified plan of timesteps is unbiased and exact when it covers
+//! every timestep, and the GPU's per-row terms of a U-Net equal the f64 reference terms of src/reference/vlb.rs.
+
+mod common;
+
+use common::{gpu, uniform};
+use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
+use diffuse::diffusion::vlb::VlbCoefficients;
+use diffuse::diffusion::{BetaSchedule, Schedule};
+use diffuse::eval::{plan_terms, TermEvaluator};
+use diffuse::gpu::Tensor;
+use diffuse::model::{ParamLayout, UNetConfig};
+use diffuse::reference::to_f64;
+use diffuse::reference::vlb::{rounded, vlb_terms, vlb_terms_bound};
+
+fn counter() -> impl FnMut() -> f64 {
+    let mut state = 0u64;
+    move || {
+        state += 1;
+        ((state * 0x9E37_79B9) % 1000) as f64 / 1000.0
+    }
+}
+
+#[test]
+fn a_plan_covering_every_timestep_is_the_exact_sum() {
+    for (t_max, k) in [(2, 2), (10, 10), (10, 50), (1000, 1000)] {
+        let plan = plan_terms(t_max, k, &mut counter()).unwrap();
+        let t: Vec<u32> = plan.iter().map(|p| p.t).collect();
+        assert_eq!(t, (0..t_max as u32).collect::<Vec<_>>());
+        assert!(plan.iter().all(|p| p.weight == 1.0));
+    }
+}
+
+#[test]
+fn a_stratified_plan_has_the_end_terms_and_one_draw_per_stratum() {
+    // K − 2 = 7 strata over 998 middle timesteps: sizes 142 or 143, contiguous, weights their sizes.
+    let plan = plan_terms(1000, 9, &mut counter()).unwrap();
+    assert_eq!(plan.len(), 9);
+    assert_eq!((plan[0].t, plan[0].weight), (0, 1.0));
+    assert_eq!((plan[8].t, plan[8].weight), (999, 1.0));
+    let mut lo = 1u32;
+    for p in &plan[1..8] {
+        let hi = lo + p.weight as u32;
+        assert!(
+            p.t >= lo && p.t < hi,
+            "t {} outside its stratum {lo}..{hi}",
+            p.t
+        );
+        assert!(p.weight == 142.0 || p.weight == 143.0);
+        lo = hi;
+    }
+    assert_eq!(lo, 999, "the strata cover 1..=998");
+    assert!(plan_terms(1000, 2, &mut counter()).is_err());
+    assert!(plan_terms(1, 5, &mut counter()).is_err());
+}
+
+#[test]
+fn the_stratified_estimate_is_unbiased() {
+    // For a fixed f(t), E[Σ weight·f(t)] = Σ_t f(t). 40,000 plans with K = 5 on T = 50: the mean estimate must
+    // be within 5 standard errors of the exact sum.
+    let f = |t: u32| ((t as f64) * 0.37).sin() + 0.01 * t as f64;
+    let exact: f64 = (0..50).map(f).sum();
+    let mut state = 12345u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let n = 40_000;
+    let estimates: Vec<f64> = (0..n)
+        .map(|_| {
+            plan_terms(50, 5, &mut uniform)
+                .unwrap()
+                .iter()
+                .map(|p| p.weight * f(p.t))
+                .sum()
+        })
+        .collect();
+    let mean = estimates.iter().sum::<f64>() / n as f64;
+    let sd = (estimates.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let se = sd / (n as f64).sqrt();
+    assert!(sd > 0.0, "the draws must vary");
+    assert!(
+        (mean - exact).abs() < 5.0 * se,
+        "mean estimate {mean} vs exact {exact} (standard error {se})"
+    );
+}
+
+#[test]
+fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
+    // A tiny class-conditional U-Net as initialised: its output conv is zero, so the network's ε̂ is exactly 0 and
+    // the terms depend only on x₀, the x_t the GPU drew and t, which the f64 reference recomputes. Rows: an odd
+    // batch with the decoder term, small and large KL terms and the last term (with the prior).
+    let gpu = gpu();
+    let config = UNetConfig {
+        in_channels: 1,
+        image_size: 8,
+        base_channels: 16,
+        channel_mults: vec![1, 2],
+        blocks_per_level: 1,
+        attention_resolutions: vec![4],
+        groups: 4,
+        heads: 2,
+        num_classes: Some(3),
+        dropout: 0.0,
+    };
+    let flat = ParamLayout::new(&config).init(5);
+    let params = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let schedule = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
+    let t = [0u32, 1, 417, 998, 999];
+    let rows = t.len();
+    // x₀ on the 8-bit grid in [−1, 1], the edge bins included.
+    let x0: Vec<f32> = uniform(rows * 64, 8)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match i % 9 {
+            0 => -1.0,
+            1 => 1.0,
+            _ => ((((v + 1.0) * 127.5).round() / 127.5) - 1.0).clamp(-1.0, 1.0),
+        })
+        .collect();
+    for variance in [DdpmVariance::PosteriorBeta, DdpmVariance::Beta] {
+        let evaluator =
+            TermEvaluator::new(gpu, &config, &params, &schedule, variance, rows, 3).unwrap();
+        let got = evaluator
+            .evaluate(gpu, &x0, &t, Some(&[0, 1, 2, 3, 1]))
+            .unwrap();
+        let x_t = to_f64(&evaluator.x_t.read_f32(gpu).unwrap());
+        let c = rounded(&VlbCoefficients::new(&schedule, variance, Prediction::Epsilon).unwrap());
+        let zero = vec![0.0; rows * 64];
+        let ones = vec![1.0; rows];
+        let x0 = to_f64(&x0);
+        let want = vlb_terms(&c, &x0, &x_t, &zero, &t, &ones);
+        let bound = vlb_terms_bound(&c, &x0, &x_t, &zero, &t, &ones);
+        for r in 0..rows {
+            // Each element within its kernel bound; the host's f64 sum of 64 f32 terms adds < 64·2⁻⁵³ relative.
+            let range = r * 64..(r + 1) * 64;
+            let want_row: f64 = want[range.clone()].iter().sum();
+            let tolerance: f64 = bound[range.clone()].iter().sum::<f64>()
+                + 64.0 * f64::EPSILON * want[range].iter().map(|v| v.abs()).sum::<f64>();
+            assert!(
+                (got[r] - want_row).abs() <= tolerance,
+                "{variance:?} row {r} (t = {}): GPU {} vs reference {want_row} (tolerance {tolerance})",
+                t[r],
+                got[r]
+            );
+        }
+    }
+}
