@@ -17,6 +17,10 @@
 //                     (θ = π·s instead of 2π·u only shifts the angle by π, which negates both outputs: the
 //                     standard normal is symmetric, so the distribution is unchanged.) With 24-bit u1 the radius
 //                     is at most √(2·24·ln 2) ≈ 5.77: the tails beyond 5.77σ (mass 8·10⁻⁹) are never drawn.
+//   dropout:          y[i] = x[i]·scale if (w >> 8) ≥ n else 0, with w word i of the draw: each element is dropped with
+//                     probability n·2⁻²⁴ (n = p·2²⁴ rounded) and scale = 1/(1 − n·2⁻²⁴), so E[y] = x. The mask
+//                     depends on (seed, stream, offset, i) only, so the backward pass is the same kernel applied
+//                     to ∂L/∂y with the same draw: ∂L/∂x = mask·scale·∂L/∂y. Nothing is saved.
 //   rng_advance:      offset += by (64-bit, with carry), on the GPU: the last dispatch of a recorded step.
 // Buffers: params (uniform, fixed when the dispatch is built: seed, stream, length, n);
 //          state: array<u32, 2> = the 64-bit offset (lo, hi), the per-step part of the counter. It lives in a
@@ -34,7 +38,7 @@ struct Params {
     stream: u32,   // counter word 1: tells apart the draws of one step (noise, timesteps, …)
     by_lo: u32,    // rng_advance: the increment, lo and hi words
     by_hi: u32,
-    _pad: u32,
+    scale: f32,    // dropout: 1/(1 − n·2⁻²⁴); n is the drop threshold on the top 24 bits
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,6 +46,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y_f32: array<f32>;     // [len]
 @group(0) @binding(3) var<storage, read_write> y_u32: array<u32>;     // [len]
 @group(0) @binding(4) var<storage, read_write> state_rw: array<u32>;  // [2], rng_advance only
+@group(0) @binding(5) var<storage, read> x_f32: array<f32>;           // [len], dropout's input
 
 const WG: u32 = 256u;
 
@@ -169,6 +174,18 @@ fn fill_normal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let z = vec4<f32>(box_muller(w.x, w.y), box_muller(w.z, w.w));
     for (var j = 0u; j < 4u && i + j < p.len; j++) {
         y_f32[i + j] = z[j];
+    }
+}
+
+@compute @workgroup_size(256)
+fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = block_index(wg, nwg, lid);
+    let i = 4u * b;
+    if (i >= p.len) { return; }
+    let w = block(b);
+    for (var j = 0u; j < 4u && i + j < p.len; j++) {
+        y_f32[i + j] = select(0.0, x_f32[i + j] * p.scale, (w[j] >> 8u) >= p.n);
     }
 }
 

@@ -13,7 +13,7 @@ use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::noise::Target;
 use crate::kernels::optimizer::{self, AdamConfig, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
-use crate::model::unet::Net;
+use crate::model::unet::{DropoutDraw, Net};
 use crate::model::{ParamLayout, UNetConfig};
 
 /// Everything that defines a training run besides the data.
@@ -74,7 +74,8 @@ impl TrainSettings {
     }
 }
 
-/// RNG streams of one step (each draw of a step has its own, so they never repeat each other).
+/// RNG streams of one step (each draw of a step has its own, so they never repeat each other; dropout layers use
+/// `model::unet::DROPOUT_STREAM` and up).
 mod stream {
     pub const INDEX: u32 = 0;
     pub const LABEL_DROP: u32 = 1;
@@ -169,7 +170,17 @@ impl Trainer {
             adam.step.write_f32(gpu, &[step as f32, 0.0, 0.0, 0.0])?;
         }
         let n = settings.batch;
-        let net = Net::new(gpu, config, &params, n)?;
+        let rng = random::rng_state(gpu, rng_offset)?;
+        let net = Net::for_training(
+            gpu,
+            config,
+            &params,
+            n,
+            DropoutDraw {
+                seed: settings.seed,
+                state: rng.clone(),
+            },
+        )?;
 
         // The dataset lives on the GPU; each step gathers its batch by GPU-drawn indices.
         let data = Tensor::from_f32(gpu, &[dataset.len, c, s, s], &dataset.pixels)?;
@@ -182,7 +193,6 @@ impl Trainer {
         let loss_sum = Tensor::zeros(gpu, &[1], DType::F32)?;
         let norm = Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?;
         let hyper = Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?;
-        let rng = random::rng_state(gpu, rng_offset)?;
         let schedule = Schedule::new(settings.schedule, settings.timesteps)?;
         let table: Vec<f32> = schedule
             .noise_table()

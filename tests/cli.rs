@@ -218,6 +218,8 @@ fn bad_training_input_is_a_clear_error() {
     assert!(!ok && stderr.contains("no usable images"), "{stderr}");
     let (ok, _, stderr) = diffuse(&["train", "--preset", "huge"], &[]);
     assert!(!ok && stderr.contains("unknown preset"), "{stderr}");
+    let (ok, _, stderr) = diffuse(&["train", "--preset", "tiny", "--dropout", "1.5"], &[]);
+    assert!(!ok && stderr.contains("dropout"), "{stderr}");
     let (ok, _, stderr) = diffuse(
         &[
             "train",

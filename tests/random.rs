@@ -466,3 +466,50 @@ fn bad_tensors_and_arguments_are_refused() {
     assert!(e.contains("advance") && e.contains("[2, 4]"), "{e}");
     assert!(rng::set_offset(gpu, &f, 3).is_err());
 }
+
+#[test]
+fn dropout_matches_reference_bit_for_bit_and_drops_at_the_rate_asked() {
+    let gpu = gpu();
+    for &len in &LENGTHS {
+        let x = common::uniform(len, len as u64);
+        let xt = Tensor::from_f32(gpu, &[len], &x).unwrap();
+        for &(seed, stream, offset) in &DRAWS {
+            for p in [0.0, 0.1, 0.5] {
+                let state = rng::rng_state(gpu, offset).unwrap();
+                let got = draw_f32(gpu, len, |y| {
+                    rng::dropout(gpu, &xt, p, seed, stream, &state, y)
+                });
+                let (n, scale) = rng::dropout_threshold(p);
+                let want = reference::dropout(
+                    &diffuse::reference::to_f64(&x),
+                    n,
+                    scale,
+                    seed,
+                    stream,
+                    offset,
+                );
+                // Exact: the mask is integer arithmetic, and the kept values are one f32 product each.
+                let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                assert_eq!(
+                    got, want,
+                    "len {len}, p {p}, draw {seed:x}/{stream}/{offset:x}"
+                );
+            }
+        }
+    }
+    // The realised rate over 10⁶ elements of x = 1 is within 5 standard errors of p; the kept values are 1/(1 − p),
+    // so the mean stays 1 (E[y] = x).
+    let len = 1_000_000;
+    let ones = Tensor::from_f32(gpu, &[len], &vec![1.0; len]).unwrap();
+    let state = rng::rng_state(gpu, 3).unwrap();
+    let p = 0.1;
+    let y = draw_f32(gpu, len, |y| rng::dropout(gpu, &ones, p, 9, 2, &state, y));
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / len as f64;
+    let se = (p * (1.0 - p) / len as f64).sqrt();
+    assert!((dropped - p).abs() < 5.0 * se, "dropped {dropped} of {p}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
+    let err = rng::dropout(gpu, &ones, 1.0, 0, 0, &state, &ones)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("[0, 1)"), "{err}");
+}

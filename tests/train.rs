@@ -90,6 +90,18 @@ fn training_a_tiny_model_on_four_images_drives_the_loss_down() {
 
 #[test]
 fn a_resumed_run_repeats_the_uninterrupted_losses_exactly() {
+    check_resume(settings());
+}
+
+#[test]
+fn a_resumed_run_with_dropout_draws_the_same_masks_as_the_uninterrupted_one() {
+    let mut s = settings();
+    s.model.dropout = 0.2;
+    check_resume(s);
+}
+
+fn check_resume(settings: TrainSettings) {
+    let settings = || settings.clone();
     let gpu = gpu();
     let data = few_images();
     let mut straight = Trainer::new(gpu, settings(), &data, None).unwrap();
@@ -97,7 +109,11 @@ fn a_resumed_run_repeats_the_uninterrupted_losses_exactly() {
 
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
-    let dir = std::env::temp_dir().join(format!("diffuse-resume-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "diffuse-resume-{}-{}",
+        std::process::id(),
+        settings().model.dropout
+    ));
     let path = dir.join("run.safetensors");
     first_half
         .checkpoint(gpu, HashMap::new())

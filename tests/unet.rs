@@ -11,7 +11,8 @@ mod common;
 
 use common::{gpu, uniform};
 use diffuse::gpu::Tensor;
-use diffuse::model::unet::Net;
+use diffuse::kernels::random;
+use diffuse::model::unet::{DropoutDraw, Net};
 use diffuse::model::{ParamLayout, UNetConfig};
 use diffuse::reference::{gamma, to_f64, unet as reference};
 
@@ -54,13 +55,73 @@ fn bound() -> f64 {
     40.0 * gamma(288)
 }
 
+/// The net under test: inference, or training with dropout drawn from (seed, offset).
+fn net(config: &UNetConfig, p: &Tensor, dropout: Option<(u64, u64)>) -> Net {
+    let gpu = gpu();
+    match dropout {
+        None => Net::new(gpu, config, p, BATCH).unwrap(),
+        Some((seed, offset)) => Net::for_training(
+            gpu,
+            config,
+            p,
+            BATCH,
+            DropoutDraw {
+                seed,
+                state: random::rng_state(gpu, offset).unwrap(),
+            },
+        )
+        .unwrap(),
+    }
+}
+
+/// Dropout of a training net: p = 0.3, a seed and an offset with both words set.
+const DROPOUT: Option<(u64, u64)> = Some((0xDEAD_BEEF_0000_0042, 0x0000_0003_0000_0011));
+
+fn with_dropout() -> UNetConfig {
+    UNetConfig {
+        dropout: 0.3,
+        ..tiny()
+    }
+}
+
 #[test]
 fn unet_forward_matches_the_reference_forward() {
+    check_forward(&tiny(), None);
+}
+
+#[test]
+fn unet_forward_with_dropout_matches_the_reference_with_the_same_masks() {
+    check_forward(&with_dropout(), DROPOUT);
+}
+
+#[test]
+fn an_inference_net_ignores_dropout() {
+    // Net::new is the sampling net: the same output with or without dropout in the configuration.
     let gpu = gpu();
-    let config = tiny();
+    let flat = params(&tiny());
+    let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let x = uniform(BATCH * 64, 5);
+    let run = |config: &UNetConfig| {
+        let net = net(config, &p, None);
+        net.input.write_f32(gpu, &x).unwrap();
+        net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
+        net.labels
+            .as_ref()
+            .unwrap()
+            .write_u32(gpu, &LABELS)
+            .unwrap();
+        gpu.run(&net.forward(gpu).unwrap()).unwrap();
+        net.output().read_f32(gpu).unwrap()
+    };
+    assert_eq!(run(&tiny()), run(&with_dropout()));
+}
+
+fn check_forward(config: &UNetConfig, dropout: Option<(u64, u64)>) {
+    let gpu = gpu();
+    let config = config.clone();
     let flat = params(&config);
     let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
-    let net = Net::new(gpu, &config, &p, BATCH).unwrap();
+    let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 5);
     net.input.write_f32(gpu, &x).unwrap();
     net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
@@ -72,7 +133,14 @@ fn unet_forward_matches_the_reference_forward() {
     gpu.run(&net.forward(gpu).unwrap()).unwrap();
     let got = net.output().read_f32(gpu).unwrap();
     let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
-    let want = reference::forward(&config, &to_f64(&flat), &to_f64(&x), &t, Some(&LABELS));
+    let want = reference::forward_training(
+        &config,
+        &to_f64(&flat),
+        &to_f64(&x),
+        &t,
+        Some(&LABELS),
+        dropout,
+    );
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(
         scale > 1e-3,
@@ -83,12 +151,21 @@ fn unet_forward_matches_the_reference_forward() {
 
 #[test]
 fn unet_backward_matches_finite_differences_of_the_reference_for_every_parameter() {
+    check_gradients(&tiny(), None);
+}
+
+#[test]
+fn unet_backward_with_dropout_matches_finite_differences_with_the_same_masks() {
+    check_gradients(&with_dropout(), DROPOUT);
+}
+
+fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let gpu = gpu();
-    let config = tiny();
+    let config = config.clone();
     let layout = ParamLayout::new(&config);
     let flat = params(&config);
     let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
-    let net = Net::new(gpu, &config, &p, BATCH).unwrap();
+    let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 6);
     net.input.write_f32(gpu, &x).unwrap();
     net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
@@ -108,7 +185,7 @@ fn unet_backward_matches_finite_differences_of_the_reference_for_every_parameter
     let (x64, w64, p64) = (to_f64(&x), to_f64(&w), to_f64(&flat));
     let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
     let loss = |params: &[f64]| -> f64 {
-        let y = reference::forward(&config, params, &x64, &t, Some(&LABELS));
+        let y = reference::forward_training(&config, params, &x64, &t, Some(&LABELS), dropout);
         y.iter().zip(&w64).map(|(a, b)| a * b).sum()
     };
     // One random direction per parameter tensor, so a wrong or missing gradient in any tensor shows.

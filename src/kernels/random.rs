@@ -30,7 +30,7 @@ struct Params {
     stream: u32,
     by_lo: u32,
     by_hi: u32,
-    _pad: u32,
+    scale: f32,
 }
 
 /// A new rng state tensor (`[2]` u32) holding `offset`.
@@ -120,6 +120,60 @@ pub fn fill_uniform_int(
         "the number of values n must be at least 1, got 0"
     );
     fill(gpu, OP, y, n, seed, stream, state)
+}
+
+/// The drop threshold n on a word's top 24 bits and the scale 1/(1 − n·2⁻²⁴) of a dropout with probability `p`
+/// (n = p·2²⁴ rounded; the realised probability n·2⁻²⁴ is within 2⁻²⁵ of p).
+pub fn dropout_threshold(p: f64) -> (u32, f32) {
+    let n = (p * 16_777_216.0).round() as u32;
+    (n, (1.0 / (1.0 - n as f64 / 16_777_216.0)) as f32)
+}
+
+/// y[i] = x[i]/(1 − p) or 0, each element dropped with probability p, by the draw (seed, stream, offset) (see
+/// shaders/random.wgsl). The backward pass is this same call on ∂L/∂y with the same draw.
+pub fn dropout(
+    gpu: &Gpu,
+    x: &Tensor,
+    p: f64,
+    seed: u64,
+    stream: u32,
+    state: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "dropout";
+    check_f32(OP, &[x, y])?;
+    check_state(OP, state)?;
+    ensure_shape!(
+        x.shape() == y.shape(),
+        OP,
+        "x {:?} and y {:?} must have the same shape",
+        x.shape(),
+        y.shape()
+    );
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Usage(format!(
+            "dropout probability {p} must be in [0, 1)"
+        )));
+    }
+    let [seed_lo, seed_hi] = split(seed);
+    let (n, scale) = dropout_threshold(p);
+    let params = Params {
+        len: x.len() as u32,
+        n,
+        seed_lo,
+        seed_hi,
+        stream,
+        scale,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, state), (2, y), (5, x)],
+        grid_1d(x.len().div_ceil(4).div_ceil(WG) as u32),
+    )
 }
 
 fn fill(

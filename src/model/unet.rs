@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
-use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul};
+use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul, random};
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
 
 /// An activation of the graph (index into `Net::acts`).
@@ -61,10 +61,25 @@ enum Op {
         lse: Tensor,
         heads: usize,
     },
+    /// y = x·mask/(1 − p), the mask drawn from Philox stream `stream` at the step's rng offset (training only);
+    /// its backward is the same draw applied to ∂L/∂y
+    Dropout { x: Act, y: Act, stream: u32 },
     /// y = sinusoidal embedding of the timesteps (an input: no gradient)
     TimestepEmbedding { y: Act },
     /// y = table[labels] (class conditioning)
     ClassEmbedding { table: String, y: Act },
+}
+
+/// Philox stream of the first dropout layer; layer k (in forward order) uses `DROPOUT_STREAM + k`. The trainer's
+/// own draws use streams below 16.
+pub const DROPOUT_STREAM: u32 = 16;
+
+/// Where a training net's dropout masks come from: the trainer's seed and rng state (whose offset advances once
+/// per step, so each step draws new masks, and the backward pass reuses the forward's).
+#[derive(Clone, Debug)]
+pub struct DropoutDraw {
+    pub seed: u64,
+    pub state: Tensor,
 }
 
 /// The U-Net for one batch size: activation buffers, the op graph, and views of the flat parameter and gradient
@@ -88,17 +103,38 @@ pub struct Net {
     no_grad: Vec<bool>,
     ops: Vec<Op>,
     output: Act,
+    /// Training nets with dropout > 0 (inference nets leave dropout out: it is the identity there).
+    dropout: Option<DropoutDraw>,
+    dropout_layers: u32,
 }
 
 impl Net {
-    /// Builds the graph for `batch` images, with parameters in `params` (flat, `layout.padded_len`).
+    /// Builds the inference graph for `batch` images (no dropout), with parameters in `params` (flat,
+    /// `layout.padded_len`).
     pub fn new(gpu: &Gpu, config: &UNetConfig, params: &Tensor, batch: usize) -> Result<Net> {
+        Self::build_net(gpu, config, params, batch, None)
+    }
+
+    /// Builds the training graph: as [`Net::new`], plus dropout (`config.dropout`) after each residual block's
+    /// second normalisation, its masks drawn from `dropout`.
+    pub fn for_training(
+        gpu: &Gpu,
+        config: &UNetConfig,
+        params: &Tensor,
+        batch: usize,
+        dropout: DropoutDraw,
+    ) -> Result<Net> {
+        Self::build_net(gpu, config, params, batch, Some(dropout))
+    }
+
+    fn build_net(
+        gpu: &Gpu,
+        config: &UNetConfig,
+        params: &Tensor,
+        batch: usize,
+        dropout: Option<DropoutDraw>,
+    ) -> Result<Net> {
         config.validate()?;
-        if config.dropout > 0.0 {
-            return Err(Error::Usage(
-                "dropout > 0 is not supported yet; set it to 0".into(),
-            ));
-        }
         let layout = ParamLayout::new(config);
         if params.shape() != [layout.padded_len] {
             return Err(Error::shape(
@@ -128,6 +164,8 @@ impl Net {
             no_grad: vec![true],
             ops: Vec::new(),
             output: Act(0),
+            dropout: dropout.filter(|_| config.dropout > 0.0),
+            dropout_layers: 0,
         };
         net.output = net.build(gpu)?;
         Ok(net)
@@ -249,7 +287,18 @@ impl Net {
             e,
             y: with_time,
         });
-        let h = self.group_norm(gpu, with_time, &format!("{prefix}.norm2"), true)?;
+        let mut h = self.group_norm(gpu, with_time, &format!("{prefix}.norm2"), true)?;
+        if self.dropout.is_some() {
+            let shape = self.shape(h).to_vec();
+            let dropped = self.derived(gpu, &shape, &[h])?;
+            self.ops.push(Op::Dropout {
+                x: h,
+                y: dropped,
+                stream: DROPOUT_STREAM + self.dropout_layers,
+            });
+            self.dropout_layers += 1;
+            h = dropped;
+        }
         let h = self.conv(gpu, h, &format!("{prefix}.conv2"), 1)?;
         let skip = if c_in != c_out {
             self.conv(gpu, x, &format!("{prefix}.skip"), 1)?
@@ -358,6 +407,23 @@ impl Net {
 
     // ---- the passes ------------------------------------------------------------------------------------------
 
+    /// One dropout layer's mask applied to `x` (forward) or to ∂L/∂y (backward: the same mask).
+    fn dropout(&self, gpu: &Gpu, x: &Tensor, stream: u32, y: &Tensor) -> Result<Dispatch> {
+        let draw = self
+            .dropout
+            .as_ref()
+            .expect("dropout ops exist only in training nets");
+        random::dropout(
+            gpu,
+            x,
+            self.config.dropout as f64,
+            draw.seed,
+            stream,
+            &draw.state,
+            y,
+        )
+    }
+
     /// The forward pass: reads `input`, `timesteps` (and `labels`), writes every activation and `output()`.
     pub fn forward(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
         let a = |x: Act| &self.acts[x.0];
@@ -416,6 +482,7 @@ impl Net {
                     lse,
                     heads,
                 } => attention::attention_forward(gpu, a(*qkv), *heads, a(*o), lse)?,
+                Op::Dropout { x, y, stream } => vec![self.dropout(gpu, a(*x), *stream, a(*y))?],
                 Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
                     gpu,
                     &self.timesteps,
@@ -565,6 +632,12 @@ impl Net {
                     let d_o = grads.get(*o);
                     grads.write(gpu, *qkv, a(*qkv), &mut out, |d_qkv| {
                         attention::attention_backward(gpu, a(*qkv), *heads, a(*o), lse, &d_o, d_qkv)
+                    })?;
+                }
+                Op::Dropout { x, y, stream } => {
+                    let d_y = grads.get(*y);
+                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
+                        Ok(vec![self.dropout(gpu, &d_y, *stream, d_x)?])
                     })?;
                 }
                 Op::TimestepEmbedding { .. } => {}

@@ -3,7 +3,7 @@
 //! wiring mistake in either one shows up as a disagreement.
 
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
-use crate::reference::{attention, conv2d, elementwise, embedding, group_norm};
+use crate::reference::{attention, conv2d, elementwise, embedding, group_norm, random};
 
 /// An activation: values and NCHW (or [N, F]) shape.
 #[derive(Clone, Debug)]
@@ -16,6 +16,9 @@ struct Model<'a> {
     config: &'a UNetConfig,
     layout: ParamLayout,
     params: &'a [f64],
+    /// Training-mode dropout: the (seed, offset) of the draws, and the next layer's index.
+    dropout: Option<(u64, u64)>,
+    dropout_layer: std::cell::Cell<u32>,
 }
 
 impl Model<'_> {
@@ -116,11 +119,15 @@ impl Model<'_> {
             v: elementwise::add_channel_bias(&h.v, &e.v, h.shape[2] * h.shape[3]),
             shape: h.shape,
         };
-        let h = self.conv(
-            &self.group_norm(&h, &format!("{prefix}.norm2"), true),
-            &format!("{prefix}.conv2"),
-            1,
-        );
+        let mut h = self.group_norm(&h, &format!("{prefix}.norm2"), true);
+        if let (Some((seed, offset)), true) = (self.dropout, self.config.dropout > 0.0) {
+            let layer = self.dropout_layer.get();
+            self.dropout_layer.set(layer + 1);
+            let (n, scale) = crate::kernels::random::dropout_threshold(self.config.dropout as f64);
+            let stream = crate::model::unet::DROPOUT_STREAM + layer;
+            h.v = random::dropout(&h.v, n, scale, seed, stream, offset);
+        }
+        let h = self.conv(&h, &format!("{prefix}.conv2"), 1);
         let skip = if c_in != c_out {
             self.conv(x, &format!("{prefix}.skip"), 1)
         } else {
@@ -176,7 +183,8 @@ impl Model<'_> {
 }
 
 /// ε̂ = UNet(x, t[, labels]) for x [N, C, S, S], timesteps t [N], class labels [N] (class-conditional configs; the
-/// label `num_classes` is "no class"), parameters in the flat layout of `ParamLayout::new(config)`.
+/// label `num_classes` is "no class"), parameters in the flat layout of `ParamLayout::new(config)`. Inference mode:
+/// no dropout.
 pub fn forward(
     config: &UNetConfig,
     params: &[f64],
@@ -184,10 +192,25 @@ pub fn forward(
     t: &[f64],
     labels: Option<&[u32]>,
 ) -> Vec<f64> {
+    forward_training(config, params, x, t, labels, None)
+}
+
+/// [`forward`] in training mode: with `dropout` = (seed, rng offset), each residual block drops as
+/// shaders/random.wgsl's dropout does with that draw (layer k on stream `DROPOUT_STREAM + k`).
+pub fn forward_training(
+    config: &UNetConfig,
+    params: &[f64],
+    x: &[f64],
+    t: &[f64],
+    labels: Option<&[u32]>,
+    dropout: Option<(u64, u64)>,
+) -> Vec<f64> {
     let m = Model {
         config,
         layout: ParamLayout::new(config),
         params,
+        dropout,
+        dropout_layer: std::cell::Cell::new(0),
     };
     let n = t.len();
     let s = config.image_size;
