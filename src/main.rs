@@ -112,13 +112,13 @@ fn bench(
         );
     }
     let options = diffuse::bench::Options { filter, quick };
-    let (rows, clock) = diffuse::bench::run(&gpu, &options, !to_stdout)?;
-    if rows.is_empty() {
+    let report = diffuse::bench::run(&gpu, &options, !to_stdout)?;
+    if report.rows.is_empty() && report.skipped.is_empty() {
         return Err(diffuse::Error::Usage(
             "no benchmark case matches --filter; run without it to see the case names".to_string(),
         ));
     }
-    let text = diffuse::bench::to_json(&gpu, clock, &rows);
+    let text = diffuse::bench::to_json(&gpu, &report);
     match json {
         Some(path) if to_stdout => {
             let _ = path;
@@ -129,7 +129,7 @@ fn bench(
         None => {}
     }
     if !to_stdout {
-        println!("clock: {clock}");
+        println!("clock: {}", report.clock);
     }
     Ok(())
 }

@@ -211,12 +211,17 @@ impl Sampler {
     /// submissions of at most [`Sampler::DISPATCHES_PER_SUBMISSION`], so no single command buffer runs long enough
     /// to trip a desktop driver's watchdog; there is still no readback until the end.
     pub fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.submit(gpu);
+        self.output.read_f32(gpu)
+    }
+
+    /// Records and submits the loop (as [`Sampler::run`]) without waiting for it; read `output()` afterwards.
+    pub fn submit(&self, gpu: &Gpu) {
         for chunk in self.dispatches.chunks(Self::DISPATCHES_PER_SUBMISSION) {
             let mut rec = Recorder::new(gpu);
             rec.dispatch(chunk);
             rec.submit();
         }
-        self.output.read_f32(gpu)
     }
 
     pub const DISPATCHES_PER_SUBMISSION: usize = 2048;

@@ -32,11 +32,26 @@ fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
         "grad_norm_clip_adamw_ema",
         "train_step",
         "unet_forward",
+        "sample_ddim",
+        "sample_ddpm",
     ] {
         assert!(
             cases.iter().any(|c| c["name"] == family),
             "case {family} missing from {doc}"
         );
+    }
+    // Quick mode skips nothing; sampling cases report images/s and network evaluations/s.
+    assert_eq!(doc["skipped"].as_array().map(Vec::len), Some(0), "{doc}");
+    for case in cases.iter().filter(|c| c["name"] == "sample_ddpm") {
+        let items = case["items"].as_array().expect("items");
+        for what in ["img", "eval"] {
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i["item"] == what && i["per_s"].as_f64().is_some_and(|v| v > 0.0)),
+                "{what}/s missing from {case}"
+            );
+        }
     }
     for case in cases {
         for key in ["median_ms", "min_ms", "max_ms", "rate"] {

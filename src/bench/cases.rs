@@ -3,6 +3,7 @@
 //! correctness is the tests' job.
 
 use crate::data::{Dataset, Fit};
+use crate::diffusion::samplers::{self, Clip, DdpmVariance, Prediction, Spacing};
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
@@ -11,11 +12,13 @@ use crate::kernels::noise::Target;
 use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
 };
+use crate::model::denoiser::UNetDenoiser;
 use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamLayout, UNetConfig};
+use crate::sample::Sampler;
 use crate::train::{TrainSettings, Trainer};
 
-use super::{Case, CaseSpec, Work};
+use super::{Case, CaseSpec, WholeRun, Work};
 
 fn random(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
     let n: usize = shape.iter().product();
@@ -48,6 +51,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     specs.push(CaseSpec {
         name: "silu_forward",
         shape: nchw(n, c, h, w),
+        long: false,
         build: Box::new(move |gpu| {
             let x = random(gpu, &[n, c, h, w], 1)?;
             let y = zeros(gpu, &[n, c, h, w])?;
@@ -55,13 +59,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![elementwise::silu_forward(gpu, &x, &y)?],
                 work: Work::Bytes((2 * x.byte_size()) as f64),
                 formula: "read x + write y",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
     specs.push(CaseSpec {
         name: "concat_channels",
         shape: format!("n{n} c{c}+{c} {h}x{w}"),
+        long: false,
         build: Box::new(move |gpu| {
             let a = random(gpu, &[n, c, h, w], 2)?;
             let b = random(gpu, &[n, c, h, w], 3)?;
@@ -70,7 +76,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![elementwise::concat_channels(gpu, &a, &b, &y)?],
                 work: Work::Bytes((2 * y.byte_size()) as f64),
                 formula: "read a, b + write y",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
@@ -85,6 +92,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "matmul",
             shape: format!("{side}x{side}x{side} {label}"),
+            long: false,
             build: Box::new(move |gpu| {
                 let a = random(gpu, &[side, side], 21)?;
                 let b = random(gpu, &[side, side], 22)?;
@@ -98,7 +106,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: vec![matmul::matmul(gpu, &a, &b, &c, opts)?],
                     work: Work::Flops(2.0 * (side * side * side) as f64),
                     formula: "2·M·N·K",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
@@ -107,6 +116,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "linear_fwd_bwd",
             shape: format!("n{batch} {fin}→{fout}"),
+            long: false,
             build: Box::new(move |gpu| {
                 let x = random(gpu, &[batch, fin], 23)?;
                 let w = random(gpu, &[fout, fin], 24)?;
@@ -127,7 +137,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     ],
                     work: Work::Flops(3.0 * 2.0 * (batch * fin * fout) as f64),
                     formula: "3 × 2·N·in·out",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
@@ -158,6 +169,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "conv2d_forward",
             shape: shape.clone(),
+            long: false,
             build: Box::new(move |gpu| {
                 let [x, w, y] = tensors(gpu)?;
                 let b = random(gpu, &[co], 14)?;
@@ -165,33 +177,38 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: conv2d::forward(gpu, &x, &w, Some(&b), &y, stride)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
         specs.push(CaseSpec {
             name: "conv2d_backward_input",
             shape: shape.clone(),
+            long: false,
             build: Box::new(move |gpu| {
                 let [d_x, w, d_y] = tensors(gpu)?;
                 Ok(Case {
                     dispatches: conv2d::backward_input(gpu, &d_y, &w, &d_x, stride, false)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
         specs.push(CaseSpec {
             name: "conv2d_backward_weight",
             shape,
+            long: false,
             build: Box::new(move |gpu| {
                 let [x, d_w, d_y] = tensors(gpu)?;
                 Ok(Case {
                     dispatches: conv2d::backward_weight(gpu, &x, &d_y, &d_w, stride)?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
@@ -204,6 +221,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "group_norm_silu_fwd_bwd",
             shape: format!("n{batch} c{c} {hw}x{hw} g{groups}"),
+            long: false,
             build: Box::new(move |gpu| {
                 let norm = GroupNorm::new(groups).with_silu();
                 let x = random(gpu, &shape, 15)?;
@@ -223,7 +241,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches,
                     work: Work::Bytes((7 * x.byte_size()) as f64),
                     formula: "7 passes over x-sized tensors",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
@@ -236,6 +255,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "attention_fwd_bwd",
             shape: format!("n{n} c{c} {hw}x{hw} heads1"),
+            long: false,
             build: Box::new(move |gpu| {
                 let qkv = random(gpu, &[n, 3 * c, hw, hw], 19)?;
                 let d_out = random(gpu, &[n, c, hw, hw], 20)?;
@@ -252,7 +272,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches,
                     work: Work::Flops((12 * n * l * l * c) as f64),
                     formula: "3 × 4·N·L²·C",
-                    items: None,
+                    items: Vec::new(),
+                    whole_run: None,
                 })
             }),
         });
@@ -263,6 +284,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     specs.push(CaseSpec {
         name: "draw_t_and_noise",
         shape: format!("n{n} d{d} T1000"),
+        long: false,
         build: Box::new(move |gpu| {
             let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
             let table: Vec<f32> = schedule
@@ -298,13 +320,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 // ε written, then x0 and ε read, x_t and the target written.
                 work: Work::Bytes((5 * x0.byte_size()) as f64),
                 formula: "write ε + read x0, ε + write x_t, target",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
     specs.push(CaseSpec {
         name: "mse_forward_backward",
         shape: format!("n{n} d{d}"),
+        long: false,
         build: Box::new(move |gpu| {
             let pred = random(gpu, &[n, d], 5)?;
             let target = random(gpu, &[n, d], 6)?;
@@ -315,13 +339,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches,
                 work: Work::Bytes((5 * pred.byte_size()) as f64),
                 formula: "read pred, target twice + write d_pred",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
     specs.push(CaseSpec {
         name: "timestep_embedding",
         shape: format!("n{batch} d128"),
+        long: false,
         build: Box::new(move |gpu| {
             let t = Tensor::from_u32(
                 gpu,
@@ -338,7 +364,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 )?],
                 work: Work::Bytes(emb.byte_size() as f64),
                 formula: "write emb",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
@@ -348,6 +375,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     specs.push(CaseSpec {
         name: "grad_norm_clip_adamw_ema",
         shape: format!("{params} params"),
+        long: false,
         build: Box::new(move |gpu| {
             let p = random(gpu, &[params], 8)?;
             let g = random(gpu, &[params], 9)?;
@@ -376,7 +404,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 // norm: read g; Adam: read p, g, m, v, write p, m, v; EMA: read p, ema, write ema.
                 work: Work::Bytes((11 * p.byte_size()) as f64),
                 formula: "11 f32 streams of the parameter length",
-                items: None,
+                items: Vec::new(),
+                whole_run: None,
             })
         }),
     });
@@ -391,6 +420,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "train_step",
             shape: format!("{preset} b{n}"),
+            long: false,
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
                 let data = Dataset::builtin(Fit {
@@ -405,7 +435,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: trainer.dispatches().to_vec(),
                     work: Work::Flops(3.0 * forward_flops(&config) * n as f64),
                     formula: "3 × forward FLOPs",
-                    items: Some((n as f64, "img")),
+                    items: vec![(n as f64, "img")],
+                    whole_run: None,
                 })
             }),
         });
@@ -413,6 +444,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         specs.push(CaseSpec {
             name: "unet_forward",
             shape: format!("{preset} b{eval_batch}"),
+            long: false,
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
                 let layout = ParamLayout::new(&config);
@@ -422,10 +454,69 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     dispatches: net.forward(gpu)?,
                     work: Work::Flops(forward_flops(&config) * eval_batch as f64),
                     formula: "forward FLOPs",
-                    items: Some((eval_batch as f64, "img")),
+                    items: vec![(eval_batch as f64, "img")],
+                    whole_run: None,
                 })
             }),
         });
+        // Whole sampling runs, timed end to end (first submission to images read back): DDIM with 50 steps and
+        // ancestral DDPM with all 1000, at a grid's batch of 16. FLOPs count one forward pass per step.
+        let (sample_batch, runs) = if quick { (2, 1) } else { (16, 3) };
+        let short_long: [(&'static str, usize, bool); 2] = if quick {
+            [("sample_ddim", 5, false), ("sample_ddpm", 20, false)]
+        } else {
+            [("sample_ddim", 50, false), ("sample_ddpm", 1000, true)]
+        };
+        for (name, steps, long) in short_long {
+            specs.push(CaseSpec {
+                name,
+                shape: format!("{preset} b{sample_batch} {steps} steps"),
+                long,
+                build: Box::new(move |gpu| {
+                    let config = UNetConfig::preset(preset)?;
+                    let layout = ParamLayout::new(&config);
+                    let params = Tensor::from_f32(gpu, &[layout.padded_len], &layout.init(0))?;
+                    let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
+                    let list = samplers::timesteps(1000, steps, Spacing::Trailing)?;
+                    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+                    let plan = if name == "sample_ddim" {
+                        samplers::ddim(&schedule, &list, 0.0, clip)?
+                    } else {
+                        samplers::ddpm(&schedule, &list, DdpmVariance::Beta, clip)?
+                    };
+                    let model = UNetDenoiser::new(
+                        gpu,
+                        &config,
+                        &params,
+                        sample_batch,
+                        None,
+                        0.0,
+                        Prediction::Epsilon,
+                    )?;
+                    let s = config.image_size;
+                    let shape = [sample_batch, config.in_channels, s, s];
+                    let sampler = Sampler::new(gpu, &plan, &model, &shape, 0)?;
+                    let evaluations = (steps * sample_batch) as f64;
+                    Ok(Case {
+                        dispatches: Vec::new(),
+                        work: Work::Flops(forward_flops(&config) * evaluations),
+                        formula: "steps × forward FLOPs, wall clock",
+                        items: vec![(sample_batch as f64, "img"), (evaluations, "eval")],
+                        whole_run: Some(WholeRun {
+                            run: Box::new(move |gpu| {
+                                let start = std::time::Instant::now();
+                                sampler.submit(gpu);
+                                let host = start.elapsed().as_secs_f64();
+                                sampler.output().read_f32(gpu)?;
+                                Ok(host)
+                            }),
+                            // A 1000-step run is long enough to time once; shorter runs take the median of 3.
+                            runs: if steps >= 1000 { 1 } else { runs },
+                        }),
+                    })
+                }),
+            });
+        }
     }
     specs
 }

@@ -1,9 +1,13 @@
 //! `diffuse bench`: times every kernel family on the shapes the U-Net presets use. Each case is built once
 //! (tensors, dispatches), warmed up, then timed over several runs; a run records the case's dispatches `reps`
 //! times in one pass and one submission, so per-call time = run time / reps. Reported: median, min and max per
-//! call, and GFLOP/s (for arithmetic-bound kernels) or GB/s (for memory-bound ones) at the median.
+//! call, and GFLOP/s (for arithmetic-bound kernels) or GB/s (for memory-bound ones) at the median. Whole sampling
+//! runs are timed end to end instead (wall clock from the first submission to the images read back), as a user
+//! sees them.
 
 mod cases;
+
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Timer};
@@ -18,12 +22,25 @@ pub enum Work {
 }
 
 pub struct Case {
+    /// What one call records (empty for a whole run).
     pub dispatches: Vec<Dispatch>,
     pub work: Work,
     /// How `work` was counted, e.g. "2·M·N·K".
     pub formula: &'static str,
-    /// Items per call and their unit, for a second rate (e.g. 32 "img" → img/s).
-    pub items: Option<(f64, &'static str)>,
+    /// Items per call and their units, for further rates (e.g. 32 "img" → img/s).
+    pub items: Vec<(f64, &'static str)>,
+    /// Set for cases timed as whole runs by the wall clock instead of as recorded dispatches.
+    pub whole_run: Option<WholeRun>,
+}
+
+/// Does a whole run once and returns the host's recording and submitting time (seconds).
+pub type RunOnce = Box<dyn Fn(&Gpu) -> Result<f64>>;
+
+/// A case that is a whole program of several submissions (a sampling run): `run` does it once, waits for the
+/// result, and returns the host's time spent recording and submitting (seconds); timed `runs` times.
+pub struct WholeRun {
+    pub run: RunOnce,
+    pub runs: usize,
 }
 
 /// Builds a case's tensors and dispatches on a device.
@@ -34,6 +51,8 @@ pub struct CaseSpec {
     pub name: &'static str,
     pub shape: String,
     pub build: BuildCase,
+    /// Minutes long on a CPU adapter (lavapipe): skipped there unless `--filter` selects it.
+    pub long: bool,
 }
 
 pub struct Options {
@@ -57,7 +76,7 @@ pub struct Row {
     pub rate: f64,
     pub unit: &'static str,
     /// Items per second at the median (e.g. images/s), where the case counts items.
-    pub items_per_s: Option<(f64, &'static str)>,
+    pub items_per_s: Vec<(f64, &'static str)>,
     /// Host time per call spent recording and submitting the dispatches (median), in ms.
     pub host_ms: f64,
     /// Bytes of GPU buffers the case allocated (tensors, scratch, uniforms): fixed workloads allocate only once.
@@ -73,34 +92,67 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// What a benchmark run produced.
+pub struct Report {
+    pub rows: Vec<Row>,
+    /// "gpu-timestamps" or "wall-clock".
+    pub clock: &'static str,
+    /// Cases left out because they are long on this adapter ("name shape").
+    pub skipped: Vec<String>,
+}
+
 /// Runs the selected cases, printing one line each as it finishes.
-pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'static str)> {
+pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
     let timer = Timer::new(gpu);
     let (runs, target_s) = if options.quick { (3, 0.02) } else { (7, 0.25) };
+    let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let mut rows = Vec::new();
+    let mut skipped = Vec::new();
     for spec in cases::all(options.quick) {
         let label = format!("{} {}", spec.name, spec.shape);
-        if options
-            .filter
-            .as_ref()
-            .is_some_and(|f| !label.contains(f.as_str()))
-        {
-            continue;
+        match &options.filter {
+            Some(f) if !label.contains(f.as_str()) => continue,
+            None if spec.long && cpu_adapter => {
+                if print {
+                    println!(
+                        "{label:<59} skipped: minutes long on a CPU adapter; run it with --filter"
+                    );
+                }
+                skipped.push(label);
+                continue;
+            }
+            _ => {}
         }
         let before = gpu.allocated_bytes();
         let case = (spec.build)(gpu)?;
         let memory_bytes = gpu.allocated_bytes() - before;
         let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
-        // Warm-up (pipeline caches, first-touch of memory), then size `reps` so a run lasts about `target_s`.
-        let once = timer.time(gpu, &dispatches, 1)?.max(1e-7);
-        let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
-        let timings: Vec<(f64, f64)> = (0..runs)
-            .map(|_| {
-                timer
-                    .time_with_host(gpu, &dispatches, reps)
-                    .map(|(g, h)| (g / reps as f64, h / reps as f64))
-            })
-            .collect::<Result<_>>()?;
+        let (runs, reps, timings) = match &case.whole_run {
+            Some(whole) => {
+                let timings: Vec<(f64, f64)> = (0..whole.runs)
+                    .map(|_| {
+                        let start = Instant::now();
+                        let host = (whole.run)(gpu)?;
+                        Ok((start.elapsed().as_secs_f64(), host))
+                    })
+                    .collect::<Result<_>>()?;
+                (whole.runs, 1, timings)
+            }
+            None => {
+                // Warm-up (pipeline caches, first-touch of memory), then size `reps` so a run lasts about
+                // `target_s`.
+                let once = timer.time(gpu, &dispatches, 1)?.max(1e-7);
+                let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
+                let timings: Vec<(f64, f64)> = (0..runs)
+                    .map(|_| {
+                        timer
+                            .time_with_host(gpu, &dispatches, reps)
+                            .map(|(g, h)| (g / reps as f64, h / reps as f64))
+                    })
+                    .collect::<Result<_>>()?;
+                (runs, reps, timings)
+            }
+        };
         let mut per_call: Vec<f64> = timings.iter().map(|t| t.0).collect();
         let mut host: Vec<f64> = timings.iter().map(|t| t.1).collect();
         per_call.sort_by(f64::total_cmp);
@@ -121,7 +173,11 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
             reps,
             rate,
             unit,
-            items_per_s: case.items.map(|(n, what)| (n / med, what)),
+            items_per_s: case
+                .items
+                .iter()
+                .map(|&(n, what)| (n / med, what))
+                .collect(),
             host_ms: median(&host) * 1e3,
             memory_bytes,
         };
@@ -130,15 +186,30 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<(Vec<Row>, &'sta
         }
         rows.push(row);
     }
-    Ok((rows, timer.clock().name()))
+    Ok(Report {
+        rows,
+        clock: timer.clock().name(),
+        skipped,
+    })
 }
 
 pub fn format_row(r: &Row) -> String {
     // Whole-model cases also show the host's recording time per call and the GPU memory they allocated.
-    let items = r.items_per_s.map_or(String::new(), |(v, what)| {
+    let items = if r.items_per_s.is_empty() {
+        String::new()
+    } else {
+        let rates: Vec<String> = r
+            .items_per_s
+            .iter()
+            .map(|(v, what)| format!("{v:.1} {what}/s"))
+            .collect();
         let mib = r.memory_bytes as f64 / (1u64 << 20) as f64;
-        format!("  {v:.1} {what}/s  host {:.2} ms  {mib:.0} MiB", r.host_ms)
-    });
+        format!(
+            "  {}  host {:.2} ms  {mib:.0} MiB",
+            rates.join("  "),
+            r.host_ms
+        )
+    };
     format!(
         "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({}){items}",
         r.name, r.shape, r.median_ms, r.min_ms, r.max_ms, r.rate, r.unit, r.formula
@@ -159,9 +230,10 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// The results as a JSON document: adapter, clock, and one object per case.
-pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
-    let cases: Vec<String> = rows
+/// The results as a JSON document: adapter, clock, one object per case, and the cases skipped.
+pub fn to_json(gpu: &Gpu, report: &Report) -> String {
+    let cases: Vec<String> = report
+        .rows
         .iter()
         .map(|r| {
             format!(
@@ -179,19 +251,31 @@ pub fn to_json(gpu: &Gpu, clock: &str, rows: &[Row]) -> String {
                 json_string(r.unit),
                 r.host_ms,
                 r.memory_bytes,
-                r.items_per_s.map_or(String::new(), |(v, what)| format!(
-                    ", \"items_per_s\": {v:e}, \"item\": {}",
-                    json_string(what)
-                ))
+                if r.items_per_s.is_empty() {
+                    String::new()
+                } else {
+                    let rates: Vec<String> = r
+                        .items_per_s
+                        .iter()
+                        .map(|(v, what)| format!("{{\"per_s\": {v:e}, \"item\": {}}}", json_string(what)))
+                        .collect();
+                    format!(", \"items\": [{}]", rates.join(", "))
+                }
             )
         })
         .collect();
     format!(
-        "{{\n  \"adapter\": {},\n  \"backend\": {},\n  \"clock\": {},\n  \"diffuse\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"adapter\": {},\n  \"backend\": {},\n  \"clock\": {},\n  \"diffuse\": {},\n  \"cases\": [\n{}\n  ],\n  \"skipped\": [{}]\n}}\n",
         json_string(&gpu.info.name),
         json_string(&format!("{:?}", gpu.info.backend)),
-        json_string(clock),
+        json_string(report.clock),
         json_string(env!("CARGO_PKG_VERSION")),
-        cases.join(",\n")
+        cases.join(",\n"),
+        report
+            .skipped
+            .iter()
+            .map(|s| json_string(s))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
