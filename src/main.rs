@@ -48,6 +48,10 @@ enum Command {
         /// Also write the results as JSON to this file (`-` for standard output, replacing the table).
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
+        /// For whole-model cases (training step, forward pass), also time each dispatch alone and print the
+        /// time per kernel, largest first: where the time goes.
+        #[arg(long)]
+        breakdown: bool,
     },
 }
 
@@ -101,6 +105,7 @@ fn bench(
     filter: Option<String>,
     quick: bool,
     json: Option<std::path::PathBuf>,
+    breakdown: bool,
 ) -> diffuse::Result<()> {
     let gpu = Gpu::new(adapter)?;
     let to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
@@ -111,7 +116,11 @@ fn bench(
             env!("CARGO_PKG_VERSION")
         );
     }
-    let options = diffuse::bench::Options { filter, quick };
+    let options = diffuse::bench::Options {
+        filter,
+        quick,
+        breakdown,
+    };
     let report = diffuse::bench::run(&gpu, &options, !to_stdout)?;
     if report.rows.is_empty() && report.skipped.is_empty() {
         return Err(diffuse::Error::Usage(
@@ -143,7 +152,8 @@ fn main() -> ExitCode {
             filter,
             quick,
             json,
-        } => bench(adapter.as_deref(), filter, quick, json),
+            breakdown,
+        } => bench(adapter.as_deref(), filter, quick, json, breakdown),
         Command::Train(args) => {
             Gpu::new(args.adapter.as_deref()).and_then(|gpu| commands::train(&gpu, args))
         }

@@ -60,6 +60,34 @@ pub struct Options {
     pub filter: Option<String>,
     /// Fewer, shorter runs on smaller shapes: a smoke test, not a measurement.
     pub quick: bool,
+    /// For cases of many dispatches (a training step, a forward pass): also time each dispatch alone and print
+    /// the time per kernel, largest first.
+    pub breakdown: bool,
+}
+
+/// Time per kernel entry point over a case's dispatches, each timed alone (median of 3), largest first:
+/// (kernel name, dispatches, seconds).
+fn breakdown(
+    gpu: &Gpu,
+    timer: &Timer,
+    dispatches: &[&Dispatch],
+) -> Result<Vec<(String, usize, f64)>> {
+    let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
+    for d in dispatches {
+        let mut times = (0..3)
+            .map(|_| timer.time(gpu, &[*d], 1))
+            .collect::<Result<Vec<f64>>>()?;
+        times.sort_by(f64::total_cmp);
+        match by_kernel.iter_mut().find(|k| k.0 == d.kernel.name) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += times[1];
+            }
+            None => by_kernel.push((d.kernel.name.clone(), 1, times[1])),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(by_kernel)
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +211,24 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
         };
         if print {
             println!("{}", format_row(&row));
+        }
+        if options.breakdown && dispatches.len() > 1 {
+            let kernels = breakdown(gpu, &timer, &dispatches)?;
+            let total: f64 = kernels.iter().map(|k| k.2).sum();
+            if print {
+                println!(
+                    "    each dispatch timed alone: {:.3} ms in all ({} dispatches)",
+                    total * 1e3,
+                    dispatches.len()
+                );
+                for (name, count, seconds) in &kernels {
+                    println!(
+                        "    {:>9.3} ms  {:>5.1}%  {count:>4} × {name}",
+                        seconds * 1e3,
+                        100.0 * seconds / total
+                    );
+                }
+            }
         }
         rows.push(row);
     }
