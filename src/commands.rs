@@ -220,6 +220,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         ("lr".to_string(), settings.lr.to_string()),
         ("batch".to_string(), settings.batch.to_string()),
     ]);
+    let mut extra = extra;
+    if config.num_classes.is_some() {
+        // So that `diffuse sample --class` takes the names of the training subfolders.
+        extra.insert("class_names".into(), dataset.class_names.join("\n"));
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -279,9 +284,20 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         if sample_due {
             let ckpt = trainer.checkpoint(gpu, extra.clone())?;
             let path = out.join(format!("samples-{step:07}.png"));
-            let n = 16;
+            // A class-conditional run previews every class, one per column, twice; others 16 images.
+            let (n, columns) = match config.num_classes {
+                Some(count) => (2 * count, Some(count)),
+                None => (16, None),
+            };
             let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
-            image_io::save_grid_png(&path, &pixels, n, config.in_channels, config.image_size)?;
+            image_io::save_grid_png(
+                &path,
+                &pixels,
+                n,
+                config.in_channels,
+                config.image_size,
+                columns,
+            )?;
             bar.println(format!("step {step}: wrote {}", path.display()));
         }
         if stopping {
@@ -303,7 +319,8 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training).
+/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training); a
+/// class-conditional model draws image i of class i mod C.
 fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
     let schedule = schedule_of(ckpt)?;
     let list = samplers::timesteps(
@@ -313,12 +330,16 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
     )?;
     let plan = samplers::ddim(&schedule, &list, 0.0, Some(Clip { lo: -1.0, hi: 1.0 }))?;
     let params = Tensor::from_f32(gpu, &[ckpt.ema.len()], &ckpt.ema)?;
+    let classes: Option<Vec<u32>> = ckpt
+        .config
+        .num_classes
+        .map(|count| (0..n).map(|i| (i % count) as u32).collect());
     let model = UNetDenoiser::new(
         gpu,
         &ckpt.config,
         &params,
         n,
-        None,
+        classes.as_deref(),
         0.0,
         Prediction::Epsilon,
     )?;
@@ -472,6 +493,46 @@ fn checkpoint_or_bundled(given: Option<&PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// The class names a checkpoint recorded (one per line in its metadata), if any.
+fn class_names(ckpt: &Checkpoint) -> Vec<String> {
+    ckpt.extra
+        .get("class_names")
+        .map(|names| names.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
+/// so that each column is one class). Returns the per-image classes and the grid's columns.
+fn parse_class(text: &str, ckpt: &Checkpoint, n: usize) -> Result<(Vec<u32>, Option<usize>)> {
+    let Some(count) = ckpt.config.num_classes else {
+        return Err(Error::Usage(
+            "this model is unconditional: it takes no --class".into(),
+        ));
+    };
+    if text == "all" {
+        return Ok((
+            (0..n).map(|i| (i % count) as u32).collect(),
+            Some(count.min(n)),
+        ));
+    }
+    let names = class_names(ckpt);
+    if let Some(k) = names.iter().position(|name| name == text) {
+        return Ok((vec![k as u32], None));
+    }
+    match text.parse::<u32>() {
+        Ok(k) => Ok((vec![k], None)),
+        Err(_) => Err(Error::Usage(format!(
+            "unknown --class {text:?}: give an index 0..{}, `all`{}",
+            count - 1,
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(", or one of: {}", names.join(", "))
+            }
+        ))),
+    }
+}
+
 /// `diffuse sample`: see `--help` for what each option does.
 #[derive(clap::Args)]
 pub struct SampleArgs {
@@ -497,9 +558,10 @@ pub struct SampleArgs {
     pub num: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Class to generate (class-conditional models).
+    /// Class to generate (class-conditional models): its index, its name (a training subfolder's), or `all` for
+    /// every class in turn, one class per grid column.
     #[arg(long)]
-    pub class: Option<u32>,
+    pub class: Option<String>,
     /// Classifier-free guidance weight w (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off.
     #[arg(long, default_value_t = 0.0)]
     pub guidance: f32,
@@ -582,12 +644,19 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     if n == 0 {
         return Err(Error::Usage("--num must be at least 1".into()));
     }
+    let (classes, columns) = match &args.class {
+        Some(text) => {
+            let (list, columns) = parse_class(text, &ckpt, n)?;
+            (Some(list), columns)
+        }
+        None => (None, None),
+    };
     let model = UNetDenoiser::new(
         gpu,
         config,
         &params,
         n,
-        args.class,
+        classes.as_deref(),
         args.guidance,
         Prediction::Epsilon,
     )?;
@@ -610,14 +679,14 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         gpu.describe()
     );
-    image_io::save_grid_png(&args.out, &pixels, n, c, s)?;
+    image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;
     println!("wrote {}", args.out.display());
     if let Some(p) = &args.npy {
         image_io::write_npy(p, &[n, c, s, s], &pixels)?;
         println!("wrote {}", p.display());
     }
     if let Some(p) = &args.gif {
-        image_io::save_gif(p, &sampler.frames(gpu)?, n, c, s, 80)?;
+        image_io::save_gif(p, &sampler.frames(gpu)?, n, c, s, columns, 80)?;
         println!("wrote {}", p.display());
     }
     Ok(())

@@ -48,15 +48,26 @@ pub fn grid(
 }
 
 /// Writes a sample grid as PNG (atomically).
+/// Columns of a near-square grid of n images.
+fn square(n: usize) -> usize {
+    (n as f64).sqrt().ceil() as usize
+}
+
 pub fn save_grid_png(
     path: &Path,
     pixels: &[f32],
     n: usize,
     channels: usize,
     size: usize,
+    columns: Option<usize>,
 ) -> Result<()> {
-    let columns = (n as f64).sqrt().ceil() as usize;
-    let img = grid(pixels, n, channels, size, columns);
+    let img = grid(
+        pixels,
+        n,
+        channels,
+        size,
+        columns.unwrap_or_else(|| square(n)),
+    );
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
@@ -73,10 +84,11 @@ pub fn save_gif(
     n: usize,
     channels: usize,
     size: usize,
+    columns: Option<usize>,
     delay_ms: u32,
 ) -> Result<()> {
     use image::codecs::gif::{GifEncoder, Repeat};
-    let columns = (n as f64).sqrt().ceil() as usize;
+    let columns = columns.unwrap_or_else(|| square(n));
     let mut bytes = Vec::new();
     {
         let mut encoder = GifEncoder::new_with_speed(&mut bytes, 10);

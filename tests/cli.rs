@@ -238,3 +238,65 @@ fn bad_training_input_is_a_clear_error() {
     assert!(!ok && stderr.contains("truncated or corrupt"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_class_conditional_model_samples_by_index_name_or_all_classes() {
+    let dir = scratch("classes");
+    let out = dir.join("run");
+    let (ok, _, stderr) = diffuse(
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--class-conditional",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "train failed: {stderr}");
+    // The preview of a class-conditional run: two images of each of the 10 digits, one class per column.
+    let preview = image::open(out.join("samples-0000001.png")).unwrap();
+    assert_eq!(
+        (preview.width(), preview.height()),
+        (10 * 30 + 2, 2 * 30 + 2)
+    );
+    let ckpt = out.join("checkpoint.safetensors");
+    let ckpt_s = ckpt.to_str().unwrap();
+    for class in ["all", "7"] {
+        let png = dir.join(format!("{class}.png"));
+        let (ok, _, stderr) = diffuse(
+            &[
+                "sample",
+                "--checkpoint",
+                ckpt_s,
+                "--steps",
+                "2",
+                "-n",
+                "12",
+                "--class",
+                class,
+                "--guidance",
+                "1.5",
+                "--out",
+                png.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "--class {class} failed: {stderr}");
+    }
+    // --class all lays out one class per column: 12 images in 10 columns, 2 rows.
+    let grid = image::open(dir.join("all.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (10 * 30 + 2, 2 * 30 + 2));
+    let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "seven"], &[]);
+    assert!(
+        !ok && stderr.contains("one of: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "10"], &[]);
+    assert!(!ok && stderr.contains("does not exist"), "{stderr}");
+}

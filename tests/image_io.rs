@@ -68,9 +68,18 @@ fn grids_place_each_image_and_map_minus_one_to_black() {
     assert_eq!(img.get_pixel(2, 2).0, [0, 0, 0]);
     assert_eq!(img.get_pixel(6, 3).0, [255, 255, 255]);
     let dir = scratch("grid");
-    image_io::save_grid_png(&dir.join("g.png"), &pixels, 2, 1, 2).unwrap();
+    image_io::save_grid_png(&dir.join("g.png"), &pixels, 2, 1, 2, None).unwrap();
     let back = image::open(dir.join("g.png")).unwrap().to_rgb8();
     assert_eq!(back.get_pixel(6, 3).0, [255, 255, 255]);
-    image_io::save_gif(&dir.join("t.gif"), &[pixels.clone(), pixels], 2, 1, 2, 50).unwrap();
+    image_io::save_gif(
+        &dir.join("t.gif"),
+        &[pixels.clone(), pixels],
+        2,
+        1,
+        2,
+        None,
+        50,
+    )
+    .unwrap();
     assert!(std::fs::metadata(dir.join("t.gif")).unwrap().len() > 0);
 }

@@ -471,7 +471,8 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             specs.push(CaseSpec {
                 name,
                 shape: format!("{preset} b{sample_batch} {steps} steps"),
-                long,
+                // A 1000-step run, or any run of the larger preset, takes minutes on a CPU adapter.
+                long: long || preset == "medium",
                 build: Box::new(move |gpu| {
                     let config = UNetConfig::preset(preset)?;
                     let layout = ParamLayout::new(&config);

@@ -19,23 +19,30 @@ pub struct UNetDenoiser {
 }
 
 impl UNetDenoiser {
-    /// A denoiser for batches of `batch` images. `class`: the class to sample (class-conditional models; None
-    /// samples unconditionally through the "no class" label). `guidance`: the weight w (0 disables guidance).
+    /// A denoiser for batches of `batch` images. `classes`: the class of each image (class-conditional models;
+    /// one entry applies to all; None samples unconditionally through the "no class" label). `guidance`: the
+    /// weight w (0 disables guidance).
     pub fn new(
         gpu: &Gpu,
         config: &UNetConfig,
         params: &Tensor,
         batch: usize,
-        class: Option<u32>,
+        classes: Option<&[u32]>,
         guidance: f32,
         prediction: Prediction,
     ) -> Result<UNetDenoiser> {
-        let guided = match (config.num_classes, class) {
-            (Some(classes), Some(c)) => {
-                if c as usize >= classes {
+        let guided = match (config.num_classes, classes) {
+            (Some(count), Some(list)) => {
+                if let Some(&c) = list.iter().find(|&&c| c as usize >= count) {
                     return Err(Error::Usage(format!(
                         "class {c} does not exist: the model has classes 0..{}",
-                        classes - 1
+                        count - 1
+                    )));
+                }
+                if list.len() != 1 && list.len() != batch {
+                    return Err(Error::Usage(format!(
+                        "{} classes given for {batch} images: give one, or one per image",
+                        list.len()
                     )));
                 }
                 guidance != 0.0
@@ -48,10 +55,13 @@ impl UNetDenoiser {
             _ => false,
         };
         let net = Net::new(gpu, config, params, if guided { 2 * batch } else { batch })?;
-        if let (Some(labels), Some(classes)) = (&net.labels, config.num_classes) {
-            let null = classes as u32;
-            let conditional = class.unwrap_or(null);
-            let mut values = vec![conditional; batch];
+        if let (Some(labels), Some(count)) = (&net.labels, config.num_classes) {
+            let null = count as u32;
+            let mut values: Vec<u32> = match classes {
+                Some([one]) => vec![*one; batch],
+                Some(list) => list.to_vec(),
+                None => vec![null; batch],
+            };
             if guided {
                 values.extend(std::iter::repeat_n(null, batch));
             }
