@@ -114,11 +114,19 @@ impl Gpu {
         {
             return Ok(k.clone());
         }
-        let source = shaders::source(shader).ok_or_else(|| Error::Shader {
-            file: shader.to_string(),
-            entry: entry.to_string(),
-            message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
-        })?;
+        let from_disk;
+        let source = match std::env::var_os(shaders::SHADER_DIR_ENV) {
+            Some(dir) => {
+                let path = std::path::Path::new(&dir).join(format!("{shader}.wgsl"));
+                from_disk = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                from_disk.as_str()
+            }
+            None => shaders::source(shader).ok_or_else(|| Error::Shader {
+                file: shader.to_string(),
+                entry: entry.to_string(),
+                message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
+            })?,
+        };
         let used = used_bindings(shader, source, entry)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
@@ -137,7 +145,7 @@ impl Gpu {
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants,
-                    zero_initialize_workgroup_memory: true,
+                    zero_initialize_workgroup_memory,
                 },
                 cache: None,
             });

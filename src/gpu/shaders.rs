@@ -1,6 +1,10 @@
 //! Every WGSL file, compiled into the binary. The runtime and `tests/shaders.rs` both read this table; the test
 //! checks it against the files in `shaders/`, so a file missing here (or a row whose file is gone) fails CI.
 
+/// Environment variable naming a folder to read `<name>.wgsl` from at run time instead of the compiled-in table:
+/// for kernel development (edit a shader, rerun a benchmark or test, no rebuild). Never set in normal use.
+pub const SHADER_DIR_ENV: &str = "DIFFUSE_SHADER_DIR";
+
 /// (name, source) of each `shaders/<name>.wgsl`.
 #[rustfmt::skip]
 pub const SHADERS: &[(&str, &str)] = &[
