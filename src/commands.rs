@@ -83,6 +83,23 @@ pub struct TrainArgs {
     pub adapter: Option<String>,
 }
 
+/// `--data` (or the built-in MNIST subset when absent), fitted to the model's channels and size.
+fn open_dataset(
+    data: Option<&std::path::Path>,
+    config: &UNetConfig,
+    background: [u8; 3],
+) -> Result<Dataset> {
+    let fit = Fit {
+        channels: config.in_channels,
+        size: config.image_size,
+        background,
+    };
+    match data {
+        Some(path) => Dataset::open(path, fit),
+        None => Dataset::builtin(fit),
+    }
+}
+
 fn schedule_by_name(name: &str) -> Result<BetaSchedule> {
     match name {
         "linear" => Ok(BetaSchedule::LINEAR),
@@ -143,15 +160,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let mut config = UNetConfig::preset(&args.preset)?;
     config.dropout = args.dropout;
     config.validate()?;
-    let fit = Fit {
-        channels: config.in_channels,
-        size: config.image_size,
-        background: args.background,
-    };
-    let dataset = match &args.data {
-        Some(path) => Dataset::open(path, fit)?,
-        None => Dataset::builtin(fit)?,
-    };
+    let dataset = open_dataset(args.data.as_deref(), &config, args.background)?;
     if args.class_conditional {
         if dataset.labels.is_none() {
             return Err(Error::Usage(format!(
@@ -395,15 +404,7 @@ pub struct EvalArgs {
 pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let config = &ckpt.config;
-    let fit = Fit {
-        channels: config.in_channels,
-        size: config.image_size,
-        background: args.background,
-    };
-    let dataset = match &args.data {
-        Some(path) => Dataset::open(path, fit)?,
-        None => Dataset::builtin(fit)?,
-    };
+    let dataset = open_dataset(args.data.as_deref(), config, args.background)?;
     let variance = match args.variance.as_str() {
         "small" => DdpmVariance::PosteriorBeta,
         "large" => DdpmVariance::Beta,

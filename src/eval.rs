@@ -17,9 +17,9 @@ use crate::diffusion::Schedule;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::vlb::{vlb_run, VlbTable};
-use crate::kernels::{elementwise, random};
+use crate::kernels::{elementwise, noise, random};
 use crate::model::unet::Net;
-use crate::model::UNetConfig;
+use crate::model::{SplitMix64, UNetConfig};
 
 /// One evaluation of an image's bound: its timestep and the weight of that term in the image's estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,20 +69,6 @@ pub fn plan_terms(
     Ok(terms)
 }
 
-/// SplitMix64: the host's draws of timesteps within strata (a few per image; no need for the GPU's Philox).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Evaluates the bound's terms for a batch of rows (image, timestep) on the GPU: draws ε (Philox), noises x₀ to
 /// x_t, runs the U-Net at each row's own timestep and computes every element's term in nats.
 pub struct TermEvaluator {
@@ -112,13 +98,7 @@ impl TermEvaluator {
         let net = Net::new(gpu, config, params, batch)?;
         let coefficients = VlbCoefficients::new(schedule, variance, Prediction::Epsilon)?;
         let table = VlbTable::upload(gpu, &coefficients)?;
-        let noise_table: Vec<f32> = schedule
-            .noise_table()
-            .concat()
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        let noise_table = Tensor::from_f32(gpu, &[2, schedule.num_steps()], &noise_table)?;
+        let noise_table = noise::upload_table(gpu, &schedule.noise_table())?;
         let shape = net.input.shape().to_vec();
         let x0 = Tensor::zeros(gpu, &shape, DType::F32)?;
         let eps = Tensor::zeros(gpu, &shape, DType::F32)?;
@@ -257,12 +237,10 @@ pub fn estimate_bound(
     };
     // A class-conditional model sees each image's label, or "no class" (the bound of p(x) rather than p(x | c)).
     let label_of = |i: usize| data_labels.map_or(null_label.unwrap_or(0), |l| l[i]);
-    let mut rng = SplitMix(options.seed ^ 0x5EED_B0D5);
+    let mut rng = SplitMix64::new(options.seed ^ 0x5EED_B0D5);
     let mut rows = Vec::new(); // (image, term)
     for image in 0..images {
-        for term in plan_terms(schedule.num_steps(), options.per_image, &mut || {
-            rng.next_f64()
-        })? {
+        for term in plan_terms(schedule.num_steps(), options.per_image, &mut || rng.unit())? {
             rows.push((image, term));
         }
     }

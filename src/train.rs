@@ -194,13 +194,7 @@ impl Trainer {
         let norm = Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?;
         let hyper = Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?;
         let schedule = Schedule::new(settings.schedule, settings.timesteps)?;
-        let table: Vec<f32> = schedule
-            .noise_table()
-            .concat()
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        let table = Tensor::from_f32(gpu, &[2, settings.timesteps], &table)?;
+        let table = noise::upload_table(gpu, &schedule.noise_table())?;
 
         let seed = settings.seed;
         let mut d = vec![

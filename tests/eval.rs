@@ -9,7 +9,7 @@ use diffuse::diffusion::vlb::VlbCoefficients;
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::eval::{plan_terms, TermEvaluator};
 use diffuse::gpu::Tensor;
-use diffuse::model::{ParamLayout, UNetConfig};
+use diffuse::model::ParamLayout;
 use diffuse::reference::to_f64;
 use diffuse::reference::vlb::{rounded, vlb_terms, vlb_terms_bound};
 
@@ -93,18 +93,7 @@ fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
     // the terms depend only on x₀, the x_t the GPU drew and t, which the f64 reference recomputes. Rows: an odd
     // batch with the decoder term, small and large KL terms and the last term (with the prior).
     let gpu = gpu();
-    let config = UNetConfig {
-        in_channels: 1,
-        image_size: 8,
-        base_channels: 16,
-        channel_mults: vec![1, 2],
-        blocks_per_level: 1,
-        attention_resolutions: vec![4],
-        groups: 4,
-        heads: 2,
-        num_classes: Some(3),
-        dropout: 0.0,
-    };
+    let config = common::tiny_unet();
     let flat = ParamLayout::new(&config).init(5);
     let params = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();

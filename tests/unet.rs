@@ -17,18 +17,7 @@ use diffuse::model::{ParamLayout, UNetConfig};
 use diffuse::reference::{gamma, to_f64, unet as reference};
 
 fn tiny() -> UNetConfig {
-    UNetConfig {
-        in_channels: 1,
-        image_size: 8,
-        base_channels: 16,
-        channel_mults: vec![1, 2],
-        blocks_per_level: 1,
-        attention_resolutions: vec![4],
-        groups: 4,
-        heads: 2,
-        num_classes: Some(3),
-        dropout: 0.0,
-    }
+    common::tiny_unet()
 }
 
 /// The default initialisation, with the zero-initialised layers given small random values so that every layer

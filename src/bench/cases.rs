@@ -287,13 +287,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         long: false,
         build: Box::new(move |gpu| {
             let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
-            let table: Vec<f32> = schedule
-                .noise_table()
-                .concat()
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
-            let table = Tensor::from_f32(gpu, &[2, 1000], &table)?;
+            let table = noise::upload_table(gpu, &schedule.noise_table())?;
             let x0 = random(gpu, &[n, d], 4)?;
             let (eps, x_t, target) = (
                 zeros(gpu, &[n, d])?,

@@ -17,6 +17,12 @@ pub enum Target {
     Velocity,
 }
 
+/// The [2, T] f32 table `noise_forward` reads, from a schedule's f64 rows (e.g. `Schedule::noise_table`).
+pub fn upload_table(gpu: &Gpu, rows: &[Vec<f64>; 2]) -> Result<Tensor> {
+    let values: Vec<f32> = rows.concat().iter().map(|&v| v as f32).collect();
+    Tensor::from_f32(gpu, &[2, rows[0].len()], &values)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

@@ -6,4 +6,4 @@ pub mod params;
 pub mod unet;
 
 pub use config::UNetConfig;
-pub use params::{forward_flops, Architecture, Block, ParamLayout, ParamSpec};
+pub use params::{forward_flops, Architecture, Block, ParamLayout, ParamSpec, SplitMix64};

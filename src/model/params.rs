@@ -278,11 +278,16 @@ impl ParamLayout {
     }
 }
 
-/// SplitMix64: a small, well-mixed generator for one-time host-side initialisation.
-struct SplitMix64(u64);
+/// SplitMix64: a small, well-mixed generator for host-side draws that happen once (initialisation, the timesteps
+/// `diffuse eval` picks); per-step draws run on the GPU (Philox).
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -290,9 +295,14 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Uniform in [−1, 1).
-    fn symmetric(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    pub fn symmetric(&mut self) -> f64 {
+        self.unit() * 2.0 - 1.0
     }
 }
 

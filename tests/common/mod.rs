@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use diffuse::gpu::Gpu;
+use diffuse::model::UNetConfig;
 
 /// The test GPU (DIFFUSE_ADAPTER picks one). No adapter fails the test with the install hint; tests never skip.
 pub fn gpu() -> &'static Gpu {
@@ -81,4 +82,21 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], bound: impl Fn(usize)
 /// times (pointwise ops), or for transcendentals within the WGSL accuracy spec.
 pub fn ulps(want: f64, ulps: f64) -> f64 {
     ulps * diffuse::reference::F32_UNIT_ROUNDOFF * 2.0 * want.abs().max(f32::MIN_POSITIVE as f64)
+}
+
+/// A tiny U-Net that still has every kind of layer: two levels, a channel change (1×1 skip convs), attention with
+/// 2 heads, class conditioning (3 classes), 8×8×1 images.
+pub fn tiny_unet() -> UNetConfig {
+    UNetConfig {
+        in_channels: 1,
+        image_size: 8,
+        base_channels: 16,
+        channel_mults: vec![1, 2],
+        blocks_per_level: 1,
+        attention_resolutions: vec![4],
+        groups: 4,
+        heads: 2,
+        num_classes: Some(3),
+        dropout: 0.0,
+    }
 }
