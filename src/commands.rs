@@ -541,7 +541,8 @@ pub struct SampleArgs {
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// ddpm (ancestral), ddim (η = --eta), sde (reverse-time SDE, Euler–Maruyama), ode (probability-flow ODE,
-    /// Heun), pc (predictor–corrector), langevin (annealed Langevin, for VE/NCSN models).
+    /// Heun), pc (predictor–corrector), langevin (annealed Langevin dynamics alone, 20 steps at each of
+    /// --steps / 20 noise levels).
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
     /// Sampling steps (model evaluations; Heun uses about two per step).
@@ -586,6 +587,10 @@ pub struct SampleArgs {
     pub adapter: Option<String>,
 }
 
+/// Langevin steps at each noise level of `--sampler langevin` (NCSN used 100 per level over 10 levels, NCSNv2 5
+/// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/sampling.rs).
+const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
+
 fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
     let spacing = match args.spacing.as_str() {
         "trailing" => Spacing::Trailing,
@@ -605,13 +610,23 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
         "ddim" => samplers::ddim(schedule, &list, args.eta, clip),
         "sde" => samplers::euler_maruyama(schedule, &list),
         "ode" => samplers::heun(schedule, &list),
-        "pc" => samplers::predictor_corrector(Process::Vp { schedule, timesteps: &list }, 1, 0.16),
-        "langevin" => Err(Error::Usage(
-            "annealed Langevin dynamics samples noise-conditional score networks (the VE process of NCSN); this \
-             checkpoint is a DDPM (VP) model: use --sampler pc for Langevin correction steps with a VP model"
-                .into(),
-        )),
-        other => Err(Error::Usage(format!("unknown --sampler {other:?}: use ddpm, ddim, sde, ode, pc or langevin"))),
+        "pc" => samplers::predictor_corrector(
+            Process::Vp {
+                schedule,
+                timesteps: &list,
+            },
+            1,
+            0.16,
+        ),
+        "langevin" => {
+            // --steps counts model evaluations: LANGEVIN_STEPS_PER_LEVEL at each of steps / that many levels.
+            let per_level = LANGEVIN_STEPS_PER_LEVEL.min(args.steps);
+            let levels = samplers::timesteps(t, (args.steps / per_level).min(t), spacing)?;
+            samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
+        }
+        other => Err(Error::Usage(format!(
+            "unknown --sampler {other:?}: use ddpm, ddim, sde, ode, pc or langevin"
+        ))),
     }
 }
 

@@ -188,11 +188,27 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
         &[],
     );
     assert!(ok, "sample from --noise failed: {stderr}");
-    let (ok, _, stderr) = diffuse(
-        &["sample", "--checkpoint", ckpt_s, "--sampler", "langevin"],
+    let (ok, stdout, stderr) = diffuse(
+        &[
+            "sample",
+            "--checkpoint",
+            ckpt_s,
+            "--sampler",
+            "langevin",
+            "--steps",
+            "40",
+            "-n",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+        ],
         &[],
     );
-    assert!(!ok && stderr.contains("VE"), "{stderr}");
+    // 2 levels × 20 Langevin steps, then the denoising step: 41 model evaluations.
+    assert!(
+        ok && stdout.contains("41 model evaluations"),
+        "{stdout}{stderr}"
+    );
     let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "3"], &[]);
     assert!(!ok && stderr.contains("unconditional"), "{stderr}");
 }

@@ -617,6 +617,56 @@ pub fn annealed_langevin(
     })
 }
 
+/// Annealed Langevin dynamics on the noise levels of a VP (DDPM) model: the same algorithm as
+/// [`annealed_langevin`], run on the VP marginals p_t (x_t = √ᾱ_t·x₀ + σ_t·z, σ_t = √(1 − ᾱ_t)) at the given
+/// decreasing timesteps, so that a DDPM checkpoint can be sampled with Langevin dynamics alone (no predictor):
+///
+/// ```text
+///   x ← z  (p_T ≈ N(0, I))
+///   for each t, M times:   x ← x + (ε_t/2)·s(x, t) + √ε_t·z,   ε_t = r·σ_t²,   s = −ε̂/σ_t
+///   optionally, Tweedie's denoising at the last level:   x ← (x − σ_t·ε̂)/√ᾱ_t  (E[x₀ | x_t])
+/// ```
+/// r = ε_t/σ_t² is the step relative to the level's noise variance (NCSN's ε = 2·10⁻⁵ at σ_L = 0.01 is r = 0.2).
+pub fn annealed_langevin_vp(
+    schedule: &Schedule,
+    timesteps: &[usize],
+    steps_per_level: usize,
+    relative_step: f64,
+    denoise_last: bool,
+) -> Result<Plan> {
+    check_timesteps(schedule.num_steps(), timesteps)?;
+    if steps_per_level == 0 || relative_step.is_nan() || relative_step <= 0.0 {
+        return Err(Error::Usage(format!(
+            "annealed Langevin needs ≥ 1 step per level and a step > 0, got {steps_per_level} and {relative_step}"
+        )));
+    }
+    let mut steps = Vec::new();
+    for &t in timesteps {
+        let level = NoiseLevel::vp(schedule, t);
+        let eps_t = relative_step * level.sigma * level.sigma;
+        for _ in 0..steps_per_level {
+            steps.push(langevin_step(level, eps_t));
+        }
+    }
+    if denoise_last {
+        let level = NoiseLevel::vp(schedule, *timesteps.last().expect("checked non-empty"));
+        steps.push(Step::Linear {
+            level,
+            a: 1.0 / level.alpha,
+            b: -level.sigma / level.alpha,
+            c: 0.0,
+        });
+    }
+    Ok(Plan {
+        name: format!(
+            "annealed langevin (VP) {} levels × {steps_per_level}",
+            timesteps.len()
+        ),
+        init_scale: 1.0,
+        steps,
+    })
+}
+
 /// x ← x + (δ/2)·s(x, level) + √δ·z with s = −ε̂/sigma: the Langevin update with step δ (NCSN's convention; Song et
 /// al. 2021 write x + ε·s + √(2ε)·z, i.e. δ = 2ε).
 pub fn langevin_step(level: NoiseLevel, delta: f64) -> Step {
