@@ -1,5 +1,7 @@
 // batch.wgsl — assembling a training batch on the GPU from a dataset held on the GPU.
 //   gather_rows:   x0[n, :] = data[index[n], :]                       (index drawn by random.wgsl's uniform ints)
+//   gather_rows_flip: the same, each image mirrored left–right where u[n] < 0.5 (data augmentation): element
+//                  (c, h, w) of x0[n] reads (c, h, W − 1 − w) of its data row
 //   gather_labels: label[n] = (u[n] < p_uncond) ? null_class : labels[index[n]]
 //   fill_u32:      label[n] = value (a sampling step's timestep for the whole batch, or its class labels)
 //                  (classifier-free guidance training: a fraction p_uncond of the batch sees the "no class" label)
@@ -16,7 +18,7 @@ struct Params {
     null_class: u32,  // the "no class" label
     p_uncond: f32,    // probability of dropping a label
     value: u32,       // fill_u32
-    _pad1: u32,
+    width: u32,       // gather_rows_flip: W, the image width
     _pad2: u32,
 }
 
@@ -36,6 +38,19 @@ fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let n = i / p.d;
     let row = min(index[n], p.rows - 1u);
     x0[i] = data[row * p.d + (i - n * p.d)];
+}
+
+@compute @workgroup_size(256)
+fn gather_rows_flip(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    if (i >= p.len) { return; }
+    let n = i / p.d;
+    let row = min(index[n], p.rows - 1u);
+    let e = i - n * p.d;
+    let w = e % p.width;
+    let source = select(e, e - w + (p.width - 1u - w), u[n] < 0.5);
+    x0[i] = data[row * p.d + source];
 }
 
 @compute @workgroup_size(64)

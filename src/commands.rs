@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// Colour (R,G,B) that transparent pixels are composited onto.
     #[arg(long, default_value = "255,255,255", value_parser = parse_rgb)]
     pub background: [u8; 3],
+    /// Mirror each training image left–right at random (augmentation for photos and faces; not for digits or
+    /// text, whose mirror images are not examples of the data).
+    #[arg(long)]
+    pub flip: bool,
     #[arg(long)]
     pub adapter: Option<String>,
 }
@@ -196,6 +200,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
     settings.schedule = schedule_by_name(&args.schedule)?;
     settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
+    settings.flip = args.flip;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
@@ -228,6 +233,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         ("dataset".to_string(), dataset.description.clone()),
         ("lr".to_string(), settings.lr.to_string()),
         ("batch".to_string(), settings.batch.to_string()),
+        ("flip".to_string(), settings.flip.to_string()),
     ]);
     let mut extra = extra;
     if config.num_classes.is_some() {

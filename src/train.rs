@@ -35,6 +35,8 @@ pub struct TrainSettings {
     pub target: Target,
     /// Probability of replacing a label by "no class" (classifier-free guidance training).
     pub p_uncond: f32,
+    /// Mirror each training image left–right with probability ½ (augmentation for photographs).
+    pub flip: bool,
     pub seed: u64,
 }
 
@@ -54,6 +56,7 @@ impl TrainSettings {
             timesteps: 1000,
             target: Target::Epsilon,
             p_uncond: 0.1,
+            flip: false,
             seed: 0,
         }
     }
@@ -81,6 +84,7 @@ mod stream {
     pub const LABEL_DROP: u32 = 1;
     pub const TIMESTEP: u32 = 2;
     pub const NOISE: u32 = 3;
+    pub const FLIP: u32 = 4;
 }
 
 /// The mean loss of the steps since the previous report, and the gradient norm of the last of them.
@@ -197,10 +201,21 @@ impl Trainer {
         let table = noise::upload_table(gpu, &schedule.noise_table())?;
 
         let seed = settings.seed;
-        let mut d = vec![
-            random::fill_uniform_int(gpu, &index, dataset.len as u32, seed, stream::INDEX, &rng)?,
-            batch::gather_rows(gpu, &data, &index, &x0)?,
-        ];
+        let mut d = vec![random::fill_uniform_int(
+            gpu,
+            &index,
+            dataset.len as u32,
+            seed,
+            stream::INDEX,
+            &rng,
+        )?];
+        if settings.flip {
+            let u = Tensor::zeros(gpu, &[n], DType::F32)?;
+            d.push(random::fill_uniform(gpu, &u, seed, stream::FLIP, &rng)?);
+            d.push(batch::gather_rows_flip(gpu, &data, &index, &u, &x0)?);
+        } else {
+            d.push(batch::gather_rows(gpu, &data, &index, &x0)?);
+        }
         if let (Some(classes), Some(labels)) = (config.num_classes, &net.labels) {
             let all = dataset.labels.as_ref().ok_or_else(|| {
                 Error::Usage("a class-conditional model needs a labelled dataset (MNIST labels or class subfolders)".into())

@@ -29,6 +29,34 @@ fn gather_rows_copies_the_indexed_samples_exactly() {
 }
 
 #[test]
+fn gather_rows_flip_mirrors_exactly_the_images_drawn_below_one_half() {
+    let gpu = gpu();
+    // Odd and even widths, one and three channels; u at, just below and above 0.5.
+    for (m, c, h, w) in [(4, 1, 3, 5), (6, 3, 4, 4), (3, 1, 28, 28)] {
+        let d = c * h * w;
+        let data = uniform(m * d, 2);
+        let index: Vec<u32> = vec![0, m as u32 - 1, 1, 1, m as u32 + 3];
+        let u = [0.0, 0.4999999, 0.5, 0.9, 0.25];
+        let n = index.len();
+        let dt = Tensor::from_f32(gpu, &[m, c, h, w], &data).unwrap();
+        let it = Tensor::from_u32(gpu, &[n], &index).unwrap();
+        let ut = Tensor::from_f32(gpu, &[n], &u).unwrap();
+        let x0 = Tensor::zeros(gpu, &[n, c, h, w], DType::F32).unwrap();
+        gpu.run([&batch::gather_rows_flip(gpu, &dt, &it, &ut, &x0).unwrap()])
+            .unwrap();
+        let got = x0.read_f32(gpu).unwrap();
+        assert_eq!(
+            got,
+            reference::gather_rows_flip(&data, d, w, &index, &u),
+            "{c}×{h}×{w}"
+        );
+        // Image 2 (u = 0.5) is not flipped; image 0 (u = 0) is: its first pixel is the source row's last.
+        assert_eq!(got[2 * d], data[d]);
+        assert_eq!(got[0], data[w - 1]);
+    }
+}
+
+#[test]
 fn gather_labels_drops_the_requested_fraction_to_the_null_class() {
     let gpu = gpu();
     let labels: Vec<u32> = (0..10).collect();

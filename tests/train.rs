@@ -94,6 +94,13 @@ fn a_resumed_run_repeats_the_uninterrupted_losses_exactly() {
 }
 
 #[test]
+fn a_resumed_run_with_flips_repeats_the_uninterrupted_losses_exactly() {
+    let mut s = settings();
+    s.flip = true;
+    check_resume(s);
+}
+
+#[test]
 fn a_resumed_run_with_dropout_draws_the_same_masks_as_the_uninterrupted_one() {
     let mut s = settings();
     s.model.dropout = 0.2;
@@ -110,9 +117,10 @@ fn check_resume(settings: TrainSettings) {
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
     let dir = std::env::temp_dir().join(format!(
-        "diffuse-resume-{}-{}",
+        "diffuse-resume-{}-{}-{}",
         std::process::id(),
-        settings().model.dropout
+        settings().model.dropout,
+        settings().flip
     ));
     let path = dir.join("run.safetensors");
     first_half

@@ -17,7 +17,8 @@ struct Params {
     null_class: u32,
     p_uncond: f32,
     value: u32,
-    _pad: [u32; 2],
+    width: u32,
+    _pad: u32,
 }
 
 fn check_index(op: &'static str, index: &Tensor, n: usize) -> Result<()> {
@@ -61,6 +62,49 @@ pub fn gather_rows(gpu: &Gpu, data: &Tensor, index: &Tensor, x0: &Tensor) -> Res
         &kernel,
         &params,
         &[(1, data), (2, index), (3, x0)],
+        grid_1d(x0.len().div_ceil(256) as u32),
+    )
+}
+
+/// As [`gather_rows`], each image mirrored left–right where u[n] < 0.5 (random horizontal flips: data
+/// augmentation). data [M, C, H, W], index [N] u32, u [N] f32 uniforms in [0, 1), x0 [N, C, H, W].
+pub fn gather_rows_flip(
+    gpu: &Gpu,
+    data: &Tensor,
+    index: &Tensor,
+    u: &Tensor,
+    x0: &Tensor,
+) -> Result<Dispatch> {
+    const OP: &str = "gather_rows_flip";
+    check_f32(OP, &[data, u, x0])?;
+    ensure_shape!(
+        data.shape().len() == 4 && data.shape()[1..] == x0.shape()[1..],
+        OP,
+        "data {:?} and batch {:?} must be images [M, C, H, W] and [N, C, H, W]",
+        data.shape(),
+        x0.shape()
+    );
+    let n = x0.shape()[0];
+    check_index(OP, index, n)?;
+    ensure_shape!(
+        u.shape() == [n],
+        OP,
+        "the flip draws must have shape [{n}], got {:?}",
+        u.shape()
+    );
+    let params = Params {
+        len: x0.len() as u32,
+        d: (x0.len() / n) as u32,
+        rows: data.shape()[0] as u32,
+        width: data.shape()[3] as u32,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, OP)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, data), (2, index), (3, x0), (5, u)],
         grid_1d(x0.len().div_ceil(256) as u32),
     )
 }

@@ -12,6 +12,32 @@ pub fn gather_rows(data: &[f32], d: usize, index: &[u32]) -> Vec<f32> {
         .collect()
 }
 
+/// `gather_rows` of images with `width` columns, image n mirrored left–right where u[n] < 0.5.
+pub fn gather_rows_flip(
+    data: &[f32],
+    d: usize,
+    width: usize,
+    index: &[u32],
+    u: &[f32],
+) -> Vec<f32> {
+    gather_rows(data, d, index)
+        .chunks(d)
+        .zip(u)
+        .flat_map(|(image, &u)| {
+            image
+                .chunks(width)
+                .flat_map(move |row| {
+                    let mut row = row.to_vec();
+                    if u < 0.5 {
+                        row.reverse();
+                    }
+                    row
+                })
+                .collect::<Vec<f32>>()
+        })
+        .collect()
+}
+
 /// label[n] = null_class if u[n] < p_uncond, else labels[min(index[n], M − 1)].
 pub fn gather_labels(
     labels: &[u32],
