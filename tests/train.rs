@@ -13,16 +13,9 @@ use diffuse::train::{TrainSettings, Trainer};
 
 fn tiny() -> UNetConfig {
     UNetConfig {
-        in_channels: 1,
-        image_size: 8,
-        base_channels: 16,
-        channel_mults: vec![1, 2],
-        blocks_per_level: 1,
-        attention_resolutions: vec![4],
-        groups: 4,
         heads: 1,
         num_classes: Some(2),
-        dropout: 0.0,
+        ..common::tiny_unet()
     }
 }
 

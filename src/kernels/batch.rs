@@ -39,31 +39,7 @@ fn check_index(op: &'static str, index: &Tensor, n: usize) -> Result<()> {
 
 /// x0[n] = data[index[n]]: data [M, …], index [N] u32, x0 [N, …] (same trailing shape).
 pub fn gather_rows(gpu: &Gpu, data: &Tensor, index: &Tensor, x0: &Tensor) -> Result<Dispatch> {
-    const OP: &str = "gather_rows";
-    check_f32(OP, &[data, x0])?;
-    ensure_shape!(
-        data.shape().len() >= 2 && data.shape()[1..] == x0.shape()[1..],
-        OP,
-        "data {:?} and batch {:?} must agree past the first dimension",
-        data.shape(),
-        x0.shape()
-    );
-    let n = x0.shape()[0];
-    check_index(OP, index, n)?;
-    let params = Params {
-        len: x0.len() as u32,
-        d: (x0.len() / n) as u32,
-        rows: data.shape()[0] as u32,
-        ..Params::default()
-    };
-    let kernel = gpu.kernel(SHADER, OP)?;
-    Dispatch::new(
-        gpu,
-        &kernel,
-        &params,
-        &[(1, data), (2, index), (3, x0)],
-        grid_1d(x0.len().div_ceil(256) as u32),
-    )
+    gather("gather_rows", gpu, data, index, None, x0)
 }
 
 /// As [`gather_rows`], each image mirrored left–right where u[n] < 0.5 (random horizontal flips: data
@@ -76,35 +52,59 @@ pub fn gather_rows_flip(
     x0: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "gather_rows_flip";
-    check_f32(OP, &[data, u, x0])?;
+    check_f32(OP, &[u])?;
     ensure_shape!(
-        data.shape().len() == 4 && data.shape()[1..] == x0.shape()[1..],
+        data.shape().len() == 4,
         OP,
-        "data {:?} and batch {:?} must be images [M, C, H, W] and [N, C, H, W]",
-        data.shape(),
-        x0.shape()
+        "data {:?} must be images [M, C, H, W]",
+        data.shape()
     );
     let n = x0.shape()[0];
-    check_index(OP, index, n)?;
     ensure_shape!(
         u.shape() == [n],
         OP,
         "the flip draws must have shape [{n}], got {:?}",
         u.shape()
     );
+    gather(OP, gpu, data, index, Some(u), x0)
+}
+
+/// The checks, parameters and dispatch of both gathers (`flip`: the per-row uniforms of gather_rows_flip).
+fn gather(
+    op: &'static str,
+    gpu: &Gpu,
+    data: &Tensor,
+    index: &Tensor,
+    flip: Option<&Tensor>,
+    x0: &Tensor,
+) -> Result<Dispatch> {
+    check_f32(op, &[data, x0])?;
+    ensure_shape!(
+        data.shape().len() >= 2 && data.shape()[1..] == x0.shape()[1..],
+        op,
+        "data {:?} and batch {:?} must agree past the first dimension",
+        data.shape(),
+        x0.shape()
+    );
+    let n = x0.shape()[0];
+    check_index(op, index, n)?;
     let params = Params {
         len: x0.len() as u32,
         d: (x0.len() / n) as u32,
         rows: data.shape()[0] as u32,
-        width: data.shape()[3] as u32,
+        width: data.shape()[data.shape().len() - 1] as u32,
         ..Params::default()
     };
-    let kernel = gpu.kernel(SHADER, OP)?;
+    let kernel = gpu.kernel(SHADER, op)?;
+    let mut bindings = vec![(1, data), (2, index), (3, x0)];
+    if let Some(u) = flip {
+        bindings.push((5, u));
+    }
     Dispatch::new(
         gpu,
         &kernel,
         &params,
-        &[(1, data), (2, index), (3, x0), (5, u)],
+        &bindings,
         grid_1d(x0.len().div_ceil(256) as u32),
     )
 }
