@@ -63,6 +63,18 @@ fn net(config: &UNetConfig, p: &Tensor, dropout: Option<(u64, u64)>) -> Net {
     }
 }
 
+/// Writes the batch x, `TIMESTEPS` and `LABELS` into the net's inputs.
+fn set_inputs(net: &Net, x: &[f32]) {
+    let gpu = gpu();
+    net.input.write_f32(gpu, x).unwrap();
+    net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
+    net.labels
+        .as_ref()
+        .unwrap()
+        .write_u32(gpu, &LABELS)
+        .unwrap();
+}
+
 /// Dropout of a training net: p = 0.3, a seed and an offset with both words set.
 const DROPOUT: Option<(u64, u64)> = Some((0xDEAD_BEEF_0000_0042, 0x0000_0003_0000_0011));
 
@@ -92,13 +104,7 @@ fn an_inference_net_ignores_dropout() {
     let x = uniform(BATCH * 64, 5);
     let run = |config: &UNetConfig| {
         let net = net(config, &p, None);
-        net.input.write_f32(gpu, &x).unwrap();
-        net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
-        net.labels
-            .as_ref()
-            .unwrap()
-            .write_u32(gpu, &LABELS)
-            .unwrap();
+        set_inputs(&net, &x);
         gpu.run(&net.forward(gpu).unwrap()).unwrap();
         net.output().read_f32(gpu).unwrap()
     };
@@ -112,13 +118,7 @@ fn check_forward(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
     let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 5);
-    net.input.write_f32(gpu, &x).unwrap();
-    net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
-    net.labels
-        .as_ref()
-        .unwrap()
-        .write_u32(gpu, &LABELS)
-        .unwrap();
+    set_inputs(&net, &x);
     gpu.run(&net.forward(gpu).unwrap()).unwrap();
     let got = net.output().read_f32(gpu).unwrap();
     let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
@@ -156,13 +156,7 @@ fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
     let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 6);
-    net.input.write_f32(gpu, &x).unwrap();
-    net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
-    net.labels
-        .as_ref()
-        .unwrap()
-        .write_u32(gpu, &LABELS)
-        .unwrap();
+    set_inputs(&net, &x);
     // L = ⟨output, w⟩, so ∂L/∂output = w.
     let w = uniform(BATCH * 64, 8);
     let d_out = Tensor::from_f32(gpu, &[BATCH, 1, 8, 8], &w).unwrap();
