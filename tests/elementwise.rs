@@ -108,12 +108,15 @@ fn add_scale_and_axpy_match_reference() {
 #[test]
 fn concat_and_split_channels_are_exact_copies() {
     let gpu = gpu();
-    // (N, Ca, Cb, H, W): batch 1, odd everything, one channel each.
+    // (N, Ca, Cb, H, W): batch 1, odd everything, one channel each; planes of whole vec4s (H·W = 4, 28)
+    // take the vec4 kernels.
     for (n, ca, cb, h, w) in [
         (1, 1, 1, 1, 1),
         (2, 3, 5, 7, 9),
         (1, 64, 32, 7, 7),
         (3, 1, 2, 17, 1),
+        (2, 3, 6, 2, 2),
+        (1, 5, 3, 4, 7),
     ] {
         let hw = h * w;
         let a = uniform(n * ca * hw, 1);
@@ -188,8 +191,15 @@ fn upsample_backward_is_the_adjoint_of_forward() {
 #[test]
 fn channel_bias_matches_reference() {
     let gpu = gpu();
-    // hw = 1, odd, 256 + 1 and one larger than a workgroup several times over.
-    for (n, c, h, w) in [(1, 1, 1, 1), (2, 3, 5, 7), (1, 5, 1, 257), (3, 64, 28, 28)] {
+    // hw = 1, odd, 256 + 1 and one larger than a workgroup several times over; hw = 4 and 28·28 take the vec4
+    // kernel.
+    for (n, c, h, w) in [
+        (1, 1, 1, 1),
+        (2, 3, 5, 7),
+        (1, 5, 1, 257),
+        (3, 64, 28, 28),
+        (1, 3, 2, 2),
+    ] {
         let hw = h * w;
         let x = uniform(n * c * hw, 11);
         let e = uniform(n * c, 12);

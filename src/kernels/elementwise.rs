@@ -41,6 +41,30 @@ fn pointwise(
     )
 }
 
+/// [`pointwise`] on the `_vec4` form of an entry point where `vec4` holds (every length, and the plane size of
+/// the NCHW ops, a multiple of 4): each tensor moves from its scalar binding to its vec4 one (1-4 → 5-8, see the
+/// shader header) unless listed in `keep_scalar`, and p.len, p.hw and the element count are counted in vec4s.
+fn pointwise_or_vec4(
+    gpu: &Gpu,
+    (entry, entry_vec4): (&'static str, &'static str),
+    vec4: bool,
+    mut params: Params,
+    tensors: &[(u32, &Tensor)],
+    keep_scalar: &[u32],
+    elements: usize,
+) -> Result<Dispatch> {
+    if !vec4 {
+        return pointwise(gpu, entry, params, tensors, elements);
+    }
+    params.len /= 4;
+    params.hw /= 4;
+    let tensors: Vec<(u32, &Tensor)> = tensors
+        .iter()
+        .map(|&(b, t)| (if keep_scalar.contains(&b) { b } else { b + 4 }, t))
+        .collect();
+    pointwise(gpu, entry_vec4, params, &tensors, elements / 4)
+}
+
 fn len_params(t: &Tensor) -> Params {
     Params {
         len: t.len() as u32,
@@ -81,7 +105,9 @@ pub fn add_scaled(gpu: &Gpu, a: &Tensor, b: &Tensor, alpha: f32, y: &Tensor) -> 
         alpha,
         ..len_params(a)
     };
-    pointwise(gpu, OP, params, &[(1, a), (2, b), (3, y)], a.len())
+    let tensors = [(1, a), (2, b), (3, y)];
+    let vec4 = a.len() % 4 == 0;
+    pointwise_or_vec4(gpu, (OP, "add_scaled_vec4"), vec4, params, &tensors, &[], a.len())
 }
 
 /// y = alpha·x; also the backward of scaling (d_x = alpha·d_y).
@@ -93,7 +119,8 @@ pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, y: &Tensor) -> Result<Dispatch> 
         alpha,
         ..len_params(x)
     };
-    pointwise(gpu, OP, params, &[(1, x), (3, y)], x.len())
+    let vec4 = x.len() % 4 == 0;
+    pointwise_or_vec4(gpu, (OP, "scale_vec4"), vec4, params, &[(1, x), (3, y)], &[], x.len())
 }
 
 /// y += alpha·x, in place: how gradients from several consumers of one tensor are summed.
@@ -105,7 +132,8 @@ pub fn axpy(gpu: &Gpu, alpha: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         alpha,
         ..len_params(x)
     };
-    pointwise(gpu, OP, params, &[(1, x), (3, y)], x.len())
+    let vec4 = x.len() % 4 == 0;
+    pointwise_or_vec4(gpu, (OP, "axpy_vec4"), vec4, params, &[(1, x), (3, y)], &[], x.len())
 }
 
 /// (N, C, H·W) of an NCHW tensor.
@@ -152,11 +180,13 @@ fn concat_params(op: &'static str, a: &Tensor, b: &Tensor, y: &Tensor) -> Result
 /// y = [a; b] along channels: a [N, Ca, H, W], b [N, Cb, H, W] → y [N, Ca+Cb, H, W].
 pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let params = concat_params("concat_channels", a, b, y)?;
-    pointwise(
+    pointwise_or_vec4(
         gpu,
-        "concat_channels",
+        ("concat_channels", "concat_channels_vec4"),
+        params.hw % 4 == 0,
         params,
         &[(1, a), (2, b), (3, y)],
+        &[],
         y.len(),
     )
 }
@@ -164,11 +194,13 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<
 /// The backward of concat: d_y [N, Ca+Cb, H, W] → d_a [N, Ca, H, W], d_b [N, Cb, H, W].
 pub fn split_channels(gpu: &Gpu, d_y: &Tensor, d_a: &Tensor, d_b: &Tensor) -> Result<Dispatch> {
     let params = concat_params("split_channels", d_a, d_b, d_y)?;
-    pointwise(
+    pointwise_or_vec4(
         gpu,
-        "split_channels",
+        ("split_channels", "split_channels_vec4"),
+        params.hw % 4 == 0,
         params,
         &[(1, d_y), (3, d_a), (4, d_b)],
+        &[],
         d_y.len(),
     )
 }
@@ -236,7 +268,15 @@ pub fn add_channel_bias(gpu: &Gpu, x: &Tensor, e: &Tensor, y: &Tensor) -> Result
         len: x.len() as u32,
         ..channel_bias_params(OP, x, e)?
     };
-    pointwise(gpu, OP, params, &[(1, x), (2, e), (3, y)], x.len())
+    pointwise_or_vec4(
+        gpu,
+        (OP, "add_channel_bias_vec4"),
+        params.hw % 4 == 0,
+        params,
+        &[(1, x), (2, e), (3, y)],
+        &[2],
+        x.len(),
+    )
 }
 
 /// d_e[n,c] = Σ_hw d_y[n,c,h,w] (d_x is d_y itself).
