@@ -1,5 +1,6 @@
 // matmul.wgsl — batched matrix product with optional transposes, forward and backward of `linear`, f32.
-//   C[b] = op(A[b])·op(B[b])  (+ C[b] if ACCUMULATE)  (+ bias[n] broadcast over rows if HAS_BIAS)
+//   C[b] = op(A[b])·op(B[b])  (+ C[b] if ACCUMULATE)  (+ bias[n] broadcast over rows if HAS_BIAS; bias[m]
+//   broadcast over columns if BIAS_PER_ROW too). A batch stride of 0 shares one matrix across the batch.
 //   op(X) = X or Xᵀ. Storage is row-major: A is [batch, M, K] (Aᵀ: [batch, K, M]), B is [batch, K, N]
 //   (Bᵀ: [batch, N, K]), C is [batch, M, N], bias is [N].
 //   linear:   y = x·wᵀ + b        = matmul_nt(x [N, in], w [out, in]) with bias
@@ -63,6 +64,9 @@ struct Params {
 override ACCUMULATE: bool = false;
 // Add bias[n] to every row of C.
 override HAS_BIAS: bool = false;
+// The bias is per row instead: bias[m] added to row m (a 1×1 convolution, C = W·X, with one bias per output
+// channel).
+override BIAS_PER_ROW: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
@@ -107,8 +111,13 @@ fn init_block(c_base: u32, first_row: u32, cq: u32) -> mat4x4<f32> {
         block = mat4x4<f32>(c4[rows.x], c4[rows.y], c4[rows.z], c4[rows.w]);
     }
     if (HAS_BIAS) {
-        let bv = bias4[cq];
-        block += mat4x4<f32>(bv, bv, bv, bv);
+        if (BIAS_PER_ROW) {
+            let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u));
+            block += mat4x4<f32>(vec4(bias[rows.x]), vec4(bias[rows.y]), vec4(bias[rows.z]), vec4(bias[rows.w]));
+        } else {
+            let bv = bias4[cq];
+            block += mat4x4<f32>(bv, bv, bv, bv);
+        }
     }
     return block;
 }
@@ -514,7 +523,9 @@ fn store_tiled_row(c_base: u32, row: u32, col: u32, v: vec4<f32>) {
             let idx = c_base + row * p.n + n;
             var r = v[j];
             if (ACCUMULATE) { r += c[idx]; }
-            if (HAS_BIAS) { r += bias[n]; }
+            if (HAS_BIAS) {
+                if (BIAS_PER_ROW) { r += bias[row]; } else { r += bias[n]; }
+            }
             c[idx] = r;
         }
     }

@@ -34,12 +34,16 @@ struct Params {
 override ACCUMULATE: bool = false;
 // Add bias[n] to every row of C.
 override HAS_BIAS: bool = false;
+// The bias is per row instead: bias[m] added to row m (a 1×1 convolution, C = W·X, with one bias per output
+// channel).
+override BIAS_PER_ROW: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> bias: array<f32>;  // the bias as scalars (BIAS_PER_ROW)
 
 const LANES: u32 = 8u;
 // Column groups (of 4 columns) per lane, spaced LANES apart.
@@ -66,8 +70,13 @@ fn init_block(c_base: u32, first_row: u32, cq: u32) -> mat4x4<f32> {
         block = mat4x4<f32>(c4[rows.x], c4[rows.y], c4[rows.z], c4[rows.w]);
     }
     if (HAS_BIAS) {
-        let bv = bias4[cq];
-        block += mat4x4<f32>(bv, bv, bv, bv);
+        if (BIAS_PER_ROW) {
+            let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u));
+            block += mat4x4<f32>(vec4(bias[rows.x]), vec4(bias[rows.y]), vec4(bias[rows.z]), vec4(bias[rows.w]));
+        } else {
+            let bv = bias4[cq];
+            block += mat4x4<f32>(bv, bv, bv, bv);
+        }
     }
     return block;
 }

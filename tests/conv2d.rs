@@ -598,3 +598,78 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         "{msg}"
     );
 }
+
+/// 1×1 convolutions whose planes and channel counts are whole vec4s run on the matmul kernels (see
+/// conv2d::on_matmul): the forward with its per-channel bias and the backward input with and without
+/// accumulation, on every matmul variant the adapter has (the tiled one is what real GPUs take), against the
+/// same reference and bounds as the convolution kernels.
+#[test]
+fn one_by_one_convolutions_match_reference_on_every_matmul_variant() {
+    use diffuse::kernels::matmul::{self, MatmulOptions, Variant};
+    let gpu = gpu();
+    let mut variants = vec![Variant::Tiled, Variant::RegisterBlocked];
+    if matmul::subgroup_variant_available(gpu) {
+        variants.push(Variant::RegisterBlockedSubgroup);
+    }
+    // Batch 1, a plane of one vec4, channel counts past the 32-row block, a plane past the 128-column block.
+    for s in [
+        shape(1, 4, 4, 1, 4, 1, 1),
+        shape(3, 8, 36, 2, 6, 1, 1),
+        shape(2, 36, 12, 12, 12, 1, 1),
+    ] {
+        let d = data(&s, 7);
+        let hw = s.h * s.w;
+        let fwd = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), Some(&to_f64(&d.b)));
+        let fwd_mag = reference::forward(
+            &s,
+            &abs(&to_f64(&d.x)),
+            &abs(&to_f64(&d.w)),
+            Some(&abs(&to_f64(&d.b))),
+        );
+        let bwd = reference::backward_input(&s, &to_f64(&d.d_y), &to_f64(&d.w));
+        let bwd_mag = reference::backward_input(&s, &abs(&to_f64(&d.d_y)), &abs(&to_f64(&d.w)));
+        let old = uniform(s.x_len(), 98);
+        let (x, w, b, d_y) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[s.co], &d.b),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        for variant in &variants {
+            let case = format!("{s:?} {variant:?}");
+            let opts = |accumulate| MatmulOptions {
+                accumulate,
+                variant: *variant,
+                ..Default::default()
+            };
+            let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
+            let dims = [s.n, s.ci, s.co, hw];
+            gpu.run([
+                &matmul::conv1x1(gpu, &w, &x, Some(&b), &y, dims, false, opts(false)).unwrap(),
+            ])
+            .unwrap();
+            assert_close(&case, &y.read_f32(gpu).unwrap(), &fwd, |i| {
+                gamma(s.ci + 1) * fwd_mag[i]
+            });
+            let dims = [s.n, s.co, s.ci, hw];
+            let d_x = tensor(gpu, &x_shape(&s), &vec![f32::NAN; s.x_len()]);
+            gpu.run([
+                &matmul::conv1x1(gpu, &w, &d_y, None, &d_x, dims, true, opts(false)).unwrap(),
+            ])
+            .unwrap();
+            assert_close(&case, &d_x.read_f32(gpu).unwrap(), &bwd, |i| {
+                gamma(s.co) * bwd_mag[i]
+            });
+            let d_x = tensor(gpu, &x_shape(&s), &old);
+            gpu.run([&matmul::conv1x1(gpu, &w, &d_y, None, &d_x, dims, true, opts(true)).unwrap()])
+                .unwrap();
+            let want: Vec<f64> = bwd.iter().zip(&old).map(|(g, &o)| g + o as f64).collect();
+            assert_close(
+                &format!("{case} accumulate"),
+                &d_x.read_f32(gpu).unwrap(),
+                &want,
+                |i| gamma(s.co + 1) * (bwd_mag[i] + old[i].abs() as f64),
+            );
+        }
+    }
+}

@@ -19,7 +19,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::check_f32;
+use crate::kernels::{check_f32, matmul};
 
 const SHADER: &str = "conv2d";
 const SHADER_SUBGROUP: &str = "conv2d_subgroup";
@@ -152,6 +152,34 @@ impl Kind {
             // Blocks of 8 columns read packed d_y rows up to r0/2 + 3 and columns up to c0/2 + 7.
             Kind::K3S2Transposed => (rows / 2 + 2, cols / 2 + 4),
         }
+    }
+}
+
+/// Whether a pass runs on the matmul kernels instead: a 1×1 convolution of one input (or into one output) is a
+/// product per image, W·X[n], with the weight shared across the batch. Where planes and channel counts are whole
+/// vec4s the register-blocked matmul kernels take it at 2-4× the rate of forward_k1 on lavapipe, with no packing
+/// pass; other shapes (the 7×7 planes) stay on the convolution kernels.
+fn on_matmul(g: &Geometry, parts: usize) -> bool {
+    g.kind == Kind::K1
+        && parts == 1
+        && (g.h * g.w).is_multiple_of(4)
+        && g.ci.is_multiple_of(4)
+        && g.co.is_multiple_of(4)
+}
+
+/// The matmul kernels matching a conv `path`: the portable path takes no subgroup kernels.
+fn matmul_options(path: Path, gpu: &Gpu, accumulate: bool) -> matmul::MatmulOptions {
+    let variant = match path {
+        Path::Auto => matmul::Variant::Auto,
+        Path::Portable if gpu.info.device_type == wgpu::DeviceType::Cpu => {
+            matmul::Variant::RegisterBlocked
+        }
+        Path::Portable => matmul::Variant::Tiled,
+    };
+    matmul::MatmulOptions {
+        accumulate,
+        variant,
+        ..Default::default()
     }
 }
 
@@ -310,7 +338,7 @@ fn pack_input(
         };
         let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
         // Rows of whole vec4s read as vec4s (about twice as fast on lavapipe); other widths value by value.
-        let (entry, src_binding) = if src_w % 4 == 0 && pad <= 1 {
+        let (entry, src_binding) = if src_w.is_multiple_of(4) && pad <= 1 {
             ("pack_input_vec4", 12)
         } else {
             ("pack_input", 1)
@@ -493,6 +521,13 @@ fn conv_forward(
         check_f32(op, &[b])?;
         check_shape(op, "the bias", b, &[g.co])?;
     }
+    if on_matmul(&g, parts.len()) {
+        let dims = [g.n, g.ci, g.co, g.h * g.w];
+        let opts = matmul_options(path, gpu, false);
+        return Ok(vec![matmul::conv1x1(
+            gpu, w, parts[0], bias, y, dims, false, opts,
+        )?]);
+    }
     let kind = g.kind;
     let packed = kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
     let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed)?;
@@ -592,6 +627,13 @@ fn conv_backward_input(
     check_f32(op, &parts)?;
     let g = Geometry::new(op, input_shape(op, &parts)?, w, stride)?;
     check_shape(op, "d_y", d_y, &g.y_shape())?;
+    if on_matmul(&g, outs.len()) {
+        let dims = [g.n, g.co, g.ci, g.h * g.w];
+        let opts = matmul_options(path, gpu, outs[0].1);
+        return Ok(vec![matmul::conv1x1(
+            gpu, w, d_y, None, outs[0].0, dims, true, opts,
+        )?]);
+    }
     // Stride 1: d_x is the convolution of d_y with the flipped, transposed weights (the forward pass).
     // Stride 2: a transposed convolution with the same weights and its own kernel.
     let kind = match g.kind {

@@ -106,8 +106,16 @@ pub fn add_scaled(gpu: &Gpu, a: &Tensor, b: &Tensor, alpha: f32, y: &Tensor) -> 
         ..len_params(a)
     };
     let tensors = [(1, a), (2, b), (3, y)];
-    let vec4 = a.len() % 4 == 0;
-    pointwise_or_vec4(gpu, (OP, "add_scaled_vec4"), vec4, params, &tensors, &[], a.len())
+    let vec4 = a.len().is_multiple_of(4);
+    pointwise_or_vec4(
+        gpu,
+        (OP, "add_scaled_vec4"),
+        vec4,
+        params,
+        &tensors,
+        &[],
+        a.len(),
+    )
 }
 
 /// y = alpha·x; also the backward of scaling (d_x = alpha·d_y).
@@ -119,8 +127,16 @@ pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, y: &Tensor) -> Result<Dispatch> 
         alpha,
         ..len_params(x)
     };
-    let vec4 = x.len() % 4 == 0;
-    pointwise_or_vec4(gpu, (OP, "scale_vec4"), vec4, params, &[(1, x), (3, y)], &[], x.len())
+    let vec4 = x.len().is_multiple_of(4);
+    pointwise_or_vec4(
+        gpu,
+        (OP, "scale_vec4"),
+        vec4,
+        params,
+        &[(1, x), (3, y)],
+        &[],
+        x.len(),
+    )
 }
 
 /// y += alpha·x, in place: how gradients from several consumers of one tensor are summed.
@@ -132,8 +148,16 @@ pub fn axpy(gpu: &Gpu, alpha: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         alpha,
         ..len_params(x)
     };
-    let vec4 = x.len() % 4 == 0;
-    pointwise_or_vec4(gpu, (OP, "axpy_vec4"), vec4, params, &[(1, x), (3, y)], &[], x.len())
+    let vec4 = x.len().is_multiple_of(4);
+    pointwise_or_vec4(
+        gpu,
+        (OP, "axpy_vec4"),
+        vec4,
+        params,
+        &[(1, x), (3, y)],
+        &[],
+        x.len(),
+    )
 }
 
 /// (N, C, H·W) of an NCHW tensor.
@@ -183,7 +207,7 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<
     pointwise_or_vec4(
         gpu,
         ("concat_channels", "concat_channels_vec4"),
-        params.hw % 4 == 0,
+        params.hw.is_multiple_of(4),
         params,
         &[(1, a), (2, b), (3, y)],
         &[],
@@ -197,7 +221,7 @@ pub fn split_channels(gpu: &Gpu, d_y: &Tensor, d_a: &Tensor, d_b: &Tensor) -> Re
     pointwise_or_vec4(
         gpu,
         ("split_channels", "split_channels_vec4"),
-        params.hw % 4 == 0,
+        params.hw.is_multiple_of(4),
         params,
         &[(1, d_y), (3, d_a), (4, d_b)],
         &[],
@@ -271,7 +295,7 @@ pub fn add_channel_bias(gpu: &Gpu, x: &Tensor, e: &Tensor, y: &Tensor) -> Result
     pointwise_or_vec4(
         gpu,
         (OP, "add_channel_bias_vec4"),
-        params.hw % 4 == 0,
+        params.hw.is_multiple_of(4),
         params,
         &[(1, x), (2, e), (3, y)],
         &[2],

@@ -261,11 +261,26 @@ fn product(
         trans_b: opts.trans_b as u32,
         _pad: [0; 3],
     };
-    let (shader, entry, grid) = plan(gpu, op, &params, opts.variant)?;
+    record(gpu, op, &params, [a, b, c], bias, opts, false)
+}
+
+/// The dispatch of a checked product: `params` describes it, `bias_per_row` adds bias[m] to row m instead of
+/// bias[n] to column n.
+fn record(
+    gpu: &Gpu,
+    op: &'static str,
+    params: &Params,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
+    opts: MatmulOptions,
+    bias_per_row: bool,
+) -> Result<Dispatch> {
+    let (shader, entry, grid) = plan(gpu, op, params, opts.variant)?;
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
         ("HAS_BIAS", flag(bias.is_some())),
+        ("BIAS_PER_ROW", flag(bias_per_row)),
     ];
     let kernel = gpu.kernel_with(shader, entry, &constants)?;
     // Without a bias the kernels never read the bias binding, but it must be bound: B stands in.
@@ -274,7 +289,7 @@ fn product(
     Dispatch::new(
         gpu,
         &kernel,
-        &params,
+        params,
         &[
             (1, a),
             (2, b),
@@ -287,6 +302,48 @@ fn product(
         ],
         grid,
     )
+}
+
+/// A 1×1 convolution as one batched product whose weight is shared across the batch (batch stride 0):
+/// y[n] = w·x[n] + bias, w [Co, Ci], x [N, Ci, H·W], y [N, Co, H·W], bias [Co] per output channel (row). With
+/// `transpose_w` the product is wᵀ·x[n]: the backward input, x = d_y with Co channels, y = d_x with Ci. The caller
+/// (src/kernels/conv2d.rs) has checked the shapes; `[n, k, m, hw]` are the batch, the channels read and written,
+/// and the plane size.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1(
+    gpu: &Gpu,
+    w: &Tensor,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    [n, k, m, hw]: [usize; 4],
+    transpose_w: bool,
+    opts: MatmulOptions,
+) -> Result<Dispatch> {
+    const OP: &str = "conv2d 1×1";
+    ensure_shape!(
+        n <= u16::MAX as usize,
+        OP,
+        "batch {n} exceeds the 65535 matrices one dispatch can cover"
+    );
+    let params = Params {
+        m: m as u32,
+        n: hw as u32,
+        k: k as u32,
+        batch: n as u32,
+        a_batch_stride: 0,
+        b_batch_stride: (k * hw) as u32,
+        c_batch_stride: (m * hw) as u32,
+        trans_a: transpose_w as u32,
+        trans_b: 0,
+        _pad: [0; 3],
+    };
+    let opts = MatmulOptions {
+        trans_a: transpose_w,
+        trans_b: false,
+        ..opts
+    };
+    record(gpu, OP, &params, [w, x, y], bias, opts, true)
 }
 
 /// C = op(A)·op(B), or C += op(A)·op(B) with `opts.accumulate`. A, B and C are all matrices ([rows, cols]) or all
