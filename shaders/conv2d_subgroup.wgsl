@@ -51,6 +51,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read> dyp: array<vec4<f32>>;       // packed d_y
 @group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
 @group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split main output
+@group(0) @binding(13) var<storage, read_write> bias_out: array<f32>;  // backward-weight bias sums
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
@@ -502,6 +503,67 @@ fn dw_channel_k1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: array<vec4<f32>,
     return a;
 }
 
+// The bias gradient rides along (p.flags & FLAG_BIAS): d_b[o] = Σ d_y[n, o, ·, ·] over the same tiles, from the
+// d_y every lane already holds. Only the workgroups of the first input-channel block (wg.x = 0) sum it, and lane 0
+// of each stores it: bias_out[z, o] (a chunk's partial sum, like `partial`).
+struct BiasSums {
+    v: array<f32, 16>,  // [o − o0]
+}
+
+fn row_sum(r: array<vec4<f32>, 4>) -> f32 {
+    let t = (r[0] + r[1]) + (r[2] + r[3]);
+    return (t.x + t.y) + (t.z + t.w);
+}
+
+fn add_bias_sums(s: BiasSums, d: DyTile) -> BiasSums {
+    var o = s;
+    o.v[0] += row_sum(d.v[0]);
+    o.v[1] += row_sum(d.v[1]);
+    o.v[2] += row_sum(d.v[2]);
+    o.v[3] += row_sum(d.v[3]);
+    o.v[4] += row_sum(d.v[4]);
+    o.v[5] += row_sum(d.v[5]);
+    o.v[6] += row_sum(d.v[6]);
+    o.v[7] += row_sum(d.v[7]);
+    o.v[8] += row_sum(d.v[8]);
+    o.v[9] += row_sum(d.v[9]);
+    o.v[10] += row_sum(d.v[10]);
+    o.v[11] += row_sum(d.v[11]);
+    o.v[12] += row_sum(d.v[12]);
+    o.v[13] += row_sum(d.v[13]);
+    o.v[14] += row_sum(d.v[14]);
+    o.v[15] += row_sum(d.v[15]);
+    return o;
+}
+
+fn sums_bias(wg_x: u32) -> bool {
+    return (p.flags & FLAG_BIAS) != 0u && wg_x == 0u;
+}
+
+fn store_bias(z: u32, o0: u32, lid: u32, s: BiasSums) {
+    if (lid != 0u) { return; }
+    store_bias_channel(z, o0 + 0u, s.v[0]);
+    store_bias_channel(z, o0 + 1u, s.v[1]);
+    store_bias_channel(z, o0 + 2u, s.v[2]);
+    store_bias_channel(z, o0 + 3u, s.v[3]);
+    store_bias_channel(z, o0 + 4u, s.v[4]);
+    store_bias_channel(z, o0 + 5u, s.v[5]);
+    store_bias_channel(z, o0 + 6u, s.v[6]);
+    store_bias_channel(z, o0 + 7u, s.v[7]);
+    store_bias_channel(z, o0 + 8u, s.v[8]);
+    store_bias_channel(z, o0 + 9u, s.v[9]);
+    store_bias_channel(z, o0 + 10u, s.v[10]);
+    store_bias_channel(z, o0 + 11u, s.v[11]);
+    store_bias_channel(z, o0 + 12u, s.v[12]);
+    store_bias_channel(z, o0 + 13u, s.v[13]);
+    store_bias_channel(z, o0 + 14u, s.v[14]);
+    store_bias_channel(z, o0 + 15u, s.v[15]);
+}
+
+fn store_bias_channel(z: u32, o: u32, v: f32) {
+    if (o < p.out_c) { bias_out[z * p.out_c + o] = v; }
+}
+
 // Walks tiles in order without integer division (a scalar loop per invocation on SIMD-across-invocations
 // drivers): (n, rb, cb) of the current tile, advanced by `next_tile`.
 struct Tile {
@@ -575,6 +637,8 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    let sum_bias = sums_bias(wg.x);
+    var bsum: BiasSums;
     var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
         let xi = tile_x(tile, 1u) + cc * xplane;
@@ -588,6 +652,7 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         x.r[4] = row_s1(xi + 4u * s);
         x.r[5] = row_s1(xi + 5u * s);
         let d = dy_tile(dy0, o0, lane);
+        if (sum_bias) { bsum = add_bias_sums(bsum, d); }
         acc.v[0] = dw_channel_s1(acc.v[0], d.v[0], x);
         acc.v[1] = dw_channel_s1(acc.v[1], d.v[1], x);
         acc.v[2] = dw_channel_s1(acc.v[2], d.v[2], x);
@@ -606,6 +671,7 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         acc.v[15] = dw_channel_s1(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 9u, acc);
+    if (sum_bias) { store_bias(wg.z, o0, lid, bsum); }
 }
 
 @compute @workgroup_size(WG)
@@ -618,6 +684,8 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    let sum_bias = sums_bias(wg.x);
+    var bsum: BiasSums;
     var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
         let xi = tile_x(tile, 2u) + cc * xplane;
@@ -634,6 +702,7 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         x.r[7] = row_s2(xi + 7u * s);
         x.r[8] = row_s2(xi + 8u * s);
         let d = dy_tile(dy0, o0, lane);
+        if (sum_bias) { bsum = add_bias_sums(bsum, d); }
         acc.v[0] = dw_channel_s2(acc.v[0], d.v[0], x);
         acc.v[1] = dw_channel_s2(acc.v[1], d.v[1], x);
         acc.v[2] = dw_channel_s2(acc.v[2], d.v[2], x);
@@ -652,6 +721,7 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         acc.v[15] = dw_channel_s2(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 9u, acc);
+    if (sum_bias) { store_bias(wg.z, o0, lid, bsum); }
 }
 
 // k = 1: one tap; acc.v[j][0] only.
@@ -665,6 +735,8 @@ fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
     var acc: AccW;
+    let sum_bias = sums_bias(wg.x);
+    var bsum: BiasSums;
     var tile = first_tile(range.begin);
     for (var t = range.begin; t < range.end; t++) {
         let xi = tile_x(tile, 1u) + cc * xplane;
@@ -672,6 +744,7 @@ fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
         tile = next_tile(tile);
         let x = array(xp[xi], xp[xi + s], xp[xi + 2u * s], xp[xi + 3u * s]);
         let d = dy_tile(dy0, o0, lane);
+        if (sum_bias) { bsum = add_bias_sums(bsum, d); }
         acc.v[0] = dw_channel_k1(acc.v[0], d.v[0], x);
         acc.v[1] = dw_channel_k1(acc.v[1], d.v[1], x);
         acc.v[2] = dw_channel_k1(acc.v[2], d.v[2], x);
@@ -690,5 +763,6 @@ fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
         acc.v[15] = dw_channel_k1(acc.v[15], d.v[15], x);
     }
     store_dw(wg.z, o0, c, 1u, acc);
+    if (sum_bias) { store_bias(wg.z, o0, lid, bsum); }
 }
 

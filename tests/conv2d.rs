@@ -283,6 +283,22 @@ fn backward_weight_matches_reference() {
                 &want,
                 |i| tol * mag[i],
             );
+
+            // The same pass with the bias gradient summed along: d_w unchanged, d_b a sum of N·Ho·Wo values.
+            let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
+            let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
+            gpu.run(
+                &conv2d::backward_weight_and_bias_via(path, gpu, &x, &d_y, &d_w, &d_b, s.stride)
+                    .unwrap(),
+            )
+            .unwrap();
+            let case = format!("{s:?} {path:?} with bias");
+            assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| tol * mag[i]);
+            let want_b = reference::backward_bias(&s, &to_f64(&d.d_y));
+            let mag_b = reference::backward_bias(&s, &abs(&to_f64(&d.d_y)));
+            assert_close(&case, &d_b.read_f32(gpu).unwrap(), &want_b, |i| {
+                tol * mag_b[i]
+            });
         }
     }
 }

@@ -669,7 +669,49 @@ pub fn backward_weight_via(
     d_w: &Tensor,
     stride: usize,
 ) -> Result<Vec<Dispatch>> {
-    conv_backward_weight("conv2d_backward_weight", path, gpu, &[x], d_y, d_w, stride)
+    conv_backward_weight(
+        "conv2d_backward_weight",
+        path,
+        gpu,
+        &[x],
+        d_y,
+        (d_w, None),
+        stride,
+    )
+}
+
+/// [`backward_weight`] and [`backward_bias`] in one pass: the bias gradient d_b [Co] (overwritten) is summed from
+/// the d_y the weight-gradient kernel already reads, which saves a whole pass over d_y.
+pub fn backward_weight_and_bias(
+    gpu: &Gpu,
+    x: &Tensor,
+    d_y: &Tensor,
+    d_w: &Tensor,
+    d_b: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    backward_weight_and_bias_via(Path::Auto, gpu, x, d_y, d_w, d_b, stride)
+}
+
+/// [`backward_weight_and_bias`] on the kernels `path` selects.
+pub fn backward_weight_and_bias_via(
+    path: Path,
+    gpu: &Gpu,
+    x: &Tensor,
+    d_y: &Tensor,
+    d_w: &Tensor,
+    d_b: &Tensor,
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    conv_backward_weight(
+        "conv2d_backward_weight_and_bias",
+        path,
+        gpu,
+        &[x],
+        d_y,
+        (d_w, Some(d_b)),
+        stride,
+    )
 }
 
 /// The backward weight of [`forward_concat`]: x = [a; b], d_w [Co, Ca + Cb, k, k] is overwritten.
@@ -698,7 +740,7 @@ pub fn backward_weight_concat_via(
         gpu,
         &[a, b],
         d_y,
-        d_w,
+        (d_w, None),
         stride,
     )
 }
@@ -709,13 +751,17 @@ fn conv_backward_weight(
     gpu: &Gpu,
     parts: &[&Tensor],
     d_y: &Tensor,
-    d_w: &Tensor,
+    (d_w, d_b): (&Tensor, Option<&Tensor>),
     stride: usize,
 ) -> Result<Vec<Dispatch>> {
     check_f32(op, parts)?;
     check_f32(op, &[d_y, d_w])?;
     let g = Geometry::new(op, input_shape(op, parts)?, d_w, stride)?;
     check_shape(op, "d_y", d_y, &g.y_shape())?;
+    if let Some(d_b) = d_b {
+        check_f32(op, &[d_b])?;
+        check_shape(op, "d_b", d_b, &[g.co])?;
+    }
     let kind = g.kind;
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
@@ -747,6 +793,7 @@ fn conv_backward_weight(
         dy_h: dy_size.0 as u32,
         dy_w4: (dy_size.1 / 4) as u32,
         chunks: chunks as u32,
+        flags: if d_b.is_some() { FLAG_BIAS } else { 0 },
         len: (g.co * g.ci * taps) as u32,
         ..Params::default()
     };
@@ -761,13 +808,27 @@ fn conv_backward_weight(
         g.co.div_ceil(DW_CO_BLOCK) as u32,
         chunks as u32,
     ];
+    // The bias sums go to bias_out (binding 13): d_b itself for one chunk, else partial sums per chunk. Without
+    // a bias nothing is written there, but the binding must hold a buffer.
+    let bias_sums = scratch(
+        gpu,
+        if d_b.is_some() && chunks > 1 {
+            chunks * g.co
+        } else {
+            1
+        },
+    )?;
+    let bias_out = match d_b {
+        Some(d_b) if chunks == 1 => d_b,
+        _ => &bias_sums,
+    };
     if chunks == 1 {
         // One chunk: its partial sums are the result.
-        let tensors = [(3, &xp), (7, &dyp), (8, d_w)];
+        let tensors = [(3, &xp), (7, &dyp), (8, d_w), (13, bias_out)];
         out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
     } else {
         let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
-        let tensors = [(3, &xp), (7, &dyp), (8, &partial)];
+        let tensors = [(3, &xp), (7, &dyp), (8, &partial), (13, bias_out)];
         out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
         let tensors = [(9, &partial), (6, d_w)];
         out.push(elementwise(
@@ -776,6 +837,19 @@ fn conv_backward_weight(
             &params,
             &tensors,
         )?);
+        if let Some(d_b) = d_b {
+            let params = Params {
+                len: g.co as u32,
+                ..params
+            };
+            let tensors = [(9, &bias_sums), (6, d_b)];
+            out.push(elementwise(
+                gpu,
+                "backward_weight_reduce",
+                &params,
+                &tensors,
+            )?);
+        }
     }
     Ok(out)
 }

@@ -531,8 +531,14 @@ impl Net {
             match op {
                 Op::Conv { x, w, b, y, stride } => {
                     let d_y = grads.get(*y);
-                    out.extend(conv2d::backward_weight(gpu, a(*x), &d_y, &g(w)?, *stride)?);
-                    out.push(conv2d::backward_bias(gpu, &d_y, &g(b)?)?);
+                    out.extend(conv2d::backward_weight_and_bias(
+                        gpu,
+                        a(*x),
+                        &d_y,
+                        &g(w)?,
+                        &g(b)?,
+                        *stride,
+                    )?);
                     if !self.no_grad[x.0] {
                         let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
                         out.extend(conv2d::backward_input(
