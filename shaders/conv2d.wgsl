@@ -11,7 +11,7 @@
 // per-invocation gather, so the kernels read few, wide (vec4) values and reuse each many times from registers.
 // `pack_input` copies an activation into a zero-bordered plane whose rows are a multiple of 4 floats, so the
 // main loops read aligned vec4s with no bounds checks and no selects (`pack_input_vec4` does the same for source
-// rows of whole vec4s, reading them as vec4s); `pack_weight` lays the weights out so
+// rows of whole vec4s, reading them as vec4s, and `pack_input_vec2` for whole vec2s); `pack_weight` lays the weights out so
 // that the 8 output channels of one invocation sit in 2 consecutive vec4s per tap (and does the flip and
 // transpose of the backward-input weights).
 //
@@ -27,7 +27,7 @@
 //   partial [chunks, Co, Ci, k·k]         backward-weight partial sums, one slab per chunk of output tiles
 //   bias_out [chunks, Co]                 the bias gradient's partial sums, when backward weight sums it along
 // Dispatch geometry:
-//   pack_input, pack_input_vec4: one invocation per packed row, 64 per workgroup; pack_weight, backward_weight_reduce: one
+//   pack_input, pack_input_vec4, pack_input_vec2: one invocation per packed row, 64 per workgroup; pack_weight, backward_weight_reduce: one
 //     invocation per output element, 256 per workgroup; all on 2-D grids of workgroups (see grid_1d).
 //   forward_*, backward_input_k3s2: 64 invocations per workgroup; each computes 8 output channels × 4 rows ×
 //     4 columns (8 for backward_input_k3s2) of one image (a "block"); grid (x, y) enumerates blocks in groups
@@ -83,6 +83,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split main output
 @group(0) @binding(12) var<storage, read> src4: array<vec4<f32>>;     // pack_input_vec4 source (src as vec4s)
 @group(0) @binding(13) var<storage, read_write> bias_out: array<f32>;  // backward-weight bias sums
+@group(0) @binding(14) var<storage, read> src2: array<vec2<f32>>;     // pack_input_vec2 source (src as vec2s)
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
@@ -141,6 +142,31 @@ fn pack_input_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         let cur = select(vec4(0.0), src4[src_row + min(j, w4 - 1u)], row_ok && j < w4);
         packed4[dst + j] = select(cur, vec4(prev.w, cur.xyz), p.pad == 1u);
         prev = cur;
+    }
+}
+
+// The same for source rows of a whole number of vec2s (14×14 planes): packed vec4 j holds source columns
+// 4j − pad .. 4j + 3 − pad, read as the vec2s 2j and 2j + 1 (with a border of 1, the last value of vec2 2j − 1
+// comes first).
+@compute @workgroup_size(64)
+fn pack_input_vec2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid, 64u);
+    if (i >= p.len) { return; }
+    let plane = i / p.xp_h;
+    let r = i - plane * p.xp_h;
+    let h = r - p.pad;
+    let row_ok = h < p.src_h;
+    let w2 = p.src_w / 2u;
+    let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * w2;
+    let n = plane / p.in_c;
+    let dst = ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4;
+    var prev = 0.0;
+    for (var j = 0u; j < p.xp_w4; j++) {
+        let a = select(vec2(0.0), src2[src_row + min(2u * j, w2 - 1u)], row_ok && 2u * j < w2);
+        let b = select(vec2(0.0), src2[src_row + min(2u * j + 1u, w2 - 1u)], row_ok && 2u * j + 1u < w2);
+        packed4[dst + j] = select(vec4(a, b), vec4(prev, a, b.x), p.pad == 1u);
+        prev = b.y;
     }
 }
 

@@ -337,11 +337,11 @@ fn pack_input(
             ..Params::default()
         };
         let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
-        // Rows of whole vec4s read as vec4s (about twice as fast on lavapipe); other widths value by value.
-        let (entry, src_binding) = if src_w.is_multiple_of(4) && pad <= 1 {
-            ("pack_input_vec4", 12)
-        } else {
-            ("pack_input", 1)
+        // Rows of whole vec4s (or vec2s) read as such (about twice as fast on lavapipe as value by value).
+        let (entry, src_binding) = match src_w % 4 {
+            0 if pad <= 1 => ("pack_input_vec4", 12),
+            2 if pad <= 1 => ("pack_input_vec2", 14),
+            _ => ("pack_input", 1),
         };
         let kernel = gpu.kernel(SHADER, entry)?;
         dispatches.push(Dispatch::new(
