@@ -437,7 +437,14 @@ fn main_pass(
         gpu,
         &kernel,
         &params,
-        &[(3, xp), (4, wp), (5, bias), (6, outs[0].0), (11, second)],
+        &[
+            (3, xp),
+            (15, xp),
+            (4, wp),
+            (5, bias),
+            (6, outs[0].0),
+            (11, second),
+        ],
         [x, y, m.div_ceil(CO_BLOCK) as u32],
     )
 }
@@ -824,11 +831,17 @@ fn conv_backward_weight(
     };
     if chunks == 1 {
         // One chunk: its partial sums are the result.
-        let tensors = [(3, &xp), (7, &dyp), (8, d_w), (13, bias_out)];
+        let tensors = [(3, &xp), (15, &xp), (7, &dyp), (8, d_w), (13, bias_out)];
         out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
     } else {
         let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
-        let tensors = [(3, &xp), (7, &dyp), (8, &partial), (13, bias_out)];
+        let tensors = [
+            (3, &xp),
+            (15, &xp),
+            (7, &dyp),
+            (8, &partial),
+            (13, bias_out),
+        ];
         out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
         let tensors = [(9, &partial), (6, d_w)];
         out.push(elementwise(
