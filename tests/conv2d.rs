@@ -689,3 +689,70 @@ fn one_by_one_convolutions_match_reference_on_every_matmul_variant() {
         }
     }
 }
+
+/// The weight gradient from the packed copy of x that the forward kept (forward_saving_input) equals the one
+/// that packs x itself, bit for bit: the same kernels read the same packed values. Where the forward packs
+/// nothing (a 1×1 convolution on the matmul kernels) there is no saved copy and x is read as usual.
+#[test]
+fn the_weight_gradient_from_the_forwards_saved_input_matches() {
+    let gpu = gpu();
+    for s in cases() {
+        let d = data(&s, 9);
+        let (x, w, b, d_y) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[s.co], &d.b),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        let saved = conv2d::saved_input_len(&x_shape(&s), &w, s.stride)
+            .unwrap()
+            .map(|len| zeros(gpu, &[len]));
+        assert!(
+            s.k == 1 || saved.is_some(),
+            "{s:?}: a 3×3 forward packs its input"
+        );
+        let y = zeros(gpu, &y_shape(&s));
+        let (d_w, d_b) = (zeros(gpu, &w_shape(&s)), zeros(gpu, &[s.co]));
+        let (d_w2, d_b2) = (zeros(gpu, &w_shape(&s)), zeros(gpu, &[s.co]));
+        let mut dispatches =
+            conv2d::forward_saving_input(gpu, &x, &w, Some(&b), &y, s.stride, saved.as_ref())
+                .unwrap();
+        dispatches.extend(
+            conv2d::backward_weight_and_bias_from_saved(
+                gpu,
+                &x,
+                saved.as_ref(),
+                &d_y,
+                (&d_w, &d_b),
+                s.stride,
+            )
+            .unwrap(),
+        );
+        dispatches.extend(
+            conv2d::backward_weight_and_bias(gpu, &x, &d_y, &d_w2, &d_b2, s.stride).unwrap(),
+        );
+        gpu.run(&dispatches).unwrap();
+        let case = format!("{s:?}");
+        assert_eq!(
+            d_w.read_f32(gpu).unwrap(),
+            d_w2.read_f32(gpu).unwrap(),
+            "{case}"
+        );
+        assert_eq!(
+            d_b.read_f32(gpu).unwrap(),
+            d_b2.read_f32(gpu).unwrap(),
+            "{case}"
+        );
+        // The forward itself is unchanged by keeping its packed input.
+        let want = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), Some(&to_f64(&d.b)));
+        let mag = reference::forward(
+            &s,
+            &abs(&to_f64(&d.x)),
+            &abs(&to_f64(&d.w)),
+            Some(&abs(&to_f64(&d.b))),
+        );
+        assert_close(&case, &y.read_f32(gpu).unwrap(), &want, |i| {
+            gamma(s.ci * s.k * s.k + 1) * mag[i]
+        });
+    }
+}

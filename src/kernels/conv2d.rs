@@ -306,15 +306,25 @@ fn elementwise(
 /// A zero-bordered, vec4-aligned copy of the channel concatenation of `parts` (each [N, Cᵢ, H, W]) as
 /// [N, ΣCᵢ, rows, cols]: packed[r, q] = src[r − pad, q − pad] inside the source plane, else 0. One
 /// dispatch per part, each writing its channel range.
+/// `into`: the tensor to pack into (a forward's saved input, see [`forward_saving_input`]), else a new scratch
+/// tensor.
 fn pack_input(
     gpu: &Gpu,
     parts: &[&Tensor],
     pad: usize,
     (rows, cols): (usize, usize),
+    into: Option<&Tensor>,
 ) -> Result<(Tensor, Vec<Dispatch>)> {
     debug_assert_eq!(cols % 4, 0);
     let [n, channels, _, _] = input_shape("pack_input", parts)?;
-    let packed = scratch(gpu, n * channels * rows * cols)?;
+    let len = n * channels * rows * cols;
+    let packed = match into {
+        Some(t) => {
+            check_saved(t, len)?;
+            t.clone()
+        }
+        None => scratch(gpu, len)?,
+    };
     let mut dispatches = Vec::with_capacity(parts.len());
     let mut offset = 0;
     for src in parts {
@@ -471,7 +481,7 @@ pub fn forward_via(
     y: &Tensor,
     stride: usize,
 ) -> Result<Vec<Dispatch>> {
-    conv_forward("conv2d_forward", path, gpu, &[x], w, bias, y, stride)
+    conv_forward("conv2d_forward", path, gpu, &[x], w, bias, y, stride, None)
 }
 
 /// y = conv([a; b], w) + bias for the channel concatenation of a [N, Ca, H, W] and b [N, Cb, H, W], without
@@ -506,6 +516,61 @@ pub fn forward_concat_via(
         bias,
         y,
         stride,
+        None,
+    )
+}
+
+/// The length of the packed copy of the input that [`forward_saving_input`] writes and
+/// [`backward_weight_and_bias_from_saved`] reads back, for x [N, Ci, H, W] and w [Co, Ci, k, k]; `None` where the
+/// forward packs nothing (1×1 convolutions on the matmul kernels).
+pub fn saved_input_len(x: &[usize], w: &Tensor, stride: usize) -> Result<Option<usize>> {
+    const OP: &str = "conv2d_saved_input_len";
+    ensure_shape!(
+        x.len() == 4,
+        OP,
+        "expected an input shape [N, Ci, H, W], got {x:?}"
+    );
+    let g = Geometry::new(OP, [x[0], x[1], x[2], x[3]], w, stride)?;
+    if on_matmul(&g, 1) {
+        return Ok(None);
+    }
+    let (rows, cols) = g.kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    Ok(Some(g.n * g.ci * rows * cols))
+}
+
+fn check_saved(t: &Tensor, len: usize) -> Result<()> {
+    ensure_shape!(
+        t.len() == len && t.dtype() == DType::F32,
+        "conv2d_saved_input",
+        "the saved input must be {len} f32 values (saved_input_len), got {:?} {:?}",
+        t.dtype(),
+        t.shape()
+    );
+    Ok(())
+}
+
+/// [`forward`], keeping the packed copy of x it makes in `saved` (of [`saved_input_len`] values, `None` there when
+/// that is `None`), so that [`backward_weight_and_bias_from_saved`] need not pack x again. Like an activation,
+/// `saved` must stay untouched between the forward and the backward pass.
+pub fn forward_saving_input(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    stride: usize,
+    saved: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    conv_forward(
+        "conv2d_forward",
+        Path::Auto,
+        gpu,
+        &[x],
+        w,
+        bias,
+        y,
+        stride,
+        saved,
     )
 }
 
@@ -519,6 +584,7 @@ fn conv_forward(
     bias: Option<&Tensor>,
     y: &Tensor,
     stride: usize,
+    saved: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     check_f32(op, parts)?;
     check_f32(op, &[w, y])?;
@@ -537,7 +603,7 @@ fn conv_forward(
     }
     let kind = g.kind;
     let packed = kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed)?;
+    let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed, saved)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.co, g.ci, kind.k() * kind.k(), false)?;
     out.push(pack_w);
     let dims = [g.n, g.ci, g.co, g.ho, g.wo];
@@ -648,7 +714,7 @@ fn conv_backward_input(
         k => k,
     };
     let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(kind.block_cols()));
-    let (dyp, mut out) = pack_input(gpu, &[d_y], kind.pad(), packed)?;
+    let (dyp, mut out) = pack_input(gpu, &[d_y], kind.pad(), packed, None)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.ci, g.co, kind.k() * kind.k(), true)?;
     out.push(pack_w);
     let dims = [g.n, g.co, g.ci, g.h, g.w];
@@ -684,6 +750,7 @@ pub fn backward_weight_via(
         d_y,
         (d_w, None),
         stride,
+        None,
     )
 }
 
@@ -718,6 +785,29 @@ pub fn backward_weight_and_bias_via(
         d_y,
         (d_w, Some(d_b)),
         stride,
+        None,
+    )
+}
+
+/// [`backward_weight_and_bias`] reading the packed copy of x that [`forward_saving_input`] kept in `saved`
+/// (`None` where [`saved_input_len`] is `None`: then x is read as usual).
+pub fn backward_weight_and_bias_from_saved(
+    gpu: &Gpu,
+    x: &Tensor,
+    saved: Option<&Tensor>,
+    d_y: &Tensor,
+    (d_w, d_b): (&Tensor, &Tensor),
+    stride: usize,
+) -> Result<Vec<Dispatch>> {
+    conv_backward_weight(
+        "conv2d_backward_weight_and_bias",
+        Path::Auto,
+        gpu,
+        &[x],
+        d_y,
+        (d_w, Some(d_b)),
+        stride,
+        saved,
     )
 }
 
@@ -749,9 +839,12 @@ pub fn backward_weight_concat_via(
         d_y,
         (d_w, None),
         stride,
+        None,
     )
 }
 
+/// `saved`: the forward's packed copy of x ([`forward_saving_input`]), used instead of packing x again.
+#[allow(clippy::too_many_arguments)]
 fn conv_backward_weight(
     op: &'static str,
     path: Path,
@@ -760,6 +853,7 @@ fn conv_backward_weight(
     d_y: &Tensor,
     (d_w, d_b): (&Tensor, Option<&Tensor>),
     stride: usize,
+    saved: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     check_f32(op, parts)?;
     check_f32(op, &[d_y, d_w])?;
@@ -773,10 +867,18 @@ fn conv_backward_weight(
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
     let packed = kind.packed_size(row_blocks, col_blocks);
-    let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed)?;
+    let (xp, mut out) = match saved {
+        // The forward's packed copy of x: the same layout (the same kind and output blocks).
+        Some(t) => {
+            let [n, ci, _, _] = input_shape(op, parts)?;
+            check_saved(t, n * ci * packed.0 * packed.1)?;
+            (t.clone(), Vec::new())
+        }
+        None => pack_input(gpu, parts, kind.pad(), packed, None)?,
+    };
     // d_y packed without a border: tiles past Ho, Wo read zeros and add nothing.
     let dy_size = (TILE * row_blocks, TILE * col_blocks);
-    let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size)?;
+    let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size, None)?;
     out.extend(pack_dy);
 
     // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own

@@ -26,6 +26,9 @@ enum Op {
         b: String,
         y: Act,
         stride: usize,
+        /// The forward's packed copy of x, kept for the weight gradient (conv2d::forward_saving_input); None
+        /// where the forward packs nothing.
+        saved: Option<Tensor>,
     },
     /// y = x·wᵀ + b
     Linear {
@@ -213,12 +216,21 @@ impl Net {
         let co = self.layout.get(&w).expect("conv weight").shape[0];
         let (ho, wo) = (h.div_ceil(stride), wd.div_ceil(stride));
         let y = self.with_params(gpu, &[n, co, ho, wo])?;
+        let saved = match conv2d::saved_input_len(
+            self.shape(x),
+            &self.param(gpu, &self.params, &w)?,
+            stride,
+        )? {
+            Some(len) => Some(Tensor::zeros(gpu, &[len], DType::F32)?),
+            None => None,
+        };
         self.ops.push(Op::Conv {
             x,
             w,
             b: format!("{prefix}.bias"),
             y,
             stride,
+            saved,
         });
         Ok(y)
     }
@@ -431,9 +443,22 @@ impl Net {
         let mut out = Vec::new();
         for op in &self.ops {
             let dispatches = match op {
-                Op::Conv { x, w, b, y, stride } => {
-                    conv2d::forward(gpu, a(*x), &p(w)?, Some(&p(b)?), a(*y), *stride)?
-                }
+                Op::Conv {
+                    x,
+                    w,
+                    b,
+                    y,
+                    stride,
+                    saved,
+                } => conv2d::forward_saving_input(
+                    gpu,
+                    a(*x),
+                    &p(w)?,
+                    Some(&p(b)?),
+                    a(*y),
+                    *stride,
+                    saved.as_ref(),
+                )?,
                 Op::Linear { x, w, b, y } => {
                     vec![matmul::linear_forward(
                         gpu,
@@ -529,14 +554,21 @@ impl Net {
         let mut out: Vec<Dispatch> = Vec::new();
         for op in self.ops.iter().rev() {
             match op {
-                Op::Conv { x, w, b, y, stride } => {
+                Op::Conv {
+                    x,
+                    w,
+                    b,
+                    y,
+                    stride,
+                    saved,
+                } => {
                     let d_y = grads.get(*y);
-                    out.extend(conv2d::backward_weight_and_bias(
+                    out.extend(conv2d::backward_weight_and_bias_from_saved(
                         gpu,
                         a(*x),
+                        saved.as_ref(),
                         &d_y,
-                        &g(w)?,
-                        &g(b)?,
+                        (&g(w)?, &g(b)?),
                         *stride,
                     )?);
                     if !self.no_grad[x.0] {
