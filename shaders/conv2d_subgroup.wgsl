@@ -1,7 +1,8 @@
 // conv2d_subgroup.wgsl — the main passes of conv2d.wgsl (forward, which also serves the backward input, and
 // backward weight) with the loads that every invocation of a workgroup shares done once per subgroup. Same
 // math, buffers, packed layouts, params, entry points and dispatch geometry as conv2d.wgsl (read that header
-// first); only weights9, weights1 and dy_tile differ.
+// first); only weights9, weights1 and dy_tile differ. Everything the two share is in conv2d_common.wgsl, which
+// src/gpu/shaders.rs prepends to this file.
 //
 // Why: in the forward every invocation of a workgroup needs the same weights, in the backward weight the same
 // d_y. In conv2d.wgsl each invocation loads them itself; on a SIMD-across-invocations driver (lavapipe) each
@@ -13,55 +14,6 @@
 // uniform bounds and out-of-range invocations compute on clamped indices instead of returning early.
 // Wrapper: src/kernels/conv2d.rs (Path::Auto).
 
-struct Params {
-    n: u32,           // batch
-    in_c: u32,        // input channels of the pass (K)
-    out_c: u32,       // output channels of the pass (M)
-    out_h: u32,       // output rows, columns of the pass
-    out_w: u32,
-    xp_h: u32,        // rows of a packed input plane
-    xp_w4: u32,       // vec4s per packed input row
-    row_blocks: u32,  // ⌈out_h / 4⌉
-    col_blocks: u32,  // ⌈out_w / 4⌉
-    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …; bit 2: the same for y2
-    split: u32,       // output channels m < split go to y [N, split, …], the rest to y2 [N, M − split, …]
-    // pack_input: source plane size and border, and where its channels land among the packed ones (a
-    // channel concatenation packs each part into its range); pack_weight: taps (k·k), flip/transpose flag.
-    src_h: u32,
-    src_w: u32,
-    pad: u32,
-    channel_offset: u32,
-    taps: u32,
-    transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
-    // backward weight
-    dy_h: u32,        // rows of a packed d_y plane
-    dy_w4: u32,       // vec4s per packed d_y row
-    chunks: u32,      // number of tile chunks (partial-sum slabs)
-    len: u32,         // elements written by the element-wise passes
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> xp: array<vec4<f32>>;        // packed input
-@group(0) @binding(4) var<storage, read> wp: array<vec4<f32>>;        // packed weights
-@group(0) @binding(5) var<storage, read> bias: array<f32>;            // [M]; bound to any tensor when unused
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;         // main output
-@group(0) @binding(7) var<storage, read> dyp: array<vec4<f32>>;       // packed d_y
-@group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
-@group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split main output
-@group(0) @binding(15) var<storage, read> xp2: array<vec2<f32>>;      // the packed input again, as vec2s
-@group(0) @binding(13) var<storage, read_write> bias_out: array<f32>;  // backward-weight bias sums
-
-const FLAG_BIAS: u32 = 1u;
-const FLAG_ACCUMULATE: u32 = 2u;
-const FLAG_ACCUMULATE_2: u32 = 4u;
-
-fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * size + lid;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Forward (and backward input): register-blocked implicit GEMM.
 //
@@ -70,72 +22,6 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
 // per row for k = 3, s = 1) and 18 weight vec4s, then does 288 vec4 FMAs from registers. Everything inside
 // the channel loop is written out (no inner loops, only constant indices) so the driver keeps `acc` in
 // registers instead of scratch memory.
-
-struct Acc {
-    v: array<array<vec4<f32>, 4>, 8>,
-}
-
-struct Block {
-    n: u32,
-    r0: u32,      // first output row
-    c0: u32,      // first output column
-    valid: bool,  // false for the padding invocations of the last group
-}
-
-// `cols`: output columns per block (4, or 8 for backward_input_k3s2).
-fn block_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, cols: u32) -> Block {
-    let blocks = p.n * p.row_blocks * p.col_blocks;
-    let i = linear_index(wg, nwg, lid, 64u);
-    // Invalid invocations still run the loop (on a real block) so that control flow stays uniform; they
-    // only skip the store.
-    let b = min(i, blocks - 1u);
-    let cb = b % p.col_blocks;
-    let rb = (b / p.col_blocks) % p.row_blocks;
-    return Block(b / (p.col_blocks * p.row_blocks), 4u * rb, cols * cb, i < blocks);
-}
-
-// acc[a0..a0+3][r] += w.xyzw[a] · x
-fn fma4(acc: ptr<function, Acc>, a0: u32, r: u32, w: vec4<f32>, x: vec4<f32>) {
-    (*acc).v[a0][r] = fma(vec4(w.x), x, (*acc).v[a0][r]);
-    (*acc).v[a0 + 1u][r] = fma(vec4(w.y), x, (*acc).v[a0 + 1u][r]);
-    (*acc).v[a0 + 2u][r] = fma(vec4(w.z), x, (*acc).v[a0 + 2u][r]);
-    (*acc).v[a0 + 3u][r] = fma(vec4(w.w), x, (*acc).v[a0 + 3u][r]);
-}
-
-// One kernel row (fixed u) applied to output row r: acc[·][r] += Σ_v w[v][·] · x[v], where w holds the 8
-// channels of taps (u, 0..2) as [v][a/4] and x[v] the input columns under tap v.
-fn taps3(acc: ptr<function, Acc>, r: u32, w: array<vec4<f32>, 6>, x: array<vec4<f32>, 3>) {
-    fma4(acc, 0u, r, w[0], x[0]);
-    fma4(acc, 4u, r, w[1], x[0]);
-    fma4(acc, 0u, r, w[2], x[1]);
-    fma4(acc, 4u, r, w[3], x[1]);
-    fma4(acc, 0u, r, w[4], x[2]);
-    fma4(acc, 4u, r, w[5], x[2]);
-}
-
-// A packed row at vec4 index i, stride 1: the columns under taps v = 0, 1, 2 of outputs c0..c0+3 are packed
-// columns c0 + v .. c0 + v + 3. (vec4 swizzles are free on SIMD-across-invocations drivers.)
-// The second load is a vec2 (xp2, the same buffer): only its first two columns are used, and on lavapipe a
-// load costs per component (8-10% faster passes).
-fn row_s1(i: u32) -> array<vec4<f32>, 3> {
-    let lo = xp[i];
-    let hi = xp2[2u * i + 2u];
-    return array(lo, vec4(lo.yzw, hi.x), vec4(lo.zw, hi.xy));
-}
-
-// Stride 2: outputs c0..c0+3 read packed columns 2·c0 + 2j + v, j = 0..3.
-fn row_s2(i: u32) -> array<vec4<f32>, 3> {
-    let a = xp[i];
-    let b = xp[i + 1u];
-    let c = xp2[2u * i + 4u];
-    return array(vec4(a.x, a.z, b.x, b.z), vec4(a.y, a.w, b.y, b.w), vec4(a.z, b.x, b.z, c.x));
-}
-
-// The 18 weight vec4s of one input channel for a 3×3 kernel: u[kernel row][v·2 + a/4], from vec4 index i.
-// Lanes 0..7 of the subgroup load vec4s 0..7 (a), 8..15 (b) and 16, 17 (c); broadcasts hand them to all.
-struct Taps9 {
-    u: array<array<vec4<f32>, 6>, 3>,
-}
 
 fn weights9(i: u32, lane: u32) -> Taps9 {
     let l = lane % 8u;
@@ -155,63 +41,6 @@ fn weights9(i: u32, lane: u32) -> Taps9 {
 fn weights1(i: u32, lane: u32) -> array<vec4<f32>, 2> {
     let a = wp[i + min(lane % 8u, 1u)];
     return array(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u));
-}
-
-// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged:
-// into y, or into y2 for channels m ≥ p.split (m is uniform across the workgroup, so the branch is too).
-fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
-    let row = b.r0 + r;
-    if (m >= p.out_c || row >= p.out_h) { return; }
-    var out = v;
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        out += vec4(bias[m]);
-    }
-    // Columns past out_w belong to no output; those lanes of the vec4 are dropped. The old value is read
-    // either way and the select drops it when not accumulating (garbage, even NaN, never reaches the output).
-    let cols = min(p.out_w - b.c0, 4u);
-    if (m < p.split) {
-        let base = ((b.n * p.split + m) * p.out_h + row) * p.out_w + b.c0;
-        let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
-        for (var j = 0u; j < cols; j++) {
-            y[base + j] = select(out[j], out[j] + y[base + j], accumulate);
-        }
-    } else {
-        let base = ((b.n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + b.c0;
-        let accumulate = (p.flags & FLAG_ACCUMULATE_2) != 0u;
-        for (var j = 0u; j < cols; j++) {
-            y2[base + j] = select(out[j], out[j] + y2[base + j], accumulate);
-        }
-    }
-}
-
-// One output element (n, m, row, col), written as store4 writes them (for store8, whose columns interleave).
-fn put(n: u32, m: u32, row: u32, col: u32, v: f32) {
-    if (m < p.split) {
-        let i = ((n * p.split + m) * p.out_h + row) * p.out_w + col;
-        if ((p.flags & FLAG_ACCUMULATE) != 0u) {
-            y[i] += v;
-        } else {
-            y[i] = v;
-        }
-    } else {
-        let i = ((n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + col;
-        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) {
-            y2[i] += v;
-        } else {
-            y2[i] = v;
-        }
-    }
-}
-
-// The epilogue is a loop over a copy of the accumulators (indexed dynamically, so the copy lives in memory)
-// rather than 32 unrolled stores: that keeps the compiled kernel small, which keeps the driver's compile
-// time (seconds per kernel on lavapipe) down, at no cost to the main loop, whose `acc` stays in registers.
-fn store_block(b: Block, m0: u32, acc: Acc) {
-    if (!b.valid) { return; }
-    var out = acc;
-    for (var k = 0u; k < 32u; k++) {
-        store4(b, m0 + k / 4u, k % 4u, out.v[k / 4u][k % 4u]);
-    }
 }
 
 // k = 3, stride 1, packed with a 1-pixel border: output (i, j) reads packed rows i..i+2, columns j..j+2.
@@ -308,55 +137,6 @@ fn forward_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 // and the backward-input weights (transposed and flipped: kernel row u is weights9(·).u[2 − u], tap v is
 // at [2·(2 − v) + a/4]). Per input channel: 6 vec4 loads and 144 vec4 FMAs for 32 outputs.
 
-struct AccT {
-    v: array<array<vec4<f32>, 8>, 8>,  // [a][r]: even columns of row r; [a][4 + r]: odd columns
-}
-
-fn fma4t(acc: ptr<function, AccT>, a0: u32, k: u32, w: vec4<f32>, x: vec4<f32>) {
-    (*acc).v[a0][k] = fma(vec4(w.x), x, (*acc).v[a0][k]);
-    (*acc).v[a0 + 1u][k] = fma(vec4(w.y), x, (*acc).v[a0 + 1u][k]);
-    (*acc).v[a0 + 2u][k] = fma(vec4(w.z), x, (*acc).v[a0 + 2u][k]);
-    (*acc).v[a0 + 3u][k] = fma(vec4(w.w), x, (*acc).v[a0 + 3u][k]);
-}
-
-// One flipped kernel row w (see above) into output row r from a packed d_y row seen as x[0] = d_y columns
-// under the even outputs (and v = 2 of the odd ones), x[1] = those one further (v = 0 of the odd ones).
-fn taps_t(acc: ptr<function, AccT>, r: u32, w: array<vec4<f32>, 6>, x: array<vec4<f32>, 2>) {
-    fma4t(acc, 0u, r, w[2], x[0]);
-    fma4t(acc, 4u, r, w[3], x[0]);
-    fma4t(acc, 0u, 4u + r, w[0], x[0]);
-    fma4t(acc, 4u, 4u + r, w[1], x[0]);
-    fma4t(acc, 0u, 4u + r, w[4], x[1]);
-    fma4t(acc, 4u, 4u + r, w[5], x[1]);
-}
-
-// Packed d_y columns c0/2 + 1 .. + 4 and c0/2 + 2 .. + 5 of the row at vec4 index i (= column c0/2).
-fn row_t(i: u32) -> array<vec4<f32>, 2> {
-    let lo = xp[i];
-    let hi = xp2[2u * i + 2u];
-    return array(vec4(lo.yzw, hi.x), vec4(lo.zw, hi.xy));
-}
-
-// Writes the 8 columns of row r (those < out_w): even columns from e, odd ones from o.
-fn store8(b: Block, m: u32, r: u32, e: vec4<f32>, o: vec4<f32>) {
-    let row = b.r0 + r;
-    if (m >= p.out_c || row >= p.out_h) { return; }
-    for (var j = 0u; j < 8u; j++) {
-        if (b.c0 + j < p.out_w) {
-            put(b.n, m, row, b.c0 + j, select(e[j / 2u], o[j / 2u], (j & 1u) == 1u));
-        }
-    }
-}
-
-// As store_block, for AccT.
-fn store_block_t(b: Block, m0: u32, acc: AccT) {
-    if (!b.valid) { return; }
-    var out = acc;
-    for (var k = 0u; k < 32u; k++) {
-        store8(b, m0 + k / 4u, k % 4u, out.v[k / 4u][k % 4u], out.v[k / 4u][4u + k % 4u]);
-    }
-}
-
 // Output rows r0..r0+3 read packed d_y rows r0/2 + 1 + q, q = 0, 1, 2: row r0 (even) through u = 1 from q = 0;
 // r0 + 1 through u = 0 from q = 1 and u = 2 from q = 0; r0 + 2 through u = 1 from q = 1; r0 + 3 through u = 0
 // from q = 2 and u = 2 from q = 1.
@@ -389,54 +169,6 @@ fn backward_input_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // share every d_y value they read); it owns d_w[o0..o0+15, c, all taps] in registers and walks its chunk of
 // 4×4 output tiles. Per tile and k = 3, s = 1 it loads 6 packed x rows of its channel (12 vec4s) and the
 // 16 × 4 d_y row vec4s, and does 16 · 4 · 9 dot products of 4.
-
-override WG: u32 = 64u;
-
-const CO_BLOCK: u32 = 16u;
-
-struct AccW {
-    v: array<array<f32, 9>, 16>,  // [o − o0][u·3 + v]
-}
-
-struct TileRange {
-    begin: u32,
-    end: u32,
-}
-
-// The tiles of chunk z: an even split of the N·row_blocks·col_blocks tiles, in order.
-fn chunk_tiles(z: u32) -> TileRange {
-    let tiles = p.n * p.row_blocks * p.col_blocks;
-    let per = (tiles + p.chunks - 1u) / p.chunks;
-    return TileRange(min(z * per, tiles), min((z + 1u) * per, tiles));
-}
-
-fn mac4(acc: f32, d: vec4<f32>, x: vec4<f32>) -> f32 {
-    return fma(d.w, x.w, fma(d.z, x.z, fma(d.y, x.y, fma(d.x, x.x, acc))));
-}
-
-// One d_y row (4 columns) against the three input rows under kernel rows u = 0, 1, 2.
-fn dw_row(acc: array<f32, 9>, d: vec4<f32>, x0: array<vec4<f32>, 3>, x1: array<vec4<f32>, 3>,
-          x2: array<vec4<f32>, 3>) -> array<f32, 9> {
-    return array(
-        mac4(acc[0], d, x0[0]), mac4(acc[1], d, x0[1]), mac4(acc[2], d, x0[2]),
-        mac4(acc[3], d, x1[0]), mac4(acc[4], d, x1[1]), mac4(acc[5], d, x1[2]),
-        mac4(acc[6], d, x2[0]), mac4(acc[7], d, x2[1]), mac4(acc[8], d, x2[2]));
-}
-
-// Packed input rows of one tile, stride 1 (rows 0..5) or stride 2 (rows 0..8).
-struct Rows6 {
-    r: array<array<vec4<f32>, 3>, 6>,
-}
-
-struct Rows9 {
-    r: array<array<vec4<f32>, 3>, 9>,
-}
-
-// The d_y of one tile: v[o − o0][row] is the vec4 of its 4 columns. Channels past Co repeat the last one
-// (their sums are never stored), so every load stays in range.
-struct DyTile {
-    v: array<array<vec4<f32>, 4>, 16>,
-}
 
 // Lane l of the first 8 loads row l % 4 of channels o0 + 2g + l / 4 (g = 0..7); broadcasts hand them to all.
 fn dy_tile(di: u32, o0: u32, lane: u32) -> DyTile {
@@ -482,152 +214,6 @@ fn rows_lo(g: vec4<f32>) -> array<vec4<f32>, 4> {
 fn rows_hi(g: vec4<f32>) -> array<vec4<f32>, 4> {
     return array(subgroupBroadcast(g, 4u), subgroupBroadcast(g, 5u), subgroupBroadcast(g, 6u),
                  subgroupBroadcast(g, 7u));
-}
-
-// One output channel's 4 d_y rows against a tile's packed x rows: stride 1 (rows 0..5), stride 2 (rows 0..8),
-// and k = 1 (rows 0..3, one tap).
-fn dw_channel_s1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows6) -> array<f32, 9> {
-    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
-    a = dw_row(a, d[1], x.r[1], x.r[2], x.r[3]);
-    a = dw_row(a, d[2], x.r[2], x.r[3], x.r[4]);
-    return dw_row(a, d[3], x.r[3], x.r[4], x.r[5]);
-}
-
-fn dw_channel_s2(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: Rows9) -> array<f32, 9> {
-    var a = dw_row(acc, d[0], x.r[0], x.r[1], x.r[2]);
-    a = dw_row(a, d[1], x.r[2], x.r[3], x.r[4]);
-    a = dw_row(a, d[2], x.r[4], x.r[5], x.r[6]);
-    return dw_row(a, d[3], x.r[6], x.r[7], x.r[8]);
-}
-
-fn dw_channel_k1(acc: array<f32, 9>, d: array<vec4<f32>, 4>, x: array<vec4<f32>, 4>) -> array<f32, 9> {
-    var a = acc;
-    a[0] = mac4(mac4(mac4(mac4(a[0], d[0], x[0]), d[1], x[1]), d[2], x[2]), d[3], x[3]);
-    return a;
-}
-
-// The bias gradient rides along (p.flags & FLAG_BIAS): d_b[o] = Σ d_y[n, o, ·, ·] over the same tiles, from the
-// d_y every lane already holds. Only the workgroups of the first input-channel block (wg.x = 0) sum it, and lane 0
-// of each stores it: bias_out[z, o] (a chunk's partial sum, like `partial`).
-struct BiasSums {
-    v: array<f32, 16>,  // [o − o0]
-}
-
-fn row_sum(r: array<vec4<f32>, 4>) -> f32 {
-    let t = (r[0] + r[1]) + (r[2] + r[3]);
-    return (t.x + t.y) + (t.z + t.w);
-}
-
-fn add_bias_sums(s: BiasSums, d: DyTile) -> BiasSums {
-    var o = s;
-    o.v[0] += row_sum(d.v[0]);
-    o.v[1] += row_sum(d.v[1]);
-    o.v[2] += row_sum(d.v[2]);
-    o.v[3] += row_sum(d.v[3]);
-    o.v[4] += row_sum(d.v[4]);
-    o.v[5] += row_sum(d.v[5]);
-    o.v[6] += row_sum(d.v[6]);
-    o.v[7] += row_sum(d.v[7]);
-    o.v[8] += row_sum(d.v[8]);
-    o.v[9] += row_sum(d.v[9]);
-    o.v[10] += row_sum(d.v[10]);
-    o.v[11] += row_sum(d.v[11]);
-    o.v[12] += row_sum(d.v[12]);
-    o.v[13] += row_sum(d.v[13]);
-    o.v[14] += row_sum(d.v[14]);
-    o.v[15] += row_sum(d.v[15]);
-    return o;
-}
-
-fn sums_bias(wg_x: u32) -> bool {
-    return (p.flags & FLAG_BIAS) != 0u && wg_x == 0u;
-}
-
-fn store_bias(z: u32, o0: u32, lid: u32, s: BiasSums) {
-    if (lid != 0u) { return; }
-    store_bias_channel(z, o0 + 0u, s.v[0]);
-    store_bias_channel(z, o0 + 1u, s.v[1]);
-    store_bias_channel(z, o0 + 2u, s.v[2]);
-    store_bias_channel(z, o0 + 3u, s.v[3]);
-    store_bias_channel(z, o0 + 4u, s.v[4]);
-    store_bias_channel(z, o0 + 5u, s.v[5]);
-    store_bias_channel(z, o0 + 6u, s.v[6]);
-    store_bias_channel(z, o0 + 7u, s.v[7]);
-    store_bias_channel(z, o0 + 8u, s.v[8]);
-    store_bias_channel(z, o0 + 9u, s.v[9]);
-    store_bias_channel(z, o0 + 10u, s.v[10]);
-    store_bias_channel(z, o0 + 11u, s.v[11]);
-    store_bias_channel(z, o0 + 12u, s.v[12]);
-    store_bias_channel(z, o0 + 13u, s.v[13]);
-    store_bias_channel(z, o0 + 14u, s.v[14]);
-    store_bias_channel(z, o0 + 15u, s.v[15]);
-}
-
-fn store_bias_channel(z: u32, o: u32, v: f32) {
-    if (o < p.out_c) { bias_out[z * p.out_c + o] = v; }
-}
-
-// Walks tiles in order without integer division (a scalar loop per invocation on SIMD-across-invocations
-// drivers): (n, rb, cb) of the current tile, advanced by `next_tile`.
-struct Tile {
-    n: u32,
-    rb: u32,
-    cb: u32,
-}
-
-fn first_tile(t: u32) -> Tile {
-    return Tile(t / (p.col_blocks * p.row_blocks), (t / p.col_blocks) % p.row_blocks, t % p.col_blocks);
-}
-
-fn next_tile(t: Tile) -> Tile {
-    let row_end = t.cb + 1u == p.col_blocks;
-    let rb = select(t.rb, t.rb + 1u, row_end);
-    let image_end = rb == p.row_blocks;
-    return Tile(select(t.n, t.n + 1u, image_end), select(rb, 0u, image_end), select(t.cb + 1u, 0u, row_end));
-}
-
-// vec4 index of the tile's first packed x row (channel 0 of image n) for the given stride.
-fn tile_x(t: Tile, stride: u32) -> u32 {
-    return (t.n * p.in_c * p.xp_h + stride * 4u * t.rb) * p.xp_w4 + stride * t.cb;
-}
-
-// vec4 index of the tile's first packed d_y row (channel 0 of image n).
-fn tile_dy(t: Tile) -> u32 {
-    return (t.n * p.out_c * p.dy_h + 4u * t.rb) * p.dy_w4 + t.cb;
-}
-
-// partial[z, o, c, t] for the valid (o, c) of this invocation. Written out with constant indices only: a loop
-// indexing `acc` at run time puts the accumulators in scratch memory, and on lavapipe that made the whole pass
-// 1.4× (28×28) to 5× (7×7) slower, the more so the more workgroups a dispatch has.
-fn store_dw_channel(z: u32, o: u32, c: u32, taps: u32, a: array<f32, 9>) {
-    if (o >= p.out_c) { return; }
-    let base = ((z * p.out_c + o) * p.in_c + c) * taps;
-    partial[base] = a[0];
-    if (taps == 9u) {
-        partial[base + 1u] = a[1]; partial[base + 2u] = a[2]; partial[base + 3u] = a[3];
-        partial[base + 4u] = a[4]; partial[base + 5u] = a[5]; partial[base + 6u] = a[6];
-        partial[base + 7u] = a[7]; partial[base + 8u] = a[8];
-    }
-}
-
-fn store_dw(z: u32, o0: u32, c: u32, taps: u32, acc: AccW) {
-    if (c >= p.in_c) { return; }
-    store_dw_channel(z, o0 + 0u, c, taps, acc.v[0]);
-    store_dw_channel(z, o0 + 1u, c, taps, acc.v[1]);
-    store_dw_channel(z, o0 + 2u, c, taps, acc.v[2]);
-    store_dw_channel(z, o0 + 3u, c, taps, acc.v[3]);
-    store_dw_channel(z, o0 + 4u, c, taps, acc.v[4]);
-    store_dw_channel(z, o0 + 5u, c, taps, acc.v[5]);
-    store_dw_channel(z, o0 + 6u, c, taps, acc.v[6]);
-    store_dw_channel(z, o0 + 7u, c, taps, acc.v[7]);
-    store_dw_channel(z, o0 + 8u, c, taps, acc.v[8]);
-    store_dw_channel(z, o0 + 9u, c, taps, acc.v[9]);
-    store_dw_channel(z, o0 + 10u, c, taps, acc.v[10]);
-    store_dw_channel(z, o0 + 11u, c, taps, acc.v[11]);
-    store_dw_channel(z, o0 + 12u, c, taps, acc.v[12]);
-    store_dw_channel(z, o0 + 13u, c, taps, acc.v[13]);
-    store_dw_channel(z, o0 + 14u, c, taps, acc.v[14]);
-    store_dw_channel(z, o0 + 15u, c, taps, acc.v[15]);
 }
 
 @compute @workgroup_size(WG)

@@ -114,19 +114,22 @@ impl Gpu {
         {
             return Ok(k.clone());
         }
-        let from_disk;
         let source = match std::env::var_os(shaders::SHADER_DIR_ENV) {
-            Some(dir) => {
-                let path = std::path::Path::new(&dir).join(format!("{shader}.wgsl"));
-                from_disk = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                from_disk.as_str()
-            }
-            None => shaders::source(shader).ok_or_else(|| Error::Shader {
-                file: shader.to_string(),
-                entry: entry.to_string(),
-                message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
+            Some(dir) => shaders::module_source(shader, |name| {
+                let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+                std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+            })?,
+            None => shaders::module_source(shader, |name| {
+                shaders::source(name)
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::Shader {
+                        file: name.to_string(),
+                        entry: entry.to_string(),
+                        message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
+                    })
             })?,
         };
+        let source = source.as_str();
         let used = used_bindings(shader, source, entry)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self

@@ -12,6 +12,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("batch", include_str!("../../shaders/batch.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv2d_common", include_str!("../../shaders/conv2d_common.wgsl")),
     ("conv2d_subgroup", include_str!("../../shaders/conv2d_subgroup.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
@@ -26,7 +27,29 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("vlb", include_str!("../../shaders/vlb.wgsl")),
 ];
 
-/// The WGSL source of `shaders/<name>.wgsl`.
+/// Files that are not modules of their own but the shared start of others (WGSL has no includes): (module,
+/// prelude). The module's source is the prelude's text followed by its own.
+pub const PRELUDES: &[(&str, &str)] = &[
+    ("conv2d", "conv2d_common"),
+    ("conv2d_subgroup", "conv2d_common"),
+];
+
+/// Whether `shaders/<name>.wgsl` is only a prelude of other modules.
+pub fn is_prelude(name: &str) -> bool {
+    PRELUDES.iter().any(|(_, p)| *p == name)
+}
+
+/// The text of `shaders/<name>.wgsl` as compiled in.
 pub fn source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The module `name` as the driver gets it: its prelude (if it has one) followed by its own file, each read by
+/// `read` (the compiled-in table, or a folder during kernel development).
+pub fn module_source<E>(name: &str, read: impl Fn(&str) -> Result<String, E>) -> Result<String, E> {
+    let own = read(name)?;
+    match PRELUDES.iter().find(|(m, _)| *m == name) {
+        Some((_, prelude)) => Ok(format!("{}\n{own}", read(prelude)?)),
+        None => Ok(own),
+    }
 }
