@@ -46,6 +46,24 @@
 // ---------------------------------------------------------------------------------------------------------
 // Packing
 
+// Packed row i of the pack_input passes: whether its source row lies inside the plane, where that source row
+// starts (in units of `units` per source row: floats, vec2s or vec4s) and where the packed row starts (vec4s).
+struct PackRow {
+    ok: bool,
+    src: u32,
+    dst: u32,
+}
+
+fn pack_row(i: u32, units: u32) -> PackRow {
+    let plane = i / p.xp_h;
+    let r = i - plane * p.xp_h;
+    // Unsigned wrap-around sends r < pad far past src_h, so one comparison covers both sides.
+    let h = r - p.pad;
+    let n = plane / p.in_c;
+    return PackRow(h < p.src_h, (plane * p.src_h + min(h, p.src_h - 1u)) * units,
+                   ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4);
+}
+
 // packed[n, channel_offset + c, r, q] = src[n, c, r − pad, q − pad] inside the source plane (src_h × src_w),
 // else 0; src has p.in_c channels, packed p.out_c. One invocation per packed row of the source's channels
 // (p.len = N·in_c·xp_h rows) writes its 4·xp_w4 values as vec4s. Integer division by a runtime value is a
@@ -55,14 +73,10 @@ fn pack_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
               @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid, 64u);
     if (i >= p.len) { return; }
-    let plane = i / p.xp_h;
-    let r = i - plane * p.xp_h;
-    // Unsigned wrap-around sends r < pad far past src_h, so one comparison covers both sides.
-    let h = r - p.pad;
-    let row_ok = h < p.src_h;
-    let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * p.src_w;
-    let n = plane / p.in_c;
-    let dst = ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4;
+    let row = pack_row(i, p.src_w);
+    let row_ok = row.ok;
+    let src_row = row.src;
+    let dst = row.dst;
     for (var j = 0u; j < p.xp_w4; j++) {
         let q = 4u * j - p.pad;
         packed4[dst + j] = vec4(pack_sample(row_ok, src_row, q), pack_sample(row_ok, src_row, q + 1u),
@@ -79,14 +93,11 @@ fn pack_input_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                    @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid, 64u);
     if (i >= p.len) { return; }
-    let plane = i / p.xp_h;
-    let r = i - plane * p.xp_h;
-    let h = r - p.pad;
-    let row_ok = h < p.src_h;
     let w4 = p.src_w / 4u;
-    let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * w4;
-    let n = plane / p.in_c;
-    let dst = ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4;
+    let row = pack_row(i, w4);
+    let row_ok = row.ok;
+    let src_row = row.src;
+    let dst = row.dst;
     var prev = vec4(0.0);
     for (var j = 0u; j < p.xp_w4; j++) {
         let cur = select(vec4(0.0), src4[src_row + min(j, w4 - 1u)], row_ok && j < w4);
@@ -103,14 +114,11 @@ fn pack_input_vec2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                    @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid, 64u);
     if (i >= p.len) { return; }
-    let plane = i / p.xp_h;
-    let r = i - plane * p.xp_h;
-    let h = r - p.pad;
-    let row_ok = h < p.src_h;
     let w2 = p.src_w / 2u;
-    let src_row = (plane * p.src_h + min(h, p.src_h - 1u)) * w2;
-    let n = plane / p.in_c;
-    let dst = ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4;
+    let row = pack_row(i, w2);
+    let row_ok = row.ok;
+    let src_row = row.src;
+    let dst = row.dst;
     var prev = 0.0;
     for (var j = 0u; j < p.xp_w4; j++) {
         let a = select(vec2(0.0), src2[src_row + min(2u * j, w2 - 1u)], row_ok && 2u * j < w2);
