@@ -1,7 +1,7 @@
 // matmul_subgroup.wgsl — the register-blocked products of matmul.wgsl (matmul_nn / _nt / _tn / _tt), with the A
 // operand shared across the lanes of a subgroup instead of loaded by every lane. Same math, layouts, Params,
 // bindings, pipeline constants and dispatch geometry as matmul.wgsl's register-blocked kernels (read its header);
-// the helpers below are copies of that file's and must stay in step with it.
+// what the two share is in matmul_common.wgsl, which src/gpu/shaders.rs prepends to both.
 //   Why: on a CPU adapter every lane-varying load is a loop over the lanes, and all 8 lanes of a workgroup need the
 //   same 32 rows of A (they differ only in their columns). So each lane loads 4 of the 32 A vec4s of a k step and
 //   subgroupBroadcast hands them to the others (a register shuffle): 4 + 16 vec4 loads per lane per k step
@@ -10,105 +10,6 @@
 //   subgroup (the wrapper checks the adapter's minimum subgroup size). Lane s holds what subgroup invocation s
 //   loaded; which columns it owns still follows local_invocation_id.
 // Wrapper: src/kernels/matmul.rs; reference: src/reference/matmul.rs.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    // Elements between consecutive matrices of a batch.
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1 where the operand is stored transposed (read only by matmul_tiled; the others are specialised).
-    trans_a: u32,
-    trans_b: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-// Pipeline constants set by the wrapper. Each combination is its own cached pipeline, so the common case compiles
-// none of the code it does not use (on a CPU adapter that code is most of the compile time).
-// C += product instead of C = product.
-override ACCUMULATE: bool = false;
-// Add bias[n] to every row of C.
-override HAS_BIAS: bool = false;
-// The bias is per row instead: bias[m] added to row m (a 1×1 convolution, C = W·X, with one bias per output
-// channel).
-override BIAS_PER_ROW: bool = false;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> bias4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read> bias: array<f32>;  // the bias as scalars (BIAS_PER_ROW)
-
-const LANES: u32 = 8u;
-// Column groups (of 4 columns) per lane, spaced LANES apart.
-const GROUP_OFFSETS: vec4<u32> = vec4<u32>(0u, 8u, 16u, 24u);
-const ROWS: u32 = 32u;
-
-// Offsets (in vec4s) of rows first..first+3 of a row-major matrix with `stride` vec4s per row, each row clamped to
-// `last` so that ragged edges load valid (discarded) data instead of branching inside the k loop.
-fn row_offsets(first: u32, last: u32, stride: u32) -> vec4<u32> {
-    return min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * stride;
-}
-
-fn load_b(base: u32, rows: vec4<u32>) -> mat4x4<f32> {
-    return mat4x4<f32>(b4[base + rows.x], b4[base + rows.y], b4[base + rows.z], b4[base + rows.w]);
-}
-
-// The starting value of a 4×4 block of C (rows first_row.., column group cq): the old C when accumulating, plus the
-// bias. Starting the accumulators from it, rather than adding at the store, keeps the store a plain write.
-// Rows past M are clamped (their results are never stored); `cq` must already be clamped.
-fn init_block(c_base: u32, first_row: u32, cq: u32) -> mat4x4<f32> {
-    var block = mat4x4<f32>();
-    if (ACCUMULATE) {
-        let rows = c_base + cq + row_offsets(first_row, p.m - 1u, p.n / 4u);
-        block = mat4x4<f32>(c4[rows.x], c4[rows.y], c4[rows.z], c4[rows.w]);
-    }
-    if (HAS_BIAS) {
-        if (BIAS_PER_ROW) {
-            let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u));
-            block += mat4x4<f32>(vec4(bias[rows.x]), vec4(bias[rows.y]), vec4(bias[rows.z]), vec4(bias[rows.w]));
-        } else {
-            let bv = bias4[cq];
-            block += mat4x4<f32>(bv, bv, bv, bv);
-        }
-    }
-    return block;
-}
-
-fn store_row(c_base: u32, row: u32, cq: u32, v: vec4<f32>) {
-    if (row < p.m) {
-        c4[c_base + row * (p.n / 4u) + cq] = v;
-    }
-}
-
-// Writes a 4×4 block (column i = row first_row + i, the 4 columns of group cq) to C. `c_base` and `cq` are in vec4s.
-fn store_block(c_base: u32, first_row: u32, cq: u32, block: mat4x4<f32>) {
-    if (cq < p.n / 4u) {
-        store_row(c_base, first_row, cq, block[0]);
-        store_row(c_base, first_row + 1u, cq, block[1]);
-        store_row(c_base, first_row + 2u, cq, block[2]);
-        store_row(c_base, first_row + 3u, cq, block[3]);
-    }
-}
-
-fn store_row_group(c_base: u32, first_row: u32, cq: vec4<u32>,
-                   b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
-    store_block(c_base, first_row, cq.x, b0);
-    store_block(c_base, first_row, cq.y, b1);
-    store_block(c_base, first_row, cq.z, b2);
-    store_block(c_base, first_row, cq.w, b3);
-}
-
-// The column groups (in vec4s) owned by this lane: LANES apart, so neighbouring lanes read neighbouring vec4s.
-fn lane_groups(wg_x: u32, lane: u32) -> vec4<u32> {
-    return vec4<u32>(wg_x * LANES * 4u + lane) + GROUP_OFFSETS;
-}
 
 // x{j}, y{g} and acc{g}{j} as in matmul.wgsl.
 

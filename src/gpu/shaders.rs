@@ -19,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_common", include_str!("../../shaders/matmul_common.wgsl")),
     ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("optimizer", include_str!("../../shaders/optimizer.wgsl")),
@@ -32,6 +33,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub const PRELUDES: &[(&str, &str)] = &[
     ("conv2d", "conv2d_common"),
     ("conv2d_subgroup", "conv2d_common"),
+    ("matmul", "matmul_common"),
+    ("matmul_subgroup", "matmul_common"),
 ];
 
 /// Whether `shaders/<name>.wgsl` is only a prelude of other modules.
