@@ -168,25 +168,27 @@ fn matmul_nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
     var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
     var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < kq; kk++) {
-        let y0 = load_a(a_base + kk, r0);
-        let y1 = load_a(a_base + kk, r1);
-        let y2 = load_a(a_base + kk, r2);
-        let y3 = load_a(a_base + kk, r3);
-        let y4 = load_a(a_base + kk, r4);
-        let y5 = load_a(a_base + kk, r5);
-        let y6 = load_a(a_base + kk, r6);
-        let y7 = load_a(a_base + kk, r7);
-        let x0 = transpose(load_b(b_base + kk, n0));
+    for (var kk = 0u; kk < k_steps(kq); kk++) {
+        let ka = k_step(a_base, kk, kq, p.a_batch_stride / 4u);
+        let kb = k_step(b_base, kk, kq, p.b_batch_stride / 4u);
+        let y0 = load_a(ka, r0);
+        let y1 = load_a(ka, r1);
+        let y2 = load_a(ka, r2);
+        let y3 = load_a(ka, r3);
+        let y4 = load_a(ka, r4);
+        let y5 = load_a(ka, r5);
+        let y6 = load_a(ka, r6);
+        let y7 = load_a(ka, r7);
+        let x0 = transpose(load_b(kb, n0));
         acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
         acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = transpose(load_b(b_base + kk, n1));
+        let x1 = transpose(load_b(kb, n1));
         acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
         acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = transpose(load_b(b_base + kk, n2));
+        let x2 = transpose(load_b(kb, n2));
         acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
         acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = transpose(load_b(b_base + kk, n3));
+        let x3 = transpose(load_b(kb, n3));
         acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
         acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
     }

@@ -29,6 +29,9 @@ override HAS_BIAS: bool = false;
 // The bias is per row instead: bias[m] added to row m (a 1×1 convolution, C = W·X, with one bias per output
 // channel).
 override BIAS_PER_ROW: bool = false;
+// matmul_nt only: C = Σ_b A[b]·B[b]ᵀ, the products of the whole batch summed into one C (grid z = 1): the weight
+// gradient of a 1×1 convolution, Σ_n d_y[n]·x[n]ᵀ.
+override SUM_BATCH: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
@@ -104,4 +107,18 @@ fn store_row_group(c_base: u32, first_row: u32, cq: vec4<u32>,
 // The column groups (in vec4s) owned by this lane: LANES apart, so neighbouring lanes read neighbouring vec4s.
 fn lane_groups(wg_x: u32, lane: u32) -> vec4<u32> {
     return vec4<u32>(wg_x * LANES * 4u + lane) + GROUP_OFFSETS;
+}
+
+// The number of k steps (of 4) of a product: K/4, or K/4 per batch entry times the batch with SUM_BATCH.
+fn k_steps(kq: u32) -> u32 {
+    return select(kq, kq * p.batch, SUM_BATCH);
+}
+
+// vec4 index of k step kk of an operand stored with kq vec4s per row, its batch entries `stride` vec4s apart and
+// this workgroup's entry at `base`; with SUM_BATCH the steps run on from one batch entry into the next.
+fn k_step(base: u32, kk: u32, kq: u32, stride: u32) -> u32 {
+    if (SUM_BATCH) {
+        return kk + (kk / kq) * (stride - kq);
+    }
+    return base + kk;
 }

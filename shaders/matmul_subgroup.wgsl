@@ -122,9 +122,11 @@ fn matmul_nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
     var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
     var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < kq; kk++) {
-        let v = mat4x4<f32>(a4[a_base + kk + own.x], a4[a_base + kk + own.y], a4[a_base + kk + own.z],
-                            a4[a_base + kk + own.w]);
+    for (var kk = 0u; kk < k_steps(kq); kk++) {
+        let ka = k_step(a_base, kk, kq, p.a_batch_stride / 4u);
+        let kb = k_step(b_base, kk, kq, p.b_batch_stride / 4u);
+        let v = mat4x4<f32>(a4[ka + own.x], a4[ka + own.y], a4[ka + own.z],
+                            a4[ka + own.w]);
         // Row 4g + i of the block sits in v[(4g + i) / 8] of lane (4g + i) % 8.
         let y0 = mat4x4<f32>(subgroupBroadcast(v[0], 0u), subgroupBroadcast(v[0], 1u),
                               subgroupBroadcast(v[0], 2u), subgroupBroadcast(v[0], 3u));
@@ -142,16 +144,16 @@ fn matmul_nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
                               subgroupBroadcast(v[3], 2u), subgroupBroadcast(v[3], 3u));
         let y7 = mat4x4<f32>(subgroupBroadcast(v[3], 4u), subgroupBroadcast(v[3], 5u),
                               subgroupBroadcast(v[3], 6u), subgroupBroadcast(v[3], 7u));
-        let x0 = transpose(load_b(b_base + kk, n0));
+        let x0 = transpose(load_b(kb, n0));
         acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
         acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = transpose(load_b(b_base + kk, n1));
+        let x1 = transpose(load_b(kb, n1));
         acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
         acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = transpose(load_b(b_base + kk, n2));
+        let x2 = transpose(load_b(kb, n2));
         acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
         acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = transpose(load_b(b_base + kk, n3));
+        let x3 = transpose(load_b(kb, n3));
         acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
         acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
     }

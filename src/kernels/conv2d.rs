@@ -863,6 +863,17 @@ fn conv_backward_weight(
         check_f32(op, &[d_b])?;
         check_shape(op, "d_b", d_b, &[g.co])?;
     }
+    if on_matmul(&g, parts.len()) {
+        let dims = [g.n, g.ci, g.co, g.h * g.w];
+        let opts = matmul_options(path, gpu, false);
+        if let Some(d) = matmul::conv1x1_weight_grad(gpu, d_y, parts[0], d_w, dims, opts)? {
+            let mut out = vec![d];
+            if let Some(d_b) = d_b {
+                out.push(backward_bias(gpu, d_y, d_b)?);
+            }
+            return Ok(out);
+        }
+    }
     let kind = g.kind;
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));

@@ -281,6 +281,7 @@ fn record(
         ("ACCUMULATE", flag(opts.accumulate)),
         ("HAS_BIAS", flag(bias.is_some())),
         ("BIAS_PER_ROW", flag(bias_per_row)),
+        ("SUM_BATCH", 0.0),
     ];
     let kernel = gpu.kernel_with(shader, entry, &constants)?;
     // Without a bias the kernels never read the bias binding, but it must be bound: B stands in.
@@ -344,6 +345,47 @@ pub fn conv1x1(
         ..opts
     };
     record(gpu, OP, &params, [w, x, y], bias, opts, true)
+}
+
+/// The weight gradient of a 1×1 convolution as one product summed over the batch: d_w = Σ_n d_y[n]·x[n]ᵀ, d_y
+/// [N, Co, H·W], x [N, Ci, H·W], d_w [Co, Ci] (overwritten; any shape holding Co·Ci values). Only the
+/// register-blocked kernels sum over the batch (SUM_BATCH), so this returns `None` where `opts.variant` would take
+/// the tiled kernel (a real GPU, or shapes that are not whole vec4s): the caller then uses its own kernel. The
+/// caller (src/kernels/conv2d.rs) has checked the shapes; `[n, ci, co, hw]` as named.
+pub fn conv1x1_weight_grad(
+    gpu: &Gpu,
+    d_y: &Tensor,
+    x: &Tensor,
+    d_w: &Tensor,
+    [n, ci, co, hw]: [usize; 4],
+    opts: MatmulOptions,
+) -> Result<Option<Dispatch>> {
+    const OP: &str = "conv2d 1×1 weight gradient";
+    let params = Params {
+        m: co as u32,
+        n: ci as u32,
+        k: hw as u32,
+        batch: n as u32,
+        a_batch_stride: (co * hw) as u32,
+        b_batch_stride: (ci * hw) as u32,
+        c_batch_stride: 0,
+        trans_a: 0,
+        trans_b: 1,
+        _pad: [0; 3],
+    };
+    let (shader, entry, [gx, gy, _]) = plan(gpu, OP, &params, opts.variant)?;
+    if entry != "matmul_nt" {
+        return Ok(None);
+    }
+    let constants = [("SUM_BATCH", 1.0)];
+    let kernel = gpu.kernel_with(shader, entry, &constants)?;
+    Ok(Some(Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, d_y), (2, x), (3, d_w), (4, x), (8, x)],
+        [gx, gy, 1],
+    )?))
 }
 
 /// C = op(A)·op(B), or C += op(A)·op(B) with `opts.accumulate`. A, B and C are all matrices ([rows, cols]) or all
