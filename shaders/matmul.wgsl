@@ -1,6 +1,7 @@
 // matmul.wgsl — batched matrix product with optional transposes, forward and backward of `linear`, f32.
 //   C[b] = op(A[b])·op(B[b])  (+ C[b] if ACCUMULATE)  (+ bias[n] broadcast over rows if HAS_BIAS; bias[m]
-//   broadcast over columns if BIAS_PER_ROW too). A batch stride of 0 shares one matrix across the batch.
+//   broadcast over columns if BIAS_PER_ROW too). A batch stride of 0 shares one matrix across the batch;
+//   SUM_BATCH (matmul_nt, register-blocked) sums the batch's products into one C instead.
 //   op(X) = X or Xᵀ. Storage is row-major: A is [batch, M, K] (Aᵀ: [batch, K, M]), B is [batch, K, N]
 //   (Bᵀ: [batch, N, K]), C is [batch, M, N], bias is [N].
 //   linear:   y = x·wᵀ + b        = matmul_nt(x [N, in], w [out, in]) with bias
