@@ -5,7 +5,9 @@
 //! Each function returns the dispatches of one operation, in order: packing passes (a zero-bordered copy of the
 //! activation and a re-laid-out copy of the weights, see the shader header) and the main pass. The packed
 //! copies live in scratch tensors that the dispatches keep alive; they are written and read anew each time the
-//! dispatches are recorded, so the dispatches stay valid when the inputs change.
+//! dispatches are recorded, so the dispatches stay valid when the inputs change. A 1×1 convolution whose planes
+//! and channel counts are whole vec4s runs on the matmul kernels instead (one product per image, see
+//! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient.
 //!
 //! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
 //! materialising it (the U-Net's skip connections): the packing pass copies each part into its channel range.
