@@ -29,7 +29,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are not modules of their own but the shared start of others (WGSL has no includes): (module,
-/// prelude). The module's source is the prelude's text followed by its own.
+/// prelude). The module's source is the prelude's text followed by its own, so the line numbers in a compiler
+/// message about the module count the prelude's lines first.
 pub const PRELUDES: &[(&str, &str)] = &[
     ("conv2d", "conv2d_common"),
     ("conv2d_subgroup", "conv2d_common"),
