@@ -245,6 +245,14 @@ impl Geometry {
         })
     }
 
+    /// (rows, columns) of the packed input plane of the forward and of the weight gradient: both walk the output
+    /// in 4×4 blocks, so they pack the input alike (which is what lets the weight gradient read the forward's
+    /// copy, see [`forward_saving_input`]).
+    fn input_packing(&self) -> (usize, usize) {
+        self.kind
+            .packed_size(self.ho.div_ceil(TILE), self.wo.div_ceil(TILE))
+    }
+
     fn y_shape(&self) -> [usize; 4] {
         [self.n, self.co, self.ho, self.wo]
     }
@@ -536,7 +544,7 @@ pub fn saved_input_len(x: &[usize], w: &Tensor, stride: usize) -> Result<Option<
     if on_matmul(&g, 1) {
         return Ok(None);
     }
-    let (rows, cols) = g.kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    let (rows, cols) = g.input_packing();
     Ok(Some(g.n * g.ci * rows * cols))
 }
 
@@ -604,7 +612,7 @@ fn conv_forward(
         )?]);
     }
     let kind = g.kind;
-    let packed = kind.packed_size(g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    let packed = g.input_packing();
     let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed, saved)?;
     let (wp, pack_w) = pack_weight(gpu, w, g.co, g.ci, kind.k() * kind.k(), false)?;
     out.push(pack_w);
@@ -879,12 +887,11 @@ fn conv_backward_weight(
     let kind = g.kind;
     let taps = kind.k() * kind.k();
     let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let packed = kind.packed_size(row_blocks, col_blocks);
+    let packed = g.input_packing();
     let (xp, mut out) = match saved {
-        // The forward's packed copy of x: the same layout (the same kind and output blocks).
+        // The forward's packed copy of x: the same layout.
         Some(t) => {
-            let [n, ci, _, _] = input_shape(op, parts)?;
-            check_saved(t, n * ci * packed.0 * packed.1)?;
+            check_saved(t, g.n * g.ci * packed.0 * packed.1)?;
             (t.clone(), Vec::new())
         }
         None => pack_input(gpu, parts, kind.pad(), packed, None)?,

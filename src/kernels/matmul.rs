@@ -261,27 +261,46 @@ fn product(
         trans_b: opts.trans_b as u32,
         _pad: [0; 3],
     };
-    record(gpu, op, &params, [a, b, c], bias, opts, false)
+    let planned = plan(gpu, op, &params, opts.variant)?;
+    record(
+        gpu,
+        planned,
+        &params,
+        [a, b, c],
+        bias,
+        opts,
+        Form::default(),
+    )
 }
 
-/// The dispatch of a checked product: `params` describes it, `bias_per_row` adds bias[m] to row m instead of
-/// bias[n] to column n.
+/// The forms of product beyond [`product`]'s (pipeline constants of the shaders).
+#[derive(Clone, Copy, Default)]
+struct Form {
+    /// Add bias[m] to row m instead of bias[n] to column n.
+    bias_per_row: bool,
+    /// Sum the batch's products into one C (matmul_nt, register-blocked kernels only; one workgroup layer).
+    sum_batch: bool,
+}
+
+/// The dispatch of a checked product: `params` describes it, `planned` is [`plan`]'s answer for it.
 fn record(
     gpu: &Gpu,
-    op: &'static str,
+    (shader, entry, mut grid): (&'static str, &'static str, [u32; 3]),
     params: &Params,
     [a, b, c]: [&Tensor; 3],
     bias: Option<&Tensor>,
     opts: MatmulOptions,
-    bias_per_row: bool,
+    form: Form,
 ) -> Result<Dispatch> {
-    let (shader, entry, grid) = plan(gpu, op, params, opts.variant)?;
+    if form.sum_batch {
+        grid[2] = 1;
+    }
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
         ("HAS_BIAS", flag(bias.is_some())),
-        ("BIAS_PER_ROW", flag(bias_per_row)),
-        ("SUM_BATCH", 0.0),
+        ("BIAS_PER_ROW", flag(form.bias_per_row)),
+        ("SUM_BATCH", flag(form.sum_batch)),
     ];
     let kernel = gpu.kernel_with(shader, entry, &constants)?;
     // Without a bias the kernels never read the bias binding, but it must be bound: B stands in.
@@ -344,7 +363,12 @@ pub fn conv1x1(
         trans_b: false,
         ..opts
     };
-    record(gpu, OP, &params, [w, x, y], bias, opts, true)
+    let planned = plan(gpu, OP, &params, opts.variant)?;
+    let form = Form {
+        bias_per_row: true,
+        ..Form::default()
+    };
+    record(gpu, planned, &params, [w, x, y], bias, opts, form)
 }
 
 /// The weight gradient of a 1×1 convolution as one product summed over the batch: d_w = Σ_n d_y[n]·x[n]ᵀ, d_y
@@ -373,19 +397,19 @@ pub fn conv1x1_weight_grad(
         trans_b: 1,
         _pad: [0; 3],
     };
-    let (shader, entry, [gx, gy, _]) = plan(gpu, OP, &params, opts.variant)?;
-    if entry != "matmul_nt" {
+    let planned = plan(gpu, OP, &params, opts.variant)?;
+    if planned.1 != "matmul_nt" {
         return Ok(None);
     }
-    let constants = [("SUM_BATCH", 1.0)];
-    let kernel = gpu.kernel_with(shader, entry, &constants)?;
-    Ok(Some(Dispatch::new(
-        gpu,
-        &kernel,
-        &params,
-        &[(1, d_y), (2, x), (3, d_w), (4, x), (8, x)],
-        [gx, gy, 1],
-    )?))
+    let form = Form {
+        sum_batch: true,
+        ..Form::default()
+    };
+    let opts = MatmulOptions {
+        accumulate: false,
+        ..opts
+    };
+    record(gpu, planned, &params, [d_y, x, d_w], None, opts, form).map(Some)
 }
 
 /// C = op(A)·op(B), or C += op(A)·op(B) with `opts.accumulate`. A, B and C are all matrices ([rows, cols]) or all
