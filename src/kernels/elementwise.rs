@@ -41,19 +41,18 @@ fn pointwise(
     )
 }
 
-/// [`pointwise`] on the `_vec4` form of an entry point where `vec4` holds (every length, and the plane size of
-/// the NCHW ops, a multiple of 4): each tensor moves from its scalar binding to its vec4 one (1-4 → 5-8, see the
+/// [`pointwise`] on the `_vec4` form of an entry point where p.len and p.hw (the plane size of the NCHW ops, 0 for
+/// the others) are multiples of 4: each tensor moves from its scalar binding to its vec4 one (1-4 → 5-8, see the
 /// shader header) unless listed in `keep_scalar`, and p.len, p.hw and the element count are counted in vec4s.
 fn pointwise_or_vec4(
     gpu: &Gpu,
     (entry, entry_vec4): (&'static str, &'static str),
-    vec4: bool,
     mut params: Params,
     tensors: &[(u32, &Tensor)],
     keep_scalar: &[u32],
     elements: usize,
 ) -> Result<Dispatch> {
-    if !vec4 {
+    if !(params.len.is_multiple_of(4) && params.hw.is_multiple_of(4)) {
         return pointwise(gpu, entry, params, tensors, elements);
     }
     params.len /= 4;
@@ -106,16 +105,7 @@ pub fn add_scaled(gpu: &Gpu, a: &Tensor, b: &Tensor, alpha: f32, y: &Tensor) -> 
         ..len_params(a)
     };
     let tensors = [(1, a), (2, b), (3, y)];
-    let vec4 = a.len().is_multiple_of(4);
-    pointwise_or_vec4(
-        gpu,
-        (OP, "add_scaled_vec4"),
-        vec4,
-        params,
-        &tensors,
-        &[],
-        a.len(),
-    )
+    pointwise_or_vec4(gpu, (OP, "add_scaled_vec4"), params, &tensors, &[], a.len())
 }
 
 /// y = alpha·x; also the backward of scaling (d_x = alpha·d_y).
@@ -127,11 +117,9 @@ pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, y: &Tensor) -> Result<Dispatch> 
         alpha,
         ..len_params(x)
     };
-    let vec4 = x.len().is_multiple_of(4);
     pointwise_or_vec4(
         gpu,
         (OP, "scale_vec4"),
-        vec4,
         params,
         &[(1, x), (3, y)],
         &[],
@@ -148,11 +136,9 @@ pub fn axpy(gpu: &Gpu, alpha: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         alpha,
         ..len_params(x)
     };
-    let vec4 = x.len().is_multiple_of(4);
     pointwise_or_vec4(
         gpu,
         (OP, "axpy_vec4"),
-        vec4,
         params,
         &[(1, x), (3, y)],
         &[],
@@ -207,7 +193,6 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<
     pointwise_or_vec4(
         gpu,
         ("concat_channels", "concat_channels_vec4"),
-        params.hw.is_multiple_of(4),
         params,
         &[(1, a), (2, b), (3, y)],
         &[],
@@ -221,7 +206,6 @@ pub fn split_channels(gpu: &Gpu, d_y: &Tensor, d_a: &Tensor, d_b: &Tensor) -> Re
     pointwise_or_vec4(
         gpu,
         ("split_channels", "split_channels_vec4"),
-        params.hw.is_multiple_of(4),
         params,
         &[(1, d_y), (3, d_a), (4, d_b)],
         &[],
@@ -295,7 +279,6 @@ pub fn add_channel_bias(gpu: &Gpu, x: &Tensor, e: &Tensor, y: &Tensor) -> Result
     pointwise_or_vec4(
         gpu,
         (OP, "add_channel_bias_vec4"),
-        params.hw.is_multiple_of(4),
         params,
         &[(1, x), (2, e), (3, y)],
         &[2],

@@ -216,14 +216,10 @@ impl Net {
         let co = self.layout.get(&w).expect("conv weight").shape[0];
         let (ho, wo) = (h.div_ceil(stride), wd.div_ceil(stride));
         let y = self.with_params(gpu, &[n, co, ho, wo])?;
-        let saved = match conv2d::saved_input_len(
-            self.shape(x),
-            &self.param(gpu, &self.params, &w)?,
-            stride,
-        )? {
-            Some(len) => Some(Tensor::zeros(gpu, &[len], DType::F32)?),
-            None => None,
-        };
+        let saved =
+            conv2d::saved_input_len(self.shape(x), &self.param(gpu, &self.params, &w)?, stride)?
+                .map(|len| Tensor::zeros(gpu, &[len], DType::F32))
+                .transpose()?;
         self.ops.push(Op::Conv {
             x,
             w,
