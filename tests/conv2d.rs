@@ -16,6 +16,7 @@ use common::{assert_close, check_close, gpu, uniform};
 use diffuse::gpu::{DType, Gpu, Tensor};
 use diffuse::kernels::conv2d::{self, Path};
 use diffuse::reference::conv2d::{self as reference, abs, Conv2dShape};
+use diffuse::reference::conv2d_winograd as winograd;
 use diffuse::reference::elementwise::{concat_channels, split_channels};
 use diffuse::reference::{gamma, gradcheck, to_f64};
 
@@ -51,6 +52,7 @@ fn cases() -> Vec<Conv2dShape> {
         shape(1, 5, 33, 5, 7, 1, 1),
         shape(2, 3, 17, 9, 6, 3, 1), // 17 = one past the 16-channel block of backward weight
         shape(1, 65, 9, 6, 5, 3, 1), // 65 = one past the 64 channels of a backward-weight workgroup
+        shape(1, 8, 12, 5, 9, 3, 1), // 6 Winograd tiles: not a whole number of the 4 each invocation takes
         shape(4, 64, 64, 28, 28, 3, 1),
         shape(2, 128, 128, 14, 14, 3, 1),
         shape(4, 128, 128, 7, 7, 3, 1),
@@ -62,13 +64,64 @@ fn cases() -> Vec<Conv2dShape> {
     ]
 }
 
-/// The paths to test: the automatic choice, and the portable kernels when the automatic one differs.
-fn paths(gpu: &Gpu) -> Vec<Path> {
-    if gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
-        vec![Path::Auto, Path::Portable]
+/// The paths to test: the automatic choice, the portable kernels, and Winograd's F(4×4, 3×3) for every 3×3
+/// stride-1 shape (whether or not `Auto` would take it on this adapter).
+fn paths(_gpu: &Gpu) -> Vec<Path> {
+    vec![Path::Auto, Path::Portable, Path::Winograd]
+}
+
+/// The rounding steps of a Winograd result beyond the K − 1 additions of its channel sum: the input transform
+/// (≤ 4 per direction: Bᵀ's rows have up to 4 terms and a ×5), the weight transform (≤ 3 per direction: 3 terms
+/// and a ÷6 or ÷24), the product (1), the output transform (≤ 4 per direction), the bias or the old value
+/// (1) and one spare: 8 + 6 + 1 + 8 + 1 + 1 = 25 (see shaders/conv2d_winograd.wgsl).
+const WINOGRAD_STEPS: usize = 25;
+
+/// Per-element bound on a forward result of `path`: γ_k · Σ|terms| with k = Ci·k² + 1 for the direct kernels;
+/// for Winograd γ_{Ci + 25} times the same F(4×4, 3×3) run on magnitudes (its intermediate values exceed the
+/// result, so the direct Σ|terms| does not bound its error).
+fn forward_bounds(
+    gpu: &Gpu,
+    path: Path,
+    s: &Conv2dShape,
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+) -> Vec<f64> {
+    let b = b.map(abs);
+    if conv2d::takes_winograd(path, gpu, s.k, s.stride, s.ci, s.co) {
+        let mag = winograd::forward(s, &abs(x), &abs(w), b.as_deref(), true);
+        let tol = gamma(s.ci + WINOGRAD_STEPS);
+        mag.iter().map(|m| tol * m).collect()
     } else {
-        vec![Path::Auto]
+        let mag = reference::forward(s, &abs(x), &abs(w), b.as_deref());
+        let tol = gamma(s.ci * s.k * s.k + 1);
+        mag.iter().map(|m| tol * m).collect()
     }
+}
+
+/// Per-element bound on a backward-input result of `path` (plus `old` where it accumulates), as [`forward_bounds`]
+/// with the channels swapped: the Winograd route is the forward of d_y with the flipped, transposed weights.
+fn backward_input_bounds(
+    gpu: &Gpu,
+    path: Path,
+    s: &Conv2dShape,
+    d_y: &[f64],
+    w: &[f64],
+    old: Option<&[f32]>,
+) -> Vec<f64> {
+    let extra = old.is_some() as usize;
+    let (mag, tol) = if conv2d::takes_winograd(path, gpu, s.k, s.stride, s.co, s.ci) {
+        let t = winograd::transposed_shape(s);
+        let w_t = winograd::flipped_transposed(s, w);
+        let mag = winograd::forward(&t, &abs(d_y), &abs(&w_t), None, true);
+        (mag, gamma(s.co + WINOGRAD_STEPS))
+    } else {
+        let mag = reference::backward_input(s, &abs(d_y), &abs(w));
+        (mag, gamma(s.co * s.k * s.k + extra))
+    };
+    (0..mag.len())
+        .map(|i| tol * (mag[i] + old.map_or(0.0, |o| o[i].abs() as f64)))
+        .collect()
 }
 
 struct Data {
@@ -150,6 +203,47 @@ fn reference_backward_passes_match_finite_differences() {
 }
 
 #[test]
+fn reference_winograd_equals_the_direct_convolution() {
+    // Odd sizes, partial tiles, a 1×1 image and several channels: in exact arithmetic F(4×4, 3×3) is the
+    // convolution, so the f64 results agree to f64 rounding (bounded, as for f32, by γ on the magnitudes).
+    for s in [
+        shape(1, 1, 1, 1, 1, 3, 1),
+        shape(2, 3, 5, 5, 7, 3, 1),
+        shape(1, 4, 3, 9, 6, 3, 1),
+        shape(1, 2, 2, 8, 8, 3, 1),
+    ] {
+        let d = data(&s, 11);
+        let (x, w, b) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+        let want = reference::forward(&s, &x, &w, Some(&b));
+        let got = winograd::forward(&s, &x, &w, Some(&b), false);
+        let mag = winograd::forward(&s, &abs(&x), &abs(&w), Some(&abs(&b)), true);
+        let f64_gamma = gamma(s.ci + WINOGRAD_STEPS) * 2f64.powi(-29);
+        for i in 0..want.len() {
+            assert!(
+                (got[i] - want[i]).abs() <= f64_gamma * mag[i],
+                "{s:?} element {i}: Winograd {} direct {}",
+                got[i],
+                want[i]
+            );
+        }
+        // The backward input through the flipped, transposed weights.
+        let t = winograd::transposed_shape(&s);
+        let w_t = winograd::flipped_transposed(&s, &w);
+        let want = reference::backward_input(&s, &to_f64(&d.d_y), &w);
+        let got = winograd::forward(&t, &to_f64(&d.d_y), &w_t, None, false);
+        let mag = winograd::forward(&t, &abs(&to_f64(&d.d_y)), &abs(&w_t), None, true);
+        for i in 0..want.len() {
+            assert!(
+                (got[i] - want[i]).abs() <= f64_gamma * mag[i],
+                "{s:?} backward input element {i}: Winograd {} direct {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
+
+#[test]
 fn reference_output_sizes_follow_pytorch() {
     // Odd sizes at stride 2 round up (⌈H/2⌉), as torch.nn.Conv2d(k=3, s=2, p=1) does.
     let s = shape(1, 1, 1, 13, 6, 3, 2);
@@ -168,20 +262,15 @@ fn forward_matches_reference() {
     let gpu = gpu();
     for s in cases() {
         let d = data(&s, 1);
-        let want = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), Some(&to_f64(&d.b)));
-        let mag = reference::forward(
-            &s,
-            &abs(&to_f64(&d.x)),
-            &abs(&to_f64(&d.w)),
-            Some(&abs(&to_f64(&d.b))),
-        );
-        let tol = gamma(s.ci * s.k * s.k + 1);
+        let (x64, w64, b64) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+        let want = reference::forward(&s, &x64, &w64, Some(&b64));
         let (x, w, b) = (
             tensor(gpu, &x_shape(&s), &d.x),
             tensor(gpu, &w_shape(&s), &d.w),
             tensor(gpu, &[s.co], &d.b),
         );
         for path in paths(gpu) {
+            let bounds = forward_bounds(gpu, path, &s, &x64, &w64, Some(&b64));
             let y = zeros(gpu, &y_shape(&s));
             gpu.run(&conv2d::forward_via(path, gpu, &x, &w, Some(&b), &y, s.stride).unwrap())
                 .unwrap();
@@ -189,7 +278,7 @@ fn forward_matches_reference() {
                 &format!("{s:?} {path:?}"),
                 &y.read_f32(gpu).unwrap(),
                 &want,
-                |i| tol * mag[i],
+                |i| bounds[i],
             );
         }
     }
@@ -204,19 +293,25 @@ fn forward_without_bias_matches_reference() {
         shape(2, 5, 9, 3, 5, 1, 1),
     ] {
         let d = data(&s, 2);
-        let want = reference::forward(&s, &to_f64(&d.x), &to_f64(&d.w), None);
-        let mag = reference::forward(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.w)), None);
+        let (x64, w64) = (to_f64(&d.x), to_f64(&d.w));
+        let want = reference::forward(&s, &x64, &w64, None);
         let (x, w) = (
             tensor(gpu, &x_shape(&s), &d.x),
             tensor(gpu, &w_shape(&s), &d.w),
         );
-        // y starts as garbage: the forward must overwrite it.
-        let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
-        gpu.run(&conv2d::forward(gpu, &x, &w, None, &y, s.stride).unwrap())
-            .unwrap();
-        assert_close(&format!("{s:?}"), &y.read_f32(gpu).unwrap(), &want, |i| {
-            gamma(s.ci * s.k * s.k) * mag[i]
-        });
+        for path in paths(gpu) {
+            let bounds = forward_bounds(gpu, path, &s, &x64, &w64, None);
+            // y starts as garbage: the forward must overwrite it.
+            let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
+            gpu.run(&conv2d::forward_via(path, gpu, &x, &w, None, &y, s.stride).unwrap())
+                .unwrap();
+            assert_close(
+                &format!("{s:?} {path:?}"),
+                &y.read_f32(gpu).unwrap(),
+                &want,
+                |i| bounds[i],
+            );
+        }
     }
 }
 
@@ -225,26 +320,25 @@ fn backward_input_matches_reference_and_accumulates() {
     let gpu = gpu();
     for s in cases() {
         let d = data(&s, 3);
-        let want = reference::backward_input(&s, &to_f64(&d.d_y), &to_f64(&d.w));
-        let mag = reference::backward_input(&s, &abs(&to_f64(&d.d_y)), &abs(&to_f64(&d.w)));
+        let (dy64, w64) = (to_f64(&d.d_y), to_f64(&d.w));
+        let want = reference::backward_input(&s, &dy64, &w64);
         let (d_y, w) = (
             tensor(gpu, &y_shape(&s), &d.d_y),
             tensor(gpu, &w_shape(&s), &d.w),
         );
-        let terms = s.co * s.k * s.k;
         for path in paths(gpu) {
             let case = format!("{s:?} {path:?}");
+            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, None);
             let d_x = tensor(gpu, &x_shape(&s), &vec![f32::NAN; s.x_len()]);
             gpu.run(
                 &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, false).unwrap(),
             )
             .unwrap();
-            assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| {
-                gamma(terms) * mag[i]
-            });
+            assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| bounds[i]);
 
             // d_x += …: one more term, the old value.
             let old = uniform(s.x_len(), 99);
+            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
             let d_x = tensor(gpu, &x_shape(&s), &old);
             gpu.run(
                 &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, true).unwrap(),
@@ -255,7 +349,7 @@ fn backward_input_matches_reference_and_accumulates() {
                 &format!("{case} accumulate"),
                 &d_x.read_f32(gpu).unwrap(),
                 &want_acc,
-                |i| gamma(terms + 1) * (mag[i] + old[i].abs() as f64),
+                |i| bounds[i],
             );
         }
     }
@@ -334,6 +428,7 @@ fn concatenated_inputs_match_reference_on_the_concatenation() {
     for (n, ca, cb, co, h, w, k, stride) in [
         (1, 5, 3, 7, 5, 7, 3, 1),
         (2, 64, 32, 64, 14, 14, 3, 1),
+        (1, 4, 8, 12, 5, 8, 3, 1), // planes of whole vec4s: the Winograd output stores vec4 rows
         (1, 3, 6, 5, 9, 7, 3, 2),
         (2, 9, 7, 10, 5, 6, 1, 1),
     ] {
@@ -362,13 +457,12 @@ fn concatenated_inputs_match_reference_on_the_concatenation() {
             )
             .unwrap();
             let want = reference::forward(&s, &x, &w64, Some(&b64));
-            let mag = reference::forward(&s, &abs(&x), &abs(&w64), Some(&abs(&b64)));
-            let tol = gamma(s.ci * k * k + 1);
+            let bounds = forward_bounds(gpu, path, &s, &x, &w64, Some(&b64));
             assert_close(
                 &format!("{case} forward"),
                 &y.read_f32(gpu).unwrap(),
                 &want,
-                |i| tol * mag[i],
+                |i| bounds[i],
             );
 
             // d_a overwritten (it starts as NaN), d_b accumulated onto its old value.
@@ -382,19 +476,16 @@ fn concatenated_inputs_match_reference_on_the_concatenation() {
             .unwrap();
             let (want_a, want_b) =
                 split_channels(&reference::backward_input(&s, &dy64, &w64), n, ca, cb, hw);
-            let (mag_a, mag_b) = split_channels(
-                &reference::backward_input(&s, &abs(&dy64), &abs(&w64)),
-                n,
-                ca,
-                cb,
-                hw,
-            );
-            let terms = co * k * k;
+            // The bounds for an accumulated result (one more rounding): they also bound d_a, overwritten.
+            let old = concat_channels(&vec![0.0; n * ca * hw], &to_f64(&old_b), n, ca, cb, hw);
+            let old: Vec<f32> = old.iter().map(|&v| v as f32).collect();
+            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
+            let (bounds_a, bounds_b) = split_channels(&bounds, n, ca, cb, hw);
             assert_close(
                 &format!("{case} d_a"),
                 &d_a.read_f32(gpu).unwrap(),
                 &want_a,
-                |i| gamma(terms) * mag_a[i],
+                |i| bounds_a[i],
             );
             let want_b: Vec<f64> = want_b
                 .iter()
@@ -405,7 +496,7 @@ fn concatenated_inputs_match_reference_on_the_concatenation() {
                 &format!("{case} d_b"),
                 &d_b.read_f32(gpu).unwrap(),
                 &want_b,
-                |i| gamma(terms + 1) * (mag_b[i] + old_b[i].abs() as f64),
+                |i| bounds_b[i],
             );
 
             let d_w = zeros(gpu, &w_shape(&s));

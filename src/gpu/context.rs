@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::pipeline::Kernel;
+use crate::gpu::{DType, Tensor};
 
 /// Environment variable that picks an adapter by index or name substring (same as `--adapter`).
 pub const ADAPTER_ENV: &str = "DIFFUSE_ADAPTER";
@@ -37,6 +38,8 @@ pub struct Gpu {
     /// Bytes of every tensor and uniform buffer created on this device so far (transient readback buffers
     /// excluded): what a fixed workload allocates, since nothing is allocated per step.
     pub(crate) allocated: std::sync::atomic::AtomicU64,
+    /// Shared scratch tensors by slot name (see [`Gpu::workspace`]).
+    workspaces: Mutex<HashMap<&'static str, Tensor>>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -242,6 +245,7 @@ impl Gpu {
             caps,
             kernels: Mutex::new(HashMap::new()),
             allocated: std::sync::atomic::AtomicU64::new(0),
+            workspaces: Mutex::new(HashMap::new()),
         })
     }
 
@@ -261,6 +265,27 @@ impl Gpu {
     pub(crate) fn count_allocation(&self, bytes: u64) {
         self.allocated
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// An f32 tensor of `shape` in the workspace `slot`: scratch memory shared by every operation that asks for
+    /// the same slot, instead of a buffer of its own per recorded operation (the Winograd convolutions' transformed
+    /// tiles are several times the size of the activations, once per convolution of a training step). Sound only
+    /// for scratch that an operation writes and then reads within its own dispatches, never keeping anything in
+    /// it from one recording to the next: dispatches run in the order they are recorded, so another operation's
+    /// use can only come before the write or after the last read. The slot's buffer is replaced by a larger one
+    /// when an operation needs more (operations recorded earlier keep the old one alive).
+    pub(crate) fn workspace(&self, slot: &'static str, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let mut workspaces = self.workspaces.lock().expect("workspace table poisoned");
+        let tensor = match workspaces.get(slot) {
+            Some(t) if t.len() >= len => t.clone(),
+            _ => {
+                let t = Tensor::zeros(self, &[len.max(1)], DType::F32)?;
+                workspaces.insert(slot, t.clone());
+                t
+            }
+        };
+        tensor.view(self, 0, shape)
     }
 
     /// Blocks until all submitted work has finished.

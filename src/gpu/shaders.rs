@@ -14,6 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("conv2d_common", include_str!("../../shaders/conv2d_common.wgsl")),
     ("conv2d_subgroup", include_str!("../../shaders/conv2d_subgroup.wgsl")),
+    ("conv2d_winograd", include_str!("../../shaders/conv2d_winograd.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),

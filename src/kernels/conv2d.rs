@@ -7,7 +7,11 @@
 //! copies live in scratch tensors that the dispatches keep alive; they are written and read anew each time the
 //! dispatches are recorded, so the dispatches stay valid when the inputs change. A 1×1 convolution whose planes
 //! and channel counts are whole vec4s runs on the matmul kernels instead (one product per image, see
-//! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient.
+//! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient. The 3×3
+//! stride-1 forward and backward input run through Winograd's F(4×4, 3×3) where that pays (`winograd_pays`,
+//! src/kernels/conv2d_winograd.rs): after the same packing, transforms and one batched product per transform
+//! position, whose scratch is the GPU's shared workspace ([`Gpu::workspace`]); the dispatches of one call must
+//! therefore run together, in order, as every caller records them.
 //!
 //! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
 //! materialising it (the U-Net's skip connections): the packing pass copies each part into its channel range.
@@ -21,7 +25,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, matmul};
+use crate::kernels::{check_f32, conv2d_winograd as winograd, matmul};
 
 const SHADER: &str = "conv2d";
 const SHADER_SUBGROUP: &str = "conv2d_subgroup";
@@ -48,14 +52,18 @@ pub enum Path {
     /// The subgroup kernels where the adapter has subgroups of at least 8 invocations, else the portable ones.
     #[default]
     Auto,
-    /// Only the portable kernels (no subgroups): what WebGPU's baseline and wgpu's GL backend run.
+    /// Only the portable direct kernels (no subgroups, no Winograd): what WebGPU's baseline and wgpu's GL backend
+    /// run.
     Portable,
+    /// The 3×3 stride-1 forward and backward input through Winograd's F(4×4, 3×3) whatever the adapter and the
+    /// channel counts (see [`winograd_pays`] for where `Auto` takes it); every other pass as `Auto`.
+    Winograd,
 }
 
 impl Path {
     /// The shader holding this path's main passes (same entry points in both).
     fn shader(self, gpu: &Gpu) -> &'static str {
-        if self == Path::Auto && gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
+        if self != Path::Portable && gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
             SHADER_SUBGROUP
         } else {
             SHADER
@@ -169,10 +177,40 @@ fn on_matmul(g: &Geometry, parts: usize) -> bool {
         && g.co.is_multiple_of(4)
 }
 
+/// Whether the 3×3 stride-1 pass `kind` with `kc` input and `m` output channels runs through Winograd's
+/// F(4×4, 3×3) (src/kernels/conv2d_winograd.rs) rather than the direct kernels. `Auto` takes it on CPU adapters
+/// where both channel counts are multiples of 4 (the products then run on the register-blocked matmul kernels)
+/// and at least 64: its transforms are element-wise passes over the activations and its products have only as
+/// many terms as channels, so with few channels they cost what the 4× fewer multiplies save (on lavapipe a
+/// `small` training step is 5% faster with the 32-channel convolutions left direct: docs/benchmarks.md). On
+/// GPUs the direct kernels stay until Winograd is measured there.
+fn winograd_pays(path: Path, gpu: &Gpu, kind: Kind, kc: usize, m: usize) -> bool {
+    if kind != Kind::K3S1 {
+        return false;
+    }
+    match path {
+        Path::Winograd => true,
+        Path::Portable => false,
+        Path::Auto => {
+            gpu.info.device_type == wgpu::DeviceType::Cpu
+                && kc.is_multiple_of(4)
+                && m.is_multiple_of(4)
+                && kc.min(m) >= 64
+        }
+    }
+}
+
+/// Whether a pass of a k×k convolution with `stride` that reads `kc` channels and writes `m` runs through
+/// Winograd's F(4×4, 3×3) on `path` (forward: kc = Ci, m = Co; backward input: kc = Co, m = Ci). For tests and
+/// benchmarks, which hold the two algorithms to different error bounds and report which one ran.
+pub fn takes_winograd(path: Path, gpu: &Gpu, k: usize, stride: usize, kc: usize, m: usize) -> bool {
+    (k, stride) == (3, 1) && winograd_pays(path, gpu, Kind::K3S1, kc, m)
+}
+
 /// The matmul kernels matching a conv `path`: the portable path takes no subgroup kernels.
 fn matmul_options(path: Path, gpu: &Gpu, accumulate: bool) -> matmul::MatmulOptions {
     let variant = match path {
-        Path::Auto => matmul::Variant::Auto,
+        Path::Auto | Path::Winograd => matmul::Variant::Auto,
         Path::Portable if gpu.info.device_type == wgpu::DeviceType::Cpu => {
             matmul::Variant::RegisterBlocked
         }
@@ -614,6 +652,15 @@ fn conv_forward(
     let kind = g.kind;
     let packed = g.input_packing();
     let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed, saved)?;
+    if winograd_pays(path, gpu, kind, g.ci, g.co) {
+        let variant = matmul_options(path, gpu, false).variant;
+        let dims = [g.n, g.ci, g.co, g.h, g.w];
+        let outs = [(y, false)];
+        out.extend(winograd::main_pass(
+            gpu, variant, dims, &xp, packed, w, false, bias, &outs,
+        )?);
+        return Ok(out);
+    }
     let (wp, pack_w) = pack_weight(gpu, w, g.co, g.ci, kind.k() * kind.k(), false)?;
     out.push(pack_w);
     let dims = [g.n, g.ci, g.co, g.ho, g.wo];
@@ -725,6 +772,14 @@ fn conv_backward_input(
     };
     let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(kind.block_cols()));
     let (dyp, mut out) = pack_input(gpu, &[d_y], kind.pad(), packed, None)?;
+    if winograd_pays(path, gpu, kind, g.co, g.ci) {
+        let variant = matmul_options(path, gpu, false).variant;
+        let dims = [g.n, g.co, g.ci, g.h, g.w];
+        out.extend(winograd::main_pass(
+            gpu, variant, dims, &dyp, packed, w, true, None, outs,
+        )?);
+        return Ok(out);
+    }
     let (wp, pack_w) = pack_weight(gpu, w, g.ci, g.co, kind.k() * kind.k(), true)?;
     out.push(pack_w);
     let dims = [g.n, g.co, g.ci, g.h, g.w];

@@ -10,6 +10,7 @@ pub mod analytic;
 pub mod attention;
 pub mod batch;
 pub mod conv2d;
+pub(crate) mod conv2d_winograd;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;

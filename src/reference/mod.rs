@@ -5,6 +5,7 @@ pub mod analytic;
 pub mod attention;
 pub mod batch;
 pub mod conv2d;
+pub mod conv2d_winograd;
 pub mod elementwise;
 pub mod embedding;
 pub mod gradcheck;
