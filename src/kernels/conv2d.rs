@@ -10,7 +10,7 @@
 //! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient. The 3×3
 //! stride-1 forward and backward input run through Winograd's F(4×4, 3×3) where that pays (`winograd_pays`,
 //! src/kernels/conv2d_winograd.rs): after the same packing, transforms and one batched product per transform
-//! position, whose scratch is the GPU's shared workspace ([`Gpu::workspace`]); the dispatches of one call must
+//! position, whose scratch is the GPU's shared workspace (`Gpu::workspace`); the dispatches of one call must
 //! therefore run together, in order, as every caller records them.
 //!
 //! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
@@ -56,7 +56,7 @@ pub enum Path {
     /// run.
     Portable,
     /// The 3×3 stride-1 forward and backward input through Winograd's F(4×4, 3×3) whatever the adapter and the
-    /// channel counts (see [`winograd_pays`] for where `Auto` takes it); every other pass as `Auto`.
+    /// channel counts (see `winograd_pays` for where `Auto` takes it); every other pass as `Auto`.
     Winograd,
 }
 
