@@ -70,6 +70,12 @@ fn paths(_gpu: &Gpu) -> Vec<Path> {
     vec![Path::Auto, Path::Portable, Path::Winograd]
 }
 
+fn takes_winograd(gpu: &Gpu, path: Path, s: &Conv2dShape, w: &[f64], backward_input: bool) -> bool {
+    let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let w = tensor(gpu, &w_shape(s), &w);
+    conv2d::takes_winograd(path, gpu, x_shape(s), &w, s.stride, backward_input).unwrap()
+}
+
 /// The rounding steps of a Winograd result beyond the K − 1 additions of its channel sum: the input transform
 /// (≤ 4 per direction: Bᵀ's rows have up to 4 terms and a ×5), the weight transform (≤ 3 per direction: 3 terms
 /// and a ÷6 or ÷24), the product (1), the output transform (≤ 4 per direction), the bias or the old value
@@ -88,7 +94,7 @@ fn forward_bounds(
     b: Option<&[f64]>,
 ) -> Vec<f64> {
     let b = b.map(abs);
-    if conv2d::takes_winograd(path, gpu, s.k, s.stride, s.ci, s.co) {
+    if takes_winograd(gpu, path, s, w, false) {
         let mag = winograd::forward(s, &abs(x), &abs(w), b.as_deref(), true);
         let tol = gamma(s.ci + WINOGRAD_STEPS);
         mag.iter().map(|m| tol * m).collect()
@@ -110,7 +116,7 @@ fn backward_input_bounds(
     old: Option<&[f32]>,
 ) -> Vec<f64> {
     let extra = old.is_some() as usize;
-    let (mag, tol) = if conv2d::takes_winograd(path, gpu, s.k, s.stride, s.co, s.ci) {
+    let (mag, tol) = if takes_winograd(gpu, path, s, w, true) {
         let t = winograd::transposed_shape(s);
         let w_t = winograd::flipped_transposed(s, w);
         let mag = winograd::forward(&t, &abs(d_y), &abs(&w_t), None, true);
@@ -845,5 +851,25 @@ fn the_weight_gradient_from_the_forwards_saved_input_matches() {
         assert_close(&case, &y.read_f32(gpu).unwrap(), &want, |i| {
             gamma(s.ci * s.k * s.k + 1) * mag[i]
         });
+    }
+}
+
+#[test]
+fn winograd_is_taken_only_where_its_scratch_fits_one_binding() {
+    let gpu = gpu();
+    let w = zeros(gpu, &[128, 128, 3, 3]);
+    // 36 positions × 128 channels × 1024·16·16 tiles × 4 bytes = 4.8 GB: past any adapter's storage binding, so
+    // even the forced path falls back to the direct kernels instead of failing to allocate.
+    let huge = [1024, 128, 64, 64];
+    let small = [2, 128, 8, 8];
+    for backward_input in [false, true] {
+        assert!(!conv2d::takes_winograd(Path::Winograd, gpu, huge, &w, 1, backward_input).unwrap());
+        assert!(conv2d::takes_winograd(Path::Winograd, gpu, small, &w, 1, backward_input).unwrap());
+        assert!(
+            !conv2d::takes_winograd(Path::Portable, gpu, small, &w, 1, backward_input).unwrap()
+        );
+        assert!(
+            !conv2d::takes_winograd(Path::Winograd, gpu, small, &w, 2, backward_input).unwrap()
+        );
     }
 }

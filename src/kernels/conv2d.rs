@@ -183,9 +183,19 @@ fn on_matmul(g: &Geometry, parts: usize) -> bool {
 /// and at least 64: its transforms are element-wise passes over the activations and its products have only as
 /// many terms as channels, so with few channels they cost what the 4× fewer multiplies save (on lavapipe a
 /// `small` training step is 5% faster with the 32-channel convolutions left direct: docs/benchmarks.md). On
-/// GPUs the direct kernels stay until Winograd is measured there.
-fn winograd_pays(path: Path, gpu: &Gpu, kind: Kind, kc: usize, m: usize) -> bool {
-    if kind != Kind::K3S1 {
+/// GPUs the direct kernels stay until Winograd is measured there. On every path the transformed tiles of the
+/// pass (36 per tile and channel) must fit in one storage binding of the adapter, else the direct kernels run.
+fn winograd_pays(path: Path, gpu: &Gpu, g: &Geometry, kc: usize, m: usize) -> bool {
+    if g.kind != Kind::K3S1 {
+        return false;
+    }
+    let tiles = g.n * g.h.div_ceil(winograd::TILE) * g.w.div_ceil(winograd::TILE);
+    let scratch_bytes = winograd::POSITIONS * kc.max(m) * tiles.next_multiple_of(4) * 4;
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    if scratch_bytes as u64 > limit {
         return false;
     }
     match path {
@@ -200,11 +210,24 @@ fn winograd_pays(path: Path, gpu: &Gpu, kind: Kind, kc: usize, m: usize) -> bool
     }
 }
 
-/// Whether a pass of a k×k convolution with `stride` that reads `kc` channels and writes `m` runs through
-/// Winograd's F(4×4, 3×3) on `path` (forward: kc = Ci, m = Co; backward input: kc = Co, m = Ci). For tests and
-/// benchmarks, which hold the two algorithms to different error bounds and report which one ran.
-pub fn takes_winograd(path: Path, gpu: &Gpu, k: usize, stride: usize, kc: usize, m: usize) -> bool {
-    (k, stride) == (3, 1) && winograd_pays(path, gpu, Kind::K3S1, kc, m)
+/// Whether the forward of x [N, Ci, H, W] with w [Co, Ci, k, k] (`backward_input = false`), or its backward input,
+/// runs through Winograd's F(4×4, 3×3) on `path`. For tests and benchmarks, which hold the two algorithms to
+/// different error bounds and report which one ran.
+pub fn takes_winograd(
+    path: Path,
+    gpu: &Gpu,
+    x: [usize; 4],
+    w: &Tensor,
+    stride: usize,
+    backward_input: bool,
+) -> Result<bool> {
+    let g = Geometry::new("conv2d_takes_winograd", x, w, stride)?;
+    let (kc, m) = if backward_input {
+        (g.co, g.ci)
+    } else {
+        (g.ci, g.co)
+    };
+    Ok(winograd_pays(path, gpu, &g, kc, m))
 }
 
 /// The matmul kernels matching a conv `path`: the portable path takes no subgroup kernels.
@@ -652,7 +675,7 @@ fn conv_forward(
     let kind = g.kind;
     let packed = g.input_packing();
     let (xp, mut out) = pack_input(gpu, parts, kind.pad(), packed, saved)?;
-    if winograd_pays(path, gpu, kind, g.ci, g.co) {
+    if winograd_pays(path, gpu, &g, g.ci, g.co) {
         let variant = matmul_options(path, gpu, false).variant;
         let dims = [g.n, g.ci, g.co, g.h, g.w];
         let outs = [(y, false)];
@@ -772,7 +795,7 @@ fn conv_backward_input(
     };
     let packed = kind.packed_size(g.h.div_ceil(TILE), g.w.div_ceil(kind.block_cols()));
     let (dyp, mut out) = pack_input(gpu, &[d_y], kind.pad(), packed, None)?;
-    if winograd_pays(path, gpu, kind, g.co, g.ci) {
+    if winograd_pays(path, gpu, &g, g.co, g.ci) {
         let variant = matmul_options(path, gpu, false).variant;
         let dims = [g.n, g.co, g.ci, g.h, g.w];
         out.extend(winograd::main_pass(

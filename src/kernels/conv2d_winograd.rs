@@ -13,7 +13,7 @@ const SHADER: &str = "conv2d_winograd";
 /// Output rows and columns per tile.
 pub(crate) const TILE: usize = 4;
 /// Positions of a transformed 6×6 tile: one matrix product each.
-const POSITIONS: usize = 36;
+pub(crate) const POSITIONS: usize = 36;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
