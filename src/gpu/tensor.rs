@@ -42,11 +42,15 @@ fn element_count(op: &'static str, shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| Error::shape(op, format!("shape {shape:?} has more than 2^32 elements")))
 }
 
-fn check_size(gpu: &Gpu, op: &'static str, shape: &[usize], bytes: u64) -> Result<()> {
-    let limit = gpu
-        .limits
+/// The most bytes one tensor may hold on `gpu`: every tensor is bound whole as a storage buffer.
+pub(crate) fn max_tensor_bytes(gpu: &Gpu) -> u64 {
+    gpu.limits
         .max_storage_buffer_binding_size
-        .min(gpu.limits.max_buffer_size);
+        .min(gpu.limits.max_buffer_size)
+}
+
+fn check_size(gpu: &Gpu, op: &'static str, shape: &[usize], bytes: u64) -> Result<()> {
+    let limit = max_tensor_bytes(gpu);
     if bytes > limit {
         return Err(Error::shape(
             op,

@@ -24,6 +24,7 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
+use crate::gpu::tensor::max_tensor_bytes;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, conv2d_winograd as winograd, matmul};
 
@@ -101,6 +102,34 @@ struct Params {
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
 const FLAG_ACCUMULATE_2: u32 = 4;
+
+/// What a main pass (direct or Winograd) needs to write `outs`, one or two (tensor, accumulate) parts of its
+/// output along channels: the flags word of its params (bias, and `+=` per part) and the tensor to bind as the
+/// second part. Without a second part that is a 4-element stand-in that is never written (never y itself: WebGPU
+/// forbids aliasing writable bindings; 4 elements so that a vec4 view can bind it too).
+pub(crate) fn output_parts(
+    gpu: &Gpu,
+    bias: bool,
+    outs: &[(&Tensor, bool)],
+) -> Result<(u32, Tensor)> {
+    let mut flags = 0;
+    if bias {
+        flags |= FLAG_BIAS;
+    }
+    if outs[0].1 {
+        flags |= FLAG_ACCUMULATE;
+    }
+    let second = match outs.get(1) {
+        Some(&(t, accumulate)) => {
+            if accumulate {
+                flags |= FLAG_ACCUMULATE_2;
+            }
+            t.clone()
+        }
+        None => scratch(gpu, 4)?,
+    };
+    Ok((flags, second))
+}
 
 /// The kernel variants of the main passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,11 +220,7 @@ fn winograd_pays(path: Path, gpu: &Gpu, g: &Geometry, kc: usize, m: usize) -> bo
     }
     let tiles = g.n * g.h.div_ceil(winograd::TILE) * g.w.div_ceil(winograd::TILE);
     let scratch_bytes = winograd::POSITIONS * kc.max(m) * tiles.next_multiple_of(4) * 4;
-    let limit = gpu
-        .limits
-        .max_storage_buffer_binding_size
-        .min(gpu.limits.max_buffer_size);
-    if scratch_bytes as u64 > limit {
+    if scratch_bytes as u64 > max_tensor_bytes(gpu) {
         return false;
     }
     match path {
@@ -475,16 +500,7 @@ fn main_pass(
 ) -> Result<Dispatch> {
     let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(kind.block_cols()));
     let (rows, cols) = kind.packed_size(row_blocks, col_blocks);
-    let mut flags = 0;
-    if bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if outs[0].1 {
-        flags |= FLAG_ACCUMULATE;
-    }
-    if outs.get(1).is_some_and(|o| o.1) {
-        flags |= FLAG_ACCUMULATE_2;
-    }
+    let (flags, second) = output_parts(gpu, bias.is_some(), outs)?;
     let params = Params {
         n: n as u32,
         in_c: kc as u32,
@@ -502,18 +518,8 @@ fn main_pass(
     let kernel = gpu.kernel(path.shader(gpu), kind.entry())?;
     let blocks = n * row_blocks * col_blocks;
     let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
-    // Without a bias the binding is never read (flag clear); the packed weights stand in for it. Without a
-    // second output part y2 is never written; a one-element scratch tensor stands in (never y itself:
-    // WebGPU forbids aliasing writable bindings).
+    // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
     let bias = bias.unwrap_or(wp);
-    let unused;
-    let second = match outs.get(1) {
-        Some(o) => o.0,
-        None => {
-            unused = scratch(gpu, 1)?;
-            &unused
-        }
-    };
     Dispatch::new(
         gpu,
         &kernel,
@@ -524,7 +530,7 @@ fn main_pass(
             (4, wp),
             (5, bias),
             (6, outs[0].0),
-            (11, second),
+            (11, &second),
         ],
         [x, y, m.div_ceil(CO_BLOCK) as u32],
     )

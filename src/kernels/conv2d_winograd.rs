@@ -6,8 +6,8 @@
 //! Reference: src/reference/conv2d_winograd.rs.
 
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::matmul;
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::kernels::{conv2d, matmul};
 
 const SHADER: &str = "conv2d_winograd";
 /// Output rows and columns per tile.
@@ -35,10 +35,6 @@ struct Params {
     _pad: [u32; 2],
 }
 
-const FLAG_BIAS: u32 = 1;
-const FLAG_ACCUMULATE: u32 = 2;
-const FLAG_ACCUMULATE_2: u32 = 4;
-
 /// One pass: `[n, kc, m, h, w]` are the batch, the channels read and written, and the plane (input and output
 /// planes are the same size). `xp` is the input packed with a 1-pixel border into planes of `(xp_h, xp_w)` =
 /// (4·⌈h/4⌉ + 2, 4·⌈w/4⌉ + 4) (conv2d.rs `pack_input`); `w` is [Co, Ci, 3, 3], read transposed and flipped when
@@ -60,16 +56,8 @@ pub(crate) fn main_pass(
     debug_assert_eq!((xp_h, xp_w), (TILE * row_blocks + 2, TILE * col_blocks + 4));
     let tiles = n * row_blocks * col_blocks;
     let tiles_pad = tiles.next_multiple_of(4);
-    let mut flags = 0;
-    if bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if outs[0].1 {
-        flags |= FLAG_ACCUMULATE;
-    }
-    if outs.get(1).is_some_and(|o| o.1) {
-        flags |= FLAG_ACCUMULATE_2;
-    }
+    // The same flags word as the direct kernels' (conv2d.wgsl and conv2d_winograd.wgsl agree on its bits).
+    let (flags, second) = conv2d::output_parts(gpu, bias.is_some(), outs)?;
     let params = Params {
         n: n as u32,
         in_c: kc as u32,
@@ -87,7 +75,6 @@ pub(crate) fn main_pass(
         len: 0,
         _pad: [0; 2],
     };
-    let scratch = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32);
     // The transformed weights and tiles live only from this pass's first dispatch to its last: shared workspace.
     let u = gpu.workspace("winograd_u", &[POSITIONS, m, kc])?;
     let v = gpu.workspace("winograd_v", &[POSITIONS, kc, tiles_pad])?;
@@ -116,17 +103,7 @@ pub(crate) fn main_pass(
             ..Default::default()
         },
     )?;
-    // Without a bias the binding is never read (flag clear); z stands in. Without a second output part y2 is never
-    // written; a one-element scratch tensor stands in (never y itself: WebGPU forbids aliasing writable bindings).
-    // (Four elements: the vec4 form binds it as one vec4.)
-    let unused;
-    let second = match outs.get(1) {
-        Some(o) => o.0,
-        None => {
-            unused = scratch(&[4])?;
-            &unused
-        }
-    };
+    // Without a bias the binding is never read (flag clear); z stands in.
     // Planes of whole vec4s store each tile row as one vec4 (bindings 10, 11), others value by value (8, 9).
     let (entry, y_binding) = if w_.is_multiple_of(4) {
         ("output_transform_vec4", 10)
@@ -145,7 +122,7 @@ pub(crate) fn main_pass(
                 (6, &z),
                 (7, bias.unwrap_or(&z)),
                 (y_binding, outs[0].0),
-                (y_binding + 1, second),
+                (y_binding + 1, &second),
             ],
         )?,
     ])
