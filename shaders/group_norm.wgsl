@@ -34,55 +34,13 @@
 //   tree over the channel's spc slots (⌈log₂ spc⌉ levels).
 // Workgroup memory is always written before it is read, so the wrapper skips wgpu's zero-initialisation of it
 //   (gpu.kernel_uninit_workgroup).
-// Saved for backward: mean, rstd.  Wrapper: src/kernels/group_norm.rs
-
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    groups: u32,
-    group_len: u32, // k = (C/G)·H·W
-    eps: f32,
-    silu: u32,      // 1: y = silu(z)
-    spc: u32,       // slots (invocations) per channel: max(1, 64 / (C/G))
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-// Forward outputs.
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
-// Backward inputs and outputs.
-@group(0) @binding(7) var<storage, read> mean: array<f32>;
-@group(0) @binding(8) var<storage, read> rstd: array<f32>;
-@group(0) @binding(9) var<storage, read> d_y: array<f32>;
-@group(0) @binding(10) var<storage, read_write> d_x: array<f32>;
-@group(0) @binding(11) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(12) var<storage, read> partial_in: array<f32>;
-@group(0) @binding(13) var<storage, read_write> d_gamma: array<f32>;
-@group(0) @binding(14) var<storage, read_write> d_beta: array<f32>;
-// The same tensors seen as vec4 by the *_vec4 entry points (H·W a multiple of 4: every quad is 4 aligned values).
-@group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(16) var<storage, read_write> y4: array<vec4<f32>>;
-@group(0) @binding(17) var<storage, read> d_y4: array<vec4<f32>>;
-@group(0) @binding(18) var<storage, read_write> d_x4: array<vec4<f32>>;
+// Saved for backward: mean, rstd.  Shared with group_norm_subgroup.wgsl (one subgroup per group, no barriers:
+// what CPU adapters run): group_norm_common.wgsl.  Wrapper: src/kernels/group_norm.rs
 
 const WG: u32 = 64u;
 
 var<workgroup> red: array<vec2<f32>, 64>;
 var<workgroup> red8: array<vec2<f32>, 8>;
-
-fn sigmoid(z: vec4<f32>) -> vec4<f32> {
-    return 1.0 / (1.0 + exp(-z));
-}
-
-// The 4 components of a vec4 accumulator, summed as a 2-level tree.
-fn hsum(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
-}
 
 // Sums red[0..64) as eight 3-level trees of 8 values, then a 3-level tree of their results: every invocation
 // returns the same total. Call from uniform control flow after writing red[lid]. Two barriers; a later call may
@@ -97,26 +55,6 @@ fn sum64(lid: u32) -> vec2<f32> {
     }
     workgroupBarrier();
     return ((red8[0] + red8[1]) + (red8[2] + red8[3])) + ((red8[4] + red8[5]) + (red8[6] + red8[7]));
-}
-
-// Which quads of 4q .. 4q + 3 lie inside a channel of p.hw values.
-fn in_row(q: u32) -> vec4<bool> {
-    let j = 4u * q;
-    return vec4<bool>(true, j + 1u < p.hw, j + 2u < p.hw, j + 3u < p.hw);
-}
-
-// Values 4q .. 4q + 3 of the channel row starting at `row`; indices past its end are clamped to its last value,
-// so every load is in bounds (callers mask those lanes with in_row).
-fn load_x(row: u32, q: u32) -> vec4<f32> {
-    let j = row + 4u * q;
-    let last = row + p.hw - 1u;
-    return vec4<f32>(x[j], x[min(j + 1u, last)], x[min(j + 2u, last)], x[min(j + 3u, last)]);
-}
-
-fn load_dy(row: u32, q: u32) -> vec4<f32> {
-    let j = row + 4u * q;
-    let last = row + p.hw - 1u;
-    return vec4<f32>(d_y[j], d_y[min(j + 1u, last)], d_y[min(j + 2u, last)], d_y[min(j + 3u, last)]);
 }
 
 // The invocation's first channel (local to the group), or C/G (none) for the invocations past the last full slot.
@@ -239,17 +177,6 @@ fn group_norm_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
             }
         }
     }
-}
-
-// ∂L/∂z from ∂L/∂y for values of one channel with γ = g, β = b and normalised values xh; z is recomputed exactly as
-// the forward computed it.
-fn grad_z(dy: vec4<f32>, xh: vec4<f32>, g: f32, b: f32) -> vec4<f32> {
-    if (p.silu == 0u) {
-        return dy;
-    }
-    let z = xh * g + b;
-    let s = sigmoid(z);
-    return dy * s * (1.0 + z * (1.0 - s));
 }
 
 // Run by slot 0 (invocation lid) of channel c: combines the channel's per-slot sums red[lid .. lid + spc) as a

@@ -21,44 +21,55 @@ mod common;
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::group_norm::{
-    group_norm_backward, group_norm_forward, slots_per_channel, GroupNorm, WORKGROUP_SIZE,
+    group_norm_backward, group_norm_backward_via, group_norm_forward, group_norm_forward_via,
+    slots_per_channel, subgroup_path_available, takes_subgroup, GroupNorm, Path, WORKGROUP_SIZE,
 };
 use diffuse::reference::elementwise::sigmoid;
 use diffuse::reference::group_norm::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
 
-/// The kernels' work split over one group (shaders/group_norm.wgsl): each channel's H·W values are read as ⌈H·W/4⌉
-/// quads, `spc` invocations share a channel (invocation-serial over quads spc apart, one serial sum per vec4
-/// component), and the workgroup takes 64/spc channels per round.
+/// Most roundings a term meets in each sum the kernels take, from their work split over one group.
 struct Split {
-    /// Most quads one invocation reads from one channel: terms of each component's serial sum.
-    quads_per_slot: usize,
-    /// Channel rounds: how many channels one invocation visits.
-    rounds: usize,
-    spc: usize,
+    /// A whole-group sum of the forward (Σx, Σ(x − μ)²).
+    group: usize,
+    /// A per-(n, c) sum over H·W of the backward.
+    channel: usize,
+    /// The backward's group sums Σd_x̂, Σd_x̂·x̂, built from the per-channel sums times γ.
+    group_from_channels: usize,
 }
 
 impl Split {
-    fn new(s: Shape) -> Split {
+    fn new(s: Shape, path: Path) -> Split {
         let cg = s.c / s.groups;
-        let spc = slots_per_channel(cg);
-        Split {
-            quads_per_slot: s.hw.div_ceil(4).div_ceil(spc),
-            rounds: cg.div_ceil(WORKGROUP_SIZE / spc),
-            spc,
+        let quads = s.hw.div_ceil(4);
+        if path == Path::Subgroup {
+            // shaders/group_norm_subgroup.wgsl: a subgroup of S lanes per group; lane l takes every S-th quad of
+            // each channel (one serial sum per vec4 component), then the vec4's 2-level tree, then subgroupAdd
+            // over the lanes in an order the implementation picks: up to S − 1 levels.
+            let lanes = gpu().info.subgroup_max_size as usize;
+            let steps = quads.div_ceil(lanes);
+            let channel = steps + 2 + lanes - 1;
+            return Split {
+                group: cg * steps + 2 + lanes - 1,
+                channel,
+                // γ·(channel sums), added over the group's channels in order.
+                group_from_channels: channel + 1 + cg,
+            };
         }
-    }
-
-    /// Roundings a term meets in a whole-group sum of the forward (Σx, Σ(x − μ)²): the serial share over all rounds,
-    /// the vec4's 2-level tree, then sum64's 3 + 3 levels over the 64 invocations.
-    fn group_depth(&self) -> usize {
-        self.rounds * self.quads_per_slot + 2 + 6
-    }
-
-    /// Roundings a term meets in a per-(n, c) sum over H·W of the backward: the serial share, the vec4's 2 levels,
-    /// then the pairwise tree over the channel's slots.
-    fn channel_depth(&self) -> usize {
-        self.quads_per_slot + 2 + self.spc.next_power_of_two().ilog2() as usize
+        // shaders/group_norm.wgsl: each channel's quads are shared by `spc` invocations (invocation-serial over
+        // quads spc apart, one serial sum per vec4 component), and the workgroup takes 64/spc channels per round.
+        let spc = slots_per_channel(cg);
+        let quads_per_slot = quads.div_ceil(spc);
+        let rounds = cg.div_ceil(WORKGROUP_SIZE / spc);
+        // The per-channel sums: the serial share, the vec4's 2 levels, the pairwise tree over the slots.
+        let channel = quads_per_slot + 2 + spc.next_power_of_two().ilog2() as usize;
+        Split {
+            // The serial share over all rounds, the vec4's 2-level tree, sum64's 3 + 3 levels.
+            group: rounds * quads_per_slot + 2 + 6,
+            channel,
+            // γ·(channel sums), accumulated serially over the rounds, then sum64's 6 levels.
+            group_from_channels: channel + 1 + rounds + 6,
+        }
     }
 }
 
@@ -109,9 +120,9 @@ impl Case {
 }
 
 /// Bounds on the saved statistics: |δμ| per group, and the relative error of rstd per group.
-fn stats_bounds(case: &Case) -> (Vec<f64>, Vec<f64>) {
+fn stats_bounds(case: &Case, path: Path) -> (Vec<f64>, Vec<f64>) {
     let k = case.s.group_len();
-    let d = Split::new(case.s).group_depth();
+    let d = Split::new(case.s, path).group;
     case.x
         .chunks(k)
         .enumerate()
@@ -151,7 +162,7 @@ struct BackwardBounds {
     d_beta: Vec<f64>,
 }
 
-fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBounds {
+fn backward_bounds(case: &Case, path: Path, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBounds {
     let s = case.s;
     let len = case.x.len();
     let k = s.group_len();
@@ -187,10 +198,9 @@ fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBound
         .map(|i| case.gamma[s.channel(i)].abs() * e_z[i] + U * g[i].abs())
         .collect();
 
-    // Group sums A = Σ d_x̂, B = Σ d_x̂·x̂: per-channel sums over hw, times γ, accumulated serially over the rounds,
-    // then sum64's 6 levels.
-    let split = Split::new(s);
-    let depth_a = split.channel_depth() + 1 + split.rounds + 6;
+    // Group sums A = Σ d_x̂, B = Σ d_x̂·x̂: per-channel sums over hw, times γ, then summed over the group.
+    let split = Split::new(s, path);
+    let depth_a = split.group_from_channels;
     let mut d_x = vec![0.0; len];
     for (grp, (&rs, &rel_rstd)) in case.rstd.iter().zip(rel_rstd).enumerate() {
         let r = grp * k..(grp + 1) * k;
@@ -216,7 +226,7 @@ fn backward_bounds(case: &Case, d_mu: &[f64], rel_rstd: &[f64]) -> BackwardBound
     }
 
     // d_β[c] = Σ_{n,hw} d_z, d_γ[c] = Σ_{n,hw} d_z·x̂: a per-(n, c) sum over hw, then N terms in order.
-    let depth_c = split.channel_depth() + s.n;
+    let depth_c = split.channel + s.n;
     let mut d_gamma = vec![0.0; s.c];
     let mut d_beta = vec![0.0; s.c];
     let (mut abs_dz, mut abs_dz_xh) = (vec![0.0; s.c], vec![0.0; s.c]);
@@ -265,6 +275,18 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
     } else {
         GroupNorm::new(groups)
     };
+    let case = Case::new(s, silu, &x, &gamma_, &beta, &d_y);
+    let want_forward = reference::forward(&case.x, &case.gamma, &case.beta, s, case.eps, silu);
+    let want_backward = reference::backward(
+        &case.x,
+        &case.gamma,
+        &case.beta,
+        &case.d_y,
+        s,
+        case.eps,
+        silu,
+    );
+
     let dims = [n, c, h, w];
     let f32t = |shape: &[usize], data: &[f32]| Tensor::from_f32(gpu, shape, data).unwrap();
     let zeros = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32).unwrap();
@@ -274,64 +296,69 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
         f32t(&[c], &beta),
         f32t(&dims, &d_y),
     );
-    let (yt, mt, rt) = (zeros(&dims), zeros(&[n, groups]), zeros(&[n, groups]));
-    let (dxt, dgt, dbt) = (zeros(&dims), zeros(&[c]), zeros(&[c]));
-    let forward = group_norm_forward(gpu, &gn, &xt, &gt, &bt, &yt, &mt, &rt).unwrap();
-    let backward =
-        group_norm_backward(gpu, &gn, &xt, &gt, &bt, &mt, &rt, &dyt, &dxt, &dgt, &dbt).unwrap();
-    gpu.run(std::iter::once(&forward).chain(&backward)).unwrap();
+    for path in paths() {
+        let what = format!("{what} {path:?}");
+        let (yt, mt, rt) = (zeros(&dims), zeros(&[n, groups]), zeros(&[n, groups]));
+        let (dxt, dgt, dbt) = (zeros(&dims), zeros(&[c]), zeros(&[c]));
+        let forward = group_norm_forward_via(path, gpu, &gn, &xt, &gt, &bt, &yt, &mt, &rt).unwrap();
+        let backward = group_norm_backward_via(
+            path, gpu, &gn, &xt, &gt, &bt, &mt, &rt, &dyt, &dxt, &dgt, &dbt,
+        )
+        .unwrap();
+        gpu.run(std::iter::once(&forward).chain(&backward)).unwrap();
 
-    let case = Case::new(s, silu, &x, &gamma_, &beta, &d_y);
-    let want = reference::forward(&case.x, &case.gamma, &case.beta, s, case.eps, silu);
-    let (d_mu, rel_rstd) = stats_bounds(&case);
-    assert_close(
-        &format!("mean, {what}"),
-        &mt.read_f32(gpu).unwrap(),
-        &want.mean,
-        |g| d_mu[g],
-    );
-    assert_close(
-        &format!("rstd, {what}"),
-        &rt.read_f32(gpu).unwrap(),
-        &want.rstd,
-        |g| rel_rstd[g] * want.rstd[g],
-    );
-    let bound = forward_bounds(&case, &d_mu, &rel_rstd);
-    assert_close(
-        &format!("y, {what}"),
-        &yt.read_f32(gpu).unwrap(),
-        &want.y,
-        |i| bound[i],
-    );
+        let want = &want_forward;
+        let (d_mu, rel_rstd) = stats_bounds(&case, path);
+        assert_close(
+            &format!("mean, {what}"),
+            &mt.read_f32(gpu).unwrap(),
+            &want.mean,
+            |g| d_mu[g],
+        );
+        assert_close(
+            &format!("rstd, {what}"),
+            &rt.read_f32(gpu).unwrap(),
+            &want.rstd,
+            |g| rel_rstd[g] * want.rstd[g],
+        );
+        let bound = forward_bounds(&case, &d_mu, &rel_rstd);
+        assert_close(
+            &format!("y, {what}"),
+            &yt.read_f32(gpu).unwrap(),
+            &want.y,
+            |i| bound[i],
+        );
 
-    let want = reference::backward(
-        &case.x,
-        &case.gamma,
-        &case.beta,
-        &case.d_y,
-        s,
-        case.eps,
-        silu,
-    );
-    let bound = backward_bounds(&case, &d_mu, &rel_rstd);
-    assert_close(
-        &format!("d_x, {what}"),
-        &dxt.read_f32(gpu).unwrap(),
-        &want.d_x,
-        |i| bound.d_x[i],
-    );
-    assert_close(
-        &format!("d_gamma, {what}"),
-        &dgt.read_f32(gpu).unwrap(),
-        &want.d_gamma,
-        |i| bound.d_gamma[i],
-    );
-    assert_close(
-        &format!("d_beta, {what}"),
-        &dbt.read_f32(gpu).unwrap(),
-        &want.d_beta,
-        |i| bound.d_beta[i],
-    );
+        let want = &want_backward;
+        let bound = backward_bounds(&case, path, &d_mu, &rel_rstd);
+        assert_close(
+            &format!("d_x, {what}"),
+            &dxt.read_f32(gpu).unwrap(),
+            &want.d_x,
+            |i| bound.d_x[i],
+        );
+        assert_close(
+            &format!("d_gamma, {what}"),
+            &dgt.read_f32(gpu).unwrap(),
+            &want.d_gamma,
+            |i| bound.d_gamma[i],
+        );
+        assert_close(
+            &format!("d_beta, {what}"),
+            &dbt.read_f32(gpu).unwrap(),
+            &want.d_beta,
+            |i| bound.d_beta[i],
+        );
+    }
+}
+
+/// The kernel paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them.
+fn paths() -> Vec<Path> {
+    let mut paths = vec![Path::Portable];
+    if subgroup_path_available(gpu()) {
+        paths.push(Path::Subgroup);
+    }
+    paths
 }
 
 #[test]
@@ -346,6 +373,7 @@ fn group_norm_matches_reference_on_edge_shapes() {
         (1, 2, 1, 257, 2), // k = 257: 65 quads over a channel's 64 slots, one past a slot each
         (2, 12, 5, 5, 3),  // k = 100 over 4 channels of 25 positions
         (1, 130, 2, 3, 1), // 130 channels per group: 64 at a time, in 3 rounds (k = 780)
+        (3, 6, 3, 5, 3), // 9 groups: the subgroup kernels' second workgroup mostly past the last group
         // H·W a multiple of 4: the vec4 kernels, with 10 slots per channel and with 3 rounds.
         (2, 6, 2, 6, 1),
         (1, 130, 1, 4, 1),
@@ -379,6 +407,24 @@ fn group_norm_keeps_its_digits_when_the_mean_dwarfs_the_spread() {
     // and the bounds (which scale with Σ|x| only through the mean) still hold.
     check_case((2, 32, 16, 16, 8), false, 100.0, 300);
     check_case((1, 16, 7, 9, 4), true, -100.0, 301);
+}
+
+#[test]
+fn group_norm_takes_the_subgroup_kernels_only_where_the_adapter_runs_them() {
+    let gpu = gpu();
+    let available = subgroup_path_available(gpu);
+    assert!(!takes_subgroup(Path::Portable, gpu).unwrap());
+    assert_eq!(
+        takes_subgroup(Path::Auto, gpu).unwrap(),
+        available && gpu.info.device_type == wgpu::DeviceType::Cpu
+    );
+    match takes_subgroup(Path::Subgroup, gpu) {
+        Ok(taken) => assert!(taken && available),
+        Err(e) => {
+            assert!(!available, "refused on an adapter that has them: {e}");
+            assert!(e.to_string().contains("Path::Portable"), "{e}");
+        }
+    }
 }
 
 fn assert_gradient(what: &str, analytic: &[f64], numeric: &[f64]) {

@@ -217,37 +217,45 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     }
 
     // GroupNorm fused with SiLU, forward and backward: memory-bound (x read twice, y written; backward reads x and
-    // d_y twice and writes d_x).
+    // d_y twice and writes d_x). On the kernels the U-Net takes, and on the portable ones for comparison.
+    let norm_paths = [
+        (group_norm::Path::Auto, ""),
+        (group_norm::Path::Portable, " portable"),
+    ];
     for &(c, hw, groups) in &[(64usize, 28usize, 16usize), (128, 7, 16)] {
-        let shape = [batch, c, hw, hw];
-        specs.push(CaseSpec {
-            name: "group_norm_silu_fwd_bwd",
-            shape: format!("n{batch} c{c} {hw}x{hw} g{groups}"),
-            long: false,
-            build: Box::new(move |gpu| {
-                let norm = GroupNorm::new(groups).with_silu();
-                let x = random(gpu, &shape, 15)?;
-                let d_y = random(gpu, &shape, 16)?;
-                let (y, d_x) = (zeros(gpu, &shape)?, zeros(gpu, &shape)?);
-                let gamma = random(gpu, &[c], 17)?;
-                let beta = random(gpu, &[c], 18)?;
-                let (d_gamma, d_beta) = (zeros(gpu, &[c])?, zeros(gpu, &[c])?);
-                let (mean, rstd) = (zeros(gpu, &[batch, groups])?, zeros(gpu, &[batch, groups])?);
-                let mut dispatches = vec![group_norm::group_norm_forward(
-                    gpu, &norm, &x, &gamma, &beta, &y, &mean, &rstd,
-                )?];
-                dispatches.extend(group_norm::group_norm_backward(
-                    gpu, &norm, &x, &gamma, &beta, &mean, &rstd, &d_y, &d_x, &d_gamma, &d_beta,
-                )?);
-                Ok(Case {
-                    dispatches,
-                    work: Work::Bytes((7 * x.byte_size()) as f64),
-                    formula: "7 passes over x-sized tensors",
-                    items: Vec::new(),
-                    whole_run: None,
-                })
-            }),
-        });
+        for (path, label) in norm_paths {
+            let shape = [batch, c, hw, hw];
+            specs.push(CaseSpec {
+                name: "group_norm_silu_fwd_bwd",
+                shape: format!("n{batch} c{c} {hw}x{hw} g{groups}{label}"),
+                long: false,
+                build: Box::new(move |gpu| {
+                    let norm = GroupNorm::new(groups).with_silu();
+                    let x = random(gpu, &shape, 15)?;
+                    let d_y = random(gpu, &shape, 16)?;
+                    let (y, d_x) = (zeros(gpu, &shape)?, zeros(gpu, &shape)?);
+                    let gamma = random(gpu, &[c], 17)?;
+                    let beta = random(gpu, &[c], 18)?;
+                    let (d_gamma, d_beta) = (zeros(gpu, &[c])?, zeros(gpu, &[c])?);
+                    let (mean, rstd) =
+                        (zeros(gpu, &[batch, groups])?, zeros(gpu, &[batch, groups])?);
+                    let mut dispatches = vec![group_norm::group_norm_forward_via(
+                        path, gpu, &norm, &x, &gamma, &beta, &y, &mean, &rstd,
+                    )?];
+                    dispatches.extend(group_norm::group_norm_backward_via(
+                        path, gpu, &norm, &x, &gamma, &beta, &mean, &rstd, &d_y, &d_x, &d_gamma,
+                        &d_beta,
+                    )?);
+                    Ok(Case {
+                        dispatches,
+                        work: Work::Bytes((7 * x.byte_size()) as f64),
+                        formula: "7 passes over x-sized tensors",
+                        items: Vec::new(),
+                        whole_run: None,
+                    })
+                }),
+            });
+        }
     }
 
     // Self-attention over the feature map: forward + backward, 2·2·N·L²·C FLOPs forward (QKᵀ and PV), twice that back.

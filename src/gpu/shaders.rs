@@ -18,6 +18,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
+    ("group_norm_common", include_str!("../../shaders/group_norm_common.wgsl")),
+    ("group_norm_subgroup", include_str!("../../shaders/group_norm_subgroup.wgsl")),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_common", include_str!("../../shaders/matmul_common.wgsl")),
@@ -35,6 +37,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub const PRELUDES: &[(&str, &str)] = &[
     ("conv2d", "conv2d_common"),
     ("conv2d_subgroup", "conv2d_common"),
+    ("group_norm", "group_norm_common"),
+    ("group_norm_subgroup", "group_norm_common"),
     ("matmul", "matmul_common"),
     ("matmul_subgroup", "matmul_common"),
 ];

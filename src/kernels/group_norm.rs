@@ -1,12 +1,16 @@
-//! Wrapper of shaders/group_norm.wgsl: GroupNorm over NCHW f32 with affine γ, β (PyTorch semantics), optionally
-//! fused with the SiLU that follows it in every U-Net block. Reference: src/reference/group_norm.rs.
+//! Wrapper of shaders/group_norm.wgsl and shaders/group_norm_subgroup.wgsl: GroupNorm over NCHW f32 with affine
+//! γ, β (PyTorch semantics), optionally fused with the SiLU that follows it in every U-Net block. Reference:
+//! src/reference/group_norm.rs.
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use std::sync::Arc;
+
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Kernel, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "group_norm";
+const SHADER_SUBGROUP: &str = "group_norm_subgroup";
 
 /// Invocations per workgroup of the per-group kernels; [`slots_per_channel`] of them share each channel. The
 /// summation order built on this (shaders/group_norm.wgsl's header) is what the tests derive their bounds from.
@@ -16,6 +20,47 @@ pub const WORKGROUP_SIZE: usize = 64;
 /// channels: max(1, 64 / (C/G)); the workgroup handles 64 / that many channels at a time.
 pub fn slots_per_channel(channels_per_group: usize) -> usize {
     (WORKGROUP_SIZE / channels_per_group.max(1)).max(1)
+}
+
+/// Which kernels reduce a group's sums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Path {
+    /// [`Path::Subgroup`] on CPU adapters that can run it (measured there: see docs/benchmarks.md), else
+    /// [`Path::Portable`].
+    #[default]
+    Auto,
+    /// shaders/group_norm.wgsl: a workgroup per group, reduced through workgroup memory (any adapter).
+    Portable,
+    /// shaders/group_norm_subgroup.wgsl: a subgroup per group, reduced with subgroup operations, no barriers.
+    /// Refused where [`subgroup_path_available`] is false.
+    Subgroup,
+}
+
+/// True where the adapter runs shaders/group_norm_subgroup.wgsl: subgroup operations, with subgroups of at most
+/// 64 lanes (a workgroup of 64 must be whole subgroups).
+pub fn subgroup_path_available(gpu: &Gpu) -> bool {
+    gpu.caps.subgroups && (1..=64).contains(&gpu.info.subgroup_max_size)
+}
+
+/// Whether `path` records the subgroup kernels on this adapter, or why it cannot.
+pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
+    Ok(match path {
+        Path::Portable => false,
+        Path::Auto => gpu.info.device_type == wgpu::DeviceType::Cpu && subgroup_path_available(gpu),
+        Path::Subgroup => {
+            ensure_shape!(
+                subgroup_path_available(gpu),
+                "group_norm",
+                "the subgroup kernels need subgroup operations with subgroups of at most 64 lanes; {} has {} \
+                 (sizes {} to {}): use Path::Portable or Path::Auto",
+                gpu.describe(),
+                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
+                gpu.info.subgroup_min_size,
+                gpu.info.subgroup_max_size
+            );
+            true
+        }
+    })
 }
 
 /// The settings of one GroupNorm layer.
@@ -137,17 +182,39 @@ pub fn group_norm_forward(
     mean: &Tensor,
     rstd: &Tensor,
 ) -> Result<Dispatch> {
+    group_norm_forward_via(Path::Auto, gpu, gn, x, gamma, beta, y, mean, rstd)
+}
+
+/// [`group_norm_forward`] on the kernels of `path`.
+#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
+pub fn group_norm_forward_via(
+    path: Path,
+    gpu: &Gpu,
+    gn: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) -> Result<Dispatch> {
     const OP: &str = "group_norm_forward";
     let params = params(OP, gn, x, gamma, beta, mean, rstd)?;
     check_f32(OP, &[y])?;
     same_shape(OP, x, y)?;
-    // The shader writes its workgroup memory before reading it (see its header).
-    let (kernel, x_at, y_at) = if params.hw % 4 == 0 {
-        ("group_norm_forward_vec4", 15, 16)
+    let (entries, x_at, y_at) = if params.hw % 4 == 0 {
+        (
+            [
+                "group_norm_forward_vec4",
+                "group_norm_forward_subgroup_vec4",
+            ],
+            15,
+            16,
+        )
     } else {
-        (OP, 1, 4)
+        (["group_norm_forward", "group_norm_forward_subgroup"], 1, 4)
     };
-    let kernel = gpu.kernel_uninit_workgroup(SHADER, kernel, &[])?;
+    let (kernel, grid) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
         (2, gamma),
@@ -156,13 +223,28 @@ pub fn group_norm_forward(
         (5, mean),
         (6, rstd),
     ];
-    Dispatch::new(
-        gpu,
-        &kernel,
-        &params,
-        &tensors,
-        grid_1d(params.n * params.groups),
-    )
+    Dispatch::new(gpu, &kernel, &params, &tensors, grid)
+}
+
+/// The per-group kernel of `path`, one of `[portable, subgroup]` entry points, and its grid: a workgroup per
+/// group, or on the subgroup path a subgroup per group (64 / the largest subgroup size groups per workgroup; a
+/// workgroup whose subgroups are smaller runs some past the last group, which store nothing).
+fn per_group_kernel(
+    gpu: &Gpu,
+    path: Path,
+    [portable, subgroup]: [&'static str; 2],
+    params: &Params,
+) -> Result<(Arc<Kernel>, [u32; 3])> {
+    let groups = params.n * params.groups;
+    if takes_subgroup(path, gpu)? {
+        let kernel = gpu.kernel(SHADER_SUBGROUP, subgroup)?;
+        let per_workgroup = WORKGROUP_SIZE as u32 / gpu.info.subgroup_max_size;
+        Ok((kernel, grid_1d(groups.div_ceil(per_workgroup))))
+    } else {
+        // The shader writes its workgroup memory before reading it (see its header).
+        let kernel = gpu.kernel_uninit_workgroup(SHADER, portable, &[])?;
+        Ok((kernel, grid_1d(groups)))
+    }
 }
 
 /// The gradients of [`group_norm_forward`] from d_y, with the same `gn`, the forward's input x, its saved mean and
@@ -171,6 +253,38 @@ pub fn group_norm_forward(
 /// partial sums into a scratch tensor [2, N, C] allocated here, then their deterministic sum over n.
 #[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
 pub fn group_norm_backward(
+    gpu: &Gpu,
+    gn: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    d_y: &Tensor,
+    d_x: &Tensor,
+    d_gamma: &Tensor,
+    d_beta: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    group_norm_backward_via(
+        Path::Auto,
+        gpu,
+        gn,
+        x,
+        gamma,
+        beta,
+        mean,
+        rstd,
+        d_y,
+        d_x,
+        d_gamma,
+        d_beta,
+    )
+}
+
+/// [`group_norm_backward`] on the kernels of `path`.
+#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
+pub fn group_norm_backward_via(
+    path: Path,
     gpu: &Gpu,
     gn: &GroupNorm,
     x: &Tensor,
@@ -192,12 +306,24 @@ pub fn group_norm_backward(
     same_shape(OP, gamma, d_beta)?;
     let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
     // Whole quads as vec4 where H·W is a multiple of 4 (bindings 15..18 view the same tensors as vec4).
-    let (data, [x_at, d_y_at, d_x_at]) = if params.hw % 4 == 0 {
-        ("group_norm_backward_data_vec4", [15, 17, 18])
+    let (entries, [x_at, d_y_at, d_x_at]) = if params.hw % 4 == 0 {
+        (
+            [
+                "group_norm_backward_data_vec4",
+                "group_norm_backward_data_subgroup_vec4",
+            ],
+            [15, 17, 18],
+        )
     } else {
-        ("group_norm_backward_data", [1, 9, 10])
+        (
+            [
+                "group_norm_backward_data",
+                "group_norm_backward_data_subgroup",
+            ],
+            [1, 9, 10],
+        )
     };
-    let data = gpu.kernel_uninit_workgroup(SHADER, data, &[])?;
+    let (data, grid) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
         (2, gamma),
@@ -208,13 +334,7 @@ pub fn group_norm_backward(
         (d_x_at, d_x),
         (11, &partial),
     ];
-    let data = Dispatch::new(
-        gpu,
-        &data,
-        &params,
-        &tensors,
-        grid_1d(params.n * params.groups),
-    )?;
+    let data = Dispatch::new(gpu, &data, &params, &tensors, grid)?;
     let sums = gpu.kernel(SHADER, "group_norm_backward_params")?;
     let tensors = [(12, &partial), (13, d_gamma), (14, d_beta)];
     let sums = Dispatch::new(gpu, &sums, &params, &tensors, [params.c.div_ceil(64), 1, 1])?;
