@@ -33,53 +33,9 @@
 //   it (gpu.kernel_uninit_workgroup).
 // Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
 //   matmul (d_v), matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics.
+// On CPU adapters with subgroups the products run on attention_subgroup.wgsl's attention_matmul_subgroup instead
+//   (register-blocked, no workgroup memory; same summation order). Params and bindings: attention_common.wgsl.
 // Saved for backward: lse (and the forward's out).  Wrapper: src/kernels/attention.rs
-
-struct Params {
-    // attention_matmul: element (r, s) of operand X lives at x_base + n·x_batch + h·x_head + r·x_rows + s·x_cols.
-    m: u32,
-    n: u32,
-    k: u32,
-    heads: u32,
-    a_base: u32,
-    a_batch: u32,
-    a_head: u32,
-    a_rows: u32,
-    a_cols: u32,
-    b_base: u32,
-    b_batch: u32,
-    b_head: u32,
-    b_rows: u32,
-    b_cols: u32,
-    c_base: u32,
-    c_batch: u32,
-    c_head: u32,
-    c_rows: u32,
-    c_cols: u32,
-    alpha: f32,
-    // The row kernels: rows = N·heads·L, len = L, head_dim = d, channels = C (heads is shared with the matmul).
-    rows: u32,
-    len: u32,
-    head_dim: u32,
-    channels: u32,
-    row_lanes: u32, // invocations per row: 8 (8 rows per workgroup) where L ≤ 64, else 64 (one row)
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-// attention_matmul
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-// The row kernels.
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;   // S in; P out
-@group(0) @binding(5) var<storage, read_write> lse_out: array<f32>;
-@group(0) @binding(6) var<storage, read> lse: array<f32>;
-@group(0) @binding(7) var<storage, read_write> d_scores: array<f32>; // d_P in; d_S out
-@group(0) @binding(8) var<storage, read> d_out: array<f32>;
-@group(0) @binding(9) var<storage, read> out: array<f32>;
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TILE_K: u32 = 16u; // K per step

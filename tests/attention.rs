@@ -17,7 +17,10 @@ mod common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
-use diffuse::kernels::attention::{attention_backward, attention_forward, row_lanes};
+use diffuse::kernels::attention::{
+    attention_backward, attention_backward_via, attention_forward, attention_forward_via,
+    row_lanes, subgroup_path_available, takes_subgroup, Path,
+};
 use diffuse::reference::attention::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
 
@@ -229,41 +232,74 @@ fn check_case(n: usize, c: usize, heads: usize, h: usize, w: usize, qk_scale: f3
     }
     let d_out = uniform(n * c * l, seed + 1);
 
+    let x = Exact::new(s, &qkv, &d_out);
+    let fwd = forward_bounds(&x);
+    let want = reference::backward(&x.qkv, &x.d_out, s);
+    let bound = backward_bounds(&x, &fwd);
+
     let zeros = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32).unwrap();
     let qkv_t = Tensor::from_f32(gpu, &[n, 3 * c, h, w], &qkv).unwrap();
     let d_out_t = Tensor::from_f32(gpu, &[n, c, h, w], &d_out).unwrap();
-    let (out_t, lse_t, d_qkv_t) = (
-        zeros(&[n, c, h, w]),
-        zeros(&[n, heads, l]),
-        zeros(&[n, 3 * c, h, w]),
-    );
-    let forward = attention_forward(gpu, &qkv_t, heads, &out_t, &lse_t).unwrap();
-    let backward =
-        attention_backward(gpu, &qkv_t, heads, &out_t, &lse_t, &d_out_t, &d_qkv_t).unwrap();
-    gpu.run(forward.iter().chain(&backward)).unwrap();
+    for path in paths() {
+        let what = format!("{what} {path:?}");
+        let (out_t, lse_t, d_qkv_t) = (
+            zeros(&[n, c, h, w]),
+            zeros(&[n, heads, l]),
+            zeros(&[n, 3 * c, h, w]),
+        );
+        let forward = attention_forward_via(path, gpu, &qkv_t, heads, &out_t, &lse_t).unwrap();
+        let backward =
+            attention_backward_via(path, gpu, &qkv_t, heads, &out_t, &lse_t, &d_out_t, &d_qkv_t)
+                .unwrap();
+        gpu.run(forward.iter().chain(&backward)).unwrap();
 
-    let x = Exact::new(s, &qkv, &d_out);
-    let fwd = forward_bounds(&x);
-    assert_close(
-        &format!("lse, {what}"),
-        &lse_t.read_f32(gpu).unwrap(),
-        &x.lse,
-        |i| fwd.lse[i],
+        assert_close(
+            &format!("lse, {what}"),
+            &lse_t.read_f32(gpu).unwrap(),
+            &x.lse,
+            |i| fwd.lse[i],
+        );
+        assert_close(
+            &format!("out, {what}"),
+            &out_t.read_f32(gpu).unwrap(),
+            &x.out,
+            |i| fwd.out[i],
+        );
+        assert_close(
+            &format!("d_qkv, {what}"),
+            &d_qkv_t.read_f32(gpu).unwrap(),
+            &want,
+            |i| bound[i],
+        );
+    }
+}
+
+/// The product paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them. Both
+/// sum each product serially over k in order, so the same bounds hold for both.
+fn paths() -> Vec<Path> {
+    let mut paths = vec![Path::Portable];
+    if subgroup_path_available(gpu()) {
+        paths.push(Path::Subgroup);
+    }
+    paths
+}
+
+#[test]
+fn attention_takes_the_subgroup_products_only_where_the_adapter_runs_them() {
+    let gpu = gpu();
+    let available = subgroup_path_available(gpu);
+    assert!(!takes_subgroup(Path::Portable, gpu).unwrap());
+    assert_eq!(
+        takes_subgroup(Path::Auto, gpu).unwrap(),
+        available && gpu.info.device_type == wgpu::DeviceType::Cpu
     );
-    assert_close(
-        &format!("out, {what}"),
-        &out_t.read_f32(gpu).unwrap(),
-        &x.out,
-        |i| fwd.out[i],
-    );
-    let want = reference::backward(&x.qkv, &x.d_out, s);
-    let bound = backward_bounds(&x, &fwd);
-    assert_close(
-        &format!("d_qkv, {what}"),
-        &d_qkv_t.read_f32(gpu).unwrap(),
-        &want,
-        |i| bound[i],
-    );
+    match takes_subgroup(Path::Subgroup, gpu) {
+        Ok(taken) => assert!(taken && available),
+        Err(e) => {
+            assert!(!available, "refused on an adapter that has them: {e}");
+            assert!(e.to_string().contains("Path::Portable"), "{e}");
+        }
+    }
 }
 
 #[test]
@@ -271,7 +307,8 @@ fn attention_matches_reference_on_edge_shapes() {
     check_case(1, 1, 1, 1, 1, 1.0, 1); // L = 1, d = 1: out = v, d_v = d_out, d_q = d_k = 0
     check_case(2, 6, 2, 3, 5, 1.0, 2); // batch 2, 2 heads, d = 3, odd L = 15
     check_case(2, 4, 4, 2, 3, 1.0, 3); // d = 1 with 4 heads
-    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: a partial 64-wide tile, 3 K steps, the last partial
+    check_case(1, 33, 1, 3, 11, 1.0, 4); // d = L = 33: a partial 64-wide tile, 3 K steps, the last partial;
+                                         // one past the subgroup kernel's 32-wide block
     check_case(1, 65, 1, 5, 13, 1.0, 5); // d = L = 65: one past the 64-wide tile in M, N and K
 }
 

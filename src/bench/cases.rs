@@ -259,34 +259,42 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     }
 
     // Self-attention over the feature map: forward + backward, 2·2·N·L²·C FLOPs forward (QKᵀ and PV), twice that back.
+    // On the products the U-Net takes, and on the portable ones for comparison.
+    let attention_paths = [
+        (attention::Path::Auto, ""),
+        (attention::Path::Portable, " portable"),
+    ];
     for &(c, hw) in &[(64usize, 7usize), (128, 16)] {
-        let n = if hw == 16 { batch.min(8) } else { batch };
-        let l = hw * hw;
-        specs.push(CaseSpec {
-            name: "attention_fwd_bwd",
-            shape: format!("n{n} c{c} {hw}x{hw} heads1"),
-            long: false,
-            build: Box::new(move |gpu| {
-                let qkv = random(gpu, &[n, 3 * c, hw, hw], 19)?;
-                let d_out = random(gpu, &[n, c, hw, hw], 20)?;
-                let (out, d_qkv) = (
-                    zeros(gpu, &[n, c, hw, hw])?,
-                    zeros(gpu, &[n, 3 * c, hw, hw])?,
-                );
-                let lse = zeros(gpu, &[n, 1, l])?;
-                let mut dispatches = attention::attention_forward(gpu, &qkv, 1, &out, &lse)?;
-                dispatches.extend(attention::attention_backward(
-                    gpu, &qkv, 1, &out, &lse, &d_out, &d_qkv,
-                )?);
-                Ok(Case {
-                    dispatches,
-                    work: Work::Flops((12 * n * l * l * c) as f64),
-                    formula: "3 × 4·N·L²·C",
-                    items: Vec::new(),
-                    whole_run: None,
-                })
-            }),
-        });
+        for (path, label) in attention_paths {
+            let n = if hw == 16 { batch.min(8) } else { batch };
+            let l = hw * hw;
+            specs.push(CaseSpec {
+                name: "attention_fwd_bwd",
+                shape: format!("n{n} c{c} {hw}x{hw} heads1{label}"),
+                long: false,
+                build: Box::new(move |gpu| {
+                    let qkv = random(gpu, &[n, 3 * c, hw, hw], 19)?;
+                    let d_out = random(gpu, &[n, c, hw, hw], 20)?;
+                    let (out, d_qkv) = (
+                        zeros(gpu, &[n, c, hw, hw])?,
+                        zeros(gpu, &[n, 3 * c, hw, hw])?,
+                    );
+                    let lse = zeros(gpu, &[n, 1, l])?;
+                    let mut dispatches =
+                        attention::attention_forward_via(path, gpu, &qkv, 1, &out, &lse)?;
+                    dispatches.extend(attention::attention_backward_via(
+                        path, gpu, &qkv, 1, &out, &lse, &d_out, &d_qkv,
+                    )?);
+                    Ok(Case {
+                        dispatches,
+                        work: Work::Flops((12 * n * l * l * c) as f64),
+                        formula: "3 × 4·N·L²·C",
+                        items: Vec::new(),
+                        whole_run: None,
+                    })
+                }),
+            });
+        }
     }
 
     // The diffusion kernels of a training step: draw t and ε, noise the batch, the loss and its gradient.

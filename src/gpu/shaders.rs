@@ -10,6 +10,8 @@ pub const SHADER_DIR_ENV: &str = "DIFFUSE_SHADER_DIR";
 pub const SHADERS: &[(&str, &str)] = &[
     ("analytic", include_str!("../../shaders/analytic.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("attention_common", include_str!("../../shaders/attention_common.wgsl")),
+    ("attention_subgroup", include_str!("../../shaders/attention_subgroup.wgsl")),
     ("batch", include_str!("../../shaders/batch.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("conv2d_common", include_str!("../../shaders/conv2d_common.wgsl")),
@@ -35,6 +37,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// prelude). The module's source is the prelude's text followed by its own, so the line numbers in a compiler
 /// message about the module count the prelude's lines first.
 pub const PRELUDES: &[(&str, &str)] = &[
+    ("attention", "attention_common"),
+    ("attention_subgroup", "attention_common"),
     ("conv2d", "conv2d_common"),
     ("conv2d_subgroup", "conv2d_common"),
     ("group_norm", "group_norm_common"),

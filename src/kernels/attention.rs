@@ -1,6 +1,6 @@
-//! Wrapper of shaders/attention.wgsl: multi-head self-attention over the positions of a feature map, reading q, k,
-//! v straight from the [N, 3C, H, W] output of a 1×1 convolution and writing [N, C, H, W] for the next one.
-//! Reference: src/reference/attention.rs.
+//! Wrapper of shaders/attention.wgsl (and shaders/attention_subgroup.wgsl's products on CPU adapters): multi-head
+//! self-attention over the positions of a feature map, reading q, k, v straight from the [N, 3C, H, W] output of a
+//! 1×1 convolution and writing [N, C, H, W] for the next one. Reference: src/reference/attention.rs.
 
 use crate::ensure_shape;
 use crate::error::Result;
@@ -8,7 +8,50 @@ use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "attention";
+const SHADER_SUBGROUP: &str = "attention_subgroup";
+/// Rows and columns of C per workgroup of attention_matmul and of attention_matmul_subgroup.
 const TILE: usize = 64;
+const SUBGROUP_BLOCK: usize = 32;
+
+/// Which kernels compute the five products (the row kernels are the same on every path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Path {
+    /// [`Path::Subgroup`] on CPU adapters that can run it (measured there: see docs/benchmarks.md), else
+    /// [`Path::Portable`]. A GPU keeps the tiled kernel: a workgroup of 8 would leave most of its lanes idle.
+    #[default]
+    Auto,
+    /// attention_matmul: 64×64 tiles staged through workgroup memory (any adapter).
+    Portable,
+    /// attention_matmul_subgroup: 32×32 blocks in registers, A shared by subgroup broadcasts. Refused where
+    /// [`subgroup_path_available`] is false.
+    Subgroup,
+}
+
+/// True where the adapter runs shaders/attention_subgroup.wgsl: subgroup operations, with subgroups of at least
+/// 8 invocations so that its workgroup of 8 is one subgroup.
+pub fn subgroup_path_available(gpu: &Gpu) -> bool {
+    gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8
+}
+
+/// Whether `path` records the subgroup products on this adapter, or why it cannot.
+pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
+    Ok(match path {
+        Path::Portable => false,
+        Path::Auto => gpu.info.device_type == wgpu::DeviceType::Cpu && subgroup_path_available(gpu),
+        Path::Subgroup => {
+            ensure_shape!(
+                subgroup_path_available(gpu),
+                "attention",
+                "the subgroup products need subgroups of at least 8 invocations; {} has {} (minimum size {}): \
+                 use Path::Portable or Path::Auto",
+                gpu.describe(),
+                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
+                gpu.info.subgroup_min_size
+            );
+            true
+        }
+    })
+}
 
 /// Invocations per score row in the row kernels (softmax and its backward) for L = H·W positions: 8 (8 rows per
 /// workgroup of 64) where L ≤ 64, else 64. Each sums a serial share of ⌈k/lanes⌉ terms, then log₂ lanes tree
@@ -70,6 +113,8 @@ struct Layout {
     heads: usize,
     d: usize,
     l: usize,
+    /// The products run on attention_matmul_subgroup.
+    subgroup: bool,
 }
 
 impl Layout {
@@ -145,10 +190,19 @@ impl Layout {
             alpha,
             ..self.params()
         };
-        let kernel = gpu.kernel_uninit_workgroup(SHADER, "attention_matmul", &[])?;
+        let (kernel, block) = if self.subgroup {
+            (
+                gpu.kernel(SHADER_SUBGROUP, "attention_matmul_subgroup")?,
+                SUBGROUP_BLOCK,
+            )
+        } else {
+            // The shader writes its workgroup memory before reading it (see its header).
+            let kernel = gpu.kernel_uninit_workgroup(SHADER, "attention_matmul", &[])?;
+            (kernel, TILE)
+        };
         let grid = [
-            n_cols.div_ceil(TILE) as u32,
-            m.div_ceil(TILE) as u32,
+            n_cols.div_ceil(block) as u32,
+            m.div_ceil(block) as u32,
             (self.n * self.heads) as u32,
         ];
         Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, c)], grid)
@@ -173,6 +227,8 @@ impl Layout {
 /// Checks qkv [N, 3C, H, W], heads, out [N, C, H, W] and lse [N, heads, H·W].
 fn layout(
     op: &'static str,
+    path: Path,
+    gpu: &Gpu,
     qkv: &Tensor,
     heads: usize,
     out: &Tensor,
@@ -218,6 +274,7 @@ fn layout(
         heads,
         d: c / heads,
         l,
+        subgroup: takes_subgroup(path, gpu)?,
     })
 }
 
@@ -231,8 +288,20 @@ pub fn attention_forward(
     out: &Tensor,
     lse: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    attention_forward_via(Path::Auto, gpu, qkv, heads, out, lse)
+}
+
+/// [`attention_forward`] with the products of `path`.
+pub fn attention_forward_via(
+    path: Path,
+    gpu: &Gpu,
+    qkv: &Tensor,
+    heads: usize,
+    out: &Tensor,
+    lse: &Tensor,
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "attention_forward";
-    let lay = layout(OP, qkv, heads, out, lse)?;
+    let lay = layout(OP, path, gpu, qkv, heads, out, lse)?;
     let (d, l) = (lay.d, lay.l);
     let scores = lay.scratch(gpu)?;
     Ok(vec![
@@ -270,8 +339,23 @@ pub fn attention_backward(
     d_out: &Tensor,
     d_qkv: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    attention_backward_via(Path::Auto, gpu, qkv, heads, out, lse, d_out, d_qkv)
+}
+
+/// [`attention_backward`] with the products of `path` (the forward's path, so that S is recomputed bit for bit).
+#[allow(clippy::too_many_arguments)] // one argument per bound tensor reads best at the call site
+pub fn attention_backward_via(
+    path: Path,
+    gpu: &Gpu,
+    qkv: &Tensor,
+    heads: usize,
+    out: &Tensor,
+    lse: &Tensor,
+    d_out: &Tensor,
+    d_qkv: &Tensor,
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "attention_backward";
-    let lay = layout(OP, qkv, heads, out, lse)?;
+    let lay = layout(OP, path, gpu, qkv, heads, out, lse)?;
     check_f32(OP, &[d_out, d_qkv])?;
     ensure_shape!(
         d_out.shape() == out.shape(),
