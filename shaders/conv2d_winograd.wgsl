@@ -12,7 +12,8 @@
 // add element-wise passes over the activations, which pay off from about 64 channels on (src/kernels/conv2d.rs
 // `winograd_pays`).
 // The backward input of the same convolution is the forward of d_y with the flipped, transposed weights
-// (weight_transform's `transpose`), so it runs through the same chain.
+// (weight_transform's `transpose`), so it runs through the same chain; its weight gradient runs the chain
+// backwards (grad_output_transform, weight_grad_transform: see "Weight gradient" below).
 //
 // Numerics: the transforms have entries up to 8 (and 1/6, 1/24, rounded in f32), so intermediate values are
 // larger than the result and the rounding error is bounded by running the same algorithm on |inputs| with
@@ -393,4 +394,122 @@ fn output_transform_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     write_tile_vec4(m, t + 1u, y.b);
     write_tile_vec4(m, t + 2u, y.c);
     write_tile_vec4(m, t + 3u, y.d);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight gradient. With Y = Aᵀ Z A and Z = Σ_k U ⊙ V as above, the chain rule through these linear maps gives
+//     dZ = A dY Aᵀ (per tile),   dU[ξ] = Σ_t dZ[ξ][m, t] · V[ξ][k, t],   d_w = Gᵀ dU G,
+// so the weight gradient is the same kind of chain run backwards (src/kernels/conv2d_winograd.rs):
+//     input_transform       xp (the forward's packed input) → V [36, K, Tp]
+//     grad_output_transform dyp (d_y packed, no border)     → dZ [36, M, Tp]   (padding tiles: zeros)
+//     matmul_nt (batch 36)  dZ[ξ] · V[ξ]ᵀ                   → dU [36, M, K]
+//     weight_grad_transform dU                              → d_w [M, K, 3, 3] (overwritten)
+// Output positions past the image have d_y = 0 (dyp's zero padding), so the result is the direct convolution's
+// weight gradient exactly in exact arithmetic; its rounding error is bounded on magnitudes like the forward's.
+// Buffers: dyp [N, M, 4·row_blocks, 4·col_blocks] (tile (i, j) row r is one vec4), dz, du, d_w as above.
+
+@group(0) @binding(12) var<storage, read> dyp4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> dz4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> du: array<f32>;
+@group(0) @binding(15) var<storage, read_write> d_w: array<f32>;
+
+// A g for a column g of four entries (each a vec4: 4 tiles): six entries, A = (Aᵀ)ᵀ.
+fn a_col(g: Four4) -> Six4 {
+    let s02 = g.v0 + g.v2; let s13 = g.v1 + g.v3;
+    let t02 = g.v0 + 4.0 * g.v2; let t13 = 2.0 * g.v1 + 8.0 * g.v3;
+    return Six4(g.v0, s02 + s13, s02 - s13, t02 + t13, t02 - t13, g.v3);
+}
+
+// Row r of d_y for 4 consecutive tiles of output channel m (zeros for tiles past the last), transposed so that
+// entry c holds column c of each tile, with A applied along it: row r of dY Aᵀ.
+fn dy_row_a(m: u32, t: vec4<u32>, r: u32) -> Six4 {
+    let tiles = p.n * p.row_blocks * p.col_blocks;
+    let a = dy_tile_row(m, t.x, r, tiles);
+    let b = dy_tile_row(m, t.y, r, tiles);
+    let c = dy_tile_row(m, t.z, r, tiles);
+    let d = dy_tile_row(m, t.w, r, tiles);
+    return a_col(Four4(vec4(a.x, b.x, c.x, d.x), vec4(a.y, b.y, c.y, d.y), vec4(a.z, b.z, c.z, d.z),
+                       vec4(a.w, b.w, c.w, d.w)));
+}
+
+fn dy_tile_row(m: u32, t: u32, r: u32, tiles: u32) -> vec4<f32> {
+    let tt = min(t, tiles - 1u);
+    let j = tt % p.col_blocks;
+    let i = (tt / p.col_blocks) % p.row_blocks;
+    let n = tt / (p.row_blocks * p.col_blocks);
+    let row = ((n * p.out_c + m) * p.row_blocks + i) * 4u + r;
+    return select(vec4(0.0), dyp4[row * p.col_blocks + j], t < tiles);
+}
+
+// Column c of dZ = A (dY Aᵀ) for 4 tiles, stored at positions ξ = 6a + c.
+fn store_dz_column(o: u32, plane: u32, col: Four4) {
+    let e = a_col(col);
+    dz4[o] = e.v0;
+    dz4[o + 6u * plane] = e.v1;
+    dz4[o + 12u * plane] = e.v2;
+    dz4[o + 18u * plane] = e.v3;
+    dz4[o + 24u * plane] = e.v4;
+    dz4[o + 30u * plane] = e.v5;
+}
+
+// dZ for output channel m and 4 consecutive tiles 4·t4 .. 4·t4 + 3, stored at dz[(ξ·M + m)·Tp + t] as one vec4
+// per position.
+@compute @workgroup_size(64)
+fn grad_output_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let quads = p.tiles_pad / 4u;
+    let t4 = i % quads;
+    let m = i / quads;
+    let t = 4u * t4 + vec4(0u, 1u, 2u, 3u);
+    let e0 = dy_row_a(m, t, 0u);
+    let e1 = dy_row_a(m, t, 1u);
+    let e2 = dy_row_a(m, t, 2u);
+    let e3 = dy_row_a(m, t, 3u);
+    let plane = p.out_c * quads;
+    let o = m * quads + t4;
+    store_dz_column(o, plane, Four4(e0.v0, e1.v0, e2.v0, e3.v0));
+    store_dz_column(o + plane, plane, Four4(e0.v1, e1.v1, e2.v1, e3.v1));
+    store_dz_column(o + 2u * plane, plane, Four4(e0.v2, e1.v2, e2.v2, e3.v2));
+    store_dz_column(o + 3u * plane, plane, Four4(e0.v3, e1.v3, e2.v3, e3.v3));
+    store_dz_column(o + 4u * plane, plane, Four4(e0.v4, e1.v4, e2.v4, e3.v4));
+    store_dz_column(o + 5u * plane, plane, Four4(e0.v5, e1.v5, e2.v5, e3.v5));
+}
+
+// Gᵀ u for a column u of six entries (each a vec3: three columns at once): three entries. Multiplies by the
+// rounded constants rather than dividing (WGSL's division is only good to 2.5 ULP).
+fn gt_col(u0: vec3<f32>, u1: vec3<f32>, u2: vec3<f32>, u3: vec3<f32>, u4: vec3<f32>, u5: vec3<f32>) -> mat3x3<f32> {
+    let s12 = u1 + u2; let s34 = u3 + u4;
+    return mat3x3<f32>(0.25 * u0 - (1.0 / 6.0) * s12 + (1.0 / 24.0) * s34,
+                       (1.0 / 6.0) * (u2 - u1) + (1.0 / 12.0) * (u3 - u4),
+                       (1.0 / 6.0) * (s34 - s12) + u5);
+}
+
+// Column b of three rows of dU for one (m, k): rows `first` .. first + 2 at positions ξ = 6a + b.
+fn du_col(i: u32, plane: u32, first: u32, b: u32) -> vec3<f32> {
+    let o = i + (6u * first + b) * plane;
+    return vec3(du[o], du[o + 6u * plane], du[o + 12u * plane]);
+}
+
+// d_w[m, k] = Gᵀ dU G for one (m, k): dU read at du[(ξ·M + m)·K + k], the 3×3 result written over d_w.
+@compute @workgroup_size(64)
+fn weight_grad_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let plane = p.out_c * p.in_c;
+    // dU G, rows 0..2 and 3..5 at once: column c of `lo` holds rows 0..2 of column c of dU G.
+    let lo = gt_col(du_col(i, plane, 0u, 0u), du_col(i, plane, 0u, 1u), du_col(i, plane, 0u, 2u),
+                    du_col(i, plane, 0u, 3u), du_col(i, plane, 0u, 4u), du_col(i, plane, 0u, 5u));
+    let hi = gt_col(du_col(i, plane, 3u, 0u), du_col(i, plane, 3u, 1u), du_col(i, plane, 3u, 2u),
+                    du_col(i, plane, 3u, 3u), du_col(i, plane, 3u, 4u), du_col(i, plane, 3u, 5u));
+    // Gᵀ down the columns of dU G (rows a = 0..5, three columns at once): r[row] is row `row` of d_w.
+    let tl = transpose(lo);
+    let th = transpose(hi);
+    let r = gt_col(tl[0], tl[1], tl[2], th[0], th[1], th[2]);
+    let base = i * 9u;
+    d_w[base] = r[0].x; d_w[base + 1u] = r[0].y; d_w[base + 2u] = r[0].z;
+    d_w[base + 3u] = r[1].x; d_w[base + 4u] = r[1].y; d_w[base + 5u] = r[1].z;
+    d_w[base + 6u] = r[2].x; d_w[base + 7u] = r[2].y; d_w[base + 8u] = r[2].z;
 }

@@ -82,6 +82,18 @@ fn takes_winograd(gpu: &Gpu, path: Path, s: &Conv2dShape, w: &[f64], backward_in
 /// (1) and one spare: 8 + 6 + 1 + 8 + 1 + 1 = 25 (see shaders/conv2d_winograd.wgsl).
 const WINOGRAD_STEPS: usize = 25;
 
+/// The rounding steps of a Winograd weight gradient beyond the additions of its sum over the Tp (padded) tiles:
+/// the d_y transform (≤ 2 per direction: A's rows are two sums of two, scaled by powers of 2), the input transform
+/// (≤ 4 per direction), the product (1), the weight-gradient transform (≤ 5 per direction: up to 5 terms, each
+/// constant 1/6, 1/12, 1/24 rounded and multiplied) and one spare: 4 + 8 + 1 + 10 + 1 = 24 (see
+/// shaders/conv2d_winograd.wgsl).
+const WINOGRAD_WEIGHT_STEPS: usize = 24;
+
+/// The tile count a Winograd weight gradient sums over: N·⌈H/4⌉·⌈W/4⌉ rounded up to a multiple of 4.
+fn winograd_tiles(s: &Conv2dShape) -> usize {
+    (s.n * s.h.div_ceil(4) * s.w.div_ceil(4)).next_multiple_of(4)
+}
+
 /// Per-element bound on a forward result of `path`: γ_k · Σ|terms| with k = Ci·k² + 1 for the direct kernels;
 /// for Winograd γ_{Ci + 25} times the same F(4×4, 3×3) run on magnitudes (its intermediate values exceed the
 /// result, so the direct Σ|terms| does not bound its error).
@@ -232,6 +244,19 @@ fn reference_winograd_equals_the_direct_convolution() {
                 want[i]
             );
         }
+        // The weight gradient through the transforms run backwards.
+        let want = reference::backward_weight(&s, &x, &to_f64(&d.d_y));
+        let got = winograd::backward_weight(&s, &x, &to_f64(&d.d_y), false);
+        let mag = winograd::backward_weight(&s, &abs(&x), &abs(&to_f64(&d.d_y)), true);
+        let f64_gamma_w = gamma(winograd_tiles(&s) + WINOGRAD_WEIGHT_STEPS) * 2f64.powi(-29);
+        for i in 0..want.len() {
+            assert!(
+                (got[i] - want[i]).abs() <= f64_gamma_w * mag[i],
+                "{s:?} weight gradient element {i}: Winograd {} direct {}",
+                got[i],
+                want[i]
+            );
+        }
         // The backward input through the flipped, transposed weights.
         let t = winograd::transposed_shape(&s);
         let w_t = winograd::flipped_transposed(&s, &w);
@@ -369,11 +394,22 @@ fn backward_weight_matches_reference() {
         let want = reference::backward_weight(&s, &to_f64(&d.x), &to_f64(&d.d_y));
         let mag = reference::backward_weight(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)));
         let tol = gamma(s.n * s.ho() * s.wo());
+        // Winograd's bound: γ over its tile sum and transforms, on the same algorithm run on magnitudes.
+        let winograd_mag = (s.k == 3 && s.stride == 1).then(|| {
+            winograd::backward_weight(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)), true)
+        });
+        let winograd_tol = gamma(winograd_tiles(&s) + WINOGRAD_WEIGHT_STEPS);
         let (x, d_y) = (
             tensor(gpu, &x_shape(&s), &d.x),
             tensor(gpu, &y_shape(&s), &d.d_y),
         );
         for path in paths(gpu) {
+            let bound: Vec<f64> = if takes_winograd(gpu, path, &s, &to_f64(&d.w), false) {
+                let m = winograd_mag.as_ref().unwrap();
+                m.iter().map(|v| winograd_tol * v).collect()
+            } else {
+                mag.iter().map(|v| tol * v).collect()
+            };
             let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
             gpu.run(&conv2d::backward_weight_via(path, gpu, &x, &d_y, &d_w, s.stride).unwrap())
                 .unwrap();
@@ -381,7 +417,7 @@ fn backward_weight_matches_reference() {
                 &format!("{s:?} {path:?}"),
                 &d_w.read_f32(gpu).unwrap(),
                 &want,
-                |i| tol * mag[i],
+                |i| bound[i],
             );
 
             // The same pass with the bias gradient summed along: d_w unchanged, d_b a sum of N·Ho·Wo values.
@@ -393,7 +429,7 @@ fn backward_weight_matches_reference() {
             )
             .unwrap();
             let case = format!("{s:?} {path:?} with bias");
-            assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| tol * mag[i]);
+            assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| bound[i]);
             let want_b = reference::backward_bias(&s, &to_f64(&d.d_y));
             let mag_b = reference::backward_bias(&s, &abs(&to_f64(&d.d_y)));
             assert_close(&case, &d_b.read_f32(gpu).unwrap(), &want_b, |i| {

@@ -8,9 +8,9 @@
 //! dispatches are recorded, so the dispatches stay valid when the inputs change. A 1×1 convolution whose planes
 //! and channel counts are whole vec4s runs on the matmul kernels instead (one product per image, see
 //! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient. The 3×3
-//! stride-1 forward and backward input run through Winograd's F(4×4, 3×3) where that pays (`winograd_pays`,
-//! src/kernels/conv2d_winograd.rs): after the same packing, transforms and one batched product per transform
-//! position, whose scratch is the GPU's shared workspace (`Gpu::workspace`); the dispatches of one call must
+//! stride-1 forward, backward input and weight gradient run through Winograd's F(4×4, 3×3) where that pays
+//! (`winograd_pays`, src/kernels/conv2d_winograd.rs): after the same packing, transforms and one batched product
+//! per transform position, whose scratch is the GPU's shared workspace (`Gpu::workspace`); the dispatches of one call must
 //! therefore run together, in order, as every caller records them.
 //!
 //! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
@@ -56,8 +56,9 @@ pub enum Path {
     /// Only the portable direct kernels (no subgroups, no Winograd): what WebGPU's baseline and wgpu's GL backend
     /// run.
     Portable,
-    /// The 3×3 stride-1 forward and backward input through Winograd's F(4×4, 3×3) whatever the adapter and the
-    /// channel counts (see `winograd_pays` for where `Auto` takes it); every other pass as `Auto`.
+    /// The 3×3 stride-1 forward, backward input and weight gradient through Winograd's F(4×4, 3×3) whatever the
+    /// adapter and the channel counts (see `winograd_pays` for where `Auto` takes it); every other pass as
+    /// `Auto`.
     Winograd,
 }
 
@@ -213,13 +214,16 @@ fn on_matmul(g: &Geometry, parts: usize) -> bool {
 /// many terms as channels, so with few channels they cost what the 4× fewer multiplies save (on lavapipe a
 /// `small` training step is 5% faster with the 32-channel convolutions left direct: docs/benchmarks.md). On
 /// GPUs the direct kernels stay until Winograd is measured there. On every path the transformed tiles of the
-/// pass (36 per tile and channel) must fit in one storage binding of the adapter, else the direct kernels run.
+/// pass (36 per tile and channel) and the transformed weights (36 per channel pair) must each fit in one
+/// storage binding of the adapter, else the direct kernels run. The weight gradient of a forward pass takes the
+/// same route as that forward pass (same `kc`, `m`, same scratch).
 fn winograd_pays(path: Path, gpu: &Gpu, g: &Geometry, kc: usize, m: usize) -> bool {
     if g.kind != Kind::K3S1 {
         return false;
     }
     let tiles = g.n * g.h.div_ceil(winograd::TILE) * g.w.div_ceil(winograd::TILE);
-    let scratch_bytes = winograd::POSITIONS * kc.max(m) * tiles.next_multiple_of(4) * 4;
+    let per_position = (kc.max(m) * tiles.next_multiple_of(4)).max(kc * m);
+    let scratch_bytes = winograd::POSITIONS * per_position * 4;
     if scratch_bytes as u64 > max_tensor_bytes(gpu) {
         return false;
     }
@@ -235,8 +239,8 @@ fn winograd_pays(path: Path, gpu: &Gpu, g: &Geometry, kc: usize, m: usize) -> bo
     }
 }
 
-/// Whether the forward of x [N, Ci, H, W] with w [Co, Ci, k, k] (`backward_input = false`), or its backward input,
-/// runs through Winograd's F(4×4, 3×3) on `path`. For tests and benchmarks, which hold the two algorithms to
+/// Whether the forward of x [N, Ci, H, W] with w [Co, Ci, k, k] and its weight gradient (`backward_input =
+/// false`), or its backward input, run through Winograd's F(4×4, 3×3) on `path`. For tests and benchmarks, which hold the two algorithms to
 /// different error bounds and report which one ran.
 pub fn takes_winograd(
     path: Path,
@@ -984,6 +988,17 @@ fn conv_backward_weight(
     let dy_size = (TILE * row_blocks, TILE * col_blocks);
     let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size, None)?;
     out.extend(pack_dy);
+    if winograd_pays(path, gpu, &g, g.ci, g.co) {
+        let variant = matmul_options(path, gpu, false).variant;
+        let dims = [g.n, g.ci, g.co, g.h, g.w];
+        out.extend(winograd::weight_grad_pass(
+            gpu, variant, dims, &xp, packed, &dyp, d_w,
+        )?);
+        if let Some(d_b) = d_b {
+            out.push(backward_bias(gpu, d_y, d_b)?);
+        }
+        return Ok(out);
+    }
 
     // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own
     // compiled pipeline, and compiling is slow on CPU drivers.

@@ -1,6 +1,7 @@
 //! Wrapper of shaders/conv2d_winograd.wgsl: the main pass of a 3×3, stride-1, padding-1 convolution (forward,
 //! or backward input with the flipped, transposed weights) as Winograd's F(4×4, 3×3): weight and input
-//! transforms, one batched product per transform position on the matmul kernels, and the output transform.
+//! transforms, one batched product per transform position on the matmul kernels, and the output transform; and
+//! its weight gradient through the same transforms run backwards (`weight_grad_pass`).
 //! src/kernels/conv2d.rs decides when to take it ([`conv2d::Path`](super::conv2d::Path)) and packs the input
 //! first (the same zero-bordered packing as its direct kernels, which the weight gradient can then reuse).
 //! Reference: src/reference/conv2d_winograd.rs.
@@ -35,6 +36,54 @@ struct Params {
     _pad: [u32; 2],
 }
 
+impl Params {
+    /// The geometry of one pass, `[n, kc, m, h, w]` and the packed input planes (see [`main_pass`]).
+    fn new([n, kc, m, h, w]: [usize; 5], (xp_h, xp_w): (usize, usize)) -> Params {
+        let (row_blocks, col_blocks) = (h.div_ceil(TILE), w.div_ceil(TILE));
+        debug_assert_eq!((xp_h, xp_w), (TILE * row_blocks + 2, TILE * col_blocks + 4));
+        Params {
+            n: n as u32,
+            in_c: kc as u32,
+            out_c: m as u32,
+            h: h as u32,
+            w: w as u32,
+            row_blocks: row_blocks as u32,
+            col_blocks: col_blocks as u32,
+            tiles_pad: tiles_padded(n, h, w) as u32,
+            xp_h: xp_h as u32,
+            xp_w4: (xp_w / 4) as u32,
+            ..Params::default()
+        }
+    }
+}
+
+/// The tile count of N planes of h × w, rounded up to a multiple of 4 (the matmul kernels read vec4s of tiles).
+fn tiles_padded(n: usize, h: usize, w: usize) -> usize {
+    (n * h.div_ceil(TILE) * w.div_ceil(TILE)).next_multiple_of(4)
+}
+
+/// A transform pass of `len` invocations.
+fn transform(
+    gpu: &Gpu,
+    params: &Params,
+    entry: &'static str,
+    len: usize,
+    tensors: &[(u32, &Tensor)],
+) -> Result<Dispatch> {
+    let params = Params {
+        len: len as u32,
+        ..*params
+    };
+    let kernel = gpu.kernel(SHADER, entry)?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        tensors,
+        grid_1d(len.div_ceil(64) as u32),
+    )
+}
+
 /// One pass: `[n, kc, m, h, w]` are the batch, the channels read and written, and the plane (input and output
 /// planes are the same size). `xp` is the input packed with a 1-pixel border into planes of `(xp_h, xp_w)` =
 /// (4·⌈h/4⌉ + 2, 4·⌈w/4⌉ + 4) (conv2d.rs `pack_input`); `w` is [Co, Ci, 3, 3], read transposed and flipped when
@@ -52,47 +101,20 @@ pub(crate) fn main_pass(
     bias: Option<&Tensor>,
     outs: &[(&Tensor, bool)],
 ) -> Result<Vec<Dispatch>> {
-    let (row_blocks, col_blocks) = (h.div_ceil(TILE), w_.div_ceil(TILE));
-    debug_assert_eq!((xp_h, xp_w), (TILE * row_blocks + 2, TILE * col_blocks + 4));
-    let tiles = n * row_blocks * col_blocks;
-    let tiles_pad = tiles.next_multiple_of(4);
+    let tiles_pad = tiles_padded(n, h, w_);
     // The same flags word as the direct kernels' (conv2d.wgsl and conv2d_winograd.wgsl agree on its bits).
     let (flags, second) = conv2d::output_parts(gpu, bias.is_some(), outs)?;
     let params = Params {
-        n: n as u32,
-        in_c: kc as u32,
-        out_c: m as u32,
-        h: h as u32,
-        w: w_ as u32,
-        row_blocks: row_blocks as u32,
-        col_blocks: col_blocks as u32,
-        tiles_pad: tiles_pad as u32,
-        xp_h: xp_h as u32,
-        xp_w4: (xp_w / 4) as u32,
         flags,
         split: outs[0].0.shape()[1] as u32,
         transpose: transpose as u32,
-        len: 0,
-        _pad: [0; 2],
+        ..Params::new([n, kc, m, h, w_], (xp_h, xp_w))
     };
     // The transformed weights and tiles live only from this pass's first dispatch to its last: shared workspace.
     let u = gpu.workspace("winograd_u", &[POSITIONS, m, kc])?;
     let v = gpu.workspace("winograd_v", &[POSITIONS, kc, tiles_pad])?;
     let z = gpu.workspace("winograd_z", &[POSITIONS, m, tiles_pad])?;
-    let pass = |entry: &'static str, len: usize, tensors: &[(u32, &Tensor)]| -> Result<Dispatch> {
-        let params = Params {
-            len: len as u32,
-            ..params
-        };
-        let kernel = gpu.kernel(SHADER, entry)?;
-        Dispatch::new(
-            gpu,
-            &kernel,
-            &params,
-            tensors,
-            grid_1d(len.div_ceil(64) as u32),
-        )
-    };
+    let pass = |entry, len, tensors: &[_]| transform(gpu, &params, entry, len, tensors);
     let product = matmul::matmul(
         gpu,
         &u,
@@ -124,6 +146,64 @@ pub(crate) fn main_pass(
                 (y_binding, outs[0].0),
                 (y_binding + 1, &second),
             ],
+        )?,
+    ])
+}
+
+/// The weight gradient d_w [M, K, 3, 3] (overwritten) of a forward pass with `[n, kc, m, h, w]` as in
+/// [`main_pass`] (not transposed: K = Ci, M = Co): `xp` is that pass's packed input and `dyp` is d_y [N, M, h, w]
+/// packed without a border into planes of (4·⌈h/4⌉, 4·⌈w/4⌉) (conv2d.rs `pack_input`, as its direct weight
+/// gradient packs it). The caller has checked every shape.
+pub(crate) fn weight_grad_pass(
+    gpu: &Gpu,
+    variant: matmul::Variant,
+    [n, kc, m, h, w]: [usize; 5],
+    xp: &Tensor,
+    xp_size: (usize, usize),
+    dyp: &Tensor,
+    d_w: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let params = Params::new([n, kc, m, h, w], xp_size);
+    let tiles_pad = params.tiles_pad as usize;
+    let quads = tiles_pad / 4;
+    // Shared workspace, as in main_pass (the slots hold the same kinds of tiles: V, dZ beside Z, dU beside U).
+    let du = gpu.workspace("winograd_u", &[POSITIONS, m, kc])?;
+    let v = gpu.workspace("winograd_v", &[POSITIONS, kc, tiles_pad])?;
+    let dz = gpu.workspace("winograd_z", &[POSITIONS, m, tiles_pad])?;
+    // dU[ξ] = dZ[ξ]·V[ξ]ᵀ: a sum over the tiles (the padding tiles' dZ is zero).
+    let product = matmul::matmul(
+        gpu,
+        &dz,
+        &v,
+        &du,
+        matmul::MatmulOptions {
+            variant,
+            trans_b: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(vec![
+        transform(
+            gpu,
+            &params,
+            "input_transform",
+            kc * quads,
+            &[(3, xp), (4, xp), (5, &v)],
+        )?,
+        transform(
+            gpu,
+            &params,
+            "grad_output_transform",
+            m * quads,
+            &[(12, dyp), (13, &dz)],
+        )?,
+        product,
+        transform(
+            gpu,
+            &params,
+            "weight_grad_transform",
+            m * kc,
+            &[(14, &du), (15, d_w)],
         )?,
     ])
 }

@@ -86,31 +86,7 @@ pub fn forward(
     for n in 0..s.n {
         for ti in 0..h.div_ceil(TILE) {
             for tj in 0..wd.div_ceil(TILE) {
-                // V[c] = Bᵀ d B for every input channel of this tile.
-                let v: Vec<[[f64; 6]; 6]> = (0..s.ci)
-                    .map(|c| {
-                        let d = |r: usize, q: usize| -> f64 {
-                            let (row, col) = (TILE * ti + r, TILE * tj + q);
-                            // Patch (r, q) is input (row − 1, col − 1): zero outside the image.
-                            if row == 0 || col == 0 || row > h || col > wd {
-                                0.0
-                            } else {
-                                x[((n * s.ci + c) * h + row - 1) * wd + col - 1]
-                            }
-                        };
-                        let mut out = [[0.0; 6]; 6];
-                        for (a, row) in out.iter_mut().enumerate() {
-                            for (b, e) in row.iter_mut().enumerate() {
-                                for r in 0..PATCH {
-                                    for q in 0..PATCH {
-                                        *e += bt[a][r] * d(r, q) * bt[b][q];
-                                    }
-                                }
-                            }
-                        }
-                        out
-                    })
-                    .collect();
+                let v = input_tiles(s, x, [n, ti, tj], &bt);
                 for o in 0..s.co {
                     let mut z = [[0.0; 6]; 6];
                     for (c, vc) in v.iter().enumerate() {
@@ -165,4 +141,106 @@ pub fn transposed_shape(s: &Conv2dShape) -> Conv2dShape {
         co: s.ci,
         ..*s
     }
+}
+
+/// V[c] = Bᵀ d B for every input channel c of tile (ti, tj) of image n, d the 6×6 patch of x the tile reads (zero
+/// outside the image), with `bt` = Bᵀ or its magnitudes.
+fn input_tiles(
+    s: &Conv2dShape,
+    x: &[f64],
+    [n, ti, tj]: [usize; 3],
+    bt: &[[f64; 6]],
+) -> Vec<[[f64; 6]; 6]> {
+    let (h, wd) = (s.h, s.w);
+    (0..s.ci)
+        .map(|c| {
+            let d = |r: usize, q: usize| -> f64 {
+                let (row, col) = (TILE * ti + r, TILE * tj + q);
+                // Patch (r, q) is input (row − 1, col − 1): zero outside the image.
+                if row == 0 || col == 0 || row > h || col > wd {
+                    0.0
+                } else {
+                    x[((n * s.ci + c) * h + row - 1) * wd + col - 1]
+                }
+            };
+            let mut out = [[0.0; 6]; 6];
+            for (a, row) in out.iter_mut().enumerate() {
+                for (b, e) in row.iter_mut().enumerate() {
+                    for r in 0..PATCH {
+                        for q in 0..PATCH {
+                            *e += bt[a][r] * d(r, q) * bt[b][q];
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// d_w [Co, Ci, 3, 3] from x [N, Ci, H, W] and d_y [N, Co, H, W] the way the GPU computes it: per tile
+/// dZ = A dY Aᵀ (d_y zero past the image) and V = Bᵀ d B, dU = Σ_tiles dZ ⊙ V, then d_w = Gᵀ dU G (the chain rule
+/// through [`forward`]'s linear maps). With `magnitudes` every matrix entry is taken as its magnitude.
+pub fn backward_weight(s: &Conv2dShape, x: &[f64], d_y: &[f64], magnitudes: bool) -> Vec<f64> {
+    assert!(
+        s.k == 3 && s.stride == 1 && s.pad == 1,
+        "F(4×4, 3×3) is for 3×3 convolutions with stride 1 and padding 1, got {s:?}"
+    );
+    let m = |v: f64| if magnitudes { v.abs() } else { v };
+    let bt: Vec<[f64; 6]> = BT.iter().map(|r| r.map(m)).collect();
+    let g: Vec<[f64; 3]> = G.iter().map(|r| r.map(m)).collect();
+    let at: Vec<[f64; 6]> = AT.iter().map(|r| r.map(m)).collect();
+    let (h, wd) = (s.h, s.w);
+    let mut du = vec![[[0.0; 6]; 6]; s.co * s.ci];
+    for n in 0..s.n {
+        for ti in 0..h.div_ceil(TILE) {
+            for tj in 0..wd.div_ceil(TILE) {
+                let v = input_tiles(s, x, [n, ti, tj], &bt);
+                for o in 0..s.co {
+                    let dy = |i: usize, j: usize| -> f64 {
+                        let (row, col) = (TILE * ti + i, TILE * tj + j);
+                        if row >= h || col >= wd {
+                            0.0
+                        } else {
+                            d_y[((n * s.co + o) * h + row) * wd + col]
+                        }
+                    };
+                    // dZ = A dY Aᵀ, A = (Aᵀ)ᵀ.
+                    let mut dz = [[0.0; 6]; 6];
+                    for (a, row) in dz.iter_mut().enumerate() {
+                        for (b, e) in row.iter_mut().enumerate() {
+                            for i in 0..TILE {
+                                for j in 0..TILE {
+                                    *e += at[i][a] * dy(i, j) * at[j][b];
+                                }
+                            }
+                        }
+                    }
+                    for (c, vc) in v.iter().enumerate() {
+                        let u = &mut du[o * s.ci + c];
+                        for a in 0..PATCH {
+                            for b in 0..PATCH {
+                                u[a][b] += dz[a][b] * vc[a][b];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut d_w = vec![0.0; s.w_len()];
+    for (oc, u) in du.iter().enumerate() {
+        for r in 0..3 {
+            for q in 0..3 {
+                let mut e = 0.0;
+                for a in 0..PATCH {
+                    for b in 0..PATCH {
+                        e += g[a][r] * u[a][b] * g[b][q];
+                    }
+                }
+                d_w[oc * 9 + r * 3 + q] = e;
+            }
+        }
+    }
+    d_w
 }
