@@ -32,6 +32,10 @@ override BIAS_PER_ROW: bool = false;
 // matmul_nt only: C = Σ_b A[b]·B[b]ᵀ, the products of the whole batch summed into one C (grid z = 1): the weight
 // gradient of a 1×1 convolution, Σ_n d_y[n]·x[n]ᵀ.
 override SUM_BATCH: bool = false;
+// matmul_subgroup.wgsl's matmul_nt only, set where N ≤ 64 (Winograd's weight-gradient products: N = the input
+// channels): the lanes skip their column groups 2 and 3, which lie past column 64 and would only be computed to
+// be discarded (store_block drops groups past N). The grid is then one workgroup wide.
+override NARROW: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;

@@ -150,12 +150,14 @@ fn matmul_nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         let x1 = transpose(load_b(kb, n1));
         acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
         acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = transpose(load_b(kb, n2));
-        acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
-        acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = transpose(load_b(kb, n3));
-        acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
-        acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
+        if (!NARROW) {
+            let x2 = transpose(load_b(kb, n2));
+            acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
+            acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
+            let x3 = transpose(load_b(kb, n3));
+            acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
+            acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
+        }
     }
     store_row_group(c_base, row0, cq, acc00, acc01, acc02, acc03);
     store_row_group(c_base, row0 + 4u, cq, acc10, acc11, acc12, acc13);

@@ -116,8 +116,8 @@ fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
     }
 }
 
-// Tiles: the register-blocked kernels cover 32 rows × 128 columns per workgroup in groups of 4, the tiled kernel
-// 64 × 64 with k in slices of 16.
+// Tiles: the register-blocked kernels cover 32 rows × 128 columns per workgroup in groups of 4 (the subgroup
+// matmul_nt 32 × 64 where N ≤ 64), the tiled kernel 64 × 64 with k in slices of 16.
 
 #[test]
 fn matmul_matches_reference_on_tiny_and_odd_shapes() {
@@ -149,6 +149,10 @@ fn batched_matmul_matches_reference() {
     let _gpu = serial();
     check_all_variants(5, 40, 16, 12, 11);
     check_all_variants(3, 9, 11, 13, 12);
+    // Narrow blocks (N ≤ 64): exactly one, and one short of it with a partial row block (Winograd's weight
+    // gradient: 36 products of N = the input channels, K = the tiles).
+    check_all_variants(3, 33, 64, 36, 15);
+    check_all_variants(2, 20, 60, 8, 16);
     // Attention at 14×14 with batch 8: scores Q·Kᵀ [196, 32]·[32, 196] and their product with V.
     check_product(
         &MatmulShape {

@@ -171,6 +171,16 @@ fn plan(
     Ok((shader, entry, grid))
 }
 
+/// Whether a planned product runs matmul_subgroup.wgsl's matmul_nt with NARROW (each lane skips its column groups
+/// past column 64): where C has at most 64 columns, which the 128-column block would half waste.
+fn narrow((shader, entry, grid): (&'static str, &'static str, [u32; 3]), n: usize) -> (bool, [u32; 3]) {
+    if shader == SUBGROUP_SHADER && entry == "matmul_nt" && n <= BLOCKED_TILE.1 / 2 {
+        (true, [n.div_ceil(BLOCKED_TILE.1 / 2) as u32, grid[1], grid[2]])
+    } else {
+        (false, grid)
+    }
+}
+
 /// Validates and builds C = op(A)·op(B) (+ C) (+ bias).
 fn product(
     gpu: &Gpu,
@@ -295,12 +305,14 @@ fn record(
     if form.sum_batch {
         grid[2] = 1;
     }
+    let (narrow, grid) = narrow((shader, entry, grid), params.n as usize);
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
         ("HAS_BIAS", flag(bias.is_some())),
         ("BIAS_PER_ROW", flag(form.bias_per_row)),
         ("SUM_BATCH", flag(form.sum_batch)),
+        ("NARROW", flag(narrow)),
     ];
     let kernel = gpu.kernel_with(shader, entry, &constants)?;
     // Without a bias the kernels never read the bias binding, but it must be bound: B stands in.
