@@ -109,17 +109,7 @@ fn group_norm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = slot; q < quads; q += spc) {
-            let z = (load_x(row, q) - mu) * r * g + b;
-            var out = z;
-            if (p.silu != 0u) {
-                out = z * sigmoid(z);
-            }
-            let j = row + 4u * q;
-            let m = in_row(q);
-            y[j] = out.x;
-            if (m.y) { y[j + 1u] = out.y; }
-            if (m.z) { y[j + 2u] = out.z; }
-            if (m.w) { y[j + 3u] = out.w; }
+            store_y(row, q, normalized(load_x(row, q), mu, r, g, b));
         }
     }
 }
@@ -169,12 +159,7 @@ fn group_norm_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = slot; q < quads; q += spc) {
-            let z = (x4[row + q] - mu) * r * g + b;
-            if (p.silu != 0u) {
-                y4[row + q] = z * sigmoid(z);
-            } else {
-                y4[row + q] = z;
-            }
+            y4[row + q] = normalized(x4[row + q], mu, r, g, b);
         }
     }
 }
@@ -250,15 +235,7 @@ fn group_norm_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = slot; q < quads; q += spc) {
-            let xh = (load_x(row, q) - mu) * r;
-            let dxh = g * grad_z(load_dy(row, q), xh, g, b);
-            let dx = r * (dxh - mean_dxh - xh * mean_dxh_xh);
-            let j = row + 4u * q;
-            let m = in_row(q);
-            d_x[j] = dx.x;
-            if (m.y) { d_x[j + 1u] = dx.y; }
-            if (m.z) { d_x[j + 2u] = dx.z; }
-            if (m.w) { d_x[j + 3u] = dx.w; }
+            store_dx(row, q, grad_x(load_x(row, q), load_dy(row, q), mu, r, g, b, mean_dxh, mean_dxh_xh));
         }
     }
 }
@@ -317,9 +294,7 @@ fn group_norm_backward_data_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = slot; q < quads; q += spc) {
-            let xh = (x4[row + q] - mu) * r;
-            let dxh = g * grad_z(d_y4[row + q], xh, g, b);
-            d_x4[row + q] = r * (dxh - mean_dxh - xh * mean_dxh_xh);
+            d_x4[row + q] = grad_x(x4[row + q], d_y4[row + q], mu, r, g, b, mean_dxh, mean_dxh_xh);
         }
     }
 }

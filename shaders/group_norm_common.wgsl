@@ -77,3 +77,40 @@ fn grad_z(dy: vec4<f32>, xh: vec4<f32>, g: f32, b: f32) -> vec4<f32> {
     let s = sigmoid(z);
     return dy * s * (1.0 + z * (1.0 - s));
 }
+
+// The forward's output for a quad x of a channel with γ = g, β = b: z = (x − μ)·rstd·γ + β, or silu(z).
+fn normalized(xq: vec4<f32>, mu: f32, r: f32, g: f32, b: f32) -> vec4<f32> {
+    let z = (xq - mu) * r * g + b;
+    if (p.silu != 0u) {
+        return z * sigmoid(z);
+    }
+    return z;
+}
+
+// The backward's d_x for a quad (x, d_y) of a channel, from the group's μ, rstd and the two group means
+// mean(d_x̂), mean(d_x̂·x̂).
+fn grad_x(xq: vec4<f32>, dyq: vec4<f32>, mu: f32, r: f32, g: f32, b: f32, mean_dxh: f32,
+          mean_dxh_xh: f32) -> vec4<f32> {
+    let xh = (xq - mu) * r;
+    let dxh = g * grad_z(dyq, xh, g, b);
+    return r * (dxh - mean_dxh - xh * mean_dxh_xh);
+}
+
+// Quad q of the channel row starting at `row`, written to y / d_x without the values past the row's end.
+fn store_y(row: u32, q: u32, v: vec4<f32>) {
+    let j = row + 4u * q;
+    let m = in_row(q);
+    y[j] = v.x;
+    if (m.y) { y[j + 1u] = v.y; }
+    if (m.z) { y[j + 2u] = v.z; }
+    if (m.w) { y[j + 3u] = v.w; }
+}
+
+fn store_dx(row: u32, q: u32, v: vec4<f32>) {
+    let j = row + 4u * q;
+    let m = in_row(q);
+    d_x[j] = v.x;
+    if (m.y) { d_x[j + 1u] = v.y; }
+    if (m.z) { d_x[j + 2u] = v.z; }
+    if (m.w) { d_x[j + 3u] = v.w; }
+}

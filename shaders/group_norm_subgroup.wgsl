@@ -83,17 +83,7 @@ fn group_norm_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = lane; q < quads; q += lanes) {
-            let z = (load_x(row, q) - mu) * r * g + b;
-            var out = z;
-            if (p.silu != 0u) {
-                out = z * sigmoid(z);
-            }
-            let j = row + 4u * q;
-            let m = in_row(q);
-            y[j] = out.x;
-            if (m.y) { y[j + 1u] = out.y; }
-            if (m.z) { y[j + 2u] = out.z; }
-            if (m.w) { y[j + 3u] = out.w; }
+            store_y(row, q, normalized(load_x(row, q), mu, r, g, b));
         }
     }
 }
@@ -144,12 +134,7 @@ fn group_norm_forward_subgroup_vec4(@builtin(workgroup_id) wg: vec3<u32>, @built
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = lane; q < quads; q += lanes) {
-            let z = (x4[row + q] - mu) * r * g + b;
-            if (p.silu != 0u) {
-                y4[row + q] = z * sigmoid(z);
-            } else {
-                y4[row + q] = z;
-            }
+            y4[row + q] = normalized(x4[row + q], mu, r, g, b);
         }
     }
 }
@@ -210,15 +195,7 @@ fn group_norm_backward_data_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = lane; q < quads; q += lanes) {
-            let xh = (load_x(row, q) - mu) * r;
-            let dxh = g * grad_z(load_dy(row, q), xh, g, b);
-            let dx = r * (dxh - mean_dxh - xh * mean_dxh_xh);
-            let j = row + 4u * q;
-            let m = in_row(q);
-            d_x[j] = dx.x;
-            if (m.y) { d_x[j + 1u] = dx.y; }
-            if (m.z) { d_x[j + 2u] = dx.z; }
-            if (m.w) { d_x[j + 3u] = dx.w; }
+            store_dx(row, q, grad_x(load_x(row, q), load_dy(row, q), mu, r, g, b, mean_dxh, mean_dxh_xh));
         }
     }
 }
@@ -267,9 +244,7 @@ fn group_norm_backward_data_subgroup_vec4(@builtin(workgroup_id) wg: vec3<u32>,
         let g = gamma[c_first + cl];
         let b = beta[c_first + cl];
         for (var q = lane; q < quads; q += lanes) {
-            let xh = (x4[row + q] - mu) * r;
-            let dxh = g * grad_z(d_y4[row + q], xh, g, b);
-            d_x4[row + q] = r * (dxh - mean_dxh - xh * mean_dxh_xh);
+            d_x4[row + q] = grad_x(x4[row + q], d_y4[row + q], mu, r, g, b, mean_dxh, mean_dxh_xh);
         }
     }
 }

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, uniform};
+use common::{assert_close, check_subgroup_choice, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::attention::{
     attention_backward, attention_backward_via, attention_forward, attention_forward_via,
@@ -287,19 +287,9 @@ fn paths() -> Vec<Path> {
 #[test]
 fn attention_takes_the_subgroup_products_only_where_the_adapter_runs_them() {
     let gpu = gpu();
-    let available = subgroup_path_available(gpu);
-    assert!(!takes_subgroup(Path::Portable, gpu).unwrap());
-    assert_eq!(
-        takes_subgroup(Path::Auto, gpu).unwrap(),
-        available && gpu.info.device_type == wgpu::DeviceType::Cpu
-    );
-    match takes_subgroup(Path::Subgroup, gpu) {
-        Ok(taken) => assert!(taken && available),
-        Err(e) => {
-            assert!(!available, "refused on an adapter that has them: {e}");
-            assert!(e.to_string().contains("Path::Portable"), "{e}");
-        }
-    }
+    check_subgroup_choice(subgroup_path_available(gpu), |path| {
+        takes_subgroup(path, gpu)
+    });
 }
 
 #[test]

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, uniform};
+use common::{assert_close, check_subgroup_choice, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::group_norm::{
     group_norm_backward, group_norm_backward_via, group_norm_forward, group_norm_forward_via,
@@ -412,19 +412,9 @@ fn group_norm_keeps_its_digits_when_the_mean_dwarfs_the_spread() {
 #[test]
 fn group_norm_takes_the_subgroup_kernels_only_where_the_adapter_runs_them() {
     let gpu = gpu();
-    let available = subgroup_path_available(gpu);
-    assert!(!takes_subgroup(Path::Portable, gpu).unwrap());
-    assert_eq!(
-        takes_subgroup(Path::Auto, gpu).unwrap(),
-        available && gpu.info.device_type == wgpu::DeviceType::Cpu
-    );
-    match takes_subgroup(Path::Subgroup, gpu) {
-        Ok(taken) => assert!(taken && available),
-        Err(e) => {
-            assert!(!available, "refused on an adapter that has them: {e}");
-            assert!(e.to_string().contains("Path::Portable"), "{e}");
-        }
-    }
+    check_subgroup_choice(subgroup_path_available(gpu), |path| {
+        takes_subgroup(path, gpu)
+    });
 }
 
 fn assert_gradient(what: &str, analytic: &[f64], numeric: &[f64]) {

@@ -5,7 +5,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::check_f32;
+use crate::kernels::{check_f32, takes_subgroup_kernels};
 
 const SHADER: &str = "attention";
 const SHADER_SUBGROUP: &str = "attention_subgroup";
@@ -13,19 +13,11 @@ const SHADER_SUBGROUP: &str = "attention_subgroup";
 const TILE: usize = 64;
 const SUBGROUP_BLOCK: usize = 32;
 
-/// Which kernels compute the five products (the row kernels are the same on every path).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Path {
-    /// [`Path::Subgroup`] on CPU adapters that can run it (measured there: see docs/benchmarks.md), else
-    /// [`Path::Portable`]. A GPU keeps the tiled kernel: a workgroup of 8 would leave most of its lanes idle.
-    #[default]
-    Auto,
-    /// attention_matmul: 64×64 tiles staged through workgroup memory (any adapter).
-    Portable,
-    /// attention_matmul_subgroup: 32×32 blocks in registers, A shared by subgroup broadcasts. Refused where
-    /// [`subgroup_path_available`] is false.
-    Subgroup,
-}
+/// Which kernels compute the five products (the row kernels are the same on every path): attention_matmul
+/// (`Portable`: 64×64 tiles staged through workgroup memory) or attention_matmul_subgroup (`Subgroup`: 32×32
+/// blocks in registers, A shared by subgroup broadcasts). `Auto` takes the latter on CPU adapters only: on a GPU
+/// its workgroups of 8 would leave most of each SIMD unit idle.
+pub use super::SubgroupPath as Path;
 
 /// True where the adapter runs shaders/attention_subgroup.wgsl: subgroup operations, with subgroups of at least
 /// 8 invocations so that its workgroup of 8 is one subgroup.
@@ -35,22 +27,14 @@ pub fn subgroup_path_available(gpu: &Gpu) -> bool {
 
 /// Whether `path` records the subgroup products on this adapter, or why it cannot.
 pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
-    Ok(match path {
-        Path::Portable => false,
-        Path::Auto => gpu.info.device_type == wgpu::DeviceType::Cpu && subgroup_path_available(gpu),
-        Path::Subgroup => {
-            ensure_shape!(
-                subgroup_path_available(gpu),
-                "attention",
-                "the subgroup products need subgroups of at least 8 invocations; {} has {} (minimum size {}): \
-                 use Path::Portable or Path::Auto",
-                gpu.describe(),
-                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
-                gpu.info.subgroup_min_size
-            );
-            true
-        }
-    })
+    let available = subgroup_path_available(gpu);
+    takes_subgroup_kernels(
+        path,
+        gpu,
+        "attention",
+        available,
+        "subgroups of at least 8 invocations",
+    )
 }
 
 /// Invocations per score row in the row kernels (softmax and its backward) for L = H·W positions: 8 (8 rows per

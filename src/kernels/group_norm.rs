@@ -7,7 +7,7 @@ use crate::error::Result;
 use std::sync::Arc;
 
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Kernel, Tensor};
-use crate::kernels::{check_f32, same_shape};
+use crate::kernels::{check_f32, same_shape, takes_subgroup_kernels};
 
 const SHADER: &str = "group_norm";
 const SHADER_SUBGROUP: &str = "group_norm_subgroup";
@@ -22,19 +22,10 @@ pub fn slots_per_channel(channels_per_group: usize) -> usize {
     (WORKGROUP_SIZE / channels_per_group.max(1)).max(1)
 }
 
-/// Which kernels reduce a group's sums.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Path {
-    /// [`Path::Subgroup`] on CPU adapters that can run it (measured there: see docs/benchmarks.md), else
-    /// [`Path::Portable`].
-    #[default]
-    Auto,
-    /// shaders/group_norm.wgsl: a workgroup per group, reduced through workgroup memory (any adapter).
-    Portable,
-    /// shaders/group_norm_subgroup.wgsl: a subgroup per group, reduced with subgroup operations, no barriers.
-    /// Refused where [`subgroup_path_available`] is false.
-    Subgroup,
-}
+/// Which kernels reduce a group's sums: shaders/group_norm.wgsl (`Portable`: a workgroup per group, reduced through
+/// workgroup memory) or shaders/group_norm_subgroup.wgsl (`Subgroup`: a subgroup per group, reduced with subgroup
+/// operations, no barriers; `Auto` takes it on CPU adapters that can run it).
+pub use super::SubgroupPath as Path;
 
 /// True where the adapter runs shaders/group_norm_subgroup.wgsl: subgroup operations, with subgroups of at most
 /// 64 lanes (a workgroup of 64 must be whole subgroups).
@@ -44,23 +35,14 @@ pub fn subgroup_path_available(gpu: &Gpu) -> bool {
 
 /// Whether `path` records the subgroup kernels on this adapter, or why it cannot.
 pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
-    Ok(match path {
-        Path::Portable => false,
-        Path::Auto => gpu.info.device_type == wgpu::DeviceType::Cpu && subgroup_path_available(gpu),
-        Path::Subgroup => {
-            ensure_shape!(
-                subgroup_path_available(gpu),
-                "group_norm",
-                "the subgroup kernels need subgroup operations with subgroups of at most 64 lanes; {} has {} \
-                 (sizes {} to {}): use Path::Portable or Path::Auto",
-                gpu.describe(),
-                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
-                gpu.info.subgroup_min_size,
-                gpu.info.subgroup_max_size
-            );
-            true
-        }
-    })
+    let available = subgroup_path_available(gpu);
+    takes_subgroup_kernels(
+        path,
+        gpu,
+        "group_norm",
+        available,
+        "subgroups of at most 64 lanes",
+    )
 }
 
 /// The settings of one GroupNorm layer.

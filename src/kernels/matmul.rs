@@ -172,13 +172,10 @@ fn plan(
 }
 
 /// Whether a planned product runs matmul_subgroup.wgsl's matmul_nt with NARROW (each lane skips its column groups
-/// past column 64): where C has at most 64 columns, which the 128-column block would half waste.
-fn narrow((shader, entry, grid): (&'static str, &'static str, [u32; 3]), n: usize) -> (bool, [u32; 3]) {
-    if shader == SUBGROUP_SHADER && entry == "matmul_nt" && n <= BLOCKED_TILE.1 / 2 {
-        (true, [n.div_ceil(BLOCKED_TILE.1 / 2) as u32, grid[1], grid[2]])
-    } else {
-        (false, grid)
-    }
+/// past column 64): where C has at most 64 columns, which the 128-column block would half waste. The grid is one
+/// workgroup wide either way.
+fn narrow(shader: &str, entry: &str, n: usize) -> bool {
+    shader == SUBGROUP_SHADER && entry == "matmul_nt" && n <= BLOCKED_TILE.1 / 2
 }
 
 /// Validates and builds C = op(A)·op(B) (+ C) (+ bias).
@@ -305,7 +302,7 @@ fn record(
     if form.sum_batch {
         grid[2] = 1;
     }
-    let (narrow, grid) = narrow((shader, entry, grid), params.n as usize);
+    let narrow = narrow(shader, entry, params.n as usize);
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let constants = [
         ("ACCUMULATE", flag(opts.accumulate)),

@@ -23,7 +23,48 @@ pub mod step;
 pub mod vlb;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
+
+/// Which kernels a family with a subgroup variant for CPU adapters records (GroupNorm's reductions, attention's
+/// products); each family re-exports it as its `Path`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SubgroupPath {
+    /// The subgroup kernels on CPU adapters that can run them (where they were measured faster:
+    /// docs/benchmarks.md), else the portable ones.
+    #[default]
+    Auto,
+    /// The portable kernels (any adapter).
+    Portable,
+    /// The subgroup kernels; refused where the adapter cannot run them.
+    Subgroup,
+}
+
+/// Whether `path` takes `op`'s subgroup kernels on this adapter, given whether it can run them (`available`) and
+/// what they need (`needs`, for the refusal), or why it cannot.
+pub(crate) fn takes_subgroup_kernels(
+    path: SubgroupPath,
+    gpu: &Gpu,
+    op: &'static str,
+    available: bool,
+    needs: &str,
+) -> Result<bool> {
+    Ok(match path {
+        SubgroupPath::Portable => false,
+        SubgroupPath::Auto => available && gpu.info.device_type == wgpu::DeviceType::Cpu,
+        SubgroupPath::Subgroup => {
+            crate::ensure_shape!(
+                available,
+                op,
+                "the subgroup kernels need {needs}; {} has {} (sizes {} to {}): use Path::Portable or Path::Auto",
+                gpu.describe(),
+                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
+                gpu.info.subgroup_min_size,
+                gpu.info.subgroup_max_size
+            );
+            true
+        }
+    })
+}
 
 /// Every tensor must hold f32.
 pub(crate) fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {

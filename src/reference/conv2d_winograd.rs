@@ -54,14 +54,7 @@ pub fn forward(
     bias: Option<&[f64]>,
     magnitudes: bool,
 ) -> Vec<f64> {
-    assert!(
-        s.k == 3 && s.stride == 1 && s.pad == 1,
-        "F(4×4, 3×3) is for 3×3 convolutions with stride 1 and padding 1, got {s:?}"
-    );
-    let m = |v: f64| if magnitudes { v.abs() } else { v };
-    let bt: Vec<[f64; 6]> = BT.iter().map(|r| r.map(m)).collect();
-    let g: Vec<[f64; 3]> = G.iter().map(|r| r.map(m)).collect();
-    let at: Vec<[f64; 6]> = AT.iter().map(|r| r.map(m)).collect();
+    let (bt, g, at) = matrices(s, magnitudes);
 
     // U[o][c] = G g Gᵀ (6×6).
     let u: Vec<[[f64; 6]; 6]> = (0..s.co * s.ci)
@@ -118,6 +111,21 @@ pub fn forward(
         }
     }
     y
+}
+
+/// Bᵀ, G and Aᵀ, or their magnitudes, for `s`, which must be a 3×3 convolution with stride 1 and padding 1.
+#[allow(clippy::type_complexity)] // the three matrices, named at every call site
+fn matrices(s: &Conv2dShape, magnitudes: bool) -> (Vec<[f64; 6]>, Vec<[f64; 3]>, Vec<[f64; 6]>) {
+    assert!(
+        s.k == 3 && s.stride == 1 && s.pad == 1,
+        "F(4×4, 3×3) is for 3×3 convolutions with stride 1 and padding 1, got {s:?}"
+    );
+    let m = |v: f64| if magnitudes { v.abs() } else { v };
+    (
+        BT.iter().map(|r| r.map(m)).collect(),
+        G.iter().map(|r| r.map(m)).collect(),
+        AT.iter().map(|r| r.map(m)).collect(),
+    )
 }
 
 /// The weights w' [Ci, Co, 3, 3] whose forward is the backward input of w [Co, Ci, 3, 3] (stride 1, padding 1):
@@ -182,14 +190,7 @@ fn input_tiles(
 /// dZ = A dY Aᵀ (d_y zero past the image) and V = Bᵀ d B, dU = Σ_tiles dZ ⊙ V, then d_w = Gᵀ dU G (the chain rule
 /// through [`forward`]'s linear maps). With `magnitudes` every matrix entry is taken as its magnitude.
 pub fn backward_weight(s: &Conv2dShape, x: &[f64], d_y: &[f64], magnitudes: bool) -> Vec<f64> {
-    assert!(
-        s.k == 3 && s.stride == 1 && s.pad == 1,
-        "F(4×4, 3×3) is for 3×3 convolutions with stride 1 and padding 1, got {s:?}"
-    );
-    let m = |v: f64| if magnitudes { v.abs() } else { v };
-    let bt: Vec<[f64; 6]> = BT.iter().map(|r| r.map(m)).collect();
-    let g: Vec<[f64; 3]> = G.iter().map(|r| r.map(m)).collect();
-    let at: Vec<[f64; 6]> = AT.iter().map(|r| r.map(m)).collect();
+    let (bt, g, at) = matrices(s, magnitudes);
     let (h, wd) = (s.h, s.w);
     let mut du = vec![[[0.0; 6]; 6]; s.co * s.ci];
     for n in 0..s.n {

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use diffuse::gpu::Gpu;
+use diffuse::kernels::SubgroupPath;
 use diffuse::model::UNetConfig;
 
 /// The test GPU (DIFFUSE_ADAPTER picks one). No adapter fails the test with the install hint; tests never skip.
@@ -98,5 +99,26 @@ pub fn tiny_unet() -> UNetConfig {
         heads: 2,
         num_classes: Some(3),
         dropout: 0.0,
+    }
+}
+
+/// Checks a family's choice between its portable and subgroup kernels (`takes(path)`, the family's
+/// `takes_subgroup`) against whether the adapter can run the subgroup ones: never on `Portable`, on `Auto` exactly
+/// on CPU adapters that can, and `Subgroup` refused, with the way out named, exactly where it cannot.
+pub fn check_subgroup_choice(
+    available: bool,
+    takes: impl Fn(SubgroupPath) -> diffuse::error::Result<bool>,
+) {
+    assert!(!takes(SubgroupPath::Portable).unwrap());
+    assert_eq!(
+        takes(SubgroupPath::Auto).unwrap(),
+        available && gpu().info.device_type == wgpu::DeviceType::Cpu
+    );
+    match takes(SubgroupPath::Subgroup) {
+        Ok(taken) => assert!(taken && available),
+        Err(e) => {
+            assert!(!available, "refused on an adapter that has them: {e}");
+            assert!(e.to_string().contains("Path::Portable"), "{e}");
+        }
     }
 }
