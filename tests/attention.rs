@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{assert_close, check_subgroup_choice, gpu, uniform};
+use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::attention::{
     attention_backward, attention_backward_via, attention_forward, attention_forward_via,
@@ -277,11 +277,7 @@ fn check_case(n: usize, c: usize, heads: usize, h: usize, w: usize, qk_scale: f3
 /// The product paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them. Both
 /// sum each product serially over k in order, so the same bounds hold for both.
 fn paths() -> Vec<Path> {
-    let mut paths = vec![Path::Portable];
-    if subgroup_path_available(gpu()) {
-        paths.push(Path::Subgroup);
-    }
-    paths
+    subgroup_paths(subgroup_path_available(gpu()))
 }
 
 #[test]

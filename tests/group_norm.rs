@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{assert_close, check_subgroup_choice, gpu, uniform};
+use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::group_norm::{
     group_norm_backward, group_norm_backward_via, group_norm_forward, group_norm_forward_via,
@@ -354,11 +354,7 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
 
 /// The kernel paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them.
 fn paths() -> Vec<Path> {
-    let mut paths = vec![Path::Portable];
-    if subgroup_path_available(gpu()) {
-        paths.push(Path::Subgroup);
-    }
-    paths
+    subgroup_paths(subgroup_path_available(gpu()))
 }
 
 #[test]

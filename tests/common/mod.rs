@@ -122,3 +122,13 @@ pub fn check_subgroup_choice(
         }
     }
 }
+
+/// The paths of a family with subgroup kernels that this adapter runs: the portable kernels everywhere, the
+/// subgroup ones where it can (`available`).
+pub fn subgroup_paths(available: bool) -> Vec<SubgroupPath> {
+    let mut paths = vec![SubgroupPath::Portable];
+    if available {
+        paths.push(SubgroupPath::Subgroup);
+    }
+    paths
+}
