@@ -401,14 +401,15 @@ fn output_transform_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 //     dZ = A dY Aᵀ (per tile),   dU[ξ] = Σ_t dZ[ξ][m, t] · V[ξ][k, t],   d_w = Gᵀ dU G,
 // so the weight gradient is the same kind of chain run backwards (src/kernels/conv2d_winograd.rs):
 //     input_transform       xp (the forward's packed input) → V [36, K, Tp]
-//     grad_output_transform dyp (d_y packed, no border)     → dZ [36, M, Tp]   (padding tiles: zeros)
+//     grad_output_transform d_y                             → dZ [36, M, Tp]   (padding tiles: zeros)
 //     matmul_nt (batch 36)  dZ[ξ] · V[ξ]ᵀ                   → dU [36, M, K]
 //     weight_grad_transform dU                              → d_w [M, K, 3, 3] (overwritten)
-// Output positions past the image have d_y = 0 (dyp's zero padding), so the result is the direct convolution's
-// weight gradient exactly in exact arithmetic; its rounding error is bounded on magnitudes like the forward's.
-// Buffers: dyp [N, M, 4·row_blocks, 4·col_blocks] (tile (i, j) row r is one vec4), dz, du, d_w as above.
+// Output positions past the image count as d_y = 0, so the result is the direct convolution's weight gradient
+// exactly in exact arithmetic; its rounding error is bounded on magnitudes like the forward's.
+// Buffers: d_y [N, M, H, W] (bound twice: as vec4s where W is a multiple of 4, and as f32), dz, du, d_w as above.
 
-@group(0) @binding(12) var<storage, read> dyp4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read> dy: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dz4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read> du: array<f32>;
 @group(0) @binding(15) var<storage, read_write> d_w: array<f32>;
@@ -432,13 +433,25 @@ fn dy_row_a(m: u32, t: vec4<u32>, r: u32) -> Six4 {
                        vec4(a.w, b.w, c.w, d.w)));
 }
 
+// Row r of tile t of d_y [N, M, H, W] for output channel m: columns 4j .. 4j + 3 of image row 4i + r, zero past
+// the image's edges and for tiles past the last (so they add nothing). Planes of whole vec4s read the row as one
+// aligned vec4 (the branch is uniform), others value by value.
 fn dy_tile_row(m: u32, t: u32, r: u32, tiles: u32) -> vec4<f32> {
     let tt = min(t, tiles - 1u);
     let j = tt % p.col_blocks;
     let i = (tt / p.col_blocks) % p.row_blocks;
     let n = tt / (p.row_blocks * p.col_blocks);
-    let row = ((n * p.out_c + m) * p.row_blocks + i) * 4u + r;
-    return select(vec4(0.0), dyp4[row * p.col_blocks + j], t < tiles);
+    let row = 4u * i + r;
+    let live = t < tiles && row < p.h;
+    let start = ((n * p.out_c + m) * p.h + min(row, p.h - 1u)) * p.w + 4u * j;
+    if (p.w % 4u == 0u) {
+        return select(vec4(0.0), dy4[start / 4u], live);
+    }
+    // Columns past the edge read the row's last value and are masked to zero.
+    let last = start - 4u * j + p.w - 1u;
+    let v = vec4(dy[start], dy[min(start + 1u, last)], dy[min(start + 2u, last)], dy[min(start + 3u, last)]);
+    let cols = vec4(4u * j) + vec4(0u, 1u, 2u, 3u);
+    return select(vec4(0.0), v, vec4(live) & (cols < vec4(p.w)));
 }
 
 // Column c of dZ = A (dY Aᵀ) for 4 tiles, stored at positions ξ = 6a + c.

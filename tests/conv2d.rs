@@ -53,6 +53,7 @@ fn cases() -> Vec<Conv2dShape> {
         shape(2, 3, 17, 9, 6, 3, 1), // 17 = one past the 16-channel block of backward weight
         shape(1, 65, 9, 6, 5, 3, 1), // 65 = one past the 64 channels of a backward-weight workgroup
         shape(1, 8, 12, 5, 9, 3, 1), // 6 Winograd tiles: not a whole number of the 4 each invocation takes
+        shape(2, 4, 8, 7, 12, 3, 1), // rows of whole vec4s, a partial row block (Winograd d_y read as vec4s)
         shape(4, 64, 64, 28, 28, 3, 1),
         shape(2, 128, 128, 14, 14, 3, 1),
         shape(4, 128, 128, 7, 7, 3, 1),

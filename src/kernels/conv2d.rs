@@ -984,21 +984,21 @@ fn conv_backward_weight(
         }
         None => pack_input(gpu, parts, kind.pad(), packed, None)?,
     };
-    // d_y packed without a border: tiles past Ho, Wo read zeros and add nothing.
-    let dy_size = (TILE * row_blocks, TILE * col_blocks);
-    let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size, None)?;
-    out.extend(pack_dy);
     if winograd_pays(path, gpu, &g, g.ci, g.co) {
         let variant = matmul_options(path, gpu, false).variant;
         let dims = [g.n, g.ci, g.co, g.h, g.w];
         out.extend(winograd::weight_grad_pass(
-            gpu, variant, dims, &xp, packed, &dyp, d_w,
+            gpu, variant, dims, &xp, packed, d_y, d_w,
         )?);
         if let Some(d_b) = d_b {
             out.push(backward_bias(gpu, d_y, d_b)?);
         }
         return Ok(out);
     }
+    // d_y packed without a border: tiles past Ho, Wo read zeros and add nothing.
+    let dy_size = (TILE * row_blocks, TILE * col_blocks);
+    let (dyp, pack_dy) = pack_input(gpu, &[d_y], 0, dy_size, None)?;
+    out.extend(pack_dy);
 
     // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own
     // compiled pipeline, and compiling is slow on CPU drivers.

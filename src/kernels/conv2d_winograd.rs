@@ -151,16 +151,15 @@ pub(crate) fn main_pass(
 }
 
 /// The weight gradient d_w [M, K, 3, 3] (overwritten) of a forward pass with `[n, kc, m, h, w]` as in
-/// [`main_pass`] (not transposed: K = Ci, M = Co): `xp` is that pass's packed input and `dyp` is d_y [N, M, h, w]
-/// packed without a border into planes of (4·⌈h/4⌉, 4·⌈w/4⌉) (conv2d.rs `pack_input`, as its direct weight
-/// gradient packs it). The caller has checked every shape.
+/// [`main_pass`] (not transposed: K = Ci, M = Co), from that pass's packed input `xp` and d_y [N, M, h, w]. The
+/// caller has checked every shape.
 pub(crate) fn weight_grad_pass(
     gpu: &Gpu,
     variant: matmul::Variant,
     [n, kc, m, h, w]: [usize; 5],
     xp: &Tensor,
     xp_size: (usize, usize),
-    dyp: &Tensor,
+    d_y: &Tensor,
     d_w: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let params = Params::new([n, kc, m, h, w], xp_size);
@@ -190,12 +189,18 @@ pub(crate) fn weight_grad_pass(
             kc * quads,
             &[(3, xp), (4, xp), (5, &v)],
         )?,
+        // d_y is read as vec4s (binding 12) where its rows are whole vec4s, else as f32 (16); the other view
+        // is never read, and where d_y may be too short for a vec4 view dU stands in for it.
         transform(
             gpu,
             &params,
             "grad_output_transform",
             m * quads,
-            &[(12, dyp), (13, &dz)],
+            &[
+                (12, if w.is_multiple_of(4) { d_y } else { &du }),
+                (16, d_y),
+                (13, &dz),
+            ],
         )?,
         product,
         transform(
