@@ -64,6 +64,8 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> y2: array<f32>;
 @group(0) @binding(10) var<storage, read_write> yv: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> y2v: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> y2h: array<vec2<f32>>;   // y as vec2s (planes of even width)
+@group(0) @binding(18) var<storage, read_write> y2h2: array<vec2<f32>>;  // y2 likewise
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
@@ -293,6 +295,24 @@ fn write_row(m: u32, t: u32, r: u32, val: vec4<f32>) {
     if (cols > 3u) { put(o.second, o.at + 3u, val.w); }
 }
 
+// The same for planes of even width: the row's columns as aligned vec2s (a row starts at an even index), the
+// second one dropped past the image's edge.
+fn put2(second: bool, at: u32, x: vec2<f32>) {
+    if (second) {
+        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) { y2h2[at] += x; } else { y2h2[at] = x; }
+    } else {
+        if ((p.flags & FLAG_ACCUMULATE) != 0u) { y2h[at] += x; } else { y2h[at] = x; }
+    }
+}
+
+fn write_row_vec2(m: u32, t: u32, r: u32, val: vec4<f32>) {
+    let o = out_row(m, t, r);
+    if (!o.ok) { return; }
+    let cols = p.w - 4u * (t % p.col_blocks);
+    put2(o.second, o.at / 2u, val.xy);
+    if (cols > 2u) { put2(o.second, o.at / 2u + 1u, val.zw); }
+}
+
 // The same for planes whose width is a multiple of 4: the row is one aligned vec4.
 fn write_row_vec4(m: u32, t: u32, r: u32, val: vec4<f32>) {
     let o = out_row(m, t, r);
@@ -357,6 +377,13 @@ fn write_tile(m: u32, t: u32, rows: Four4) {
     write_row(m, t, 3u, rows.v3);
 }
 
+fn write_tile_vec2(m: u32, t: u32, rows: Four4) {
+    write_row_vec2(m, t, 0u, rows.v0);
+    write_row_vec2(m, t, 1u, rows.v1);
+    write_row_vec2(m, t, 2u, rows.v2);
+    write_row_vec2(m, t, 3u, rows.v3);
+}
+
 fn write_tile_vec4(m: u32, t: u32, rows: Four4) {
     write_row_vec4(m, t, 0u, rows.v0);
     write_row_vec4(m, t, 1u, rows.v1);
@@ -378,6 +405,22 @@ fn output_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     write_tile(m, t + 1u, y.b);
     write_tile(m, t + 2u, y.c);
     write_tile(m, t + 3u, y.d);
+}
+
+// Y for 4 tiles of one output channel, each tile row two aligned vec2 stores (plane width even).
+@compute @workgroup_size(64)
+fn output_transform_vec2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let quads = p.tiles_pad / 4u;
+    let m = i / quads;
+    let t = 4u * (i % quads);
+    let y = tiles_of(i);
+    write_tile_vec2(m, t, y.a);
+    write_tile_vec2(m, t + 1u, y.b);
+    write_tile_vec2(m, t + 2u, y.c);
+    write_tile_vec2(m, t + 3u, y.d);
 }
 
 // Y for 4 tiles of one output channel, each tile row one aligned vec4 store (plane width a multiple of 4).

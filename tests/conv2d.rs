@@ -508,39 +508,61 @@ fn concatenated_inputs_match_reference_on_the_concatenation() {
                 |i| bounds[i],
             );
 
-            // d_a overwritten (it starts as NaN), d_b accumulated onto its old value.
-            let d_a = tensor(gpu, &[n, ca, h, w], &vec![f32::NAN; n * ca * hw]);
-            let old_b = uniform(n * cb * hw, 23);
-            let d_b = tensor(gpu, &[n, cb, h, w], &old_b);
-            let split = [(&d_a, false), (&d_b, true)];
-            gpu.run(
-                &conv2d::backward_input_split_via(path, gpu, &d_y, &wt, split, stride).unwrap(),
-            )
-            .unwrap();
+            // One part overwritten (it starts as NaN), the other accumulated onto its old value, each way round.
             let (want_a, want_b) =
                 split_channels(&reference::backward_input(&s, &dy64, &w64), n, ca, cb, hw);
-            // The bounds for an accumulated result (one more rounding): they also bound d_a, overwritten.
-            let old = concat_channels(&vec![0.0; n * ca * hw], &to_f64(&old_b), n, ca, cb, hw);
-            let old: Vec<f32> = old.iter().map(|&v| v as f32).collect();
-            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
-            let (bounds_a, bounds_b) = split_channels(&bounds, n, ca, cb, hw);
-            assert_close(
-                &format!("{case} d_a"),
-                &d_a.read_f32(gpu).unwrap(),
-                &want_a,
-                |i| bounds_a[i],
-            );
-            let want_b: Vec<f64> = want_b
-                .iter()
-                .zip(&old_b)
-                .map(|(g, &o)| g + o as f64)
-                .collect();
-            assert_close(
-                &format!("{case} d_b"),
-                &d_b.read_f32(gpu).unwrap(),
-                &want_b,
-                |i| bounds_b[i],
-            );
+            for a_accumulates in [false, true] {
+                let (old_a, old_b) = if a_accumulates {
+                    (uniform(n * ca * hw, 24), vec![f32::NAN; n * cb * hw])
+                } else {
+                    (vec![f32::NAN; n * ca * hw], uniform(n * cb * hw, 23))
+                };
+                let d_a = tensor(gpu, &[n, ca, h, w], &old_a);
+                let d_b = tensor(gpu, &[n, cb, h, w], &old_b);
+                let split = [(&d_a, a_accumulates), (&d_b, !a_accumulates)];
+                gpu.run(
+                    &conv2d::backward_input_split_via(path, gpu, &d_y, &wt, split, stride).unwrap(),
+                )
+                .unwrap();
+                // The old values where they are accumulated onto, else zeros; the bounds for an accumulated
+                // result (one more rounding) also bound an overwritten one.
+                let old_of = |old: &[f32], accumulates: bool| -> Vec<f64> {
+                    old.iter()
+                        .map(|&v| if accumulates { v as f64 } else { 0.0 })
+                        .collect()
+                };
+                let (old_a, old_b) = (
+                    old_of(&old_a, a_accumulates),
+                    old_of(&old_b, !a_accumulates),
+                );
+                let old = concat_channels(&old_a, &old_b, n, ca, cb, hw);
+                let old: Vec<f32> = old.iter().map(|&v| v as f32).collect();
+                let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
+                let (bounds_a, bounds_b) = split_channels(&bounds, n, ca, cb, hw);
+                let plus = |want: &[f64], old: &[f64]| -> Vec<f64> {
+                    want.iter().zip(old).map(|(g, o)| g + o).collect()
+                };
+                let case = format!(
+                    "{case} {}",
+                    if a_accumulates {
+                        "d_a += …"
+                    } else {
+                        "d_b += …"
+                    }
+                );
+                assert_close(
+                    &format!("{case} d_a"),
+                    &d_a.read_f32(gpu).unwrap(),
+                    &plus(&want_a, &old_a),
+                    |i| bounds_a[i],
+                );
+                assert_close(
+                    &format!("{case} d_b"),
+                    &d_b.read_f32(gpu).unwrap(),
+                    &plus(&want_b, &old_b),
+                    |i| bounds_b[i],
+                );
+            }
 
             let d_w = zeros(gpu, &w_shape(&s));
             gpu.run(

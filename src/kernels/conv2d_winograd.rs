@@ -126,9 +126,12 @@ pub(crate) fn main_pass(
         },
     )?;
     // Without a bias the binding is never read (flag clear); z stands in.
-    // Planes of whole vec4s store each tile row as one vec4 (bindings 10, 11), others value by value (8, 9).
+    // Planes of whole vec4s store each tile row as one vec4 (bindings 10, 11), of even width as two vec2s (17,
+    // 18), others value by value (8, 9).
     let (entry, y_binding) = if w_.is_multiple_of(4) {
         ("output_transform_vec4", 10)
+    } else if w_.is_multiple_of(2) {
+        ("output_transform_vec2", 17)
     } else {
         ("output_transform", 8)
     };
