@@ -57,6 +57,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> u: array<f32>;
 @group(0) @binding(3) var<storage, read> xp4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> xp2: array<vec2<f32>>;
+// Transformed tiles as vec4s of 4 tiles: V (input_transform) or dZ (grad_output_transform).
 @group(0) @binding(5) var<storage, read_write> v4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> z4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
@@ -200,9 +201,8 @@ fn row_db(a: Six, b: Six, c: Six, d: Six) -> Six4 {
                    vec4(a.b.x, b.b.x, c.b.x, d.b.x), vec4(a.b.y, b.b.y, c.b.y, d.b.y)));
 }
 
-// Column c of V = Bᵀ (d B) for 4 tiles, stored at positions ξ = 6a + c.
-fn store_v_column(o: u32, plane: u32, col: Six4) {
-    let e = bt(col);
+// Column c of a transformed 6×6 tile for 4 tiles (e: its six rows), stored at positions ξ = 6a + c.
+fn store_column(o: u32, plane: u32, e: Six4) {
     v4[o] = e.v0;
     v4[o + 6u * plane] = e.v1;
     v4[o + 12u * plane] = e.v2;
@@ -237,12 +237,13 @@ fn input_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     let e5 = row_db(a.r5, b.r5, c.r5, d.r5);
     let plane = p.in_c * quads;
     let o = k * quads + t4;
-    store_v_column(o, plane, Six4(e0.v0, e1.v0, e2.v0, e3.v0, e4.v0, e5.v0));
-    store_v_column(o + plane, plane, Six4(e0.v1, e1.v1, e2.v1, e3.v1, e4.v1, e5.v1));
-    store_v_column(o + 2u * plane, plane, Six4(e0.v2, e1.v2, e2.v2, e3.v2, e4.v2, e5.v2));
-    store_v_column(o + 3u * plane, plane, Six4(e0.v3, e1.v3, e2.v3, e3.v3, e4.v3, e5.v3));
-    store_v_column(o + 4u * plane, plane, Six4(e0.v4, e1.v4, e2.v4, e3.v4, e4.v4, e5.v4));
-    store_v_column(o + 5u * plane, plane, Six4(e0.v5, e1.v5, e2.v5, e3.v5, e4.v5, e5.v5));
+    // Column c of V = Bᵀ (d B).
+    store_column(o, plane, bt(Six4(e0.v0, e1.v0, e2.v0, e3.v0, e4.v0, e5.v0)));
+    store_column(o + plane, plane, bt(Six4(e0.v1, e1.v1, e2.v1, e3.v1, e4.v1, e5.v1)));
+    store_column(o + 2u * plane, plane, bt(Six4(e0.v2, e1.v2, e2.v2, e3.v2, e4.v2, e5.v2)));
+    store_column(o + 3u * plane, plane, bt(Six4(e0.v3, e1.v3, e2.v3, e3.v3, e4.v3, e5.v3)));
+    store_column(o + 4u * plane, plane, bt(Six4(e0.v4, e1.v4, e2.v4, e3.v4, e4.v4, e5.v4)));
+    store_column(o + 5u * plane, plane, bt(Six4(e0.v5, e1.v5, e2.v5, e3.v5, e4.v5, e5.v5)));
 }
 
 // Row a of Z (positions 6a .. 6a + 5) for 4 tiles, with Aᵀ applied along it: row a of Z A.
@@ -449,11 +450,11 @@ fn output_transform_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 //     weight_grad_transform dU                              → d_w [M, K, 3, 3] (overwritten)
 // Output positions past the image count as d_y = 0, so the result is the direct convolution's weight gradient
 // exactly in exact arithmetic; its rounding error is bounded on magnitudes like the forward's.
-// Buffers: d_y [N, M, H, W] (bound twice: as vec4s where W is a multiple of 4, and as f32), dz, du, d_w as above.
+// Buffers: d_y [N, M, H, W] (bound twice: as vec4s where W is a multiple of 4, and as f32), dz (at v4's binding),
+// du, d_w as above.
 
 @group(0) @binding(12) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read> dy: array<f32>;
-@group(0) @binding(13) var<storage, read_write> dz4: array<vec4<f32>>;
 @group(0) @binding(14) var<storage, read> du: array<f32>;
 @group(0) @binding(15) var<storage, read_write> d_w: array<f32>;
 
@@ -497,19 +498,8 @@ fn dy_tile_row(m: u32, t: u32, r: u32, tiles: u32) -> vec4<f32> {
     return select(vec4(0.0), v, vec4(live) & (cols < vec4(p.w)));
 }
 
-// Column c of dZ = A (dY Aᵀ) for 4 tiles, stored at positions ξ = 6a + c.
-fn store_dz_column(o: u32, plane: u32, col: Four4) {
-    let e = a_col(col);
-    dz4[o] = e.v0;
-    dz4[o + 6u * plane] = e.v1;
-    dz4[o + 12u * plane] = e.v2;
-    dz4[o + 18u * plane] = e.v3;
-    dz4[o + 24u * plane] = e.v4;
-    dz4[o + 30u * plane] = e.v5;
-}
-
-// dZ for output channel m and 4 consecutive tiles 4·t4 .. 4·t4 + 3, stored at dz[(ξ·M + m)·Tp + t] as one vec4
-// per position.
+// dZ for output channel m and 4 consecutive tiles 4·t4 .. 4·t4 + 3, stored at dz[(ξ·M + m)·Tp + t] (bound as
+// v4) as one vec4 per position.
 @compute @workgroup_size(64)
 fn grad_output_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
@@ -525,12 +515,13 @@ fn grad_output_transform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     let e3 = dy_row_a(m, t, 3u);
     let plane = p.out_c * quads;
     let o = m * quads + t4;
-    store_dz_column(o, plane, Four4(e0.v0, e1.v0, e2.v0, e3.v0));
-    store_dz_column(o + plane, plane, Four4(e0.v1, e1.v1, e2.v1, e3.v1));
-    store_dz_column(o + 2u * plane, plane, Four4(e0.v2, e1.v2, e2.v2, e3.v2));
-    store_dz_column(o + 3u * plane, plane, Four4(e0.v3, e1.v3, e2.v3, e3.v3));
-    store_dz_column(o + 4u * plane, plane, Four4(e0.v4, e1.v4, e2.v4, e3.v4));
-    store_dz_column(o + 5u * plane, plane, Four4(e0.v5, e1.v5, e2.v5, e3.v5));
+    // Column c of dZ = A (dY Aᵀ).
+    store_column(o, plane, a_col(Four4(e0.v0, e1.v0, e2.v0, e3.v0)));
+    store_column(o + plane, plane, a_col(Four4(e0.v1, e1.v1, e2.v1, e3.v1)));
+    store_column(o + 2u * plane, plane, a_col(Four4(e0.v2, e1.v2, e2.v2, e3.v2)));
+    store_column(o + 3u * plane, plane, a_col(Four4(e0.v3, e1.v3, e2.v3, e3.v3)));
+    store_column(o + 4u * plane, plane, a_col(Four4(e0.v4, e1.v4, e2.v4, e3.v4)));
+    store_column(o + 5u * plane, plane, a_col(Four4(e0.v5, e1.v5, e2.v5, e3.v5)));
 }
 
 // Gᵀ u for a column u of six entries (each a vec3: three columns at once): three entries. Multiplies by the

@@ -202,7 +202,7 @@ pub(crate) fn weight_grad_pass(
             &[
                 (12, if w.is_multiple_of(4) { d_y } else { &du }),
                 (16, d_y),
-                (13, &dz),
+                (5, &dz),
             ],
         )?,
         product,
