@@ -9,7 +9,8 @@ use crate::kernels::{check_f32, takes_subgroup_kernels};
 
 const SHADER: &str = "attention";
 const SHADER_SUBGROUP: &str = "attention_subgroup";
-/// Rows and columns of C per workgroup of attention_matmul and of attention_matmul_subgroup.
+/// Rows and columns of C per workgroup of attention_matmul (its tiles) and of attention_matmul_subgroup (its
+/// blocks).
 const TILE: usize = 64;
 const SUBGROUP_BLOCK: usize = 32;
 

@@ -10,8 +10,8 @@
 //! `on_matmul`); `forward_saving_input` keeps the forward's packed input for the weight gradient. The 3×3
 //! stride-1 forward, backward input and weight gradient run through Winograd's F(4×4, 3×3) where that pays
 //! (`winograd_pays`, src/kernels/conv2d_winograd.rs): after the same packing, transforms and one batched product
-//! per transform position, whose scratch is the GPU's shared workspace (`Gpu::workspace`); the dispatches of one call must
-//! therefore run together, in order, as every caller records them.
+//! per transform position, whose scratch is the GPU's shared workspace (`Gpu::workspace`); the dispatches of one
+//! call must therefore run together, in order, as every caller records them.
 //!
 //! The `*_concat` / `*_split` forms take the input as the channel concatenation of two tensors [a; b] without
 //! materialising it (the U-Net's skip connections): the packing pass copies each part into its channel range.
@@ -240,8 +240,8 @@ fn winograd_pays(path: Path, gpu: &Gpu, g: &Geometry, kc: usize, m: usize) -> bo
 }
 
 /// Whether the forward of x [N, Ci, H, W] with w [Co, Ci, k, k] and its weight gradient (`backward_input =
-/// false`), or its backward input, run through Winograd's F(4×4, 3×3) on `path`. For tests and benchmarks, which hold the two algorithms to
-/// different error bounds and report which one ran.
+/// false`), or its backward input, run through Winograd's F(4×4, 3×3) on `path`. For tests and benchmarks, which
+/// hold the two algorithms to different error bounds and report which one ran.
 pub fn takes_winograd(
     path: Path,
     gpu: &Gpu,

@@ -2,10 +2,10 @@
 //! γ, β (PyTorch semantics), optionally fused with the SiLU that follows it in every U-Net block. Reference:
 //! src/reference/group_norm.rs.
 
-use crate::ensure_shape;
-use crate::error::Result;
 use std::sync::Arc;
 
+use crate::ensure_shape;
+use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Kernel, Tensor};
 use crate::kernels::{check_f32, same_shape, takes_subgroup_kernels};
 
