@@ -232,46 +232,44 @@ fn reference_winograd_equals_the_direct_convolution() {
         shape(1, 2, 2, 8, 8, 3, 1),
     ] {
         let d = data(&s, 11);
-        let (x, w, b) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
-        let want = reference::forward(&s, &x, &w, Some(&b));
-        let got = winograd::forward(&s, &x, &w, Some(&b), false);
-        let mag = winograd::forward(&s, &abs(&x), &abs(&w), Some(&abs(&b)), true);
-        let f64_gamma = gamma(s.ci + WINOGRAD_STEPS) * 2f64.powi(-29);
-        for i in 0..want.len() {
-            assert!(
-                (got[i] - want[i]).abs() <= f64_gamma * mag[i],
-                "{s:?} element {i}: Winograd {} direct {}",
-                got[i],
-                want[i]
-            );
-        }
+        let (x, w, b, d_y) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.d_y));
+        // Every element within γ_steps·2⁻²⁹ (f64's unit roundoff) of the Winograd run on magnitudes.
+        let agree = |what: &str, got: &[f64], want: &[f64], mag: &[f64], steps: usize| {
+            let tol = gamma(steps) * 2f64.powi(-29);
+            for i in 0..want.len() {
+                assert!(
+                    (got[i] - want[i]).abs() <= tol * mag[i],
+                    "{s:?} {what} element {i}: Winograd {} direct {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        };
+        agree(
+            "forward",
+            &winograd::forward(&s, &x, &w, Some(&b), false),
+            &reference::forward(&s, &x, &w, Some(&b)),
+            &winograd::forward(&s, &abs(&x), &abs(&w), Some(&abs(&b)), true),
+            s.ci + WINOGRAD_STEPS,
+        );
         // The weight gradient through the transforms run backwards.
-        let want = reference::backward_weight(&s, &x, &to_f64(&d.d_y));
-        let got = winograd::backward_weight(&s, &x, &to_f64(&d.d_y), false);
-        let mag = winograd::backward_weight(&s, &abs(&x), &abs(&to_f64(&d.d_y)), true);
-        let f64_gamma_w = gamma(winograd_tiles(&s) + WINOGRAD_WEIGHT_STEPS) * 2f64.powi(-29);
-        for i in 0..want.len() {
-            assert!(
-                (got[i] - want[i]).abs() <= f64_gamma_w * mag[i],
-                "{s:?} weight gradient element {i}: Winograd {} direct {}",
-                got[i],
-                want[i]
-            );
-        }
+        agree(
+            "weight gradient",
+            &winograd::backward_weight(&s, &x, &d_y, false),
+            &reference::backward_weight(&s, &x, &d_y),
+            &winograd::backward_weight(&s, &abs(&x), &abs(&d_y), true),
+            winograd_tiles(&s) + WINOGRAD_WEIGHT_STEPS,
+        );
         // The backward input through the flipped, transposed weights.
         let t = winograd::transposed_shape(&s);
         let w_t = winograd::flipped_transposed(&s, &w);
-        let want = reference::backward_input(&s, &to_f64(&d.d_y), &w);
-        let got = winograd::forward(&t, &to_f64(&d.d_y), &w_t, None, false);
-        let mag = winograd::forward(&t, &abs(&to_f64(&d.d_y)), &abs(&w_t), None, true);
-        for i in 0..want.len() {
-            assert!(
-                (got[i] - want[i]).abs() <= f64_gamma * mag[i],
-                "{s:?} backward input element {i}: Winograd {} direct {}",
-                got[i],
-                want[i]
-            );
-        }
+        agree(
+            "backward input",
+            &winograd::forward(&t, &d_y, &w_t, None, false),
+            &reference::backward_input(&s, &d_y, &w),
+            &winograd::forward(&t, &abs(&d_y), &abs(&w_t), None, true),
+            s.ci + WINOGRAD_STEPS,
+        );
     }
 }
 

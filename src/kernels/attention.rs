@@ -5,7 +5,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, takes_subgroup_kernels};
+use crate::kernels::{check_f32, has_subgroups_of_at_least, takes_subgroup_kernels};
 
 const SHADER: &str = "attention";
 const SHADER_SUBGROUP: &str = "attention_subgroup";
@@ -23,7 +23,7 @@ pub use super::SubgroupPath as Path;
 /// True where the adapter runs shaders/attention_subgroup.wgsl: subgroup operations, with subgroups of at least
 /// 8 invocations so that its workgroup of 8 is one subgroup.
 pub fn subgroup_path_available(gpu: &Gpu) -> bool {
-    gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8
+    has_subgroups_of_at_least(gpu, 8)
 }
 
 /// Whether `path` records the subgroup products on this adapter, or why it cannot.

@@ -26,7 +26,7 @@ use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::tensor::max_tensor_bytes;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, conv2d_winograd as winograd, matmul};
+use crate::kernels::{check_f32, conv2d_winograd as winograd, has_subgroups_of_at_least, matmul};
 
 const SHADER: &str = "conv2d";
 const SHADER_SUBGROUP: &str = "conv2d_subgroup";
@@ -65,7 +65,7 @@ pub enum Path {
 impl Path {
     /// The shader holding this path's main passes (same entry points in both).
     fn shader(self, gpu: &Gpu) -> &'static str {
-        if self != Path::Portable && gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8 {
+        if self != Path::Portable && has_subgroups_of_at_least(gpu, 8) {
             SHADER_SUBGROUP
         } else {
             SHADER

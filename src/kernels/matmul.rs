@@ -15,7 +15,7 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
-use crate::kernels::check_f32;
+use crate::kernels::{check_f32, has_subgroups_of_at_least};
 
 const SHADER: &str = "matmul";
 /// The register-blocked kernels with the A operand broadcast across a subgroup.
@@ -102,7 +102,7 @@ fn check_distinct(op: &'static str, out: &Tensor, inputs: &[&Tensor]) -> Result<
 /// True where the adapter runs shaders/matmul_subgroup.wgsl: subgroup operations, and subgroups of at least 8
 /// invocations so that a workgroup of 8 is one subgroup.
 pub fn subgroup_variant_available(gpu: &Gpu) -> bool {
-    gpu.caps.subgroups && gpu.info.subgroup_min_size >= 8
+    has_subgroups_of_at_least(gpu, 8)
 }
 
 /// The shader, entry point and grid for the product described by `params`.

@@ -25,6 +25,12 @@ pub mod vlb;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 
+/// True where the adapter has subgroup operations and every subgroup it makes holds at least `lanes` invocations:
+/// what the subgroup kernels whose workgroup of 8 must be one subgroup (conv2d, matmul, attention) need.
+pub(crate) fn has_subgroups_of_at_least(gpu: &Gpu, lanes: u32) -> bool {
+    gpu.caps.subgroups && gpu.info.subgroup_min_size >= lanes
+}
+
 /// Which kernels a family with a subgroup variant for CPU adapters records (GroupNorm's reductions, attention's
 /// products); each family re-exports it as its `Path`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
