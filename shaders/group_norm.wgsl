@@ -27,7 +27,7 @@
 //     1.4× faster on lavapipe). The two pairs differ only in how quads are loaded and stored.
 //   group_norm_backward_params: one invocation per channel sums partial over n in order: d_γ, d_β. No float
 //     atomics anywhere, so results do not depend on scheduling.
-// Summation order (the tests' error bounds in tests/group_norm.rs rely on it): each invocation accumulates its
+// Summation order (the tests' error bounds in tests/it/group_norm.rs rely on it): each invocation accumulates its
 //   quads serially in a vec4 (one serial sum per component), over all its rounds' channels in the forward; the 4
 //   components combine as a 2-level tree; 64 invocation sums combine as eight 3-level trees of 8, then a 3-level
 //   tree of those 8 (sum64). Per channel in the backward: the serial vec4 share, its 2-level tree, then a pairwise

@@ -16,7 +16,7 @@
 // taking quads l, l + S, … (as vec4s where H·W is a multiple of 4, else four clamped scalar loads masked at the
 // channel's end, as in group_norm.wgsl). Loop bounds depend only on Params and S, so they are the same for all
 // lanes and every subgroupAdd sits in subgroup-uniform control flow.
-// Summation order (tests/group_norm.rs bounds it): each lane sums its quads serially in a vec4 (one serial sum
+// Summation order (tests/it/group_norm.rs bounds it): each lane sums its quads serially in a vec4 (one serial sum
 // per component), the 4 components as a 2-level tree, then subgroupAdd over the S lanes, whose order the
 // implementation chooses (bounded as if serial: S − 1 levels). The forward sums the whole group that way; the
 // backward sums each channel that way (written to `partial`), then adds γ[c]·(channel sums) over the group's

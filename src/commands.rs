@@ -594,7 +594,7 @@ pub struct SampleArgs {
 }
 
 /// Langevin steps at each noise level of `--sampler langevin` (NCSN used 100 per level over 10 levels, NCSNv2 5
-/// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/sampling.rs).
+/// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/it/sampling.rs).
 const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
 
 fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {

@@ -1,4 +1,4 @@
-//! Every WGSL file, compiled into the binary. The runtime and `tests/shaders.rs` both read this table; the test
+//! Every WGSL file, compiled into the binary. The runtime and `tests/it/shaders.rs` both read this table; the test
 //! checks it against the files in `shaders/`, so a file missing here (or a row whose file is gone) fails CI.
 
 /// Environment variable naming a folder to read `<name>.wgsl` from at run time instead of the compiled-in table:

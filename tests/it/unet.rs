@@ -7,7 +7,7 @@
 //! relative to the activations' scale: |Δ| ≤ 40·γ₂₈₈·max|y| (γ as in reference::gamma). The gradients are held to
 //! the same bound relative to Σ|∂L/∂p_i·v_i| over the probed direction.
 
-mod common;
+use crate::common;
 
 use common::{gpu, uniform};
 use diffuse::gpu::Tensor;

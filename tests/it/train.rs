@@ -1,7 +1,7 @@
 //! Training on the GPU: a tiny model overfits a few images, one submission per step, and a run resumed from a
 //! checkpoint continues exactly as the uninterrupted run (same losses, step for step, bit for bit).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! the v target likewise; ε and x_0 targets are copies (exact). The table is rounded to f32 once, on upload, and
 //! the reference reads the same rounded values.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::diffusion::{BetaSchedule, Schedule};

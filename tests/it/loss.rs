@@ -7,7 +7,7 @@
 //! γ(depth + 5)·L. That is much tighter than γ(n), so a dropped or doubled element fails. Backward: four roundings
 //! (2/n, the difference, two products): ≤ 4u(1 + O(u)) relative, held to 2.5 ULP (= 5u).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, ulps, uniform};
 use diffuse::gpu::{DType, Tensor};

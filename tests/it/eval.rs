@@ -1,7 +1,7 @@
 //! `diffuse eval`'s estimator (src/eval.rs): the stratified plan of timesteps is unbiased and exact when it covers
 //! every timestep, and the GPU's per-row terms of a U-Net equal the f64 reference terms of src/reference/vlb.rs.
 
-mod common;
+use crate::common;
 
 use common::{gpu, uniform};
 use diffuse::diffusion::samplers::{DdpmVariance, Prediction};

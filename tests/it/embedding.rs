@@ -8,7 +8,7 @@
 //! within 4u absolute (WGSL itself only promises 2⁻¹¹; Mesa and the GPU vendors' full-precision paths meet 4u).
 //! Bound: u·(2.01·|arg| + 8), e.g. 1.2·10⁻⁴ at arg = 999 and 4.8·10⁻⁷ for |arg| < 1. The padding column is exact.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};

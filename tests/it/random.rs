@@ -6,7 +6,7 @@
 //! either always passes or always fails; their thresholds are stated as multiples of the statistic's standard error
 //! (5 SE: a two-sided probability of 5.7·10⁻⁷ for a correct generator) or as critical values at α = 0.001.
 
-mod common;
+use crate::common;
 
 use common::gpu;
 use diffuse::gpu::{DType, Gpu, Tensor};

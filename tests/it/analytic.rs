@@ -4,7 +4,7 @@
 //! For a single Gaussian the softmax drops out and the bound is a few ulps of the affine prediction. The data's
 //! parameters and the noise level are f32 values, so the kernel and the reference see the same numbers.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::diffusion::analytic::GaussianMixture;

@@ -13,7 +13,7 @@
 //!
 //! Products of two error terms are neglected.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};

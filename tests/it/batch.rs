@@ -1,6 +1,6 @@
 //! shaders/batch.wgsl against src/reference/batch.rs: gathers are copies, so results must be exact.
 
-mod common;
+use crate::common;
 
 use common::{gpu, uniform};
 use diffuse::gpu::{DType, Tensor};

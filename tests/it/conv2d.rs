@@ -10,7 +10,7 @@
 //!   backward bias    k = N·Ho·Wo values
 //! The reference backward passes are first checked against f64 central differences of the reference forward.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, check_close, gpu, uniform};
 use diffuse::gpu::{DType, Gpu, Tensor};

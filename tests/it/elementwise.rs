@@ -5,7 +5,7 @@
 //! allows exp an error of 3 + 2|x| ULP, which the sigmoid and the product carry through with a few roundings,
 //! so SiLU is held to (8 + 2|x|) ULP of its result plus the same relative slack in the absolute sense near 0.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, ulps, uniform, uniform64};
 use diffuse::gpu::Tensor;

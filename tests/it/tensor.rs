@@ -1,6 +1,6 @@
 //! Tensors and dispatch recording: round trips, views, refusals, and many dispatches in one submission.
 
-mod common;
+use crate::common;
 
 use common::{gpu, uniform};
 use diffuse::gpu::{DType, Recorder, Tensor};

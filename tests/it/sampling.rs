@@ -19,7 +19,7 @@
 //!
 //! f32 rounding in the GPU loop is orders of magnitude below these (≈ 10⁻⁶ relative per step).
 
-mod common;
+use crate::common;
 
 use common::gpu;
 use diffuse::diffusion::analytic::{gaussian_flow_map, gaussian_moments_after, GaussianMixture};

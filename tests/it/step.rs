@@ -5,7 +5,7 @@
 //! multiplied by |u|: |Δ| ≤ |u|·γ₂·(|p·x| + |q·o|) + γ₃·(|u·x̂₀| + |w·x| + |c·z|). The scalars are rounded to f32
 //! once on upload and the reference uses the same rounded values.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, uniform, uniform64};
 use diffuse::gpu::{DType, Tensor};

@@ -1,5 +1,5 @@
-//! Shared test harness: one GPU per test binary, deterministic inputs, and the closeness check that prints the
-//! worst element. Not every test binary uses every helper.
+//! Shared test harness: one GPU for the whole test binary, deterministic inputs, and the closeness check that prints
+//! the worst element. Not every module uses every helper.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;

@@ -9,14 +9,14 @@
 //!   of μ̂ adds exactly δμ² (Σ(x − μ) = 0). rstd = inverseSqrt(σ² + eps) halves the relative error of its argument
 //!   and adds 2 ULP ≤ 4u.
 //! - y = ((x − μ̂)·rstd)·γ + β: δμ and the rstd error carried through, plus one rounding per operation. The fused
-//!   SiLU's slope is at most 1.1 and its own evaluation is held to (8 + 2|z|) ULP, as in tests/elementwise.rs.
+//!   SiLU's slope is at most 1.1 and its own evaluation is held to (8 + 2|z|) ULP, as in tests/it/elementwise.rs.
 //! - Backward: the same for x̂ and z recomputed from the forward's saved mean/rstd (whose bounds were just
 //!   checked), silu' evaluated with sigmoid good to (12 + 4|z|)u and |silu''| ≤ ½, then the two group sums and the
 //!   per-channel sums over (n, hw) with their summation depths.
 //!
 //! Products of two error terms (O(u²·k²)) are neglected.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};

@@ -4,7 +4,7 @@
 //! samplers together; the conversions between ε, x₀, v and the score; and the folding of those conversions into
 //! the step scalars.
 
-mod common;
+use crate::common;
 
 use diffuse::diffusion::analytic::GaussianMixture;
 use diffuse::diffusion::samplers::{

@@ -5,7 +5,7 @@
 //! (reference::gamma), and Σ|terms| is the reference run on |A|, |B| (and |C_old|, |bias|), so that is the bound.
 //! The bias gradient, a sum of `rows` values, is held to the same bound with terms = rows.
 
-mod common;
+use crate::common;
 
 use std::sync::{Mutex, MutexGuard};
 

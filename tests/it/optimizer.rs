@@ -27,7 +27,7 @@
 //!   spec's worst case (lavapipe, correctly rounded, uses a quarter to a half of it). The tests use lr = 0.1, so
 //!   the update is not lost below the rounding of p.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, ulps, uniform, uniform64};
 use diffuse::gpu::{DType, Gpu, Recorder, Tensor};

@@ -5,7 +5,7 @@
 //! reduction of loss.wgsl, in which every term passes through at most ⌈n/(256G)⌉ + 8 additions in the first stage
 //! and ⌈G/256⌉ + 8 in the second, then one product by the scale: |Δ| ≤ γ_k·scale·Σ|terms| with that k + 1.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, uniform};
 use diffuse::diffusion::samplers::{DdpmVariance, NoiseLevel, Prediction};

@@ -1,0 +1,33 @@
+//! The integration tests, one crate: a module per kernel family (shader against its CPU reference) and per
+//! subsystem (diffusion math, model, training, data, checkpoints, the CLI). One binary links wgpu and naga once.
+
+mod common;
+
+mod analytic;
+mod attention;
+mod batch;
+mod bench;
+mod checkpoint;
+mod cli;
+mod conv2d;
+mod data;
+mod diffusion_schedule;
+mod elementwise;
+mod embedding;
+mod eval;
+mod group_norm;
+mod image_io;
+mod loss;
+mod matmul;
+mod model_layout;
+mod noise;
+mod optimizer;
+mod random;
+mod samplers;
+mod sampling;
+mod shaders;
+mod step;
+mod tensor;
+mod train;
+mod unet;
+mod vlb;
