@@ -216,7 +216,8 @@ fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let len = select(0u, p.len, live);
     let base = row * p.len;
 
-    var m = -3.40282347e38;
+    // −f32::MAX, the lowest finite f32, as an exact hex literal (decimal −3.40282347e38 is past f32's range).
+    var m = -0x1.fffffep+127f;
     for (var j = lane; j < len; j += p.row_lanes) {
         m = max(m, scores[base + j]);
     }
