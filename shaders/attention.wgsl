@@ -1,40 +1,22 @@
-// attention.wgsl — multi-head self-attention over the H·W positions of a feature map, forward and backward, f32.
-//   Per batch entry n and head h, with L = H·W positions, head size d = C/heads and q, k, v as [d, L] matrices:
-//     S = qᵀ·k/√d  [L, L],   lse_i = log Σ_j exp(S_ij),   P = exp(S − lse) (the row softmax),   out = v·Pᵀ
-//     (out[e, i] = Σ_j P_ij·v[e, j]: position i attends over all positions j).
-//   Backward, from d_out and the saved lse (P recomputed, never kept between the passes):
-//     d_v = d_out·P,   d_P = d_outᵀ·v,   D_i = Σ_e d_out[e, i]·out[e, i],   d_S = P ⊙ (d_P − D),
-//     d_q = k·d_Sᵀ/√d,   d_k = q·d_S/√d.
-// Layouts, chosen so the U-Net's 1×1 convolutions produce and consume them without copies:
-//   qkv: [N, 3C, H, W], channels [0, C) = q, [C, 2C) = k, [2C, 3C) = v, head h on channels h·d .. (h+1)·d, so
-//   q[n, h][e, i] = qkv[n, h·d + e, i] with positions contiguous; out, d_out: [N, C, H, W] likewise;
-//   lse: [N, heads, L]; d_qkv: [N, 3C, H, W]; scores, d_scores: scratch [N, heads, L, L], row-major.
-// Design: the L×L scores are materialised in scratch rather than fused flash-style. At the U-Net's sizes
-//   (L = 49, 196, 256) one [L, L] block per (n, head) is at most 256 KiB, every pass is a plain tiled matrix product
-//   or a row kernel, and every kernel fits WebGPU's 16 KiB of workgroup memory for any d (a fused kernel must keep
-//   a [rows, d] output tile on chip, which for d = 128 leaves little room for anything else). The forward saves
-//   only lse, so a fused kernel can replace these passes later without changing what the U-Net keeps.
-// Entry points:
-//   attention_matmul: C = alpha·A·B for each batch entry b = n·heads + h, with A [M, K], B [K, N], C [M, N] read
-//     and written through the strides in Params (which is how one kernel serves all five products, transposes
-//     included). One workgroup of 64 per 64×64 tile of C (grid: ⌈N/64⌉, ⌈M/64⌉, batch), stepping through K 16
-//     at a time; each invocation accumulates an 8×8 block serially over K in order (what the tests' γ_K bounds
-//     assume). The 8×8 block (rather than 4×4) halves the workgroup loads and barriers per multiply-add, which
-//     is what bounds a CPU implementation: 1.5-1.7× faster per product on lavapipe.
-//   attention_softmax: per score row (b, i): row max, Σ exp(S − max), lse, P = exp(S − lse) in place.
-//     Subtracting the max keeps exp from overflowing.
-//   attention_softmax_backward: per row: D_i, then P = exp(S − lse) and d_S = P ⊙ (d_P − D_i) in place (scores:
-//     S → P, d_scores: d_P → d_S).
-//   The row kernels run workgroups of 64 on a 2-D grid (linear index wg.y·num_workgroups.x + wg.x): one row per
-//   workgroup, or, where L ≤ 64, 8 rows of 8 invocations each (Params.row_lanes), since at L = 49 a workgroup per
-//   row is mostly fixed cost. Their sums (over L, or over d for D_i): a serial share of ⌈k/lanes⌉ terms per
-//   invocation, then log₂ lanes tree levels (reduce_row).
-// Every kernel writes its workgroup memory before reading it, so the wrapper skips wgpu's zero-initialisation of
-//   it (gpu.kernel_uninit_workgroup).
-// Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward →
-//   matmul (d_v), matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics.
-// On CPU adapters with subgroups the products run on attention_subgroup.wgsl's attention_matmul_subgroup instead
-//   (register-blocked, no workgroup memory; same summation order). Params and bindings: attention_common.wgsl.
+// attention.wgsl — multi-head self-attention over the L = H·W positions of a feature map, forward and backward, f32.
+//   Per (n, head), d = C/heads, q, k, v: [d, L]: S = qᵀ·k/√d, lse_i = log Σ_j exp(S_ij), P = exp(S − lse), out = v·Pᵀ.
+//   Backward (P recomputed from lse): d_v = d_out·P,  d_P = d_outᵀ·v,  D_i = Σ_e d_out[e, i]·out[e, i],
+//   d_S = P ⊙ (d_P − D),  d_q = k·d_Sᵀ/√d,  d_k = q·d_S/√d.
+// Layouts (what the U-Net's 1×1 convolutions produce and consume, no copies): qkv, d_qkv [N, 3C, H, W] with q, k, v
+//   on channels [0, C), [C, 2C), [2C, 3C) and head h on h·d .. (h+1)·d, so q[n, h][e, i] = qkv[n, h·d + e, i];
+//   out, d_out [N, C, H, W]; lse [N, heads, L]; scores, d_scores: scratch [N, heads, L, L], row-major (the scores
+//   are materialised rather than fused flash-style; docs/kernels.md says why).
+// attention_matmul: C = alpha·A·B for each b = n·heads + h, every operand read through Params' strides (so one kernel
+//   serves all five products). A workgroup of 64 per 64×64 tile of C, grid (⌈N/64⌉, ⌈M/64⌉, batch·heads), K in steps
+//   of 16; each invocation sums an 8×8 block, each element serially over k in order (the tests' γ_K bounds).
+// attention_softmax: per score row, max, Σ exp(S − max), lse, then P = exp(S − lse) in place of S.
+// attention_softmax_backward: per row, D_i, then S → P and d_P → d_S = P ⊙ (d_P − D_i) in place.
+//   Both: workgroups of 64 on a 2-D grid (wg.y·num_workgroups.x + wg.x), one row each, or 8 rows of 8 lanes where
+//   L ≤ 64 (Params.row_lanes); a lane sums ⌈k/lanes⌉ terms serially, then log₂ lanes tree levels (reduce_row).
+// Forward: matmul (S) → softmax → matmul (out). Backward: matmul (S), matmul (d_P) → softmax_backward → matmul (d_v),
+//   matmul (d_q), matmul (d_k). Deterministic: fixed summation orders, no atomics. Every kernel writes its workgroup
+//   memory before reading it, so the wrapper skips its zero-initialisation (gpu.kernel_uninit_workgroup).
+// CPU adapters with subgroups run the products on attention_subgroup.wgsl. Params, bindings: attention_common.wgsl.
 // Saved for backward: lse (and the forward's out).  Wrapper: src/kernels/attention.rs
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
@@ -216,7 +198,8 @@ fn attention_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let len = select(0u, p.len, live);
     let base = row * p.len;
 
-    var m = -3.40282347e38;
+    // −f32::MAX, the lowest finite f32, as an exact hex literal (decimal −3.40282347e38 is past f32's range).
+    var m = -0x1.fffffep+127f;
     for (var j = lane; j < len; j += p.row_lanes) {
         m = max(m, scores[base + j]);
     }

@@ -1,21 +1,17 @@
-// attention_subgroup.wgsl — attention.wgsl's products (attention_matmul: C = alpha·A·B per batch entry and head,
-// every operand read through the strides in Params) for CPU adapters with subgroups. Same math, Params, bindings
-// and summation order as attention_matmul (read attention.wgsl's header); attention_common.wgsl, prepended by
-// src/gpu/shaders.rs, holds what the two share.
-//
-// Why: attention_matmul stages 64×64 tiles through workgroup memory with two barriers per 16 k, which on a CPU
-// adapter (lavapipe) costs more than the multiplies at the U-Net's sizes (L = 49: ~2.5 GFLOP/s). Here a
-// workgroup of 8 invocations, one subgroup, owns a 32×32 block of C and needs no workgroup memory: per k, lane s
-// loads A at rows s, s + 8, s + 16, s + 24 of the block (4 loads) and B at its own columns s, s + 8, s + 16,
-// s + 24 (4 loads), and `subgroupBroadcast` hands each lane's 4 A values to all: 8 loads and 8 broadcasts per 128
-// multiply-adds per lane.
-// Summation order: each element of C is one serial sum over k = 0..K in order, then scaled by alpha, as in
-// attention_matmul (which adds exact zeros past K): the tests' γ_K bounds hold for both.
-// Dispatch: grid (⌈N/32⌉, ⌈M/32⌉, batch·heads), workgroups of 8. Rows and columns past the edges load clamped
-// (valid) addresses and are not stored.
-// Requires the SUBGROUP feature and subgroups of at least 8 invocations, so that the workgroup of 8 is one
-// subgroup (the wrapper checks the adapter's minimum subgroup size).
-// Wrapper: src/kernels/attention.rs (Path::Auto on CPU adapters, Path::Subgroup).
+// attention_subgroup.wgsl — attention.wgsl's products for CPU adapters with subgroups: attention_matmul_subgroup,
+// C = alpha·A·B per (n, head) with every operand read through Params' strides. Same math, Params, bindings
+// (attention_common.wgsl, prepended by src/gpu/shaders.rs) and summation order as attention_matmul: each element of
+// C is one serial sum over k = 0..K in order, then scaled by alpha, so the tests' γ_K bounds hold for both.
+// Why: on a CPU adapter attention_matmul's workgroup-memory tiles and their barriers cost more than its multiplies
+// at the U-Net's sizes; one subgroup per block needs neither.
+// Work split: a workgroup of 8 invocations, one subgroup, owns a 32×32 block of C (acc0..acc31: its rows, at the
+// lane's 4 columns). Per k, lane s loads A at block rows s, s + 8, s + 16, s + 24 and B at its columns s, s + 8,
+// s + 16, s + 24, and subgroupBroadcast hands every lane's A values to all: 8 loads and 8 broadcasts per 128
+// multiply-adds per lane. Rows and columns past the edges load clamped (valid) addresses and are not stored.
+// Dispatch: grid (⌈N/32⌉, ⌈M/32⌉, batch·heads), workgroups of 8. Requires the SUBGROUP feature and subgroups of at
+// least 8 invocations, so that the workgroup is one subgroup (the wrapper checks the adapter's minimum size).
+// Saved for backward: see attention.wgsl.  Wrapper: src/kernels/attention.rs (Path::Auto on CPU adapters,
+// Path::Subgroup).
 
 const BLOCK: u32 = 32u; // rows and columns of C per workgroup
 

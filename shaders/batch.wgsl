@@ -1,15 +1,15 @@
 // batch.wgsl — assembling a training batch on the GPU from a dataset held on the GPU.
-//   gather_rows:   x0[n, :] = data[index[n], :]                       (index drawn by random.wgsl's uniform ints)
+//   gather_rows:      x0[n, :] = data[index[n], :]            (index drawn by random.wgsl's fill_uniform_int)
 //   gather_rows_flip: the same, each image mirrored left–right where u[n] < 0.5 (data augmentation): element
-//                  (c, h, w) of x0[n] reads (c, h, W − 1 − w) of its data row
-//   gather_labels: label[n] = (u[n] < p_uncond) ? null_class : labels[index[n]]
-//   fill_u32:      label[n] = value (a sampling step's timestep for the whole batch, or its class labels)
-//                  (classifier-free guidance training: a fraction p_uncond of the batch sees the "no class" label)
+//                     (c, h, w) of x0[n] reads (c, h, W − 1 − w) of its data row
+//   gather_labels:    label[n] = (u[n] < p_uncond) ? null_class : labels[index[n]]   (classifier-free guidance
+//                     training: a fraction p_uncond of the batch sees the "no class" label)
+//   fill_u32:         label[n] = value (a sampling step's timestep for the whole batch, or its class labels)
 // Buffers: data [M, D] f32, index [N] u32, x0 [N, D] f32; labels [M] u32, u [N] f32 uniforms, label [N] u32.
 // An index ≥ M is clamped to M − 1 (indices come from the GPU, where the host cannot check them).
-// Dispatch: gather_rows: 256 invocations per workgroup, one element each, 2-D grid (wg.y·num_workgroups.x + wg.x);
-// gather_labels: one invocation per sample. Nothing is saved for backward (the data is not differentiated).
-// Wrapper: src/kernels/batch.rs
+// Dispatch: gather_rows and gather_rows_flip: 256 invocations per workgroup, one element each, 2-D grid
+// (wg.y·num_workgroups.x + wg.x); gather_labels and fill_u32: 64 per workgroup, one sample each, 1-D grid.
+// Nothing is saved for backward (the data is not differentiated). Wrapper: src/kernels/batch.rs
 
 struct Params {
     len: u32,         // elements written (N·D for rows, N for labels)

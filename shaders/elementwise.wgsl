@@ -8,13 +8,13 @@
 //   add_channel_bias: y[n,c,h,w] = x[n,c,h,w] + e[n,c]     backward: d_e[n,c] = Σ_hw d_y[n,c,h,w]
 //   repeat2:      y = [a; a] (a batch doubled, for classifier-free guidance: conditional and unconditional halves)
 //   guidance:     y[i] = (1 + alpha)·a[i] − alpha·a[i + len]   (ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅), Ho & Salimans)
-// `*_vec4` entry points: the same ops on tensors whose length (and plane size H·W, for the NCHW ops) is a multiple
-// of 4, read and written as vec4s through bindings 5-8, with p.len and p.hw counted in vec4s. On lavapipe a vec4
-// load or store costs about as much as two scalar ones, so these run about twice as fast; the wrapper picks them
-// where the shapes allow.
-// Dispatch: 256 invocations per workgroup, 4 output elements each (see PER_THREAD), on a 2-D grid of workgroups
-// (linear workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
-// channel_bias_backward uses one invocation per (n, c) row instead. Wrapper: src/kernels/elementwise.rs
+// `*_vec4` entry points (add_scaled, scale, axpy, concat/split_channels, add_channel_bias): the same ops where the
+// length (and the plane size H·W, for the NCHW ops) is a multiple of 4, read and written as vec4s through bindings
+// 5-8, with p.len and p.hw counted in vec4s: fewer, wider loads. The wrapper picks them where the shapes allow.
+// Dispatch: 256 invocations per workgroup, PER_THREAD = 4 elements each, on a 2-D grid of workgroups (linear
+// workgroup = wg.y·num_workgroups.x + wg.x) so that any element count fits the per-dimension limit;
+// channel_bias_backward (d_e): 64 invocations per workgroup, one (n, c) row each.
+// Nothing is saved for backward (silu_backward rereads x). Wrapper: src/kernels/elementwise.rs
 
 struct Params {
     len: u32,      // output elements
@@ -44,7 +44,7 @@ const WG: u32 = 256u;
 
 // Each invocation of a pointwise entry point handles PER_THREAD elements, WG apart, so a workgroup covers
 // WG·PER_THREAD contiguous elements and neighbouring invocations touch neighbouring addresses: fewer, fuller
-// workgroups (on lavapipe, 4 per thread measured ~1.5-2× faster than 1) with coalesced access on real GPUs.
+// workgroups (the lavapipe measurement is in docs/kernels.md) with coalesced access on real GPUs.
 const PER_THREAD: u32 = 4u;
 
 fn first_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -152,7 +152,7 @@ fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// a = d_y: [N, Ca + Cb, H, W]; y = d_a: [N, Ca, H, W], y2 = d_b: [N, Cb, H, W]. One invocation per d_y element.
+// a = d_y: [N, Ca + Cb, H, W]; y = d_a: [N, Ca, H, W], y2 = d_b: [N, Cb, H, W]. One call per d_y element.
 fn split_channels_at(i: u32) {
     let c_total = p.a_channels + p.b_channels;
     let pix = i % p.hw;
@@ -194,7 +194,7 @@ fn upsample_nearest2x_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     }
 }
 
-// a = d_y: [N, C, 2H, 2W]; y = d_x: [N, C, H, W]. One invocation per d_x element sums its 2×2 block.
+// a = d_y: [N, C, 2H, 2W]; y = d_x: [N, C, H, W]. One call per d_x element sums its 2×2 block.
 fn upsample_nearest2x_backward_at(i: u32) {
     let x = i % p.w;
     let yy = (i / p.w) % p.h;

@@ -2,22 +2,18 @@
 //   timestep_embedding (Ho et al. 2020; improved-diffusion's `timestep_embedding`, cos half first):
 //     half = ⌊D/2⌋, freq_i = exp(−ln(max_period)·i/half) for i < half (max_period = 10000 by default),
 //     emb[n, i] = cos(t_n·freq_i), emb[n, half + i] = sin(t_n·freq_i), and for odd D emb[n, D−1] = 0.
-//     The freq_i are computed in f64 on the host and rounded once to f32 (WGSL's exp may be off by 3 + 2|x| ULP,
-//     21 ULP at x = −ln 10⁴), so arg = t·freq rounds twice: |Δarg| ≤ 2·2⁻²⁴·|arg|. That argument error is the
-//     accuracy limit (1.2·10⁻⁴ rad at arg = 1000); sin/cos then run on arg reduced to [−π, π] by Cody–Waite
-//     (2π = 6.28125 + 1.9353…·10⁻³; k·6.28125 is exact for |k| < 2¹⁶, i.e. |arg| < 4·10⁵), because WGSL specifies
-//     their accuracy on [−π, π] only. t comes as u32 (exact in f32 below 2²⁴) or f32. No backward (t is data).
-//   class_embedding_forward:  y[n, :] = table[label_n, :]; a label ≥ classes reads nothing and gives a zero row.
-//   class_embedding_backward: d_table[c, :] = Σ_{n: label_n = c} d_y[n, :], overwritten (rows of unused classes,
-//     and labels ≥ classes, contribute nothing). One invocation per (c, column) sums over n in ascending order: no
-//     atomics, so the result is deterministic.
-//     Labels are checked on the GPU only by that bounds test: once they are in a GPU buffer the host cannot see
-//     them, so an out-of-range label is defined behaviour (a zero embedding, no gradient) instead of an error.
+//     t comes as u32 (exact in f32 below 2²⁴) or f32. No backward (t is data).
+//     Precision: the freq_i come from the host in f64, rounded once (WGSL's exp may be off by 3 + 2|x| ULP, 21 ULP
+//     at x = −ln 10⁴), so arg = t·freq rounds twice, |Δarg| ≤ 2·2⁻²⁴·|arg|: the accuracy limit. sin/cos run on
+//     arg reduced to [−π, π] by Cody–Waite (k·TWO_PI_HI exact for |arg| < 4·10⁵), where WGSL specifies them.
+//   class_embedding_forward:  y[n, :] = table[label_n, :]; a label ≥ classes gives a zero row.
+//   class_embedding_backward: d_table[c, :] = Σ_{n: label_n = c} d_y[n, :], overwritten; labels ≥ classes add
+//     nothing. One invocation per (c, column) sums over n in ascending order: no atomics, deterministic.
+//     The host cannot see labels in a GPU buffer, so an out-of-range label is defined behaviour, not an error.
 // Buffers: t or labels [N] u32, t [N] f32, freqs [half] f32 or table [classes, D] f32, d_y [N, D] f32 (read);
 //          emb / y [N, D] or d_table [classes, D] f32 (written). Saves nothing for backward: it rereads the labels.
-// Dispatch: one invocation per output element, 256 per workgroup, on the 2-D grid of grid_1d
-// (linear workgroup = wg.y·num_workgroups.x + wg.x). Wrapper: src/kernels/embedding.rs.
-// Reference: src/reference/embedding.rs.
+// Dispatch: one invocation per output element, 256 per workgroup, 2-D grid (wg.y·num_workgroups.x + wg.x).
+// Wrapper: src/kernels/embedding.rs. Reference: src/reference/embedding.rs.
 
 struct Params {
     len: u32,      // output elements

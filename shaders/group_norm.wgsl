@@ -1,41 +1,24 @@
 // group_norm.wgsl — GroupNorm over NCHW f32 with affine γ, β and an optional fused SiLU, forward and backward.
-//   forward:  group g of sample n holds the k = (C/G)·H·W values of channels g·C/G .. (g+1)·C/G;
-//             μ = Σx / k,  σ² = Σ(x − μ)² / k (biased, as PyTorch),  rstd = 1/√(σ² + eps),
-//             x̂ = (x − μ)·rstd,  z = γ[c]·x̂ + β[c],  y = z, or y = silu(z) = z·sigmoid(z) when fused.
-//   backward: d_z = d_y, or d_y·silu'(z) with z recomputed from x, μ, rstd, γ, β (never stored);
-//             d_β[c] = Σ_{n,hw} d_z,  d_γ[c] = Σ_{n,hw} d_z·x̂,
-//             d_x = rstd·(d_x̂ − mean_g(d_x̂) − x̂·mean_g(d_x̂·x̂)) with d_x̂ = γ[c]·d_z (derived in
-//             src/reference/group_norm.rs).
-// Layouts: x, y, d_y, d_x: [N, C, H, W]; gamma, beta, d_gamma, d_beta: [C]; mean, rstd: [N, G];
-//   partial: [2, N, C], partial[0, n, c] = Σ_hw d_z and partial[1, n, c] = Σ_hw d_z·x̂.
-//   A group's values are contiguous: elements (n·G + g)·k .. (n·G + g + 1)·k, channel by channel.
-// Dispatch: group_norm_forward and group_norm_backward_data run one workgroup of 64 per (n, g) on a 2-D grid
-//   (linear index wg.y·num_workgroups.x + wg.x). Work split, the same in both: each channel's H·W values are read
-//   as ⌈H·W/4⌉ quads of 4 consecutive values (the last one padded with zeros); `spc` = max(1, 64 / (C/G))
-//   invocations ("slots") share a channel, slot s taking quads s, s + spc, …, and the 64/spc channels handled at
-//   once step through the group in rounds of 64/spc channels. So γ[c], β[c] are loaded once per channel, no index
-//   needs a division inside the loops, and small maps (7×7, 1×1) still keep all 64 invocations busy.
-//   The workgroup is 64 rather than 256 because on a CPU implementation (lavapipe) a barrier costs in proportion to
-//   the workgroup's size, and the reductions below need only 2 barriers each instead of a tree's 8.
-//   group_norm_forward: three passes over the group (Σx, Σ(x − μ)², write y): the variance is two-pass because
-//     the one-pass E[x²] − E[x]² cancels away every digit of σ² when |μ| ≫ σ.
-//   group_norm_backward_data: per round, each slot sums Σ d_z and Σ d_z·x̂ over its quads; slot 0 of each channel
-//     combines its channel's slots as a pairwise tree, writes `partial` and adds the sums, weighted by γ[c], into
-//     its own group accumulators; a 64-way sum gives the group sums Σd_x̂ and Σd_x̂·x̂; a last pass writes d_x.
-//   group_norm_forward_vec4, group_norm_backward_data_vec4: the same where H·W is a multiple of 4 (every U-Net
-//     level but 7×7), reading and writing whole quads as vec4 (one load or store instead of four, no masks: about
-//     1.4× faster on lavapipe). The two pairs differ only in how quads are loaded and stored.
-//   group_norm_backward_params: one invocation per channel sums partial over n in order: d_γ, d_β. No float
-//     atomics anywhere, so results do not depend on scheduling.
-// Summation order (the tests' error bounds in tests/it/group_norm.rs rely on it): each invocation accumulates its
-//   quads serially in a vec4 (one serial sum per component), over all its rounds' channels in the forward; the 4
-//   components combine as a 2-level tree; 64 invocation sums combine as eight 3-level trees of 8, then a 3-level
-//   tree of those 8 (sum64). Per channel in the backward: the serial vec4 share, its 2-level tree, then a pairwise
-//   tree over the channel's spc slots (⌈log₂ spc⌉ levels).
-// Workgroup memory is always written before it is read, so the wrapper skips wgpu's zero-initialisation of it
-//   (gpu.kernel_uninit_workgroup).
-// Saved for backward: mean, rstd.  Shared with group_norm_subgroup.wgsl (one subgroup per group, no barriers:
-// what CPU adapters run): group_norm_common.wgsl.  Wrapper: src/kernels/group_norm.rs
+//   forward:  per group (n, g) of k = (C/G)·H·W values: μ = Σx/k, σ² = Σ(x − μ)²/k (biased, as PyTorch),
+//             rstd = 1/√(σ² + eps), x̂ = (x − μ)·rstd, z = γ[c]·x̂ + β[c], y = z, or silu(z) when fused.
+//   backward: d_z = d_y, or d_y·silu'(z) with z recomputed from x, μ, rstd, γ, β;  d_β[c] = Σ_{n,hw} d_z,
+//             d_γ[c] = Σ_{n,hw} d_z·x̂,  d_x = rstd·(d_x̂ − mean_g(d_x̂) − x̂·mean_g(d_x̂·x̂)), d_x̂ = γ[c]·d_z
+//             (derived in src/reference/group_norm.rs).
+// Layouts: x, y, d_y, d_x [N, C, H, W] (group (n, g) is the k contiguous values from (n·G + g)·k); gamma, beta,
+//   d_gamma, d_beta [C]; mean, rstd [N, G]; partial [2, N, C] = (Σ_hw d_z, Σ_hw d_z·x̂) per (n, c).
+// Dispatch: group_norm_forward, group_norm_backward_data (and their _vec4 forms, for H·W a multiple of 4): one
+//   workgroup of 64 per (n, g), 2-D grid (wg.y·num_workgroups.x + wg.x); group_norm_backward_params: 64 per
+//   workgroup, one channel each, summing partial over n in order. CPU adapters run group_norm_subgroup.wgsl.
+// Work split: a channel is ⌈H·W/4⌉ quads; spc = max(1, 64/(C/G)) invocations share a channel, slot s taking quads
+//   s, s + spc, …, and the workgroup steps through the group 64/spc channels per round (64, not 256: barriers cost
+//   in proportion to the workgroup on CPU adapters). Forward: Σx, Σ(x − μ)² (two-pass: E[x²] − E[x]² cancels when
+//   |μ| ≫ σ), then y. Backward: each round, slot 0 of a channel combines its slots into partial and adds γ[c]·them
+//   to its accumulators; sum64 gives Σd_x̂, Σd_x̂·x̂; a last pass writes d_x. No atomics.
+// Summation order (tests/it/group_norm.rs bounds it): an invocation's quads serially per vec4 component (over all its
+//   rounds in the forward), the 4 components as a 2-level tree, then sum64: eight 3-level trees of 8, then one of
+//   those 8; in the backward a channel's slots combine as a pairwise tree (⌈log₂ spc⌉ levels).
+// Workgroup memory is written before it is read, so the wrapper skips zeroing it (gpu.kernel_uninit_workgroup).
+// Saved for backward: mean, rstd.  Shared code: group_norm_common.wgsl.  Wrapper: src/kernels/group_norm.rs
 
 const WG: u32 = 64u;
 

@@ -1,8 +1,7 @@
-// group_norm_common.wgsl — what group_norm.wgsl and group_norm_subgroup.wgsl share: Params, the bindings, the
-// loads of a quad of a channel, SiLU and its derivative. Not a module of its own (no entry points):
-// src/gpu/shaders.rs prepends it to each of the two files, so read the header of group_norm.wgsl first; the two
-// compute the same thing and differ in how a group's sums are reduced (workgroup memory and barriers there,
-// subgroup operations here).
+// group_norm_common.wgsl — what group_norm.wgsl and group_norm_subgroup.wgsl share: Params, the bindings, and the
+// per-quad helpers (loads and masked stores of 4 values of a channel, SiLU, the forward's y, the backward's d_z and
+// d_x). Not a module of its own (no entry points): src/gpu/shaders.rs prepends it to each of the two files, so read
+// group_norm.wgsl's header first; the two differ only in how a group's sums are reduced.
 
 struct Params {
     n: u32,

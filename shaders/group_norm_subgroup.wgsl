@@ -1,29 +1,23 @@
-// group_norm_subgroup.wgsl — the per-group passes of group_norm.wgsl (forward; backward d_x with the per-channel
-// partial sums) with each group reduced by one subgroup instead of one workgroup. Same math, buffers, layouts and
-// Params as group_norm.wgsl (read its header); group_norm_common.wgsl, prepended by src/gpu/shaders.rs, holds
-// what the two share, and the second backward dispatch is group_norm.wgsl's group_norm_backward_params.
-//
-// Why: group_norm.wgsl reduces a group across a workgroup of 64 through workgroup memory, and on a CPU adapter
-// (lavapipe) each barrier and each workgroup has a fixed cost that dwarfs the work of a small group: at 7×7 a
-// group of 8 channels is 392 values, about 6 per invocation. Here a workgroup of 64 holds 64 / S subgroups of S
-// lanes and each subgroup owns one (n, g) group, so the sums are `subgroupAdd`s in registers: no workgroup
-// memory, no barriers, and S-times fewer workgroups (lavapipe: S = 8, the SIMD width). On a real GPU it is one
-// warp per group, which suits the small groups it is chosen for (src/kernels/group_norm.rs).
-//
-// Work split: subgroup s of workgroup w (linear index over the 2-D grid) owns group (w·64/S + s); one past the
-// last group recomputes the last one and stores nothing, so every subgroup operation runs with all its lanes.
-// The subgroup walks the group's channels in order and, within each, the ⌈H·W/4⌉ quads S at a time, lane l
-// taking quads l, l + S, … (as vec4s where H·W is a multiple of 4, else four clamped scalar loads masked at the
-// channel's end, as in group_norm.wgsl). Loop bounds depend only on Params and S, so they are the same for all
-// lanes and every subgroupAdd sits in subgroup-uniform control flow.
-// Summation order (tests/it/group_norm.rs bounds it): each lane sums its quads serially in a vec4 (one serial sum
-// per component), the 4 components as a 2-level tree, then subgroupAdd over the S lanes, whose order the
-// implementation chooses (bounded as if serial: S − 1 levels). The forward sums the whole group that way; the
-// backward sums each channel that way (written to `partial`), then adds γ[c]·(channel sums) over the group's
-// channels serially, in order.
-// Requires the SUBGROUP feature, full subgroups of S ≤ 64 lanes (a workgroup of 64 is whole subgroups), and
-// lanes numbered 0..S within their subgroup; the wrapper checks the adapter's subgroup sizes.
-// Wrapper: src/kernels/group_norm.rs (Path::Auto on CPU adapters, Path::Subgroup).
+// group_norm_subgroup.wgsl — group_norm.wgsl's per-group passes (forward; backward d_x with the per-channel partial
+// sums) with each group reduced by one subgroup instead of one workgroup. Same math, buffers, layouts and Params as
+// group_norm.wgsl (read its header); group_norm_common.wgsl, prepended by src/gpu/shaders.rs, holds what the two
+// share, and the backward's second dispatch is group_norm.wgsl's group_norm_backward_params.
+// Why: on a CPU adapter each barrier and each workgroup has a fixed cost that dwarfs a small group's work (a few
+// values per invocation at 7×7); here the sums are subgroupAdds in registers, with no workgroup memory, no barrier
+// and S times fewer workgroups. The wrapper picks it for CPU adapters (src/kernels/group_norm.rs).
+// Dispatch: workgroups of 64 = 64/S subgroups of S lanes on a 2-D grid; subgroup s of workgroup w (linear index
+// wg.y·num_workgroups.x + wg.x) owns group n·G + g = w·64/S + s. A subgroup past the last group recomputes the last
+// one and stores nothing, so every subgroup operation runs with all its lanes.
+// Work split: the subgroup walks the group's channels in order and, within each, the ⌈H·W/4⌉ quads S at a time,
+// lane l taking quads l, l + S, … (vec4 loads where H·W is a multiple of 4, else masked quads as in group_norm.wgsl).
+// Loop bounds depend only on Params and S, so every subgroupAdd is in subgroup-uniform control flow.
+// Summation order (tests/it/group_norm.rs bounds it): each lane's quads serially per vec4 component, the 4 components
+// as a 2-level tree, then subgroupAdd over the S lanes in an order the implementation picks (bounded as S − 1
+// levels); the forward sums the whole group so, the backward each channel (→ partial), then adds γ[c]·(channel
+// sums) over the group's channels serially, in order.
+// Requires the SUBGROUP feature, full subgroups of S ≤ 64 lanes numbered 0..S (a workgroup of 64 is whole
+// subgroups); the wrapper checks the adapter's subgroup sizes.
+// Saved for backward: mean, rstd.  Wrapper: src/kernels/group_norm.rs (Path::Auto on CPU adapters, Path::Subgroup).
 
 // The group this subgroup owns, clamped to the last one; `live` is false for a subgroup past the last group.
 struct Owner {

@@ -5,7 +5,7 @@
 // Buffers: x0, eps, x_t, target: [N, D] (D = C·H·W); t: [N] u32 indices into the table; table: [2, T] = (a, b).
 // An index t ≥ T is clamped to T − 1 (timesteps are drawn on the GPU, where the host cannot check them).
 // Dispatch: 256 invocations per workgroup, one element each, 2-D grid (wg.y·num_workgroups.x + wg.x).
-// Wrapper: src/kernels/noise.rs
+// No backward (x_0, ε and t are data), nothing saved. Wrapper: src/kernels/noise.rs
 
 struct Params {
     len: u32,        // N·D

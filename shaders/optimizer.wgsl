@@ -1,35 +1,21 @@
 // optimizer.wgsl — one optimizer step over ONE flat f32 vector holding every parameter of a model, f32 throughout.
-//   grad norm:  ‖g‖₂ = √(Σᵢ gᵢ²) and the clip scale s = min(1, max_norm / (‖g‖ + 1e-6))  (torch clip_grad_norm_)
-//   Adam/AdamW (torch.optim.Adam / AdamW), t = 1 at the first step:
-//       g ← s·g                        adam_update_clipped only (adam_update leaves g as it is)
-//       g ← g + λc·p                   Adam's L2 weight decay (λc = 0 for AdamW)
-//       p ← p·(1 − lr·λd)              AdamW's decoupled weight decay (λd = 0 for Adam)
-//       m ← β1·m + (1 − β1)·g          v ← β2·v + (1 − β2)·g²
-//       p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
+//   grad norm:  ‖g‖₂ = √(Σᵢ gᵢ²), clip scale s = min(1, max_norm / (‖g‖ + 1e-6))   (torch clip_grad_norm_)
+//   Adam/AdamW (torch.optim.Adam / AdamW), t = 1 at the first step; λc = 0 for AdamW, λd = 0 for Adam:
+//       g ← s·g (adam_update_clipped only);   g ← g + λc·p (Adam's L2 decay);   p ← p·(1 − lr·λd) (AdamW's)
+//       m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²,   p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
 //   EMA:        e ← d·e + (1 − d)·w
-//
-// A training step is recorded once and resubmitted, so nothing that changes from step to step is in Params (fixed
-// when the Dispatch is built). It lives in small storage buffers:
-//   hyper [4]  written by the HOST before each submission (Tensor::write_f32): [lr, d, 1 − d, 0]. The host rounds
-//              d and 1 − d separately from f64: 1 − f32(0.9999) would keep only 4 digits.
-//   step  [4]  owned by the GPU: [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λd]. adam_advance adds 1 to t and
-//              recomputes the rest, once per recorded step, so a step recorded k times advances t k times. t is an
-//              integer-valued f32: exact to 2²⁴ steps, where every bias correction has long been exactly 1. A fresh
-//              optimizer starts from zeros; a resumed one writes [t, 0, 0, 0].
-//   norm  [2]  written by the GPU (grad_norm_finalize): [‖g‖, s]; adam_update_clipped reads s within the same
-//              submission, and the host may read ‖g‖ back for logging (s = 1 when clipping is off).
-// Bias corrections: 1 − βᵗ = −expm1(t·ln β) with ln β from the host in f64, to about 10 u (u = 2⁻²⁴) at every t.
-// Running products βᵗ ← β·βᵗ would lose up to u/(1 − β) (1000 u for β2 = 0.999) to cancellation; pow/log2 in
-// WGSL is only good to 2⁻²¹ absolute near 1.
-//
-// Dispatch:
-//   grad_norm_partial:   W ≤ 1024 workgroups × 256 (1-D); a grid-stride loop gives each thread every (W·256)-th
-//                        element, squared and summed in order, then a tree over the workgroup → partials[W].
-//   grad_norm_finalize:  1 workgroup × 256: each thread sums every 256th partial, then a tree. Fixed order, so the
-//                        result is deterministic; the longest chain of roundings is ⌈n/(256W)⌉ + ⌈W/256⌉ + 17.
-//   adam_advance:        1 workgroup × 1.
-//   adam_update[_clipped], ema_update: 256 threads per workgroup, one element each, on a 2-D grid (linear
-//                        workgroup = wg.y·num_workgroups.x + wg.x) so any length fits 65535 workgroups per dimension.
+// A step is recorded once and resubmitted, so what changes per step lives in small storage buffers, not Params:
+//   hyper [4] = [lr, d, 1 − d, 0], written by the host before each submission (d and 1 − d each rounded from f64:
+//               1 − f32(0.9999) would keep 4 digits);
+//   step  [4] = [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λd], owned by the GPU: adam_advance adds 1 to t (an integer-
+//               valued f32, exact to 2²⁴ steps) and recomputes the rest. Zeros to start, [t, 0, 0, 0] to resume;
+//   norm  [2] = [‖g‖, s], written by grad_norm_finalize (s = 1 when clipping is off) for adam_update_clipped.
+// Bias corrections: 1 − βᵗ = −expm1(t·ln β), ln β from the host in f64: a running product βᵗ would lose up to
+//   u/(1 − β) to cancellation, and WGSL's pow is only held to 2⁻²¹ absolute near 1.
+// Dispatch: grad_norm_partial: W = min(⌈n/256⌉, 1024) workgroups of 256, a grid-stride loop, then a tree →
+//   partials[W]; grad_norm_finalize: 1 workgroup of 256, strided sums, then a tree (fixed order: deterministic, the
+//   longest rounding chain ⌈n/(256W)⌉ + ⌈W/256⌉ + 17); adam_advance: 1 × 1; adam_update[_clipped], ema_update:
+//   256 invocations per workgroup, one element each, 2-D grid (wg.y·num_workgroups.x + wg.x).
 // No backward. Wrapper: src/kernels/optimizer.rs; reference: src/reference/optimizer.rs
 
 struct Params {

@@ -1,34 +1,23 @@
-// random.wgsl — counter-based random numbers: Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random
-// numbers: as easy as 1, 2, 3", SC 2011; the constants of Random123, curand and JAX), in 32-bit integer ops only.
-//   block b of a draw:  (w0, w1, w2, w3) = philox4x32_10(counter = (b, stream, offset_lo, offset_hi),
-//                                                        key     = (seed_lo, seed_hi))
-//   element i of the output takes word i % 4 of block ⌊i/4⌋ (normals: the pair of block ⌊i/4⌋, see below), so the
-//   value at index i depends on (seed, stream, offset, i) only, never on the tensor's length or the adapter.
+// random.wgsl — counter-based random numbers: Philox4x32-10 (Salmon et al., SC 2011; the constants of Random123,
+// curand and JAX) in 32-bit integer ops only.
+//   block b: (w0, w1, w2, w3) = philox4x32_10(counter = (b, stream, offset_lo, offset_hi), key = (seed_lo, seed_hi));
+//   element i takes word i % 4 of block ⌊i/4⌋, so it depends on (seed, stream, offset, i) only, not on the length.
 //   fill_bits:        y[i] = w                                   (u32, the raw stream)
-//   fill_uniform:     y[i] = (w >> 8) · 2⁻²⁴  ∈ [0, 1)           (exact in f32: bit-identical to the CPU reference)
-//   fill_uniform_int: y[i] = ⌊w · n / 2³²⌋ ∈ [0, n)              (multiply-high, Lemire 2019 without the rejection
-//                     step: every value has ⌊2³²/n⌋ or ⌈2³²/n⌉ preimages, so its probability is off by < n/2³²
-//                     relative; 2.4·10⁻⁷ for n = 1000 timesteps)
-//   fill_normal:      Box–Muller on (w0, w1) and (w2, w3):
-//                     u1 = ((w0 >> 8) + 1) · 2⁻²⁴ ∈ (0, 1]  (never 0, so the log is finite)
-//                     s  = 2 · (w1 >> 8) · 2⁻²⁴ − 1 ∈ [−1, 1)
-//                     r = √(−2 ln u1),  θ = π·s ∈ [−π, π)  (the range where WGSL specifies sin/cos accuracy)
-//                     y[4b] = r·cos θ, y[4b+1] = r·sin θ, and likewise y[4b+2], y[4b+3] from (w2, w3).
-//                     (θ = π·s instead of 2π·u only shifts the angle by π, which negates both outputs: the
-//                     standard normal is symmetric, so the distribution is unchanged.) With 24-bit u1 the radius
-//                     is at most √(2·24·ln 2) ≈ 5.77: the tails beyond 5.77σ (mass 8·10⁻⁹) are never drawn.
-//   dropout:          y[i] = x[i]·scale if (w >> 8) ≥ n else 0, with w word i of the draw: each element is dropped with
-//                     probability n·2⁻²⁴ (n = p·2²⁴ rounded) and scale = 1/(1 − n·2⁻²⁴), so E[y] = x. The mask
-//                     depends on (seed, stream, offset, i) only, so the backward pass is the same kernel applied
-//                     to ∂L/∂y with the same draw: ∂L/∂x = mask·scale·∂L/∂y. Nothing is saved.
-//   rng_advance:      offset += by (64-bit, with carry), on the GPU: the last dispatch of a recorded step.
-// Buffers: params (uniform, fixed when the dispatch is built: seed, stream, length, n);
-//          state: array<u32, 2> = the 64-bit offset (lo, hi), the per-step part of the counter. It lives in a
-//          storage buffer so that a step recorded once draws fresh numbers at every submission: the host sets it
-//          (kernels::random::set_offset) or rng_advance bumps it on the GPU.
-// Dispatch: one invocation per Philox block (4 outputs), 256 per workgroup, on the 2-D grid of grid_1d
-// (linear workgroup = wg.y·num_workgroups.x + wg.x); rng_advance is a single invocation.
-// Saves nothing for backward (no gradients). Wrapper: src/kernels/random.rs. Reference: src/reference/random.rs.
+//   fill_uniform:     y[i] = (w >> 8)·2⁻²⁴ ∈ [0, 1)              (exact in f32: bit-identical to the CPU reference)
+//   fill_uniform_int: y[i] = ⌊w·n / 2³²⌋ ∈ [0, n)                (multiply-high, Lemire 2019 without the rejection
+//                     step: each value's probability is off by < n/2³² relative)
+//   fill_normal:      Box–Muller per word pair: u1 = ((w0 >> 8) + 1)·2⁻²⁴ ∈ (0, 1], s = 2·(w1 >> 8)·2⁻²⁴ − 1,
+//                     r = √(−2 ln u1), θ = π·s ∈ [−π, π) (where WGSL specifies sin/cos; the shift by π only negates
+//                     both outputs), y[4b] = r·cos θ, y[4b+1] = r·sin θ; likewise y[4b+2], y[4b+3] from (w2, w3).
+//                     24-bit u1 caps r at √(48 ln 2) ≈ 5.77: the tails beyond (mass 8·10⁻⁹) are never drawn.
+//   dropout:          y[i] = x[i]·scale if (w >> 8) ≥ n else 0: dropped with probability n·2⁻²⁴, and
+//                     scale = 1/(1 − n·2⁻²⁴). Its own backward: the same draw applied to ∂L/∂y. Nothing is saved.
+//   rng_advance:      offset += by (64-bit, with carry) on the GPU: the last dispatch of a recorded step.
+// Buffers: Params (seed, stream, len, n, scale; fixed when the dispatch is built); state [2] u32, the 64-bit offset
+//   (lo, hi), in a storage buffer so that a step recorded once draws fresh numbers at every submission (the host
+//   sets it, kernels::random::set_offset, or rng_advance bumps it); y_f32 or y_u32 [len]; x_f32 [len] (dropout).
+// Dispatch: one invocation per Philox block (4 outputs), 256 per workgroup, 2-D grid (wg.y·num_workgroups.x + wg.x);
+//   rng_advance: one invocation. Wrapper: src/kernels/random.rs. Reference: src/reference/random.rs.
 
 struct Params {
     len: u32,      // output elements

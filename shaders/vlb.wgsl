@@ -1,7 +1,7 @@
 // vlb.wgsl — the terms of the DDPM variational bound for 8-bit data in [−1, 1], and their weighted sum, f32.
 // The math, in the timestep indices of src/diffusion/timestep.rs, is in src/diffusion/vlb.rs (Ho et al. 2020, eq. 5):
 //   x̂₀   = table[2][t]·x_t + table[3][t]·o                     (the model output o as a prediction of x₀)
-//   t ≥ 1:  L_t = kl_const[t] + kl_scale[t]·(x₀ − x̂₀)²         (KL(q(x_{t−1}|x_t,x₀) ‖ p(x_{t−1}|x_t)), per coordinate)
+//   t ≥ 1:  L_t = kl_const[t] + kl_scale[t]·(x₀ − x̂₀)²         (KL(q(x_{t−1}|x_t,x₀) ‖ p(x_{t−1}|x_t)) per coordinate)
 //   t = 0:  L_0 = −ln ∫_{bin(x₀)} N(y; x̂₀, σ_0²) dy             (discretised decoder; bins ±1/255, open at ±0.999)
 //   t = T−1 adds L_T = prior_const + prior_scale·x₀²             (KL(q(x_{T−1}|x₀) ‖ N(0, 1)))
 //   vlb_terms:  terms[i] = weight[row]·term                       (nats; the weights say how rows are averaged)
