@@ -1,47 +1,23 @@
-// conv2d.wgsl — 2-D convolution over NCHW f32 with PyTorch semantics, forward and backward (portable: no
-// subgroups, no f16; conv2d_subgroup.wgsl holds faster variants of the main passes).
-//   forward:         y[n,o,i,j]   = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, s·i + u − p, s·j + v − p]
-//   backward input:  d_x = the forward of d_y with w'[c,o,u,v] = w[o,c,k−1−u,k−1−v] (stride 1, pad k−1−p);
-//                    for stride 2 a transposed convolution of its own (backward_input_k3s2).
+// conv2d.wgsl — 2-D convolution over NCHW f32 with PyTorch semantics, forward and backward, portable (no
+// subgroups); conv2d_subgroup.wgsl holds the same main passes with shared loads broadcast across a subgroup.
+//   forward:         y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, s·i + u − p, s·j + v − p]
+//   backward input:  the forward of d_y with w'[c,o,u,v] = w[o,c,k−1−u,k−1−v] (stride 1); stride 2 has its own
+//                    transposed kernel (backward_input_k3s2)
 //   backward weight: d_w[o,c,u,v] = Σ_{n,i,j} d_y[n,o,i,j] · x[n, c, s·i + u − p, s·j + v − p]
 //   backward bias:   d_b[o] = Σ_{n,i,j} d_y[n,o,i,j]
 // Supported: k = 3, p = 1, s ∈ {1, 2}; k = 1, p = 0, s = 1. Derivations: src/reference/conv2d.rs.
-//
-// Why the packing passes: on lavapipe (and any SIMD-across-invocations CPU driver) every storage load costs a
-// per-invocation gather, so the kernels read few, wide (vec4) values and reuse each many times from registers.
-// `pack_input` copies an activation into a zero-bordered plane whose rows are a multiple of 4 floats, so the
-// main loops read aligned vec4s with no bounds checks and no selects (`pack_input_vec4` does the same for source
-// rows of whole vec4s, reading them as vec4s, and `pack_input_vec2` for whole vec2s); `pack_weight` lays the weights out so
-// that the 8 output channels of one invocation sit in 2 consecutive vec4s per tap (and does the flip and
-// transpose of the backward-input weights).
-//
-// Buffers (f32):
-//   x   [N, C, H, W]                      source of pack_input (also d_y for the backward passes)
-//   xp  [N, C, xp_h, 4·xp_w4]             packed input: xp[n,c,r,q] = x[n,c,r−pad,q−pad] or 0 (x may be a
-//                                         channel concatenation [a; b], packed part by part)
-//   w   [Co, Ci, k, k]                    source of pack_weight
-//   wp  [⌈M/8⌉, K, k·k, 8]                packed weights of a main pass with K input and M output channels
-//   y   [N, M, out_h, out_w]              main-pass output (y, or d_x); or channels 0..split of it, with
-//   y2  [N, M − split, out_h, out_w]      the rest in y2 (the backward input of a concatenation, split)
-//   dyp [N, Co, dy_h, 4·dy_w4]            d_y packed with no border (zeros past Ho, Wo), for backward weight
-//   partial [chunks, Co, Ci, k·k]         backward-weight partial sums, one slab per chunk of output tiles
-//   bias_out [chunks, Co]                 the bias gradient's partial sums, when backward weight sums it along
-// Dispatch geometry:
-//   pack_input, pack_input_vec4, pack_input_vec2: one invocation per packed row, 64 per workgroup; pack_weight, backward_weight_reduce: one
-//     invocation per output element, 256 per workgroup; all on 2-D grids of workgroups (see grid_1d).
-//   forward_*, backward_input_k3s2: 64 invocations per workgroup; each computes 8 output channels × 4 rows ×
-//     4 columns (8 for backward_input_k3s2) of one image (a "block"); grid (x, y) enumerates blocks in groups
-//     of 64 (n-major, then row block, then column block), grid z the ⌈M/8⌉ channel blocks.
-//   backward_weight_*: WG (override: 8, 32 or 64) invocations per workgroup, invocation = input channel c;
-//     each holds 16 output channels × k·k taps of d_w and walks a chunk of the 4×4 output tiles; grid (x, y, z) =
-//     (⌈Ci/WG⌉, ⌈Co/16⌉, chunks). backward_weight_reduce then sums the chunks in a fixed order (deterministic).
-//   backward_bias: one workgroup of 256 per output channel, a fixed-shape tree reduction (deterministic).
-// Saved for backward: the forward's x and w; the wrapper packs them again, or reads the forward's packed copy of
-// x where the caller kept it (forward_saving_input, as the U-Net does).
-// Params, the bindings and everything this file shares with conv2d_subgroup.wgsl (output blocks and stores, the
-// tile walk, accumulator types, the arithmetic of the main passes) are in conv2d_common.wgsl, which
-// src/gpu/shaders.rs prepends to both.
-// Wrapper: src/kernels/conv2d.rs.
+// Packing passes first make the main loops' loads wide and unconditional: pack_input* copy an activation into a
+// zero-bordered plane xp [N, C, xp_h, 4·xp_w4]; pack_weight lays w out as wp [⌈M/8⌉, K, k·k, 8] (the 8 output
+// channels of an invocation in 2 vec4s per tap; flipped and transposed for the backward input).
+// Dispatch (grids of workgroups as in grid_1d): pack_input*: a packed row per invocation, 64 per workgroup;
+//   pack_weight, backward_weight_reduce: an element per invocation, 256 per workgroup; forward_*,
+//   backward_input_k3s2: 64 invocations, each 8 output channels × 4 rows × 4 columns (8 for k3s2), grid z the
+//   ⌈M/8⌉ channel blocks; backward_weight_*: WG invocations (an input channel each, 16 output channels × k·k
+//   taps) over a chunk of 4×4 output tiles, grid (⌈Ci/WG⌉, ⌈Co/16⌉, chunks), the chunks then summed in order by
+//   backward_weight_reduce; backward_bias: 64 invocations per output channel. Every sum in a fixed order.
+// Saved for backward: x and w, packed again by the wrapper unless the forward kept its packed x.
+// Params, bindings and the arithmetic both variants share: conv2d_common.wgsl (prepended to this file).
+// Wrapper: src/kernels/conv2d/ (the choice of variant: src/kernels/select.rs).
 
 // ---------------------------------------------------------------------------------------------------------
 // Packing
@@ -59,14 +35,11 @@ fn pack_row(i: u32, units: u32) -> PackRow {
     let r = i - plane * p.xp_h;
     // Unsigned wrap-around sends r < pad far past src_h, so one comparison covers both sides.
     let h = r - p.pad;
-    let n = plane / p.in_c;
-    return PackRow(h < p.src_h, (plane * p.src_h + min(h, p.src_h - 1u)) * units,
-                   ((n * p.out_c + p.channel_offset + plane - n * p.in_c) * p.xp_h + r) * p.xp_w4);
+    return PackRow(h < p.src_h, (plane * p.src_h + min(h, p.src_h - 1u)) * units, i * p.xp_w4);
 }
 
-// packed[n, channel_offset + c, r, q] = src[n, c, r − pad, q − pad] inside the source plane (src_h × src_w),
-// else 0; src has p.in_c channels, packed p.out_c. One invocation per packed row of the source's channels
-// (p.len = N·in_c·xp_h rows) writes its 4·xp_w4 values as vec4s. Integer division by a runtime value is a
+// packed[n, c, r, q] = src[n, c, r − pad, q − pad] inside the source plane (src_h × src_w), else 0. One
+// invocation per packed row (p.len = N·C·xp_h rows) writes its 4·xp_w4 values as vec4s. Integer division by a runtime value is a
 // scalar loop per invocation on SIMD-across-invocations drivers, so it is done per row, not per value.
 @compute @workgroup_size(64)
 fn pack_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -337,7 +310,7 @@ fn dy_tile(di: u32, o0: u32) -> DyTile {
 fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);  // out-of-range lanes compute on a real channel and store nothing
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
@@ -383,7 +356,7 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
 fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
@@ -433,7 +406,7 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
 fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);

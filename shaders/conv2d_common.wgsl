@@ -14,14 +14,11 @@ struct Params {
     xp_w4: u32,       // vec4s per packed input row
     row_blocks: u32,  // ⌈out_h / 4⌉
     col_blocks: u32,  // ⌈out_w / 4⌉
-    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …; bit 2: the same for y2
-    split: u32,       // output channels m < split go to y [N, split, …], the rest to y2 [N, M − split, …]
-    // pack_input: source plane size and border, and where its channels land among the packed ones (a
-    // channel concatenation packs each part into its range); pack_weight: taps (k·k), flip/transpose flag.
+    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …
+    // pack_input: source plane size and border; pack_weight: taps (k·k), flip/transpose flag.
     src_h: u32,
     src_w: u32,
     pad: u32,
-    channel_offset: u32,
     taps: u32,
     transpose: u32,   // pack_weight: 1 = backward-input layout (swap Co and Ci, flip the taps)
     // backward weight
@@ -30,8 +27,6 @@ struct Params {
     chunks: u32,      // number of tile chunks (partial-sum slabs)
     len: u32,         // elements written by the element-wise passes
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,7 +40,6 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> partial: array<f32>;   // backward-weight partial sums
 @group(0) @binding(9) var<storage, read> partial_in: array<f32>;      // the same, read by the reduction
 @group(0) @binding(10) var<storage, read_write> packed4: array<vec4<f32>>;  // pack_input destination
-@group(0) @binding(11) var<storage, read_write> y2: array<f32>;       // second part of a split main output
 @group(0) @binding(12) var<storage, read> src4: array<vec4<f32>>;     // pack_input_vec4 source (src as vec4s)
 @group(0) @binding(13) var<storage, read_write> bias_out: array<f32>;  // backward-weight bias sums
 @group(0) @binding(14) var<storage, read> src2: array<vec2<f32>>;     // pack_input_vec2 source (src as vec2s)
@@ -53,12 +47,11 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
-const FLAG_ACCUMULATE_2: u32 = 4u;
 
 // Backward weight: invocations per workgroup (8, 32 or 64, set by the wrapper) and output channels per invocation.
 override WG: u32 = 64u;
 
-const CO_BLOCK: u32 = 16u;
+const DW_CO_BLOCK: u32 = 16u;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * size + lid;
@@ -129,8 +122,7 @@ struct Taps9 {
     u: array<array<vec4<f32>, 6>, 3>,
 }
 
-// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged:
-// into y, or into y2 for channels m ≥ p.split (m is uniform across the workgroup, so the branch is too).
+// Writes columns c0..c0+3 of one output row (those < out_w), adding the bias or the old value as flagged.
 fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     let row = b.r0 + r;
     if (m >= p.out_c || row >= p.out_h) { return; }
@@ -141,37 +133,20 @@ fn store4(b: Block, m: u32, r: u32, v: vec4<f32>) {
     // Columns past out_w belong to no output; those lanes of the vec4 are dropped. The old value is read
     // either way and the select drops it when not accumulating (garbage, even NaN, never reaches the output).
     let cols = min(p.out_w - b.c0, 4u);
-    if (m < p.split) {
-        let base = ((b.n * p.split + m) * p.out_h + row) * p.out_w + b.c0;
-        let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
-        for (var j = 0u; j < cols; j++) {
-            y[base + j] = select(out[j], out[j] + y[base + j], accumulate);
-        }
-    } else {
-        let base = ((b.n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + b.c0;
-        let accumulate = (p.flags & FLAG_ACCUMULATE_2) != 0u;
-        for (var j = 0u; j < cols; j++) {
-            y2[base + j] = select(out[j], out[j] + y2[base + j], accumulate);
-        }
+    let base = ((b.n * p.out_c + m) * p.out_h + row) * p.out_w + b.c0;
+    let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
+    for (var j = 0u; j < cols; j++) {
+        y[base + j] = select(out[j], out[j] + y[base + j], accumulate);
     }
 }
 
 // One output element (n, m, row, col), written as store4 writes them (for store8, whose columns interleave).
 fn put(n: u32, m: u32, row: u32, col: u32, v: f32) {
-    if (m < p.split) {
-        let i = ((n * p.split + m) * p.out_h + row) * p.out_w + col;
-        if ((p.flags & FLAG_ACCUMULATE) != 0u) {
-            y[i] += v;
-        } else {
-            y[i] = v;
-        }
+    let i = ((n * p.out_c + m) * p.out_h + row) * p.out_w + col;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+        y[i] += v;
     } else {
-        let i = ((n * (p.out_c - p.split) + m - p.split) * p.out_h + row) * p.out_w + col;
-        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) {
-            y2[i] += v;
-        } else {
-            y2[i] = v;
-        }
+        y[i] = v;
     }
 }
 

@@ -221,7 +221,7 @@ fn backward_weight_k3s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
                         @builtin(subgroup_invocation_id) lane: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);  // out-of-range lanes compute on a real channel and store nothing
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
@@ -268,7 +268,7 @@ fn backward_weight_k3s2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
                         @builtin(subgroup_invocation_id) lane: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);
@@ -319,7 +319,7 @@ fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
                       @builtin(subgroup_invocation_id) lane: u32) {
     let c = wg.x * WG + lid;
     let cc = min(c, p.in_c - 1u);
-    let o0 = wg.y * CO_BLOCK;
+    let o0 = wg.y * DW_CO_BLOCK;
     let xplane = p.xp_h * p.xp_w4;
     let s = p.xp_w4;
     let range = chunk_tiles(wg.z);

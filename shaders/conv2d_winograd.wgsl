@@ -27,7 +27,7 @@
 //   v   [36, K, Tp]               transformed input tiles, t = (n·row_blocks + i)·col_blocks + j; the padding
 //                                 columns t ≥ T = N·row_blocks·col_blocks repeat tile T − 1
 //   z   [36, M, Tp]               the batched product (its padding columns are never written out)
-//   y   [N, M, H, W] or channels 0..split of it, the rest in y2 [N, M − split, H, W]
+//   y   [N, M, H, W]
 // Dispatch geometry: one invocation per (m, k) pair (weight_transform), per channel and 4 consecutive tiles
 // (input_transform, output_transform: V and Z move as vec4s), 64 per workgroup, on 2-D grids of workgroups
 // (grid_1d in src/gpu/pipeline.rs).
@@ -44,12 +44,12 @@ struct Params {
     tiles_pad: u32,   // Tp: the tile count rounded up to a multiple of 4 (the matmul kernels read vec4s)
     xp_h: u32,        // rows of a packed input plane
     xp_w4: u32,       // vec4s per packed input row
-    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …; bit 2: the same for y2
-    split: u32,       // output channels m < split go to y, the rest to y2
+    flags: u32,       // bit 0: add bias; bit 1: y += … instead of y = …
     transpose: u32,   // weight_transform: 1 = backward-input weights (swap Co and Ci, flip the taps)
     len: u32,         // invocations with work
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,16 +61,13 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> v4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> z4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
+// y as f32s, vec4s (planes whose width is a multiple of 4) and vec2s (even width): an entry point binds one view.
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
-@group(0) @binding(9) var<storage, read_write> y2: array<f32>;
 @group(0) @binding(10) var<storage, read_write> yv: array<vec4<f32>>;
-@group(0) @binding(11) var<storage, read_write> y2v: array<vec4<f32>>;
-@group(0) @binding(17) var<storage, read_write> y2h: array<vec2<f32>>;   // y as vec2s (planes of even width)
-@group(0) @binding(18) var<storage, read_write> y2h2: array<vec2<f32>>;  // y2 likewise
+@group(0) @binding(17) var<storage, read_write> yh: array<vec2<f32>>;
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
-const FLAG_ACCUMULATE_2: u32 = 4u;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * 64u + lid;
@@ -261,7 +258,6 @@ struct Out4 {
 // it is inside the image.
 struct OutRow {
     ok: bool,
-    second: bool,
     at: u32,
 }
 
@@ -271,18 +267,11 @@ fn out_row(m: u32, t: u32, r: u32) -> OutRow {
     let n = t / (p.row_blocks * p.col_blocks);
     let row = 4u * i + r;
     let ok = t < p.n * p.row_blocks * p.col_blocks && row < p.h;
-    if (m < p.split) {
-        return OutRow(ok, false, ((n * p.split + m) * p.h + row) * p.w + 4u * j);
-    }
-    return OutRow(ok, true, ((n * (p.out_c - p.split) + m - p.split) * p.h + row) * p.w + 4u * j);
+    return OutRow(ok, ((n * p.out_c + m) * p.h + row) * p.w + 4u * j);
 }
 
-fn put(second: bool, at: u32, x: f32) {
-    if (second) {
-        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) { y2[at] += x; } else { y2[at] = x; }
-    } else {
-        if ((p.flags & FLAG_ACCUMULATE) != 0u) { y[at] += x; } else { y[at] = x; }
-    }
+fn put(at: u32, x: f32) {
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { y[at] += x; } else { y[at] = x; }
 }
 
 // One output row of one tile (4 columns, those past the image's edge dropped), value by value.
@@ -290,28 +279,24 @@ fn write_row(m: u32, t: u32, r: u32, val: vec4<f32>) {
     let o = out_row(m, t, r);
     if (!o.ok) { return; }
     let cols = p.w - 4u * (t % p.col_blocks);
-    put(o.second, o.at, val.x);
-    if (cols > 1u) { put(o.second, o.at + 1u, val.y); }
-    if (cols > 2u) { put(o.second, o.at + 2u, val.z); }
-    if (cols > 3u) { put(o.second, o.at + 3u, val.w); }
+    put(o.at, val.x);
+    if (cols > 1u) { put(o.at + 1u, val.y); }
+    if (cols > 2u) { put(o.at + 2u, val.z); }
+    if (cols > 3u) { put(o.at + 3u, val.w); }
 }
 
 // The same for planes of even width: the row's columns as aligned vec2s (a row starts at an even index), the
 // second one dropped past the image's edge.
-fn put2(second: bool, at: u32, x: vec2<f32>) {
-    if (second) {
-        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) { y2h2[at] += x; } else { y2h2[at] = x; }
-    } else {
-        if ((p.flags & FLAG_ACCUMULATE) != 0u) { y2h[at] += x; } else { y2h[at] = x; }
-    }
+fn put2(at: u32, x: vec2<f32>) {
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { yh[at] += x; } else { yh[at] = x; }
 }
 
 fn write_row_vec2(m: u32, t: u32, r: u32, val: vec4<f32>) {
     let o = out_row(m, t, r);
     if (!o.ok) { return; }
     let cols = p.w - 4u * (t % p.col_blocks);
-    put2(o.second, o.at / 2u, val.xy);
-    if (cols > 2u) { put2(o.second, o.at / 2u + 1u, val.zw); }
+    put2(o.at / 2u, val.xy);
+    if (cols > 2u) { put2(o.at / 2u + 1u, val.zw); }
 }
 
 // The same for planes whose width is a multiple of 4: the row is one aligned vec4.
@@ -319,11 +304,7 @@ fn write_row_vec4(m: u32, t: u32, r: u32, val: vec4<f32>) {
     let o = out_row(m, t, r);
     if (!o.ok) { return; }
     let at = o.at / 4u;
-    if (o.second) {
-        if ((p.flags & FLAG_ACCUMULATE_2) != 0u) { y2v[at] += val; } else { y2v[at] = val; }
-    } else {
-        if ((p.flags & FLAG_ACCUMULATE) != 0u) { yv[at] += val; } else { yv[at] = val; }
-    }
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { yv[at] += val; } else { yv[at] = val; }
 }
 
 // Y = Aᵀ Z A for output channel m and 4 consecutive tiles 4·t4 .. 4·t4 + 3, plus the bias.

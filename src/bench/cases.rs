@@ -176,7 +176,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 let [x, w, y] = tensors(gpu)?;
                 let b = random(gpu, &[co], 14)?;
                 Ok(Case {
-                    dispatches: conv2d::forward(gpu, &x, &w, Some(&b), &y, stride)?,
+                    dispatches: conv2d::forward(
+                        gpu,
+                        &x,
+                        &w,
+                        Some(&b),
+                        &y,
+                        stride,
+                        Default::default(),
+                    )?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
                     items: Vec::new(),
@@ -191,7 +199,14 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             build: Box::new(move |gpu| {
                 let [d_x, w, d_y] = tensors(gpu)?;
                 Ok(Case {
-                    dispatches: conv2d::backward_input(gpu, &d_y, &w, &d_x, stride, false)?,
+                    dispatches: conv2d::backward_input(
+                        gpu,
+                        &d_y,
+                        &w,
+                        &d_x,
+                        stride,
+                        Default::default(),
+                    )?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
                     items: Vec::new(),
@@ -206,7 +221,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             build: Box::new(move |gpu| {
                 let [x, d_w, d_y] = tensors(gpu)?;
                 Ok(Case {
-                    dispatches: conv2d::backward_weight(gpu, &x, &d_y, &d_w, stride)?,
+                    dispatches: conv2d::backward_weight(
+                        gpu,
+                        &x,
+                        &d_y,
+                        &d_w,
+                        None,
+                        stride,
+                        Default::default(),
+                    )?,
                     work: Work::Flops(flops),
                     formula: "2·N·Co·Ho·Wo·Ci·k²",
                     items: Vec::new(),

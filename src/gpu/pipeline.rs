@@ -179,9 +179,26 @@ pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// The variant choice that produced it, for families with several (src/kernels/select.rs): printed by
+    /// `diffuse bench --breakdown` beside the kernel.
+    pub choice: Option<&'static str>,
 }
 
 impl Dispatch {
+    /// This dispatch labelled with the variant choice that produced it.
+    pub fn chosen(self, choice: &'static str) -> Dispatch {
+        Dispatch {
+            choice: Some(choice),
+            ..self
+        }
+    }
+
+    /// As [`Dispatch::chosen`], keeping a label already there (a product inside a convolution keeps its own).
+    pub fn chosen_if_unlabelled(self, choice: &'static str) -> Dispatch {
+        let choice = self.choice.unwrap_or(choice);
+        self.chosen(choice)
+    }
+
     /// Binds `params` as a uniform at binding 0 and each `(binding, tensor)`; bindings the entry point does not use
     /// are left out (wgpu's automatic layout drops them), and a used binding with no tensor is an error.
     pub fn new<P: bytemuck::Pod>(
@@ -255,6 +272,7 @@ impl Dispatch {
             kernel: kernel.clone(),
             bind_group,
             workgroups,
+            choice: None,
         })
     }
 }

@@ -5,7 +5,8 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, has_subgroups_of_at_least, takes_subgroup_kernels};
+use crate::kernels::check_f32;
+use crate::kernels::select::{self, AttentionKernel};
 
 const SHADER: &str = "attention";
 const SHADER_SUBGROUP: &str = "attention_subgroup";
@@ -14,29 +15,8 @@ const SHADER_SUBGROUP: &str = "attention_subgroup";
 const TILE: usize = 64;
 const SUBGROUP_BLOCK: usize = 32;
 
-/// Which kernels compute the five products (the row kernels are the same on every path): attention_matmul
-/// (`Portable`: 64×64 tiles staged through workgroup memory) or attention_matmul_subgroup (`Subgroup`: 32×32
-/// blocks in registers, A shared by subgroup broadcasts). `Auto` takes the latter on CPU adapters only: on a GPU
-/// its workgroups of 8 would leave most of each SIMD unit idle.
-pub use super::SubgroupPath as Path;
-
-/// True where the adapter runs shaders/attention_subgroup.wgsl: subgroup operations, with subgroups of at least
-/// 8 invocations so that its workgroup of 8 is one subgroup.
-pub fn subgroup_path_available(gpu: &Gpu) -> bool {
-    has_subgroups_of_at_least(gpu, 8)
-}
-
-/// Whether `path` records the subgroup products on this adapter, or why it cannot.
-pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
-    let available = subgroup_path_available(gpu);
-    takes_subgroup_kernels(
-        path,
-        gpu,
-        "attention",
-        available,
-        "subgroups of at least 8 invocations",
-    )
-}
+/// Which kernels compute the five products: see [`select::attention`].
+pub use crate::kernels::select::SubgroupPath as Path;
 
 /// Invocations per score row in the row kernels (softmax and its backward) for L = H·W positions: 8 (8 rows per
 /// workgroup of 64) where L ≤ 64, else 64. Each sums a serial share of ⌈k/lanes⌉ terms, then log₂ lanes tree
@@ -98,8 +78,8 @@ struct Layout {
     heads: usize,
     d: usize,
     l: usize,
-    /// The products run on attention_matmul_subgroup.
-    subgroup: bool,
+    /// The kernels of the five products.
+    products: AttentionKernel,
 }
 
 impl Layout {
@@ -175,7 +155,7 @@ impl Layout {
             alpha,
             ..self.params()
         };
-        let (kernel, block) = if self.subgroup {
+        let (kernel, block) = if self.products == AttentionKernel::SubgroupBlocks {
             (
                 gpu.kernel(SHADER_SUBGROUP, "attention_matmul_subgroup")?,
                 SUBGROUP_BLOCK,
@@ -190,7 +170,10 @@ impl Layout {
             m.div_ceil(block) as u32,
             (self.n * self.heads) as u32,
         ];
-        Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, c)], grid)
+        Ok(
+            Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, c)], grid)?
+                .chosen(self.products.name()),
+        )
     }
 
     fn rows(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
@@ -259,7 +242,7 @@ fn layout(
         heads,
         d: c / heads,
         l,
-        subgroup: takes_subgroup(path, gpu)?,
+        products: select::attention(path, gpu)?,
     })
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Kernel, Tensor};
-use crate::kernels::{check_f32, same_shape, takes_subgroup_kernels};
+use crate::kernels::select::{self, GroupNormKernel};
+use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "group_norm";
 const SHADER_SUBGROUP: &str = "group_norm_subgroup";
@@ -22,28 +23,8 @@ pub fn slots_per_channel(channels_per_group: usize) -> usize {
     (WORKGROUP_SIZE / channels_per_group.max(1)).max(1)
 }
 
-/// Which kernels reduce a group's sums: shaders/group_norm.wgsl (`Portable`: a workgroup per group, reduced through
-/// workgroup memory) or shaders/group_norm_subgroup.wgsl (`Subgroup`: a subgroup per group, reduced with subgroup
-/// operations, no barriers; `Auto` takes it on CPU adapters that can run it).
-pub use super::SubgroupPath as Path;
-
-/// True where the adapter runs shaders/group_norm_subgroup.wgsl: subgroup operations, with subgroups of at most
-/// 64 lanes (a workgroup of 64 must be whole subgroups).
-pub fn subgroup_path_available(gpu: &Gpu) -> bool {
-    gpu.caps.subgroups && (1..=64).contains(&gpu.info.subgroup_max_size)
-}
-
-/// Whether `path` records the subgroup kernels on this adapter, or why it cannot.
-pub fn takes_subgroup(path: Path, gpu: &Gpu) -> Result<bool> {
-    let available = subgroup_path_available(gpu);
-    takes_subgroup_kernels(
-        path,
-        gpu,
-        "group_norm",
-        available,
-        "subgroups of at most 64 lanes",
-    )
-}
+/// Which kernels reduce a group's sums: see [`select::group_norm`].
+pub use crate::kernels::select::SubgroupPath as Path;
 
 /// The settings of one GroupNorm layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -196,7 +177,7 @@ pub fn group_norm_forward_via(
     } else {
         (["group_norm_forward", "group_norm_forward_subgroup"], 1, 4)
     };
-    let (kernel, grid) = per_group_kernel(gpu, path, entries, &params)?;
+    let (kernel, grid, choice) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
         (2, gamma),
@@ -205,10 +186,10 @@ pub fn group_norm_forward_via(
         (5, mean),
         (6, rstd),
     ];
-    Dispatch::new(gpu, &kernel, &params, &tensors, grid)
+    Ok(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?.chosen(choice.name()))
 }
 
-/// The per-group kernel of `path`, one of `[portable, subgroup]` entry points, and its grid: a workgroup per
+/// The per-group kernel of `path`, one of `[portable, subgroup]` entry points, its grid and the choice: a workgroup per
 /// group, or on the subgroup path a subgroup per group (64 / the largest subgroup size groups per workgroup; a
 /// workgroup whose subgroups are smaller runs some past the last group, which store nothing).
 fn per_group_kernel(
@@ -216,16 +197,20 @@ fn per_group_kernel(
     path: Path,
     [portable, subgroup]: [&'static str; 2],
     params: &Params,
-) -> Result<(Arc<Kernel>, [u32; 3])> {
+) -> Result<(Arc<Kernel>, [u32; 3], GroupNormKernel)> {
     let groups = params.n * params.groups;
-    if takes_subgroup(path, gpu)? {
-        let kernel = gpu.kernel(SHADER_SUBGROUP, subgroup)?;
-        let per_workgroup = WORKGROUP_SIZE as u32 / gpu.info.subgroup_max_size;
-        Ok((kernel, grid_1d(groups.div_ceil(per_workgroup))))
-    } else {
-        // The shader writes its workgroup memory before reading it (see its header).
-        let kernel = gpu.kernel_uninit_workgroup(SHADER, portable, &[])?;
-        Ok((kernel, grid_1d(groups)))
+    let choice = select::group_norm(path, gpu)?;
+    match choice {
+        GroupNormKernel::Subgroup => {
+            let kernel = gpu.kernel(SHADER_SUBGROUP, subgroup)?;
+            let per_workgroup = WORKGROUP_SIZE as u32 / gpu.info.subgroup_max_size;
+            Ok((kernel, grid_1d(groups.div_ceil(per_workgroup)), choice))
+        }
+        GroupNormKernel::Workgroup => {
+            // The shader writes its workgroup memory before reading it (see its header).
+            let kernel = gpu.kernel_uninit_workgroup(SHADER, portable, &[])?;
+            Ok((kernel, grid_1d(groups), choice))
+        }
     }
 }
 
@@ -305,7 +290,7 @@ pub fn group_norm_backward_via(
             [1, 9, 10],
         )
     };
-    let (data, grid) = per_group_kernel(gpu, path, entries, &params)?;
+    let (data, grid, choice) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
         (2, gamma),
@@ -316,7 +301,7 @@ pub fn group_norm_backward_via(
         (d_x_at, d_x),
         (11, &partial),
     ];
-    let data = Dispatch::new(gpu, &data, &params, &tensors, grid)?;
+    let data = Dispatch::new(gpu, &data, &params, &tensors, grid)?.chosen(choice.name());
     let sums = gpu.kernel(SHADER, "group_norm_backward_params")?;
     let tensors = [(12, &partial), (13, d_gamma), (14, d_beta)];
     let sums = Dispatch::new(gpu, &sums, &params, &tensors, [params.c.div_ceil(64), 1, 1])?;

@@ -1,7 +1,8 @@
 //! Wrapper of shaders/matmul.wgsl: the batched product C = op(A)·op(B) (op = identity or transpose), and `linear`
 //! (PyTorch layout: weight [out, in], y = x·wᵀ + b) with its three gradients. Reference: src/reference/matmul.rs.
 //!
-//! Two kernel families compute the product; [`Variant::Auto`] picks one per call:
+//! Two kernel families compute the product; which one runs for a shape on an adapter is [`select::matmul`]'s
+//! choice:
 //! - register-blocked (`matmul_nn/nt/tn/tt`): for CPU adapters (lavapipe, llvmpipe), where per-lane loads dominate.
 //!   Needs K and N, and M when A is transposed, to be multiples of 4. Where the adapter has subgroups of at least
 //!   8 invocations (lavapipe's Vulkan driver, not GL), the same kernels from shaders/matmul_subgroup.wgsl share
@@ -15,7 +16,8 @@
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
-use crate::kernels::{check_f32, has_subgroups_of_at_least};
+use crate::kernels::check_f32;
+use crate::kernels::select::{self, MatmulKernel};
 
 const SHADER: &str = "matmul";
 /// The register-blocked kernels with the A operand broadcast across a subgroup.
@@ -28,23 +30,8 @@ const TILED_TILE: (usize, usize) = (64, 64);
 /// Columns of d_y summed by one workgroup of `bias_grad`.
 const BIAS_COLUMNS: usize = 64;
 
-/// Which kernel family computes a product.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Variant {
-    /// On CPU adapters, when the shape allows it (see [`Variant::RegisterBlocked`]): register-blocked, from
-    /// shaders/matmul_subgroup.wgsl where [`subgroup_variant_available`], else from shaders/matmul.wgsl. Tiled
-    /// otherwise.
-    #[default]
-    Auto,
-    /// Vec4 register blocking without workgroup memory or subgroups (shaders/matmul.wgsl). Requires K and N, and M
-    /// when A is transposed, to be multiples of 4; other shapes are refused.
-    RegisterBlocked,
-    /// [`Variant::RegisterBlocked`] with the A operand shared through subgroup broadcasts
-    /// (shaders/matmul_subgroup.wgsl). Refused where [`subgroup_variant_available`] is false.
-    RegisterBlockedSubgroup,
-    /// Workgroup-memory tiling; any shape.
-    Tiled,
-}
+/// Which kernel family computes a product: see [`select::matmul`].
+pub use crate::kernels::select::MatmulVariant as Variant;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulOptions {
@@ -99,64 +86,27 @@ fn check_distinct(op: &'static str, out: &Tensor, inputs: &[&Tensor]) -> Result<
     Ok(())
 }
 
-/// True where the adapter runs shaders/matmul_subgroup.wgsl: subgroup operations, and subgroups of at least 8
-/// invocations so that a workgroup of 8 is one subgroup.
-pub fn subgroup_variant_available(gpu: &Gpu) -> bool {
-    has_subgroups_of_at_least(gpu, 8)
-}
-
-/// The shader, entry point and grid for the product described by `params`.
+/// The kernels, entry point and grid for the product described by `params`.
 fn plan(
     gpu: &Gpu,
     op: &'static str,
     params: &Params,
     variant: Variant,
-) -> Result<(&'static str, &'static str, [u32; 3])> {
+) -> Result<(MatmulKernel, &'static str, [u32; 3])> {
     let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
     let (trans_a, trans_b) = (params.trans_a == 1, params.trans_b == 1);
     // Every operand is read in vec4s along its contiguous dimension and k advances 4 at a time, so K, N (C's rows),
     // and M where A is stored [K, M], must be multiples of 4.
     let vec4_ok = k.is_multiple_of(4) && n.is_multiple_of(4) && (!trans_a || m.is_multiple_of(4));
-    let refuse_ragged = || {
-        crate::Error::shape(
-            op,
-            format!(
-                "the register-blocked kernels need K ({k}) and N ({n}), and M ({m}) when A is transposed, to be \
-                 multiples of 4; use Variant::Tiled or Variant::Auto"
-            ),
-        )
-    };
-    let shader = match variant {
-        Variant::Auto if vec4_ok && gpu.info.device_type == wgpu::DeviceType::Cpu => {
-            if subgroup_variant_available(gpu) {
-                SUBGROUP_SHADER
-            } else {
-                SHADER
-            }
-        }
-        Variant::Auto | Variant::Tiled => {
-            let grid = [
-                n.div_ceil(TILED_TILE.1) as u32,
-                m.div_ceil(TILED_TILE.0) as u32,
-                params.batch,
-            ];
-            return Ok((SHADER, "matmul_tiled", grid));
-        }
-        Variant::RegisterBlocked => vec4_ok.then_some(SHADER).ok_or_else(refuse_ragged)?,
-        Variant::RegisterBlockedSubgroup => {
-            ensure_shape!(
-                subgroup_variant_available(gpu),
-                op,
-                "the subgroup kernels need subgroups of at least 8 invocations; {} has {} (minimum size {})",
-                gpu.describe(),
-                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
-                gpu.info.subgroup_min_size
-            );
-            vec4_ok
-                .then_some(SUBGROUP_SHADER)
-                .ok_or_else(refuse_ragged)?
-        }
-    };
+    let choice = select::matmul(variant, gpu, vec4_ok, op)?;
+    if choice == MatmulKernel::Tiled {
+        let grid = [
+            n.div_ceil(TILED_TILE.1) as u32,
+            m.div_ceil(TILED_TILE.0) as u32,
+            params.batch,
+        ];
+        return Ok((choice, "matmul_tiled", grid));
+    }
     let entry = match (trans_a, trans_b) {
         (false, false) => "matmul_nn",
         (false, true) => "matmul_nt",
@@ -168,14 +118,16 @@ fn plan(
         m.div_ceil(BLOCKED_TILE.0) as u32,
         params.batch,
     ];
-    Ok((shader, entry, grid))
+    Ok((choice, entry, grid))
 }
 
 /// Whether a planned product runs matmul_subgroup.wgsl's matmul_nt with NARROW (each lane skips its column groups
 /// past column 64): where C has at most 64 columns, which the 128-column block would half waste. The grid is one
 /// workgroup wide either way.
-fn narrow(shader: &str, entry: &str, n: usize) -> bool {
-    shader == SUBGROUP_SHADER && entry == "matmul_nt" && n <= BLOCKED_TILE.1 / 2
+fn narrow(kernel: MatmulKernel, entry: &str, n: usize) -> bool {
+    kernel == MatmulKernel::RegisterBlockedSubgroup
+        && entry == "matmul_nt"
+        && n <= BLOCKED_TILE.1 / 2
 }
 
 /// Validates and builds C = op(A)·op(B) (+ C) (+ bias).
@@ -292,7 +244,7 @@ struct Form {
 /// The dispatch of a checked product: `params` describes it, `planned` is [`plan`]'s answer for it.
 fn record(
     gpu: &Gpu,
-    (shader, entry, mut grid): (&'static str, &'static str, [u32; 3]),
+    (choice, entry, mut grid): (MatmulKernel, &'static str, [u32; 3]),
     params: &Params,
     [a, b, c]: [&Tensor; 3],
     bias: Option<&Tensor>,
@@ -302,7 +254,11 @@ fn record(
     if form.sum_batch {
         grid[2] = 1;
     }
-    let narrow = narrow(shader, entry, params.n as usize);
+    let narrow = narrow(choice, entry, params.n as usize);
+    let shader = match choice {
+        MatmulKernel::RegisterBlockedSubgroup => SUBGROUP_SHADER,
+        MatmulKernel::RegisterBlocked | MatmulKernel::Tiled => SHADER,
+    };
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
@@ -331,12 +287,13 @@ fn record(
         ],
         grid,
     )
+    .map(|d| d.chosen(choice.name()))
 }
 
 /// A 1×1 convolution as one batched product whose weight is shared across the batch (batch stride 0):
 /// y[n] = w·x[n] + bias, w [Co, Ci], x [N, Ci, H·W], y [N, Co, H·W], bias [Co] per output channel (row). With
 /// `transpose_w` the product is wᵀ·x[n]: the backward input, x = d_y with Co channels, y = d_x with Ci. The caller
-/// (src/kernels/conv2d.rs) has checked the shapes; `[n, k, m, hw]` are the batch, the channels read and written,
+/// (src/kernels/conv2d/) has checked the shapes; `[n, k, m, hw]` are the batch, the channels read and written,
 /// and the plane size.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1x1(
@@ -382,9 +339,9 @@ pub fn conv1x1(
 
 /// The weight gradient of a 1×1 convolution as one product summed over the batch: d_w = Σ_n d_y[n]·x[n]ᵀ, d_y
 /// [N, Co, H·W], x [N, Ci, H·W], d_w [Co, Ci] (overwritten; any shape holding Co·Ci values). Only the
-/// register-blocked kernels sum over the batch (SUM_BATCH), so this returns `None` where `opts.variant` would take
-/// the tiled kernel (a real GPU, or shapes that are not whole vec4s): the caller then uses its own kernel. The
-/// caller (src/kernels/conv2d.rs) has checked the shapes; `[n, ci, co, hw]` as named.
+/// register-blocked kernels sum over the batch (SUM_BATCH): where `opts.variant` takes the tiled kernel this is
+/// refused, and select::conv2d sends such convolutions to the convolution kernels instead. The caller
+/// (src/kernels/conv2d/) has checked the shapes; `[n, ci, co, hw]` as named.
 pub fn conv1x1_weight_grad(
     gpu: &Gpu,
     d_y: &Tensor,
@@ -392,7 +349,7 @@ pub fn conv1x1_weight_grad(
     d_w: &Tensor,
     [n, ci, co, hw]: [usize; 4],
     opts: MatmulOptions,
-) -> Result<Option<Dispatch>> {
+) -> Result<Dispatch> {
     const OP: &str = "conv2d 1×1 weight gradient";
     let params = Params {
         m: co as u32,
@@ -407,9 +364,12 @@ pub fn conv1x1_weight_grad(
         _pad: [0; 3],
     };
     let planned = plan(gpu, OP, &params, opts.variant)?;
-    if planned.1 != "matmul_nt" {
-        return Ok(None);
-    }
+    ensure_shape!(
+        planned.1 == "matmul_nt",
+        OP,
+        "only the register-blocked kernels sum over the batch; {} was chosen (src/kernels/select.rs)",
+        planned.0.name()
+    );
     let form = Form {
         sum_batch: true,
         ..Form::default()
@@ -418,7 +378,7 @@ pub fn conv1x1_weight_grad(
         accumulate: false,
         ..opts
     };
-    record(gpu, planned, &params, [d_y, x, d_w], None, opts, form).map(Some)
+    record(gpu, planned, &params, [d_y, x, d_w], None, opts, form)
 }
 
 /// C = op(A)·op(B), or C += op(A)·op(B) with `opts.accumulate`. A, B and C are all matrices ([rows, cols]) or all

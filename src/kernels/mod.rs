@@ -2,6 +2,8 @@
 //! validates its tensors and returns a [`Dispatch`](crate::gpu::Dispatch) (or several, in order) that can be
 //! recorded any number of times; nothing runs until it is recorded and submitted.
 //!
+//! Which variant of a family runs for a shape on an adapter is decided in one place: [`select`].
+//!
 //! Gradient contract: a backward kernel *overwrites* its outputs (`d_x = …`). Where a tensor feeds several
 //! consumers, their gradients are summed explicitly with [`elementwise::axpy`], or by the kernels that take an
 //! `accumulate` flag (then `d_x += …`), which say so in their documentation.
@@ -10,7 +12,6 @@ pub mod analytic;
 pub mod attention;
 pub mod batch;
 pub mod conv2d;
-pub(crate) mod conv2d_winograd;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
@@ -19,58 +20,14 @@ pub mod matmul;
 pub mod noise;
 pub mod optimizer;
 pub mod random;
+pub mod select;
 pub mod step;
 pub mod vlb;
 
+pub use select::SubgroupPath;
+
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Tensor};
-
-/// True where the adapter has subgroup operations and every subgroup it makes holds at least `lanes` invocations:
-/// what the subgroup kernels whose workgroup of 8 must be one subgroup (conv2d, matmul, attention) need.
-pub(crate) fn has_subgroups_of_at_least(gpu: &Gpu, lanes: u32) -> bool {
-    gpu.caps.subgroups && gpu.info.subgroup_min_size >= lanes
-}
-
-/// Which kernels a family with a subgroup variant for CPU adapters records (GroupNorm's reductions, attention's
-/// products); each family re-exports it as its `Path`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SubgroupPath {
-    /// The subgroup kernels on CPU adapters that can run them (where they were measured faster:
-    /// docs/benchmarks.md), else the portable ones.
-    #[default]
-    Auto,
-    /// The portable kernels (any adapter).
-    Portable,
-    /// The subgroup kernels; refused where the adapter cannot run them.
-    Subgroup,
-}
-
-/// Whether `path` takes `op`'s subgroup kernels on this adapter, given whether it can run them (`available`) and
-/// what they need (`needs`, for the refusal), or why it cannot.
-pub(crate) fn takes_subgroup_kernels(
-    path: SubgroupPath,
-    gpu: &Gpu,
-    op: &'static str,
-    available: bool,
-    needs: &str,
-) -> Result<bool> {
-    Ok(match path {
-        SubgroupPath::Portable => false,
-        SubgroupPath::Auto => available && gpu.info.device_type == wgpu::DeviceType::Cpu,
-        SubgroupPath::Subgroup => {
-            crate::ensure_shape!(
-                available,
-                op,
-                "the subgroup kernels need {needs}; {} has {} (sizes {} to {}): use Path::Portable or Path::Auto",
-                gpu.describe(),
-                if gpu.caps.subgroups { "subgroups" } else { "no subgroups" },
-                gpu.info.subgroup_min_size,
-                gpu.info.subgroup_max_size
-            );
-            true
-        }
-    })
-}
+use crate::gpu::{DType, Tensor};
 
 /// Every tensor must hold f32.
 pub(crate) fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::kernels::conv2d::Conv2dOptions;
 use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul, random};
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
@@ -26,7 +27,7 @@ enum Op {
         b: String,
         y: Act,
         stride: usize,
-        /// The forward's packed copy of x, kept for the weight gradient (conv2d::forward_saving_input); None
+        /// The forward's packed copy of x, kept for the weight gradient (Conv2dOptions::saved_input); None
         /// where the forward packs nothing.
         saved: Option<Tensor>,
     },
@@ -216,8 +217,9 @@ impl Net {
         let co = self.layout.get(&w).expect("conv weight").shape[0];
         let (ho, wo) = (h.div_ceil(stride), wd.div_ceil(stride));
         let y = self.with_params(gpu, &[n, co, ho, wo])?;
+        let weight = self.param(gpu, &self.params, &w)?;
         let saved =
-            conv2d::saved_input_len(self.shape(x), &self.param(gpu, &self.params, &w)?, stride)?
+            conv2d::saved_input_len(self.shape(x), &weight, stride, conv2d::Path::Auto, gpu)?
                 .map(|len| Tensor::zeros(gpu, &[len], DType::F32))
                 .transpose()?;
         self.ops.push(Op::Conv {
@@ -446,14 +448,17 @@ impl Net {
                     y,
                     stride,
                     saved,
-                } => conv2d::forward_saving_input(
+                } => conv2d::forward(
                     gpu,
                     a(*x),
                     &p(w)?,
                     Some(&p(b)?),
                     a(*y),
                     *stride,
-                    saved.as_ref(),
+                    Conv2dOptions {
+                        saved_input: saved.as_ref(),
+                        ..Default::default()
+                    },
                 )?,
                 Op::Linear { x, w, b, y } => {
                     vec![matmul::linear_forward(
@@ -559,13 +564,17 @@ impl Net {
                     saved,
                 } => {
                     let d_y = grads.get(*y);
-                    out.extend(conv2d::backward_weight_and_bias_from_saved(
+                    out.extend(conv2d::backward_weight(
                         gpu,
                         a(*x),
-                        saved.as_ref(),
                         &d_y,
-                        (&g(w)?, &g(b)?),
+                        &g(w)?,
+                        Some(&g(b)?),
                         *stride,
+                        Conv2dOptions {
+                            saved_input: saved.as_ref(),
+                            ..Default::default()
+                        },
                     )?);
                     if !self.no_grad[x.0] {
                         let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
@@ -575,7 +584,10 @@ impl Net {
                             &p(w)?,
                             &d_x,
                             *stride,
-                            accumulate,
+                            Conv2dOptions {
+                                accumulate,
+                                ..Default::default()
+                            },
                         )?);
                     }
                 }

@@ -19,8 +19,9 @@ use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::attention::{
     attention_backward, attention_backward_via, attention_forward, attention_forward_via,
-    row_lanes, subgroup_path_available, takes_subgroup, Path,
+    row_lanes, Path,
 };
+use diffuse::kernels::select::{self, attention_subgroup_available, AttentionKernel};
 use diffuse::reference::attention::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
 
@@ -277,14 +278,14 @@ fn check_case(n: usize, c: usize, heads: usize, h: usize, w: usize, qk_scale: f3
 /// The product paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them. Both
 /// sum each product serially over k in order, so the same bounds hold for both.
 fn paths() -> Vec<Path> {
-    subgroup_paths(subgroup_path_available(gpu()))
+    subgroup_paths(attention_subgroup_available(gpu()))
 }
 
 #[test]
 fn attention_takes_the_subgroup_products_only_where_the_adapter_runs_them() {
     let gpu = gpu();
-    check_subgroup_choice(subgroup_path_available(gpu), |path| {
-        takes_subgroup(path, gpu)
+    check_subgroup_choice(attention_subgroup_available(gpu), |path| {
+        select::attention(path, gpu).map(|k| k == AttentionKernel::SubgroupBlocks)
     });
 }
 

@@ -102,8 +102,8 @@ pub fn tiny_unet() -> UNetConfig {
     }
 }
 
-/// Checks a family's choice between its portable and subgroup kernels (`takes(path)`, the family's
-/// `takes_subgroup`) against whether the adapter can run the subgroup ones: never on `Portable`, on `Auto` exactly
+/// Checks a family's choice between its portable and subgroup kernels (`takes(path)`: whether its policy in
+/// src/kernels/select.rs takes the subgroup ones) against whether the adapter can run the subgroup ones: never on `Portable`, on `Auto` exactly
 /// on CPU adapters that can, and `Subgroup` refused, with the way out named, exactly where it cannot.
 pub fn check_subgroup_choice(
     available: bool,

@@ -14,10 +14,10 @@ use crate::common;
 
 use common::{assert_close, check_close, gpu, uniform};
 use diffuse::gpu::{DType, Gpu, Tensor};
-use diffuse::kernels::conv2d::{self, Path};
+use diffuse::kernels::conv2d::{self, Conv2dOptions, Path};
+use diffuse::kernels::select::{ConvKernel, ConvPass};
 use diffuse::reference::conv2d::{self as reference, abs, Conv2dShape};
 use diffuse::reference::conv2d_winograd as winograd;
-use diffuse::reference::elementwise::{concat_channels, split_channels};
 use diffuse::reference::{gamma, gradcheck, to_f64};
 
 fn shape(
@@ -74,7 +74,20 @@ fn paths(_gpu: &Gpu) -> Vec<Path> {
 fn takes_winograd(gpu: &Gpu, path: Path, s: &Conv2dShape, w: &[f64], backward_input: bool) -> bool {
     let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
     let w = tensor(gpu, &w_shape(s), &w);
-    conv2d::takes_winograd(path, gpu, x_shape(s), &w, s.stride, backward_input).unwrap()
+    let pass = if backward_input {
+        ConvPass::BackwardInput
+    } else {
+        ConvPass::Forward
+    };
+    conv2d::choice(gpu, path, pass, &x_shape(s), &w, s.stride).unwrap() == ConvKernel::Winograd
+}
+
+/// Options choosing `path` and nothing else.
+fn on(path: Path) -> Conv2dOptions<'static> {
+    Conv2dOptions {
+        path,
+        ..Default::default()
+    }
 }
 
 /// The rounding steps of a Winograd result beyond the K − 1 additions of its channel sum: the input transform
@@ -302,7 +315,7 @@ fn forward_matches_reference() {
         for path in paths(gpu) {
             let bounds = forward_bounds(gpu, path, &s, &x64, &w64, Some(&b64));
             let y = zeros(gpu, &y_shape(&s));
-            gpu.run(&conv2d::forward_via(path, gpu, &x, &w, Some(&b), &y, s.stride).unwrap())
+            gpu.run(&conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, on(path)).unwrap())
                 .unwrap();
             assert_close(
                 &format!("{s:?} {path:?}"),
@@ -333,7 +346,7 @@ fn forward_without_bias_matches_reference() {
             let bounds = forward_bounds(gpu, path, &s, &x64, &w64, None);
             // y starts as garbage: the forward must overwrite it.
             let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
-            gpu.run(&conv2d::forward_via(path, gpu, &x, &w, None, &y, s.stride).unwrap())
+            gpu.run(&conv2d::forward(gpu, &x, &w, None, &y, s.stride, on(path)).unwrap())
                 .unwrap();
             assert_close(
                 &format!("{s:?} {path:?}"),
@@ -360,20 +373,20 @@ fn backward_input_matches_reference_and_accumulates() {
             let case = format!("{s:?} {path:?}");
             let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, None);
             let d_x = tensor(gpu, &x_shape(&s), &vec![f32::NAN; s.x_len()]);
-            gpu.run(
-                &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, false).unwrap(),
-            )
-            .unwrap();
+            gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, on(path)).unwrap())
+                .unwrap();
             assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| bounds[i]);
 
             // d_x += …: one more term, the old value.
             let old = uniform(s.x_len(), 99);
             let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
             let d_x = tensor(gpu, &x_shape(&s), &old);
-            gpu.run(
-                &conv2d::backward_input_via(path, gpu, &d_y, &w, &d_x, s.stride, true).unwrap(),
-            )
-            .unwrap();
+            let accumulate = Conv2dOptions {
+                accumulate: true,
+                ..on(path)
+            };
+            gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, accumulate).unwrap())
+                .unwrap();
             let want_acc: Vec<f64> = want.iter().zip(&old).map(|(g, &o)| g + o as f64).collect();
             assert_close(
                 &format!("{case} accumulate"),
@@ -410,8 +423,10 @@ fn backward_weight_matches_reference() {
                 mag.iter().map(|v| tol * v).collect()
             };
             let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
-            gpu.run(&conv2d::backward_weight_via(path, gpu, &x, &d_y, &d_w, s.stride).unwrap())
-                .unwrap();
+            gpu.run(
+                &conv2d::backward_weight(gpu, &x, &d_y, &d_w, None, s.stride, on(path)).unwrap(),
+            )
+            .unwrap();
             assert_close(
                 &format!("{s:?} {path:?}"),
                 &d_w.read_f32(gpu).unwrap(),
@@ -423,7 +438,7 @@ fn backward_weight_matches_reference() {
             let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
             let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
             gpu.run(
-                &conv2d::backward_weight_and_bias_via(path, gpu, &x, &d_y, &d_w, &d_b, s.stride)
+                &conv2d::backward_weight(gpu, &x, &d_y, &d_w, Some(&d_b), s.stride, on(path))
                     .unwrap(),
             )
             .unwrap();
@@ -462,126 +477,6 @@ fn backward_bias_matches_reference() {
 }
 
 #[test]
-fn concatenated_inputs_match_reference_on_the_concatenation() {
-    let gpu = gpu();
-    // (N, Ca, Cb, Co, H, W, k, stride): odd sizes and channel splits off the 8-channel blocks, a U-Net
-    // decoder shape, stride 2 and 1×1.
-    for (n, ca, cb, co, h, w, k, stride) in [
-        (1, 5, 3, 7, 5, 7, 3, 1),
-        (2, 64, 32, 64, 14, 14, 3, 1),
-        (1, 4, 8, 12, 5, 8, 3, 1), // planes of whole vec4s: the Winograd output stores vec4 rows
-        (1, 3, 6, 5, 9, 7, 3, 2),
-        (2, 9, 7, 10, 5, 6, 1, 1),
-    ] {
-        let s = shape(n, ca + cb, co, h, w, k, stride);
-        let hw = h * w;
-        let d = data(&s, 8);
-        let (a, b) = (uniform(n * ca * hw, 21), uniform(n * cb * hw, 22));
-        let x = concat_channels(&to_f64(&a), &to_f64(&b), n, ca, cb, hw);
-        let (at, bt) = (
-            tensor(gpu, &[n, ca, h, w], &a),
-            tensor(gpu, &[n, cb, h, w], &b),
-        );
-        let (wt, bias, d_y) = (
-            tensor(gpu, &w_shape(&s), &d.w),
-            tensor(gpu, &[co], &d.b),
-            tensor(gpu, &y_shape(&s), &d.d_y),
-        );
-        let (w64, b64, dy64) = (to_f64(&d.w), to_f64(&d.b), to_f64(&d.d_y));
-        for path in paths(gpu) {
-            let case = format!("{s:?} split {ca}+{cb} {path:?}");
-
-            let y = zeros(gpu, &y_shape(&s));
-            gpu.run(
-                &conv2d::forward_concat_via(path, gpu, [&at, &bt], &wt, Some(&bias), &y, stride)
-                    .unwrap(),
-            )
-            .unwrap();
-            let want = reference::forward(&s, &x, &w64, Some(&b64));
-            let bounds = forward_bounds(gpu, path, &s, &x, &w64, Some(&b64));
-            assert_close(
-                &format!("{case} forward"),
-                &y.read_f32(gpu).unwrap(),
-                &want,
-                |i| bounds[i],
-            );
-
-            // One part overwritten (it starts as NaN), the other accumulated onto its old value, each way round.
-            let (want_a, want_b) =
-                split_channels(&reference::backward_input(&s, &dy64, &w64), n, ca, cb, hw);
-            for a_accumulates in [false, true] {
-                let (old_a, old_b) = if a_accumulates {
-                    (uniform(n * ca * hw, 24), vec![f32::NAN; n * cb * hw])
-                } else {
-                    (vec![f32::NAN; n * ca * hw], uniform(n * cb * hw, 23))
-                };
-                let d_a = tensor(gpu, &[n, ca, h, w], &old_a);
-                let d_b = tensor(gpu, &[n, cb, h, w], &old_b);
-                let split = [(&d_a, a_accumulates), (&d_b, !a_accumulates)];
-                gpu.run(
-                    &conv2d::backward_input_split_via(path, gpu, &d_y, &wt, split, stride).unwrap(),
-                )
-                .unwrap();
-                // The old values where they are accumulated onto, else zeros; the bounds for an accumulated
-                // result (one more rounding) also bound an overwritten one.
-                let old_of = |old: &[f32], accumulates: bool| -> Vec<f64> {
-                    old.iter()
-                        .map(|&v| if accumulates { v as f64 } else { 0.0 })
-                        .collect()
-                };
-                let (old_a, old_b) = (
-                    old_of(&old_a, a_accumulates),
-                    old_of(&old_b, !a_accumulates),
-                );
-                let old = concat_channels(&old_a, &old_b, n, ca, cb, hw);
-                let old: Vec<f32> = old.iter().map(|&v| v as f32).collect();
-                let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
-                let (bounds_a, bounds_b) = split_channels(&bounds, n, ca, cb, hw);
-                let plus = |want: &[f64], old: &[f64]| -> Vec<f64> {
-                    want.iter().zip(old).map(|(g, o)| g + o).collect()
-                };
-                let case = format!(
-                    "{case} {}",
-                    if a_accumulates {
-                        "d_a += …"
-                    } else {
-                        "d_b += …"
-                    }
-                );
-                assert_close(
-                    &format!("{case} d_a"),
-                    &d_a.read_f32(gpu).unwrap(),
-                    &plus(&want_a, &old_a),
-                    |i| bounds_a[i],
-                );
-                assert_close(
-                    &format!("{case} d_b"),
-                    &d_b.read_f32(gpu).unwrap(),
-                    &plus(&want_b, &old_b),
-                    |i| bounds_b[i],
-                );
-            }
-
-            let d_w = zeros(gpu, &w_shape(&s));
-            gpu.run(
-                &conv2d::backward_weight_concat_via(path, gpu, [&at, &bt], &d_y, &d_w, stride)
-                    .unwrap(),
-            )
-            .unwrap();
-            let want = reference::backward_weight(&s, &x, &dy64);
-            let mag = reference::backward_weight(&s, &abs(&x), &abs(&dy64));
-            let tol = gamma(n * s.ho() * s.wo());
-            assert_close(
-                &format!("{case} d_w"),
-                &d_w.read_f32(gpu).unwrap(),
-                &want,
-                |i| tol * mag[i],
-            );
-        }
-    }
-}
-
-#[test]
 fn results_are_bitwise_reproducible() {
     let gpu = gpu();
     let s = shape(2, 32, 16, 14, 14, 3, 1);
@@ -597,9 +492,10 @@ fn results_are_bitwise_reproducible() {
         zeros(gpu, &w_shape(&s)),
         zeros(gpu, &[s.co]),
     );
-    let mut all = conv2d::forward(gpu, &x, &w, None, &y, 1).unwrap();
-    all.extend(conv2d::backward_input(gpu, &d_y, &w, &d_x, 1, false).unwrap());
-    all.extend(conv2d::backward_weight(gpu, &x, &d_y, &d_w, 1).unwrap());
+    let auto = Conv2dOptions::default();
+    let mut all = conv2d::forward(gpu, &x, &w, None, &y, 1, auto).unwrap();
+    all.extend(conv2d::backward_input(gpu, &d_y, &w, &d_x, 1, auto).unwrap());
+    all.extend(conv2d::backward_weight(gpu, &x, &d_y, &d_w, None, 1, auto).unwrap());
     all.push(conv2d::backward_bias(gpu, &d_y, &d_b).unwrap());
     let read = || {
         [&y, &d_x, &d_w, &d_b].map(|t| {
@@ -643,6 +539,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(
         msg.contains("[4, 5, 3, 3]") && msg.contains("[2, 3, 8, 8]"),
@@ -656,6 +553,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(
         msg.contains("[Co, Ci, k, k]") && msg.contains("[4, 3, 3, 2]"),
@@ -668,6 +566,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("[4, 3, 9]"), "{msg}");
     // Unsupported kernel size or stride.
@@ -678,6 +577,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("kernel size 5"), "{msg}");
     let msg = err(conv2d::forward(
@@ -687,16 +587,33 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         2,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("stride 2"), "{msg}");
     // Wrong output size: stride 2 of 8×8 is 4×4, not 8×8.
-    let msg = err(conv2d::forward(gpu, &x, &w, None, &y, 2));
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &w,
+        None,
+        &y,
+        2,
+        Conv2dOptions::default(),
+    ));
     assert!(
         msg.contains("[2, 4, 4, 4]") && msg.contains("[2, 4, 8, 8]"),
         "{msg}"
     );
     // A bias of the wrong length, an input that is not 4-D, a u32 tensor.
-    let msg = err(conv2d::forward(gpu, &x, &w, Some(&zeros(gpu, &[3])), &y, 1));
+    let msg = err(conv2d::forward(
+        gpu,
+        &x,
+        &w,
+        Some(&zeros(gpu, &[3])),
+        &y,
+        1,
+        Conv2dOptions::default(),
+    ));
     assert!(msg.contains("bias") && msg.contains("[4]"), "{msg}");
     let msg = err(conv2d::forward(
         gpu,
@@ -705,6 +622,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("[N, Ci, H, W]"), "{msg}");
     let msg = err(conv2d::forward(
@@ -714,6 +632,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         None,
         &y,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("f32"), "{msg}");
     // The backward passes check d_y against the geometry and d_w / d_x against each other.
@@ -723,7 +642,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         &w,
         &x,
         1,
-        false,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("d_y") && msg.contains("[2, 4, 8, 8]"), "{msg}");
     let msg = err(conv2d::backward_weight(
@@ -731,34 +650,11 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         &x,
         &y,
         &zeros(gpu, &[4, 2, 3, 3]),
+        None,
         1,
+        Conv2dOptions::default(),
     ));
     assert!(msg.contains("[4, 2, 3, 3]"), "{msg}");
-    // The parts of a concatenation must agree in N, H and W.
-    let msg = err(conv2d::forward_concat(
-        gpu,
-        [&x, &zeros(gpu, &[2, 1, 8, 7])],
-        &zeros(gpu, &[4, 4, 3, 3]),
-        None,
-        &y,
-        1,
-    ));
-    assert!(
-        msg.contains("[2, 3, 8, 8]") && msg.contains("[2, 1, 8, 7]"),
-        "{msg}"
-    );
-    let d_b = (&zeros(gpu, &[2, 2, 8, 8]), false);
-    let msg = err(conv2d::backward_input_split(
-        gpu,
-        &y,
-        &w,
-        [(&x, false), d_b],
-        1,
-    ));
-    assert!(
-        msg.contains("[4, 3, 3, 3]") && msg.contains("[2, 5, 8, 8]"),
-        "{msg}"
-    );
     let msg = conv2d::backward_bias(gpu, &y, &zeros(gpu, &[5]))
         .err()
         .expect("must be refused")
@@ -770,7 +666,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
 }
 
 /// 1×1 convolutions whose planes and channel counts are whole vec4s run on the matmul kernels (see
-/// conv2d::on_matmul): the forward with its per-channel bias and the backward input with and without
+/// select::conv2d): the forward with its per-channel bias and the backward input with and without
 /// accumulation, on every matmul variant the adapter has (the tiled one is what real GPUs take), against the
 /// same reference and bounds as the convolution kernels.
 #[test]
@@ -778,7 +674,7 @@ fn one_by_one_convolutions_match_reference_on_every_matmul_variant() {
     use diffuse::kernels::matmul::{self, MatmulOptions, Variant};
     let gpu = gpu();
     let mut variants = vec![Variant::Tiled, Variant::RegisterBlocked];
-    if matmul::subgroup_variant_available(gpu) {
+    if diffuse::kernels::select::matmul_subgroup_available(gpu) {
         variants.push(Variant::RegisterBlockedSubgroup);
     }
     // Batch 1, a plane of one vec4, channel counts past the 32-row block, a plane past the 128-column block.
@@ -844,7 +740,7 @@ fn one_by_one_convolutions_match_reference_on_every_matmul_variant() {
     }
 }
 
-/// The weight gradient from the packed copy of x that the forward kept (forward_saving_input) equals the one
+/// The weight gradient from the packed copy of x that the forward kept (Conv2dOptions::saved_input) equals the one
 /// that packs x itself, bit for bit: the same kernels read the same packed values. Where the forward packs
 /// nothing (a 1×1 convolution on the matmul kernels) there is no saved copy and x is read as usual.
 #[test]
@@ -858,7 +754,7 @@ fn the_weight_gradient_from_the_forwards_saved_input_matches() {
             tensor(gpu, &[s.co], &d.b),
             tensor(gpu, &y_shape(&s), &d.d_y),
         );
-        let saved = conv2d::saved_input_len(&x_shape(&s), &w, s.stride)
+        let saved = conv2d::saved_input_len(&x_shape(&s), &w, s.stride, Path::Auto, gpu)
             .unwrap()
             .map(|len| zeros(gpu, &[len]));
         assert!(
@@ -868,22 +764,18 @@ fn the_weight_gradient_from_the_forwards_saved_input_matches() {
         let y = zeros(gpu, &y_shape(&s));
         let (d_w, d_b) = (zeros(gpu, &w_shape(&s)), zeros(gpu, &[s.co]));
         let (d_w2, d_b2) = (zeros(gpu, &w_shape(&s)), zeros(gpu, &[s.co]));
+        let from_saved = Conv2dOptions {
+            saved_input: saved.as_ref(),
+            ..Default::default()
+        };
         let mut dispatches =
-            conv2d::forward_saving_input(gpu, &x, &w, Some(&b), &y, s.stride, saved.as_ref())
-                .unwrap();
+            conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, from_saved).unwrap();
         dispatches.extend(
-            conv2d::backward_weight_and_bias_from_saved(
-                gpu,
-                &x,
-                saved.as_ref(),
-                &d_y,
-                (&d_w, &d_b),
-                s.stride,
-            )
-            .unwrap(),
+            conv2d::backward_weight(gpu, &x, &d_y, &d_w, Some(&d_b), s.stride, from_saved).unwrap(),
         );
+        let auto = Conv2dOptions::default();
         dispatches.extend(
-            conv2d::backward_weight_and_bias(gpu, &x, &d_y, &d_w2, &d_b2, s.stride).unwrap(),
+            conv2d::backward_weight(gpu, &x, &d_y, &d_w2, Some(&d_b2), s.stride, auto).unwrap(),
         );
         gpu.run(&dispatches).unwrap();
         let case = format!("{s:?}");
@@ -919,14 +811,17 @@ fn winograd_is_taken_only_where_its_scratch_fits_one_binding() {
     // even the forced path falls back to the direct kernels instead of failing to allocate.
     let huge = [1024, 128, 64, 64];
     let small = [2, 128, 8, 8];
-    for backward_input in [false, true] {
-        assert!(!conv2d::takes_winograd(Path::Winograd, gpu, huge, &w, 1, backward_input).unwrap());
-        assert!(conv2d::takes_winograd(Path::Winograd, gpu, small, &w, 1, backward_input).unwrap());
-        assert!(
-            !conv2d::takes_winograd(Path::Portable, gpu, small, &w, 1, backward_input).unwrap()
-        );
-        assert!(
-            !conv2d::takes_winograd(Path::Winograd, gpu, small, &w, 2, backward_input).unwrap()
-        );
+    for pass in [
+        ConvPass::Forward,
+        ConvPass::BackwardInput,
+        ConvPass::BackwardWeight,
+    ] {
+        let winograd = |path, x: &[usize], stride| {
+            conv2d::choice(gpu, path, pass, x, &w, stride).unwrap() == ConvKernel::Winograd
+        };
+        assert!(!winograd(Path::Winograd, &huge, 1));
+        assert!(winograd(Path::Winograd, &small, 1));
+        assert!(!winograd(Path::Portable, &small, 1));
+        assert!(!winograd(Path::Winograd, &small, 2));
     }
 }

@@ -22,8 +22,9 @@ use common::{assert_close, check_subgroup_choice, gpu, subgroup_paths, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::group_norm::{
     group_norm_backward, group_norm_backward_via, group_norm_forward, group_norm_forward_via,
-    slots_per_channel, subgroup_path_available, takes_subgroup, GroupNorm, Path, WORKGROUP_SIZE,
+    slots_per_channel, GroupNorm, Path, WORKGROUP_SIZE,
 };
+use diffuse::kernels::select::{self, group_norm_subgroup_available, GroupNormKernel};
 use diffuse::reference::elementwise::sigmoid;
 use diffuse::reference::group_norm::{self as reference, Shape};
 use diffuse::reference::{gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF as U};
@@ -354,7 +355,7 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
 
 /// The kernel paths this adapter runs: the portable kernels everywhere, the subgroup ones where it has them.
 fn paths() -> Vec<Path> {
-    subgroup_paths(subgroup_path_available(gpu()))
+    subgroup_paths(group_norm_subgroup_available(gpu()))
 }
 
 #[test]
@@ -408,8 +409,8 @@ fn group_norm_keeps_its_digits_when_the_mean_dwarfs_the_spread() {
 #[test]
 fn group_norm_takes_the_subgroup_kernels_only_where_the_adapter_runs_them() {
     let gpu = gpu();
-    check_subgroup_choice(subgroup_path_available(gpu), |path| {
-        takes_subgroup(path, gpu)
+    check_subgroup_choice(group_norm_subgroup_available(gpu), |path| {
+        select::group_norm(path, gpu).map(|k| k == GroupNormKernel::Subgroup)
     });
 }
 

@@ -108,7 +108,7 @@ fn check_all_variants(batch: usize, m: usize, n: usize, k: usize, seed: u64) {
             if blocked_ok(&s) {
                 check_product(&s, accumulate, Variant::RegisterBlocked, seed);
                 // Where the adapter has the subgroup kernels (lavapipe's Vulkan driver; not GL).
-                if mm::subgroup_variant_available(gpu()) {
+                if diffuse::kernels::select::matmul_subgroup_available(gpu()) {
                     check_product(&s, accumulate, Variant::RegisterBlockedSubgroup, seed);
                 }
             }
@@ -451,7 +451,7 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         },
     ));
     assert!(e.contains("multiples of 4"), "{e}");
-    if !mm::subgroup_variant_available(gpu) {
+    if !diffuse::kernels::select::matmul_subgroup_available(gpu) {
         let opts = MatmulOptions {
             variant: Variant::RegisterBlockedSubgroup,
             ..Default::default()

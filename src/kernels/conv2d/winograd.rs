@@ -2,19 +2,28 @@
 //! or backward input with the flipped, transposed weights) as Winograd's F(4×4, 3×3): weight and input
 //! transforms, one batched product per transform position on the matmul kernels, and the output transform; and
 //! its weight gradient through the same transforms run backwards (`weight_grad_pass`).
-//! src/kernels/conv2d.rs decides when to take it ([`conv2d::Path`](super::conv2d::Path)) and packs the input
-//! first (the same zero-bordered packing as its direct kernels, which the weight gradient can then reuse).
+//! src/kernels/select.rs decides when to take it and the caller packs the input first (the same zero-bordered
+//! packing as the direct kernels', which the weight gradient can then reuse).
 //! Reference: src/reference/conv2d_winograd.rs.
 
+use super::{FLAG_ACCUMULATE, FLAG_BIAS};
 use crate::error::Result;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
-use crate::kernels::{conv2d, matmul};
+use crate::kernels::matmul;
 
 const SHADER: &str = "conv2d_winograd";
 /// Output rows and columns per tile.
-pub(crate) const TILE: usize = 4;
+const TILE: usize = 4;
 /// Positions of a transformed 6×6 tile: one matrix product each.
-pub(crate) const POSITIONS: usize = 36;
+const POSITIONS: usize = 36;
+
+/// The bytes of the largest scratch tensor of a pass over N planes of h × w with ci and co channels: the
+/// transformed tiles (36 per tile and channel) or the transformed weights (36 per channel pair), which must each
+/// fit one storage binding.
+pub(super) fn scratch_bytes(n: usize, ci: usize, co: usize, h: usize, w: usize) -> u64 {
+    let per_position = (ci.max(co) * tiles_padded(n, h, w)).max(ci * co);
+    (POSITIONS * per_position * 4) as u64
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -30,10 +39,9 @@ struct Params {
     xp_h: u32,
     xp_w4: u32,
     flags: u32,
-    split: u32,
     transpose: u32,
     len: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 impl Params {
@@ -87,10 +95,10 @@ fn transform(
 /// One pass: `[n, kc, m, h, w]` are the batch, the channels read and written, and the plane (input and output
 /// planes are the same size). `xp` is the input packed with a 1-pixel border into planes of `(xp_h, xp_w)` =
 /// (4·⌈h/4⌉ + 2, 4·⌈w/4⌉ + 4) (conv2d.rs `pack_input`); `w` is [Co, Ci, 3, 3], read transposed and flipped when
-/// `transpose` (then kc = Co, m = Ci). The output is `outs` concatenated along channels, each with its
-/// accumulate flag. The caller has checked every shape.
+/// `transpose` (then kc = Co, m = Ci). The output `out` is overwritten, or added to with `accumulate`. The caller
+/// has checked every shape.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn main_pass(
+pub(super) fn main_pass(
     gpu: &Gpu,
     variant: matmul::Variant,
     [n, kc, m, h, w_]: [usize; 5],
@@ -99,14 +107,18 @@ pub(crate) fn main_pass(
     w: &Tensor,
     transpose: bool,
     bias: Option<&Tensor>,
-    outs: &[(&Tensor, bool)],
+    (out, accumulate): (&Tensor, bool),
 ) -> Result<Vec<Dispatch>> {
     let tiles_pad = tiles_padded(n, h, w_);
-    // The same flags word as the direct kernels' (conv2d.wgsl and conv2d_winograd.wgsl agree on its bits).
-    let (flags, second) = conv2d::output_parts(gpu, bias.is_some(), outs)?;
+    let mut flags = 0;
+    if bias.is_some() {
+        flags |= FLAG_BIAS;
+    }
+    if accumulate {
+        flags |= FLAG_ACCUMULATE;
+    }
     let params = Params {
         flags,
-        split: outs[0].0.shape()[1] as u32,
         transpose: transpose as u32,
         ..Params::new([n, kc, m, h, w_], (xp_h, xp_w))
     };
@@ -126,8 +138,8 @@ pub(crate) fn main_pass(
         },
     )?;
     // Without a bias the binding is never read (flag clear); z stands in.
-    // Planes of whole vec4s store each tile row as one vec4 (bindings 10, 11), of even width as two vec2s (17,
-    // 18), others value by value (8, 9).
+    // Planes of whole vec4s store each tile row as one vec4 (binding 10), of even width as two vec2s (17), others
+    // value by value (8).
     let (entry, y_binding) = if w_.is_multiple_of(4) {
         ("output_transform_vec4", 10)
     } else if w_.is_multiple_of(2) {
@@ -143,12 +155,7 @@ pub(crate) fn main_pass(
         pass(
             entry,
             m * quads,
-            &[
-                (6, &z),
-                (7, bias.unwrap_or(&z)),
-                (y_binding, outs[0].0),
-                (y_binding + 1, &second),
-            ],
+            &[(6, &z), (7, bias.unwrap_or(&z)), (y_binding, out)],
         )?,
     ])
 }
@@ -156,7 +163,7 @@ pub(crate) fn main_pass(
 /// The weight gradient d_w [M, K, 3, 3] (overwritten) of a forward pass with `[n, kc, m, h, w]` as in
 /// [`main_pass`] (not transposed: K = Ci, M = Co), from that pass's packed input `xp` and d_y [N, M, h, w]. The
 /// caller has checked every shape.
-pub(crate) fn weight_grad_pass(
+pub(super) fn weight_grad_pass(
     gpu: &Gpu,
     variant: matmul::Variant,
     [n, kc, m, h, w]: [usize; 5],

@@ -1,0 +1,216 @@
+//! The direct main passes of shaders/conv2d.wgsl and conv2d_subgroup.wgsl (same entry points in both): the
+//! register-blocked forward (which with transposed weights is also the stride-1 backward input), the stride-2
+//! backward input, the weight gradient, and the bias gradient.
+
+use super::{
+    check_f32, check_shape, elementwise, pack, scratch, Geometry, Kind, Params, FLAG_ACCUMULATE,
+    FLAG_BIAS, SHADER, TILE,
+};
+use crate::error::Result;
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::kernels::select;
+
+const SHADER_SUBGROUP: &str = "conv2d_subgroup";
+/// Output channels per invocation of the weight-gradient pass (DW_CO_BLOCK in conv2d_common.wgsl).
+const DW_CO_BLOCK: usize = 16;
+
+fn shader(subgroup: bool) -> &'static str {
+    if subgroup {
+        SHADER_SUBGROUP
+    } else {
+        SHADER
+    }
+}
+
+impl Kind {
+    fn entry(self) -> &'static str {
+        match self {
+            Kind::K3S1 => "forward_k3s1",
+            Kind::K3S2 => "forward_k3s2",
+            Kind::K1 => "forward_k1",
+            Kind::K3S2Transposed => "backward_input_k3s2",
+        }
+    }
+}
+
+/// The weights packed, then the main pass: conv(packed input `xp` with kc channels, w) into `out` [n, m, out_h,
+/// out_w] (`+=` where its flag is set). `transpose`: w is read as the backward input's flipped, transposed weights.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn main_pass(
+    gpu: &Gpu,
+    subgroup: bool,
+    kind: Kind,
+    [n, kc, m, out_h, out_w]: [usize; 5],
+    xp: &Tensor,
+    w: &Tensor,
+    transpose: bool,
+    bias: Option<&Tensor>,
+    (out, accumulate): (&Tensor, bool),
+) -> Result<Vec<Dispatch>> {
+    let (wp, pack_w) = pack::weight(gpu, w, m, kc, kind.k() * kind.k(), transpose)?;
+    let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(kind.block_cols()));
+    let (rows, cols) = kind.packed_size(row_blocks, col_blocks);
+    let mut flags = 0;
+    if bias.is_some() {
+        flags |= FLAG_BIAS;
+    }
+    if accumulate {
+        flags |= FLAG_ACCUMULATE;
+    }
+    let params = Params {
+        n: n as u32,
+        in_c: kc as u32,
+        out_c: m as u32,
+        out_h: out_h as u32,
+        out_w: out_w as u32,
+        xp_h: rows as u32,
+        xp_w4: (cols / 4) as u32,
+        row_blocks: row_blocks as u32,
+        col_blocks: col_blocks as u32,
+        flags,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(shader(subgroup), kind.entry())?;
+    let blocks = n * row_blocks * col_blocks;
+    let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
+    // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
+    let bias = bias.unwrap_or(&wp);
+    let tensors = [(3, xp), (15, xp), (4, &wp), (5, bias), (6, out)];
+    let grid = [x, y, m.div_ceil(pack::CO_BLOCK) as u32];
+    Ok(vec![
+        pack_w,
+        Dispatch::new(gpu, &kernel, &params, &tensors, grid)?,
+    ])
+}
+
+/// The weight gradient (and the bias gradient where `d_b` is given, summed from the same d_y tiles) from the
+/// packed input `xp` of planes `packed`: d_y is packed without a border, the sum over output tiles runs in
+/// chunks of partial sums, which a reduction adds in order.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weight_grad_pass(
+    gpu: &Gpu,
+    subgroup: bool,
+    g: &Geometry,
+    xp: &Tensor,
+    packed: (usize, usize),
+    d_y: &Tensor,
+    d_w: &Tensor,
+    d_b: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let taps = g.kind.k() * g.kind.k();
+    let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    // Tiles past Ho, Wo read zeros and add nothing.
+    let dy_size = (TILE * row_blocks, TILE * col_blocks);
+    let (dyp, mut out) = pack::input(gpu, d_y, 0, dy_size, None)?;
+
+    // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own
+    // compiled pipeline, and compiling is slow on CPU drivers.
+    let wg = match g.ci {
+        0..=8 => 8,
+        9..=32 => 32,
+        _ => 64,
+    };
+    let groups = g.ci.div_ceil(wg) * g.co.div_ceil(DW_CO_BLOCK);
+    let tiles = g.n * row_blocks * col_blocks;
+    let chunks = select::conv2d_weight_grad_workgroups(gpu)
+        .div_ceil(groups)
+        .clamp(1, tiles);
+    let params = Params {
+        n: g.n as u32,
+        in_c: g.ci as u32,
+        out_c: g.co as u32,
+        xp_h: packed.0 as u32,
+        xp_w4: (packed.1 / 4) as u32,
+        row_blocks: row_blocks as u32,
+        col_blocks: col_blocks as u32,
+        dy_h: dy_size.0 as u32,
+        dy_w4: (dy_size.1 / 4) as u32,
+        chunks: chunks as u32,
+        flags: if d_b.is_some() { FLAG_BIAS } else { 0 },
+        len: (g.co * g.ci * taps) as u32,
+        ..Params::default()
+    };
+    let entry = match g.kind {
+        Kind::K3S1 => "backward_weight_k3s1",
+        Kind::K3S2 | Kind::K3S2Transposed => "backward_weight_k3s2",
+        Kind::K1 => "backward_weight_k1",
+    };
+    let kernel = gpu.kernel_with(shader(subgroup), entry, &[("WG", wg as f64)])?;
+    let grid = [
+        g.ci.div_ceil(wg) as u32,
+        g.co.div_ceil(DW_CO_BLOCK) as u32,
+        chunks as u32,
+    ];
+    // The bias sums go to bias_out: d_b itself for one chunk, else partial sums per chunk. Without a bias nothing
+    // is written there, but the binding must hold a buffer.
+    let bias_sums = scratch(
+        gpu,
+        if d_b.is_some() && chunks > 1 {
+            chunks * g.co
+        } else {
+            1
+        },
+    )?;
+    let bias_out = match d_b {
+        Some(d_b) if chunks == 1 => d_b,
+        _ => &bias_sums,
+    };
+    if chunks == 1 {
+        // One chunk: its partial sums are the result.
+        let tensors = [(3, xp), (15, xp), (7, &dyp), (8, d_w), (13, bias_out)];
+        out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
+        return Ok(out);
+    }
+    let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
+    let tensors = [(3, xp), (15, xp), (7, &dyp), (8, &partial), (13, bias_out)];
+    out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
+    out.push(elementwise(
+        gpu,
+        "backward_weight_reduce",
+        &params,
+        &[(9, &partial), (6, d_w)],
+    )?);
+    if let Some(d_b) = d_b {
+        let params = Params {
+            len: g.co as u32,
+            ..params
+        };
+        out.push(elementwise(
+            gpu,
+            "backward_weight_reduce",
+            &params,
+            &[(9, &bias_sums), (6, d_b)],
+        )?);
+    }
+    Ok(out)
+}
+
+/// d_b[o] = Σ_{n,i,j} d_y[n, o, i, j]: d_y [N, Co, Ho, Wo], d_b [Co] (overwritten).
+pub fn backward_bias(gpu: &Gpu, d_y: &Tensor, d_b: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "conv2d_backward_bias";
+    check_f32(OP, &[d_y, d_b])?;
+    let &[n, co, ho, wo] = d_y.shape() else {
+        return Err(crate::Error::shape(
+            OP,
+            format!(
+                "expected d_y of shape [N, Co, Ho, Wo], got {:?}",
+                d_y.shape()
+            ),
+        ));
+    };
+    check_shape(OP, "d_b", d_b, &[co])?;
+    let params = Params {
+        n: n as u32,
+        out_c: co as u32,
+        len: (ho * wo) as u32,
+        ..Params::default()
+    };
+    let kernel = gpu.kernel(SHADER, "backward_bias")?;
+    Dispatch::new(
+        gpu,
+        &kernel,
+        &params,
+        &[(1, d_y), (6, d_b)],
+        grid_1d(co as u32),
+    )
+}
