@@ -66,7 +66,7 @@ pub struct Options {
 }
 
 /// Time per kernel entry point over a case's dispatches, each timed alone (median of 3), largest first:
-/// (kernel name, dispatches, seconds).
+/// (kernel name and the variant choice that recorded it (src/kernels/select.rs), dispatches, seconds).
 fn breakdown(
     gpu: &Gpu,
     timer: &Timer,
@@ -78,12 +78,16 @@ fn breakdown(
             .map(|_| timer.time(gpu, &[*d], 1))
             .collect::<Result<Vec<f64>>>()?;
         times.sort_by(f64::total_cmp);
-        match by_kernel.iter_mut().find(|k| k.0 == d.kernel.name) {
+        let name = match d.choice {
+            Some(choice) => format!("{}  [{choice}]", d.kernel.name),
+            None => d.kernel.name.clone(),
+        };
+        match by_kernel.iter_mut().find(|k| k.0 == name) {
             Some(k) => {
                 k.1 += 1;
                 k.2 += times[1];
             }
-            None => by_kernel.push((d.kernel.name.clone(), 1, times[1])),
+            None => by_kernel.push((name, 1, times[1])),
         }
     }
     by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));

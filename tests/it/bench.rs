@@ -77,3 +77,33 @@ fn quick_bench_json_is_well_formed_and_every_figure_is_positive() {
         );
     }
 }
+
+/// `--breakdown` names beside each kernel the variant choice that recorded it (src/kernels/select.rs), so that a
+/// reader can tell which kernels ran on this adapter.
+#[test]
+fn the_breakdown_names_each_kernels_variant_choice() {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args([
+            "bench",
+            "--quick",
+            "--filter",
+            "unet_forward",
+            "--breakdown",
+        ])
+        .output()
+        .expect("run diffuse bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "diffuse bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in ["conv2d: ", "matmul: ", "group_norm: "] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(" × ") && l.contains(&format!("[{family}"))),
+            "no kernel labelled [{family}…] in:\n{stdout}"
+        );
+    }
+}
