@@ -7,10 +7,19 @@ use std::time::Instant;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::DdpmVariance;
 use diffuse::gpu::{Gpu, Tensor};
-use diffuse::{Error, Result};
+use diffuse::Result;
 
 use super::train::schedule_of;
 use super::{checkpoint_or_bundled, open_dataset, parse_rgb};
+
+/// `--variance`: Ho et al.'s names for the two fixed variances.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Variance {
+    /// β̃_t, the posterior's
+    Small,
+    /// β_t
+    Large,
+}
 
 /// `diffuse eval`: see `--help` for what each option does.
 #[derive(clap::Args)]
@@ -31,9 +40,9 @@ pub struct EvalArgs {
     /// Rows (image, timestep) per network evaluation.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// The reverse process's variance: small (β̃_t, the posterior's) or large (β_t), as in Ho et al.
-    #[arg(long, default_value = "small")]
-    pub variance: String,
+    /// The reverse process's variance, as in Ho et al.
+    #[arg(long, value_enum, default_value_t = Variance::Small)]
+    pub variance: Variance,
     /// For a class-conditional model, bound p(x) (the "no class" label) instead of p(x | its label).
     #[arg(long)]
     pub unconditional: bool,
@@ -54,14 +63,9 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let config = &ckpt.config;
     let dataset = open_dataset(args.data.as_deref(), config, args.background)?;
-    let variance = match args.variance.as_str() {
-        "small" => DdpmVariance::PosteriorBeta,
-        "large" => DdpmVariance::Beta,
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown --variance {other:?}: use small (β̃_t) or large (β_t)"
-            )))
-        }
+    let variance = match args.variance {
+        Variance::Small => DdpmVariance::PosteriorBeta,
+        Variance::Large => DdpmVariance::Beta,
     };
     let schedule = schedule_of(&ckpt)?;
     let weights = if args.raw_weights {

@@ -97,6 +97,12 @@ fn open_dataset(data: Option<&Path>, config: &UNetConfig, background: [u8; 3]) -
     }
 }
 
+/// The name a user types for a choice (`--sampler ddim`), for messages.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    let value = value.to_possible_value().expect("no variant is skipped");
+    value.get_name().to_string()
+}
+
 /// `--background R,G,B`.
 fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();

@@ -12,8 +12,8 @@ use diffuse::model::denoiser::UNetDenoiser;
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
-use super::checkpoint_or_bundled;
 use super::train::schedule_of;
+use super::{checkpoint_or_bundled, value_name};
 
 /// The class names a checkpoint recorded (one per line in its metadata), if any.
 fn class_names(ckpt: &Checkpoint) -> Vec<String> {
@@ -61,21 +61,18 @@ pub struct SampleArgs {
     /// A checkpoint written by `diffuse train`.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// ddpm (ancestral), ddim (η = --eta), sde (reverse-time SDE, Euler–Maruyama), ode (probability-flow ODE,
-    /// Heun), pc (predictor–corrector), langevin (annealed Langevin dynamics alone, 20 steps at each of
-    /// --steps / 20 noise levels).
-    #[arg(long, default_value = "ddim")]
-    pub sampler: String,
+    /// The reverse process to run.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
+    pub sampler: SamplerKind,
     /// Sampling steps (model evaluations; Heun uses about two per step).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
-    /// How the steps are chosen among the T training timesteps: trailing (default; starts at T−1),
-    /// leading (diffusers' DDIM default), linspace.
-    #[arg(long, default_value = "trailing")]
-    pub spacing: String,
+    /// How the steps are chosen among the T training timesteps.
+    #[arg(long, value_enum, default_value_t = StepSpacing::Trailing)]
+    pub spacing: StepSpacing,
     /// Number of images.
     #[arg(short, long, default_value_t = 16)]
     pub num: usize,
@@ -108,30 +105,59 @@ pub struct SampleArgs {
     pub adapter: Option<String>,
 }
 
+/// `--sampler`: the names are the variants', kebab-cased by clap.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SamplerKind {
+    /// Ancestral sampling (Ho et al.)
+    Ddpm,
+    /// DDIM with η = --eta
+    Ddim,
+    /// The reverse-time SDE, Euler–Maruyama
+    Sde,
+    /// The probability-flow ODE, Heun
+    Ode,
+    /// Predictor–corrector
+    Pc,
+    /// Annealed Langevin dynamics alone: 20 steps at each of --steps / 20 noise levels
+    Langevin,
+}
+
+/// `--spacing`: the library's [`Spacing`] under the names diffusers gives them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StepSpacing {
+    /// Starts at T−1 (the default)
+    Trailing,
+    /// diffusers' DDIM default
+    Leading,
+    /// Evenly from T−1 to 0
+    Linspace,
+}
+
+impl From<StepSpacing> for Spacing {
+    fn from(s: StepSpacing) -> Spacing {
+        match s {
+            StepSpacing::Trailing => Spacing::Trailing,
+            StepSpacing::Leading => Spacing::LEADING,
+            StepSpacing::Linspace => Spacing::Linspace,
+        }
+    }
+}
+
 /// Langevin steps at each noise level of `--sampler langevin` (NCSN used 100 per level over 10 levels, NCSNv2 5
 /// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/sampling.rs).
 const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
 
 fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
-    let spacing = match args.spacing.as_str() {
-        "trailing" => Spacing::Trailing,
-        "leading" => Spacing::LEADING,
-        "linspace" => Spacing::Linspace,
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown --spacing {other:?}: use trailing, leading or linspace"
-            )))
-        }
-    };
+    let spacing = Spacing::from(args.spacing);
     let t = schedule.num_steps();
     let list = samplers::timesteps(t, args.steps.min(t), spacing)?;
     let clip = Some(Clip { lo: -1.0, hi: 1.0 });
-    match args.sampler.as_str() {
-        "ddpm" => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
-        "ddim" => samplers::ddim(schedule, &list, args.eta, clip),
-        "sde" => samplers::euler_maruyama(schedule, &list),
-        "ode" => samplers::heun(schedule, &list),
-        "pc" => samplers::predictor_corrector(
+    match args.sampler {
+        SamplerKind::Ddpm => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
+        SamplerKind::Ddim => samplers::ddim(schedule, &list, args.eta, clip),
+        SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
+        SamplerKind::Ode => samplers::heun(schedule, &list),
+        SamplerKind::Pc => samplers::predictor_corrector(
             Process::Vp {
                 schedule,
                 timesteps: &list,
@@ -139,15 +165,12 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
             1,
             0.16,
         ),
-        "langevin" => {
+        SamplerKind::Langevin => {
             // --steps counts model evaluations: LANGEVIN_STEPS_PER_LEVEL at each of steps / that many levels.
             let per_level = LANGEVIN_STEPS_PER_LEVEL.min(args.steps);
             let levels = samplers::timesteps(t, (args.steps / per_level).min(t), spacing)?;
             samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
         }
-        other => Err(Error::Usage(format!(
-            "unknown --sampler {other:?}: use ddpm, ddim, sde, ode, pc or langevin"
-        ))),
     }
 }
 
@@ -211,7 +234,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     let pixels = sampler.run(gpu)?;
     println!(
         "{n} samples, {} ({} model evaluations) in {:.1} s on {}",
-        args.sampler,
+        value_name(&args.sampler),
         plan.steps.len(),
         started.elapsed().as_secs_f64(),
         gpu.describe()

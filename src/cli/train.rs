@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, Prediction, Spacing};
-use diffuse::diffusion::{BetaSchedule, Schedule};
+use diffuse::diffusion::{NamedSchedule, Schedule};
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
-use diffuse::model::UNetConfig;
+use diffuse::model::{ParamLayout, Preset};
 use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, TrainSettings, Trainer};
 use diffuse::{Error, Result};
@@ -26,10 +26,9 @@ pub struct TrainArgs {
     /// Training data: an image folder or IDX file/folder (default: the built-in 10,000-digit MNIST subset).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Model size: tiny (28×28×1, 45 k parameters, for quick tries), small (28×28×1, 1.1 M), medium (28×28×1,
-    /// 6.5 M), rgb32 (32×32×3).
-    #[arg(long, default_value = "small")]
-    pub preset: String,
+    /// Model size.
+    #[arg(long, value_enum, default_value_t = Preset::Small)]
+    pub preset: Preset,
     /// Condition on the dataset's classes (MNIST labels or subfolders), for `diffuse sample --class`.
     #[arg(long)]
     pub class_conditional: bool,
@@ -49,9 +48,9 @@ pub struct TrainArgs {
     /// Global gradient-norm clip (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
-    /// Noise schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal).
-    #[arg(long, default_value = "linear")]
-    pub schedule: String,
+    /// Noise schedule.
+    #[arg(long, value_enum, default_value_t = NamedSchedule::Linear)]
+    pub schedule: NamedSchedule,
     /// Dropout probability in every residual block (Ho et al. used 0.1 on CIFAR-10): a regulariser for long runs
     /// on small datasets. Training only; sampling never drops.
     #[arg(long, default_value_t = 0.0)]
@@ -82,51 +81,34 @@ pub struct TrainArgs {
     pub adapter: Option<String>,
 }
 
-fn schedule_by_name(name: &str) -> Result<BetaSchedule> {
-    match name {
-        "linear" => Ok(BetaSchedule::LINEAR),
-        "cosine" => Ok(BetaSchedule::COSINE),
-        other => Err(Error::Usage(format!(
-            "unknown schedule {other:?}: use linear or cosine"
-        ))),
-    }
-}
-
-fn schedule_name(s: BetaSchedule) -> &'static str {
-    if s == BetaSchedule::COSINE {
-        "cosine"
-    } else {
-        "linear"
-    }
-}
-
 /// Reads the training settings a checkpoint recorded (schedule, T), so sampling uses the trained process.
 pub(super) fn schedule_of(ckpt: &Checkpoint) -> Result<Schedule> {
-    let kind = schedule_by_name(
-        ckpt.extra
-            .get("schedule")
-            .map(String::as_str)
-            .unwrap_or("linear"),
-    )?;
+    let name = ckpt
+        .extra
+        .get("schedule")
+        .map(String::as_str)
+        .unwrap_or("linear");
+    let kind = <NamedSchedule as clap::ValueEnum>::from_str(name, false)
+        .map_err(|_| Error::Usage(format!("unknown schedule {name:?}: use linear or cosine")))?;
     let steps = ckpt
         .extra
         .get("timesteps")
         .and_then(|t| t.parse().ok())
         .unwrap_or(1000);
-    Schedule::new(kind, steps)
+    Schedule::new(kind.beta_schedule(), steps)
 }
 
 pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&args.preset));
+        .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
     let (log_every, checkpoint_every, sample_every) = (
         args.log_every.max(1),
         args.checkpoint_every.max(1),
         args.sample_every.max(1),
     );
-    let mut config = UNetConfig::preset(&args.preset)?;
+    let mut config = args.preset.config();
     config.dropout = args.dropout;
     config.validate()?;
     let dataset = open_dataset(args.data.as_deref(), &config, args.background)?;
@@ -163,7 +145,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.warmup = args.warmup;
     settings.ema_decay = args.ema;
     settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
-    settings.schedule = schedule_by_name(&args.schedule)?;
+    settings.schedule = args.schedule.beta_schedule();
     settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
     settings.flip = args.flip;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
@@ -181,7 +163,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     println!(
         "training {} ({} parameters) on {} for steps {}..{} at batch {}, on {}",
         args.preset,
-        diffuse::model::ParamLayout::new(&config).count(),
+        ParamLayout::new(&config).count(),
         dataset.description,
         start_step,
         args.steps,
@@ -189,10 +171,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         gpu.describe()
     );
     let extra = HashMap::from([
-        (
-            "schedule".to_string(),
-            schedule_name(settings.schedule).to_string(),
-        ),
+        ("schedule".to_string(), args.schedule.to_string()),
         ("timesteps".to_string(), settings.timesteps.to_string()),
         ("prediction".to_string(), "epsilon".to_string()),
         ("dataset".to_string(), dataset.description.clone()),
