@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::DdpmVariance;
+use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
 use diffuse::gpu::{Gpu, Tensor};
-use diffuse::Result;
+use diffuse::{Error, Result};
 
-use super::train::schedule_of;
 use super::{checkpoint_or_bundled, open_dataset, parse_rgb};
 
 /// `--variance`: Ho et al.'s names for the two fixed variances.
@@ -67,7 +66,14 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
         Variance::Small => DdpmVariance::PosteriorBeta,
         Variance::Large => DdpmVariance::Beta,
     };
-    let schedule = schedule_of(&ckpt)?;
+    if ckpt.training.prediction != Prediction::Epsilon {
+        // The bound's coefficients (diffuse::eval) assume an ε-predicting network, the only kind `train` makes.
+        return Err(Error::Usage(format!(
+            "eval handles ε-prediction models; this one predicts {:?}",
+            ckpt.training.prediction
+        )));
+    }
+    let schedule = ckpt.training.schedule()?;
     let weights = if args.raw_weights {
         &ckpt.params
     } else {

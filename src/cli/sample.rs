@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Prediction, Process, Spacing};
+use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Process, Spacing};
 use diffuse::diffusion::Schedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
@@ -12,16 +12,7 @@ use diffuse::model::denoiser::UNetDenoiser;
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
-use super::train::schedule_of;
 use super::{checkpoint_or_bundled, value_name};
-
-/// The class names a checkpoint recorded (one per line in its metadata), if any.
-fn class_names(ckpt: &Checkpoint) -> Vec<String> {
-    ckpt.extra
-        .get("class_names")
-        .map(|names| names.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
 /// so that each column is one class). Returns the per-image classes and the grid's columns.
@@ -37,7 +28,7 @@ fn parse_class(text: &str, ckpt: &Checkpoint, n: usize) -> Result<(Vec<u32>, Opt
             Some(count.min(n)),
         ));
     }
-    let names = class_names(ckpt);
+    let names = &ckpt.training.class_names;
     if let Some(k) = names.iter().position(|name| name == text) {
         return Ok((vec![k as u32], None));
     }
@@ -176,7 +167,7 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
 
 pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
-    let schedule = schedule_of(&ckpt)?;
+    let schedule = ckpt.training.schedule()?;
     let plan = plan_for(&args, &schedule)?;
     let config = &ckpt.config;
     let (c, s) = (config.in_channels, config.image_size);
@@ -218,7 +209,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         n,
         classes.as_deref(),
         args.guidance,
-        Prediction::Epsilon,
+        ckpt.training.prediction,
     )?;
     let frames = if args.gif.is_some() { 24 } else { 0 };
     let sampler = Sampler::with_trajectory(

@@ -1,15 +1,14 @@
 //! `diffuse train`: arguments, the progress bar, Ctrl-C, checkpoints and preview grids. The training step itself
 //! is `diffuse::train`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{self, Clip, Prediction, Spacing};
-use diffuse::diffusion::{NamedSchedule, Schedule};
+use diffuse::diffusion::samplers::{self, Clip, Spacing};
+use diffuse::diffusion::NamedSchedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
@@ -81,23 +80,6 @@ pub struct TrainArgs {
     pub adapter: Option<String>,
 }
 
-/// Reads the training settings a checkpoint recorded (schedule, T), so sampling uses the trained process.
-pub(super) fn schedule_of(ckpt: &Checkpoint) -> Result<Schedule> {
-    let name = ckpt
-        .extra
-        .get("schedule")
-        .map(String::as_str)
-        .unwrap_or("linear");
-    let kind = <NamedSchedule as clap::ValueEnum>::from_str(name, false)
-        .map_err(|_| Error::Usage(format!("unknown schedule {name:?}: use linear or cosine")))?;
-    let steps = ckpt
-        .extra
-        .get("timesteps")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(1000);
-    Schedule::new(kind.beta_schedule(), steps)
-}
-
 pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let out = args
         .out
@@ -145,7 +127,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.warmup = args.warmup;
     settings.ema_decay = args.ema;
     settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
-    settings.schedule = args.schedule.beta_schedule();
+    settings.schedule = args.schedule;
     settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
     settings.flip = args.flip;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
@@ -170,21 +152,6 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         args.batch,
         gpu.describe()
     );
-    let extra = HashMap::from([
-        ("schedule".to_string(), args.schedule.to_string()),
-        ("timesteps".to_string(), settings.timesteps.to_string()),
-        ("prediction".to_string(), "epsilon".to_string()),
-        ("dataset".to_string(), dataset.description.clone()),
-        ("lr".to_string(), settings.lr.to_string()),
-        ("batch".to_string(), settings.batch.to_string()),
-        ("flip".to_string(), settings.flip.to_string()),
-    ]);
-    let mut extra = extra;
-    if config.num_classes.is_some() {
-        // So that `diffuse sample --class` takes the names of the training subfolders.
-        extra.insert("class_names".into(), dataset.class_names.join("\n"));
-    }
-
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -200,11 +167,8 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         .expect("valid template"),
     );
     let started = Instant::now();
-    let save = |trainer: &Trainer| -> Result<()> {
-        trainer
-            .checkpoint(gpu, extra.clone())?
-            .save(&checkpoint_path)
-    };
+    let save =
+        |trainer: &Trainer| -> Result<()> { trainer.checkpoint(gpu)?.save(&checkpoint_path) };
     let show = |report: &LossReport| {
         let rate = (report.step - start_step) as f64 / started.elapsed().as_secs_f64();
         let message = format!(
@@ -241,7 +205,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             save(&trainer)?;
         }
         if sample_due {
-            let ckpt = trainer.checkpoint(gpu, extra.clone())?;
+            let ckpt = trainer.checkpoint(gpu)?;
             let path = out.join(format!("samples-{step:07}.png"));
             // A class-conditional run previews every class, one per column, twice; others 16 images.
             let (n, columns) = match config.num_classes {
@@ -281,7 +245,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
 /// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training); a
 /// class-conditional model draws image i of class i mod C.
 fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
-    let schedule = schedule_of(ckpt)?;
+    let schedule = ckpt.training.schedule()?;
     let list = samplers::timesteps(
         schedule.num_steps(),
         50.min(schedule.num_steps()),
@@ -300,7 +264,7 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         n,
         classes.as_deref(),
         0.0,
-        Prediction::Epsilon,
+        ckpt.training.prediction,
     )?;
     let s = ckpt.config.image_size;
     let sampler = Sampler::new(
