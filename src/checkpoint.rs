@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+use clap::ValueEnum;
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::{ParamLayout, UNetConfig};
 
@@ -31,92 +33,244 @@ pub struct Checkpoint {
     pub ema: Vec<f32>,
     /// Adam's first and second moments (same layout); absent in a sampling-only checkpoint.
     pub adam: Option<(Vec<f32>, Vec<f32>)>,
-    /// Other settings worth keeping (schedule, learning rate, dataset description, …), stored as metadata strings.
-    pub extra: HashMap<String, String>,
+    pub training: TrainingRecord,
 }
 
-fn config_to_metadata(c: &UNetConfig, meta: &mut HashMap<String, String>) {
+/// How the run was trained: what sampling needs (the schedule, T, the prediction, the class names) and what a
+/// reader of the file wants to know (the data, the learning rate, the batch, the flips). Stored as the `extra.*`
+/// metadata keys (docs/checkpoint.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingRecord {
+    pub schedule: NamedSchedule,
+    /// T, the number of training timesteps.
+    pub timesteps: usize,
+    /// What the network outputs.
+    pub prediction: Prediction,
+    /// Where the training images came from (`Dataset::description`).
+    pub dataset: String,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub batch: usize,
+    /// Whether images were mirrored at random (`--flip`).
+    pub flip: bool,
+    /// The class names in label order: one per class of a class-conditional model, none for an unconditional one.
+    pub class_names: Vec<String>,
+}
+
+impl TrainingRecord {
+    /// The noise schedule the model was trained with, which sampling and evaluation must use.
+    pub fn schedule(&self) -> Result<Schedule> {
+        Schedule::new(self.schedule.beta_schedule(), self.timesteps)
+    }
+
+    /// Whether this record can describe a model configured as `config`: `Err` says why not.
+    fn check(&self, config: &UNetConfig) -> std::result::Result<(), String> {
+        let classes = config.num_classes.unwrap_or(0);
+        if self.class_names.len() != classes {
+            return Err(format!(
+                "the model has {classes} classes but the record names {}",
+                self.class_names.len()
+            ));
+        }
+        match self.class_names.iter().find(|n| n.contains('\n')) {
+            // One name per line is how the metadata stores the list.
+            Some(name) => Err(format!("class name {name:?} holds a line break")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The names a checkpoint gives the predictions (`extra.prediction`).
+const PREDICTIONS: [(Prediction, &str); 4] = [
+    (Prediction::Epsilon, "epsilon"),
+    (Prediction::Sample, "sample"),
+    (Prediction::Velocity, "velocity"),
+    (Prediction::Score, "score"),
+];
+
+/// Every metadata key, written here and read back by [`Fields`]; docs/checkpoint.md explains each.
+fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
+    let c = &ckpt.config;
+    let r = &ckpt.training;
     let list = |v: &[usize]| {
         v.iter()
             .map(|x| x.to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
-    meta.insert("model.in_channels".into(), c.in_channels.to_string());
-    meta.insert("model.image_size".into(), c.image_size.to_string());
-    meta.insert("model.base_channels".into(), c.base_channels.to_string());
-    meta.insert("model.channel_mults".into(), list(&c.channel_mults));
-    meta.insert(
-        "model.blocks_per_level".into(),
-        c.blocks_per_level.to_string(),
-    );
-    meta.insert(
-        "model.attention_resolutions".into(),
-        list(&c.attention_resolutions),
-    );
-    meta.insert("model.groups".into(), c.groups.to_string());
-    meta.insert("model.heads".into(), c.heads.to_string());
-    meta.insert(
-        "model.num_classes".into(),
-        c.num_classes.map_or("none".into(), |n| n.to_string()),
-    );
-    meta.insert("model.dropout".into(), c.dropout.to_string());
+    let prediction = PREDICTIONS
+        .iter()
+        .find(|(p, _)| *p == r.prediction)
+        .map(|(_, name)| *name)
+        .expect("every prediction has a name");
+    let mut meta = HashMap::from([
+        ("format", FORMAT.to_string()),
+        ("step", ckpt.step.to_string()),
+        ("seed", ckpt.seed.to_string()),
+        ("rng_offset", ckpt.rng_offset.to_string()),
+        ("model.in_channels", c.in_channels.to_string()),
+        ("model.image_size", c.image_size.to_string()),
+        ("model.base_channels", c.base_channels.to_string()),
+        ("model.channel_mults", list(&c.channel_mults)),
+        ("model.blocks_per_level", c.blocks_per_level.to_string()),
+        (
+            "model.attention_resolutions",
+            list(&c.attention_resolutions),
+        ),
+        ("model.groups", c.groups.to_string()),
+        ("model.heads", c.heads.to_string()),
+        (
+            "model.num_classes",
+            c.num_classes.map_or("none".into(), |n| n.to_string()),
+        ),
+        ("model.dropout", c.dropout.to_string()),
+        ("extra.schedule", r.schedule.to_string()),
+        ("extra.timesteps", r.timesteps.to_string()),
+        ("extra.prediction", prediction.to_string()),
+        ("extra.dataset", r.dataset.clone()),
+        ("extra.lr", r.lr.to_string()),
+        ("extra.batch", r.batch.to_string()),
+        ("extra.flip", r.flip.to_string()),
+    ]);
+    if c.num_classes.is_some() {
+        meta.insert("extra.class_names", r.class_names.join("\n"));
+    }
+    meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-fn config_from_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<UNetConfig> {
-    let get = |k: &str| {
-        meta.get(k).ok_or_else(|| {
-            Error::data(
-                path,
-                format!("checkpoint metadata lacks {k:?}: not a diffuse checkpoint?"),
-            )
+/// A checkpoint's metadata as it is read: each key is taken once, so whatever is left at the end is a key this
+/// version does not know. Every error names the key; `Error::data` adds the file.
+struct Fields<'a> {
+    path: &'a Path,
+    meta: HashMap<String, String>,
+}
+
+impl Fields<'_> {
+    fn error(&self, message: String) -> Error {
+        Error::data(self.path, message)
+    }
+
+    fn take(&mut self, key: &str) -> Result<String> {
+        self.meta
+            .remove(key)
+            .ok_or_else(|| self.error(format!("checkpoint metadata lacks {key:?}")))
+    }
+
+    /// `key` parsed as `what` (e.g. "a number").
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, what: &str) -> Result<T> {
+        let text = self.take(key)?;
+        text.parse().map_err(|_| {
+            self.error(format!(
+                "checkpoint metadata {key:?} is {text:?}, not {what}"
+            ))
         })
-    };
-    let num = |k: &str| -> Result<usize> {
-        get(k)?
-            .parse()
-            .map_err(|_| Error::data(path, format!("checkpoint metadata {k:?} is not a number")))
-    };
-    let list = |k: &str| -> Result<Vec<usize>> {
-        let s = get(k)?;
-        if s.is_empty() {
+    }
+
+    /// `key` as a comma-separated list of numbers ("" for none).
+    fn list(&mut self, key: &str) -> Result<Vec<usize>> {
+        let text = self.take(key)?;
+        if text.is_empty() {
             return Ok(Vec::new());
         }
-        s.split(',')
-            .map(|x| {
-                x.parse().map_err(|_| {
-                    Error::data(
-                        path,
-                        format!("checkpoint metadata {k:?} is not a list of numbers"),
-                    )
-                })
+        text.split(',')
+            .map(|x| x.parse())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| {
+                self.error(format!(
+                    "checkpoint metadata {key:?} is {text:?}, not a list of numbers"
+                ))
             })
-            .collect()
-    };
-    let config = UNetConfig {
-        in_channels: num("model.in_channels")?,
-        image_size: num("model.image_size")?,
-        base_channels: num("model.base_channels")?,
-        channel_mults: list("model.channel_mults")?,
-        blocks_per_level: num("model.blocks_per_level")?,
-        attention_resolutions: list("model.attention_resolutions")?,
-        groups: num("model.groups")?,
-        heads: num("model.heads")?,
-        num_classes: match get("model.num_classes")?.as_str() {
+    }
+
+    /// `key` as one of the named `choices`.
+    fn choice<T: Copy>(&mut self, key: &str, choices: &[(T, impl AsRef<str>)]) -> Result<T> {
+        let text = self.take(key)?;
+        let found = choices.iter().find(|(_, name)| name.as_ref() == text);
+        found.map(|(value, _)| *value).ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(_, name)| name.as_ref()).collect();
+            self.error(format!(
+                "checkpoint metadata {key:?} is {text:?}, not one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    fn config(&mut self) -> Result<UNetConfig> {
+        let num_classes = match self.take("model.num_classes")?.as_str() {
             "none" => None,
-            _ => Some(num("model.num_classes")?),
-        },
-        dropout: get("model.dropout")?.parse().map_err(|_| {
-            Error::data(
-                path,
-                "checkpoint metadata \"model.dropout\" is not a number",
-            )
-        })?,
-    };
-    config
-        .validate()
-        .map_err(|e| Error::data(path, e.to_string()))?;
-    Ok(config)
+            text => Some(text.parse().map_err(|_| {
+                self.error(format!(
+                    "checkpoint metadata \"model.num_classes\" is {text:?}, not a number or \"none\""
+                ))
+            })?),
+        };
+        let config = UNetConfig {
+            in_channels: self.parse("model.in_channels", "a number")?,
+            image_size: self.parse("model.image_size", "a number")?,
+            base_channels: self.parse("model.base_channels", "a number")?,
+            channel_mults: self.list("model.channel_mults")?,
+            blocks_per_level: self.parse("model.blocks_per_level", "a number")?,
+            attention_resolutions: self.list("model.attention_resolutions")?,
+            groups: self.parse("model.groups", "a number")?,
+            heads: self.parse("model.heads", "a number")?,
+            num_classes,
+            dropout: self.parse("model.dropout", "a number")?,
+        };
+        config.validate().map_err(|e| self.error(e.to_string()))?;
+        Ok(config)
+    }
+
+    fn training(&mut self, config: &UNetConfig) -> Result<TrainingRecord> {
+        let schedules: Vec<(NamedSchedule, String)> = NamedSchedule::value_variants()
+            .iter()
+            .map(|&s| (s, s.to_string()))
+            .collect();
+        let schedule = self.choice("extra.schedule", &schedules)?;
+        let prediction = self.choice("extra.prediction", &PREDICTIONS)?;
+        // The one default: `extra.flip` came with --flip, and checkpoints written before it (the bundled model
+        // among them) trained without flips.
+        let flip = if self.meta.contains_key("extra.flip") {
+            self.parse("extra.flip", "true or false")?
+        } else {
+            false
+        };
+        let class_names = match config.num_classes {
+            Some(_) => self
+                .take("extra.class_names")?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        let record = TrainingRecord {
+            schedule,
+            timesteps: self.parse("extra.timesteps", "a number")?,
+            prediction,
+            dataset: self.take("extra.dataset")?,
+            lr: self.parse("extra.lr", "a number")?,
+            batch: self.parse("extra.batch", "a number")?,
+            flip,
+            class_names,
+        };
+        record
+            .check(config)
+            .map_err(|e| self.error(format!("checkpoint metadata \"extra.class_names\": {e}")))?;
+        Ok(record)
+    }
+
+    /// Refuses keys nobody took: a newer diffuse's settings would otherwise be dropped without a word.
+    fn finish(self) -> Result<()> {
+        let mut unknown: Vec<&String> = self.meta.keys().collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        unknown.sort();
+        let quoted: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
+        Err(self.error(format!(
+            "unknown checkpoint metadata {}: written by another version of diffuse?",
+            quoted.join(", ")
+        )))
+    }
 }
 
 impl Checkpoint {
@@ -145,21 +299,17 @@ impl Checkpoint {
                 tensors.push((format!("{prefix}{}", p.name), view));
             }
         }
-        let mut meta = HashMap::new();
-        meta.insert("format".into(), FORMAT.into());
-        meta.insert("step".into(), self.step.to_string());
-        meta.insert("seed".into(), self.seed.to_string());
-        meta.insert("rng_offset".into(), self.rng_offset.to_string());
-        config_to_metadata(&self.config, &mut meta);
-        for (k, v) in &self.extra {
-            meta.insert(format!("extra.{k}"), v.clone());
-        }
+        self.training
+            .check(&self.config)
+            .map_err(|e| Error::Usage(format!("cannot record the training run: {e}")))?;
+        let meta = to_metadata(self);
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| Error::Usage(format!("serialising the checkpoint: {e}")))?;
         write_atomically(path, &bytes)
     }
 
-    /// Reads a checkpoint, checking its format, config and every tensor's presence and shape.
+    /// Reads a checkpoint, checking its format, every metadata key (none missing, none unknown), its config, and
+    /// every tensor's presence and shape.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let corrupt = |e: safetensors::SafeTensorError| {
@@ -185,15 +335,16 @@ impl Checkpoint {
                 ))
             }
         }
-        let config = config_from_metadata(path, &meta)?;
-        let number = |k: &str| -> Result<u64> {
-            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                Error::data(
-                    path,
-                    format!("checkpoint metadata {k:?} is missing or not a number"),
-                )
-            })
-        };
+        let mut fields = Fields { path, meta };
+        fields.take("format")?;
+        let config = fields.config()?;
+        let training = fields.training(&config)?;
+        let (step, seed, rng_offset) = (
+            fields.parse("step", "a number")?,
+            fields.parse("seed", "a number")?,
+            fields.parse("rng_offset", "a number")?,
+        );
+        fields.finish()?;
         let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(corrupt)?;
         let layout = ParamLayout::new(&config);
         let read_set = |prefix: &str| -> Result<Option<Vec<f32>>> {
@@ -238,19 +389,15 @@ impl Checkpoint {
                 ))
             }
         };
-        let extra = meta
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone())))
-            .collect();
         Ok(Checkpoint {
             config,
-            step: number("step")?,
-            seed: number("seed")?,
-            rng_offset: number("rng_offset")?,
+            step,
+            seed,
+            rng_offset,
             params,
             ema,
             adam,
-            extra,
+            training,
         })
     }
 }

@@ -8,7 +8,6 @@
 
 pub mod bench;
 pub mod checkpoint;
-pub mod commands;
 pub mod data;
 pub mod diffusion;
 pub mod error;

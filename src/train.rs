@@ -6,9 +6,9 @@
 //! submission, and the host picks the values up when the GPU gets there ([`Trainer::poll_losses`]), so reporting
 //! never drains the queue.
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TrainingRecord};
 use crate::data::Dataset;
-use crate::diffusion::{BetaSchedule, Schedule};
+use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::noise::Target;
@@ -31,7 +31,8 @@ pub struct TrainSettings {
     /// Global gradient-norm clip (None: off).
     pub grad_clip: Option<f64>,
     pub adam: AdamConfig,
-    pub schedule: BetaSchedule,
+    /// A named schedule, so that a checkpoint can record which one.
+    pub schedule: NamedSchedule,
     pub timesteps: usize,
     pub target: Target,
     /// Probability of replacing a label by "no class" (classifier-free guidance training).
@@ -53,7 +54,7 @@ impl TrainSettings {
             ema_decay: 0.999,
             grad_clip: Some(1.0),
             adam: AdamConfig::adam(),
-            schedule: BetaSchedule::LINEAR,
+            schedule: NamedSchedule::Linear,
             timesteps: 1000,
             target: Target::Epsilon,
             p_uncond: 0.1,
@@ -117,6 +118,8 @@ pub struct Trainer {
     zero: Tensor,
     norm: Tensor,
     step_dispatches: Vec<Dispatch>,
+    /// What each checkpoint records about the run.
+    record: TrainingRecord,
     /// Optimizer steps taken so far.
     pub step: u64,
     /// Steps since the loss sum was last reset.
@@ -198,7 +201,7 @@ impl Trainer {
         let loss_sum = Tensor::zeros(gpu, &[1], DType::F32)?;
         let norm = Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?;
         let hyper = Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?;
-        let schedule = Schedule::new(settings.schedule, settings.timesteps)?;
+        let schedule = Schedule::new(settings.schedule.beta_schedule(), settings.timesteps)?;
         let table = noise::upload_table(gpu, &schedule.noise_table())?;
 
         let seed = settings.seed;
@@ -293,7 +296,26 @@ impl Trainer {
         d.push(optimizer::ema_update(gpu, &params, &ema, &hyper)?);
         d.push(random::advance(gpu, &rng, 1)?);
 
+        let record = TrainingRecord {
+            schedule: settings.schedule,
+            timesteps: settings.timesteps,
+            prediction: match settings.target {
+                Target::Epsilon => Prediction::Epsilon,
+                Target::Sample => Prediction::Sample,
+                Target::Velocity => Prediction::Velocity,
+            },
+            dataset: dataset.description.clone(),
+            lr: settings.lr,
+            batch: settings.batch,
+            flip: settings.flip,
+            // So that `diffuse sample --class` takes the names of the training subfolders.
+            class_names: match config.num_classes {
+                Some(_) => dataset.class_names.clone(),
+                None => Vec::new(),
+            },
+        };
         Ok(Trainer {
+            record,
             settings,
             net,
             ema,
@@ -396,11 +418,7 @@ impl Trainer {
     }
 
     /// Everything needed to resume exactly or to sample (reads the GPU state back).
-    pub fn checkpoint(
-        &self,
-        gpu: &Gpu,
-        extra: std::collections::HashMap<String, String>,
-    ) -> Result<Checkpoint> {
+    pub fn checkpoint(&self, gpu: &Gpu) -> Result<Checkpoint> {
         let offset = self.rng.read_u32(gpu)?;
         Ok(Checkpoint {
             config: self.settings.model.clone(),
@@ -410,7 +428,7 @@ impl Trainer {
             params: self.net.params.read_f32(gpu)?,
             ema: self.ema.read_f32(gpu)?,
             adam: Some((self.adam.m.read_f32(gpu)?, self.adam.v.read_f32(gpu)?)),
-            extra,
+            training: self.record.clone(),
         })
     }
 }

@@ -9,4 +9,4 @@ pub mod timestep;
 pub mod vlb;
 
 pub use samplers::{NoiseLevel, Plan, Prediction, Spacing, Step};
-pub use schedule::{BetaSchedule, Schedule, VeSchedule};
+pub use schedule::{BetaSchedule, NamedSchedule, Schedule, VeSchedule};

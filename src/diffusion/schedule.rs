@@ -55,6 +55,32 @@ impl BetaSchedule {
     }
 }
 
+/// The schedules a run can name: what `diffuse train --schedule` takes and what a checkpoint records. The names
+/// are the variants', kebab-cased by clap's `ValueEnum`: this is their one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NamedSchedule {
+    /// Ho et al. 2020: β linear from 1e-4 to 0.02
+    Linear,
+    /// Nichol & Dhariwal 2021: ᾱ a squared cosine, β ≤ 0.999
+    Cosine,
+}
+
+impl NamedSchedule {
+    pub fn beta_schedule(self) -> BetaSchedule {
+        match self {
+            NamedSchedule::Linear => BetaSchedule::LINEAR,
+            NamedSchedule::Cosine => BetaSchedule::COSINE,
+        }
+    }
+}
+
+impl std::fmt::Display for NamedSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// A discrete variance-preserving schedule and its derived tables (all length T, index t as in `timestep.rs`).
 #[derive(Clone, Debug)]
 pub struct Schedule {

@@ -1,5 +1,7 @@
 //! The U-Net's configuration and its named presets.
 
+use clap::ValueEnum;
+
 use crate::error::{Error, Result};
 
 /// The DDPM U-Net of Ho et al. 2020, as configured (see `model/params.rs` for the layers this implies).
@@ -28,13 +30,22 @@ pub struct UNetConfig {
     pub dropout: f32,
 }
 
-impl UNetConfig {
-    pub const PRESETS: [&'static str; 4] = ["tiny", "small", "medium", "rgb32"];
+/// The named model sizes: what `diffuse train --preset` takes. The names are the variants', kebab-cased by
+/// clap's `ValueEnum`: this is their one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// 28×28×1, ch 8, ×1,2, attention at 14×14: 45 k parameters, for smoke tests and quick tries
+    Tiny,
+    /// 28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801 parameters
+    Small,
+    /// The same with ch 64, 2 blocks, 16 groups: 6,469,889 parameters
+    Medium,
+    /// 32×32×3, ch 64, ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups
+    Rgb32,
+}
 
-    /// A named preset: `tiny` (28×28×1, ch 8, ×1,2, attention at 14×14: for smoke tests), `small` (28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801
-    /// parameters), `medium` (the same with ch 64, 2 blocks, 16 groups: 6,469,889), `rgb32` (32×32×3, ch 64,
-    /// ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups).
-    pub fn preset(name: &str) -> Result<UNetConfig> {
+impl Preset {
+    pub fn config(self) -> UNetConfig {
         let base = UNetConfig {
             in_channels: 1,
             image_size: 28,
@@ -47,23 +58,23 @@ impl UNetConfig {
             num_classes: None,
             dropout: 0.0,
         };
-        let config = match name {
+        match self {
             // For smoke tests and quick experiments on a CPU adapter: every kind of layer, a fraction of the cost.
-            "tiny" => UNetConfig {
+            Preset::Tiny => UNetConfig {
                 base_channels: 8,
                 channel_mults: vec![1, 2],
                 attention_resolutions: vec![14],
                 groups: 4,
                 ..base
             },
-            "small" => base,
-            "medium" => UNetConfig {
+            Preset::Small => base,
+            Preset::Medium => UNetConfig {
                 base_channels: 64,
                 blocks_per_level: 2,
                 groups: 16,
                 ..base
             },
-            "rgb32" => UNetConfig {
+            Preset::Rgb32 => UNetConfig {
                 in_channels: 3,
                 image_size: 32,
                 base_channels: 64,
@@ -73,13 +84,31 @@ impl UNetConfig {
                 groups: 16,
                 ..base
             },
-            other => {
-                return Err(Error::Usage(format!(
-                    "unknown preset {other:?}; the presets are {}",
-                    Self::PRESETS.join(", ")
-                )))
-            }
-        };
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+impl UNetConfig {
+    /// The preset called `name` (see [`Preset`]).
+    pub fn preset(name: &str) -> Result<UNetConfig> {
+        let preset = <Preset as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+            let names: Vec<String> = Preset::value_variants()
+                .iter()
+                .map(Preset::to_string)
+                .collect();
+            Error::Usage(format!(
+                "unknown preset {name:?}; the presets are {}",
+                names.join(", ")
+            ))
+        })?;
+        let config = preset.config();
         config.validate()?;
         Ok(config)
     }

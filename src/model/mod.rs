@@ -5,5 +5,5 @@ pub mod denoiser;
 pub mod params;
 pub mod unet;
 
-pub use config::UNetConfig;
+pub use config::{Preset, UNetConfig};
 pub use params::{forward_flops, Architecture, Block, ParamLayout, ParamSpec, SplitMix64};

@@ -2,9 +2,10 @@
 //! and mismatched files, none of which overwrite anything.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use diffuse::checkpoint::Checkpoint;
+use diffuse::checkpoint::{Checkpoint, TrainingRecord};
+use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::model::{ParamLayout, UNetConfig};
 
 fn scratch(name: &str) -> PathBuf {
@@ -34,7 +35,18 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
         ema: scaled(0.5),
         adam: Some((scaled(0.25), scaled(0.125))),
         params,
-        extra: HashMap::from([("schedule".to_string(), "linear".to_string())]),
+        training: TrainingRecord {
+            schedule: NamedSchedule::Cosine,
+            timesteps: 1000,
+            prediction: Prediction::Epsilon,
+            dataset: "test digits (4 images)".into(),
+            lr: 2e-4,
+            batch: 32,
+            flip: true,
+            class_names: (0..classes.unwrap_or(0))
+                .map(|k| format!("class {k}"))
+                .collect(),
+        },
     }
 }
 
@@ -142,4 +154,127 @@ fn truncated_foreign_and_mismatched_files_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("absent.safetensors"), "{err}");
+}
+
+/// Copies the checkpoint at `from` to `to` with its metadata changed by `edit`, tensors untouched.
+fn with_metadata(from: &Path, to: &Path, edit: impl FnOnce(&mut HashMap<String, String>)) {
+    let bytes = std::fs::read(from).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    edit(&mut meta);
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    std::fs::write(
+        to,
+        safetensors::serialize(file.tensors(), Some(meta)).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_unknown_metadata_key_is_refused_by_name() {
+    let dir = scratch("unknown-key");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(Some(3)).save(&path).unwrap();
+    for key in ["extra.ema_warmup", "model.kernel_size", "optimizer"] {
+        let edited = dir.join("edited.safetensors");
+        with_metadata(&path, &edited, |m| {
+            m.insert(key.into(), "1".into());
+        });
+        let err = Checkpoint::load(&edited).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("unknown checkpoint metadata \"{key}\""))
+                && err.contains("edited.safetensors"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn every_metadata_key_but_the_flip_is_required_and_named_when_missing() {
+    let dir = scratch("missing-key");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(Some(3)).save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
+    // format + step, seed, rng_offset + 10 model keys + 8 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 22, "{keys:?}");
+    for key in keys
+        .iter()
+        .filter(|k| !["format", "extra.flip"].contains(&k.as_str()))
+    {
+        let edited = dir.join("edited.safetensors");
+        with_metadata(&path, &edited, |m| {
+            m.remove(key);
+        });
+        let err = Checkpoint::load(&edited).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lacks \"{key}\"")) && err.contains("edited.safetensors"),
+            "{key}: {err}"
+        );
+    }
+    // Without `format` it is no diffuse checkpoint at all.
+    let edited = dir.join("edited.safetensors");
+    with_metadata(&path, &edited, |m| {
+        m.remove("format");
+    });
+    let err = Checkpoint::load(&edited).unwrap_err().to_string();
+    assert!(err.contains("not a diffuse checkpoint"), "{err}");
+    // The one default: files from before --flip lack `extra.flip` and trained without flips.
+    with_metadata(&path, &edited, |m| {
+        m.remove("extra.flip");
+    });
+    assert!(!Checkpoint::load(&edited).unwrap().training.flip);
+}
+
+#[test]
+fn a_bad_metadata_value_is_named_with_its_key() {
+    let dir = scratch("bad-value");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(Some(3)).save(&path).unwrap();
+    let edited = dir.join("edited.safetensors");
+    for (key, value, says) in [
+        ("extra.schedule", "quadratic", "not one of linear, cosine"),
+        (
+            "extra.prediction",
+            "noise",
+            "not one of epsilon, sample, velocity, score",
+        ),
+        ("extra.timesteps", "many", "not a number"),
+        ("extra.flip", "yes", "not true or false"),
+        ("model.channel_mults", "1,two", "not a list of numbers"),
+        (
+            "extra.class_names",
+            "a\nb",
+            "the model has 3 classes but the record names 2",
+        ),
+    ] {
+        with_metadata(&path, &edited, |m| {
+            m.insert(key.into(), value.into());
+        });
+        let err = Checkpoint::load(&edited).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{key}: {err}");
+    }
+}
+
+#[test]
+fn the_bundled_model_loads_with_what_it_recorded() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/small-mnist.safetensors");
+    let ckpt = Checkpoint::load(&path).unwrap();
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    assert_eq!(
+        ckpt.training,
+        TrainingRecord {
+            schedule: NamedSchedule::Linear,
+            timesteps: 1000,
+            prediction: Prediction::Epsilon,
+            dataset: "built-in MNIST subset (10,000 digits)".into(),
+            lr: 5e-4,
+            batch: 32,
+            // It predates --flip, so it has no `extra.flip`: the documented default.
+            flip: false,
+            class_names: digits,
+        }
+    );
+    assert_eq!((ckpt.step, ckpt.config.num_classes), (1440, Some(10)));
 }

@@ -58,6 +58,44 @@ fn bench_with_a_filter_matching_nothing_says_so() {
     assert!(stderr.contains("--filter"), "{stderr}");
 }
 
+#[test]
+fn every_closed_choice_keeps_its_names_and_refuses_others() {
+    // (subcommand, option, the names users type, a name that must be refused)
+    let choices = [
+        ("train", "--preset", "tiny, small, medium, rgb32", "huge"),
+        ("train", "--schedule", "linear, cosine", "quadratic"),
+        (
+            "sample",
+            "--sampler",
+            "ddpm, ddim, sde, ode, pc, langevin",
+            "euler",
+        ),
+        (
+            "sample",
+            "--spacing",
+            "trailing, leading, linspace",
+            "uniform",
+        ),
+        ("eval", "--variance", "small, large", "learned"),
+    ];
+    for (command, option, names, bad) in choices {
+        let (ok, stdout, stderr) = diffuse(&[command, "-h"], &[]);
+        assert!(ok, "{stderr}");
+        // Each option's list is distinct, so finding it anywhere in the help pins it.
+        assert!(
+            stdout.contains(option) && stdout.contains(&format!("[possible values: {names}]")),
+            "{command} -h: {stdout}"
+        );
+        // Refused before any GPU work, naming the value and listing the choices.
+        let (ok, _, stderr) = diffuse(&[command, option, bad], &[]);
+        assert!(
+            !ok && stderr.contains(&format!("invalid value '{bad}' for '{option}"))
+                && stderr.contains(names),
+            "{command} {option} {bad}: {stderr}"
+        );
+    }
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("diffuse-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -233,7 +271,11 @@ fn bad_training_input_is_a_clear_error() {
     );
     assert!(!ok && stderr.contains("no usable images"), "{stderr}");
     let (ok, _, stderr) = diffuse(&["train", "--preset", "huge"], &[]);
-    assert!(!ok && stderr.contains("unknown preset"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("invalid value 'huge' for '--preset")
+            && stderr.contains("tiny, small, medium, rgb32"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = diffuse(&["train", "--preset", "tiny", "--dropout", "1.5"], &[]);
     assert!(!ok && stderr.contains("dropout"), "{stderr}");
     let (ok, _, stderr) = diffuse(

@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::collections::HashMap;
-
 use common::gpu;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::data::Dataset;
@@ -116,11 +114,7 @@ fn check_resume(settings: TrainSettings) {
         settings().flip
     ));
     let path = dir.join("run.safetensors");
-    first_half
-        .checkpoint(gpu, HashMap::new())
-        .unwrap()
-        .save(&path)
-        .unwrap();
+    first_half.checkpoint(gpu).unwrap().save(&path).unwrap();
     drop(first_half);
     let ckpt = Checkpoint::load(&path).unwrap();
     assert_eq!(ckpt.step, 6);
@@ -193,7 +187,7 @@ fn a_step_is_one_submission_and_a_mismatched_checkpoint_is_refused() {
         trainer.dispatch_count() > 100,
         "the whole step is recorded as one list of dispatches"
     );
-    let mut ckpt = trainer.checkpoint(gpu, HashMap::new()).unwrap();
+    let mut ckpt = trainer.checkpoint(gpu).unwrap();
     ckpt.config.base_channels = 8;
     let err = Trainer::new(gpu, settings(), &data, Some(&ckpt))
         .err()

@@ -1,0 +1,244 @@
+//! `diffuse sample`: a sampler plan from the arguments, run on a checkpoint, written as PNG, .npy and GIF.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use diffuse::checkpoint::Checkpoint;
+use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Process, Spacing};
+use diffuse::diffusion::Schedule;
+use diffuse::gpu::{Gpu, Tensor};
+use diffuse::image_io;
+use diffuse::model::denoiser::UNetDenoiser;
+use diffuse::sample::Sampler;
+use diffuse::{Error, Result};
+
+use super::{checkpoint_or_bundled, value_name};
+
+/// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
+/// so that each column is one class). Returns the per-image classes and the grid's columns.
+fn parse_class(text: &str, ckpt: &Checkpoint, n: usize) -> Result<(Vec<u32>, Option<usize>)> {
+    let Some(count) = ckpt.config.num_classes else {
+        return Err(Error::Usage(
+            "this model is unconditional: it takes no --class".into(),
+        ));
+    };
+    if text == "all" {
+        return Ok((
+            (0..n).map(|i| (i % count) as u32).collect(),
+            Some(count.min(n)),
+        ));
+    }
+    let names = &ckpt.training.class_names;
+    if let Some(k) = names.iter().position(|name| name == text) {
+        return Ok((vec![k as u32], None));
+    }
+    match text.parse::<u32>() {
+        Ok(k) => Ok((vec![k], None)),
+        Err(_) => Err(Error::Usage(format!(
+            "unknown --class {text:?}: give an index 0..{}, `all`{}",
+            count - 1,
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(", or one of: {}", names.join(", "))
+            }
+        ))),
+    }
+}
+
+/// `diffuse sample`: see `--help` for what each option does.
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// A checkpoint written by `diffuse train`.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The reverse process to run.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
+    pub sampler: SamplerKind,
+    /// Sampling steps (model evaluations; Heun uses about two per step).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// How the steps are chosen among the T training timesteps.
+    #[arg(long, value_enum, default_value_t = StepSpacing::Trailing)]
+    pub spacing: StepSpacing,
+    /// Number of images.
+    #[arg(short, long, default_value_t = 16)]
+    pub num: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Class to generate (class-conditional models): its index, its name (a training subfolder's), or `all` for
+    /// every class in turn, one class per grid column.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Classifier-free guidance weight w (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance: f32,
+    /// The PNG grid to write.
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also write the raw samples [N, C, H, W] in [−1, 1] as .npy.
+    #[arg(long)]
+    pub npy: Option<PathBuf>,
+    /// Start from this x_T ([N, C, H, W] float32 .npy) instead of drawing it: reproducible runs and
+    /// comparisons with other tools.
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Also write the denoising trajectory as an animated GIF.
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
+    /// Sample with the raw training weights instead of their EMA.
+    #[arg(long)]
+    pub raw_weights: bool,
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+/// `--sampler`: the names are the variants', kebab-cased by clap.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SamplerKind {
+    /// Ancestral sampling (Ho et al.)
+    Ddpm,
+    /// DDIM with η = --eta
+    Ddim,
+    /// The reverse-time SDE, Euler–Maruyama
+    Sde,
+    /// The probability-flow ODE, Heun
+    Ode,
+    /// Predictor–corrector
+    Pc,
+    /// Annealed Langevin dynamics alone: 20 steps at each of --steps / 20 noise levels
+    Langevin,
+}
+
+/// `--spacing`: the library's [`Spacing`] under the names diffusers gives them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StepSpacing {
+    /// Starts at T−1 (the default)
+    Trailing,
+    /// diffusers' DDIM default
+    Leading,
+    /// Evenly from T−1 to 0
+    Linspace,
+}
+
+impl From<StepSpacing> for Spacing {
+    fn from(s: StepSpacing) -> Spacing {
+        match s {
+            StepSpacing::Trailing => Spacing::Trailing,
+            StepSpacing::Leading => Spacing::LEADING,
+            StepSpacing::Linspace => Spacing::Linspace,
+        }
+    }
+}
+
+/// Langevin steps at each noise level of `--sampler langevin` (NCSN used 100 per level over 10 levels, NCSNv2 5
+/// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/it/sampling.rs).
+const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
+
+fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
+    let spacing = Spacing::from(args.spacing);
+    let t = schedule.num_steps();
+    let list = samplers::timesteps(t, args.steps.min(t), spacing)?;
+    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+    match args.sampler {
+        SamplerKind::Ddpm => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
+        SamplerKind::Ddim => samplers::ddim(schedule, &list, args.eta, clip),
+        SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
+        SamplerKind::Ode => samplers::heun(schedule, &list),
+        SamplerKind::Pc => samplers::predictor_corrector(
+            Process::Vp {
+                schedule,
+                timesteps: &list,
+            },
+            1,
+            0.16,
+        ),
+        SamplerKind::Langevin => {
+            // --steps counts model evaluations: LANGEVIN_STEPS_PER_LEVEL at each of steps / that many levels.
+            let per_level = LANGEVIN_STEPS_PER_LEVEL.min(args.steps);
+            let levels = samplers::timesteps(t, (args.steps / per_level).min(t), spacing)?;
+            samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
+        }
+    }
+}
+
+pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
+    let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
+    let schedule = ckpt.training.schedule()?;
+    let plan = plan_for(&args, &schedule)?;
+    let config = &ckpt.config;
+    let (c, s) = (config.in_channels, config.image_size);
+    let weights = if args.raw_weights {
+        &ckpt.params
+    } else {
+        &ckpt.ema
+    };
+    let params = Tensor::from_f32(gpu, &[weights.len()], weights)?;
+    let given = match &args.noise {
+        Some(p) => {
+            let (shape, values) = image_io::read_npy(p)?;
+            let want = [shape.first().copied().unwrap_or(0), c, s, s];
+            if shape.len() != 4 || shape[1..] != want[1..] {
+                return Err(Error::data(
+                    p,
+                    format!("the noise must have shape [N, {c}, {s}, {s}], got {shape:?}"),
+                ));
+            }
+            Some(Tensor::from_f32(gpu, &shape, &values)?)
+        }
+        None => None,
+    };
+    let n = given.as_ref().map_or(args.num, |g| g.shape()[0]);
+    if n == 0 {
+        return Err(Error::Usage("--num must be at least 1".into()));
+    }
+    let (classes, columns) = match &args.class {
+        Some(text) => {
+            let (list, columns) = parse_class(text, &ckpt, n)?;
+            (Some(list), columns)
+        }
+        None => (None, None),
+    };
+    let model = UNetDenoiser::new(
+        gpu,
+        config,
+        &params,
+        n,
+        classes.as_deref(),
+        args.guidance,
+        ckpt.training.prediction,
+    )?;
+    let frames = if args.gif.is_some() { 24 } else { 0 };
+    let sampler = Sampler::with_trajectory(
+        gpu,
+        &plan,
+        &model,
+        &[n, c, s, s],
+        given.as_ref(),
+        args.seed,
+        frames,
+    )?;
+    let started = Instant::now();
+    let pixels = sampler.run(gpu)?;
+    println!(
+        "{n} samples, {} ({} model evaluations) in {:.1} s on {}",
+        value_name(&args.sampler),
+        plan.steps.len(),
+        started.elapsed().as_secs_f64(),
+        gpu.describe()
+    );
+    image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;
+    println!("wrote {}", args.out.display());
+    if let Some(p) = &args.npy {
+        image_io::write_npy(p, &[n, c, s, s], &pixels)?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &args.gif {
+        image_io::save_gif(p, &sampler.frames(gpu)?, n, c, s, columns, 80)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

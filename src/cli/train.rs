@@ -1,0 +1,278 @@
+//! `diffuse train`: arguments, the progress bar, Ctrl-C, checkpoints and preview grids. The training step itself
+//! is `diffuse::train`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use diffuse::checkpoint::Checkpoint;
+use diffuse::diffusion::samplers::{self, Clip, Spacing};
+use diffuse::diffusion::NamedSchedule;
+use diffuse::gpu::{Gpu, Tensor};
+use diffuse::image_io;
+use diffuse::model::denoiser::UNetDenoiser;
+use diffuse::model::{ParamLayout, Preset};
+use diffuse::sample::Sampler;
+use diffuse::train::{LossReport, TrainSettings, Trainer};
+use diffuse::{Error, Result};
+
+use super::{open_dataset, parse_rgb};
+
+/// `diffuse train`: see `--help` for what each option does.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training data: an image folder or IDX file/folder (default: the built-in 10,000-digit MNIST subset).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Model size.
+    #[arg(long, value_enum, default_value_t = Preset::Small)]
+    pub preset: Preset,
+    /// Condition on the dataset's classes (MNIST labels or subfolders), for `diffuse sample --class`.
+    #[arg(long)]
+    pub class_conditional: bool,
+    /// Total optimizer steps (a resumed run continues up to this count).
+    #[arg(long, default_value_t = 10_000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Peak learning rate (Adam), reached after --warmup steps.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 500)]
+    pub warmup: u64,
+    /// EMA decay of the weights used for sampling.
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Global gradient-norm clip (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Noise schedule.
+    #[arg(long, value_enum, default_value_t = NamedSchedule::Linear)]
+    pub schedule: NamedSchedule,
+    /// Dropout probability in every residual block (Ho et al. used 0.1 on CIFAR-10): a regulariser for long runs
+    /// on small datasets. Training only; sampling never drops.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder for checkpoint.safetensors and samples-*.png (default: runs/<preset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    pub sample_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Read the loss back every this many steps (the GPU runs ahead in between).
+    #[arg(long, default_value_t = 25)]
+    pub log_every: u64,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Colour (R,G,B) that transparent pixels are composited onto.
+    #[arg(long, default_value = "255,255,255", value_parser = parse_rgb)]
+    pub background: [u8; 3],
+    /// Mirror each training image left–right at random (augmentation for photos and faces; not for digits or
+    /// text, whose mirror images are not examples of the data).
+    #[arg(long)]
+    pub flip: bool,
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
+    let (log_every, checkpoint_every, sample_every) = (
+        args.log_every.max(1),
+        args.checkpoint_every.max(1),
+        args.sample_every.max(1),
+    );
+    let mut config = args.preset.config();
+    config.dropout = args.dropout;
+    config.validate()?;
+    let dataset = open_dataset(args.data.as_deref(), &config, args.background)?;
+    if args.class_conditional {
+        if dataset.labels.is_none() {
+            return Err(Error::Usage(format!(
+                "--class-conditional needs labels, and {} has none (use MNIST IDX with labels, or one subfolder per class)",
+                dataset.description
+            )));
+        }
+        config.num_classes = Some(dataset.class_names.len());
+    }
+    let checkpoint_path = out.join("checkpoint.safetensors");
+    let resume = if args.resume {
+        if !checkpoint_path.exists() {
+            return Err(Error::Usage(format!(
+                "--resume: no checkpoint at {}",
+                checkpoint_path.display()
+            )));
+        }
+        Some(Checkpoint::load(&checkpoint_path)?)
+    } else {
+        if checkpoint_path.exists() {
+            return Err(Error::Usage(format!(
+                "{} already holds a run; continue it with --resume, or choose another --out",
+                checkpoint_path.display()
+            )));
+        }
+        None
+    };
+    let mut settings = TrainSettings::new(config.clone());
+    settings.batch = args.batch;
+    settings.lr = args.lr;
+    settings.warmup = args.warmup;
+    settings.ema_decay = args.ema;
+    settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
+    settings.schedule = args.schedule;
+    settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
+    settings.flip = args.flip;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+
+    let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
+    let start_step = trainer.step;
+    if start_step >= args.steps {
+        println!(
+            "{} is already at step {start_step} ≥ --steps {}",
+            checkpoint_path.display(),
+            args.steps
+        );
+        return Ok(());
+    }
+    println!(
+        "training {} ({} parameters) on {} for steps {}..{} at batch {}, on {}",
+        args.preset,
+        ParamLayout::new(&config).count(),
+        dataset.description,
+        start_step,
+        args.steps,
+        args.batch,
+        gpu.describe()
+    );
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second handler cannot be installed in the same process (tests); then Ctrl-C simply kills the run.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let bar = indicatif::ProgressBar::new(args.steps);
+    bar.set_position(start_step);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} elapsed, ETA {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let started = Instant::now();
+    let save =
+        |trainer: &Trainer| -> Result<()> { trainer.checkpoint(gpu)?.save(&checkpoint_path) };
+    let show = |report: &LossReport| {
+        let rate = (report.step - start_step) as f64 / started.elapsed().as_secs_f64();
+        let message = format!(
+            "loss {:.4}  grad-norm {:.3}  {rate:.2} steps/s",
+            report.loss, report.grad_norm
+        );
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // Not a terminal (a log file, CI): one plain line per report instead of a bar.
+            println!("step {}/{}  {message}", report.step, args.steps);
+        }
+        bar.set_message(message);
+    };
+    while trainer.step < args.steps {
+        let step = trainer.step + 1;
+        // Read once: a Ctrl-C arriving later in this step is seen by the next one, which then saves.
+        let stopping = interrupted.load(Ordering::SeqCst);
+        let last = step == args.steps || stopping;
+        let checkpoint_due = step % checkpoint_every == 0 || last;
+        let sample_due = step % sample_every == 0 || step == args.steps;
+        // Every step that saves or samples reports too, so that its loss is known to be finite first.
+        trainer.step(gpu, step % log_every == 0 || checkpoint_due || sample_due)?;
+        // Reports arrive a step or more late: the GPU keeps running while the host prints them.
+        for report in trainer.poll_losses(gpu)? {
+            show(&report);
+        }
+        bar.set_position(step);
+        if checkpoint_due || sample_due {
+            // Waiting here is what makes a diverged run stop before its checkpoint could overwrite a good one.
+            for report in trainer.wait_losses(gpu)? {
+                show(&report);
+            }
+        }
+        if checkpoint_due {
+            save(&trainer)?;
+        }
+        if sample_due {
+            let ckpt = trainer.checkpoint(gpu)?;
+            let path = out.join(format!("samples-{step:07}.png"));
+            // A class-conditional run previews every class, one per column, twice; others 16 images.
+            let (n, columns) = match config.num_classes {
+                Some(count) => (2 * count, Some(count)),
+                None => (16, None),
+            };
+            let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
+            image_io::save_grid_png(
+                &path,
+                &pixels,
+                n,
+                config.in_channels,
+                config.image_size,
+                columns,
+            )?;
+            bar.println(format!("step {step}: wrote {}", path.display()));
+        }
+        if stopping {
+            bar.abandon();
+            println!(
+                "interrupted: saved {} at step {step}; continue with --resume",
+                checkpoint_path.display()
+            );
+            return Ok(());
+        }
+    }
+    bar.finish();
+    println!(
+        "done: {} steps in {:.1} s; checkpoint {}",
+        args.steps - start_step,
+        started.elapsed().as_secs_f64(),
+        checkpoint_path.display()
+    );
+    Ok(())
+}
+
+/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training); a
+/// class-conditional model draws image i of class i mod C.
+fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
+    let schedule = ckpt.training.schedule()?;
+    let list = samplers::timesteps(
+        schedule.num_steps(),
+        50.min(schedule.num_steps()),
+        Spacing::Trailing,
+    )?;
+    let plan = samplers::ddim(&schedule, &list, 0.0, Some(Clip { lo: -1.0, hi: 1.0 }))?;
+    let params = Tensor::from_f32(gpu, &[ckpt.ema.len()], &ckpt.ema)?;
+    let classes: Option<Vec<u32>> = ckpt
+        .config
+        .num_classes
+        .map(|count| (0..n).map(|i| (i % count) as u32).collect());
+    let model = UNetDenoiser::new(
+        gpu,
+        &ckpt.config,
+        &params,
+        n,
+        classes.as_deref(),
+        0.0,
+        ckpt.training.prediction,
+    )?;
+    let s = ckpt.config.image_size;
+    let sampler = Sampler::new(
+        gpu,
+        &plan,
+        &model,
+        &[n, ckpt.config.in_channels, s, s],
+        seed,
+    )?;
+    sampler.run(gpu)
+}
