@@ -10,26 +10,40 @@ use crate::gpu::context::{Gpu, KernelKey};
 use crate::gpu::shaders;
 use crate::gpu::tensor::Tensor;
 
-/// A compiled entry point and the bindings it uses.
+/// A compiled entry point and what its WGSL declares, read with naga.
 pub struct Kernel {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
     /// The group-0 bindings that the entry point statically uses, by ascending binding number.
     pub used_bindings: Vec<UsedBinding>,
+    /// The names of every group-0 variable the module declares: what a dispatch may name.
+    pub declared: Vec<String>,
+    /// The byte size of the module's uniform (its `Params`) in WGSL's layout, if it declares one.
+    pub uniform_size: Option<u64>,
 }
 
 /// One binding an entry point uses, as declared in its WGSL.
 #[derive(Clone, Debug)]
 pub struct UsedBinding {
     pub binding: u32,
-    /// The WGSL variable name, for messages.
+    /// The WGSL variable name: what a dispatch binds a tensor by.
     pub name: String,
     /// A `read_write` storage buffer.
     pub writable: bool,
+    /// The uniform buffer, which the dispatch fills with its params.
+    pub uniform: bool,
 }
 
-/// The group-0 bindings an entry point uses, read with naga (wgpu's automatic layout keeps exactly these).
-fn used_bindings(shader: &str, source: &str, entry: &str) -> Result<Vec<UsedBinding>> {
+/// What [`Kernel`] records of a module and one of its entry points.
+struct Reflection {
+    used: Vec<UsedBinding>,
+    declared: Vec<String>,
+    uniform_size: Option<u64>,
+}
+
+/// The group-0 bindings an entry point uses (wgpu's automatic layout keeps exactly these), every group-0 name the
+/// module declares, and the size of its uniform, read with naga.
+fn reflect(shader: &str, source: &str, entry: &str) -> Result<Reflection> {
     let err = |message: String| Error::Shader {
         file: shader.to_string(),
         entry: entry.to_string(),
@@ -47,22 +61,41 @@ fn used_bindings(shader: &str, source: &str, entry: &str) -> Result<Vec<UsedBind
         .iter()
         .position(|ep| ep.name == entry)
         .ok_or_else(|| err("no such entry point".to_string()))?;
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| err(e.to_string()))?;
     let function_info = info.get_entry_point(index);
-    let mut used: Vec<UsedBinding> = module
-        .global_variables
-        .iter()
+    let group0 = || {
+        module
+            .global_variables
+            .iter()
+            .filter(|(_, var)| var.binding.as_ref().is_some_and(|b| b.group == 0))
+    };
+    let mut used: Vec<UsedBinding> = group0()
         .filter(|(handle, _)| !function_info[*handle].is_empty())
-        .filter_map(|(_, var)| {
-            let b = var.binding.as_ref().filter(|b| b.group == 0)?;
-            let writable = matches!(
+        .map(|(_, var)| UsedBinding {
+            binding: var.binding.as_ref().expect("group 0").binding,
+            name: var.name.clone().unwrap_or_default(),
+            writable: matches!(
                 var.space,
                 naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE)
-            );
-            Some(UsedBinding { binding: b.binding, name: var.name.clone().unwrap_or_default(), writable })
+            ),
+            uniform: var.space == naga::AddressSpace::Uniform,
         })
         .collect();
     used.sort_unstable_by_key(|u| u.binding);
-    Ok(used)
+    let declared = group0()
+        .map(|(_, var)| var.name.clone().unwrap_or_default())
+        .collect();
+    let uniform_size = group0()
+        .find(|(_, var)| var.space == naga::AddressSpace::Uniform)
+        .map(|(_, var)| u64::from(layouter[var.ty].size));
+    Ok(Reflection {
+        used,
+        declared,
+        uniform_size,
+    })
 }
 
 impl Gpu {
@@ -130,7 +163,7 @@ impl Gpu {
             })?,
         };
         let source = source.as_str();
-        let used = used_bindings(shader, source, entry)?;
+        let reflection = reflect(shader, source, entry)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -162,7 +195,9 @@ impl Gpu {
         let kernel = Arc::new(Kernel {
             name: label,
             pipeline,
-            used_bindings: used,
+            used_bindings: reflection.used,
+            declared: reflection.declared,
+            uniform_size: reflection.uniform_size,
         });
         self.kernels
             .lock()
@@ -199,21 +234,45 @@ impl Dispatch {
         self.chosen(choice)
     }
 
-    /// Binds `params` as a uniform at binding 0 and each `(binding, tensor)`; bindings the entry point does not use
-    /// are left out (wgpu's automatic layout drops them), and a used binding with no tensor is an error.
+    /// Binds `params` as the kernel's uniform and each `(name, tensor)` to the WGSL variable of that name; the
+    /// variables the entry point does not use are left out (wgpu's automatic layout drops them). Refused: a name
+    /// the module does not declare, a used variable with no tensor, params whose size differs from the WGSL
+    /// uniform's, an output sharing a buffer with an input, a grid past the adapter's limit.
     pub fn new<P: bytemuck::Pod>(
         gpu: &Gpu,
         kernel: &Arc<Kernel>,
         params: &P,
-        tensors: &[(u32, &Tensor)],
+        tensors: &[(&str, &Tensor)],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        let refuse = |message: String| {
+            Err(Error::Binding {
+                kernel: kernel.name.clone(),
+                message,
+            })
+        };
         let limit = gpu.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > limit) {
             return Err(Error::Gpu(format!(
                 "{}: grid {workgroups:?} exceeds the adapter's {limit} workgroups per dimension",
                 kernel.name
             )));
+        }
+        if let Some((name, _)) = tensors
+            .iter()
+            .find(|(name, _)| !kernel.declared.iter().any(|d| d == name))
+        {
+            return refuse(format!(
+                "the shader declares no variable `{name}` (it declares {})",
+                kernel.declared.join(", ")
+            ));
+        }
+        let params_size = std::mem::size_of::<P>() as u64;
+        if let Some(size) = kernel.uniform_size.filter(|&size| size != params_size) {
+            return refuse(format!(
+                "the params are {params_size} bytes but the WGSL uniform is {size}: the Rust struct and its WGSL \
+                 twin differ"
+            ));
         }
         let uniform = gpu
             .device
@@ -225,35 +284,33 @@ impl Dispatch {
         let tensor_of = |used: &UsedBinding| {
             tensors
                 .iter()
-                .find(|(b, _)| *b == used.binding)
+                .find(|(name, _)| *name == used.name)
                 .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    Error::Gpu(format!(
-                        "{}: no tensor given for binding {} ({})",
-                        kernel.name, used.binding, used.name
-                    ))
+                .ok_or_else(|| Error::Binding {
+                    kernel: kernel.name.clone(),
+                    message: format!(
+                        "no tensor given for `{}` (binding {})",
+                        used.name, used.binding
+                    ),
                 })
         };
         // wgpu refuses a dispatch that binds one buffer both read-only and writable (even as disjoint views), and
         // panics when it is recorded: catch it here, naming both variables. Writable bindings may share a buffer.
-        let storage = kernel.used_bindings.iter().filter(|u| u.binding != 0);
+        let storage = kernel.used_bindings.iter().filter(|u| !u.uniform);
         for out in storage.clone().filter(|u| u.writable) {
             let out_buffer = tensor_of(out)?.buffer();
             for input in storage.clone().filter(|u| !u.writable) {
                 if tensor_of(input)?.buffer() == out_buffer {
-                    return Err(Error::Binding {
-                        kernel: kernel.name.clone(),
-                        message: format!(
-                            "output `{}` shares a buffer with input `{}`; give the output a buffer of its own",
-                            out.name, input.name
-                        ),
-                    });
+                    return refuse(format!(
+                        "output `{}` shares a buffer with input `{}`; give the output a buffer of its own",
+                        out.name, input.name
+                    ));
                 }
             }
         }
         let mut entries = Vec::with_capacity(kernel.used_bindings.len());
         for used in &kernel.used_bindings {
-            let resource = if used.binding == 0 {
+            let resource = if used.uniform {
                 uniform.as_entire_binding()
             } else {
                 tensor_of(used)?.binding()

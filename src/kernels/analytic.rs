@@ -102,7 +102,7 @@ pub fn analytic_predict(
         gpu,
         &kernel,
         &params,
-        &[(1, &mixture.table), (2, x), (3, out)],
+        &[("mixture", &mixture.table), ("x", x), ("out", out)],
         grid_1d(x.len().div_ceil(256) as u32),
     )
 }
@@ -157,7 +157,13 @@ pub fn analytic_predict_indexed(
         gpu,
         &kernel,
         &params,
-        &[(1, &mixture.table), (2, x), (3, out), (4, t), (5, levels)],
+        &[
+            ("mixture", &mixture.table),
+            ("x", x),
+            ("out", out),
+            ("t", t),
+            ("levels", levels),
+        ],
         grid_1d(x.len().div_ceil(256) as u32),
     )
 }

@@ -171,12 +171,17 @@ impl Layout {
             (self.n * self.heads) as u32,
         ];
         Ok(
-            Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, c)], grid)?
+            Dispatch::new(gpu, &kernel, &params, &[("a", a), ("b", b), ("c", c)], grid)?
                 .chosen(self.products.name()),
         )
     }
 
-    fn rows(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
+    fn rows(
+        &self,
+        gpu: &Gpu,
+        entry: &'static str,
+        tensors: &[(&str, &Tensor)],
+    ) -> Result<Dispatch> {
         let kernel = gpu.kernel_uninit_workgroup(SHADER, entry, &[])?;
         Dispatch::new(
             gpu,
@@ -282,7 +287,11 @@ pub fn attention_forward_via(
             [l, l, d],
             lay.scale(),
         )?,
-        lay.rows(gpu, "attention_softmax", &[(4, &scores), (5, lse)])?,
+        lay.rows(
+            gpu,
+            "attention_softmax",
+            &[("scores", &scores), ("lse_out", lse)],
+        )?,
         // out = v·Pᵀ
         lay.matmul(
             gpu,
@@ -351,7 +360,13 @@ pub fn attention_backward_via(
         lay.rows(
             gpu,
             "attention_softmax_backward",
-            &[(4, &p), (6, lse), (7, &d_s), (8, d_out), (9, out)],
+            &[
+                ("scores", &p),
+                ("lse", lse),
+                ("d_scores", &d_s),
+                ("d_out", d_out),
+                ("out", out),
+            ],
         )?,
         // d_v = d_out·P
         lay.matmul(gpu, (d_out, o), (&p, s), (d_qkv, v), [d, l, l], 1.0)?,

@@ -96,9 +96,9 @@ fn gather(
         ..Params::default()
     };
     let kernel = gpu.kernel(SHADER, op)?;
-    let mut bindings = vec![(1, data), (2, index), (3, x0)];
+    let mut bindings = vec![("data", data), ("index", index), ("x0", x0)];
     if let Some(u) = flip {
-        bindings.push((5, u));
+        bindings.push(("u", u));
     }
     Dispatch::new(
         gpu,
@@ -152,7 +152,12 @@ pub fn gather_labels(
         gpu,
         &kernel,
         &params,
-        &[(2, index), (4, labels), (5, u), (6, label)],
+        &[
+            ("index", index),
+            ("labels", labels),
+            ("u", u),
+            ("label", label),
+        ],
         [n.div_ceil(64) as u32, 1, 1],
     )
 }
@@ -176,7 +181,7 @@ pub fn fill_u32(gpu: &Gpu, y: &Tensor, value: u32) -> Result<Dispatch> {
         gpu,
         &kernel,
         &params,
-        &[(6, y)],
+        &[("label", y)],
         [y.len().div_ceil(64) as u32, 1, 1],
     )
 }

@@ -28,7 +28,7 @@ fn pointwise(
     gpu: &Gpu,
     entry: &'static str,
     params: Params,
-    tensors: &[(u32, &Tensor)],
+    tensors: &[(&str, &Tensor)],
     elements: usize,
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
@@ -42,14 +42,15 @@ fn pointwise(
 }
 
 /// [`pointwise`] on the `_vec4` form of an entry point where p.len and p.hw (the plane size of the NCHW ops, 0 for
-/// the others) are multiples of 4: each tensor moves from its scalar binding to its vec4 one (1-4 → 5-8, see the
-/// shader header) unless listed in `keep_scalar`, and p.len, p.hw and the element count are counted in vec4s.
+/// the others) are multiples of 4: each tensor moves from its scalar view to its vec4 one (a → a4, b → b4, y → y4,
+/// y2 → y24, see the shader header) unless listed in `keep_scalar`, and p.len, p.hw and the element count are
+/// counted in vec4s.
 fn pointwise_or_vec4(
     gpu: &Gpu,
     (entry, entry_vec4): (&'static str, &'static str),
     mut params: Params,
-    tensors: &[(u32, &Tensor)],
-    keep_scalar: &[u32],
+    tensors: &[(&str, &Tensor)],
+    keep_scalar: &[&str],
     elements: usize,
 ) -> Result<Dispatch> {
     if !(params.len.is_multiple_of(4) && params.hw.is_multiple_of(4)) {
@@ -57,11 +58,31 @@ fn pointwise_or_vec4(
     }
     params.len /= 4;
     params.hw /= 4;
-    let tensors: Vec<(u32, &Tensor)> = tensors
+    let tensors: Vec<(&str, &Tensor)> = tensors
         .iter()
-        .map(|&(b, t)| (if keep_scalar.contains(&b) { b } else { b + 4 }, t))
+        .map(|&(name, t)| {
+            (
+                if keep_scalar.contains(&name) {
+                    name
+                } else {
+                    vec4_view(name)
+                },
+                t,
+            )
+        })
         .collect();
     pointwise(gpu, entry_vec4, params, &tensors, elements / 4)
+}
+
+/// The vec4 view of a scalar binding of shaders/elementwise.wgsl.
+fn vec4_view(name: &str) -> &'static str {
+    match name {
+        "a" => "a4",
+        "b" => "b4",
+        "y" => "y4",
+        "y2" => "y24",
+        other => unreachable!("elementwise.wgsl has no vec4 view of `{other}`"),
+    }
 }
 
 fn len_params(t: &Tensor) -> Params {
@@ -76,7 +97,7 @@ pub fn silu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     const OP: &str = "silu_forward";
     check_f32(OP, &[x, y])?;
     same_shape(OP, x, y)?;
-    pointwise(gpu, OP, len_params(x), &[(1, x), (3, y)], x.len())
+    pointwise(gpu, OP, len_params(x), &[("a", x), ("y", y)], x.len())
 }
 
 /// d_x = d_y·σ(x)·(1 + x·(1 − σ(x))), from the forward input `x`.
@@ -89,7 +110,7 @@ pub fn silu_backward(gpu: &Gpu, x: &Tensor, d_y: &Tensor, d_x: &Tensor) -> Resul
         gpu,
         OP,
         len_params(x),
-        &[(1, x), (2, d_y), (3, d_x)],
+        &[("a", x), ("b", d_y), ("y", d_x)],
         x.len(),
     )
 }
@@ -104,7 +125,7 @@ pub fn add_scaled(gpu: &Gpu, a: &Tensor, b: &Tensor, alpha: f32, y: &Tensor) -> 
         alpha,
         ..len_params(a)
     };
-    let tensors = [(1, a), (2, b), (3, y)];
+    let tensors = [("a", a), ("b", b), ("y", y)];
     pointwise_or_vec4(gpu, (OP, "add_scaled_vec4"), params, &tensors, &[], a.len())
 }
 
@@ -121,7 +142,7 @@ pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32, y: &Tensor) -> Result<Dispatch> 
         gpu,
         (OP, "scale_vec4"),
         params,
-        &[(1, x), (3, y)],
+        &[("a", x), ("y", y)],
         &[],
         x.len(),
     )
@@ -140,7 +161,7 @@ pub fn axpy(gpu: &Gpu, alpha: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         gpu,
         (OP, "axpy_vec4"),
         params,
-        &[(1, x), (3, y)],
+        &[("a", x), ("y", y)],
         &[],
         x.len(),
     )
@@ -194,7 +215,7 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<
         gpu,
         ("concat_channels", "concat_channels_vec4"),
         params,
-        &[(1, a), (2, b), (3, y)],
+        &[("a", a), ("b", b), ("y", y)],
         &[],
         y.len(),
     )
@@ -207,7 +228,7 @@ pub fn split_channels(gpu: &Gpu, d_y: &Tensor, d_a: &Tensor, d_b: &Tensor) -> Re
         gpu,
         ("split_channels", "split_channels_vec4"),
         params,
-        &[(1, d_y), (3, d_a), (4, d_b)],
+        &[("a", d_y), ("y", d_a), ("y2", d_b)],
         &[],
         d_y.len(),
     )
@@ -238,7 +259,7 @@ pub fn upsample_nearest2x_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<D
         len: y.len() as u32,
         ..upsample_params(OP, x, y)?
     };
-    pointwise(gpu, OP, params, &[(1, x), (3, y)], y.len())
+    pointwise(gpu, OP, params, &[("a", x), ("y", y)], y.len())
 }
 
 /// d_x [N, C, H, W] = the sum of each 2×2 block of d_y [N, C, 2H, 2W].
@@ -248,7 +269,7 @@ pub fn upsample_nearest2x_backward(gpu: &Gpu, d_y: &Tensor, d_x: &Tensor) -> Res
         len: d_x.len() as u32,
         ..upsample_params(OP, d_x, d_y)?
     };
-    pointwise(gpu, OP, params, &[(1, d_y), (3, d_x)], d_x.len())
+    pointwise(gpu, OP, params, &[("a", d_y), ("y", d_x)], d_x.len())
 }
 
 fn channel_bias_params(op: &'static str, x: &Tensor, e: &Tensor) -> Result<Params> {
@@ -280,8 +301,8 @@ pub fn add_channel_bias(gpu: &Gpu, x: &Tensor, e: &Tensor, y: &Tensor) -> Result
         gpu,
         (OP, "add_channel_bias_vec4"),
         params,
-        &[(1, x), (2, e), (3, y)],
-        &[2],
+        &[("a", x), ("b", e), ("y", y)],
+        &["b"],
         x.len(),
     )
 }
@@ -298,7 +319,7 @@ pub fn channel_bias_backward(gpu: &Gpu, d_y: &Tensor, d_e: &Tensor) -> Result<Di
         gpu,
         &kernel,
         &params,
-        &[(1, d_y), (3, d_e)],
+        &[("a", d_y), ("y", d_e)],
         grid_1d(d_e.len().div_ceil(64) as u32),
     )
 }
@@ -321,7 +342,7 @@ pub fn repeat2(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         hw: x.len() as u32,
         ..Params::default()
     };
-    pointwise(gpu, OP, params, &[(1, x), (3, y)], y.len())
+    pointwise(gpu, OP, params, &[("a", x), ("y", y)], y.len())
 }
 
 /// Classifier-free guidance: y = (1 + w)·o_c − w·o_u for o = [o_c; o_u] [2N, …] and y [N, …].
@@ -342,5 +363,5 @@ pub fn guidance(gpu: &Gpu, o: &Tensor, w: f32, y: &Tensor) -> Result<Dispatch> {
         alpha: w,
         ..Params::default()
     };
-    pointwise(gpu, OP, params, &[(1, o), (3, y)], y.len())
+    pointwise(gpu, OP, params, &[("a", o), ("y", y)], y.len())
 }

@@ -69,8 +69,8 @@ pub fn timestep_embedding(
         ..Params::default()
     };
     let (entry, t_binding) = match t.dtype() {
-        DType::U32 => ("timestep_embedding_u32", 1),
-        DType::F32 => ("timestep_embedding_f32", 2),
+        DType::U32 => ("timestep_embedding_u32", "index_u32"),
+        DType::F32 => ("timestep_embedding_f32", "t_f32"),
     };
     let kernel = gpu.kernel(SHADER, entry)?;
     let groups = grid_1d(emb.len().div_ceil(WG) as u32);
@@ -78,7 +78,7 @@ pub fn timestep_embedding(
         gpu,
         &kernel,
         &params,
-        &[(t_binding, t), (3, &freqs), (5, emb)],
+        &[(t_binding, t), ("table", &freqs), ("out", emb)],
         groups,
     )
 }
@@ -138,7 +138,7 @@ pub fn class_embedding_forward(
         gpu,
         &kernel,
         &params,
-        &[(1, labels), (3, table), (5, y)],
+        &[("index_u32", labels), ("table", table), ("out", y)],
         groups,
     )
 }
@@ -162,7 +162,7 @@ pub fn class_embedding_backward(
         gpu,
         &kernel,
         &params,
-        &[(1, labels), (4, d_y), (5, d_table)],
+        &[("index_u32", labels), ("d_y", d_y), ("out", d_table)],
         groups,
     )
 }

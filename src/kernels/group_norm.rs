@@ -171,20 +171,24 @@ pub fn group_norm_forward_via(
                 "group_norm_forward_vec4",
                 "group_norm_forward_subgroup_vec4",
             ],
-            15,
-            16,
+            "x4",
+            "y4",
         )
     } else {
-        (["group_norm_forward", "group_norm_forward_subgroup"], 1, 4)
+        (
+            ["group_norm_forward", "group_norm_forward_subgroup"],
+            "x",
+            "y",
+        )
     };
     let (kernel, grid, choice) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
-        (2, gamma),
-        (3, beta),
+        ("gamma", gamma),
+        ("beta", beta),
         (y_at, y),
-        (5, mean),
-        (6, rstd),
+        ("mean_out", mean),
+        ("rstd_out", rstd),
     ];
     Ok(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?.chosen(choice.name()))
 }
@@ -272,14 +276,14 @@ pub fn group_norm_backward_via(
     same_shape(OP, gamma, d_gamma)?;
     same_shape(OP, gamma, d_beta)?;
     let partial = Tensor::zeros(gpu, &[2, params.n as usize, params.c as usize], DType::F32)?;
-    // Whole quads as vec4 where H·W is a multiple of 4 (bindings 15..18 view the same tensors as vec4).
+    // Whole quads as vec4 where H·W is a multiple of 4 (x4, d_y4, d_x4 view the same tensors as vec4).
     let (entries, [x_at, d_y_at, d_x_at]) = if params.hw % 4 == 0 {
         (
             [
                 "group_norm_backward_data_vec4",
                 "group_norm_backward_data_subgroup_vec4",
             ],
-            [15, 17, 18],
+            ["x4", "d_y4", "d_x4"],
         )
     } else {
         (
@@ -287,23 +291,27 @@ pub fn group_norm_backward_via(
                 "group_norm_backward_data",
                 "group_norm_backward_data_subgroup",
             ],
-            [1, 9, 10],
+            ["x", "d_y", "d_x"],
         )
     };
     let (data, grid, choice) = per_group_kernel(gpu, path, entries, &params)?;
     let tensors = [
         (x_at, x),
-        (2, gamma),
-        (3, beta),
-        (7, mean),
-        (8, rstd),
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("rstd", rstd),
         (d_y_at, d_y),
         (d_x_at, d_x),
-        (11, &partial),
+        ("partial", &partial),
     ];
     let data = Dispatch::new(gpu, &data, &params, &tensors, grid)?.chosen(choice.name());
     let sums = gpu.kernel(SHADER, "group_norm_backward_params")?;
-    let tensors = [(12, &partial), (13, d_gamma), (14, d_beta)];
+    let tensors = [
+        ("partial_in", &partial),
+        ("d_gamma", d_gamma),
+        ("d_beta", d_beta),
+    ];
     let sums = Dispatch::new(gpu, &sums, &params, &tensors, [params.c.div_ceil(64), 1, 1])?;
     Ok(vec![data, sums])
 }

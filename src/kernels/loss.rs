@@ -64,10 +64,16 @@ pub fn mse_forward(
             gpu,
             &first,
             &params,
-            &[(1, pred), (2, target), (3, &partial)],
+            &[("pred", pred), ("tgt", target), ("partial", &partial)],
             [params.partials, 1, 1],
         )?,
-        Dispatch::new(gpu, &last, &params, &[(5, &partial), (4, loss)], [1, 1, 1])?,
+        Dispatch::new(
+            gpu,
+            &last,
+            &params,
+            &[("partial_in", &partial), ("loss", loss)],
+            [1, 1, 1],
+        )?,
     ])
 }
 
@@ -93,7 +99,7 @@ pub fn mse_backward(
                 gpu,
                 &kernel,
                 &params,
-                &[(1, pred), (2, target), (7, d_pred)],
+                &[("pred", pred), ("tgt", target), ("d_pred", d_pred)],
                 groups,
             )
         }
@@ -110,7 +116,12 @@ pub fn mse_backward(
                 gpu,
                 &kernel,
                 &params,
-                &[(1, pred), (2, target), (6, g), (7, d_pred)],
+                &[
+                    ("pred", pred),
+                    ("tgt", target),
+                    ("d_loss", g),
+                    ("d_pred", d_pred),
+                ],
                 groups,
             )
         }

@@ -270,20 +270,20 @@ fn record(
     let kernel = gpu.kernel_with(shader, entry, &constants)?;
     // Without a bias the kernels never read the bias binding, but it must be bound: B stands in.
     let bias = bias.unwrap_or(b);
-    // The register-blocked kernels read vec4 views (bindings 1-4), the tiled kernel scalar views (5-8).
+    // The register-blocked kernels read the vec4 views (a4, b4, c4, bias4), the tiled kernel the scalar ones.
     Dispatch::new(
         gpu,
         &kernel,
         params,
         &[
-            (1, a),
-            (2, b),
-            (3, c),
-            (4, bias),
-            (5, a),
-            (6, b),
-            (7, c),
-            (8, bias),
+            ("a4", a),
+            ("b4", b),
+            ("c4", c),
+            ("bias4", bias),
+            ("a", a),
+            ("b", b),
+            ("c", c),
+            ("bias", bias),
         ],
         grid,
     )
@@ -510,7 +510,7 @@ pub fn linear_backward_bias(gpu: &Gpu, d_y: &Tensor, d_b: &Tensor) -> Result<Dis
         gpu,
         &kernel,
         &params,
-        &[(5, d_y), (7, d_b)],
+        &[("a", d_y), ("c", d_b)],
         grid_1d(out.div_ceil(BIAS_COLUMNS) as u32),
     )
 }

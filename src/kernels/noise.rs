@@ -84,7 +84,14 @@ pub fn noise_forward(
         gpu,
         &kernel,
         &params,
-        &[(1, x0), (2, eps), (3, t), (4, table), (5, x_t), (6, target)],
+        &[
+            ("x0", x0),
+            ("eps", eps),
+            ("t", t),
+            ("table", table),
+            ("x_t", x_t),
+            ("target_out", target),
+        ],
         grid_1d(x0.len().div_ceil(256) as u32),
     )
 }

@@ -171,7 +171,7 @@ fn per_element(
     gpu: &Gpu,
     entry: &'static str,
     params: Params,
-    tensors: &[(u32, &Tensor)],
+    tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
     Dispatch::new(
@@ -231,14 +231,14 @@ pub fn grad_norm(
             gpu,
             &partial,
             &params,
-            &[(1, grad), (2, &scratch)],
+            &[("grad", grad), ("partials", &scratch)],
             [w as u32, 1, 1],
         )?,
         Dispatch::new(
             gpu,
             &finalize,
             &params,
-            &[(3, &scratch), (4, norm)],
+            &[("partials_in", &scratch), ("norm", norm)],
             [1, 1, 1],
         )?,
     ])
@@ -296,15 +296,15 @@ pub fn adam_step(
     };
     let advance = gpu.kernel(SHADER, "adam_advance")?;
     let mut tensors = vec![
-        (1, grad),
-        (8, &state.step),
-        (9, param),
-        (10, &state.m),
-        (11, &state.v),
+        ("grad", grad),
+        ("step_in", &state.step),
+        ("param", param),
+        ("m", &state.m),
+        ("v", &state.v),
     ];
     let entry = match clip {
         Some(norm) => {
-            tensors.push((5, norm));
+            tensors.push(("norm_in", norm));
             "adam_update_clipped"
         }
         None => "adam_update",
@@ -314,7 +314,7 @@ pub fn adam_step(
             gpu,
             &advance,
             &params,
-            &[(6, hyper), (7, &state.step)],
+            &[("hyper", hyper), ("step", &state.step)],
             [1, 1, 1],
         )?,
         per_element(gpu, entry, params, &tensors)?,
@@ -331,5 +331,10 @@ pub fn ema_update(gpu: &Gpu, weights: &Tensor, ema: &Tensor, hyper: &Tensor) -> 
         len: ema.len() as u32,
         ..Params::default()
     };
-    per_element(gpu, OP, params, &[(6, hyper), (12, weights), (13, ema)])
+    per_element(
+        gpu,
+        OP,
+        params,
+        &[("hyper", hyper), ("weights", weights), ("ema", ema)],
+    )
 }

@@ -59,7 +59,7 @@ pub fn advance(gpu: &Gpu, state: &Tensor, by: u64) -> Result<Dispatch> {
         ..Params::default()
     };
     let kernel = gpu.kernel(SHADER, "rng_advance")?;
-    Dispatch::new(gpu, &kernel, &params, &[(4, state)], [1, 1, 1])
+    Dispatch::new(gpu, &kernel, &params, &[("state_rw", state)], [1, 1, 1])
 }
 
 /// y[i] = word i of the Philox stream (u32): the raw bits every other draw is made from.
@@ -171,7 +171,7 @@ pub fn dropout(
         gpu,
         &kernel,
         &params,
-        &[(1, state), (2, y), (5, x)],
+        &[("state", state), ("y_f32", y), ("x_f32", x)],
         grid_1d(x.len().div_ceil(4).div_ceil(WG) as u32),
     )
 }
@@ -201,7 +201,7 @@ fn fill(
         gpu,
         &kernel,
         &params,
-        &[(1, state), (2, y), (3, y)],
+        &[("state", state), ("y_f32", y), ("y_u32", y)],
         grid_1d(blocks.div_ceil(WG) as u32),
     )
 }

@@ -33,7 +33,7 @@ fn dispatch(
     gpu: &Gpu,
     entry: &'static str,
     params: Params,
-    tensors: &[(u32, &Tensor)],
+    tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
     Dispatch::new(
@@ -90,7 +90,7 @@ pub fn step(
         c: c as f32,
         ..Params::default()
     };
-    dispatch(gpu, OP, params, &[(1, x), (2, o), (4, z), (5, y)])
+    dispatch(gpu, OP, params, &[("x", x), ("o", o), ("z", z), ("y", y)])
 }
 
 /// Heun's corrector: y = a·x + b·o + b2·o2, with o the model's output at x and o2 at the predictor x'.
@@ -114,7 +114,7 @@ pub fn step_heun(
         b2: b2 as f32,
         ..Params::default()
     };
-    dispatch(gpu, OP, params, &[(1, x), (2, o), (3, o2), (5, y)])
+    dispatch(gpu, OP, params, &[("x", x), ("o", o), ("o2", o2), ("y", y)])
 }
 
 /// The scalars of an x₀-clipped step: x̂₀ = clamp(p·x + q·o, lo, hi); y = u·x̂₀ + w·x + c·z.
@@ -156,7 +156,7 @@ pub fn step_clipped(
         w: k.w as f32,
         ..Params::default()
     };
-    dispatch(gpu, OP, params, &[(1, x), (2, o), (4, z), (5, y)])
+    dispatch(gpu, OP, params, &[("x", x), ("o", o), ("z", z), ("y", y)])
 }
 
 /// The update of a folded sampler step (Heun: the corrector; its predictor is `step` with (a1, b1, 0)).

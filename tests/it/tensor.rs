@@ -3,7 +3,7 @@
 use crate::common;
 
 use common::{gpu, uniform};
-use diffuse::gpu::{DType, Recorder, Tensor};
+use diffuse::gpu::{DType, Dispatch, Recorder, Tensor};
 use diffuse::kernels::elementwise;
 
 #[test]
@@ -93,6 +93,32 @@ fn an_output_bound_to_an_input_buffer_is_refused_before_recording() {
         elementwise::scale(gpu, &halves.0, 2.0, &halves.1).is_err(),
         "disjoint views of one buffer conflict too"
     );
+}
+
+/// Tensors are bound by WGSL variable name, and the params by the uniform's size as naga lays it out: a name the
+/// shader does not declare, a used variable left unbound and params of the wrong size are refused, each naming what
+/// is wrong.
+#[test]
+fn bindings_by_name_and_the_params_size_are_checked() {
+    let gpu = gpu();
+    let t = |_| Tensor::zeros(gpu, &[7], DType::F32).unwrap();
+    let (x, o, z, y) = (t(0), t(1), t(2), t(3));
+    // step.wgsl's `step` reads x, o, z and writes y; its Params are 16 four-byte fields (64 bytes).
+    let kernel = gpu.kernel("step", "step").unwrap();
+    let (params, grid) = ([0u32; 16], [1, 1, 1]);
+    let all = [("x", &x), ("o", &o), ("z", &z), ("y", &y)];
+    Dispatch::new(gpu, &kernel, &params, &all, grid).expect("the right names and size");
+    let message = |r: diffuse::Result<Dispatch>| r.err().expect("must be refused").to_string();
+    let undeclared = [all[0], all[1], all[2], ("why", &y)];
+    let err = message(Dispatch::new(gpu, &kernel, &params, &undeclared, grid));
+    assert!(
+        err.contains("no variable `why`") && err.contains("declares"),
+        "{err}"
+    );
+    let err = message(Dispatch::new(gpu, &kernel, &params, &all[..3], grid));
+    assert!(err.contains("no tensor given for `y`"), "{err}");
+    let err = message(Dispatch::new(gpu, &kernel, &[0u32; 12], &all, grid));
+    assert!(err.contains("48 bytes") && err.contains("is 64"), "{err}");
 }
 
 #[test]

@@ -75,7 +75,13 @@ pub(super) fn main_pass(
     let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
     // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
     let bias = bias.unwrap_or(&wp);
-    let tensors = [(3, xp), (15, xp), (4, &wp), (5, bias), (6, out)];
+    let tensors = [
+        ("xp", xp),
+        ("xp2", xp),
+        ("wp", &wp),
+        ("bias", bias),
+        ("y", out),
+    ];
     let grid = [x, y, m.div_ceil(pack::CO_BLOCK) as u32];
     Ok(vec![
         pack_w,
@@ -157,18 +163,30 @@ pub(super) fn weight_grad_pass(
     };
     if chunks == 1 {
         // One chunk: its partial sums are the result.
-        let tensors = [(3, xp), (15, xp), (7, &dyp), (8, d_w), (13, bias_out)];
+        let tensors = [
+            ("xp", xp),
+            ("xp2", xp),
+            ("dyp", &dyp),
+            ("partial", d_w),
+            ("bias_out", bias_out),
+        ];
         out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
         return Ok(out);
     }
     let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
-    let tensors = [(3, xp), (15, xp), (7, &dyp), (8, &partial), (13, bias_out)];
+    let tensors = [
+        ("xp", xp),
+        ("xp2", xp),
+        ("dyp", &dyp),
+        ("partial", &partial),
+        ("bias_out", bias_out),
+    ];
     out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
     out.push(elementwise(
         gpu,
         "backward_weight_reduce",
         &params,
-        &[(9, &partial), (6, d_w)],
+        &[("partial_in", &partial), ("y", d_w)],
     )?);
     if let Some(d_b) = d_b {
         let params = Params {
@@ -179,7 +197,7 @@ pub(super) fn weight_grad_pass(
             gpu,
             "backward_weight_reduce",
             &params,
-            &[(9, &bias_sums), (6, d_b)],
+            &[("partial_in", &bias_sums), ("y", d_b)],
         )?);
     }
     Ok(out)
@@ -210,7 +228,7 @@ pub fn backward_bias(gpu: &Gpu, d_y: &Tensor, d_b: &Tensor) -> Result<Dispatch> 
         gpu,
         &kernel,
         &params,
-        &[(1, d_y), (6, d_b)],
+        &[("src", d_y), ("y", d_b)],
         grid_1d(co as u32),
     )
 }

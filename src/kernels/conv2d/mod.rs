@@ -255,7 +255,7 @@ fn elementwise(
     gpu: &Gpu,
     entry: &'static str,
     params: &Params,
-    tensors: &[(u32, &Tensor)],
+    tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
     let grid = grid_1d((params.len as usize).div_ceil(256) as u32);

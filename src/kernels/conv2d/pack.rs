@@ -42,16 +42,16 @@ pub(super) fn input(
     let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
     // Rows of whole vec4s (or vec2s) read as such (about twice as fast on lavapipe as value by value).
     let (entry, src_binding) = match src_w % 4 {
-        0 if pad <= 1 => ("pack_input_vec4", 12),
-        2 if pad <= 1 => ("pack_input_vec2", 14),
-        _ => ("pack_input", 1),
+        0 if pad <= 1 => ("pack_input_vec4", "src4"),
+        2 if pad <= 1 => ("pack_input_vec2", "src2"),
+        _ => ("pack_input", "src"),
     };
     let kernel = gpu.kernel(super::SHADER, entry)?;
     let d = Dispatch::new(
         gpu,
         &kernel,
         &params,
-        &[(src_binding, src), (10, &packed)],
+        &[(src_binding, src), ("packed4", &packed)],
         grid,
     )?;
     Ok((packed, vec![d]))
@@ -76,6 +76,11 @@ pub(super) fn weight(
         len: packed.len() as u32,
         ..Params::default()
     };
-    let d = elementwise(gpu, "pack_weight", &params, &[(1, w), (2, &packed)])?;
+    let d = elementwise(
+        gpu,
+        "pack_weight",
+        &params,
+        &[("src", w), ("packed", &packed)],
+    )?;
     Ok((packed, d))
 }

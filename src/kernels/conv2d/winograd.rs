@@ -76,7 +76,7 @@ fn transform(
     params: &Params,
     entry: &'static str,
     len: usize,
-    tensors: &[(u32, &Tensor)],
+    tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
     let params = Params {
         len: len as u32,
@@ -138,24 +138,28 @@ pub(super) fn main_pass(
         },
     )?;
     // Without a bias the binding is never read (flag clear); z stands in.
-    // Planes of whole vec4s store each tile row as one vec4 (binding 10), of even width as two vec2s (17), others
-    // value by value (8).
+    // Planes of whole vec4s store each tile row as one vec4 (yv), of even width as two vec2s (yh), others value by
+    // value (y).
     let (entry, y_binding) = if w_.is_multiple_of(4) {
-        ("output_transform_vec4", 10)
+        ("output_transform_vec4", "yv")
     } else if w_.is_multiple_of(2) {
-        ("output_transform_vec2", 17)
+        ("output_transform_vec2", "yh")
     } else {
-        ("output_transform", 8)
+        ("output_transform", "y")
     };
     let quads = tiles_pad / 4;
     Ok(vec![
-        pass("weight_transform", m * kc, &[(1, w), (2, &u)])?,
-        pass("input_transform", kc * quads, &[(3, xp), (4, xp), (5, &v)])?,
+        pass("weight_transform", m * kc, &[("w", w), ("u", &u)])?,
+        pass(
+            "input_transform",
+            kc * quads,
+            &[("xp4", xp), ("xp2", xp), ("v4", &v)],
+        )?,
         product,
         pass(
             entry,
             m * quads,
-            &[(6, &z), (7, bias.unwrap_or(&z)), (y_binding, out)],
+            &[("z4", &z), ("bias", bias.unwrap_or(&z)), (y_binding, out)],
         )?,
     ])
 }
@@ -197,9 +201,9 @@ pub(super) fn weight_grad_pass(
             &params,
             "input_transform",
             kc * quads,
-            &[(3, xp), (4, xp), (5, &v)],
+            &[("xp4", xp), ("xp2", xp), ("v4", &v)],
         )?,
-        // d_y is read as vec4s (binding 12) where its rows are whole vec4s, else as f32 (16); the other view
+        // d_y is read as vec4s (dy4) where its rows are whole vec4s, else as f32 (dy); the other view
         // is never read, and where d_y may be too short for a vec4 view dU stands in for it.
         transform(
             gpu,
@@ -207,9 +211,9 @@ pub(super) fn weight_grad_pass(
             "grad_output_transform",
             m * quads,
             &[
-                (12, if w.is_multiple_of(4) { d_y } else { &du }),
-                (16, d_y),
-                (5, &dz),
+                ("dy4", if w.is_multiple_of(4) { d_y } else { &du }),
+                ("dy", d_y),
+                ("v4", &dz),
             ],
         )?,
         product,
@@ -218,7 +222,7 @@ pub(super) fn weight_grad_pass(
             &params,
             "weight_grad_transform",
             m * kc,
-            &[(14, &du), (15, d_w)],
+            &[("du", &du), ("d_w", d_w)],
         )?,
     ])
 }
