@@ -1,10 +1,14 @@
 //! diffuse: a diffusion-model trainer and sampler whose every number-crunching step is a WGSL compute shader.
 //!
 //! - `gpu`: device, tensors, pipelines, dispatch recording (plumbing, no math).
-//! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry.
-//! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
+//! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry; which variant
+//!   runs where is decided in `kernels::select`.
+//! - `reference`: the CPU reference of every kernel, in f64, that the tests hold the kernels to.
 //! - `diffusion`: schedules, timesteps, samplers as per-step scalars, the exact model (math only, no wgpu).
-//! - `sample`: a sampler plan and a model recorded into one GPU submission.
+//! - `model`, `train`, `sample`, `eval`: the U-Net, its training step, sampling and the variational bound, each
+//!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `bench`: `diffuse bench`.
+//!
+//! The command-line interface is the binary's (src/main.rs, src/cli/).
 
 pub mod bench;
 pub mod checkpoint;

@@ -5,7 +5,7 @@
 //!
 //! with d_c the 6×6 input patch (zero outside the image) and g_c the 3×3 weights of input channel c.
 //!
-//! Two uses: in exact arithmetic this equals [`conv2d::forward`](super::conv2d::forward) (tests/conv2d.rs checks
+//! Two uses: in exact arithmetic this equals [`conv2d::forward`](super::conv2d::forward) (tests/it/conv2d.rs checks
 //! that, which checks the matrices below); and with `magnitudes = true`, run on |x| and |w|, every matrix entry
 //! and every input is replaced by its magnitude, which gives the Σ|terms| that bounds the rounding error of the
 //! GPU's transforms (their intermediate values exceed the result, so the direct convolution's Σ|terms| does not

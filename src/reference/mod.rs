@@ -1,5 +1,5 @@
-//! The CPU reference of every kernel, in plain Rust and f64: what the GPU kernels are tested against, and what
-//! `diffuse bench` checks before it times. Same file names as `src/kernels/` and `shaders/`.
+//! The CPU reference of every kernel, in plain Rust and f64: what the GPU kernels are tested against (tests/it/).
+//! Same file names as `src/kernels/` and `shaders/`.
 
 pub mod analytic;
 pub mod attention;
