@@ -35,7 +35,7 @@ struct Params {
 
 const WG: u32 = 256u;
 
-var<workgroup> sums: array<f32, 256>;
+var<workgroup> sums: array<f32, WG>;
 
 // Adds sums[0..256) in a fixed binary tree; every invocation of the workgroup must call it (it has barriers).
 fn tree_sum(lid: u32, own: f32) -> f32 {
@@ -50,7 +50,7 @@ fn tree_sum(lid: u32, own: f32) -> f32 {
     return sums[0];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var i = wg.x * WG + lid.x; i < p.n; i += p.partials * WG) {
@@ -64,7 +64,7 @@ fn mse_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_final(@builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var j = lid.x; j < p.partials; j += WG) {
@@ -80,7 +80,7 @@ fn element(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid.x;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wg, nwg, lid);
@@ -88,7 +88,7 @@ fn mse_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     d_pred[i] = p.two_over_n * (pred[i] - tgt[i]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mse_backward_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wg, nwg, lid);

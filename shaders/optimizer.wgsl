@@ -54,7 +54,7 @@ struct Params {
 
 const WG: u32 = 256u;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, WG>;
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid.x;
@@ -73,7 +73,7 @@ fn workgroup_sum(lid: u32, x: f32) -> f32 {
     return partial[0];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // Grid-stride: neighbouring threads read neighbouring elements on every pass.
     var sum = 0.0;
@@ -87,7 +87,7 @@ fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grad_norm_finalize(@builtin(local_invocation_id) lid: vec3<u32>) {
     var sum = 0.0;
     for (var i = lid.x; i < p.partials; i += WG) {
@@ -139,7 +139,7 @@ fn adam_element(i: u32, g_in: f32) {
     param[i] = p_old * step_in[3] - step_in[1] * (m_new / denom);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wg, nwg, lid);
@@ -147,7 +147,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     adam_element(i, grad[i]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam_update_clipped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wg, nwg, lid);
@@ -155,7 +155,7 @@ fn adam_update_clipped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     adam_element(i, grad[i] * norm_in[1]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ema_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wg, nwg, lid);

@@ -76,7 +76,7 @@ fn decoder_log_likelihood(x: f32, mean: f32) -> f32 {
     return log(max(mass, 1e-12));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn vlb_terms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wg.y * nwg.x + wg.x) * WG + lid.x;
@@ -98,7 +98,7 @@ fn vlb_terms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     terms[i] = weight[row] * term;
 }
 
-var<workgroup> sums: array<f32, 256>;
+var<workgroup> sums: array<f32, WG>;
 
 // Adds sums[0..256) in a fixed binary tree; every invocation of the workgroup must call it (it has barriers).
 fn tree_sum(lid: u32, own: f32) -> f32 {
@@ -113,7 +113,7 @@ fn tree_sum(lid: u32, own: f32) -> f32 {
     return sums[0];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn vlb_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var i = wg.x * WG + lid.x; i < p.len; i += p.partials * WG) {
@@ -126,7 +126,7 @@ fn vlb_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn vlb_final(@builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var g = lid.x; g < p.partials; g += WG) {

@@ -20,6 +20,41 @@ pub struct Kernel {
     pub declared: Vec<String>,
     /// The byte size of the module's uniform (its `Params`) in WGSL's layout, if it declares one.
     pub uniform_size: Option<u64>,
+    /// The entry point's workgroup size as its WGSL declares it (with the pipeline constants applied): the one
+    /// place it is written; grids are computed from it ([`Kernel::grid_for`]).
+    pub workgroup_size: [u32; 3],
+}
+
+impl Kernel {
+    /// Invocations per workgroup.
+    pub fn invocations(&self) -> usize {
+        self.workgroup_size.iter().map(|&d| d as usize).product()
+    }
+
+    /// Refuses a kernel whose workgroup is not the `invocations` its wrapper sizes a reduction for (a Rust
+    /// constant that must agree with the WGSL).
+    pub fn check_invocations(&self, invocations: usize) -> Result<()> {
+        if self.invocations() != invocations {
+            return Err(Error::Binding {
+                kernel: self.name.clone(),
+                message: format!(
+                    "the wrapper sizes its reduction for workgroups of {invocations} but the shader declares {}",
+                    self.invocations()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The workgroups that give each of `items` one invocation.
+    pub fn workgroups_for(&self, items: usize) -> u32 {
+        items.div_ceil(self.invocations()) as u32
+    }
+
+    /// [`Kernel::workgroups_for`] as a grid, 2-D where one dimension is not enough (see [`grid_1d`]).
+    pub fn grid_for(&self, items: usize) -> [u32; 3] {
+        grid_1d(self.workgroups_for(items))
+    }
 }
 
 /// One binding an entry point uses, as declared in its WGSL.
@@ -39,11 +74,17 @@ struct Reflection {
     used: Vec<UsedBinding>,
     declared: Vec<String>,
     uniform_size: Option<u64>,
+    workgroup_size: [u32; 3],
 }
 
 /// The group-0 bindings an entry point uses (wgpu's automatic layout keeps exactly these), every group-0 name the
-/// module declares, and the size of its uniform, read with naga.
-fn reflect(shader: &str, source: &str, entry: &str) -> Result<Reflection> {
+/// module declares, the size of its uniform and the entry point's workgroup size under `constants`, read with naga.
+fn reflect(
+    shader: &str,
+    source: &str,
+    entry: &str,
+    constants: &[(&'static str, f64)],
+) -> Result<Reflection> {
     let err = |message: String| Error::Shader {
         file: shader.to_string(),
         entry: entry.to_string(),
@@ -91,10 +132,30 @@ fn reflect(shader: &str, source: &str, entry: &str) -> Result<Reflection> {
     let uniform_size = group0()
         .find(|(_, var)| var.space == naga::AddressSpace::Uniform)
         .map(|(_, var)| u64::from(layouter[var.ty].size));
+    // A workgroup size set by an override is known once the pipeline constants are applied.
+    let mut values = naga::back::PipelineConstants::default();
+    for (name, value) in constants {
+        values.insert(name.to_string(), *value);
+    }
+    let stage = module.entry_points[index].stage;
+    let (resolved, _) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((stage, entry)),
+        &values,
+    )
+    .map_err(|e| err(format!("pipeline constants: {e}")))?;
+    let workgroup_size = resolved
+        .entry_points
+        .iter()
+        .find(|ep| ep.name == entry)
+        .map(|ep| ep.workgroup_size)
+        .ok_or_else(|| err("no such entry point after the pipeline constants".to_string()))?;
     Ok(Reflection {
         used,
         declared,
         uniform_size,
+        workgroup_size,
     })
 }
 
@@ -163,7 +224,7 @@ impl Gpu {
             })?,
         };
         let source = source.as_str();
-        let reflection = reflect(shader, source, entry)?;
+        let reflection = reflect(shader, source, entry, constants)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -198,6 +259,7 @@ impl Gpu {
             used_bindings: reflection.used,
             declared: reflection.declared,
             uniform_size: reflection.uniform_size,
+            workgroup_size: reflection.workgroup_size,
         });
         self.kernels
             .lock()

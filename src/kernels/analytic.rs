@@ -5,7 +5,7 @@ use crate::diffusion::analytic::GaussianMixture;
 use crate::diffusion::samplers::{NoiseLevel, Prediction};
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 #[repr(C)]
@@ -103,7 +103,7 @@ pub fn analytic_predict(
         &kernel,
         &params,
         &[("mixture", &mixture.table), ("x", x), ("out", out)],
-        grid_1d(x.len().div_ceil(256) as u32),
+        kernel.grid_for(x.len()),
     )
 }
 
@@ -164,6 +164,6 @@ pub fn analytic_predict_indexed(
             ("t", t),
             ("levels", levels),
         ],
-        grid_1d(x.len().div_ceil(256) as u32),
+        kernel.grid_for(x.len()),
     )
 }

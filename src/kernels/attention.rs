@@ -4,7 +4,7 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 use crate::kernels::select::{self, AttentionKernel};
 
@@ -188,7 +188,7 @@ impl Layout {
             &kernel,
             &self.params(),
             tensors,
-            grid_1d((self.n * self.heads * self.l).div_ceil(64 / row_lanes(self.l)) as u32),
+            kernel.grid_for(self.n * self.heads * self.l * row_lanes(self.l)),
         )
     }
 

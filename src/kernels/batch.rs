@@ -3,7 +3,7 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "batch";
@@ -100,13 +100,7 @@ fn gather(
     if let Some(u) = flip {
         bindings.push(("u", u));
     }
-    Dispatch::new(
-        gpu,
-        &kernel,
-        &params,
-        &bindings,
-        grid_1d(x0.len().div_ceil(256) as u32),
-    )
+    Dispatch::new(gpu, &kernel, &params, &bindings, kernel.grid_for(x0.len()))
 }
 
 /// label[n] = labels[index[n]], replaced by `null_class` where u[n] < p_uncond (classifier-free guidance
@@ -158,7 +152,7 @@ pub fn gather_labels(
             ("u", u),
             ("label", label),
         ],
-        [n.div_ceil(64) as u32, 1, 1],
+        [kernel.workgroups_for(n), 1, 1],
     )
 }
 
@@ -182,6 +176,6 @@ pub fn fill_u32(gpu: &Gpu, y: &Tensor, value: u32) -> Result<Dispatch> {
         &kernel,
         &params,
         &[("label", y)],
-        [y.len().div_ceil(64) as u32, 1, 1],
+        [kernel.workgroups_for(y.len()), 1, 1],
     )
 }

@@ -3,11 +3,10 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "elementwise";
-const WG: usize = 256;
 /// Elements per invocation of the pointwise entry points (PER_THREAD in the shader).
 const PER_THREAD: usize = 4;
 
@@ -37,7 +36,7 @@ fn pointwise(
         &kernel,
         &params,
         tensors,
-        grid_1d(elements.div_ceil(WG * PER_THREAD) as u32),
+        kernel.grid_for(elements.div_ceil(PER_THREAD)),
     )
 }
 
@@ -320,7 +319,7 @@ pub fn channel_bias_backward(gpu: &Gpu, d_y: &Tensor, d_e: &Tensor) -> Result<Di
         &kernel,
         &params,
         &[("a", d_y), ("y", d_e)],
-        grid_1d(d_e.len().div_ceil(64) as u32),
+        kernel.grid_for(d_e.len()),
     )
 }
 

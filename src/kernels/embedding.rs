@@ -3,11 +3,10 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "embedding";
-const WG: usize = 256;
 
 /// improved-diffusion's `max_period`: the longest wavelength of the timestep embedding, in timesteps.
 pub const DEFAULT_MAX_PERIOD: f64 = 10_000.0;
@@ -73,7 +72,7 @@ pub fn timestep_embedding(
         DType::F32 => ("timestep_embedding_f32", "t_f32"),
     };
     let kernel = gpu.kernel(SHADER, entry)?;
-    let groups = grid_1d(emb.len().div_ceil(WG) as u32);
+    let groups = kernel.grid_for(emb.len());
     Dispatch::new(
         gpu,
         &kernel,
@@ -133,7 +132,7 @@ pub fn class_embedding_forward(
         ..class_shapes(OP, labels, table, y)?
     };
     let kernel = gpu.kernel(SHADER, OP)?;
-    let groups = grid_1d(y.len().div_ceil(WG) as u32);
+    let groups = kernel.grid_for(y.len());
     Dispatch::new(
         gpu,
         &kernel,
@@ -157,7 +156,7 @@ pub fn class_embedding_backward(
         ..class_shapes(OP, labels, d_table, d_y)?
     };
     let kernel = gpu.kernel(SHADER, OP)?;
-    let groups = grid_1d(d_table.len().div_ceil(WG) as u32);
+    let groups = kernel.grid_for(d_table.len());
     Dispatch::new(
         gpu,
         &kernel,

@@ -207,12 +207,13 @@ fn per_group_kernel(
     match choice {
         GroupNormKernel::Subgroup => {
             let kernel = gpu.kernel(SHADER_SUBGROUP, subgroup)?;
-            let per_workgroup = WORKGROUP_SIZE as u32 / gpu.info.subgroup_max_size;
+            let per_workgroup = kernel.invocations() as u32 / gpu.info.subgroup_max_size;
             Ok((kernel, grid_1d(groups.div_ceil(per_workgroup)), choice))
         }
         GroupNormKernel::Workgroup => {
             // The shader writes its workgroup memory before reading it (see its header).
             let kernel = gpu.kernel_uninit_workgroup(SHADER, portable, &[])?;
+            kernel.check_invocations(WORKGROUP_SIZE)?;
             Ok((kernel, grid_1d(groups), choice))
         }
     }
@@ -312,6 +313,12 @@ pub fn group_norm_backward_via(
         ("d_gamma", d_gamma),
         ("d_beta", d_beta),
     ];
-    let sums = Dispatch::new(gpu, &sums, &params, &tensors, [params.c.div_ceil(64), 1, 1])?;
+    let sums = Dispatch::new(
+        gpu,
+        &sums,
+        &params,
+        &tensors,
+        [sums.workgroups_for(params.c as usize), 1, 1],
+    )?;
     Ok(vec![data, sums])
 }

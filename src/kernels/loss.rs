@@ -3,11 +3,11 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "loss";
-/// Invocations per workgroup of every entry point.
+/// Invocations per workgroup of the reduction (loss.wgsl's WG; checked against it when a dispatch is built).
 pub const WORKGROUP: usize = 256;
 /// The most workgroups (partial sums) of the forward's first stage; larger inputs loop.
 pub const MAX_PARTIALS: usize = 1024;
@@ -59,6 +59,8 @@ pub fn mse_forward(
     let partial = Tensor::zeros(gpu, &[partials(n)], DType::F32)?;
     let first = gpu.kernel(SHADER, "mse_partial")?;
     let last = gpu.kernel(SHADER, "mse_final")?;
+    first.check_invocations(WORKGROUP)?;
+    last.check_invocations(WORKGROUP)?;
     Ok(vec![
         Dispatch::new(
             gpu,
@@ -90,11 +92,11 @@ pub fn mse_backward(
     check_f32(OP, &[pred, target, d_pred])?;
     same_shape(OP, pred, target)?;
     same_shape(OP, pred, d_pred)?;
-    let groups = grid_1d(pred.len().div_ceil(WORKGROUP) as u32);
     let params = params(pred.len());
     match d_loss {
         None => {
             let kernel = gpu.kernel(SHADER, "mse_backward")?;
+            let groups = kernel.grid_for(pred.len());
             Dispatch::new(
                 gpu,
                 &kernel,
@@ -112,6 +114,7 @@ pub fn mse_backward(
                 g.shape()
             );
             let kernel = gpu.kernel(SHADER, "mse_backward_scaled")?;
+            let groups = kernel.grid_for(pred.len());
             Dispatch::new(
                 gpu,
                 &kernel,

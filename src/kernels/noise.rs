@@ -3,7 +3,7 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 /// What the network is trained to predict.
@@ -92,6 +92,6 @@ pub fn noise_forward(
             ("x_t", x_t),
             ("target_out", target),
         ],
-        grid_1d(x0.len().div_ceil(256) as u32),
+        kernel.grid_for(x0.len()),
     )
 }

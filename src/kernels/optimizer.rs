@@ -16,10 +16,11 @@
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "optimizer";
+/// Invocations per workgroup of the grad-norm reduction (optimizer.wgsl's WG; checked when a dispatch is built).
 const WG: usize = 256;
 /// Workgroups of the first grad-norm stage at most: enough to fill a large GPU, few enough that one workgroup
 /// finishes the sum with 4 serial adds per thread.
@@ -179,7 +180,7 @@ fn per_element(
         &kernel,
         &params,
         tensors,
-        grid_1d((params.len as usize).div_ceil(WG) as u32),
+        kernel.grid_for(params.len as usize),
     )
 }
 
@@ -226,6 +227,8 @@ pub fn grad_norm(
     };
     let partial = gpu.kernel(SHADER, "grad_norm_partial")?;
     let finalize = gpu.kernel(SHADER, "grad_norm_finalize")?;
+    partial.check_invocations(WG)?;
+    finalize.check_invocations(WG)?;
     Ok(vec![
         Dispatch::new(
             gpu,

@@ -14,11 +14,10 @@
 
 use crate::ensure_shape;
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
 
 const SHADER: &str = "random";
-const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -172,7 +171,7 @@ pub fn dropout(
         &kernel,
         &params,
         &[("state", state), ("y_f32", y), ("x_f32", x)],
-        grid_1d(x.len().div_ceil(4).div_ceil(WG) as u32),
+        kernel.grid_for(x.len().div_ceil(4)),
     )
 }
 
@@ -202,7 +201,7 @@ fn fill(
         &kernel,
         &params,
         &[("state", state), ("y_f32", y), ("y_u32", y)],
-        grid_1d(blocks.div_ceil(WG) as u32),
+        kernel.grid_for(blocks),
     )
 }
 

@@ -5,11 +5,10 @@
 use crate::diffusion::samplers::FoldedStep;
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "step";
-const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -41,7 +40,7 @@ fn dispatch(
         &kernel,
         &params,
         tensors,
-        grid_1d((params.len as usize).div_ceil(WG) as u32),
+        kernel.grid_for(params.len as usize),
     )
 }
 

@@ -5,11 +5,12 @@
 use crate::diffusion::vlb::VlbCoefficients;
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::noise::{noise_forward, Target};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "vlb";
+/// Invocations per workgroup of the reduction (vlb.wgsl's WG; checked against it when a dispatch is built).
 const WG: usize = 256;
 /// The most partial sums of the reduction's first stage.
 pub const MAX_PARTIALS: usize = 1024;
@@ -110,7 +111,7 @@ pub fn vlb_terms(
             ("table", &table.table),
             ("terms", terms),
         ],
-        grid_1d(x0.len().div_ceil(WG) as u32),
+        kernel.grid_for(x0.len()),
     )
 }
 
@@ -145,6 +146,8 @@ pub fn weighted_sum(
     let partial = Tensor::zeros(gpu, &[partials(n)], DType::F32)?;
     let first = gpu.kernel(SHADER, "vlb_partial")?;
     let last = gpu.kernel(SHADER, "vlb_final")?;
+    first.check_invocations(WG)?;
+    last.check_invocations(WG)?;
     Ok(vec![
         Dispatch::new(
             gpu,

@@ -72,7 +72,7 @@ pub(super) fn main_pass(
     };
     let kernel = gpu.kernel(shader(subgroup), kind.entry())?;
     let blocks = n * row_blocks * col_blocks;
-    let [x, y, _] = grid_1d(blocks.div_ceil(64) as u32);
+    let [x, y, _] = kernel.grid_for(blocks);
     // Without a bias the binding is never read (flag clear); the packed weights stand in for it.
     let bias = bias.unwrap_or(&wp);
     let tensors = [

@@ -20,7 +20,7 @@ mod winograd;
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::tensor::max_tensor_bytes;
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::select::{self, ConvFacts, ConvKernel, ConvPass};
 use crate::kernels::{check_f32, matmul};
 
@@ -258,8 +258,13 @@ fn elementwise(
     tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
     let kernel = gpu.kernel(SHADER, entry)?;
-    let grid = grid_1d((params.len as usize).div_ceil(256) as u32);
-    Dispatch::new(gpu, &kernel, params, tensors, grid)
+    Dispatch::new(
+        gpu,
+        &kernel,
+        params,
+        tensors,
+        kernel.grid_for(params.len as usize),
+    )
 }
 
 /// The length of the packed copy of x that [`forward`] keeps in [`Conv2dOptions::saved_input`] for

@@ -3,7 +3,7 @@
 
 use super::{check_saved, elementwise, scratch, Params};
 use crate::error::Result;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor};
 
 /// Output channels per invocation of the direct forward pass: the packed weights come in blocks of this many.
 pub(super) const CO_BLOCK: usize = 8;
@@ -39,7 +39,6 @@ pub(super) fn input(
         len: (n * c * rows) as u32,
         ..Params::default()
     };
-    let grid = grid_1d((n * c * rows).div_ceil(64) as u32);
     // Rows of whole vec4s (or vec2s) read as such (about twice as fast on lavapipe as value by value).
     let (entry, src_binding) = match src_w % 4 {
         0 if pad <= 1 => ("pack_input_vec4", "src4"),
@@ -52,7 +51,7 @@ pub(super) fn input(
         &kernel,
         &params,
         &[(src_binding, src), ("packed4", &packed)],
-        grid,
+        kernel.grid_for(n * c * rows),
     )?;
     Ok((packed, vec![d]))
 }

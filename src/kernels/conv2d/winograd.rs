@@ -8,7 +8,7 @@
 
 use super::{FLAG_ACCUMULATE, FLAG_BIAS};
 use crate::error::Result;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::matmul;
 
 const SHADER: &str = "conv2d_winograd";
@@ -83,13 +83,7 @@ fn transform(
         ..*params
     };
     let kernel = gpu.kernel(SHADER, entry)?;
-    Dispatch::new(
-        gpu,
-        &kernel,
-        &params,
-        tensors,
-        grid_1d(len.div_ceil(64) as u32),
-    )
+    Dispatch::new(gpu, &kernel, &params, tensors, kernel.grid_for(len))
 }
 
 /// One pass: `[n, kc, m, h, w]` are the batch, the channels read and written, and the plane (input and output
