@@ -8,7 +8,6 @@ use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
-use crate::kernels::noise::Target;
 use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
 };
@@ -347,7 +346,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         &eps,
                         &t,
                         &table,
-                        Target::Epsilon,
+                        Prediction::Epsilon,
                         &x_t,
                         &target,
                     )?,
