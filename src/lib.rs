@@ -4,18 +4,22 @@
 //! - `kernels`: one wrapper per `shaders/<family>.wgsl`: shape checks, params, dispatch geometry.
 //! - `reference`: the CPU reference of every kernel, in f64, used by the tests and the benchmark.
 //! - `diffusion`: schedules, timesteps, samplers as per-step scalars, the exact model (math only, no wgpu).
+//! - `dropout`: a dropout probability as a threshold on random bits, and the dropout layers' RNG streams.
+//! - `optim`: the optimizer's settings (`AdamConfig`), shared by its kernel and its reference.
 //! - `sample`: a sampler plan and a model recorded into one GPU submission.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod dropout;
 pub mod error;
 pub mod eval;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;
 pub mod model;
+pub mod optim;
 pub mod reference;
 pub mod sample;
 pub mod train;

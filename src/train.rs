@@ -11,10 +11,11 @@ use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
-use crate::kernels::optimizer::{self, AdamConfig, AdamState, Hyper};
+use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
 use crate::model::unet::{DropoutDraw, Net};
 use crate::model::{ParamLayout, UNetConfig};
+use crate::optim::AdamConfig;
 
 /// Everything that defines a training run besides the data.
 #[derive(Clone, Debug)]
@@ -80,7 +81,7 @@ impl TrainSettings {
 }
 
 /// RNG streams of one step (each draw of a step has its own, so they never repeat each other; dropout layers use
-/// `model::unet::DROPOUT_STREAM` and up).
+/// `dropout::DROPOUT_STREAM` and up).
 mod stream {
     pub const INDEX: u32 = 0;
     pub const LABEL_DROP: u32 = 1;
