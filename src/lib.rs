@@ -5,6 +5,8 @@
 //!   runs where is decided in `kernels::select`.
 //! - `reference`: the CPU reference of every kernel, in f64, that the tests hold the kernels to.
 //! - `diffusion`: schedules, timesteps, samplers as per-step scalars, the exact model (math only, no wgpu).
+//! - `dropout`: a dropout probability as a threshold on random bits, and the dropout layers' RNG streams.
+//! - `optim`: the optimizer's settings (`AdamConfig`), shared by its kernel and its reference.
 //! - `model`, `train`, `sample`, `eval`: the U-Net, its training step, sampling and the variational bound, each
 //!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `bench`: `diffuse bench`.
 //!
@@ -14,12 +16,14 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod dropout;
 pub mod error;
 pub mod eval;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;
 pub mod model;
+pub mod optim;
 pub mod reference;
 pub mod sample;
 pub mod train;

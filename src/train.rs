@@ -11,11 +11,11 @@ use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
-use crate::kernels::noise::Target;
-use crate::kernels::optimizer::{self, AdamConfig, AdamState, Hyper};
+use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
 use crate::model::unet::{DropoutDraw, Net};
 use crate::model::{ParamLayout, UNetConfig};
+use crate::optim::AdamConfig;
 
 /// Everything that defines a training run besides the data.
 #[derive(Clone, Debug)]
@@ -34,7 +34,8 @@ pub struct TrainSettings {
     /// A named schedule, so that a checkpoint can record which one.
     pub schedule: NamedSchedule,
     pub timesteps: usize,
-    pub target: Target,
+    /// What the network is trained to predict (ε, x₀ or v; the noise kernel has no score target).
+    pub target: Prediction,
     /// Probability of replacing a label by "no class" (classifier-free guidance training).
     pub p_uncond: f32,
     /// Mirror each training image left–right with probability ½ (augmentation for photographs).
@@ -56,7 +57,7 @@ impl TrainSettings {
             adam: AdamConfig::adam(),
             schedule: NamedSchedule::Linear,
             timesteps: 1000,
-            target: Target::Epsilon,
+            target: Prediction::Epsilon,
             p_uncond: 0.1,
             flip: false,
             seed: 0,
@@ -80,7 +81,7 @@ impl TrainSettings {
 }
 
 /// RNG streams of one step (each draw of a step has its own, so they never repeat each other; dropout layers use
-/// `model::unet::DROPOUT_STREAM` and up).
+/// `dropout::DROPOUT_STREAM` and up).
 mod stream {
     pub const INDEX: u32 = 0;
     pub const LABEL_DROP: u32 = 1;
@@ -299,11 +300,7 @@ impl Trainer {
         let record = TrainingRecord {
             schedule: settings.schedule,
             timesteps: settings.timesteps,
-            prediction: match settings.target {
-                Target::Epsilon => Prediction::Epsilon,
-                Target::Sample => Prediction::Sample,
-                Target::Velocity => Prediction::Velocity,
-            },
+            prediction: settings.target,
             dataset: dataset.description.clone(),
             lr: settings.lr,
             batch: settings.batch,

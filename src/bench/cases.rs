@@ -8,13 +8,14 @@ use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
-use crate::kernels::noise::Target;
 use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
 };
+use crate::model::config::DEFAULT_MAX_PERIOD;
 use crate::model::denoiser::UNetDenoiser;
 use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamLayout, UNetConfig};
+use crate::optim::AdamConfig;
 use crate::sample::Sampler;
 use crate::train::{TrainSettings, Trainer};
 
@@ -347,7 +348,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         &eps,
                         &t,
                         &table,
-                        Target::Epsilon,
+                        Prediction::Epsilon,
                         &x_t,
                         &target,
                     )?,
@@ -394,7 +395,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 dispatches: vec![embedding::timestep_embedding(
                     gpu,
                     &t,
-                    embedding::DEFAULT_MAX_PERIOD,
+                    DEFAULT_MAX_PERIOD,
                     &emb,
                 )?],
                 work: Work::Bytes(emb.byte_size() as f64),
@@ -426,7 +427,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let mut dispatches = optimizer::grad_norm(gpu, &g, Some(1.0), &norm)?;
             dispatches.extend(optimizer::adam_step(
                 gpu,
-                &optimizer::AdamConfig::adamw(),
+                &AdamConfig::adamw(),
                 &p,
                 &g,
                 &state,

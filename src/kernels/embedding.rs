@@ -8,9 +8,6 @@ use crate::kernels::check_f32;
 
 const SHADER: &str = "embedding";
 
-/// improved-diffusion's `max_period`: the longest wavelength of the timestep embedding, in timesteps.
-pub const DEFAULT_MAX_PERIOD: f64 = 10_000.0;
-
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

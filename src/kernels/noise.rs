@@ -1,21 +1,11 @@
 //! Wrapper of shaders/noise.wgsl: x_t = a[t]·x_0 + b[t]·ε per sample, and the training target.
 //! Reference: src/reference/noise.rs.
 
+use crate::diffusion::samplers::Prediction;
 use crate::ensure_shape;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
-
-/// What the network is trained to predict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The noise ε (Ho et al. 2020).
-    Epsilon,
-    /// The clean data x_0.
-    Sample,
-    /// v = a·ε − b·x_0 (Salimans & Ho 2022).
-    Velocity,
-}
 
 /// The [2, T] f32 table `noise_forward` reads, from a schedule's f64 rows (e.g. `Schedule::noise_table`).
 pub fn upload_table(gpu: &Gpu, rows: &[Vec<f64>; 2]) -> Result<Tensor> {
@@ -33,7 +23,8 @@ struct Params {
 }
 
 /// x0, eps, x_t, target: [N, …] (same shape); t: [N] u32; table: [2, T] = (a_t, b_t) rows, e.g.
-/// (√ᾱ_t, √(1 − ᾱ_t)) for DDPM or (1, σ_t) for NCSN.
+/// (√ᾱ_t, √(1 − ᾱ_t)) for DDPM or (1, σ_t) for NCSN. `target_kind` is what the network is trained to predict, with
+/// (alpha, sigma) = (a_t, b_t): ε, x_0 or v = a·ε − b·x_0; the shader has no score target (an error).
 #[allow(clippy::too_many_arguments)]
 pub fn noise_forward(
     gpu: &Gpu,
@@ -41,7 +32,7 @@ pub fn noise_forward(
     eps: &Tensor,
     t: &Tensor,
     table: &Tensor,
-    target_kind: Target,
+    target_kind: Prediction,
     x_t: &Tensor,
     target: &Tensor,
 ) -> Result<Dispatch> {
@@ -69,15 +60,21 @@ pub fn noise_forward(
         "the coefficient table must be [2, T] (rows a_t and b_t), got {:?}",
         table.shape()
     );
+    let prediction = match target_kind {
+        Prediction::Epsilon => 0,
+        Prediction::Sample => 1,
+        Prediction::Velocity => 2,
+        Prediction::Score => return Err(Error::shape(
+            OP,
+            "the score −ε/b is not a training target of shaders/noise.wgsl (it has ε, x_0 and v); \
+             train for ε and convert the output with Prediction::convert",
+        )),
+    };
     let params = Params {
         len: x0.len() as u32,
         d: (x0.len() / n) as u32,
         steps: table.shape()[1] as u32,
-        prediction: match target_kind {
-            Target::Epsilon => 0,
-            Target::Sample => 1,
-            Target::Velocity => 2,
-        },
+        prediction,
     };
     let kernel = gpu.kernel("noise", OP)?;
     Dispatch::new(

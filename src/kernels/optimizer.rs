@@ -18,6 +18,7 @@ use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
+use crate::optim::AdamConfig;
 
 const SHADER: &str = "optimizer";
 /// Invocations per workgroup of the grad-norm reduction (optimizer.wgsl's WG; checked when a dispatch is built).
@@ -78,62 +79,6 @@ impl Hyper {
     pub fn write(&self, gpu: &Gpu, hyper: &Tensor) -> Result<()> {
         check_scalars("Hyper::write", hyper, HYPER_LEN, HYPER_LAYOUT)?;
         hyper.write_f32(gpu, &self.to_f32())
-    }
-}
-
-/// Adam's constants (fixed for a run), in torch.optim's terms.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamConfig {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// true: AdamW (p ← p·(1 − lr·λ) before the step); false: Adam (g ← g + λ·p).
-    pub decoupled: bool,
-}
-
-impl AdamConfig {
-    /// torch.optim.Adam's defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
-    pub fn adam() -> Self {
-        AdamConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled: false,
-        }
-    }
-
-    /// torch.optim.AdamW's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
-    pub fn adamw() -> Self {
-        AdamConfig {
-            weight_decay: 0.01,
-            decoupled: true,
-            ..Self::adam()
-        }
-    }
-
-    fn validate(&self, op: &'static str) -> Result<()> {
-        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            ensure_shape!(
-                (0.0..1.0).contains(&beta),
-                op,
-                "{name} must lie in [0, 1), got {beta}"
-            );
-        }
-        ensure_shape!(
-            self.eps.is_finite() && self.eps >= 0.0,
-            op,
-            "eps must be finite and ≥ 0, got {}",
-            self.eps
-        );
-        ensure_shape!(
-            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
-            op,
-            "weight_decay must be finite and ≥ 0, got {}",
-            self.weight_decay
-        );
-        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@
 //! and element i reads word i % 4 of block ⌊i/4⌋. Distinct (stream, offset) pairs never share a counter; two draws
 //! of one step with the same seed and stream would give the same numbers, so give each draw its own stream.
 
+use crate::dropout::dropout_threshold;
 use crate::ensure_shape;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
@@ -119,13 +120,6 @@ pub fn fill_uniform_int(
         "the number of values n must be at least 1, got 0"
     );
     fill(gpu, OP, y, n, seed, stream, state)
-}
-
-/// The drop threshold n on a word's top 24 bits and the scale 1/(1 − n·2⁻²⁴) of a dropout with probability `p`
-/// (n = p·2²⁴ rounded; the realised probability n·2⁻²⁴ is within 2⁻²⁵ of p).
-pub fn dropout_threshold(p: f64) -> (u32, f32) {
-    let n = (p * 16_777_216.0).round() as u32;
-    (n, (1.0 / (1.0 - n as f64 / 16_777_216.0)) as f32)
 }
 
 /// y[i] = x[i]/(1 − p) or 0, each element dropped with probability p, by the draw (seed, stream, offset) (see

@@ -2,11 +2,12 @@
 //! (x₀, x_t, model output, t), their weighted sum on the GPU, and [`vlb_run`], the whole bound in one recording.
 //! Reference: src/reference/vlb.rs.
 
+use crate::diffusion::samplers::Prediction;
 use crate::diffusion::vlb::VlbCoefficients;
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
-use crate::kernels::noise::{noise_forward, Target};
+use crate::kernels::noise::noise_forward;
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "vlb";
@@ -207,7 +208,7 @@ pub fn vlb_run(
         eps,
         t,
         noise_table,
-        Target::Epsilon,
+        Prediction::Epsilon,
         &x_t,
         &target,
     )?];

@@ -4,6 +4,11 @@ use clap::ValueEnum;
 
 use crate::error::{Error, Result};
 
+/// improved-diffusion's `max_period`: the longest wavelength of the timestep embedding, in timesteps. A fixed part of
+/// the architecture (not a [`UNetConfig`] field): the GPU net (`model/unet.rs`) and its CPU reference
+/// (`reference/unet.rs`) both embed with it; the embedding kernel and its reference take the period as an argument.
+pub const DEFAULT_MAX_PERIOD: f64 = 10_000.0;
+
 /// The DDPM U-Net of Ho et al. 2020, as configured (see `model/params.rs` for the layers this implies).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {

@@ -7,11 +7,13 @@
 //! and `axpy`). Parameter gradients land in one flat tensor with the parameters' layout, each written exactly once
 //! per step (every parameter feeds one op), so the optimizer runs over the whole model in one dispatch.
 
+use crate::dropout::DROPOUT_STREAM;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::conv2d::Conv2dOptions;
 use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul, random};
+use crate::model::config::DEFAULT_MAX_PERIOD;
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
 
 /// An activation of the graph (index into `Net::acts`).
@@ -73,10 +75,6 @@ enum Op {
     /// y = table[labels] (class conditioning)
     ClassEmbedding { table: String, y: Act },
 }
-
-/// Philox stream of the first dropout layer; layer k (in forward order) uses `DROPOUT_STREAM + k`. The trainer's
-/// own draws use streams below 16.
-pub const DROPOUT_STREAM: u32 = 16;
 
 /// Where a training net's dropout masks come from: the trainer's seed and rng state (whose offset advances once
 /// per step, so each step draws new masks, and the backward pass reuses the forward's).
@@ -512,7 +510,7 @@ impl Net {
                 Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
                     gpu,
                     &self.timesteps,
-                    embedding::DEFAULT_MAX_PERIOD,
+                    DEFAULT_MAX_PERIOD,
                     a(*y),
                 )?],
                 Op::ClassEmbedding { table, y } => {

@@ -2,7 +2,7 @@
 //! torch.optim.Adam / AdamW (the single-tensor path: bias corrections from the step count, eps added to √v̂), and
 //! the usual EMA of the weights.
 
-use crate::kernels::optimizer::AdamConfig;
+use crate::optim::AdamConfig;
 
 /// ‖g‖₂ = √(Σ gᵢ²), the sum compensated (Neumaier) so that the reference carries f64's full precision at any length.
 pub fn grad_norm(g: &[f64]) -> f64 {

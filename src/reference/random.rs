@@ -96,7 +96,7 @@ pub fn normal(seed: u64, stream: u32, offset: u64, len: usize) -> Vec<f64> {
 }
 
 /// shaders/random.wgsl's dropout: element i kept (times `scale`) when the top 24 bits of word i are ≥ `n`, with
-/// (n, scale) from `kernels::random::dropout_threshold`. For f32 inputs the f64 product is exact, so rounding it to
+/// (n, scale) from `dropout::dropout_threshold`. For f32 inputs the f64 product is exact, so rounding it to
 /// f32 gives exactly the GPU's f32 multiplication.
 pub fn dropout(x: &[f64], n: u32, scale: f32, seed: u64, stream: u32, offset: u64) -> Vec<f64> {
     bits(seed, stream, offset, x.len())

@@ -2,6 +2,8 @@
 //! independently of the GPU graph builder (`model/unet.rs`), in the order of the PyTorch twin's `forward`, so a
 //! wiring mistake in either one shows up as a disagreement.
 
+use crate::dropout::{dropout_threshold, DROPOUT_STREAM};
+use crate::model::config::DEFAULT_MAX_PERIOD;
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
 use crate::reference::{attention, conv2d, elementwise, embedding, group_norm, random};
 
@@ -123,8 +125,8 @@ impl Model<'_> {
         if let (Some((seed, offset)), true) = (self.dropout, self.config.dropout > 0.0) {
             let layer = self.dropout_layer.get();
             self.dropout_layer.set(layer + 1);
-            let (n, scale) = crate::kernels::random::dropout_threshold(self.config.dropout as f64);
-            let stream = crate::model::unet::DROPOUT_STREAM + layer;
+            let (n, scale) = dropout_threshold(self.config.dropout as f64);
+            let stream = DROPOUT_STREAM + layer;
             h.v = random::dropout(&h.v, n, scale, seed, stream, offset);
         }
         let h = self.conv(&h, &format!("{prefix}.conv2"), 1);
@@ -216,7 +218,7 @@ pub fn forward_training(
     let s = config.image_size;
     let ch = config.base_channels;
     let sinusoid = T {
-        v: embedding::timestep_embedding(t, ch, crate::kernels::embedding::DEFAULT_MAX_PERIOD),
+        v: embedding::timestep_embedding(t, ch, DEFAULT_MAX_PERIOD),
         shape: vec![n, ch],
     };
     let t1 = m.linear(&sinusoid, "temb.0");

@@ -13,6 +13,7 @@ use crate::common;
 use common::{assert_close, gpu, uniform};
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::embedding as emb;
+use diffuse::model::config::DEFAULT_MAX_PERIOD;
 use diffuse::reference::{embedding as reference, gamma, gradcheck, to_f64, F32_UNIT_ROUNDOFF};
 
 fn sinusoid_bound(arg: f64) -> f64 {
@@ -25,12 +26,12 @@ fn check_timesteps_u32(t: &[u32], dim: usize) -> Vec<f32> {
     let n = t.len();
     let tt = Tensor::from_u32(gpu, &[n], t).unwrap();
     let out = Tensor::zeros(gpu, &[n, dim], DType::F32).unwrap();
-    gpu.run([&emb::timestep_embedding(gpu, &tt, emb::DEFAULT_MAX_PERIOD, &out).unwrap()])
+    gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
     let t64: Vec<f64> = t.iter().map(|&v| v as f64).collect();
-    let want = reference::timestep_embedding(&t64, dim, emb::DEFAULT_MAX_PERIOD);
-    let args = reference::timestep_arguments(&t64, dim, emb::DEFAULT_MAX_PERIOD);
+    let want = reference::timestep_embedding(&t64, dim, DEFAULT_MAX_PERIOD);
+    let args = reference::timestep_arguments(&t64, dim, DEFAULT_MAX_PERIOD);
     assert_close(
         &format!("timestep_embedding N={n} D={dim}"),
         &got,
@@ -71,12 +72,12 @@ fn timestep_embedding_of_f32_timesteps_matches_reference_and_equals_the_u32_path
     let n = t.len();
     let tt = Tensor::from_f32(gpu, &[n], &t).unwrap();
     let out = Tensor::zeros(gpu, &[n, dim], DType::F32).unwrap();
-    gpu.run([&emb::timestep_embedding(gpu, &tt, emb::DEFAULT_MAX_PERIOD, &out).unwrap()])
+    gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
     let t64 = to_f64(&t);
-    let want = reference::timestep_embedding(&t64, dim, emb::DEFAULT_MAX_PERIOD);
-    let args = reference::timestep_arguments(&t64, dim, emb::DEFAULT_MAX_PERIOD);
+    let want = reference::timestep_embedding(&t64, dim, DEFAULT_MAX_PERIOD);
+    let args = reference::timestep_arguments(&t64, dim, DEFAULT_MAX_PERIOD);
     assert_close("timestep_embedding f32", &got, &want, |i| {
         sinusoid_bound(args[i])
     });

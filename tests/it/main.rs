@@ -17,6 +17,7 @@ mod embedding;
 mod eval;
 mod group_norm;
 mod image_io;
+mod layering;
 mod loss;
 mod matmul;
 mod model_layout;

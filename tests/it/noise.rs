@@ -6,9 +6,10 @@
 use crate::common;
 
 use common::{assert_close, gpu, uniform};
+use diffuse::diffusion::Prediction;
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::gpu::{DType, Tensor};
-use diffuse::kernels::noise::{self, Target};
+use diffuse::kernels::noise;
 use diffuse::reference::{gamma, noise as reference, to_f64};
 
 #[test]
@@ -39,7 +40,11 @@ fn noise_forward_matches_reference_for_every_target() {
         let x0t = Tensor::from_f32(gpu, &[n, d], &x0).unwrap();
         let et = Tensor::from_f32(gpu, &[n, d], &eps).unwrap();
         let tt = Tensor::from_u32(gpu, &[n], &steps).unwrap();
-        for kind in [Target::Epsilon, Target::Sample, Target::Velocity] {
+        for kind in [
+            Prediction::Epsilon,
+            Prediction::Sample,
+            Prediction::Velocity,
+        ] {
             let x_t = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
             let target = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
             gpu.run([
@@ -58,7 +63,7 @@ fn noise_forward_matches_reference_for_every_target() {
             assert_close(&case, &x_t.read_f32(gpu).unwrap(), &want_x, |i| {
                 bound(i, x0[i], eps[i])
             });
-            let exact = kind != Target::Velocity;
+            let exact = kind != Prediction::Velocity;
             assert_close(&case, &target.read_f32(gpu).unwrap(), &want_target, |i| {
                 if exact {
                     0.0
@@ -80,13 +85,22 @@ fn noise_forward_refuses_bad_shapes() {
     let table = Tensor::zeros(gpu, &[2, 10], DType::F32).unwrap();
     let bad_table = Tensor::zeros(gpu, &[3, 10], DType::F32).unwrap();
     let run = |t: &Tensor, table: &Tensor| {
-        noise::noise_forward(gpu, &x, &x, t, table, Target::Epsilon, &x, &x)
+        noise::noise_forward(gpu, &x, &x, t, table, Prediction::Epsilon, &x, &x)
             .err()
             .map(|e| e.to_string())
     };
     assert!(run(&t_f32, &table).unwrap().contains("u32"));
     assert!(run(&t_wrong, &table).unwrap().contains("[2]"));
     assert!(run(&t, &bad_table).unwrap().contains("[2, T]"));
+    // The shader has targets ε, x_0 and v; a score target must be refused, not computed as v by its default arm.
+    let score = noise::noise_forward(gpu, &x, &x, &t, &table, Prediction::Score, &x, &x)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap();
+    assert!(
+        score.contains("noise_forward") && score.contains("score"),
+        "{score}"
+    );
 }
 
 #[test]
@@ -124,7 +138,7 @@ fn noised_samples_have_the_closed_form_mean_and_variance() {
                 &eps,
                 &steps,
                 &table,
-                Target::Epsilon,
+                Prediction::Epsilon,
                 &x_t,
                 &target,
             )

@@ -31,7 +31,8 @@ use crate::common;
 
 use common::{assert_close, gpu, ulps, uniform, uniform64};
 use diffuse::gpu::{DType, Gpu, Recorder, Tensor};
-use diffuse::kernels::optimizer::{self as opt, AdamConfig, AdamState, Hyper, HYPER_LEN, NORM_LEN};
+use diffuse::kernels::optimizer::{self as opt, AdamState, Hyper, HYPER_LEN, NORM_LEN};
+use diffuse::optim::AdamConfig;
 use diffuse::reference::{gamma, optimizer as reference, to_f64};
 
 /// 1, around the 256-wide workgroup, and past 1024·256 elements so every grad-norm thread loops several times.

@@ -9,6 +9,7 @@
 use crate::common;
 
 use common::gpu;
+use diffuse::dropout::dropout_threshold;
 use diffuse::gpu::{DType, Gpu, Tensor};
 use diffuse::kernels::random as rng;
 use diffuse::reference::{random as reference, F32_UNIT_ROUNDOFF};
@@ -479,7 +480,7 @@ fn dropout_matches_reference_bit_for_bit_and_drops_at_the_rate_asked() {
                 let got = draw_f32(gpu, len, |y| {
                     rng::dropout(gpu, &xt, p, seed, stream, &state, y)
                 });
-                let (n, scale) = rng::dropout_threshold(p);
+                let (n, scale) = dropout_threshold(p);
                 let want = reference::dropout(
                     &diffuse::reference::to_f64(&x),
                     n,
