@@ -217,7 +217,7 @@ impl Net {
         let y = self.with_params(gpu, &[n, co, ho, wo])?;
         let weight = self.param(gpu, &self.params, &w)?;
         let saved =
-            conv2d::saved_input_len(self.shape(x), &weight, stride, conv2d::Path::Auto, gpu)?
+            conv2d::saved_input_len(gpu, conv2d::Path::Auto, self.shape(x), &weight, stride)?
                 .map(|len| Tensor::zeros(gpu, &[len], DType::F32))
                 .transpose()?;
         self.ops.push(Op::Conv {

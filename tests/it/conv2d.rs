@@ -754,7 +754,7 @@ fn the_weight_gradient_from_the_forwards_saved_input_matches() {
             tensor(gpu, &[s.co], &d.b),
             tensor(gpu, &y_shape(&s), &d.d_y),
         );
-        let saved = conv2d::saved_input_len(&x_shape(&s), &w, s.stride, Path::Auto, gpu)
+        let saved = conv2d::saved_input_len(gpu, Path::Auto, &x_shape(&s), &w, s.stride)
             .unwrap()
             .map(|len| zeros(gpu, &[len]));
         assert!(

@@ -3,7 +3,7 @@
 //! backward input, the weight gradient, and the bias gradient.
 
 use super::{
-    check_f32, check_shape, elementwise, pack, scratch, Geometry, Kind, Params, FLAG_ACCUMULATE,
+    check_f32, check_shape, elementwise, output_flags, pack, scratch, Geometry, Kind, Params,
     FLAG_BIAS, SHADER, TILE,
 };
 use crate::error::Result;
@@ -50,13 +50,7 @@ pub(super) fn main_pass(
     let (wp, pack_w) = pack::weight(gpu, w, m, kc, kind.k() * kind.k(), transpose)?;
     let (row_blocks, col_blocks) = (out_h.div_ceil(TILE), out_w.div_ceil(kind.block_cols()));
     let (rows, cols) = kind.packed_size(row_blocks, col_blocks);
-    let mut flags = 0;
-    if bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if accumulate {
-        flags |= FLAG_ACCUMULATE;
-    }
+    let flags = output_flags(bias.is_some(), accumulate);
     let params = Params {
         n: n as u32,
         in_c: kc as u32,

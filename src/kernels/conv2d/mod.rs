@@ -45,6 +45,11 @@ const SHADER: &str = "conv2d";
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
 
+/// The flags word of a main pass (direct or Winograd) that adds a bias and/or accumulates into its output.
+fn output_flags(bias: bool, accumulate: bool) -> u32 {
+    (if bias { FLAG_BIAS } else { 0 }) | (if accumulate { FLAG_ACCUMULATE } else { 0 })
+}
+
 /// The uniform of shaders/conv2d.wgsl (conv2d_common.wgsl's `Params`).
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -269,13 +274,13 @@ fn elementwise(
 
 /// The length of the packed copy of x that [`forward`] keeps in [`Conv2dOptions::saved_input`] for
 /// [`backward_weight`], for x [N, Ci, H, W] and w [Co, Ci, k, k]; `None` where the forward packs nothing (1×1
-/// convolutions on the matmul kernels).
+/// convolutions on the matmul kernels), on the same `path` as the forward.
 pub fn saved_input_len(
+    gpu: &Gpu,
+    path: Path,
     x: &[usize],
     w: &Tensor,
     stride: usize,
-    path: Path,
-    gpu: &Gpu,
 ) -> Result<Option<usize>> {
     let g = Geometry::new("conv2d_saved_input_len", x, w, stride)?;
     if let ConvKernel::Matmul(_) = g.choose(gpu, path, ConvPass::Forward)? {

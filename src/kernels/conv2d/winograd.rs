@@ -6,7 +6,7 @@
 //! packing as the direct kernels', which the weight gradient can then reuse).
 //! Reference: src/reference/conv2d_winograd.rs.
 
-use super::{FLAG_ACCUMULATE, FLAG_BIAS};
+use super::output_flags;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::matmul;
@@ -104,13 +104,7 @@ pub(super) fn main_pass(
     (out, accumulate): (&Tensor, bool),
 ) -> Result<Vec<Dispatch>> {
     let tiles_pad = tiles_padded(n, h, w_);
-    let mut flags = 0;
-    if bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if accumulate {
-        flags |= FLAG_ACCUMULATE;
-    }
+    let flags = output_flags(bias.is_some(), accumulate);
     let params = Params {
         flags,
         transpose: transpose as u32,
