@@ -1,37 +1,21 @@
-// conv2d_winograd.wgsl — the transforms of a 3×3, stride-1, padding-1 convolution computed with Winograd's
-// minimal filtering F(4×4, 3×3) (Lavin & Gray 2016). Each 4×4 output tile of each image is
-//     Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A
-// where d_c is the 6×6 input patch of channel c that the tile reads and g_c the 3×3 weights. The Σ_c of the
-// element-wise products is, for each of the 36 positions of the 6×6 product, a matrix product over channels,
-// which the matmul kernels compute (src/kernels/conv2d_winograd.rs records the whole chain):
-//     weight_transform   w [M, K, 3, 3]  → U [36, M, K]      U[ξ] = (G g Gᵀ)[ξ] for output m, input channel k
-//     input_transform    xp (packed)     → V [36, K, Tp]     V[ξ] = (Bᵀ d B)[ξ] for channel k, tile t
-//     matmul (batch 36)  U[ξ] · V[ξ]     → Z [36, M, Tp]
-//     output_transform   Z               → y [N, M, H, W]    Y = Aᵀ Z A, plus bias, into one or two outputs
-// A product costs 36 multiplies per 16 outputs where the direct kernels spend 144 (4× fewer); the transforms
-// add element-wise passes over the activations, which pay off from about 64 channels on (src/kernels/conv2d.rs
-// `winograd_pays`).
-// The backward input of the same convolution is the forward of d_y with the flipped, transposed weights
-// (weight_transform's `transpose`), so it runs through the same chain; its weight gradient runs the chain
-// backwards (grad_output_transform, weight_grad_transform: see "Weight gradient" below).
-//
-// Numerics: the transforms have entries up to 8 (and 1/6, 1/24, rounded in f32), so intermediate values are
-// larger than the result and the rounding error is bounded by running the same algorithm on |inputs| with
-// |matrices| (tests/conv2d.rs; reference: src/reference/conv2d_winograd.rs).
-//
-// Buffers (f32):
-//   w   [Co, Ci, 3, 3]            weight_transform's source (forward: M = Co, K = Ci; transposed: M = Ci, K = Co)
-//   u   [36, M, K]                transformed weights
-//   xp  [N, K, xp_h, 4·xp_w4]     the input packed by conv2d.wgsl's pack_input (1-pixel zero border, rows of
-//                                 4·⌈W/4⌉ + 4 floats): tile (i, j) reads rows 4i..4i+5, columns 4j..4j+5
-//   v   [36, K, Tp]               transformed input tiles, t = (n·row_blocks + i)·col_blocks + j; the padding
-//                                 columns t ≥ T = N·row_blocks·col_blocks repeat tile T − 1
-//   z   [36, M, Tp]               the batched product (its padding columns are never written out)
-//   y   [N, M, H, W]
-// Dispatch geometry: one invocation per (m, k) pair (weight_transform), per channel and 4 consecutive tiles
-// (input_transform, output_transform: V and Z move as vec4s), 64 per workgroup, on 2-D grids of workgroups
-// (grid_1d in src/gpu/pipeline.rs).
-// Wrapper: src/kernels/conv2d_winograd.rs.
+// conv2d_winograd.wgsl — the transforms of a 3×3, stride-1, padding-1 convolution by Winograd's minimal filtering
+// F(4×4, 3×3) (Lavin & Gray 2016): each 4×4 output tile is Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A, with d_c
+// the tile's 6×6 input patch and g_c the 3×3 weights of channel c. For each of the 36 positions ξ the Σ_c is a
+// matrix product over channels, which the matmul kernels compute. Forward (and backward input: the forward of d_y
+// with weight_transform's `transpose`, flipped and transposed weights; forward M = Co, K = Ci, else swapped):
+//   weight_transform  w [Co, Ci, 3, 3] → u [36, M, K]   input_transform  xp → v [36, K, Tp]
+//   matmul (batch 36) u[ξ]·v[ξ] → z [36, M, Tp]          output_transform(_vec2, _vec4)  z (+ bias) → y [N, M, H, W]
+// Weight gradient, the same chain backwards (derivation at "Weight gradient" below): input_transform, then
+//   grad_output_transform d_y → dz [36, M, Tp], matmul_nt dz[ξ]·v[ξ]ᵀ → du [36, M, K], weight_grad_transform → d_w.
+// xp [N, K, xp_h, 4·xp_w4] is conv2d.wgsl's packed input (1-pixel zero border): tile (i, j) reads rows 4i..4i+5,
+// columns 4j..4j+5. Tile t = (n·row_blocks + i)·col_blocks + j, counted up to Tp (a multiple of 4): v's padding
+// columns repeat tile T − 1, dz's are zero, z's are never written out.
+// Numerics: transform entries up to 8 (and 1/6, 1/24) make intermediates larger than the result; the tests bound
+// the error by the same algorithm on |inputs| with |matrices| (reference: src/reference/conv2d_winograd.rs).
+// Dispatch: 64 invocations per workgroup on a 2-D grid (grid_1d); one invocation per (m, k) (weight_transform,
+// weight_grad_transform) or per channel and 4 consecutive tiles (the others: v, z and dz move as vec4s).
+// Saved for backward: x, whose packed xp the weight gradient reads (kept by the forward or packed again).
+// Wrapper: src/kernels/conv2d/winograd.rs (when it runs: src/kernels/select.rs).
 
 struct Params {
     n: u32,           // batch
@@ -424,7 +408,7 @@ fn output_transform_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 // ---------------------------------------------------------------------------------------------------------
 // Weight gradient. With Y = Aᵀ Z A and Z = Σ_k U ⊙ V as above, the chain rule through these linear maps gives
 //     dZ = A dY Aᵀ (per tile),   dU[ξ] = Σ_t dZ[ξ][m, t] · V[ξ][k, t],   d_w = Gᵀ dU G,
-// so the weight gradient is the same kind of chain run backwards (src/kernels/conv2d_winograd.rs):
+// so the weight gradient is the same kind of chain run backwards (src/kernels/conv2d/winograd.rs):
 //     input_transform       xp (the forward's packed input) → V [36, K, Tp]
 //     grad_output_transform d_y                             → dZ [36, M, Tp]   (padding tiles: zeros)
 //     matmul_nt (batch 36)  dZ[ξ] · V[ξ]ᵀ                   → dU [36, M, K]

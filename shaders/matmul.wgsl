@@ -1,344 +1,91 @@
-// matmul.wgsl — batched matrix product with optional transposes, forward and backward of `linear`, f32.
-//   C[b] = op(A[b])·op(B[b])  (+ C[b] if ACCUMULATE)  (+ bias[n] broadcast over rows if HAS_BIAS; bias[m]
-//   broadcast over columns if BIAS_PER_ROW too). A batch stride of 0 shares one matrix across the batch;
-//   SUM_BATCH (matmul_nt, register-blocked) sums the batch's products into one C instead.
-//   op(X) = X or Xᵀ. Storage is row-major: A is [batch, M, K] (Aᵀ: [batch, K, M]), B is [batch, K, N]
-//   (Bᵀ: [batch, N, K]), C is [batch, M, N], bias is [N].
-//   linear:   y = x·wᵀ + b        = matmul_nt(x [N, in], w [out, in]) with bias
-//   backward: d_x = d_y·w         = matmul_nn(d_y [N, out], w [out, in])
-//             d_w = d_yᵀ·x        = matmul_tn(d_y [N, out], x [N, in])
-//             d_b[j] = Σ_n d_y[n, j]  = bias_grad
-// Nothing is saved for backward: the backward products read the forward's inputs again.
-// Wrapper: src/kernels/matmul.rs (it picks the entry point); reference: src/reference/matmul.rs.
-// Params, the pipeline constants, the bindings and the helpers shared with matmul_subgroup.wgsl are in
-// matmul_common.wgsl, which src/gpu/shaders.rs prepends to both.
-//
-// Two families of product kernels, both exact up to f32 rounding and held to the same reference:
-//
-// matmul_nn / _nt / _tn / _tt: register-blocked, no workgroup memory, for CPU adapters (lavapipe, llvmpipe).
-//   Such an adapter runs 8 invocations as the lanes of one SIMD register, and every storage load whose address
-//   varies per lane becomes a loop over the lanes with a bounds check per scalar: loads, not arithmetic, are the
-//   cost. So each invocation loads vec4s along the contiguous dimension of both operands and reuses them as much as
-//   registers allow: it owns a block of 32 rows × 16 columns of C (8 row groups × 4 column groups of 4×4), and per
-//   step of 4 along k loads 8 + 4 mat4x4 (48 vec4) for 8·4·64 = 2048 multiply-adds. Workgroup memory does not help
-//   there (its loads cost the same per-lane loop), and neither do more lanes: 8 invocations fill the SIMD width.
-//   Dispatch: workgroup (8, 1, 1); grid (⌈N/128⌉, ⌈M/32⌉, batch). Lane l owns the column groups
-//   (wg.x·32 + l + 8j), j = 0..3, so neighbouring lanes read neighbouring addresses.
-//   Requires K and N, and M where A is stored [K, M], to be multiples of 4 (vec4 bindings, k in steps of 4); ragged
-//   rows and columns at the edges are clamped on load and skipped on store.
-//   A 4×4 block is a mat4x4 whose column i is row i of the C block (4 consecutive columns), so with
-//   X[t] = row t of the B block and Y[i] = row i of the A block along k, C_block += X·Y is exactly
-//   C[i][n] += Σ_t A[i][t]·B[t][n]; transposed operands are loaded along their own contiguous dimension and
-//   enter through transpose(), which costs nothing. Each k step loads all A blocks first, then each B block just
-//   before its 8 updates (fewest live registers; on lavapipe ~35 GFLOP/s at 1024³ against ~29 with B loaded
-//   first). The old C and the bias, when asked for (pipeline constants), start the accumulators.
-//   shaders/matmul_subgroup.wgsl holds the same four kernels with the A loads shared through subgroup
-//   broadcasts (~60 GFLOP/s on lavapipe's Vulkan driver); this file is the portable version (GL has no subgroups).
-//
-// matmul_tiled: the classic shared-memory tiling for real GPUs, and the general fallback (any shape, any
-//   transposes, read through strides). Workgroup (16, 16): a 64×64 tile of C, each invocation a 4×4 block
-//   (rows 4ty.., columns 4tx..), k in slices of 16 staged in workgroup memory (2 × 4352 B).
-//   Grid (⌈N/64⌉, ⌈M/64⌉, batch).
-//
-// bias_grad: d_y [M, N] bound as `a`, d_b [N] as `c`. Workgroup (64, 4): 64 columns × 4 row stripes, each
-//   invocation sums every 4th row of its column, then the 4 partial sums are added in workgroup memory.
-//   Grid: ⌈N/64⌉ workgroups as a 2-D grid (see grid_1d).
+// matmul.wgsl — batched matrix product with optional transposes, forward and backward of `linear`, f32; portable.
+//   C[b] = op(A[b])·op(B[b])  (+ C[b] if ACCUMULATE)  (+ bias[n] over the rows if HAS_BIAS, or bias[m] over the
+//   columns with BIAS_PER_ROW); op(X) = X or Xᵀ. A batch stride of 0 shares one matrix across the batch;
+//   SUM_BATCH (register-blocked matmul_nt) sums the batch's products into one C. Row-major: A [batch, M, K]
+//   (Aᵀ: [batch, K, M]), B [batch, K, N] (Bᵀ: [batch, N, K]), C [batch, M, N], bias [N] (or [M]).
+//   linear: y = x·wᵀ + b = matmul_nt(x [N, in], w [out, in]) + bias;  d_x = d_y·w = matmul_nn(d_y, w);
+//   d_w = d_yᵀ·x = matmul_tn(d_y, x);  d_b[j] = Σ_n d_y[n, j] = bias_grad. Nothing is saved for backward.
+// Entry points and dispatch:
+//   matmul_nn / _nt / _tn / _tt: register-blocked, no workgroup memory, for CPU adapters. Bodies in
+//     matmul_common.wgsl; here each lane loads all 8 A blocks itself. Workgroup (8, 1, 1), grid (⌈N/128⌉,
+//     ⌈M/32⌉, batch), an invocation 32 rows × 16 columns of C. Needs K and N, and M where A is [K, M], to be
+//     multiples of 4 (vec4 bindings 1-4); ragged edges are clamped on load and skipped on store.
+//   matmul_tiled: 64×64 tiles of C staged through workgroup memory in k slices of 16, for GPUs and any shape
+//     (transposes read through strides, scalar bindings 5-8). Workgroup (16, 16), an invocation 4×4 of C; grid
+//     (⌈N/64⌉, ⌈M/64⌉, batch).
+//   bias_grad: d_y [M, N] bound as `a`, d_b [N] as `c`. Workgroup (64, 4): 64 columns × 4 row stripes, summed in
+//     workgroup memory; ⌈N/64⌉ workgroups on a 2-D grid (grid_1d).
+// Params, pipeline constants, bindings: matmul_common.wgsl (prepended). Wrapper: src/kernels/matmul.rs (the
+// entry point; the variant: src/kernels/select.rs). Reference: src/reference/matmul.rs.
 
 // ---------------------------------------------------------------------------------------------------------------
-// Register-blocked kernels (CPU adapters). Their blocks of C (init_block, store_block, lane_groups) are in
-// matmul_common.wgsl.
+// Register-blocked products: the A loaders that matmul_common.wgsl's bodies call, and the entry points.
 
 fn load_a(base: u32, rows: vec4<u32>) -> mat4x4<f32> {
     return mat4x4<f32>(a4[base + rows.x], a4[base + rows.y], a4[base + rows.z], a4[base + rows.w]);
 }
 
-// In every entry point below, x{j} is the B block of column group j as X (column t = row 4kk + t of op(B), 4
-// columns of C) and y{g} the A block of row group g as Y (column i = row 4g + i of op(A), 4 values along k), so
-// acc{g}{j} += x{j}·y{g} adds Σ_t A[i][t]·B[t][n] (see the header). The 32 accumulators are written out by name:
-// a local array indexed in a loop would stay in memory on a CPU adapter.
+// A stored [M, K]: the offsets of the rows of each row group (clamped to M − 1).
+struct ARows {
+    r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32>,
+    r4: vec4<u32>, r5: vec4<u32>, r6: vec4<u32>, r7: vec4<u32>,
+}
 
-// C = A·B: A [M, K] read along k, B [K, N] read along n.
+fn a_rows(row0: u32, kq: u32, sid: u32) -> ARows {
+    return ARows(row_offsets(row0, p.m - 1u, kq), row_offsets(row0 + 4u, p.m - 1u, kq),
+                 row_offsets(row0 + 8u, p.m - 1u, kq), row_offsets(row0 + 12u, p.m - 1u, kq),
+                 row_offsets(row0 + 16u, p.m - 1u, kq), row_offsets(row0 + 20u, p.m - 1u, kq),
+                 row_offsets(row0 + 24u, p.m - 1u, kq), row_offsets(row0 + 28u, p.m - 1u, kq));
+}
+
+// k step `ka` (a vec4 index along k).
+fn load_a_rows(r: ARows, ka: u32) -> ABlocks {
+    return ABlocks(load_a(ka, r.r0), load_a(ka, r.r1), load_a(ka, r.r2), load_a(ka, r.r3),
+                   load_a(ka, r.r4), load_a(ka, r.r5), load_a(ka, r.r6), load_a(ka, r.r7));
+}
+
+// A stored [K, M]: the column (in vec4s) of that storage holding each row group (clamped to the last), and
+// mq = M/4, the vec4s per stored row.
+struct ACols {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+    mq: u32,
+}
+
+fn a_cols(row0: u32, sid: u32) -> ACols {
+    let mq = p.m / 4u;
+    return ACols(min(vec4<u32>(row0 / 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(mq - 1u)),
+                 min(vec4<u32>(row0 / 4u) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(mq - 1u)), mq);
+}
+
+// k step kk: stored rows 4kk..4kk+3, each group's vec4 of them transposed into Y.
+fn load_a_cols(c: ACols, a_base: u32, kk: u32) -> ABlocks {
+    let arow = a_base + (vec4<u32>(4u * kk) + vec4<u32>(0u, 1u, 2u, 3u)) * c.mq;
+    return ABlocks(transpose(load_a(c.lo.x, arow)), transpose(load_a(c.lo.y, arow)),
+                   transpose(load_a(c.lo.z, arow)), transpose(load_a(c.lo.w, arow)),
+                   transpose(load_a(c.hi.x, arow)), transpose(load_a(c.hi.y, arow)),
+                   transpose(load_a(c.hi.z, arow)), transpose(load_a(c.hi.w, arow)));
+}
+
+// The loaders ignore the subgroup lane (0).
 @compute @workgroup_size(8, 1, 1)
 fn matmul_nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let kq = p.k / 4u;
-    let nq = p.n / 4u;
-    let row0 = wg.y * ROWS;
-    let a_base = wg.z * (p.a_batch_stride / 4u);
-    let b_base = wg.z * (p.b_batch_stride / 4u);
-    let cq = lane_groups(wg.x, lid.x);
-    let bcol = min(cq, vec4<u32>(nq - 1u));
-    // Offsets of the rows of A in each row group (clamped to M − 1).
-    let r0 = row_offsets(row0, p.m - 1u, kq);
-    let r1 = row_offsets(row0 + 4u, p.m - 1u, kq);
-    let r2 = row_offsets(row0 + 8u, p.m - 1u, kq);
-    let r3 = row_offsets(row0 + 12u, p.m - 1u, kq);
-    let r4 = row_offsets(row0 + 16u, p.m - 1u, kq);
-    let r5 = row_offsets(row0 + 20u, p.m - 1u, kq);
-    let r6 = row_offsets(row0 + 24u, p.m - 1u, kq);
-    let r7 = row_offsets(row0 + 28u, p.m - 1u, kq);
-    let c_base = wg.z * (p.c_batch_stride / 4u);
-    var acc00 = init_block(c_base, row0, bcol.x); var acc01 = init_block(c_base, row0, bcol.y);
-    var acc02 = init_block(c_base, row0, bcol.z); var acc03 = init_block(c_base, row0, bcol.w);
-    var acc10 = init_block(c_base, row0 + 4u, bcol.x); var acc11 = init_block(c_base, row0 + 4u, bcol.y);
-    var acc12 = init_block(c_base, row0 + 4u, bcol.z); var acc13 = init_block(c_base, row0 + 4u, bcol.w);
-    var acc20 = init_block(c_base, row0 + 8u, bcol.x); var acc21 = init_block(c_base, row0 + 8u, bcol.y);
-    var acc22 = init_block(c_base, row0 + 8u, bcol.z); var acc23 = init_block(c_base, row0 + 8u, bcol.w);
-    var acc30 = init_block(c_base, row0 + 12u, bcol.x); var acc31 = init_block(c_base, row0 + 12u, bcol.y);
-    var acc32 = init_block(c_base, row0 + 12u, bcol.z); var acc33 = init_block(c_base, row0 + 12u, bcol.w);
-    var acc40 = init_block(c_base, row0 + 16u, bcol.x); var acc41 = init_block(c_base, row0 + 16u, bcol.y);
-    var acc42 = init_block(c_base, row0 + 16u, bcol.z); var acc43 = init_block(c_base, row0 + 16u, bcol.w);
-    var acc50 = init_block(c_base, row0 + 20u, bcol.x); var acc51 = init_block(c_base, row0 + 20u, bcol.y);
-    var acc52 = init_block(c_base, row0 + 20u, bcol.z); var acc53 = init_block(c_base, row0 + 20u, bcol.w);
-    var acc60 = init_block(c_base, row0 + 24u, bcol.x); var acc61 = init_block(c_base, row0 + 24u, bcol.y);
-    var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
-    var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
-    var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < kq; kk++) {
-        // Rows 4kk..4kk+3 of the operands stored [K, ·].
-        let kr = vec4<u32>(4u * kk) + vec4<u32>(0u, 1u, 2u, 3u);
-        let brow = b_base + kr * nq;
-        let y0 = load_a(a_base + kk, r0);
-        let y1 = load_a(a_base + kk, r1);
-        let y2 = load_a(a_base + kk, r2);
-        let y3 = load_a(a_base + kk, r3);
-        let y4 = load_a(a_base + kk, r4);
-        let y5 = load_a(a_base + kk, r5);
-        let y6 = load_a(a_base + kk, r6);
-        let y7 = load_a(a_base + kk, r7);
-        let x0 = load_b(bcol.x, brow);
-        acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
-        acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = load_b(bcol.y, brow);
-        acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
-        acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = load_b(bcol.z, brow);
-        acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
-        acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = load_b(bcol.w, brow);
-        acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
-        acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
-    }
-    store_row_group(c_base, row0, cq, acc00, acc01, acc02, acc03);
-    store_row_group(c_base, row0 + 4u, cq, acc10, acc11, acc12, acc13);
-    store_row_group(c_base, row0 + 8u, cq, acc20, acc21, acc22, acc23);
-    store_row_group(c_base, row0 + 12u, cq, acc30, acc31, acc32, acc33);
-    store_row_group(c_base, row0 + 16u, cq, acc40, acc41, acc42, acc43);
-    store_row_group(c_base, row0 + 20u, cq, acc50, acc51, acc52, acc53);
-    store_row_group(c_base, row0 + 24u, cq, acc60, acc61, acc62, acc63);
-    store_row_group(c_base, row0 + 28u, cq, acc70, acc71, acc72, acc73);
+    matmul_nn_body(wg, lid.x, 0u);
 }
 
-// C = A·Bᵀ: A [M, K] and B [N, K] both read along k (linear forward).
 @compute @workgroup_size(8, 1, 1)
 fn matmul_nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let kq = p.k / 4u;
-    let nq = p.n / 4u;
-    let row0 = wg.y * ROWS;
-    let a_base = wg.z * (p.a_batch_stride / 4u);
-    let b_base = wg.z * (p.b_batch_stride / 4u);
-    let cq = lane_groups(wg.x, lid.x);
-    let bcol = min(cq, vec4<u32>(nq - 1u));
-    // Offsets of the rows of A in each row group (clamped to M − 1).
-    let r0 = row_offsets(row0, p.m - 1u, kq);
-    let r1 = row_offsets(row0 + 4u, p.m - 1u, kq);
-    let r2 = row_offsets(row0 + 8u, p.m - 1u, kq);
-    let r3 = row_offsets(row0 + 12u, p.m - 1u, kq);
-    let r4 = row_offsets(row0 + 16u, p.m - 1u, kq);
-    let r5 = row_offsets(row0 + 20u, p.m - 1u, kq);
-    let r6 = row_offsets(row0 + 24u, p.m - 1u, kq);
-    let r7 = row_offsets(row0 + 28u, p.m - 1u, kq);
-    // Offsets of the rows of Bᵀ's storage (= columns of C) in each column group.
-    let n0 = row_offsets(4u * bcol.x, p.n - 1u, kq);
-    let n1 = row_offsets(4u * bcol.y, p.n - 1u, kq);
-    let n2 = row_offsets(4u * bcol.z, p.n - 1u, kq);
-    let n3 = row_offsets(4u * bcol.w, p.n - 1u, kq);
-    let c_base = wg.z * (p.c_batch_stride / 4u);
-    var acc00 = init_block(c_base, row0, bcol.x); var acc01 = init_block(c_base, row0, bcol.y);
-    var acc02 = init_block(c_base, row0, bcol.z); var acc03 = init_block(c_base, row0, bcol.w);
-    var acc10 = init_block(c_base, row0 + 4u, bcol.x); var acc11 = init_block(c_base, row0 + 4u, bcol.y);
-    var acc12 = init_block(c_base, row0 + 4u, bcol.z); var acc13 = init_block(c_base, row0 + 4u, bcol.w);
-    var acc20 = init_block(c_base, row0 + 8u, bcol.x); var acc21 = init_block(c_base, row0 + 8u, bcol.y);
-    var acc22 = init_block(c_base, row0 + 8u, bcol.z); var acc23 = init_block(c_base, row0 + 8u, bcol.w);
-    var acc30 = init_block(c_base, row0 + 12u, bcol.x); var acc31 = init_block(c_base, row0 + 12u, bcol.y);
-    var acc32 = init_block(c_base, row0 + 12u, bcol.z); var acc33 = init_block(c_base, row0 + 12u, bcol.w);
-    var acc40 = init_block(c_base, row0 + 16u, bcol.x); var acc41 = init_block(c_base, row0 + 16u, bcol.y);
-    var acc42 = init_block(c_base, row0 + 16u, bcol.z); var acc43 = init_block(c_base, row0 + 16u, bcol.w);
-    var acc50 = init_block(c_base, row0 + 20u, bcol.x); var acc51 = init_block(c_base, row0 + 20u, bcol.y);
-    var acc52 = init_block(c_base, row0 + 20u, bcol.z); var acc53 = init_block(c_base, row0 + 20u, bcol.w);
-    var acc60 = init_block(c_base, row0 + 24u, bcol.x); var acc61 = init_block(c_base, row0 + 24u, bcol.y);
-    var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
-    var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
-    var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < k_steps(kq); kk++) {
-        let ka = k_step(a_base, kk, kq, p.a_batch_stride / 4u);
-        let kb = k_step(b_base, kk, kq, p.b_batch_stride / 4u);
-        let y0 = load_a(ka, r0);
-        let y1 = load_a(ka, r1);
-        let y2 = load_a(ka, r2);
-        let y3 = load_a(ka, r3);
-        let y4 = load_a(ka, r4);
-        let y5 = load_a(ka, r5);
-        let y6 = load_a(ka, r6);
-        let y7 = load_a(ka, r7);
-        let x0 = transpose(load_b(kb, n0));
-        acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
-        acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = transpose(load_b(kb, n1));
-        acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
-        acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = transpose(load_b(kb, n2));
-        acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
-        acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = transpose(load_b(kb, n3));
-        acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
-        acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
-    }
-    store_row_group(c_base, row0, cq, acc00, acc01, acc02, acc03);
-    store_row_group(c_base, row0 + 4u, cq, acc10, acc11, acc12, acc13);
-    store_row_group(c_base, row0 + 8u, cq, acc20, acc21, acc22, acc23);
-    store_row_group(c_base, row0 + 12u, cq, acc30, acc31, acc32, acc33);
-    store_row_group(c_base, row0 + 16u, cq, acc40, acc41, acc42, acc43);
-    store_row_group(c_base, row0 + 20u, cq, acc50, acc51, acc52, acc53);
-    store_row_group(c_base, row0 + 24u, cq, acc60, acc61, acc62, acc63);
-    store_row_group(c_base, row0 + 28u, cq, acc70, acc71, acc72, acc73);
+    matmul_nt_body(wg, lid.x, 0u);
 }
 
-// C = Aᵀ·B: A [K, M] read along m, B [K, N] read along n (linear weight gradient).
 @compute @workgroup_size(8, 1, 1)
 fn matmul_tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let kq = p.k / 4u;
-    let nq = p.n / 4u;
-    let row0 = wg.y * ROWS;
-    let a_base = wg.z * (p.a_batch_stride / 4u);
-    let b_base = wg.z * (p.b_batch_stride / 4u);
-    let cq = lane_groups(wg.x, lid.x);
-    let bcol = min(cq, vec4<u32>(nq - 1u));
-    // Column (in vec4s) of Aᵀ's storage holding each row group (clamped to the last).
-    let mq = p.m / 4u;
-    let g_lo = min(vec4<u32>(row0 / 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(mq - 1u));
-    let g_hi = min(vec4<u32>(row0 / 4u) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(mq - 1u));
-    let c_base = wg.z * (p.c_batch_stride / 4u);
-    var acc00 = init_block(c_base, row0, bcol.x); var acc01 = init_block(c_base, row0, bcol.y);
-    var acc02 = init_block(c_base, row0, bcol.z); var acc03 = init_block(c_base, row0, bcol.w);
-    var acc10 = init_block(c_base, row0 + 4u, bcol.x); var acc11 = init_block(c_base, row0 + 4u, bcol.y);
-    var acc12 = init_block(c_base, row0 + 4u, bcol.z); var acc13 = init_block(c_base, row0 + 4u, bcol.w);
-    var acc20 = init_block(c_base, row0 + 8u, bcol.x); var acc21 = init_block(c_base, row0 + 8u, bcol.y);
-    var acc22 = init_block(c_base, row0 + 8u, bcol.z); var acc23 = init_block(c_base, row0 + 8u, bcol.w);
-    var acc30 = init_block(c_base, row0 + 12u, bcol.x); var acc31 = init_block(c_base, row0 + 12u, bcol.y);
-    var acc32 = init_block(c_base, row0 + 12u, bcol.z); var acc33 = init_block(c_base, row0 + 12u, bcol.w);
-    var acc40 = init_block(c_base, row0 + 16u, bcol.x); var acc41 = init_block(c_base, row0 + 16u, bcol.y);
-    var acc42 = init_block(c_base, row0 + 16u, bcol.z); var acc43 = init_block(c_base, row0 + 16u, bcol.w);
-    var acc50 = init_block(c_base, row0 + 20u, bcol.x); var acc51 = init_block(c_base, row0 + 20u, bcol.y);
-    var acc52 = init_block(c_base, row0 + 20u, bcol.z); var acc53 = init_block(c_base, row0 + 20u, bcol.w);
-    var acc60 = init_block(c_base, row0 + 24u, bcol.x); var acc61 = init_block(c_base, row0 + 24u, bcol.y);
-    var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
-    var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
-    var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < kq; kk++) {
-        // Rows 4kk..4kk+3 of the operands stored [K, ·].
-        let kr = vec4<u32>(4u * kk) + vec4<u32>(0u, 1u, 2u, 3u);
-        let brow = b_base + kr * nq;
-        let arow = a_base + kr * mq;
-        let y0 = transpose(load_a(g_lo.x, arow));
-        let y1 = transpose(load_a(g_lo.y, arow));
-        let y2 = transpose(load_a(g_lo.z, arow));
-        let y3 = transpose(load_a(g_lo.w, arow));
-        let y4 = transpose(load_a(g_hi.x, arow));
-        let y5 = transpose(load_a(g_hi.y, arow));
-        let y6 = transpose(load_a(g_hi.z, arow));
-        let y7 = transpose(load_a(g_hi.w, arow));
-        let x0 = load_b(bcol.x, brow);
-        acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
-        acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = load_b(bcol.y, brow);
-        acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
-        acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = load_b(bcol.z, brow);
-        acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
-        acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = load_b(bcol.w, brow);
-        acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
-        acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
-    }
-    store_row_group(c_base, row0, cq, acc00, acc01, acc02, acc03);
-    store_row_group(c_base, row0 + 4u, cq, acc10, acc11, acc12, acc13);
-    store_row_group(c_base, row0 + 8u, cq, acc20, acc21, acc22, acc23);
-    store_row_group(c_base, row0 + 12u, cq, acc30, acc31, acc32, acc33);
-    store_row_group(c_base, row0 + 16u, cq, acc40, acc41, acc42, acc43);
-    store_row_group(c_base, row0 + 20u, cq, acc50, acc51, acc52, acc53);
-    store_row_group(c_base, row0 + 24u, cq, acc60, acc61, acc62, acc63);
-    store_row_group(c_base, row0 + 28u, cq, acc70, acc71, acc72, acc73);
+    matmul_tn_body(wg, lid.x, 0u);
 }
 
-// C = Aᵀ·Bᵀ: A [K, M] read along m, B [N, K] read along k.
 @compute @workgroup_size(8, 1, 1)
 fn matmul_tt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let kq = p.k / 4u;
-    let nq = p.n / 4u;
-    let row0 = wg.y * ROWS;
-    let a_base = wg.z * (p.a_batch_stride / 4u);
-    let b_base = wg.z * (p.b_batch_stride / 4u);
-    let cq = lane_groups(wg.x, lid.x);
-    let bcol = min(cq, vec4<u32>(nq - 1u));
-    // Column (in vec4s) of Aᵀ's storage holding each row group (clamped to the last).
-    let mq = p.m / 4u;
-    let g_lo = min(vec4<u32>(row0 / 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(mq - 1u));
-    let g_hi = min(vec4<u32>(row0 / 4u) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(mq - 1u));
-    // Offsets of the rows of Bᵀ's storage (= columns of C) in each column group.
-    let n0 = row_offsets(4u * bcol.x, p.n - 1u, kq);
-    let n1 = row_offsets(4u * bcol.y, p.n - 1u, kq);
-    let n2 = row_offsets(4u * bcol.z, p.n - 1u, kq);
-    let n3 = row_offsets(4u * bcol.w, p.n - 1u, kq);
-    let c_base = wg.z * (p.c_batch_stride / 4u);
-    var acc00 = init_block(c_base, row0, bcol.x); var acc01 = init_block(c_base, row0, bcol.y);
-    var acc02 = init_block(c_base, row0, bcol.z); var acc03 = init_block(c_base, row0, bcol.w);
-    var acc10 = init_block(c_base, row0 + 4u, bcol.x); var acc11 = init_block(c_base, row0 + 4u, bcol.y);
-    var acc12 = init_block(c_base, row0 + 4u, bcol.z); var acc13 = init_block(c_base, row0 + 4u, bcol.w);
-    var acc20 = init_block(c_base, row0 + 8u, bcol.x); var acc21 = init_block(c_base, row0 + 8u, bcol.y);
-    var acc22 = init_block(c_base, row0 + 8u, bcol.z); var acc23 = init_block(c_base, row0 + 8u, bcol.w);
-    var acc30 = init_block(c_base, row0 + 12u, bcol.x); var acc31 = init_block(c_base, row0 + 12u, bcol.y);
-    var acc32 = init_block(c_base, row0 + 12u, bcol.z); var acc33 = init_block(c_base, row0 + 12u, bcol.w);
-    var acc40 = init_block(c_base, row0 + 16u, bcol.x); var acc41 = init_block(c_base, row0 + 16u, bcol.y);
-    var acc42 = init_block(c_base, row0 + 16u, bcol.z); var acc43 = init_block(c_base, row0 + 16u, bcol.w);
-    var acc50 = init_block(c_base, row0 + 20u, bcol.x); var acc51 = init_block(c_base, row0 + 20u, bcol.y);
-    var acc52 = init_block(c_base, row0 + 20u, bcol.z); var acc53 = init_block(c_base, row0 + 20u, bcol.w);
-    var acc60 = init_block(c_base, row0 + 24u, bcol.x); var acc61 = init_block(c_base, row0 + 24u, bcol.y);
-    var acc62 = init_block(c_base, row0 + 24u, bcol.z); var acc63 = init_block(c_base, row0 + 24u, bcol.w);
-    var acc70 = init_block(c_base, row0 + 28u, bcol.x); var acc71 = init_block(c_base, row0 + 28u, bcol.y);
-    var acc72 = init_block(c_base, row0 + 28u, bcol.z); var acc73 = init_block(c_base, row0 + 28u, bcol.w);
-    for (var kk = 0u; kk < kq; kk++) {
-        // Rows 4kk..4kk+3 of the operands stored [K, ·].
-        let kr = vec4<u32>(4u * kk) + vec4<u32>(0u, 1u, 2u, 3u);
-        let arow = a_base + kr * mq;
-        let y0 = transpose(load_a(g_lo.x, arow));
-        let y1 = transpose(load_a(g_lo.y, arow));
-        let y2 = transpose(load_a(g_lo.z, arow));
-        let y3 = transpose(load_a(g_lo.w, arow));
-        let y4 = transpose(load_a(g_hi.x, arow));
-        let y5 = transpose(load_a(g_hi.y, arow));
-        let y6 = transpose(load_a(g_hi.z, arow));
-        let y7 = transpose(load_a(g_hi.w, arow));
-        let x0 = transpose(load_b(b_base + kk, n0));
-        acc00 += x0 * y0; acc10 += x0 * y1; acc20 += x0 * y2; acc30 += x0 * y3;
-        acc40 += x0 * y4; acc50 += x0 * y5; acc60 += x0 * y6; acc70 += x0 * y7;
-        let x1 = transpose(load_b(b_base + kk, n1));
-        acc01 += x1 * y0; acc11 += x1 * y1; acc21 += x1 * y2; acc31 += x1 * y3;
-        acc41 += x1 * y4; acc51 += x1 * y5; acc61 += x1 * y6; acc71 += x1 * y7;
-        let x2 = transpose(load_b(b_base + kk, n2));
-        acc02 += x2 * y0; acc12 += x2 * y1; acc22 += x2 * y2; acc32 += x2 * y3;
-        acc42 += x2 * y4; acc52 += x2 * y5; acc62 += x2 * y6; acc72 += x2 * y7;
-        let x3 = transpose(load_b(b_base + kk, n3));
-        acc03 += x3 * y0; acc13 += x3 * y1; acc23 += x3 * y2; acc33 += x3 * y3;
-        acc43 += x3 * y4; acc53 += x3 * y5; acc63 += x3 * y6; acc73 += x3 * y7;
-    }
-    store_row_group(c_base, row0, cq, acc00, acc01, acc02, acc03);
-    store_row_group(c_base, row0 + 4u, cq, acc10, acc11, acc12, acc13);
-    store_row_group(c_base, row0 + 8u, cq, acc20, acc21, acc22, acc23);
-    store_row_group(c_base, row0 + 12u, cq, acc30, acc31, acc32, acc33);
-    store_row_group(c_base, row0 + 16u, cq, acc40, acc41, acc42, acc43);
-    store_row_group(c_base, row0 + 20u, cq, acc50, acc51, acc52, acc53);
-    store_row_group(c_base, row0 + 24u, cq, acc60, acc61, acc62, acc63);
-    store_row_group(c_base, row0 + 28u, cq, acc70, acc71, acc72, acc73);
+    matmul_tt_body(wg, lid.x, 0u);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
