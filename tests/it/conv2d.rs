@@ -655,6 +655,25 @@ fn bad_shapes_are_refused_with_the_shapes_named() {
         Conv2dOptions::default(),
     ));
     assert!(msg.contains("[4, 2, 3, 3]"), "{msg}");
+    // Options a pass has no use for are refused, not ignored.
+    let accumulate = Conv2dOptions {
+        accumulate: true,
+        ..Default::default()
+    };
+    let msg = err(conv2d::forward(gpu, &x, &w, None, &y, 1, accumulate));
+    assert!(msg.contains("accumulate"), "{msg}");
+    let d_w = zeros(gpu, &[4, 3, 3, 3]);
+    let msg = err(conv2d::backward_weight(
+        gpu, &x, &y, &d_w, None, 1, accumulate,
+    ));
+    assert!(msg.contains("accumulate"), "{msg}");
+    let saved = zeros(gpu, &[4]);
+    let from_saved = Conv2dOptions {
+        saved_input: Some(&saved),
+        ..Default::default()
+    };
+    let msg = err(conv2d::backward_input(gpu, &y, &w, &x, 1, from_saved));
+    assert!(msg.contains("saved input"), "{msg}");
     let msg = conv2d::backward_bias(gpu, &y, &zeros(gpu, &[5]))
         .err()
         .expect("must be refused")
