@@ -22,7 +22,7 @@
 
 const WG: u32 = 64u;
 
-var<workgroup> red: array<vec2<f32>, 64>;
+var<workgroup> red: array<vec2<f32>, WG>;
 var<workgroup> red8: array<vec2<f32>, 8>;
 
 // Sums red[0..64) as eight 3-level trees of 8 values, then a 3-level tree of their results: every invocation
@@ -46,7 +46,7 @@ fn first_channel(lid: u32, cg: u32) -> u32 {
     return select(cg, lid / p.spc, lid < cpr * p.spc);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
@@ -97,7 +97,7 @@ fn group_norm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
@@ -162,7 +162,7 @@ fn channel_sums(lid: u32, n: u32, c: u32) -> vec2<f32> {
     return t;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
@@ -223,7 +223,7 @@ fn group_norm_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_backward_data_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_index) lid: u32) {
     let grp = wg.y * nwg.x + wg.x; // n·G + g
@@ -282,7 +282,7 @@ fn group_norm_backward_data_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c >= p.c) { return; }

@@ -33,7 +33,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> d_loss: array<f32>;          // [1]
 @group(0) @binding(7) var<storage, read_write> d_pred: array<f32>;    // [n]
 
-const WG: u32 = 256u;
+// Invocations per workgroup: src/kernels/loss.rs's WORKGROUP, set as a pipeline constant.
+override WG: u32;
 
 var<workgroup> sums: array<f32, WG>;
 

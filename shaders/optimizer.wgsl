@@ -52,7 +52,8 @@ struct Params {
 @group(0) @binding(12) var<storage, read> weights: array<f32>;          // [n] EMA source
 @group(0) @binding(13) var<storage, read_write> ema: array<f32>;        // [n]
 
-const WG: u32 = 256u;
+// Invocations per workgroup: src/kernels/optimizer.rs's WG, set as a pipeline constant.
+override WG: u32;
 
 var<workgroup> partial: array<f32, WG>;
 

@@ -40,7 +40,8 @@ struct Params {
 @group(0) @binding(10) var<storage, read> partial_in: array<f32>;    // [G], read by vlb_final
 @group(0) @binding(11) var<storage, read_write> total: array<f32>;   // [1]
 
-const WG: u32 = 256u;
+// Invocations per workgroup: src/kernels/vlb.rs's WG, set as a pipeline constant.
+override WG: u32;
 const BIN_HALF_WIDTH: f32 = 0.003921568627;  // 1/255
 const EDGE: f32 = 0.999;
 

@@ -175,6 +175,18 @@ impl Gpu {
         self.compile(shader, entry, constants, true)
     }
 
+    /// As [`Gpu::kernel`] for an entry point whose workgroup size is the override `WG`: `invocations` is the
+    /// wrapper's constant, the one place that size is written (for reductions whose Rust side sizes its partial
+    /// sums and error bounds by it).
+    pub fn kernel_sized(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        invocations: usize,
+    ) -> Result<Arc<Kernel>> {
+        self.kernel_with(shader, entry, &[("WG", invocations as f64)])
+    }
+
     /// As [`Gpu::kernel_with`], without wgpu's zero-initialisation of workgroup memory. Only for entry points that
     /// write every workgroup-memory element before reading it (their shader header must say so): zeroing costs time
     /// on every dispatch, and on GL it becomes one huge array constructor that Mesa compiles for seconds.

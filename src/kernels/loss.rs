@@ -7,7 +7,7 @@ use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "loss";
-/// Invocations per workgroup of the reduction (loss.wgsl's WG; checked against it when a dispatch is built).
+/// Invocations per workgroup of every entry point: loss.wgsl's WG, which this sets.
 pub const WORKGROUP: usize = 256;
 /// The most workgroups (partial sums) of the forward's first stage; larger inputs loop.
 pub const MAX_PARTIALS: usize = 1024;
@@ -57,10 +57,8 @@ pub fn mse_forward(
     let n = pred.len();
     let params = params(n);
     let partial = Tensor::zeros(gpu, &[partials(n)], DType::F32)?;
-    let first = gpu.kernel(SHADER, "mse_partial")?;
-    let last = gpu.kernel(SHADER, "mse_final")?;
-    first.check_invocations(WORKGROUP)?;
-    last.check_invocations(WORKGROUP)?;
+    let first = gpu.kernel_sized(SHADER, "mse_partial", WORKGROUP)?;
+    let last = gpu.kernel_sized(SHADER, "mse_final", WORKGROUP)?;
     Ok(vec![
         Dispatch::new(
             gpu,
@@ -95,7 +93,7 @@ pub fn mse_backward(
     let params = params(pred.len());
     match d_loss {
         None => {
-            let kernel = gpu.kernel(SHADER, "mse_backward")?;
+            let kernel = gpu.kernel_sized(SHADER, "mse_backward", WORKGROUP)?;
             let groups = kernel.grid_for(pred.len());
             Dispatch::new(
                 gpu,
@@ -113,7 +111,7 @@ pub fn mse_backward(
                 "d_loss must be a one-element tensor, got shape {:?}",
                 g.shape()
             );
-            let kernel = gpu.kernel(SHADER, "mse_backward_scaled")?;
+            let kernel = gpu.kernel_sized(SHADER, "mse_backward_scaled", WORKGROUP)?;
             let groups = kernel.grid_for(pred.len());
             Dispatch::new(
                 gpu,

@@ -21,7 +21,8 @@ use crate::kernels::{check_f32, same_shape};
 use crate::optim::AdamConfig;
 
 const SHADER: &str = "optimizer";
-/// Invocations per workgroup of the grad-norm reduction (optimizer.wgsl's WG; checked when a dispatch is built).
+/// Invocations per workgroup of the element-wise passes and the grad-norm reduction: optimizer.wgsl's WG, which
+/// this sets.
 const WG: usize = 256;
 /// Workgroups of the first grad-norm stage at most: enough to fill a large GPU, few enough that one workgroup
 /// finishes the sum with 4 serial adds per thread.
@@ -119,7 +120,7 @@ fn per_element(
     params: Params,
     tensors: &[(&str, &Tensor)],
 ) -> Result<Dispatch> {
-    let kernel = gpu.kernel(SHADER, entry)?;
+    let kernel = gpu.kernel_sized(SHADER, entry, WG)?;
     Dispatch::new(
         gpu,
         &kernel,
@@ -170,10 +171,8 @@ pub fn grad_norm(
         max_norm: max_norm.unwrap_or(0.0) as f32,
         ..Params::default()
     };
-    let partial = gpu.kernel(SHADER, "grad_norm_partial")?;
-    let finalize = gpu.kernel(SHADER, "grad_norm_finalize")?;
-    partial.check_invocations(WG)?;
-    finalize.check_invocations(WG)?;
+    let partial = gpu.kernel_sized(SHADER, "grad_norm_partial", WG)?;
+    let finalize = gpu.kernel_sized(SHADER, "grad_norm_finalize", WG)?;
     Ok(vec![
         Dispatch::new(
             gpu,
@@ -242,7 +241,7 @@ pub fn adam_step(
         decoupled_weight_decay: decoupled as f32,
         ..Params::default()
     };
-    let advance = gpu.kernel(SHADER, "adam_advance")?;
+    let advance = gpu.kernel_sized(SHADER, "adam_advance", WG)?;
     let mut tensors = vec![
         ("grad", grad),
         ("step_in", &state.step),

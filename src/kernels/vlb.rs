@@ -11,7 +11,7 @@ use crate::kernels::noise::noise_forward;
 use crate::kernels::{check_f32, same_shape};
 
 const SHADER: &str = "vlb";
-/// Invocations per workgroup of the reduction (vlb.wgsl's WG; checked against it when a dispatch is built).
+/// Invocations per workgroup of every entry point: vlb.wgsl's WG, which this sets.
 const WG: usize = 256;
 /// The most partial sums of the reduction's first stage.
 pub const MAX_PARTIALS: usize = 1024;
@@ -98,7 +98,7 @@ pub fn vlb_terms(
         prior_scale: table.prior_scale,
         ..Params::default()
     };
-    let kernel = gpu.kernel(SHADER, OP)?;
+    let kernel = gpu.kernel_sized(SHADER, OP, WG)?;
     Dispatch::new(
         gpu,
         &kernel,
@@ -145,10 +145,8 @@ pub fn weighted_sum(
         ..Params::default()
     };
     let partial = Tensor::zeros(gpu, &[partials(n)], DType::F32)?;
-    let first = gpu.kernel(SHADER, "vlb_partial")?;
-    let last = gpu.kernel(SHADER, "vlb_final")?;
-    first.check_invocations(WG)?;
-    last.check_invocations(WG)?;
+    let first = gpu.kernel_sized(SHADER, "vlb_partial", WG)?;
+    let last = gpu.kernel_sized(SHADER, "vlb_final", WG)?;
     Ok(vec![
         Dispatch::new(
             gpu,

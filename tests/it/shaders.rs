@@ -63,6 +63,16 @@ fn capabilities(name: &str) -> naga::valid::Capabilities {
     }
 }
 
+/// A value for every override the module leaves without a default (the workgroup sizes the wrappers set): 64,
+/// a size every such shader takes.
+fn unset_overrides(module: &naga::Module) -> naga::back::PipelineConstants {
+    let mut values = naga::back::PipelineConstants::default();
+    for (_, o) in module.overrides.iter().filter(|(_, o)| o.init.is_none()) {
+        values.insert(o.name.clone().expect("a named override"), 64.0);
+    }
+    values
+}
+
 /// Parses, validates and translates one WGSL source; returns the number of entry points translated.
 fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
@@ -78,7 +88,7 @@ fn validate_and_translate(name: &str, source: &str) -> Result<usize, String> {
             &module,
             &info,
             Some((stage, &ep.name)),
-            &Default::default(),
+            &unset_overrides(&module),
         )
         .map_err(|e| format!("{}: overrides: {e}", ep.name))?;
 
