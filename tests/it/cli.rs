@@ -209,6 +209,35 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     let (ok, _, stderr) = diffuse(&args, &[]);
     assert!(ok, "sample failed: {stderr}");
     assert!(png.exists() && npy.exists() && gif.exists());
+    // Three images in batches of two: one grid and one .npy of all three, the first batch exactly what the run of
+    // two above drew (same seed), the second from its own seed; a GIF cannot span batches.
+    let npy3 = dir.join("s3.npy");
+    let mut batched = args[..9].to_vec();
+    batched[6] = "3";
+    batched.extend(["--npy", npy3.to_str().unwrap(), "--batch", "2"]);
+    let (ok, stdout, stderr) = diffuse(&batched, &[]);
+    assert!(
+        ok && stdout.contains("batch 2/2: 3 of 3 images"),
+        "{stdout}{stderr}"
+    );
+    let (shape2, two) = diffuse::image_io::read_npy(&npy).unwrap();
+    let (shape3, three) = diffuse::image_io::read_npy(&npy3).unwrap();
+    assert_eq!((shape2[0], shape3[0]), (2, 3));
+    assert_eq!(shape2[1..], shape3[1..]);
+    assert_eq!(
+        three[..two.len()],
+        two[..],
+        "the first batch must repeat the run of two"
+    );
+    let image = two.len() / 2;
+    assert_ne!(
+        three[two.len()..],
+        two[..image],
+        "the second batch must draw its own noise"
+    );
+    batched.extend(["--gif", gif.to_str().unwrap()]);
+    let (ok, _, stderr) = diffuse(&batched, &[]);
+    assert!(!ok && stderr.contains("--gif"), "{stderr}");
     let (ok, _, stderr) = diffuse(
         &[
             "sample",
