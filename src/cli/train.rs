@@ -12,7 +12,7 @@ use diffuse::diffusion::NamedSchedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
-use diffuse::model::{ParamLayout, Preset};
+use diffuse::model::{ParamLayout, Preset, UNetConfig};
 use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, TrainSettings, Trainer};
 use diffuse::{Error, Result};
@@ -25,9 +25,11 @@ pub struct TrainArgs {
     /// Training data: an image folder or IDX file/folder (default: the built-in 10,000-digit MNIST subset).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Model size.
+    /// Model size: the U-Net configuration the model flags below start from.
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Condition on the dataset's classes (MNIST labels or subfolders), for `diffuse sample --class`.
     #[arg(long)]
     pub class_conditional: bool,
@@ -80,6 +82,77 @@ pub struct TrainArgs {
     pub adapter: Option<String>,
 }
 
+/// Overrides of the preset's U-Net configuration, each defaulting to the preset's value; stored in the checkpoint.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Square image side in pixels; must be divisible by 2^(levels − 1).
+    #[arg(long, help_heading = "Model")]
+    pub image_size: Option<usize>,
+    /// Image channels: 1 (grayscale) or 3 (RGB).
+    #[arg(long, help_heading = "Model")]
+    pub channels: Option<usize>,
+    /// Channels of the first level (the time embedding has four times as many).
+    #[arg(long, help_heading = "Model")]
+    pub base_channels: Option<usize>,
+    /// Channel multiplier of each level, comma-separated (e.g. 1,2,2,2): one level per entry.
+    #[arg(long, value_parser = parse_sizes, help_heading = "Model")]
+    pub channel_mults: Option<Sizes>,
+    /// Residual blocks per level on the way down.
+    #[arg(long, help_heading = "Model")]
+    pub blocks_per_level: Option<usize>,
+    /// Feature-map sides with self-attention, comma-separated (e.g. 16,8), or `none`.
+    #[arg(long, value_parser = parse_sizes, help_heading = "Model")]
+    pub attention_resolutions: Option<Sizes>,
+    /// Attention heads; must divide the channel count where attention is used.
+    #[arg(long, help_heading = "Model")]
+    pub heads: Option<usize>,
+    /// GroupNorm groups; must divide every channel count.
+    #[arg(long, help_heading = "Model")]
+    pub groups: Option<usize>,
+}
+
+/// A comma-separated list of sizes (`none`: the empty list).
+#[derive(Clone, Debug)]
+pub struct Sizes(pub Vec<usize>);
+
+fn parse_sizes(text: &str) -> std::result::Result<Sizes, String> {
+    if text.trim() == "none" {
+        return Ok(Sizes(Vec::new()));
+    }
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{v:?} is not a whole number (expected e.g. 1,2,2 or none)"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Sizes)
+}
+
+impl ModelArgs {
+    /// `config` with every field given on the command line replaced.
+    fn apply(&self, mut config: UNetConfig) -> UNetConfig {
+        let set = |field: &mut usize, value: Option<usize>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut config.image_size, self.image_size);
+        set(&mut config.in_channels, self.channels);
+        set(&mut config.base_channels, self.base_channels);
+        set(&mut config.blocks_per_level, self.blocks_per_level);
+        set(&mut config.heads, self.heads);
+        set(&mut config.groups, self.groups);
+        if let Some(Sizes(mults)) = &self.channel_mults {
+            config.channel_mults = mults.clone();
+        }
+        if let Some(Sizes(sides)) = &self.attention_resolutions {
+            config.attention_resolutions = sides.clone();
+        }
+        config
+    }
+}
+
 pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let out = args
         .out
@@ -90,7 +163,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         args.checkpoint_every.max(1),
         args.sample_every.max(1),
     );
-    let mut config = args.preset.config();
+    let mut config = args.model.apply(args.preset.config());
     config.dropout = args.dropout;
     config.validate()?;
     let dataset = open_dataset(args.data.as_deref(), &config, args.background)?;

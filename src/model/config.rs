@@ -159,6 +159,18 @@ impl UNetConfig {
                 ));
             }
         }
+        let sides: Vec<usize> = (0..self.channel_mults.len())
+            .map(|level| self.image_size >> level)
+            .collect();
+        if let Some(r) = self
+            .attention_resolutions
+            .iter()
+            .find(|r| !sides.contains(r))
+        {
+            return bad(format!(
+                "attention resolution {r} is not the side of any level's feature map ({sides:?})"
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must lie in [0, 1)", self.dropout));
         }

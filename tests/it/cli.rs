@@ -387,3 +387,74 @@ fn a_class_conditional_model_samples_by_index_name_or_all_classes() {
     let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "10"], &[]);
     assert!(!ok && stderr.contains("does not exist"), "{stderr}");
 }
+
+/// The model flags override the preset's configuration field by field; the checkpoint records the result, and a
+/// configuration that cannot be built is refused before anything is written, saying what to change.
+#[test]
+fn model_flags_override_the_preset_and_reach_the_checkpoint() {
+    let dir = scratch("model-flags");
+    let out = dir.join("run");
+    let mut train = vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    train.extend([
+        "--base-channels",
+        "16",
+        "--channel-mults",
+        "1,2",
+        "--blocks-per-level",
+        "2",
+        "--attention-resolutions",
+        "none",
+        "--groups",
+        "8",
+        "--heads",
+        "2",
+    ]);
+    let (ok, _, stderr) = diffuse(&train, &[]);
+    assert!(ok, "train failed: {stderr}");
+    let ckpt = diffuse::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let want = diffuse::model::UNetConfig {
+        base_channels: 16,
+        blocks_per_level: 2,
+        attention_resolutions: Vec::new(),
+        groups: 8,
+        heads: 2,
+        ..diffuse::model::Preset::Tiny.config()
+    };
+    assert_eq!(ckpt.config, want);
+
+    for (flag, value, message) in [
+        ("--groups", "5", "groups (5) must divide"),
+        ("--attention-resolutions", "5", "attention resolution 5"),
+        ("--image-size", "27", "image size 27 must be divisible by 2"),
+        ("--channel-mults", "1,x", "\"x\" is not a whole number"),
+    ] {
+        let other = dir.join(format!("bad{flag}"));
+        let args = [
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            "--out",
+            other.to_str().unwrap(),
+            flag,
+            value,
+        ];
+        let (ok, _, stderr) = diffuse(&args, &[]);
+        assert!(!ok && stderr.contains(message), "{flag} {value}: {stderr}");
+        assert!(
+            !other.join("checkpoint.safetensors").exists(),
+            "{flag} {value} wrote a checkpoint"
+        );
+    }
+}
