@@ -240,10 +240,18 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         .expect("valid template"),
     );
     let started = Instant::now();
+    let metrics = std::cell::RefCell::new(MetricsLog::open(&out.join("metrics.csv"), start_step)?);
     let save =
         |trainer: &Trainer| -> Result<()> { trainer.checkpoint(gpu)?.save(&checkpoint_path) };
-    let show = |report: &LossReport| {
-        let rate = (report.step - start_step) as f64 / started.elapsed().as_secs_f64();
+    let show = |report: &LossReport| -> Result<()> {
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = (report.step - start_step) as f64 / seconds;
+        metrics.borrow_mut().write(
+            report,
+            settings.lr_at(report.step - 1),
+            rate * settings.batch as f64,
+            seconds,
+        )?;
         let message = format!(
             "loss {:.4}  grad-norm {:.3}  {rate:.2} steps/s",
             report.loss, report.grad_norm
@@ -253,6 +261,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             println!("step {}/{}  {message}", report.step, args.steps);
         }
         bar.set_message(message);
+        Ok(())
     };
     while trainer.step < args.steps {
         let step = trainer.step + 1;
@@ -265,13 +274,13 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         trainer.step(gpu, step % log_every == 0 || checkpoint_due || sample_due)?;
         // Reports arrive a step or more late: the GPU keeps running while the host prints them.
         for report in trainer.poll_losses(gpu)? {
-            show(&report);
+            show(&report)?;
         }
         bar.set_position(step);
         if checkpoint_due || sample_due {
             // Waiting here is what makes a diverged run stop before its checkpoint could overwrite a good one.
             for report in trainer.wait_losses(gpu)? {
-                show(&report);
+                show(&report)?;
             }
         }
         if checkpoint_due {
@@ -313,6 +322,74 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         checkpoint_path.display()
     );
     Ok(())
+}
+
+/// `metrics.csv` in the run's folder: one row per loss report (step, mean loss since the last report, gradient norm,
+/// learning rate, images per second, wall seconds since the run began, across resumes). A resumed run first drops
+/// the rows past its checkpoint's step (the lost steps are trained again) and carries the wall time on.
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Wall seconds of the earlier invocations of the run (the last kept row's).
+    earlier: f64,
+}
+
+const METRICS_HEADER: &str = "step,loss,grad_norm,lr,images_per_s,wall_s";
+
+impl MetricsLog {
+    fn open(path: &std::path::Path, start_step: u64) -> Result<MetricsLog> {
+        let io = |e| Error::io(path, e);
+        let mut kept = vec![METRICS_HEADER.to_string()];
+        let mut earlier = 0.0;
+        if start_step > 0 {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                for line in text.lines().skip(1) {
+                    let fields: Vec<&str> = line.split(',').collect();
+                    match (
+                        fields.first().and_then(|s| s.parse::<u64>().ok()),
+                        fields.last(),
+                    ) {
+                        (Some(step), Some(wall)) if step <= start_step => {
+                            earlier = wall.parse().unwrap_or(earlier);
+                            kept.push(line.to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut text = kept.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+            earlier,
+        })
+    }
+
+    fn write(
+        &mut self,
+        report: &LossReport,
+        lr: f64,
+        images_per_s: f64,
+        seconds: f64,
+    ) -> Result<()> {
+        use std::io::Write;
+        writeln!(
+            self.file,
+            "{},{},{},{lr},{images_per_s:.3},{:.3}",
+            report.step,
+            report.loss,
+            report.grad_norm,
+            self.earlier + seconds
+        )
+        .map_err(|e| Error::io(&self.path, e))
+    }
 }
 
 /// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training); a

@@ -145,6 +145,32 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     let (ok, stdout, stderr) = diffuse(&resume, &[]);
     assert!(ok, "resume failed: {stderr}");
     assert!(stdout.contains("steps 2..3"), "{stdout}");
+    // The metrics log: a header and one row per reported step, the resumed run's row appended with the learning
+    // rate of its warm-up and the wall time carried on.
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("step,loss,grad_norm,lr,images_per_s,wall_s")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        [1.0, 2.0, 3.0],
+        "{csv}"
+    );
+    for (k, row) in rows.iter().enumerate() {
+        // Default peak 2e-4 over 500 warm-up steps: step s (1-based) runs at 2e-4·s/500.
+        let lr = 2e-4 * (k + 1) as f64 / 500.0;
+        assert!((row[3] - lr).abs() < 1e-12 * lr.max(1e-12) + 1e-18, "{csv}");
+        assert!(row[1].is_finite() && row[2] > 0.0 && row[4] > 0.0, "{csv}");
+    }
+    assert!(
+        rows.windows(2).all(|w| w[1][5] >= w[0][5]),
+        "wall time must not go back: {csv}"
+    );
 
     // A run that diverges (an absurd learning rate) stops with a clear error and leaves the last good
     // checkpoint as it was.
