@@ -47,6 +47,12 @@ pub enum Preset {
     Medium,
     /// 32×32×3, ch 64, ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups
     Rgb32,
+    /// 64×64×3: Ho et al. 2020's CIFAR-10 network (ch 128, ×1,2,2,2, 2 blocks, attention at 16×16, 32 groups):
+    /// 35,746,307 parameters
+    Rgb64,
+    /// 128×128×3: Ho et al. 2020's 256×256 network (ch 128, ×1,1,2,2,4,4, 2 blocks, attention at 16×16, 32
+    /// groups): 109,733,379 parameters
+    Rgb128,
 }
 
 impl Preset {
@@ -87,6 +93,30 @@ impl Preset {
                 blocks_per_level: 2,
                 attention_resolutions: vec![16],
                 groups: 16,
+                ..base
+            },
+            // Ho et al. (2020), appendix B: their CIFAR-10 model, here on 64×64 images (one more halving of the
+            // input before the same four levels would change the network; the levels run at 64, 32, 16, 8).
+            Preset::Rgb64 => UNetConfig {
+                in_channels: 3,
+                image_size: 64,
+                base_channels: 128,
+                channel_mults: vec![1, 2, 2, 2],
+                blocks_per_level: 2,
+                attention_resolutions: vec![16],
+                groups: 32,
+                ..base
+            },
+            // Ho et al. (2020): their CelebA-HQ/LSUN 256×256 model's six levels, here on 128×128 images (levels at
+            // 128 … 4, attention at 16×16 as theirs).
+            Preset::Rgb128 => UNetConfig {
+                in_channels: 3,
+                image_size: 128,
+                base_channels: 128,
+                channel_mults: vec![1, 1, 2, 2, 4, 4],
+                blocks_per_level: 2,
+                attention_resolutions: vec![16],
+                groups: 32,
                 ..base
             },
         }

@@ -62,7 +62,12 @@ fn bench_with_a_filter_matching_nothing_says_so() {
 fn every_closed_choice_keeps_its_names_and_refuses_others() {
     // (subcommand, option, the names users type, a name that must be refused)
     let choices = [
-        ("train", "--preset", "tiny, small, medium, rgb32", "huge"),
+        (
+            "train",
+            "--preset",
+            "tiny, small, medium, rgb32, rgb64, rgb128",
+            "huge",
+        ),
         ("train", "--schedule", "linear, cosine", "quadratic"),
         (
             "sample",

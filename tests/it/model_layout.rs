@@ -1,18 +1,25 @@
-//! The presets describe the same networks as the PyTorch twin in shared/bench/torch_baseline.py: the parameter
-//! counts below are the ones it prints (small: 1,112,801; medium: 6,469,889).
+//! The presets describe the same networks as the PyTorch twin, tests/twin/torch_baseline.py (a copy of
+//! shared/bench/torch_baseline.py with the RGB presets added): the parameter and forward FLOP counts below are the
+//! ones `python3 tests/twin/torch_baseline.py --counts --presets small,medium,rgb32,rgb64,rgb128` prints.
 
-use diffuse::model::{Architecture, Block, ParamLayout, UNetConfig};
+use diffuse::model::params::forward_flops;
+use diffuse::model::{Architecture, Block, ParamLayout, Preset, UNetConfig};
 
 #[test]
-fn preset_parameter_counts_match_the_pytorch_twin() {
-    assert_eq!(
-        ParamLayout::new(&UNetConfig::preset("small").unwrap()).count(),
-        1_112_801
-    );
-    assert_eq!(
-        ParamLayout::new(&UNetConfig::preset("medium").unwrap()).count(),
-        6_469_889
-    );
+fn preset_parameter_and_flop_counts_match_the_pytorch_twin() {
+    // (preset, parameters, forward FLOPs of one image)
+    for (preset, params, flops) in [
+        (Preset::Small, 1_112_801, 380_079_104u64),
+        (Preset::Medium, 6_469_889, 2_208_406_528),
+        (Preset::Rgb32, 8_952_067, 3_198_418_944),
+        (Preset::Rgb64, 35_746_307, 46_740_799_488),
+        (Preset::Rgb128, 109_733_379, 124_431_237_120),
+    ] {
+        let config = preset.config();
+        config.validate().unwrap();
+        assert_eq!(ParamLayout::new(&config).count(), params, "{preset}");
+        assert_eq!(forward_flops(&config), flops as f64, "{preset}");
+    }
 }
 
 #[test]
