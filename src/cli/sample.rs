@@ -9,6 +9,7 @@ use diffuse::diffusion::Schedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
+use diffuse::model::SplitMix64;
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
@@ -105,16 +106,11 @@ pub struct SampleArgs {
 /// stay far below the 128 MiB that lavapipe (and some GPUs) bind per buffer.
 const DEFAULT_BATCH: usize = 64;
 
-/// The seed of batch `k`: `seed` itself for the first, then well-mixed values (SplitMix64's increment and
-/// finaliser), so that neighbouring seeds do not share batches.
+/// The seed of batch `k`: `seed` itself for the first, then the k-th draw of SplitMix64 seeded with it (well
+/// mixed, so that neighbouring seeds do not share batches).
 fn batch_seed(seed: u64, k: usize) -> u64 {
-    if k == 0 {
-        return seed;
-    }
-    let mut z = seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let mut rng = SplitMix64::new(seed);
+    (0..k).fold(seed, |_, _| rng.next_u64())
 }
 
 /// `--sampler`: the names are the variants', kebab-cased by clap.
