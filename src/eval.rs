@@ -261,7 +261,7 @@ pub fn estimate_bound(
         // A short last chunk is padded by repeating its first row; the padding's terms are dropped.
         let padded = |k: usize| chunk[if k < chunk.len() { k } else { 0 }];
         let x0: Vec<f32> = (0..batch)
-            .flat_map(|k| dataset.image(padded(k).0).iter().copied())
+            .flat_map(|k| dataset.image(padded(k).0))
             .collect();
         let t: Vec<u32> = (0..batch).map(|k| padded(k).1.t).collect();
         let labels: Option<Vec<u32>> =

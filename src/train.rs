@@ -10,7 +10,9 @@ use crate::checkpoint::{Checkpoint, TrainingRecord};
 use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
+use crate::gpu::upload::{Filled, UploadRing};
 use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
+use crate::kernels::batch::PackedImages;
 use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
 use crate::model::unet::{DropoutDraw, Net};
@@ -40,7 +42,21 @@ pub struct TrainSettings {
     pub p_uncond: f32,
     /// Mirror each training image left–right with probability ½ (augmentation for photographs).
     pub flip: bool,
+    /// Where the dataset's bytes live while training.
+    pub placement: Placement,
     pub seed: u64,
+}
+
+/// Where the training images live: on the GPU (each step gathers its batch there), or in host memory (each step's
+/// rows are uploaded through a ring of staging buffers while the GPU works on the previous step). Both give the
+/// same batches, bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// On the GPU where the packed bytes fit one buffer binding, else streamed.
+    #[default]
+    Auto,
+    Gpu,
+    Host,
 }
 
 impl TrainSettings {
@@ -60,6 +76,7 @@ impl TrainSettings {
             target: Prediction::Epsilon,
             p_uncond: 0.1,
             flip: false,
+            placement: Placement::Auto,
             seed: 0,
         }
     }
@@ -107,6 +124,21 @@ struct PendingReport {
     values: PendingRead,
 }
 
+/// Where each step's images come from.
+enum Source {
+    /// The whole dataset on the GPU; the step's gather reads the GPU-drawn indices.
+    Resident,
+    /// The dataset in host memory: before each step the host draws the same indices as the GPU (the draw is a
+    /// pure function of seed, stream and offset) and uploads those rows, which the gather reads in order.
+    Streamed {
+        pixels: std::sync::Arc<[u8]>,
+        d: usize,
+        len: usize,
+        ring: UploadRing,
+        rows: PackedImages,
+    },
+}
+
 pub struct Trainer {
     pub settings: TrainSettings,
     pub net: Net,
@@ -119,6 +151,11 @@ pub struct Trainer {
     zero: Tensor,
     norm: Tensor,
     step_dispatches: Vec<Dispatch>,
+    source: Source,
+    /// The GPU's rng offset as of the next step (the host's copy: streaming draws the same indices from it).
+    rng_offset: u64,
+    /// Says where the data lives and why, for the user.
+    placement_note: String,
     /// What each checkpoint records about the run.
     record: TrainingRecord,
     /// Optimizer steps taken so far.
@@ -191,9 +228,60 @@ impl Trainer {
             },
         )?;
 
-        // The dataset lives on the GPU; each step gathers its batch by GPU-drawn indices.
-        let data = Tensor::from_f32(gpu, &[dataset.len, c, s, s], &dataset.pixels)?;
+        let d = dataset.image_len();
+        let bytes = dataset.len as u64 * d as u64;
+        let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
+        let fits = bytes.div_ceil(4) * 4 <= limit && bytes <= u32::MAX as u64;
+        let resident = match settings.placement {
+            Placement::Gpu if !fits => {
+                return Err(Error::Usage(format!(
+                    "--data-on gpu: the dataset's {} bytes do not fit one buffer binding of this adapter ({limit} \
+                     bytes); use --data-on auto or host to stream it from host memory",
+                    bytes
+                )))
+            }
+            Placement::Gpu => true,
+            Placement::Host => false,
+            Placement::Auto => fits,
+        };
+        let size = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let placement_note = if resident {
+            format!(
+                "data: {} images × {d} bytes = {} resident on the GPU",
+                dataset.len,
+                size(bytes)
+            )
+        } else {
+            format!(
+                "data: {} images × {d} bytes = {} streamed from host memory ({})",
+                dataset.len,
+                size(bytes),
+                if settings.placement == Placement::Host {
+                    "as asked".to_string()
+                } else {
+                    format!(
+                        "more than one buffer binding of this adapter holds: {}",
+                        size(limit)
+                    )
+                }
+            )
+        };
         let index = Tensor::zeros(gpu, &[n], DType::U32)?;
+        let (data, gather_index, source) = if resident {
+            let data = PackedImages::upload(gpu, &dataset.pixels, d)?;
+            (data, index.clone(), Source::Resident)
+        } else {
+            let rows = PackedImages::zeros(gpu, n, d)?;
+            let in_order: Vec<u32> = (0..n as u32).collect();
+            let source = Source::Streamed {
+                pixels: dataset.pixels.clone(),
+                d,
+                len: dataset.len,
+                ring: UploadRing::new(gpu, rows.words.byte_size())?,
+                rows: rows.clone(),
+            };
+            (rows, Tensor::from_u32(gpu, &[n], &in_order)?, source)
+        };
         let x0 = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
         let eps = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
         let target = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
@@ -217,9 +305,9 @@ impl Trainer {
         if settings.flip {
             let u = Tensor::zeros(gpu, &[n], DType::F32)?;
             d.push(random::fill_uniform(gpu, &u, seed, stream::FLIP, &rng)?);
-            d.push(batch::gather_rows_flip(gpu, &data, &index, &u, &x0)?);
+            d.push(batch::gather_rows_flip(gpu, &data, &gather_index, &u, &x0)?);
         } else {
-            d.push(batch::gather_rows(gpu, &data, &index, &x0)?);
+            d.push(batch::gather_rows(gpu, &data, &gather_index, &x0)?);
         }
         if let (Some(classes), Some(labels)) = (config.num_classes, &net.labels) {
             let all = dataset.labels.as_ref().ok_or_else(|| {
@@ -323,10 +411,23 @@ impl Trainer {
             zero: Tensor::zeros(gpu, &[1], DType::F32)?,
             norm,
             step_dispatches: d,
+            source,
+            rng_offset,
+            placement_note,
             step,
             unreported: 0,
             reports: Default::default(),
         })
+    }
+
+    /// Where the data lives and why ("data: … resident on the GPU" or "… streamed from host memory (…)").
+    pub fn placement_note(&self) -> &str {
+        &self.placement_note
+    }
+
+    /// Whether the dataset is streamed from host memory.
+    pub fn streams(&self) -> bool {
+        matches!(self.source, Source::Streamed { .. })
     }
 
     /// Dispatches per training step (all in one submission).
@@ -350,8 +451,10 @@ impl Trainer {
         }
         .write(gpu, &self.hyper)?;
         let mut rec = Recorder::new(gpu);
+        let upload = self.upload_rows(gpu, &mut rec)?;
         rec.dispatch(&self.step_dispatches);
         self.step += 1;
+        self.rng_offset += 1;
         self.unreported += 1;
         let pending = report.then(|| {
             let values = rec.read_later(&[&self.loss_sum, &self.norm.view(gpu, 0, &[1])?]);
@@ -359,6 +462,9 @@ impl Trainer {
             Ok::<_, Error>(values)
         });
         rec.submit();
+        if let (Some(filled), Source::Streamed { ring, .. }) = (upload, &mut self.source) {
+            ring.release(filled);
+        }
         if let Some(pending) = pending {
             let mut values = pending?;
             values.request();
@@ -369,6 +475,38 @@ impl Trainer {
             });
         }
         Ok(())
+    }
+
+    /// Streaming: draws this step's indices as the GPU will, fills a ring slot with those rows and records its copy
+    /// at the head of the step.
+    fn upload_rows(&mut self, gpu: &Gpu, rec: &mut Recorder) -> Result<Option<Filled>> {
+        let Source::Streamed {
+            pixels,
+            d,
+            len,
+            ring,
+            rows,
+        } = &mut self.source
+        else {
+            return Ok(None);
+        };
+        let d = *d;
+        let index = crate::reference::random::uniform_int(
+            self.settings.seed,
+            stream::INDEX,
+            self.rng_offset,
+            self.settings.batch,
+            *len as u32,
+        );
+        let filled = ring.fill(gpu, |view| {
+            for (j, &i) in index.iter().enumerate() {
+                let i = i as usize;
+                view.slice(j * d..(j + 1) * d)
+                    .copy_from_slice(&pixels[i * d..(i + 1) * d]);
+            }
+        })?;
+        ring.record_copy(rec, &filled, &rows.words)?;
+        Ok(Some(filled))
     }
 
     /// The reports the GPU has finished, oldest first, without waiting for the others.

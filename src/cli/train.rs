@@ -14,7 +14,7 @@ use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
 use diffuse::model::{ParamLayout, Preset, UNetConfig};
 use diffuse::sample::Sampler;
-use diffuse::train::{LossReport, TrainSettings, Trainer};
+use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
 
 use super::{open_dataset, parse_rgb};
@@ -78,8 +78,19 @@ pub struct TrainArgs {
     /// text, whose mirror images are not examples of the data).
     #[arg(long)]
     pub flip: bool,
+    /// Where the training images live: `gpu` (gathered there each step), `host` (each step's images uploaded
+    /// while the GPU works on the previous step), or `auto` (the GPU if they fit one buffer binding).
+    #[arg(long, value_enum, default_value_t = DataOn::Auto)]
+    pub data_on: DataOn,
     #[arg(long)]
     pub adapter: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DataOn {
+    Auto,
+    Gpu,
+    Host,
 }
 
 /// Overrides of the preset's U-Net configuration, each defaulting to the preset's value; stored in the checkpoint.
@@ -203,6 +214,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.schedule = args.schedule;
     settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
     settings.flip = args.flip;
+    settings.placement = match args.data_on {
+        DataOn::Auto => Placement::Auto,
+        DataOn::Gpu => Placement::Gpu,
+        DataOn::Host => Placement::Host,
+    };
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
@@ -225,6 +241,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         args.batch,
         gpu.describe()
     );
+    println!("{}", trainer.placement_note());
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();

@@ -6,6 +6,7 @@ pub mod readback;
 pub mod shaders;
 pub mod tensor;
 pub mod timer;
+pub mod upload;
 
 pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
 pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder, UsedBinding};

@@ -1,10 +1,77 @@
-//! Wrapper of shaders/batch.wgsl: a training batch gathered on the GPU from a dataset resident on the GPU.
-//! Reference: src/reference/batch.rs.
+//! Wrapper of shaders/batch.wgsl: a training batch gathered on the GPU from 8-bit images (the dataset resident on
+//! the GPU, or the rows uploaded for a step). Reference: src/reference/batch.rs.
 
 use crate::ensure_shape;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::check_f32;
+
+/// 8-bit images on the GPU: `rows` images of `d` bytes each, packed little-endian 4 to a u32 word, with the
+/// table of their training values ([`crate::data::unit`]).
+#[derive(Clone, Debug)]
+pub struct PackedImages {
+    pub words: Tensor,
+    pub rows: usize,
+    pub d: usize,
+    unit: Tensor,
+}
+
+/// `bytes` packed little-endian 4 to a word, the last word padded with zeros.
+pub fn pack(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(w)
+        })
+        .collect()
+}
+
+impl PackedImages {
+    /// Words needed for `rows` images of `d` bytes.
+    pub fn words_for(rows: usize, d: usize) -> usize {
+        (rows * d).div_ceil(4)
+    }
+
+    /// `bytes` ([rows, d]) uploaded whole.
+    pub fn upload(gpu: &Gpu, bytes: &[u8], d: usize) -> Result<PackedImages> {
+        let rows = bytes.len() / d.max(1);
+        Self::check(rows, d)?;
+        let words = Tensor::from_u32(gpu, &[Self::words_for(rows, d)], &pack(bytes))?;
+        Self::with_words(gpu, words, rows, d)
+    }
+
+    /// Room for `rows` images of `d` bytes, to be filled by uploads (zeros until then).
+    pub fn zeros(gpu: &Gpu, rows: usize, d: usize) -> Result<PackedImages> {
+        Self::check(rows, d)?;
+        let words = Tensor::zeros(gpu, &[Self::words_for(rows, d)], DType::U32)?;
+        Self::with_words(gpu, words, rows, d)
+    }
+
+    fn check(rows: usize, d: usize) -> Result<()> {
+        // The shader addresses bytes with u32s.
+        if rows == 0 || d == 0 || rows.checked_mul(d).is_none_or(|b| b > u32::MAX as usize) {
+            return Err(Error::shape(
+                "PackedImages",
+                format!(
+                    "{rows} images of {d} bytes: need at least one byte and at most 2³² − 1 in all"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn with_words(gpu: &Gpu, words: Tensor, rows: usize, d: usize) -> Result<PackedImages> {
+        let unit = Tensor::from_f32(gpu, &[256], &crate::data::unit_table())?;
+        Ok(PackedImages {
+            words,
+            rows,
+            d,
+            unit,
+        })
+    }
+}
 
 const SHADER: &str = "batch";
 
@@ -37,28 +104,28 @@ fn check_index(op: &'static str, index: &Tensor, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// x0[n] = data[index[n]]: data [M, …], index [N] u32, x0 [N, …] (same trailing shape).
-pub fn gather_rows(gpu: &Gpu, data: &Tensor, index: &Tensor, x0: &Tensor) -> Result<Dispatch> {
+/// x0[n] = unit(data[index[n]]): the training values of the indexed images. index [N] u32, x0 [N, C, H, W] with
+/// C·H·W = data.d.
+pub fn gather_rows(
+    gpu: &Gpu,
+    data: &PackedImages,
+    index: &Tensor,
+    x0: &Tensor,
+) -> Result<Dispatch> {
     gather("gather_rows", gpu, data, index, None, x0)
 }
 
 /// As [`gather_rows`], each image mirrored left–right where u[n] < 0.5 (random horizontal flips: data
-/// augmentation). data [M, C, H, W], index [N] u32, u [N] f32 uniforms in [0, 1), x0 [N, C, H, W].
+/// augmentation). u [N] f32 uniforms in [0, 1).
 pub fn gather_rows_flip(
     gpu: &Gpu,
-    data: &Tensor,
+    data: &PackedImages,
     index: &Tensor,
     u: &Tensor,
     x0: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "gather_rows_flip";
     check_f32(OP, &[u])?;
-    ensure_shape!(
-        data.shape().len() == 4,
-        OP,
-        "data {:?} must be images [M, C, H, W]",
-        data.shape()
-    );
     let n = x0.shape()[0];
     ensure_shape!(
         u.shape() == [n],
@@ -73,30 +140,43 @@ pub fn gather_rows_flip(
 fn gather(
     op: &'static str,
     gpu: &Gpu,
-    data: &Tensor,
+    data: &PackedImages,
     index: &Tensor,
     flip: Option<&Tensor>,
     x0: &Tensor,
 ) -> Result<Dispatch> {
-    check_f32(op, &[data, x0])?;
+    check_f32(op, &[x0])?;
     ensure_shape!(
-        data.shape().len() >= 2 && data.shape()[1..] == x0.shape()[1..],
+        x0.shape().len() == 4 && x0.len() / x0.shape()[0] == data.d,
         op,
-        "data {:?} and batch {:?} must agree past the first dimension",
-        data.shape(),
-        x0.shape()
+        "the batch {:?} must be images [N, C, H, W] of the data's {} values each",
+        x0.shape(),
+        data.d
+    );
+    ensure_shape!(
+        data.words.dtype() == DType::U32
+            && data.words.len() == PackedImages::words_for(data.rows, data.d),
+        op,
+        "the packed data must be {} u32 words, got {:?}",
+        PackedImages::words_for(data.rows, data.d),
+        data.words.shape()
     );
     let n = x0.shape()[0];
     check_index(op, index, n)?;
     let params = Params {
         len: x0.len() as u32,
-        d: (x0.len() / n) as u32,
-        rows: data.shape()[0] as u32,
-        width: data.shape()[data.shape().len() - 1] as u32,
+        d: data.d as u32,
+        rows: data.rows as u32,
+        width: x0.shape()[3] as u32,
         ..Params::default()
     };
     let kernel = gpu.kernel(SHADER, op)?;
-    let mut bindings = vec![("data", data), ("index", index), ("x0", x0)];
+    let mut bindings = vec![
+        ("data", &data.words),
+        ("unit", &data.unit),
+        ("index", index),
+        ("x0", x0),
+    ];
     if let Some(u) = flip {
         bindings.push(("u", u));
     }

@@ -1,25 +1,21 @@
 //! CPU reference of shaders/batch.wgsl.
 
-/// x0[n] = data[min(index[n], M − 1)] for rows of `d` elements.
-pub fn gather_rows(data: &[f32], d: usize, index: &[u32]) -> Vec<f32> {
+use crate::data::unit;
+
+/// x0[n] = unit(data[min(index[n], M − 1)]) for 8-bit rows of `d` bytes.
+pub fn gather_rows(data: &[u8], d: usize, index: &[u32]) -> Vec<f32> {
     let rows = data.len() / d;
     index
         .iter()
         .flat_map(|&i| {
             let r = (i as usize).min(rows - 1);
-            data[r * d..(r + 1) * d].iter().copied()
+            data[r * d..(r + 1) * d].iter().map(|&b| unit(b))
         })
         .collect()
 }
 
 /// `gather_rows` of images with `width` columns, image n mirrored left–right where u[n] < 0.5.
-pub fn gather_rows_flip(
-    data: &[f32],
-    d: usize,
-    width: usize,
-    index: &[u32],
-    u: &[f32],
-) -> Vec<f32> {
+pub fn gather_rows_flip(data: &[u8], d: usize, width: usize, index: &[u32], u: &[f32]) -> Vec<f32> {
     gather_rows(data, d, index)
         .chunks(d)
         .zip(u)

@@ -489,3 +489,72 @@ fn model_flags_override_the_preset_and_reach_the_checkpoint() {
         );
     }
 }
+
+#[test]
+fn a_seventy_thousand_image_idx_set_trains_resident_and_streamed() {
+    // The size of Fashion-MNIST: the built-in 10,000 digits seven times over, as official IDX files.
+    let dir = scratch("idx70k");
+    let digits = diffuse::data::Dataset::builtin(diffuse::data::Fit {
+        channels: 1,
+        size: 28,
+        background: [0; 3],
+    })
+    .unwrap();
+    let mut images = Vec::new();
+    for v in [0x0803u32, 70_000, 28, 28] {
+        images.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut labels = Vec::new();
+    for v in [0x0801u32, 70_000] {
+        labels.extend_from_slice(&v.to_be_bytes());
+    }
+    let digit_labels: Vec<u8> = digits
+        .labels
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&l| l as u8)
+        .collect();
+    for _ in 0..7 {
+        images.extend_from_slice(&digits.pixels);
+        labels.extend_from_slice(&digit_labels);
+    }
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let data = dir.to_str().unwrap().to_string();
+    for (data_on, placed) in [
+        ("auto", "resident on the GPU"),
+        ("host", "streamed from host memory"),
+    ] {
+        let out = dir.join(data_on);
+        let (ok, stdout, stderr) = diffuse(
+            &[
+                "train",
+                "--preset",
+                "tiny",
+                "--data",
+                &data,
+                "--data-on",
+                data_on,
+                "--steps",
+                "2",
+                "--batch",
+                "4",
+                "--log-every",
+                "1",
+                "--sample-every",
+                "100",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "{data_on}: {stderr}");
+        assert!(
+            stdout.contains("70000 images")
+                && stdout.contains(placed)
+                && stdout.contains("step 2/2"),
+            "{stdout}"
+        );
+    }
+}

@@ -32,10 +32,10 @@ fn builtin_mnist_loads_ten_thousand_labelled_digits_in_range() {
     let data = Dataset::builtin(GRAY28).unwrap();
     assert_eq!((data.len, data.channels, data.size), (10_000, 1, 28));
     assert_eq!(data.pixels.len(), 10_000 * 28 * 28);
-    assert!(data.pixels.iter().all(|&v| (-1.0..=1.0).contains(&v)));
-    // MNIST is mostly black background (−1) with white strokes (up to +1).
+    // MNIST is mostly black background (byte 0, value −1) with white strokes (up to 255, value +1).
     let mean = data.pixels.iter().map(|&v| v as f64).sum::<f64>() / data.pixels.len() as f64;
-    assert!(mean < -0.6, "mean pixel {mean}");
+    assert!(mean < 0.2 * 255.0, "mean byte {mean}");
+    assert_eq!(data.pixels.iter().max(), Some(&255));
     let labels = data.labels.as_ref().unwrap();
     assert!(labels.iter().all(|&l| l < 10));
     assert_eq!(data.class_names.len(), 10);
@@ -84,7 +84,8 @@ fn idx_files_load_raw_or_gzipped_with_labels_found_beside_them() {
         let data = Dataset::open(&path, fit).unwrap();
         assert_eq!(data.len, 2);
         assert_eq!(data.labels.as_deref(), Some(&[7, 3][..]));
-        assert_eq!(data.pixels[1], 8.0 / 127.5 - 1.0);
+        assert_eq!(data.pixels[1], 8);
+        assert_eq!(data.image(0)[1], (8.0 / 127.5 - 1.0) as f32);
     }
 }
 
@@ -188,4 +189,64 @@ fn a_folder_without_usable_images_says_what_was_skipped() {
             && err.contains("cat.png (decode failed"),
         "{err}"
     );
+}
+
+#[test]
+fn a_decoded_folder_is_cached_and_the_cache_is_dropped_when_the_folder_changes() {
+    use diffuse::data::cache::Policy;
+    let dir = scratch("cached");
+    let cache = scratch("cache-dir");
+    for (name, shade) in [("a.png", 10u8), ("b.png", 200)] {
+        image::GrayImage::from_pixel(6, 6, image::Luma([shade]))
+            .save(dir.join(name))
+            .unwrap();
+    }
+    let policy = Policy {
+        dir: Some(cache.clone()),
+        min_files: 1,
+    };
+    let fit = Fit {
+        channels: 1,
+        size: 6,
+        background: [0; 3],
+    };
+    let first = Dataset::open_cached(&dir, fit, &policy).unwrap();
+    assert_eq!(first.pixels[0], 10);
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one cache file, no temporary left: {files:?}"
+    );
+    // Mark the cached copy, so that a second open shows where its pixels came from.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let at = bytes.len() - 72;
+    assert_eq!(bytes[at], 10, "the first image's first byte");
+    bytes[at] = 11;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let second = Dataset::open_cached(&dir, fit, &policy).unwrap();
+    assert_eq!(second.pixels[0], 11, "a second open reads the cache");
+    assert_eq!(second.pixels[1..], first.pixels[1..]);
+    // A changed folder misses: the images are decoded again and the cache rewritten.
+    image::GrayImage::from_pixel(7, 7, image::Luma([50u8]))
+        .save(dir.join("a.png"))
+        .unwrap();
+    let third = Dataset::open_cached(&dir, fit, &policy).unwrap();
+    assert_eq!(third.pixels[0], 50);
+    // A truncated cache file is not trusted.
+    let path = &files[0];
+    let whole = std::fs::read(path).unwrap();
+    std::fs::write(path, &whole[..whole.len() - 1]).unwrap();
+    let fourth = Dataset::open_cached(&dir, fit, &policy).unwrap();
+    assert_eq!(fourth.pixels, third.pixels);
+    // Below the policy's size the cache is not used at all.
+    let small = Policy {
+        dir: Some(scratch("cache-unused")),
+        min_files: 3,
+    };
+    Dataset::open_cached(&dir, fit, &small).unwrap();
+    assert_eq!(std::fs::read_dir(small.dir.unwrap()).unwrap().count(), 0);
 }

@@ -7,7 +7,7 @@ use common::gpu;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::data::Dataset;
 use diffuse::model::UNetConfig;
-use diffuse::train::{TrainSettings, Trainer};
+use diffuse::train::{Placement, TrainSettings, Trainer};
 
 fn tiny() -> UNetConfig {
     UNetConfig {
@@ -28,12 +28,12 @@ fn few_images() -> Dataset {
                 } else {
                     (2..6).contains(&x) && (2..6).contains(&y) && k == 2 || (x + y) % 7 == 0
                 };
-                pixels.push(if on { 1.0 } else { -1.0 });
+                pixels.push(if on { 255u8 } else { 0 });
             }
         }
     }
     Dataset {
-        pixels,
+        pixels: pixels.into(),
         len: 4,
         channels: 1,
         size: 8,
@@ -98,6 +98,43 @@ fn a_resumed_run_with_dropout_draws_the_same_masks_as_the_uninterrupted_one() {
     check_resume(s);
 }
 
+#[test]
+fn a_resumed_streaming_run_repeats_the_uninterrupted_losses_exactly() {
+    let mut s = settings();
+    s.flip = true;
+    s.placement = Placement::Host;
+    check_resume(s);
+}
+
+#[test]
+fn streamed_batches_are_bit_identical_to_resident_ones() {
+    let gpu = gpu();
+    let data = few_images();
+    let run = |placement| {
+        let mut s = settings();
+        s.flip = true;
+        s.placement = placement;
+        let mut trainer = Trainer::new(gpu, s, &data, None).unwrap();
+        // More steps than the upload ring has slots, so slots are reused.
+        let l = losses(&mut trainer, 7);
+        (trainer.streams(), l, trainer.checkpoint(gpu).unwrap())
+    };
+    let (resident_streams, resident_losses, resident) = run(Placement::Gpu);
+    let (streams, streamed_losses, streamed) = run(Placement::Host);
+    assert!(!resident_streams && streams);
+    assert_eq!(streamed_losses, resident_losses);
+    assert!(
+        streamed.params == resident.params && streamed.rng_offset == resident.rng_offset,
+        "the same batches must give the same weights, bit for bit"
+    );
+    let auto = Trainer::new(gpu, settings(), &data, None).unwrap();
+    assert!(
+        !auto.streams(),
+        "a dataset that fits one binding stays on the GPU"
+    );
+    assert!(auto.placement_note().contains("resident on the GPU"));
+}
+
 fn check_resume(settings: TrainSettings) {
     let settings = || settings.clone();
     let gpu = gpu();
@@ -108,10 +145,11 @@ fn check_resume(settings: TrainSettings) {
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
     let dir = std::env::temp_dir().join(format!(
-        "diffuse-resume-{}-{}-{}",
+        "diffuse-resume-{}-{}-{}-{:?}",
         std::process::id(),
         settings().model.dropout,
-        settings().flip
+        settings().flip,
+        settings().placement
     ));
     let path = dir.join("run.safetensors");
     first_half.checkpoint(gpu).unwrap().save(&path).unwrap();
