@@ -19,7 +19,7 @@ use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::vlb::{vlb_run, VlbTable};
 use crate::kernels::{elementwise, noise, random};
 use crate::model::unet::Net;
-use crate::model::{SplitMix64, UNetConfig};
+use crate::model::{ParamBuffers, SplitMix64, UNetConfig};
 
 /// One evaluation of an image's bound: its timestep and the weight of that term in the image's estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,7 +89,7 @@ impl TermEvaluator {
     pub fn new(
         gpu: &Gpu,
         config: &UNetConfig,
-        params: &Tensor,
+        params: &ParamBuffers,
         schedule: &Schedule,
         variance: DdpmVariance,
         batch: usize,
@@ -204,7 +204,7 @@ pub struct BoundEstimate {
 pub fn estimate_bound(
     gpu: &Gpu,
     config: &UNetConfig,
-    params: &Tensor,
+    params: &ParamBuffers,
     schedule: &Schedule,
     dataset: &Dataset,
     options: &BoundOptions,

@@ -15,8 +15,9 @@ use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::batch::PackedImages;
 use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::{batch, elementwise, loss, noise, random};
+use crate::model::param_buffers::max_shard_elements;
 use crate::model::unet::{DropoutDraw, Net};
-use crate::model::{ParamLayout, UNetConfig};
+use crate::model::{ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::AdamConfig;
 
 /// Everything that defines a training run besides the data.
@@ -44,6 +45,9 @@ pub struct TrainSettings {
     pub flip: bool,
     /// Where the dataset's bytes live while training.
     pub placement: Placement,
+    /// The most f32s per parameter buffer (None: as many as the adapter binds). Smaller values cut the
+    /// parameters, gradients, moments and EMA into more shards, as on an adapter with a smaller binding limit.
+    pub max_shard: Option<usize>,
     pub seed: u64,
 }
 
@@ -77,6 +81,7 @@ impl TrainSettings {
             p_uncond: 0.1,
             flip: false,
             placement: Placement::Auto,
+            max_shard: None,
             seed: 0,
         }
     }
@@ -142,7 +147,7 @@ enum Source {
 pub struct Trainer {
     pub settings: TrainSettings,
     pub net: Net,
-    pub ema: Tensor,
+    pub ema: ParamBuffers,
     adam: AdamState,
     hyper: Tensor,
     rng: Tensor,
@@ -206,12 +211,19 @@ impl Trainer {
                 (p.clone(), p, 0, 0)
             }
         };
-        let params = Tensor::from_f32(gpu, &[layout.padded_len], &initial)?;
-        let ema = Tensor::from_f32(gpu, &[layout.padded_len], &ema_values)?;
-        let adam = AdamState::zeros(gpu, &[layout.padded_len])?;
+        let shard = settings
+            .max_shard
+            .unwrap_or_else(|| max_shard_elements(gpu));
+        let params = ParamBuffers::from_flat(gpu, &layout, &initial, shard)?;
+        let ema = ParamBuffers::from_flat(gpu, &layout, &ema_values, shard)?;
+        let adam = AdamState {
+            m: params.zeros_like(gpu)?.shards().to_vec(),
+            v: params.zeros_like(gpu)?.shards().to_vec(),
+            step: Tensor::zeros(gpu, &[optimizer::STEP_LEN], DType::F32)?,
+        };
         if let Some((m, v)) = resume.and_then(|c| c.adam.as_ref()) {
-            adam.m.write_f32(gpu, m)?;
-            adam.v.write_f32(gpu, v)?;
+            write_shards(gpu, &adam.m, m)?;
+            write_shards(gpu, &adam.v, v)?;
             // Adam's GPU-side step tensor is [t, …]: the rest is recomputed from t on the next step.
             adam.step.write_f32(gpu, &[step as f32, 0.0, 0.0, 0.0])?;
         }
@@ -369,20 +381,22 @@ impl Trainer {
         d.extend(net.backward(gpu, &d_pred)?);
         d.extend(optimizer::grad_norm(
             gpu,
-            &net.grads,
+            net.grads.shards(),
             settings.grad_clip,
             &norm,
         )?);
         d.extend(optimizer::adam_step(
             gpu,
             &settings.adam,
-            &params,
-            &net.grads,
+            params.shards(),
+            net.grads.shards(),
             &adam,
             &hyper,
             Some(&norm),
         )?);
-        d.push(optimizer::ema_update(gpu, &params, &ema, &hyper)?);
+        for (p, e) in params.shards().iter().zip(ema.shards()) {
+            d.push(optimizer::ema_update(gpu, p, e, &hyper)?);
+        }
         d.push(random::advance(gpu, &rng, 1)?);
 
         let record = TrainingRecord {
@@ -560,10 +574,39 @@ impl Trainer {
             step: self.step,
             seed: self.settings.seed,
             rng_offset: offset[0] as u64 | (offset[1] as u64) << 32,
-            params: self.net.params.read_f32(gpu)?,
-            ema: self.ema.read_f32(gpu)?,
-            adam: Some((self.adam.m.read_f32(gpu)?, self.adam.v.read_f32(gpu)?)),
+            params: self.net.params.read_flat(gpu)?,
+            ema: self.ema.read_flat(gpu)?,
+            adam: Some((
+                read_shards(gpu, &self.adam.m)?,
+                read_shards(gpu, &self.adam.v)?,
+            )),
             training: self.record.clone(),
         })
     }
+}
+
+/// A flat vector read back from its shards, in order.
+fn read_shards(gpu: &Gpu, shards: &[Tensor]) -> Result<Vec<f32>> {
+    let mut flat = Vec::new();
+    for s in shards {
+        flat.extend(s.read_f32(gpu)?);
+    }
+    Ok(flat)
+}
+
+/// A flat vector written into its shards, in order.
+fn write_shards(gpu: &Gpu, shards: &[Tensor], flat: &[f32]) -> Result<()> {
+    let total: usize = shards.iter().map(Tensor::len).sum();
+    if flat.len() != total {
+        return Err(Error::shape(
+            "write_shards",
+            format!("{} values for shards of {total}", flat.len()),
+        ));
+    }
+    let mut at = 0;
+    for s in shards {
+        s.write_f32(gpu, &flat[at..at + s.len()])?;
+        at += s.len();
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use crate::kernels::{
 use crate::model::config::DEFAULT_MAX_PERIOD;
 use crate::model::denoiser::UNetDenoiser;
 use crate::model::unet::Net;
-use crate::model::{forward_flops, ParamLayout, UNetConfig};
+use crate::model::{forward_flops, ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::AdamConfig;
 use crate::sample::Sampler;
 use crate::train::{TrainSettings, Trainer};
@@ -416,7 +416,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let p = random(gpu, &[params], 8)?;
             let g = random(gpu, &[params], 9)?;
             let ema = random(gpu, &[params], 10)?;
-            let state = optimizer::AdamState::zeros(gpu, &[params])?;
+            let state = optimizer::AdamState::zeros(gpu, &[&[params]])?;
             let hyper = zeros(gpu, &[optimizer::HYPER_LEN])?;
             optimizer::Hyper {
                 lr: 1e-4,
@@ -424,12 +424,13 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             }
             .write(gpu, &hyper)?;
             let norm = zeros(gpu, &[optimizer::NORM_LEN])?;
-            let mut dispatches = optimizer::grad_norm(gpu, &g, Some(1.0), &norm)?;
+            let mut dispatches =
+                optimizer::grad_norm(gpu, std::slice::from_ref(&g), Some(1.0), &norm)?;
             dispatches.extend(optimizer::adam_step(
                 gpu,
                 &AdamConfig::adamw(),
-                &p,
-                &g,
+                std::slice::from_ref(&p),
+                std::slice::from_ref(&g),
                 &state,
                 &hyper,
                 Some(&norm),
@@ -484,7 +485,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
                 let layout = ParamLayout::new(&config);
-                let params = Tensor::from_f32(gpu, &[layout.padded_len], &layout.init(0))?;
+                let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                 let net = Net::new(gpu, &config, &params, eval_batch)?;
                 Ok(Case {
                     dispatches: net.forward(gpu)?,
@@ -512,7 +513,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 build: Box::new(move |gpu| {
                     let config = UNetConfig::preset(preset)?;
                     let layout = ParamLayout::new(&config);
-                    let params = Tensor::from_f32(gpu, &[layout.padded_len], &layout.init(0))?;
+                    let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
                     let list = samplers::timesteps(1000, steps, Spacing::Trailing)?;
                     let clip = Some(Clip { lo: -1.0, hi: 1.0 });

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
-use diffuse::gpu::{Gpu, Tensor};
+use diffuse::gpu::Gpu;
+use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::{Error, Result};
 
 use super::{checkpoint_or_bundled, open_dataset, parse_rgb};
@@ -79,7 +80,7 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
     } else {
         &ckpt.ema
     };
-    let params = Tensor::from_f32(gpu, &[weights.len()], weights)?;
+    let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), weights)?;
     let options = diffuse::eval::BoundOptions {
         images: args.images,
         per_image: args.timesteps,

@@ -9,7 +9,7 @@ use diffuse::diffusion::Schedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
-use diffuse::model::SplitMix64;
+use diffuse::model::{ParamBuffers, ParamLayout, SplitMix64};
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
@@ -193,7 +193,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     } else {
         &ckpt.ema
     };
-    let params = Tensor::from_f32(gpu, &[weights.len()], weights)?;
+    let params = ParamBuffers::upload(gpu, &ParamLayout::new(config), weights)?;
     let given = match &args.noise {
         Some(p) => {
             let (shape, values) = image_io::read_npy(p)?;

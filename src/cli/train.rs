@@ -9,10 +9,10 @@ use std::time::Instant;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, Spacing};
 use diffuse::diffusion::NamedSchedule;
-use diffuse::gpu::{Gpu, Tensor};
+use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::denoiser::UNetDenoiser;
-use diffuse::model::{ParamLayout, Preset, UNetConfig};
+use diffuse::model::{ParamBuffers, ParamLayout, Preset, UNetConfig};
 use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
@@ -419,7 +419,7 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         Spacing::Trailing,
     )?;
     let plan = samplers::ddim(&schedule, &list, 0.0, Some(Clip { lo: -1.0, hi: 1.0 }))?;
-    let params = Tensor::from_f32(gpu, &[ckpt.ema.len()], &ckpt.ema)?;
+    let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), &ckpt.ema)?;
     let classes: Option<Vec<u32>> = ckpt
         .config
         .num_classes

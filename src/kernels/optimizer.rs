@@ -1,6 +1,6 @@
 //! Wrapper of shaders/optimizer.wgsl: the global gradient norm and clip scale, Adam/AdamW, and the EMA of the
-//! weights, each one pass (or two) over the model's single flat parameter vector. Reference:
-//! src/reference/optimizer.rs.
+//! weights, each one pass (or two) over the model's flat parameter vector, held as one or more shards (buffers
+//! that each fit one binding; see model::param_buffers). Reference: src/reference/optimizer.rs.
 //!
 //! A training step is recorded once and resubmitted, so what changes per step lives in three small f32 tensors,
 //! never in the uniform params (which are fixed when a [`Dispatch`] is built):
@@ -83,20 +83,26 @@ impl Hyper {
     }
 }
 
-/// Adam's state for one flat parameter vector: the moments m, v (same shape as the parameters) and the step tensor
-/// [`STEP_LEN`]. All three belong in a checkpoint.
+/// Adam's state for one flat parameter vector: the moments m, v (shard by shard, shaped as the parameters' shards)
+/// and the step tensor [`STEP_LEN`]. All three belong in a checkpoint.
 pub struct AdamState {
-    pub m: Tensor,
-    pub v: Tensor,
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
     pub step: Tensor,
 }
 
 impl AdamState {
-    /// A fresh optimizer (t = 0, moments zero) for parameters of `shape`.
-    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<AdamState> {
+    /// A fresh optimizer (t = 0, moments zero) for parameters in shards of these shapes.
+    pub fn zeros(gpu: &Gpu, shards: &[&[usize]]) -> Result<AdamState> {
+        let zeros = || {
+            shards
+                .iter()
+                .map(|shape| Tensor::zeros(gpu, shape, DType::F32))
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(AdamState {
-            m: Tensor::zeros(gpu, shape, DType::F32)?,
-            v: Tensor::zeros(gpu, shape, DType::F32)?,
+            m: zeros()?,
+            v: zeros()?,
             step: Tensor::zeros(gpu, &[STEP_LEN], DType::F32)?,
         })
     }
@@ -135,25 +141,47 @@ fn partials(len: usize) -> usize {
     len.div_ceil(WG).clamp(1, MAX_PARTIALS)
 }
 
-/// The longest chain of f32 roundings that any gᵢ² passes through in [`grad_norm`] (the squaring, the serial adds
-/// of a thread, two 8-level trees and the serial adds of the final workgroup), so that the computed Σgᵢ² is within
-/// γ(chain)·Σgᵢ² of the exact sum: far tighter than γ(len) for long vectors.
-pub fn grad_norm_chain(len: usize) -> usize {
-    let w = partials(len);
-    1 + len.div_ceil(w * WG) + 8 + w.div_ceil(WG) + 8
+/// Where each shard's partial sums start in the grad-norm scratch (64-element aligned, so each is a bindable
+/// view; the gaps stay zero and add nothing), and the scratch's length.
+fn partial_offsets(lens: &[usize]) -> (Vec<usize>, usize) {
+    let mut at = 0;
+    let offsets = lens
+        .iter()
+        .map(|&len| {
+            let o = at;
+            at += partials(len).div_ceil(64) * 64;
+            o
+        })
+        .collect();
+    (offsets, at)
 }
 
-/// `norm` ← [‖grad‖₂, s] with s = min(1, max_norm / (‖grad‖ + 1e-6)) (torch.nn.utils.clip_grad_norm_), or s = 1
-/// when `max_norm` is None. Two passes (partial sums of squares per workgroup, then one workgroup), in a fixed order
-/// so the result is deterministic; the scratch for the partial sums is allocated here and kept by the dispatches.
+/// The longest chain of f32 roundings that any gᵢ² passes through in [`grad_norm`] over shards of `lens` elements
+/// (the squaring, the serial adds of a thread, two 8-level trees and the serial adds of the final workgroup), so
+/// that the computed Σgᵢ² is within γ(chain)·Σgᵢ² of the exact sum: far tighter than γ(len) for long vectors.
+pub fn grad_norm_chain(lens: &[usize]) -> usize {
+    let (_, total) = partial_offsets(lens);
+    let first = lens
+        .iter()
+        .map(|&len| 1 + len.div_ceil(partials(len) * WG) + 8)
+        .max()
+        .unwrap_or(1);
+    first + total.div_ceil(WG) + 8
+}
+
+/// `norm` ← [‖g‖₂, s] over all the shards of `grads`, with s = min(1, max_norm / (‖g‖ + 1e-6))
+/// (torch.nn.utils.clip_grad_norm_), or s = 1 when `max_norm` is None. Two stages (partial sums of squares per
+/// workgroup of each shard, then one workgroup over all of them), in a fixed order so the result is
+/// deterministic; the scratch for the partial sums is allocated here and kept by the dispatches.
 pub fn grad_norm(
     gpu: &Gpu,
-    grad: &Tensor,
+    grads: &[Tensor],
     max_norm: Option<f64>,
     norm: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "grad_norm";
-    check_f32(OP, &[grad])?;
+    ensure_shape!(!grads.is_empty(), OP, "no gradient shards");
+    check_f32(OP, &grads.iter().collect::<Vec<_>>())?;
     check_scalars(OP, norm, NORM_LEN, "norm [‖g‖, clip scale]")?;
     if let Some(max) = max_norm {
         ensure_shape!(
@@ -162,55 +190,81 @@ pub fn grad_norm(
             "max_norm must be finite and > 0, got {max}"
         );
     }
-    let w = partials(grad.len());
-    let scratch = Tensor::zeros(gpu, &[w], DType::F32)?;
+    let lens: Vec<usize> = grads.iter().map(Tensor::len).collect();
+    let (offsets, total) = partial_offsets(&lens);
+    let scratch = Tensor::zeros(gpu, &[total], DType::F32)?;
     let params = Params {
-        len: grad.len() as u32,
-        partials: w as u32,
         clip: max_norm.is_some() as u32,
         max_norm: max_norm.unwrap_or(0.0) as f32,
         ..Params::default()
     };
     let partial = gpu.kernel_sized(SHADER, "grad_norm_partial", WG)?;
     let finalize = gpu.kernel_sized(SHADER, "grad_norm_finalize", WG)?;
-    Ok(vec![
-        Dispatch::new(
+    let mut d = Vec::with_capacity(grads.len() + 1);
+    for (grad, offset) in grads.iter().zip(offsets) {
+        let w = partials(grad.len());
+        d.push(Dispatch::new(
             gpu,
             &partial,
-            &params,
-            &[("grad", grad), ("partials", &scratch)],
+            &Params {
+                len: grad.len() as u32,
+                partials: w as u32,
+                ..params
+            },
+            &[
+                ("grad", grad),
+                ("partials", &scratch.view(gpu, offset, &[w])?),
+            ],
             [w as u32, 1, 1],
-        )?,
-        Dispatch::new(
-            gpu,
-            &finalize,
-            &params,
-            &[("partials_in", &scratch), ("norm", norm)],
-            [1, 1, 1],
-        )?,
-    ])
+        )?);
+    }
+    d.push(Dispatch::new(
+        gpu,
+        &finalize,
+        &Params {
+            partials: total as u32,
+            ..params
+        },
+        &[("partials_in", &scratch), ("norm", norm)],
+        [1, 1, 1],
+    )?);
+    Ok(d)
 }
 
-/// One Adam/AdamW step (torch.optim semantics, see shaders/optimizer.wgsl), as two dispatches: `adam_advance`
-/// (t += 1 and the bias-corrected step size, from lr in `hyper`) then the update of `param`, `state.m` and
-/// `state.v`. With `clip` (the `norm` tensor of [`grad_norm`], recorded before this), the gradient is first
-/// multiplied by the clip scale; without it, it is used as it is. `param`, `grad`, m and v must have one shape and
-/// be distinct buffers.
+/// One Adam/AdamW step (torch.optim semantics, see shaders/optimizer.wgsl): `adam_advance` (t += 1 and the
+/// bias-corrected step size, from lr in `hyper`) once, then the update of each shard of `params` with its m and v.
+/// With `clip` (the `norm` tensor of [`grad_norm`], recorded before this), the gradient is first multiplied by the
+/// clip scale; without it, it is used as it is. A shard's param, grad, m and v must have one shape and be distinct
+/// buffers.
 pub fn adam_step(
     gpu: &Gpu,
     config: &AdamConfig,
-    param: &Tensor,
-    grad: &Tensor,
+    params: &[Tensor],
+    grads: &[Tensor],
     state: &AdamState,
     hyper: &Tensor,
     clip: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "adam_step";
     config.validate(OP)?;
-    check_f32(OP, &[param, grad, &state.m, &state.v])?;
-    same_shape(OP, param, grad)?;
-    same_shape(OP, param, &state.m)?;
-    same_shape(OP, param, &state.v)?;
+    ensure_shape!(
+        !params.is_empty()
+            && grads.len() == params.len()
+            && state.m.len() == params.len()
+            && state.v.len() == params.len(),
+        OP,
+        "{} parameter shards, {} gradient shards, {} and {} moment shards: they must be as many, and at least one",
+        params.len(),
+        grads.len(),
+        state.m.len(),
+        state.v.len()
+    );
+    for (((param, grad), m), v) in params.iter().zip(grads).zip(&state.m).zip(&state.v) {
+        check_f32(OP, &[param, grad, m, v])?;
+        same_shape(OP, param, grad)?;
+        same_shape(OP, param, m)?;
+        same_shape(OP, param, v)?;
+    }
     check_scalars(
         OP,
         &state.step,
@@ -228,8 +282,7 @@ pub fn adam_step(
     } else {
         (config.weight_decay, 0.0)
     };
-    let params = Params {
-        len: param.len() as u32,
+    let uniforms = Params {
         beta1: config.beta1 as f32,
         one_minus_beta1: (1.0 - config.beta1) as f32,
         beta2: config.beta2 as f32,
@@ -242,30 +295,35 @@ pub fn adam_step(
         ..Params::default()
     };
     let advance = gpu.kernel_sized(SHADER, "adam_advance", WG)?;
-    let mut tensors = vec![
-        ("grad", grad),
-        ("step_in", &state.step),
-        ("param", param),
-        ("m", &state.m),
-        ("v", &state.v),
-    ];
-    let entry = match clip {
-        Some(norm) => {
-            tensors.push(("norm_in", norm));
-            "adam_update_clipped"
-        }
-        None => "adam_update",
-    };
-    Ok(vec![
-        Dispatch::new(
-            gpu,
-            &advance,
-            &params,
-            &[("hyper", hyper), ("step", &state.step)],
-            [1, 1, 1],
-        )?,
-        per_element(gpu, entry, params, &tensors)?,
-    ])
+    let mut d = vec![Dispatch::new(
+        gpu,
+        &advance,
+        &uniforms,
+        &[("hyper", hyper), ("step", &state.step)],
+        [1, 1, 1],
+    )?];
+    for (((param, grad), m), v) in params.iter().zip(grads).zip(&state.m).zip(&state.v) {
+        let mut tensors = vec![
+            ("grad", grad),
+            ("step_in", &state.step),
+            ("param", param),
+            ("m", m),
+            ("v", v),
+        ];
+        let entry = match clip {
+            Some(norm) => {
+                tensors.push(("norm_in", norm));
+                "adam_update_clipped"
+            }
+            None => "adam_update",
+        };
+        let params = Params {
+            len: param.len() as u32,
+            ..uniforms
+        };
+        d.push(per_element(gpu, entry, params, &tensors)?);
+    }
+    Ok(d)
 }
 
 /// ema ← d·ema + (1 − d)·weights, with d and 1 − d read from `hyper` at submission time.

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::{batch, elementwise};
 use crate::model::unet::Net;
-use crate::model::UNetConfig;
+use crate::model::{ParamBuffers, UNetConfig};
 use crate::sample::Denoiser;
 
 pub struct UNetDenoiser {
@@ -25,7 +25,7 @@ impl UNetDenoiser {
     pub fn new(
         gpu: &Gpu,
         config: &UNetConfig,
-        params: &Tensor,
+        params: &ParamBuffers,
         batch: usize,
         classes: Option<&[u32]>,
         guidance: f32,

@@ -2,8 +2,10 @@
 
 pub mod config;
 pub mod denoiser;
+pub mod param_buffers;
 pub mod params;
 pub mod unet;
 
 pub use config::{Preset, UNetConfig};
+pub use param_buffers::ParamBuffers;
 pub use params::{forward_flops, Architecture, Block, ParamLayout, ParamSpec, SplitMix64};

@@ -14,7 +14,7 @@ use crate::kernels::conv2d::Conv2dOptions;
 use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul, random};
 use crate::model::config::DEFAULT_MAX_PERIOD;
-use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
+use crate::model::{Architecture, Block, ParamBuffers, ParamLayout, UNetConfig};
 
 /// An activation of the graph (index into `Net::acts`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,10 +90,10 @@ pub struct Net {
     pub config: UNetConfig,
     pub layout: ParamLayout,
     pub batch: usize,
-    /// All parameters, flat ([`ParamLayout::padded_len`]).
-    pub params: Tensor,
-    /// ∂L/∂params, same layout; written by the backward pass.
-    pub grads: Tensor,
+    /// All parameters, flat ([`ParamLayout::padded_len`]), in one or more shards.
+    pub params: ParamBuffers,
+    /// ∂L/∂params, cut as `params`; written by the backward pass.
+    pub grads: ParamBuffers,
     /// The noisy input x_t [N, C, S, S] (written by the caller before the forward pass).
     pub input: Tensor,
     /// Timestep indices [N] u32 (written by the caller).
@@ -113,7 +113,7 @@ pub struct Net {
 impl Net {
     /// Builds the inference graph for `batch` images (no dropout), with parameters in `params` (flat,
     /// `layout.padded_len`).
-    pub fn new(gpu: &Gpu, config: &UNetConfig, params: &Tensor, batch: usize) -> Result<Net> {
+    pub fn new(gpu: &Gpu, config: &UNetConfig, params: &ParamBuffers, batch: usize) -> Result<Net> {
         Self::build_net(gpu, config, params, batch, None)
     }
 
@@ -122,7 +122,7 @@ impl Net {
     pub fn for_training(
         gpu: &Gpu,
         config: &UNetConfig,
-        params: &Tensor,
+        params: &ParamBuffers,
         batch: usize,
         dropout: DropoutDraw,
     ) -> Result<Net> {
@@ -132,19 +132,19 @@ impl Net {
     fn build_net(
         gpu: &Gpu,
         config: &UNetConfig,
-        params: &Tensor,
+        params: &ParamBuffers,
         batch: usize,
         dropout: Option<DropoutDraw>,
     ) -> Result<Net> {
         config.validate()?;
         let layout = ParamLayout::new(config);
-        if params.shape() != [layout.padded_len] {
+        if params.len() != layout.padded_len {
             return Err(Error::shape(
                 "Net::new",
                 format!(
-                    "the parameter tensor must be [{}], got {:?}",
+                    "the parameters must hold {} values, got {}",
                     layout.padded_len,
-                    params.shape()
+                    params.len()
                 ),
             ));
         }
@@ -155,7 +155,7 @@ impl Net {
             layout: layout.clone(),
             batch,
             params: params.clone(),
-            grads: Tensor::zeros(gpu, &[layout.padded_len], DType::F32)?,
+            grads: params.zeros_like(gpu)?,
             timesteps: Tensor::zeros(gpu, &[batch], DType::U32)?,
             labels: match config.num_classes {
                 Some(_) => Some(Tensor::zeros(gpu, &[batch], DType::U32)?),
@@ -199,12 +199,12 @@ impl Net {
         self.new_act(gpu, shape, no_grad)
     }
 
-    fn param(&self, gpu: &Gpu, flat: &Tensor, name: &str) -> Result<Tensor> {
+    fn param(&self, gpu: &Gpu, flat: &ParamBuffers, name: &str) -> Result<Tensor> {
         let spec = self
             .layout
             .get(name)
             .ok_or_else(|| Error::Usage(format!("internal: no parameter named {name}")))?;
-        flat.view(gpu, spec.offset, &spec.shape)
+        flat.view(gpu, spec)
     }
 
     // ---- forward builders: each allocates its output and appends one op -------------------------------------

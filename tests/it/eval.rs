@@ -8,8 +8,7 @@ use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
 use diffuse::diffusion::vlb::VlbCoefficients;
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::eval::{plan_terms, TermEvaluator};
-use diffuse::gpu::Tensor;
-use diffuse::model::ParamLayout;
+use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::reference::to_f64;
 use diffuse::reference::vlb::{rounded, vlb_terms, vlb_terms_bound};
 
@@ -95,7 +94,7 @@ fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
     let gpu = gpu();
     let config = common::tiny_unet();
     let flat = ParamLayout::new(&config).init(5);
-    let params = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let params = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
     let t = [0u32, 1, 417, 998, 999];
     let rows = t.len();

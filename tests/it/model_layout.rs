@@ -102,3 +102,40 @@ fn forward_flops_match_the_pytorch_twins_count() {
     assert!((small - 380.1).abs() < 0.05, "small: {small} MFLOP");
     assert!((medium - 2208.4).abs() < 0.05, "medium: {medium} MFLOP");
 }
+
+#[test]
+fn parameters_are_cut_into_shards_between_tensors_and_within_the_limit() {
+    let layout = ParamLayout::new(&UNetConfig::preset("rgb64").unwrap());
+    // 128 MiB of f32, lavapipe's binding limit: rgb64's 143 MB of weights need two shards.
+    for max in [(128 << 20) / 4, 1 << 21, 1_200_000] {
+        let ranges = layout.shard_ranges(max).unwrap();
+        assert_eq!(ranges[0].start, 0);
+        assert_eq!(ranges.last().unwrap().end, layout.padded_len);
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "contiguous");
+        }
+        for r in &ranges {
+            assert!(r.len() <= max && !r.is_empty(), "{r:?} within {max}");
+            assert!(
+                layout.params.iter().any(|p| p.offset == r.start),
+                "shards start at a parameter"
+            );
+        }
+        // Every parameter lies inside exactly one shard.
+        for p in &layout.params {
+            let holders = ranges
+                .iter()
+                .filter(|r| r.start <= p.offset && p.offset + p.len() <= r.end)
+                .count();
+            assert_eq!(holders, 1, "{}", p.name);
+        }
+        if max == (128 << 20) / 4 {
+            assert_eq!(ranges.len(), 2);
+        }
+    }
+    let err = layout.shard_ranges(1000).unwrap_err().to_string();
+    assert!(
+        err.contains("more than one buffer binding") && err.contains("--base-channels"),
+        "{err}"
+    );
+}

@@ -2,7 +2,7 @@
 //!
 //! Tolerances, with u = 2⁻²⁴ and γ(k) = reference::gamma(k) ≈ k·u; a WGSL op good to k ULP counts as 2k roundings
 //! (sqrt inherits 1/inverseSqrt: 2 + 2.5 ULP → 9; division 2.5 ULP → 5; inverseSqrt 2 ULP → 4):
-//! - ‖g‖: the computed Σg² is within γ(c)·Σg², c = optimizer::grad_norm_chain(n), the longest chain of roundings
+//! - ‖g‖: the computed Σg² is within γ(c)·Σg², c = optimizer::grad_norm_chain(&[n]), the longest chain of roundings
 //!   any term passes through (25 at n = 10⁶, where γ(n) would allow 6 %). The square root halves that and adds its
 //!   own 9: |Δ‖g‖| ≤ (γ(c)/2 + γ(9))·‖g‖.
 //! - clip scale s = max_norm/(‖g‖ + 1e-6): the norm's relative error (condition ≤ 1) plus the add (1), max_norm's
@@ -76,10 +76,15 @@ fn data(n: usize, seed: u64, same_sign: bool) -> Data {
     Data { p, g, m, v, t0: 9 }
 }
 
+/// One tensor as a list of one shard.
+fn one(t: &Tensor) -> &[Tensor] {
+    std::slice::from_ref(t)
+}
+
 fn state(gpu: &Gpu, d: &Data) -> AdamState {
     AdamState {
-        m: tensor(gpu, &d.m),
-        v: tensor(gpu, &d.v),
+        m: vec![tensor(gpu, &d.m)],
+        v: vec![tensor(gpu, &d.v)],
         step: tensor(gpu, &[d.t0 as f32, 0.0, 0.0, 0.0]),
     }
 }
@@ -151,14 +156,14 @@ impl Tracked {
         let m_bound = |i: usize| gamma(7 * k) * self.mag_m[i];
         assert_close(
             &format!("{what}: m"),
-            &state.m.read_f32(gpu).unwrap(),
+            &state.m[0].read_f32(gpu).unwrap(),
             &self.adam.m,
             m_bound,
         );
         let v_bound = |i: usize| gamma(12 * k) * self.adam.v[i];
         assert_close(
             &format!("{what}: v"),
-            &state.v.read_f32(gpu).unwrap(),
+            &state.v[0].read_f32(gpu).unwrap(),
             &self.adam.v,
             v_bound,
         );
@@ -244,7 +249,7 @@ fn grad_norm_reference_matches_a_plain_f64_sum_and_known_values() {
 /// Runs grad_norm on `g` and returns [‖g‖, s] as the GPU computed them.
 fn gpu_grad_norm(gpu: &Gpu, g: &Tensor, max_norm: Option<f64>) -> Vec<f32> {
     let norm = zeros(gpu, NORM_LEN);
-    gpu.run(&opt::grad_norm(gpu, g, max_norm, &norm).unwrap())
+    gpu.run(&opt::grad_norm(gpu, one(g), max_norm, &norm).unwrap())
         .unwrap();
     norm.read_f32(gpu).unwrap()
 }
@@ -256,7 +261,7 @@ fn grad_norm_and_clip_scale_match_reference() {
         let g = uniform(n, 40 + case as u64);
         let gt = tensor(gpu, &g);
         let want = reference::grad_norm(&to_f64(&g));
-        let norm_tol = gamma(opt::grad_norm_chain(n)) / 2.0 + gamma(9);
+        let norm_tol = gamma(opt::grad_norm_chain(&[n])) / 2.0 + gamma(9);
         for max_norm in [Some(1.0), Some(3.5), None] {
             let got = gpu_grad_norm(gpu, &gt, max_norm);
             let what = format!("n={n} max_norm={max_norm:?}");
@@ -294,11 +299,20 @@ fn clip_scale_is_exactly_one_below_max_norm_and_then_changes_nothing() {
     let (s_clipped, s_plain) = (state(gpu, &d), state(gpu, &d));
     let g = tensor(gpu, &d.g);
     let config = AdamConfig::adamw();
-    let mut clipped = opt::grad_norm(gpu, &g, Some(1.0), &norm).unwrap();
+    let mut clipped = opt::grad_norm(gpu, one(&g), Some(1.0), &norm).unwrap();
     clipped.extend(
-        opt::adam_step(gpu, &config, &p_clipped, &g, &s_clipped, &hy, Some(&norm)).unwrap(),
+        opt::adam_step(
+            gpu,
+            &config,
+            one(&p_clipped),
+            one(&g),
+            &s_clipped,
+            &hy,
+            Some(&norm),
+        )
+        .unwrap(),
     );
-    let plain = opt::adam_step(gpu, &config, &p_plain, &g, &s_plain, &hy, None).unwrap();
+    let plain = opt::adam_step(gpu, &config, one(&p_plain), one(&g), &s_plain, &hy, None).unwrap();
     gpu.run(clipped.iter().chain(&plain)).unwrap();
     assert_eq!(norm.read_f32(gpu).unwrap()[1], 1.0);
     assert_eq!(
@@ -306,12 +320,12 @@ fn clip_scale_is_exactly_one_below_max_norm_and_then_changes_nothing() {
         p_plain.read_f32(gpu).unwrap()
     );
     assert_eq!(
-        s_clipped.m.read_f32(gpu).unwrap(),
-        s_plain.m.read_f32(gpu).unwrap()
+        s_clipped.m[0].read_f32(gpu).unwrap(),
+        s_plain.m[0].read_f32(gpu).unwrap()
     );
     assert_eq!(
-        s_clipped.v.read_f32(gpu).unwrap(),
-        s_plain.v.read_f32(gpu).unwrap()
+        s_clipped.v[0].read_f32(gpu).unwrap(),
+        s_plain.v[0].read_f32(gpu).unwrap()
     );
 }
 
@@ -348,12 +362,20 @@ fn adam_one_step_matches_reference() {
             let (param, g, st) = (tensor(gpu, &d.p), tensor(gpu, &d.g), state(gpu, &d));
             let (norm, hy) = (zeros(gpu, NORM_LEN), hyper(gpu, LR, 0.0));
             let mut step = match max_norm {
-                Some(max) => opt::grad_norm(gpu, &g, Some(max), &norm).unwrap(),
+                Some(max) => opt::grad_norm(gpu, one(&g), Some(max), &norm).unwrap(),
                 None => Vec::new(),
             };
             step.extend(
-                opt::adam_step(gpu, &config, &param, &g, &st, &hy, max_norm.map(|_| &norm))
-                    .unwrap(),
+                opt::adam_step(
+                    gpu,
+                    &config,
+                    one(&param),
+                    one(&g),
+                    &st,
+                    &hy,
+                    max_norm.map(|_| &norm),
+                )
+                .unwrap(),
             );
             gpu.run(&step).unwrap();
             let scale = if max_norm.is_some() {
@@ -385,8 +407,10 @@ fn adam_recorded_k_times_in_one_submission_takes_k_steps() {
         let (norm, hy) = (zeros(gpu, NORM_LEN), hyper(gpu, LR, 0.0));
         // Built once: clip, advance t, update. Each recorded step copies in the next gradient and keeps the clip
         // scale it used, so the reference can apply the same one.
-        let mut step = opt::grad_norm(gpu, &g, Some(4.0), &norm).unwrap();
-        step.extend(opt::adam_step(gpu, &config, &param, &g, &st, &hy, Some(&norm)).unwrap());
+        let mut step = opt::grad_norm(gpu, one(&g), Some(4.0), &norm).unwrap();
+        step.extend(
+            opt::adam_step(gpu, &config, one(&param), one(&g), &st, &hy, Some(&norm)).unwrap(),
+        );
         let mut rec = Recorder::new(gpu);
         for j in 0..k {
             rec.copy(&banks[j], &g).unwrap();
@@ -416,7 +440,7 @@ fn adam_submitted_step_by_step_follows_the_learning_rate_written_before_each() {
             state(gpu, &d),
             zeros(gpu, HYPER_LEN),
         );
-        let step = opt::adam_step(gpu, &config, &param, &g, &st, &hy, None).unwrap();
+        let step = opt::adam_step(gpu, &config, one(&param), one(&g), &st, &hy, None).unwrap();
         let mut want = Tracked::new(config, &d);
         // A linear warm-up: the same dispatches each time, only hyper rewritten.
         for j in 1..=5 {
@@ -447,8 +471,9 @@ fn bias_corrected_step_sizes_match_reference_from_t_1_to_2_pow_24() {
             weight_decay,
             decoupled: true,
         };
-        let st = AdamState::zeros(gpu, &[n]).unwrap();
-        let advance = &opt::adam_step(gpu, &config, &param, &g, &st, &hy, None).unwrap()[..1];
+        let st = AdamState::zeros(gpu, &[&[n]]).unwrap();
+        let advance =
+            &opt::adam_step(gpu, &config, one(&param), one(&g), &st, &hy, None).unwrap()[..1];
         let ts = (1..=12).chain([
             50,
             100,
@@ -546,14 +571,14 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
         zeros(gpu, NORM_LEN),
     );
     let adam = AdamConfig::adam();
-    let fresh = || AdamState::zeros(gpu, &[n]).unwrap();
+    let fresh = || AdamState::zeros(gpu, &[&[n]]).unwrap();
     let refused = |err: String, needles: &[&str]| {
         assert!(needles.iter().all(|s| err.contains(s)), "{err}");
     };
     // p, g, m and v of different lengths; the message names the op and both shapes.
     let (longer, shorter) = (zeros(gpu, n + 1), zeros(gpu, n - 1));
     let step = |p: &Tensor, g: &Tensor, st: &AdamState| {
-        refusal(opt::adam_step(gpu, &adam, p, g, st, &hy, None))
+        refusal(opt::adam_step(gpu, &adam, one(p), one(g), st, &hy, None))
     };
     refused(step(&p, &longer, &fresh()), &["adam_step", "[8]", "[9]"]);
     refused(step(&longer, &g, &fresh()), &["adam_step", "[8]", "[9]"]);
@@ -562,7 +587,7 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
             &p,
             &g,
             &AdamState {
-                m: longer.clone(),
+                m: vec![longer.clone()],
                 ..fresh()
             },
         ),
@@ -573,7 +598,7 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
             &p,
             &g,
             &AdamState {
-                v: shorter,
+                v: vec![shorter],
                 ..fresh()
             },
         ),
@@ -592,9 +617,17 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
     );
     let u32s = Tensor::from_u32(gpu, &[n], &[0; 8]).unwrap();
     refused(step(&p, &u32s, &fresh()), &["f32", "U32"]);
-    let bad_hyper = opt::adam_step(gpu, &adam, &p, &g, &fresh(), &zeros(gpu, 2), None);
+    let bad_hyper = opt::adam_step(gpu, &adam, one(&p), one(&g), &fresh(), &zeros(gpu, 2), None);
     refused(refusal(bad_hyper), &["hyper", "4"]);
-    let bad_clip = opt::adam_step(gpu, &adam, &p, &g, &fresh(), &hy, Some(&zeros(gpu, 3)));
+    let bad_clip = opt::adam_step(
+        gpu,
+        &adam,
+        one(&p),
+        one(&g),
+        &fresh(),
+        &hy,
+        Some(&zeros(gpu, 3)),
+    );
     refused(refusal(bad_clip), &["clip", "2"]);
     for bad in [
         AdamConfig { beta1: 1.0, ..adam },
@@ -608,19 +641,27 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
             ..adam
         },
     ] {
-        let err = refusal(opt::adam_step(gpu, &bad, &p, &g, &fresh(), &hy, None));
+        let err = refusal(opt::adam_step(
+            gpu,
+            &bad,
+            one(&p),
+            one(&g),
+            &fresh(),
+            &hy,
+            None,
+        ));
         refused(err, &["adam_step", "must"]);
     }
     refused(
-        refusal(opt::grad_norm(gpu, &g, None, &zeros(gpu, 1))),
+        refusal(opt::grad_norm(gpu, one(&g), None, &zeros(gpu, 1))),
         &["grad_norm", "2"],
     );
     refused(
-        refusal(opt::grad_norm(gpu, &g, Some(0.0), &norm)),
+        refusal(opt::grad_norm(gpu, one(&g), Some(0.0), &norm)),
         &["max_norm"],
     );
     refused(
-        refusal(opt::grad_norm(gpu, &g, Some(f64::INFINITY), &norm)),
+        refusal(opt::grad_norm(gpu, one(&g), Some(f64::INFINITY), &norm)),
         &["max_norm"],
     );
     refused(
@@ -632,4 +673,28 @@ fn bad_shapes_and_settings_are_refused_with_the_op_named() {
         ema_decay: 0.5,
     };
     refused(refusal(hyper.write(gpu, &norm)), &["hyper", "4"]);
+}
+
+#[test]
+fn grad_norm_over_shards_is_the_norm_of_their_concatenation() {
+    let gpu = gpu();
+    // Shard lengths as a cut parameter vector has them: uneven, one tiny, one past a workgroup's reach.
+    let lens = [4096, 64, 70_000, 1000];
+    let all = uniform(lens.iter().sum(), 77);
+    let mut at = 0;
+    let shards: Vec<Tensor> = lens
+        .iter()
+        .map(|&n| {
+            let t = tensor(gpu, &all[at..at + n]);
+            at += n;
+            t
+        })
+        .collect();
+    let want = reference::grad_norm(&to_f64(&all));
+    let norm = zeros(gpu, NORM_LEN);
+    gpu.run(&opt::grad_norm(gpu, &shards, Some(1.0), &norm).unwrap())
+        .unwrap();
+    let got = norm.read_f32(gpu).unwrap();
+    let tol = gamma(opt::grad_norm_chain(&lens)) / 2.0 + gamma(9);
+    assert_close("‖g‖ over 4 shards", &got[..1], &[want], |_| tol * want);
 }

@@ -145,11 +145,12 @@ fn check_resume(settings: TrainSettings) {
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
     let dir = std::env::temp_dir().join(format!(
-        "diffuse-resume-{}-{}-{}-{:?}",
+        "diffuse-resume-{}-{}-{}-{:?}-{:?}",
         std::process::id(),
         settings().model.dropout,
         settings().flip,
-        settings().placement
+        settings().placement,
+        settings().max_shard
     ));
     let path = dir.join("run.safetensors");
     first_half.checkpoint(gpu).unwrap().save(&path).unwrap();
@@ -239,4 +240,47 @@ fn a_step_is_one_submission_and_a_mismatched_checkpoint_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("3×8×8"), "{err}");
+}
+
+/// Shards as small as the tiny model's largest parameter allows: the most cuts.
+fn smallest_shard() -> usize {
+    diffuse::model::ParamLayout::new(&tiny())
+        .params
+        .iter()
+        .map(|p| p.len().div_ceil(64) * 64)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn parameters_cut_into_shards_train_exactly_as_one_buffer() {
+    let gpu = gpu();
+    let data = few_images();
+    let run = |max_shard: Option<usize>| {
+        let mut s = settings();
+        // Without clipping every update is element-wise, so the cut cannot change a bit (with it, the norm's
+        // summation order would differ).
+        s.grad_clip = None;
+        s.max_shard = max_shard;
+        let mut trainer = Trainer::new(gpu, s, &data, None).unwrap();
+        let shards = trainer.net.params.shards().len();
+        (
+            shards,
+            losses(&mut trainer, 4),
+            trainer.checkpoint(gpu).unwrap(),
+        )
+    };
+    let (one, whole_losses, whole) = run(None);
+    let (many, cut_losses, cut) = run(Some(smallest_shard()));
+    assert_eq!(one, 1);
+    assert!(many >= 4, "{many} shards");
+    assert_eq!(cut_losses, whole_losses);
+    assert!(cut.params == whole.params && cut.ema == whole.ema && cut.adam == whole.adam);
+}
+
+#[test]
+fn a_resumed_run_with_sharded_parameters_repeats_the_uninterrupted_losses_exactly() {
+    let mut s = settings();
+    s.max_shard = Some(smallest_shard());
+    check_resume(s);
 }

@@ -13,7 +13,7 @@ use common::{gpu, uniform};
 use diffuse::gpu::Tensor;
 use diffuse::kernels::random;
 use diffuse::model::unet::{DropoutDraw, Net};
-use diffuse::model::{ParamLayout, UNetConfig};
+use diffuse::model::{ParamBuffers, ParamLayout, UNetConfig};
 use diffuse::reference::{gamma, to_f64, unet as reference};
 
 fn tiny() -> UNetConfig {
@@ -45,7 +45,7 @@ fn bound() -> f64 {
 }
 
 /// The net under test: inference, or training with dropout drawn from (seed, offset).
-fn net(config: &UNetConfig, p: &Tensor, dropout: Option<(u64, u64)>) -> Net {
+fn net(config: &UNetConfig, p: &ParamBuffers, dropout: Option<(u64, u64)>) -> Net {
     let gpu = gpu();
     match dropout {
         None => Net::new(gpu, config, p, BATCH).unwrap(),
@@ -100,7 +100,7 @@ fn an_inference_net_ignores_dropout() {
     // Net::new is the sampling net: the same output with or without dropout in the configuration.
     let gpu = gpu();
     let flat = params(&tiny());
-    let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let p = ParamBuffers::upload(gpu, &ParamLayout::new(&tiny()), &flat).unwrap();
     let x = uniform(BATCH * 64, 5);
     let run = |config: &UNetConfig| {
         let net = net(config, &p, None);
@@ -115,7 +115,7 @@ fn check_forward(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let gpu = gpu();
     let config = config.clone();
     let flat = params(&config);
-    let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
     let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 5);
     set_inputs(&net, &x);
@@ -153,7 +153,7 @@ fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let config = config.clone();
     let layout = ParamLayout::new(&config);
     let flat = params(&config);
-    let p = Tensor::from_f32(gpu, &[flat.len()], &flat).unwrap();
+    let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
     let net = net(&config, &p, dropout);
     let x = uniform(BATCH * 64, 6);
     set_inputs(&net, &x);
@@ -163,7 +163,7 @@ fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let mut dispatches = net.forward(gpu).unwrap();
     dispatches.extend(net.backward(gpu, &d_out).unwrap());
     gpu.run(&dispatches).unwrap();
-    let grads = net.grads.read_f32(gpu).unwrap();
+    let grads = net.grads.read_flat(gpu).unwrap();
 
     let (x64, w64, p64) = (to_f64(&x), to_f64(&w), to_f64(&flat));
     let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
