@@ -2,6 +2,8 @@
 // curand and JAX) in 32-bit integer ops only.
 //   block b: (w0, w1, w2, w3) = philox4x32_10(counter = (b, stream, offset_lo, offset_hi), key = (seed_lo, seed_hi));
 //   element i takes word i % 4 of block ⌊i/4⌋, so it depends on (seed, stream, offset, i) only, not on the length.
+//   A draw writes elements [first, first + len) of its stream to y[0..len) (first + len ≤ 2³¹): drawn in parts
+//   (micro-batches), a batch gets the numbers it gets drawn whole.
 //   fill_bits:        y[i] = w                                   (u32, the raw stream)
 //   fill_uniform:     y[i] = (w >> 8)·2⁻²⁴ ∈ [0, 1)              (exact in f32: bit-identical to the CPU reference)
 //   fill_uniform_int: y[i] = ⌊w·n / 2³²⌋ ∈ [0, n)                (multiply-high, Lemire 2019 without the rejection
@@ -28,6 +30,10 @@ struct Params {
     by_lo: u32,    // rng_advance: the increment, lo and hi words
     by_hi: u32,
     scale: f32,    // dropout: 1/(1 − n·2⁻²⁴); n is the drop threshold on the top 24 bits
+    first: u32,    // the stream element that lands in y[0] (first + len < 2³², checked by the wrapper)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -77,9 +83,14 @@ fn philox4x32_10(counter: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
     return philox_round(ctr, key);
 }
 
-// Block index of this invocation.
+// The stream's block this invocation draws: invocations start at the block holding element `first`.
 fn block_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid.x;
+    return (p.first >> 2u) + (wg.y * nwg.x + wg.x) * WG + lid.x;
+}
+
+// Whether stream element g is one this draw writes (to y[g − first]).
+fn wanted(g: u32) -> bool {
+    return g >= p.first && g - p.first < p.len;
 }
 
 fn block(b: u32) -> vec4<u32> {
@@ -120,11 +131,10 @@ fn box_muller(w_radius: u32, w_angle: u32) -> vec2<f32> {
 fn fill_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = block_index(wg, nwg, lid);
-    let i = 4u * b;
-    if (i >= p.len) { return; }
+    if (4u * b >= p.first + p.len) { return; }
     let w = block(b);
-    for (var j = 0u; j < 4u && i + j < p.len; j++) {
-        y_u32[i + j] = w[j];
+    for (var j = 0u; j < 4u; j++) {
+        if (wanted(4u * b + j)) { y_u32[4u * b + j - p.first] = w[j]; }
     }
 }
 
@@ -132,11 +142,10 @@ fn fill_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 fn fill_uniform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = block_index(wg, nwg, lid);
-    let i = 4u * b;
-    if (i >= p.len) { return; }
+    if (4u * b >= p.first + p.len) { return; }
     let w = block(b);
-    for (var j = 0u; j < 4u && i + j < p.len; j++) {
-        y_f32[i + j] = to_unit(w[j]);
+    for (var j = 0u; j < 4u; j++) {
+        if (wanted(4u * b + j)) { y_f32[4u * b + j - p.first] = to_unit(w[j]); }
     }
 }
 
@@ -144,12 +153,11 @@ fn fill_uniform(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 fn fill_uniform_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = block_index(wg, nwg, lid);
-    let i = 4u * b;
-    if (i >= p.len) { return; }
+    if (4u * b >= p.first + p.len) { return; }
     let w = block(b);
-    for (var j = 0u; j < 4u && i + j < p.len; j++) {
+    for (var j = 0u; j < 4u; j++) {
         // ⌊w·n / 2³²⌋ < n since w < 2³².
-        y_u32[i + j] = mulhilo(w[j], p.n).x;
+        if (wanted(4u * b + j)) { y_u32[4u * b + j - p.first] = mulhilo(w[j], p.n).x; }
     }
 }
 
@@ -157,12 +165,11 @@ fn fill_uniform_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 fn fill_normal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = block_index(wg, nwg, lid);
-    let i = 4u * b;
-    if (i >= p.len) { return; }
+    if (4u * b >= p.first + p.len) { return; }
     let w = block(b);
     let z = vec4<f32>(box_muller(w.x, w.y), box_muller(w.z, w.w));
-    for (var j = 0u; j < 4u && i + j < p.len; j++) {
-        y_f32[i + j] = z[j];
+    for (var j = 0u; j < 4u; j++) {
+        if (wanted(4u * b + j)) { y_f32[4u * b + j - p.first] = z[j]; }
     }
 }
 
@@ -170,11 +177,13 @@ fn fill_normal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = block_index(wg, nwg, lid);
-    let i = 4u * b;
-    if (i >= p.len) { return; }
+    if (4u * b >= p.first + p.len) { return; }
     let w = block(b);
-    for (var j = 0u; j < 4u && i + j < p.len; j++) {
-        y_f32[i + j] = select(0.0, x_f32[i + j] * p.scale, (w[j] >> 8u) >= p.n);
+    for (var j = 0u; j < 4u; j++) {
+        let g = 4u * b + j;
+        if (wanted(g)) {
+            y_f32[g - p.first] = select(0.0, x_f32[g - p.first] * p.scale, (w[j] >> 8u) >= p.n);
+        }
     }
 }
 

@@ -31,7 +31,37 @@ struct Params {
     by_lo: u32,
     by_hi: u32,
     scale: f32,
+    first: u32,
+    _pad: [u32; 3],
 }
+
+/// Which numbers a draw takes: elements [first, first + len) of stream `id`. Streams are told apart by `id` (noise,
+/// timesteps, …); `first` > 0 draws a part of a larger draw (a micro-batch of a batch) with the numbers the whole
+/// would give it. A bare `u32` is stream `id` from element 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    pub id: u32,
+    pub first: u32,
+}
+
+impl From<u32> for Stream {
+    fn from(id: u32) -> Stream {
+        Stream { id, first: 0 }
+    }
+}
+
+impl Stream {
+    /// Elements from `first` on.
+    pub fn from_element(id: u32, first: usize) -> Stream {
+        Stream {
+            id,
+            first: first as u32,
+        }
+    }
+}
+
+/// The most stream elements a draw reaches (first + len): the shader's indices stay below 2³².
+const MAX_ELEMENT: usize = 1 << 31;
 
 /// A new rng state tensor (`[2]` u32) holding `offset`.
 pub fn rng_state(gpu: &Gpu, offset: u64) -> Result<Tensor> {
@@ -67,7 +97,7 @@ pub fn fill_bits(
     gpu: &Gpu,
     y: &Tensor,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "fill_bits";
@@ -80,7 +110,7 @@ pub fn fill_uniform(
     gpu: &Gpu,
     y: &Tensor,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "fill_uniform";
@@ -94,7 +124,7 @@ pub fn fill_normal(
     gpu: &Gpu,
     y: &Tensor,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "fill_normal";
@@ -109,7 +139,7 @@ pub fn fill_uniform_int(
     y: &Tensor,
     n: u32,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "fill_uniform_int";
@@ -129,7 +159,7 @@ pub fn dropout(
     x: &Tensor,
     p: f64,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
@@ -148,6 +178,7 @@ pub fn dropout(
             "dropout probability {p} must be in [0, 1)"
         )));
     }
+    let stream = stream.into();
     let [seed_lo, seed_hi] = split(seed);
     let (n, scale) = dropout_threshold(p);
     let params = Params {
@@ -155,8 +186,9 @@ pub fn dropout(
         n,
         seed_lo,
         seed_hi,
-        stream,
+        stream: stream.id,
         scale,
+        first: stream.first,
         ..Params::default()
     };
     let kernel = gpu.kernel(SHADER, OP)?;
@@ -165,8 +197,20 @@ pub fn dropout(
         &kernel,
         &params,
         &[("state", state), ("y_f32", y), ("x_f32", x)],
-        kernel.grid_for(x.len().div_ceil(4)),
+        kernel.grid_for(blocks(OP, stream, x.len())?),
     )
+}
+
+/// Philox blocks a draw of `len` elements from `stream.first` touches.
+fn blocks(op: &'static str, stream: Stream, len: usize) -> Result<usize> {
+    let first = stream.first as usize;
+    ensure_shape!(
+        first + len <= MAX_ELEMENT,
+        op,
+        "elements {first}..{} of a stream: draws reach at most element 2³¹",
+        first + len
+    );
+    Ok((first % 4 + len).div_ceil(4))
 }
 
 fn fill(
@@ -175,27 +219,28 @@ fn fill(
     y: &Tensor,
     n: u32,
     seed: u64,
-    stream: u32,
+    stream: impl Into<Stream>,
     state: &Tensor,
 ) -> Result<Dispatch> {
     check_state(entry, state)?;
+    let stream = stream.into();
     let [seed_lo, seed_hi] = split(seed);
     let params = Params {
         len: y.len() as u32,
         n,
         seed_lo,
         seed_hi,
-        stream,
+        stream: stream.id,
+        first: stream.first,
         ..Params::default()
     };
-    let blocks = y.len().div_ceil(4);
     let kernel = gpu.kernel(SHADER, entry)?;
     Dispatch::new(
         gpu,
         &kernel,
         &params,
         &[("state", state), ("y_f32", y), ("y_u32", y)],
-        kernel.grid_for(blocks),
+        kernel.grid_for(blocks(entry, stream, y.len())?),
     )
 }
 

@@ -514,3 +514,62 @@ fn dropout_matches_reference_bit_for_bit_and_drops_at_the_rate_asked() {
         .unwrap();
     assert!(err.to_string().contains("[0, 1)"), "{err}");
 }
+
+#[test]
+fn a_draw_in_parts_gives_the_numbers_of_the_whole_draw() {
+    let gpu = gpu();
+    let state = rng::rng_state(gpu, 12).unwrap();
+    let (seed, id) = (0xABCD, 3);
+    // Parts of uneven lengths, most starting inside a Philox block (first % 4 ≠ 0).
+    let total = 1030;
+    let cuts = [0, 5, 12, 13, 250, 777, total];
+    let x: Vec<f32> = (0..total).map(|i| 1.0 + i as f32).collect();
+    let xt = Tensor::from_f32(gpu, &[total], &x).unwrap();
+    let whole_bits = draw_u32(gpu, total, |y| rng::fill_bits(gpu, y, seed, id, &state));
+    let whole_int = draw_u32(gpu, total, |y| {
+        rng::fill_uniform_int(gpu, y, 1000, seed, id, &state)
+    });
+    let whole_uniform = draw_f32(gpu, total, |y| rng::fill_uniform(gpu, y, seed, id, &state));
+    let whole_normal = draw_f32(gpu, total, |y| rng::fill_normal(gpu, y, seed, id, &state));
+    let whole_dropout = draw_f32(gpu, total, |y| {
+        rng::dropout(gpu, &xt, 0.3, seed, id, &state, y)
+    });
+    for pair in cuts.windows(2) {
+        let (first, len) = (pair[0], pair[1] - pair[0]);
+        let part = rng::Stream::from_element(id, first);
+        let range = first..first + len;
+        assert_eq!(
+            draw_u32(gpu, len, |y| rng::fill_bits(gpu, y, seed, part, &state)),
+            whole_bits[range.clone()],
+            "bits {range:?}"
+        );
+        assert_eq!(
+            draw_u32(gpu, len, |y| rng::fill_uniform_int(
+                gpu, y, 1000, seed, part, &state
+            )),
+            whole_int[range.clone()]
+        );
+        assert_eq!(
+            draw_f32(gpu, len, |y| rng::fill_uniform(gpu, y, seed, part, &state)),
+            whole_uniform[range.clone()]
+        );
+        assert_eq!(
+            draw_f32(gpu, len, |y| rng::fill_normal(gpu, y, seed, part, &state)),
+            whole_normal[range.clone()]
+        );
+        let xs = Tensor::from_f32(gpu, &[len], &x[range.clone()]).unwrap();
+        assert_eq!(
+            draw_f32(gpu, len, |y| rng::dropout(
+                gpu, &xs, 0.3, seed, part, &state, y
+            )),
+            whole_dropout[range.clone()]
+        );
+    }
+    let y = Tensor::zeros(gpu, &[8], DType::U32).unwrap();
+    let far = rng::Stream::from_element(id, (1 << 31) - 4);
+    let err = rng::fill_bits(gpu, &y, seed, far, &state)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("2³¹"), "{err}");
+}
