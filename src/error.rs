@@ -35,6 +35,21 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    #[error(
+        "out of GPU memory allocating {what} {shape:?}: {bytes} bytes ({}), with {} already allocated by this \
+         process. {hint}",
+        human_bytes(.bytes),
+        human_bytes(.allocated),
+        hint = OUT_OF_MEMORY_HINT
+    )]
+    OutOfMemory {
+        what: String,
+        shape: Vec<usize>,
+        bytes: u64,
+        /// What this process had allocated before (`Gpu::allocated_bytes`).
+        allocated: u64,
+    },
+
     #[error("{0}")]
     Usage(String),
 
@@ -52,6 +67,25 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// What to do when the GPU runs out of memory: every allocation's size grows with the batch and the model.
+pub const OUT_OF_MEMORY_HINT: &str =
+    "To fit, lower --batch, or use a smaller --preset (or fewer --base-channels)";
+
+/// `bytes` as "1.50 GiB" (binary units, as GPU memory is quoted); below 1 KiB as "12 bytes".
+pub fn human_bytes(bytes: &u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if *bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = *bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
 }
 
 impl Error {

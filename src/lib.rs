@@ -8,7 +8,8 @@
 //! - `dropout`: a dropout probability as a threshold on random bits, and the dropout layers' RNG streams.
 //! - `optim`: the optimizer's settings (`AdamConfig`), shared by its kernel and its reference.
 //! - `model`, `train`, `sample`, `eval`: the U-Net, its training step, sampling and the variational bound, each
-//!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `bench`: `diffuse bench`.
+//!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `plot`: a run's loss
+//!   curve as PNG; `bench`: `diffuse bench`.
 //!
 //! The command-line interface is the binary's (src/main.rs, src/cli/).
 
@@ -24,6 +25,7 @@ pub mod image_io;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod reference;
 pub mod sample;
 pub mod train;

@@ -58,9 +58,10 @@ pub struct TrainArgs {
     pub dropout: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output folder for checkpoint.safetensors and samples-*.png (default: runs/<preset>).
+    /// Output folder for checkpoint.safetensors, samples-*.png, metrics.csv and loss.png (default: runs/<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write a preview grid (samples-<step>.png, from the same noise each time) and redraw loss.png this often.
     #[arg(long, default_value_t = 1000)]
     pub sample_every: u64,
     #[arg(long, default_value_t = 500)]
@@ -257,7 +258,10 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         .expect("valid template"),
     );
     let started = Instant::now();
-    let metrics = std::cell::RefCell::new(MetricsLog::open(&out.join("metrics.csv"), start_step)?);
+    let metrics_path = out.join("metrics.csv");
+    let metrics = std::cell::RefCell::new(MetricsLog::open(&metrics_path, start_step)?);
+    // Redrawn from the whole log (earlier invocations included) beside each grid; the last step always samples.
+    let plot_loss = || diffuse::plot::write_loss_png(&metrics_path, &out.join("loss.png"));
     let save =
         |trainer: &Trainer| -> Result<()> { trainer.checkpoint(gpu)?.save(&checkpoint_path) };
     let show = |report: &LossReport| -> Result<()> {
@@ -311,6 +315,8 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
                 Some(count) => (2 * count, Some(count)),
                 None => (16, None),
             };
+            // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
+            // consecutive grids show what training changed.
             let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
             image_io::save_grid_png(
                 &path,
@@ -321,8 +327,10 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
                 columns,
             )?;
             bar.println(format!("step {step}: wrote {}", path.display()));
+            plot_loss()?;
         }
         if stopping {
+            plot_loss()?;
             bar.abandon();
             println!(
                 "interrupted: saved {} at step {step}; continue with --resume",

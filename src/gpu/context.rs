@@ -35,11 +35,21 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub caps: Capabilities,
     pub(crate) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
-    /// Bytes of every tensor and uniform buffer created on this device so far (transient readback buffers
-    /// excluded): what a fixed workload allocates, since nothing is allocated per step.
+    /// Bytes of every tensor created on this device so far (uniform and transient readback buffers excluded):
+    /// what a fixed workload allocates, since nothing is allocated per step.
     pub(crate) allocated: std::sync::atomic::AtomicU64,
+    /// Errors no error scope caught, kept for [`Gpu::check_errors`] (see `Gpu::open`).
+    uncaptured: Arc<Mutex<Uncaptured>>,
     /// Shared scratch tensors by slot name (see [`Gpu::workspace`]).
     workspaces: Mutex<HashMap<&'static str, Tensor>>,
+}
+
+/// The first error wgpu reported outside any error scope, and how many followed it (an invalid object makes every
+/// later use of it fail too, so the first is the one that explains the rest).
+#[derive(Default)]
+struct Uncaptured {
+    first: Option<wgpu::Error>,
+    later: usize,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -230,6 +240,19 @@ impl Gpu {
             message: e.to_string(),
         })?;
 
+        // wgpu's default handler panics on any error outside an error scope, from whichever call reported it.
+        // Recording it instead lets the next wait (or poll of a pending read) return it as an Error, on the thread
+        // that asked for results and with this process's context, so `main` prints it and exits non-zero.
+        let uncaptured = Arc::new(Mutex::new(Uncaptured::default()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error| {
+            let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match sink.first {
+                None => sink.first = Some(error),
+                Some(_) => sink.later += 1,
+            }
+        }));
+
         let caps = Capabilities {
             timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamps_inside_passes: required_features
@@ -245,6 +268,7 @@ impl Gpu {
             caps,
             kernels: Mutex::new(HashMap::new()),
             allocated: std::sync::atomic::AtomicU64::new(0),
+            uncaptured,
             workspaces: Mutex::new(HashMap::new()),
         })
     }
@@ -288,11 +312,36 @@ impl Gpu {
         tensor.view(self, 0, shape)
     }
 
-    /// Blocks until all submitted work has finished.
+    /// Blocks until all submitted work has finished, then returns any error the GPU reported meanwhile.
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check_errors()
+    }
+
+    /// The first error wgpu reported outside an error scope since the last check, as an Error (and forgets it).
+    pub fn check_errors(&self) -> Result<()> {
+        let mut recorded = self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let later = std::mem::take(&mut recorded.later);
+        let Some(error) = recorded.first.take() else {
+            return Ok(());
+        };
+        let also = match later {
+            0 => String::new(),
+            1 => " (1 later error followed, most likely caused by this one)".to_string(),
+            n => format!(" ({n} later errors followed, most likely caused by this one)"),
+        };
+        Err(match error {
+            wgpu::Error::OutOfMemory { .. } => Error::Gpu(format!(
+                "the GPU ran out of memory{also}, with {} of tensors allocated by this process. {}",
+                crate::error::human_bytes(&self.allocated_bytes()),
+                crate::error::OUT_OF_MEMORY_HINT
+            )),
+            other => Error::Gpu(format!("{}{also}", other.to_string().trim_end())),
+        })
     }
 }

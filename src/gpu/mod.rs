@@ -1,5 +1,6 @@
 //! GPU plumbing, no math: the device, tensors, pipelines and dispatch recording.
 
+pub mod buffer;
 pub mod context;
 pub mod pipeline;
 pub mod readback;

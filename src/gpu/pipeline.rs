@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::context::{Gpu, KernelKey};
 use crate::gpu::shaders;
@@ -348,13 +346,12 @@ impl Dispatch {
                  twin differ"
             ));
         }
-        let uniform = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let uniform = gpu.create_buffer_init(
+            "uniform params",
+            &[params_size as usize / 4],
+            bytemuck::bytes_of(params),
+            wgpu::BufferUsages::UNIFORM,
+        )?;
         let tensor_of = |used: &UsedBinding| {
             tensors
                 .iter()

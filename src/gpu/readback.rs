@@ -28,6 +28,8 @@ impl Recorder<'_> {
     /// call [`PendingRead::request`] after this recorder's `submit`. The values come back concatenated.
     pub fn read_later(&mut self, sources: &[&Tensor]) -> PendingRead {
         let size = sources.iter().map(|t| t.byte_size()).sum();
+        // A few values (the loss, a norm), so no error scope: a failure here reaches `Gpu::check_errors`, which
+        // the next poll or wait calls.
         let staging = self.gpu().device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pending read"),
             size,
@@ -73,6 +75,8 @@ impl PendingRead {
         gpu.device
             .poll(wgpu::PollType::Poll)
             .map_err(|e| Error::Gpu(format!("polling the GPU: {e}")))?;
+        // The training loop polls here every step: the place an error from its last submissions shows up.
+        gpu.check_errors()?;
         let MapState::Requested(rx) = &self.state else {
             return Ok(None);
         };

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::context::Gpu;
 
@@ -66,14 +64,9 @@ impl Tensor {
         let n = element_count("Tensor::zeros", shape)?;
         let bytes = n as u64 * ELEMENT_BYTES;
         check_size(gpu, "Tensor::zeros", shape, bytes)?;
-        gpu.count_allocation(bytes);
         // wgpu zero-initialises new buffers.
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: bytes,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
+        let buffer = gpu.create_buffer("tensor", shape, bytes, USAGE)?;
+        gpu.count_allocation(bytes);
         Ok(Tensor {
             buffer: Arc::new(buffer),
             offset: 0,
@@ -97,14 +90,8 @@ impl Tensor {
             ));
         }
         check_size(gpu, "Tensor::from_data", shape, bytes.len() as u64)?;
+        let buffer = gpu.create_buffer_init("tensor", shape, bytes, USAGE)?;
         gpu.count_allocation(bytes.len() as u64);
-        let buffer = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytes,
-                usage: USAGE,
-            });
         Ok(Tensor {
             buffer: Arc::new(buffer),
             offset: 0,
@@ -258,12 +245,13 @@ impl Tensor {
 
     fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let size = self.byte_size();
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        // As large as the tensor (all the parameters, at a checkpoint): it can run out of memory too.
+        let staging = gpu.create_buffer(
+            "readback staging for tensor",
+            &self.shape,
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });

@@ -134,6 +134,11 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     );
     let ckpt = out.join("checkpoint.safetensors");
     assert!(ckpt.exists() && out.join("samples-0000002.png").exists());
+    let plot = image::open(out.join("loss.png")).expect("loss.png beside the grid");
+    assert_eq!(
+        (plot.width(), plot.height()),
+        (diffuse::plot::WIDTH, diffuse::plot::HEIGHT)
+    );
 
     // Starting again over an existing run is refused (nothing is overwritten); --resume continues it.
     let before = std::fs::read(&ckpt).unwrap();
@@ -175,6 +180,13 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     assert!(
         rows.windows(2).all(|w| w[1][5] >= w[0][5]),
         "wall time must not go back: {csv}"
+    );
+    // loss.png was redrawn at the resumed run's end from the whole log, steps 1–3.
+    let losses = diffuse::plot::read_losses(&out.join("metrics.csv")).unwrap();
+    assert_eq!(losses.len(), 3);
+    assert!(
+        image::open(out.join("loss.png")).unwrap().to_rgb8() == diffuse::plot::loss_curve(&losses),
+        "loss.png is not the plot of the whole metrics log"
     );
 
     // A run that diverges (an absurd learning rate) stops with a clear error and leaves the last good
@@ -309,6 +321,47 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     );
     let (ok, _, stderr) = diffuse(&["sample", "--checkpoint", ckpt_s, "--class", "3"], &[]);
     assert!(!ok && stderr.contains("unconditional"), "{stderr}");
+}
+
+#[test]
+fn preview_grids_start_from_the_same_noise_at_every_step_and_after_resuming() {
+    // With a zero learning rate and no weight averaging the weights never change, so grids drawn from one seed
+    // must be identical; a seed that moved with the step (or was lost on resume) would change them.
+    let dir = scratch("preview-seed");
+    let out = dir.join("run");
+    let mut train = vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--sample-every",
+        "1",
+        "--lr",
+        "0",
+        "--warmup",
+        "0",
+        "--ema",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "7",
+    ];
+    let (ok, _, stderr) = diffuse(&train, &[]);
+    assert!(ok, "train failed: {stderr}");
+    // Resumed without --seed: the checkpoint's seed (7) must still be the one the grid is drawn from.
+    train[4] = "3";
+    train.truncate(train.len() - 2);
+    train.push("--resume");
+    let (ok, _, stderr) = diffuse(&train, &[]);
+    assert!(ok, "resume failed: {stderr}");
+    let grid = |step: u32| std::fs::read(out.join(format!("samples-{step:07}.png"))).unwrap();
+    let first = grid(1);
+    assert!(grid(2) == first, "the grids of steps 1 and 2 differ");
+    assert!(grid(3) == first, "the resumed run's grid differs");
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod matmul;
 mod model_layout;
 mod noise;
 mod optimizer;
+mod plot;
 mod random;
 mod samplers;
 mod sampling;

@@ -3,7 +3,7 @@
 use crate::common;
 
 use common::{gpu, uniform};
-use diffuse::gpu::{DType, Dispatch, Recorder, Tensor};
+use diffuse::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
 use diffuse::kernels::elementwise;
 
 #[test]
@@ -135,4 +135,81 @@ fn many_dispatches_record_into_one_submission_in_order() {
     rec.copy(&y, &copy).unwrap();
     rec.submit();
     assert_eq!(copy.read_f32(gpu).unwrap(), vec![51.0; n]);
+}
+
+/// A device of the test's own: these tests provoke errors, which must not reach the shared test device.
+fn own_gpu() -> Gpu {
+    Gpu::new(None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_buffer_over_the_devices_limit_is_an_error_naming_its_size_not_a_panic() {
+    let gpu = own_gpu();
+    // wgpu refuses a buffer over max_buffer_size before allocating anything, so this is safe on any machine; the
+    // refusal is a validation error caught by the same scope that catches an out-of-memory one.
+    let too_big = gpu.limits.max_buffer_size.saturating_add(4);
+    let err = gpu
+        .create_buffer("test buffer", &[7, 9], too_big, wgpu::BufferUsages::STORAGE)
+        .expect_err("over max_buffer_size")
+        .to_string();
+    assert!(
+        err.contains("test buffer [7, 9]") && err.contains(&format!("{too_big} bytes")),
+        "{err}"
+    );
+    // Caught by the scope, so nothing reached the device's handler for the next wait to report.
+    gpu.wait().expect("no error left over");
+    // An absurd tensor is refused by its size, naming its shape and bytes, and is not counted as allocated.
+    let err = Tensor::zeros(&gpu, &[1 << 20, 1 << 9], DType::F32)
+        .expect_err("2 GiB tensor")
+        .to_string();
+    assert!(
+        err.contains("[1048576, 512]") && err.contains("2147483648 bytes"),
+        "{err}"
+    );
+    assert_eq!(gpu.allocated_bytes(), 0);
+    let t = Tensor::from_f32(&gpu, &[3], &[1.0, 2.0, 3.0]).unwrap();
+    assert_eq!(t.read_f32(&gpu).unwrap(), [1.0, 2.0, 3.0]);
+    assert_eq!(gpu.allocated_bytes(), 12);
+}
+
+#[test]
+fn an_error_outside_any_scope_comes_back_from_the_next_wait_not_as_a_panic() {
+    // Out of memory cannot be provoked safely on a CPU device (lavapipe would take the host's memory first), so
+    // this provokes what the same handler receives: a validation error no scope catches. With wgpu's default
+    // handler the create_buffer calls below would panic.
+    let gpu = own_gpu();
+    gpu.wait().expect("a fresh device has no error");
+    let invalid = wgpu::BufferDescriptor {
+        label: Some("mappable storage"),
+        size: 16,
+        // MAP_READ combines only with COPY_DST unless MAPPABLE_PRIMARY_BUFFERS is enabled (it never is).
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    };
+    let _first = gpu.device.create_buffer(&invalid);
+    let _second = gpu.device.create_buffer(&invalid);
+    let err = gpu.wait().expect_err("the recorded error").to_string();
+    assert!(
+        err.contains("mappable storage") && err.contains("1 later error followed"),
+        "{err}"
+    );
+    gpu.wait().expect("reported once, then forgotten");
+}
+
+#[test]
+fn out_of_memory_names_the_shape_the_bytes_what_is_held_and_the_fix() {
+    let err = diffuse::Error::OutOfMemory {
+        what: "tensor".into(),
+        shape: vec![64, 128, 32, 32],
+        bytes: 33_554_432,
+        allocated: 3 << 30,
+    }
+    .to_string();
+    assert!(
+        err.contains("tensor [64, 128, 32, 32]")
+            && err.contains("33554432 bytes (32.00 MiB)")
+            && err.contains("3.00 GiB already allocated")
+            && err.contains("--batch"),
+        "{err}"
+    );
 }
