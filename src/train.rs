@@ -11,9 +11,10 @@ use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::gpu::upload::{Filled, UploadRing};
-use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
+use crate::gpu::{footprint, DType, Dispatch, Footprint, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::batch::PackedImages;
 use crate::kernels::optimizer::{self, AdamState, Hyper};
+use crate::kernels::random::Stream;
 use crate::kernels::{batch, elementwise, loss, noise, random};
 use crate::model::param_buffers::max_shard_elements;
 use crate::model::unet::{DropoutDraw, Net};
@@ -48,6 +49,13 @@ pub struct TrainSettings {
     /// The most f32s per parameter buffer (None: as many as the adapter binds). Smaller values cut the
     /// parameters, gradients, moments and EMA into more shards, as on an adapter with a smaller binding limit.
     pub max_shard: Option<usize>,
+    /// Batches whose gradients are summed before each optimizer step: a step sees `batch · grad_accum` images.
+    pub grad_accum: usize,
+    /// Images per forward/backward pass (must divide `batch`); None: the whole batch if it fits, else the largest
+    /// divisor of it that does.
+    pub micro_batch: Option<usize>,
+    /// GPU memory the run may use, in bytes (None: only the adapter's per-buffer limit is checked).
+    pub memory_budget: Option<u64>,
     pub seed: u64,
 }
 
@@ -82,6 +90,9 @@ impl TrainSettings {
             flip: false,
             placement: Placement::Auto,
             max_shard: None,
+            grad_accum: 1,
+            micro_batch: None,
+            memory_budget: None,
             seed: 0,
         }
     }
@@ -144,6 +155,148 @@ enum Source {
     },
 }
 
+/// How a step's images are split into forward/backward passes, and the GPU memory that takes.
+#[derive(Clone, Debug)]
+pub struct BatchPlan {
+    /// Images per pass.
+    pub micro_batch: usize,
+    /// Passes per optimizer step: grad_accum · batch / micro_batch.
+    pub passes: usize,
+    /// Estimated GPU memory of the run (weights, optimizer state, activations and scratch; not the data).
+    pub bytes: u64,
+    /// Estimated largest single buffer.
+    pub largest: u64,
+    /// Says how and why the batch was split, when it was (to be shown once).
+    pub note: Option<String>,
+}
+
+/// The memory of a training net's forward and backward passes at a batch size, measured by building it.
+fn measure(
+    gpu: &Gpu,
+    config: &UNetConfig,
+    params: &ParamBuffers,
+    dropout: &DropoutDraw,
+    batch: usize,
+) -> Result<Footprint> {
+    let net = Net::for_training(gpu, config, params, batch, dropout.clone())?;
+    let d_out = Tensor::zeros(gpu, net.output().shape(), DType::F32)?;
+    let mut all = net.forward(gpu)?;
+    all.extend(net.backward(gpu, &d_out)?);
+    Ok(footprint(&all))
+}
+
+impl BatchPlan {
+    /// Measures the net at batch 1 and 2 (memory is affine in the batch: fixed weights and gradients plus
+    /// per-image activations), adds the trainer's own buffers, and picks the pass size.
+    fn new(
+        gpu: &Gpu,
+        settings: &TrainSettings,
+        params: &ParamBuffers,
+        dropout: &DropoutDraw,
+        image_values: usize,
+    ) -> Result<BatchPlan> {
+        let batch = settings.batch;
+        if batch == 0 || settings.grad_accum == 0 {
+            return Err(Error::Usage(
+                "--batch and --grad-accum must be at least 1".into(),
+            ));
+        }
+        if let Some(m) = settings.micro_batch {
+            if m == 0 || !batch.is_multiple_of(m) {
+                return Err(Error::Usage(format!(
+                    "--micro-batch {m} must divide --batch {batch}"
+                )));
+            }
+        }
+        let one = measure(gpu, &settings.model, params, dropout, 1)?;
+        let two = measure(gpu, &settings.model, params, dropout, 2)?;
+        let per_image = two.bytes.saturating_sub(one.bytes);
+        let per_image_largest = two.largest.saturating_sub(one.largest);
+        let weights = params.len() as u64 * 4;
+        // The trainer's own: EMA and Adam's two moments; per image x₀, ε, the target and ∂L/∂prediction.
+        let fixed = one.bytes - per_image + 3 * weights;
+        let per_image = per_image + 4 * 4 * image_values as u64;
+        let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
+        let estimate = |m: usize| {
+            let passes = settings.grad_accum * batch / m;
+            // With several passes the gradient is summed in a buffer of its own.
+            let sum = if passes > 1 { weights } else { 0 };
+            BatchPlan {
+                micro_batch: m,
+                passes,
+                bytes: fixed + sum + per_image * m as u64,
+                largest: one.largest + per_image_largest * (m as u64 - 1),
+                note: None,
+            }
+        };
+        let fits = |p: &BatchPlan| {
+            p.largest <= limit
+                && settings
+                    .memory_budget
+                    .is_none_or(|budget| p.bytes <= budget)
+        };
+        let why = |p: &BatchPlan| {
+            let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+            if p.largest > limit {
+                format!(
+                    "its largest buffer would be {}, and the adapter binds at most {} per buffer",
+                    mb(p.largest),
+                    mb(limit)
+                )
+            } else {
+                format!(
+                    "it needs about {} of GPU memory, over the --memory-budget of {}",
+                    mb(p.bytes),
+                    mb(settings.memory_budget.unwrap_or(0))
+                )
+            }
+        };
+        let whole = estimate(batch);
+        match settings.micro_batch {
+            Some(m) => {
+                let plan = estimate(m);
+                if !fits(&plan) {
+                    return Err(Error::Usage(format!(
+                        "--micro-batch {m} does not fit: {}; choose a smaller --micro-batch",
+                        why(&plan)
+                    )));
+                }
+                Ok(plan)
+            }
+            None => {
+                if fits(&whole) {
+                    return Ok(whole);
+                }
+                let single = estimate(1);
+                if !fits(&single) {
+                    return Err(Error::Usage(format!(
+                        "one image at a time does not fit: {}. Lower --image-size, --base-channels or \
+                         --channel-mults{}",
+                        why(&single),
+                        if settings.memory_budget.is_some() {
+                            ", or raise --memory-budget"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                let m = (1..batch)
+                    .rev()
+                    .find(|&m| batch.is_multiple_of(m) && fits(&estimate(m)))
+                    .unwrap_or(1);
+                let mut plan = estimate(m);
+                plan.note = Some(format!(
+                    "batch {batch} does not fit one pass ({}): {} micro-batches of {m}, their gradients summed \
+                     within each step's submission",
+                    why(&whole),
+                    batch / m
+                ));
+                Ok(plan)
+            }
+        }
+    }
+}
+
 pub struct Trainer {
     pub settings: TrainSettings,
     pub net: Net,
@@ -156,6 +309,9 @@ pub struct Trainer {
     zero: Tensor,
     norm: Tensor,
     step_dispatches: Vec<Dispatch>,
+    /// The gradient the optimizer reads (the net's own, or its sum over the passes of a step).
+    grads: ParamBuffers,
+    plan: BatchPlan,
     source: Source,
     /// The GPU's rng offset as of the next step (the host's copy: streaming draws the same indices from it).
     rng_offset: u64,
@@ -227,20 +383,18 @@ impl Trainer {
             // Adam's GPU-side step tensor is [t, …]: the rest is recomputed from t on the next step.
             adam.step.write_f32(gpu, &[step as f32, 0.0, 0.0, 0.0])?;
         }
-        let n = settings.batch;
         let rng = random::rng_state(gpu, rng_offset)?;
-        let net = Net::for_training(
-            gpu,
-            config,
-            &params,
-            n,
-            DropoutDraw {
-                seed: settings.seed,
-                state: rng.clone(),
-            },
-        )?;
-
+        let dropout = DropoutDraw {
+            seed: settings.seed,
+            state: rng.clone(),
+        };
         let d = dataset.image_len();
+        let plan = BatchPlan::new(gpu, &settings, &params, &dropout, d)?;
+        let (m, passes) = (plan.micro_batch, plan.passes);
+        // Images per optimizer step: every draw below takes its part of a draw of this many.
+        let total = settings.batch * settings.grad_accum;
+        let net = Net::for_training(gpu, config, &params, m, dropout)?;
+
         let bytes = dataset.len as u64 * d as u64;
         let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
         let fits = bytes.div_ceil(4) * 4 <= limit && bytes <= u32::MAX as u64;
@@ -254,7 +408,12 @@ impl Trainer {
             }
             Placement::Gpu => true,
             Placement::Host => false,
-            Placement::Auto => fits,
+            // Resident where it fits one binding and, with a budget, beside everything else.
+            Placement::Auto => {
+                fits && settings
+                    .memory_budget
+                    .is_none_or(|budget| plan.bytes + bytes <= budget)
+            }
         };
         let size = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
         let placement_note = if resident {
@@ -270,6 +429,8 @@ impl Trainer {
                 size(bytes),
                 if settings.placement == Placement::Host {
                     "as asked".to_string()
+                } else if fits {
+                    "the GPU memory left in --memory-budget is smaller".to_string()
                 } else {
                     format!(
                         "more than one buffer binding of this adapter holds: {}",
@@ -278,13 +439,27 @@ impl Trainer {
                 }
             )
         };
-        let index = Tensor::zeros(gpu, &[n], DType::U32)?;
+        let index = Tensor::zeros(gpu, &[m], DType::U32)?;
+        // Which rows each pass gathers from `data`: the GPU-drawn dataset indices, or (streaming) its slice of the
+        // rows uploaded for the step, in order.
         let (data, gather_index, source) = if resident {
             let data = PackedImages::upload(gpu, &dataset.pixels, d)?;
-            (data, index.clone(), Source::Resident)
+            (data, vec![index.clone(); passes], Source::Resident)
         } else {
-            let rows = PackedImages::zeros(gpu, n, d)?;
-            let in_order: Vec<u32> = (0..n as u32).collect();
+            let upload = total as u64 * d as u64;
+            if upload.div_ceil(4) * 4 > limit {
+                return Err(Error::Usage(format!(
+                    "streaming: one step's {total} images are {upload} bytes, more than one buffer binding of this \
+                     adapter holds ({limit}); lower --batch or --grad-accum"
+                )));
+            }
+            let rows = PackedImages::zeros(gpu, total, d)?;
+            let in_order = (0..passes)
+                .map(|j| {
+                    let part: Vec<u32> = (j * m..(j + 1) * m).map(|i| i as u32).collect();
+                    Tensor::from_u32(gpu, &[m], &part)
+                })
+                .collect::<Result<Vec<_>>>()?;
             let source = Source::Streamed {
                 pixels: dataset.pixels.clone(),
                 d,
@@ -292,96 +467,152 @@ impl Trainer {
                 ring: UploadRing::new(gpu, rows.words.byte_size())?,
                 rows: rows.clone(),
             };
-            (rows, Tensor::from_u32(gpu, &[n], &in_order)?, source)
+            (rows, in_order, source)
         };
-        let x0 = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
-        let eps = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
-        let target = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
-        let d_pred = Tensor::zeros(gpu, &[n, c, s, s], DType::F32)?;
+        let x0 = Tensor::zeros(gpu, &[m, c, s, s], DType::F32)?;
+        let eps = Tensor::zeros(gpu, &[m, c, s, s], DType::F32)?;
+        let target = Tensor::zeros(gpu, &[m, c, s, s], DType::F32)?;
+        let d_pred = Tensor::zeros(gpu, &[m, c, s, s], DType::F32)?;
         let loss_value = Tensor::zeros(gpu, &[1], DType::F32)?;
         let loss_sum = Tensor::zeros(gpu, &[1], DType::F32)?;
         let norm = Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?;
         let hyper = Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?;
         let schedule = Schedule::new(settings.schedule.beta_schedule(), settings.timesteps)?;
         let table = noise::upload_table(gpu, &schedule.noise_table())?;
+        let flip_u = Tensor::zeros(gpu, &[m], DType::F32)?;
+        let labels_all = match (config.num_classes, &net.labels) {
+            (Some(classes), Some(_)) => {
+                let all = dataset.labels.as_ref().ok_or_else(|| {
+                    Error::Usage("a class-conditional model needs a labelled dataset (MNIST labels or class subfolders)".into())
+                })?;
+                if let Some(&bad) = all.iter().find(|&&l| l as usize >= classes) {
+                    return Err(Error::Usage(format!(
+                        "the dataset has label {bad}, but the model has {classes} classes"
+                    )));
+                }
+                Some((
+                    Tensor::from_u32(gpu, &[all.len()], all)?,
+                    Tensor::zeros(gpu, &[m], DType::F32)?,
+                    classes as u32,
+                ))
+            }
+            _ => None,
+        };
+        // Each pass's share of the step's loss and gradient: 1/passes (exact when passes is a power of two).
+        let share = Tensor::from_f32(gpu, &[1], &[1.0 / passes as f32])?;
+        // The gradient the optimizer reads: the net's own with one pass, else the sum over the passes.
+        let grad_sum = if passes > 1 {
+            Some(net.grads.zeros_like(gpu)?)
+        } else {
+            None
+        };
 
         let seed = settings.seed;
-        let mut d = vec![random::fill_uniform_int(
-            gpu,
-            &index,
-            dataset.len as u32,
-            seed,
-            stream::INDEX,
-            &rng,
-        )?];
-        if settings.flip {
-            let u = Tensor::zeros(gpu, &[n], DType::F32)?;
-            d.push(random::fill_uniform(gpu, &u, seed, stream::FLIP, &rng)?);
-            d.push(batch::gather_rows_flip(gpu, &data, &gather_index, &u, &x0)?);
-        } else {
-            d.push(batch::gather_rows(gpu, &data, &gather_index, &x0)?);
-        }
-        if let (Some(classes), Some(labels)) = (config.num_classes, &net.labels) {
-            let all = dataset.labels.as_ref().ok_or_else(|| {
-                Error::Usage("a class-conditional model needs a labelled dataset (MNIST labels or class subfolders)".into())
-            })?;
-            if let Some(&bad) = all.iter().find(|&&l| l as usize >= classes) {
-                return Err(Error::Usage(format!(
-                    "the dataset has label {bad}, but the model has {classes} classes"
-                )));
-            }
-            let all = Tensor::from_u32(gpu, &[all.len()], all)?;
-            let u = Tensor::zeros(gpu, &[n], DType::F32)?;
-            d.push(random::fill_uniform(
+        let image = c * s * s;
+        let mut d = Vec::new();
+        for (j, gather_index) in gather_index.iter().enumerate() {
+            // This pass draws the numbers of images j·m..(j+1)·m of the step's draw of `total`.
+            let at =
+                |stream: u32, per_image: usize| Stream::from_element(stream, j * m * per_image);
+            d.push(random::fill_uniform_int(
                 gpu,
-                &u,
+                &index,
+                dataset.len as u32,
                 seed,
-                stream::LABEL_DROP,
+                at(stream::INDEX, 1),
                 &rng,
             )?);
-            d.push(batch::gather_labels(
+            if settings.flip {
+                d.push(random::fill_uniform(
+                    gpu,
+                    &flip_u,
+                    seed,
+                    at(stream::FLIP, 1),
+                    &rng,
+                )?);
+                d.push(batch::gather_rows_flip(
+                    gpu,
+                    &data,
+                    gather_index,
+                    &flip_u,
+                    &x0,
+                )?);
+            } else {
+                d.push(batch::gather_rows(gpu, &data, gather_index, &x0)?);
+            }
+            if let (Some((all, u, classes)), Some(labels)) = (&labels_all, &net.labels) {
+                d.push(random::fill_uniform(
+                    gpu,
+                    u,
+                    seed,
+                    at(stream::LABEL_DROP, 1),
+                    &rng,
+                )?);
+                d.push(batch::gather_labels(
+                    gpu,
+                    all,
+                    &index,
+                    u,
+                    settings.p_uncond,
+                    *classes,
+                    labels,
+                )?);
+            }
+            d.push(random::fill_uniform_int(
                 gpu,
-                &all,
-                &index,
-                &u,
-                settings.p_uncond,
-                classes as u32,
-                labels,
+                &net.timesteps,
+                settings.timesteps as u32,
+                seed,
+                at(stream::TIMESTEP, 1),
+                &rng,
             )?);
+            d.push(random::fill_normal(
+                gpu,
+                &eps,
+                seed,
+                at(stream::NOISE, image),
+                &rng,
+            )?);
+            d.push(noise::noise_forward(
+                gpu,
+                &x0,
+                &eps,
+                &net.timesteps,
+                &table,
+                settings.target,
+                &net.input,
+                &target,
+            )?);
+            d.extend(net.forward_part(gpu, j)?);
+            d.extend(loss::mse_forward(gpu, net.output(), &target, &loss_value)?);
+            d.push(elementwise::axpy(
+                gpu,
+                1.0 / passes as f32,
+                &loss_value,
+                &loss_sum,
+            )?);
+            d.push(loss::mse_backward(
+                gpu,
+                net.output(),
+                &target,
+                (passes > 1).then_some(&share),
+                &d_pred,
+            )?);
+            d.extend(net.backward_part(gpu, &d_pred, j)?);
+            if let Some(sum) = &grad_sum {
+                for (g, acc) in net.grads.shards().iter().zip(sum.shards()) {
+                    d.push(if j == 0 {
+                        elementwise::scale(gpu, g, 1.0, acc)?
+                    } else {
+                        elementwise::axpy(gpu, 1.0, g, acc)?
+                    });
+                }
+            }
         }
-        d.push(random::fill_uniform_int(
-            gpu,
-            &net.timesteps,
-            settings.timesteps as u32,
-            seed,
-            stream::TIMESTEP,
-            &rng,
-        )?);
-        d.push(random::fill_normal(gpu, &eps, seed, stream::NOISE, &rng)?);
-        d.push(noise::noise_forward(
-            gpu,
-            &x0,
-            &eps,
-            &net.timesteps,
-            &table,
-            settings.target,
-            &net.input,
-            &target,
-        )?);
-        d.extend(net.forward(gpu)?);
-        d.extend(loss::mse_forward(gpu, net.output(), &target, &loss_value)?);
-        d.push(elementwise::axpy(gpu, 1.0, &loss_value, &loss_sum)?);
-        d.push(loss::mse_backward(
-            gpu,
-            net.output(),
-            &target,
-            None,
-            &d_pred,
-        )?);
-        d.extend(net.backward(gpu, &d_pred)?);
+        let grads = grad_sum.as_ref().unwrap_or(&net.grads).clone();
         d.extend(optimizer::grad_norm(
             gpu,
-            net.grads.shards(),
+            grads.shards(),
             settings.grad_clip,
             &norm,
         )?);
@@ -389,7 +620,7 @@ impl Trainer {
             gpu,
             &settings.adam,
             params.shards(),
-            net.grads.shards(),
+            grads.shards(),
             &adam,
             &hyper,
             Some(&norm),
@@ -425,6 +656,8 @@ impl Trainer {
             zero: Tensor::zeros(gpu, &[1], DType::F32)?,
             norm,
             step_dispatches: d,
+            grads,
+            plan,
             source,
             rng_offset,
             placement_note,
@@ -437,6 +670,16 @@ impl Trainer {
     /// Where the data lives and why ("data: … resident on the GPU" or "… streamed from host memory (…)").
     pub fn placement_note(&self) -> &str {
         &self.placement_note
+    }
+
+    /// How each step's images are split into passes, and the memory estimate behind it.
+    pub fn plan(&self) -> &BatchPlan {
+        &self.plan
+    }
+
+    /// The gradient of the last step (summed over its passes, before clipping), read back flat.
+    pub fn gradient(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.grads.read_flat(gpu)
     }
 
     /// Whether the dataset is streamed from host memory.
@@ -509,7 +752,7 @@ impl Trainer {
             self.settings.seed,
             stream::INDEX,
             self.rng_offset,
-            self.settings.batch,
+            self.settings.batch * self.settings.grad_accum,
             *len as u32,
         );
         let filled = ring.fill(gpu, |view| {

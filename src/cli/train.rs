@@ -36,8 +36,20 @@ pub struct TrainArgs {
     /// Total optimizer steps (a resumed run continues up to this count).
     #[arg(long, default_value_t = 10_000)]
     pub steps: u64,
+    /// Images per batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Sum the gradients of this many batches before each optimizer step (a larger effective batch in the same
+    /// memory: each step sees --batch × --grad-accum images).
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Images per forward/backward pass; must divide --batch (default: the whole batch if it fits the adapter and
+    /// --memory-budget, else the largest divisor that does).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// GPU memory the run may use, in GB (default: only the adapter's per-buffer limit is checked).
+    #[arg(long)]
+    pub memory_budget: Option<f64>,
     /// Peak learning rate (Adam), reached after --warmup steps.
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
@@ -208,6 +220,16 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     };
     let mut settings = TrainSettings::new(config.clone());
     settings.batch = args.batch;
+    settings.grad_accum = args.grad_accum;
+    settings.micro_batch = args.micro_batch;
+    settings.memory_budget = match args.memory_budget {
+        Some(gb) if !(gb.is_finite() && gb > 0.0) => {
+            return Err(Error::Usage(format!(
+                "--memory-budget {gb}: give the GPU memory the run may use in GB, e.g. 6 or 0.5"
+            )))
+        }
+        gb => gb.map(|gb| (gb * 1e9) as u64),
+    };
     settings.lr = args.lr;
     settings.warmup = args.warmup;
     settings.ema_decay = args.ema;
@@ -233,16 +255,36 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "training {} ({} parameters) on {} for steps {}..{} at batch {}, on {}",
+        "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, on {}",
         args.preset,
         ParamLayout::new(&config).count(),
         dataset.description,
         start_step,
         args.steps,
         args.batch,
+        if args.grad_accum > 1 {
+            format!(
+                " × {} accumulated = {} images per step",
+                args.grad_accum,
+                args.batch * args.grad_accum
+            )
+        } else {
+            String::new()
+        },
         gpu.describe()
     );
     println!("{}", trainer.placement_note());
+    let plan = trainer.plan();
+    println!(
+        "memory: about {:.0} MB on the GPU (largest buffer {:.0} MB), {} image{} per pass",
+        plan.bytes as f64 / 1e6,
+        plan.largest as f64 / 1e6,
+        plan.micro_batch,
+        if plan.micro_batch == 1 { "" } else { "s" }
+    );
+    if let Some(note) = &plan.note {
+        println!("{note}");
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -270,7 +312,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         metrics.borrow_mut().write(
             report,
             settings.lr_at(report.step - 1),
-            rate * settings.batch as f64,
+            rate * (settings.batch * settings.grad_accum) as f64,
             seconds,
         )?;
         let message = format!(

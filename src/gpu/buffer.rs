@@ -61,7 +61,7 @@ impl Gpu {
     }
 
     /// Runs `create` inside out-of-memory and validation error scopes (the pattern of `Gpu::kernel`).
-    fn scoped(
+    pub(crate) fn scoped(
         &self,
         what: &str,
         shape: &[usize],

@@ -10,7 +10,7 @@ pub mod timer;
 pub mod upload;
 
 pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
-pub use pipeline::{grid_1d, Dispatch, Kernel, Recorder, UsedBinding};
+pub use pipeline::{footprint, grid_1d, Dispatch, Footprint, Kernel, Recorder, UsedBinding};
 pub use readback::PendingRead;
 pub use tensor::{DType, Tensor};
 pub use timer::{Clock, Timer};

@@ -289,6 +289,30 @@ pub struct Dispatch {
     /// The variant choice that produced it, for families with several (src/kernels/select.rs): printed by
     /// `diffuse bench --breakdown` beside the kernel.
     pub choice: Option<&'static str>,
+    /// The storage buffers it binds, for [`footprint`].
+    buffers: Vec<wgpu::Buffer>,
+}
+
+/// The GPU memory a list of dispatches touches: every distinct storage buffer they bind, counted once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub bytes: u64,
+    /// The largest single buffer (what the per-binding limit applies to).
+    pub largest: u64,
+}
+
+// wgpu::Buffer hashes and compares by its id, which never changes: its interior mutability is not in the key.
+#[allow(clippy::mutable_key_type)]
+pub fn footprint<'a>(dispatches: impl IntoIterator<Item = &'a Dispatch>) -> Footprint {
+    let mut seen = std::collections::HashSet::new();
+    let mut f = Footprint::default();
+    for b in dispatches.into_iter().flat_map(|d| &d.buffers) {
+        if seen.insert(b.clone()) {
+            f.bytes += b.size();
+            f.largest = f.largest.max(b.size());
+        }
+    }
+    f
 }
 
 impl Dispatch {
@@ -380,10 +404,12 @@ impl Dispatch {
             }
         }
         let mut entries = Vec::with_capacity(kernel.used_bindings.len());
+        let mut buffers = Vec::new();
         for used in &kernel.used_bindings {
             let resource = if used.uniform {
                 uniform.as_entire_binding()
             } else {
+                buffers.push(tensor_of(used)?.buffer().clone());
                 tensor_of(used)?.binding()
             };
             entries.push(wgpu::BindGroupEntry {
@@ -401,6 +427,7 @@ impl Dispatch {
             bind_group,
             workgroups,
             choice: None,
+            buffers,
         })
     }
 }

@@ -43,18 +43,22 @@ impl UploadRing {
         }
         let slots = (0..SLOTS)
             .map(|_| {
+                let buffer =
+                    gpu.scoped("upload ring slot", &[bytes as usize], bytes, |device| {
+                        device.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("upload ring"),
+                            size: bytes,
+                            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                            mapped_at_creation: true,
+                        })
+                    })?;
                 gpu.count_allocation(bytes);
-                Slot {
-                    buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("upload ring"),
-                        size: bytes,
-                        usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: true,
-                    }),
+                Ok(Slot {
+                    buffer,
                     mapping: None,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(UploadRing {
             slots,
             next: 0,

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::conv2d::Conv2dOptions;
 use crate::kernels::group_norm::GroupNorm;
+use crate::kernels::random::Stream;
 use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul, random};
 use crate::model::config::DEFAULT_MAX_PERIOD;
 use crate::model::{Architecture, Block, ParamBuffers, ParamLayout, UNetConfig};
@@ -415,8 +416,16 @@ impl Net {
 
     // ---- the passes ------------------------------------------------------------------------------------------
 
-    /// One dropout layer's mask applied to `x` (forward) or to ∂L/∂y (backward: the same mask).
-    fn dropout(&self, gpu: &Gpu, x: &Tensor, stream: u32, y: &Tensor) -> Result<Dispatch> {
+    /// One dropout layer's mask applied to `x` (forward) or to ∂L/∂y (backward: the same mask). Micro-batch `part`
+    /// takes the masks of its images in the whole batch: elements from part·len(x) on.
+    fn dropout(
+        &self,
+        gpu: &Gpu,
+        part: usize,
+        x: &Tensor,
+        stream: u32,
+        y: &Tensor,
+    ) -> Result<Dispatch> {
         let draw = self
             .dropout
             .as_ref()
@@ -426,7 +435,7 @@ impl Net {
             x,
             self.config.dropout as f64,
             draw.seed,
-            stream,
+            Stream::from_element(stream, part * x.len()),
             &draw.state,
             y,
         )
@@ -434,6 +443,12 @@ impl Net {
 
     /// The forward pass: reads `input`, `timesteps` (and `labels`), writes every activation and `output()`.
     pub fn forward(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
+        self.forward_part(gpu, 0)
+    }
+
+    /// The forward pass of micro-batch `part` of a larger batch (its images are part·batch.. of it): the same as
+    /// [`Net::forward`] but for the dropout masks, which are those of these images in the whole batch.
+    pub fn forward_part(&self, gpu: &Gpu, part: usize) -> Result<Vec<Dispatch>> {
         let a = |x: Act| &self.acts[x.0];
         let p = |name: &str| self.param(gpu, &self.params, name);
         let mut out = Vec::new();
@@ -506,7 +521,9 @@ impl Net {
                     lse,
                     heads,
                 } => attention::attention_forward(gpu, a(*qkv), *heads, a(*o), lse)?,
-                Op::Dropout { x, y, stream } => vec![self.dropout(gpu, a(*x), *stream, a(*y))?],
+                Op::Dropout { x, y, stream } => {
+                    vec![self.dropout(gpu, part, a(*x), *stream, a(*y))?]
+                }
                 Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
                     gpu,
                     &self.timesteps,
@@ -533,6 +550,16 @@ impl Net {
 
     /// The backward pass from `d_output` (∂L/∂output, [N, C, S, S]): writes `grads` (every parameter's gradient).
     pub fn backward(&self, gpu: &Gpu, d_output: &Tensor) -> Result<Vec<Dispatch>> {
+        self.backward_part(gpu, d_output, 0)
+    }
+
+    /// The backward pass of micro-batch `part` (see [`Net::forward_part`]).
+    pub fn backward_part(
+        &self,
+        gpu: &Gpu,
+        d_output: &Tensor,
+        part: usize,
+    ) -> Result<Vec<Dispatch>> {
         if d_output.shape() != self.output().shape() {
             return Err(Error::shape(
                 "Net::backward",
@@ -681,7 +708,7 @@ impl Net {
                 Op::Dropout { x, y, stream } => {
                     let d_y = grads.get(*y);
                     grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                        Ok(vec![self.dropout(gpu, &d_y, *stream, d_x)?])
+                        Ok(vec![self.dropout(gpu, part, &d_y, *stream, d_x)?])
                     })?;
                 }
                 Op::TimestepEmbedding { .. } => {}

@@ -145,12 +145,14 @@ fn check_resume(settings: TrainSettings) {
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
     let dir = std::env::temp_dir().join(format!(
-        "diffuse-resume-{}-{}-{}-{:?}-{:?}",
+        "diffuse-resume-{}-{}-{}-{:?}-{:?}-{:?}-{}",
         std::process::id(),
         settings().model.dropout,
         settings().flip,
         settings().placement,
-        settings().max_shard
+        settings().max_shard,
+        settings().micro_batch,
+        settings().grad_accum
     ));
     let path = dir.join("run.safetensors");
     first_half.checkpoint(gpu).unwrap().save(&path).unwrap();
@@ -283,4 +285,109 @@ fn a_resumed_run_with_sharded_parameters_repeats_the_uninterrupted_losses_exactl
     let mut s = settings();
     s.max_shard = Some(smallest_shard());
     check_resume(s);
+}
+
+#[test]
+fn a_resumed_run_in_micro_batches_with_accumulation_repeats_the_uninterrupted_losses_exactly() {
+    let mut s = settings();
+    s.batch = 2;
+    s.grad_accum = 2;
+    s.micro_batch = Some(1);
+    s.model.dropout = 0.2;
+    s.placement = Placement::Host;
+    check_resume(s);
+}
+
+/// Micro-batches and accumulation change only the order of sums: the gradient of the same four images, noise,
+/// timesteps, flips and dropout masks is the whole batch's.
+///
+/// Bound: tests/it/unet.rs holds the tiny U-Net's gradient to 40·γ₂₈₈·Σ|gᵢvᵢ| of the exact one along a direction
+/// v; two such computations differ by at most twice that, plus the one f32 add per pass that sums the micro-batch
+/// gradients (γ(passes)·Σ|gᵢvᵢ|). The 1/passes scaling is exact (a power of two). Directions: random signs over
+/// each parameter tensor in turn, so an error confined to one tensor cannot hide in a sum over all.
+#[test]
+fn micro_batched_and_accumulated_gradients_equal_the_whole_batchs() {
+    use diffuse::reference::gamma;
+    let gpu = gpu();
+    let data = few_images();
+    let first_step = |batch: usize, grad_accum: usize, micro_batch: Option<usize>| {
+        let mut s = settings();
+        s.batch = batch;
+        s.grad_accum = grad_accum;
+        s.micro_batch = micro_batch;
+        s.flip = true;
+        s.model.dropout = 0.2;
+        let mut trainer = Trainer::new(gpu, s, &data, None).unwrap();
+        let loss = losses(&mut trainer, 1)[0];
+        (trainer.plan().passes, loss, trainer.gradient(gpu).unwrap())
+    };
+    let (passes, whole_loss, whole) = first_step(4, 1, None);
+    assert_eq!(passes, 1);
+    let layout = diffuse::model::ParamLayout::new(&tiny());
+    for (batch, accum, micro, want_passes) in
+        [(4, 1, Some(2), 2), (4, 1, Some(1), 4), (2, 2, None, 2)]
+    {
+        let (passes, loss, split) = first_step(batch, accum, micro);
+        let what = format!("batch {batch} × {accum} in passes of {micro:?}");
+        assert_eq!(passes, want_passes, "{what}");
+        let bound = 2.0 * 40.0 * gamma(288) + gamma(passes);
+        assert!(
+            (loss - whole_loss).abs() <= bound * whole_loss,
+            "{what}: loss {loss} vs {whole_loss}"
+        );
+        for (k, p) in layout.params.iter().enumerate() {
+            let signs = common::uniform(p.len(), 300 + k as u64);
+            let range = p.offset..p.offset + p.len();
+            let dot = |g: &[f32]| -> (f64, f64) {
+                g[range.clone()]
+                    .iter()
+                    .zip(&signs)
+                    .fold((0.0, 0.0), |(s, a), (&g, &v)| {
+                        let t = g as f64 * v.signum() as f64;
+                        (s + t, a + t.abs())
+                    })
+            };
+            let ((a, mag_a), (b, mag_b)) = (dot(&whole), dot(&split));
+            assert!(
+                (a - b).abs() <= bound * mag_a.max(mag_b),
+                "{what}: {} along a random direction: {a} vs {b}",
+                p.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_batch_over_the_memory_budget_is_split_into_micro_batches_that_fit() {
+    let gpu = gpu();
+    let data = few_images();
+    let plan = |micro_batch: Option<usize>, budget: Option<u64>| {
+        let mut s = settings();
+        s.micro_batch = micro_batch;
+        s.memory_budget = budget;
+        Trainer::new(gpu, s, &data, None).map(|t| t.plan().clone())
+    };
+    let whole = plan(None, None).unwrap();
+    let halves = plan(Some(2), None).unwrap();
+    assert!((whole.micro_batch, whole.passes) == (4, 1) && whole.note.is_none());
+    assert!(halves.bytes < whole.bytes && halves.passes == 2);
+    // A budget that holds two images per pass but not four: the batch is split in two, and the run says so.
+    let split = plan(None, Some(halves.bytes)).unwrap();
+    assert_eq!((split.micro_batch, split.passes), (2, 2));
+    let note = split.note.unwrap();
+    assert!(
+        note.contains("batch 4 does not fit") && note.contains("2 micro-batches of 2"),
+        "{note}"
+    );
+    // Nothing fits: the error names the budget and what to change.
+    let err = plan(None, Some(1000)).unwrap_err().to_string();
+    assert!(
+        err.contains("one image at a time does not fit") && err.contains("--memory-budget"),
+        "{err}"
+    );
+    let err = plan(Some(3), None).unwrap_err().to_string();
+    assert!(
+        err.contains("--micro-batch 3 must divide --batch 4"),
+        "{err}"
+    );
 }
