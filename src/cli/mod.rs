@@ -116,3 +116,13 @@ fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
         _ => Err(format!("expected R,G,B (e.g. 255,255,255), got {text:?}")),
     }
 }
+
+/// `--memory-budget` in GB as bytes.
+fn budget_bytes(gb: Option<f64>) -> Result<Option<u64>> {
+    match gb {
+        Some(gb) if !(gb.is_finite() && gb > 0.0) => Err(Error::Usage(format!(
+            "--memory-budget {gb}: give the GPU memory the run may use in GB, e.g. 6 or 0.5"
+        ))),
+        gb => Ok(gb.map(|gb| (gb * 1e9) as u64)),
+    }
+}

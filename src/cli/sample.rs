@@ -8,7 +8,7 @@ use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Process, Spac
 use diffuse::diffusion::Schedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
-use diffuse::model::denoiser::UNetDenoiser;
+use diffuse::model::denoiser::{max_batch, UNetDenoiser};
 use diffuse::model::{ParamBuffers, ParamLayout, SplitMix64};
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
@@ -71,8 +71,12 @@ pub struct SampleArgs {
     /// Images per GPU batch: --num runs in batches of at most this many, each its own submission, into one grid
     /// and one .npy. Batch k > 0 draws its noise from a seed derived from --seed and k, so the first batch is what
     /// a run of that size alone gives.
+    /// Lowered, with a note, where it does not fit the adapter's per-buffer limit or --memory-budget.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
+    /// GPU memory sampling may use, in GB (default: only the adapter's per-buffer limit is checked).
+    #[arg(long)]
+    pub memory_budget: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Class to generate (class-conditional models): its index, its name (a training subfolder's), or `all` for
@@ -108,7 +112,7 @@ const DEFAULT_BATCH: usize = 64;
 
 /// The seed of batch `k`: `seed` itself for the first, then the k-th draw of SplitMix64 seeded with it (well
 /// mixed, so that neighbouring seeds do not share batches).
-fn batch_seed(seed: u64, k: usize) -> u64 {
+pub(super) fn batch_seed(seed: u64, k: usize) -> u64 {
     let mut rng = SplitMix64::new(seed);
     (0..k).fold(seed, |_, _| rng.next_u64())
 }
@@ -215,7 +219,21 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     if args.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
-    let batches = n.div_ceil(args.batch);
+    let budget = super::budget_bytes(args.memory_budget)?;
+    let guided = args.class.is_some() && args.guidance != 0.0 && config.num_classes.is_some();
+    let fit = max_batch(gpu, config, &params, guided, budget)?;
+    let batch = if args.batch.min(n) > fit {
+        println!(
+            "--batch {} does not fit this adapter{}: sampling in batches of {fit} (pass --batch {fit} to \
+             reproduce these images)",
+            args.batch.min(n),
+            if budget.is_some() { " and --memory-budget" } else { "" }
+        );
+        fit
+    } else {
+        args.batch
+    };
+    let batches = n.div_ceil(batch);
     if args.gif.is_some() && batches > 1 {
         return Err(Error::Usage(format!(
             "--gif draws one batch's trajectory: give --batch {n} or more (or fewer images)"
@@ -233,9 +251,15 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     let started = Instant::now();
     let mut pixels = Vec::with_capacity(n * image);
     let mut trajectory = None;
+    let bar = indicatif::ProgressBar::new(n as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  [{elapsed_precise} elapsed, ETA {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
     for k in 0..batches {
-        let first = k * args.batch;
-        let len = args.batch.min(n - first);
+        let first = k * batch;
+        let len = batch.min(n - first);
         // One class per image (`all`) is split with the images; a single class serves every batch.
         let classes = classes.as_deref().map(|list| match list.len() {
             1 => list,
@@ -270,13 +294,16 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
             frames,
         )?;
         pixels.extend(sampler.run(gpu)?);
-        if batches > 1 {
+        bar.set_position((first + len) as u64);
+        if batches > 1 && bar.is_hidden() {
+            // Not a terminal (a log, CI): a line per batch instead of the bar.
             println!("batch {}/{batches}: {} of {n} images", k + 1, first + len);
         }
         if frames > 0 {
             trajectory = Some(sampler.frames(gpu)?);
         }
     }
+    bar.finish_and_clear();
     println!(
         "{n} samples, {} ({} model evaluations) in {:.1} s on {}",
         value_name(&args.sampler),

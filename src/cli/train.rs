@@ -11,12 +11,13 @@ use diffuse::diffusion::samplers::{self, Clip, Spacing};
 use diffuse::diffusion::NamedSchedule;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
-use diffuse::model::denoiser::UNetDenoiser;
+use diffuse::model::denoiser::{max_batch, UNetDenoiser};
 use diffuse::model::{ParamBuffers, ParamLayout, Preset, UNetConfig};
 use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
 
+use super::sample::batch_seed;
 use super::{open_dataset, parse_rgb};
 
 /// `diffuse train`: see `--help` for what each option does.
@@ -222,14 +223,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     settings.batch = args.batch;
     settings.grad_accum = args.grad_accum;
     settings.micro_batch = args.micro_batch;
-    settings.memory_budget = match args.memory_budget {
-        Some(gb) if !(gb.is_finite() && gb > 0.0) => {
-            return Err(Error::Usage(format!(
-                "--memory-budget {gb}: give the GPU memory the run may use in GB, e.g. 6 or 0.5"
-            )))
-        }
-        gb => gb.map(|gb| (gb * 1e9) as u64),
-    };
+    settings.memory_budget = super::budget_bytes(args.memory_budget)?;
     settings.lr = args.lr;
     settings.warmup = args.warmup;
     settings.ema_decay = args.ema;
@@ -459,8 +453,9 @@ impl MetricsLog {
     }
 }
 
-/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training); a
-/// class-conditional model draws image i of class i mod C.
+/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training), in
+/// batches that fit, batch k from the seed `diffuse sample` gives it; a class-conditional model draws image i of
+/// class i mod C.
 fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
     let schedule = ckpt.training.schedule()?;
     let list = samplers::timesteps(
@@ -474,22 +469,22 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         .config
         .num_classes
         .map(|count| (0..n).map(|i| (i % count) as u32).collect());
-    let model = UNetDenoiser::new(
-        gpu,
-        &ckpt.config,
-        &params,
-        n,
-        classes.as_deref(),
-        0.0,
-        ckpt.training.prediction,
-    )?;
-    let s = ckpt.config.image_size;
-    let sampler = Sampler::new(
-        gpu,
-        &plan,
-        &model,
-        &[n, ckpt.config.in_channels, s, s],
-        seed,
-    )?;
-    sampler.run(gpu)
+    let batch = n.min(max_batch(gpu, &ckpt.config, &params, false, None)?);
+    let (c, s) = (ckpt.config.in_channels, ckpt.config.image_size);
+    let mut pixels = Vec::with_capacity(n * c * s * s);
+    for (k, first) in (0..n).step_by(batch).enumerate() {
+        let len = batch.min(n - first);
+        let model = UNetDenoiser::new(
+            gpu,
+            &ckpt.config,
+            &params,
+            len,
+            classes.as_ref().map(|list| &list[first..first + len]),
+            0.0,
+            ckpt.training.prediction,
+        )?;
+        let sampler = Sampler::new(gpu, &plan, &model, &[len, c, s, s], batch_seed(seed, k))?;
+        pixels.extend(sampler.run(gpu)?);
+    }
+    Ok(pixels)
 }

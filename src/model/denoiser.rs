@@ -18,6 +18,58 @@ pub struct UNetDenoiser {
     guidance: Option<f32>,
 }
 
+/// The most images a sampling batch may hold on `gpu`: the inference net is measured at batch 1 and 2 (memory
+/// is affine in the batch) and held to the per-buffer limit and, if given, `budget` bytes. `guided`: the net runs
+/// two copies of each image. An error names the limit when not even one image fits.
+pub fn max_batch(
+    gpu: &Gpu,
+    config: &UNetConfig,
+    params: &ParamBuffers,
+    guided: bool,
+    budget: Option<u64>,
+) -> Result<usize> {
+    let measure = |batch: usize| -> Result<crate::gpu::Footprint> {
+        let net = Net::new(gpu, config, params, batch)?;
+        Ok(crate::gpu::footprint(&net.forward(gpu)?))
+    };
+    let (one, two) = (measure(1)?, measure(2)?);
+    let copies = if guided { 2 } else { 1 };
+    let per_image = (two.bytes - one.bytes) * copies;
+    let per_image_largest = (two.largest - one.largest) * copies;
+    let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
+    let fixed = one.bytes - per_image / copies;
+    let largest_fixed = one.largest - per_image_largest / copies;
+    // Each bound gives a largest batch; a zero per-image growth bounds nothing.
+    let by = |room: u64, per: u64| {
+        if per == 0 {
+            usize::MAX
+        } else {
+            (room / per) as usize
+        }
+    };
+    let mut most = by(limit.saturating_sub(largest_fixed), per_image_largest);
+    if let Some(budget) = budget {
+        most = most.min(by(budget.saturating_sub(fixed), per_image));
+    }
+    if most == 0 {
+        return Err(Error::Usage(format!(
+            "one image does not fit: it needs a {} MB buffer{}; the adapter binds at most {} MB per buffer{}. \
+             Sample a smaller model",
+            (largest_fixed + per_image_largest) / 1_000_000,
+            budget.map_or(String::new(), |_| format!(
+                " and about {} MB in all",
+                (fixed + per_image) / 1_000_000
+            )),
+            limit / 1_000_000,
+            budget.map_or(String::new(), |b| format!(
+                " and --memory-budget allows {} MB",
+                b / 1_000_000
+            )),
+        )));
+    }
+    Ok(most)
+}
+
 impl UNetDenoiser {
     /// A denoiser for batches of `batch` images. `classes`: the class of each image (class-conditional models;
     /// one entry applies to all; None samples unconditionally through the "no class" label). `guidance`: the

@@ -278,6 +278,18 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
         two[..image],
         "the second batch must draw its own noise"
     );
+    // ... and that noise is the seed's own: batch 1 of seed 0 is the run of one image from SplitMix64(0)'s first draw.
+    let npy1 = dir.join("s1.npy");
+    let seed1 = diffuse::model::SplitMix64::new(0).next_u64().to_string();
+    let mut alone = args[..9].to_vec();
+    alone[6] = "1";
+    alone.extend(["--npy", npy1.to_str().unwrap(), "--seed", &seed1]);
+    let (ok, _, stderr) = diffuse(&alone, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        diffuse::image_io::read_npy(&npy1).unwrap().1,
+        three[two.len()..]
+    );
     batched.extend(["--gif", gif.to_str().unwrap()]);
     let (ok, _, stderr) = diffuse(&batched, &[]);
     assert!(!ok && stderr.contains("--gif"), "{stderr}");
@@ -610,4 +622,43 @@ fn a_seventy_thousand_image_idx_set_trains_resident_and_streamed() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn sampling_more_than_fits_runs_in_batches_that_fit_and_says_how_to_repeat_it() {
+    let dir = scratch("fit");
+    let png = dir.join("grid.png");
+    let run = |extra: &[&str], npy: &std::path::Path| {
+        let mut args = vec![
+            "sample",
+            "-n",
+            "8",
+            "--steps",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+            "--npy",
+            npy.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (ok, stdout, stderr) = diffuse(&args, &[]);
+        assert!(ok, "{stderr}");
+        (stdout, diffuse::image_io::read_npy(npy).unwrap().1)
+    };
+    // The bundled small model needs about 17 MB for one image and 4 MB more per image: 40 MB holds three.
+    let (stdout, budgeted) = run(&["--memory-budget", "0.04"], &dir.join("a.npy"));
+    assert!(
+        stdout.contains(
+            "--batch 8 does not fit this adapter and --memory-budget: sampling in batches of 3"
+        ) && stdout.contains("batch 3/3: 8 of 8 images"),
+        "{stdout}"
+    );
+    let (_, by_hand) = run(&["--batch", "3"], &dir.join("b.npy"));
+    assert_eq!(budgeted, by_hand, "the note's --batch repeats the images");
+    let (ok, _, stderr) = diffuse(&["sample", "-n", "2", "--memory-budget", "0.001"], &[]);
+    assert!(
+        !ok && stderr.contains("one image does not fit")
+            && stderr.contains("--memory-budget allows 1 MB"),
+        "{stderr}"
+    );
 }
