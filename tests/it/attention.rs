@@ -177,24 +177,27 @@ fn backward_bounds(x: &Exact, fwd: &ForwardBounds) -> Vec<f64> {
                 }
             }
             for e in 0..d {
-                for j in 0..l {
+                // The sums over i of every column j, taken row by row: the same terms in the same order as one
+                // column at a time, but reading P and d_S along their rows (at L = 1,024 a column walk misses
+                // the cache on every term).
+                let mut sums = vec![[0.0f64; 5]; l];
+                for i in 0..l {
+                    let (o, q) = (d_o(e, i).abs(), x.q(n, h, e, i));
+                    for (j, t) in sums.iter_mut().enumerate() {
+                        let (pij, ds) = (x.p[at(i, j)], d_s[i * l + j]);
+                        t[0] += pij * fwd.p[at(i, j)] * o;
+                        t[1] += pij * o;
+                        t[2] += e_s[i * l + j] * q.abs();
+                        t[3] += (ds * q).abs();
+                        t[4] += ds * q;
+                    }
+                }
+                for (j, [v_prop, v_abs, k_prop, k_abs, k_sum]) in sums.into_iter().enumerate() {
                     // d_v[e, j] = Σ_i P_ij·d_out[e, i]
-                    let prop: f64 = (0..l)
-                        .map(|i| x.p[at(i, j)] * fwd.p[at(i, j)] * d_o(e, i).abs())
-                        .sum();
-                    let abs: f64 = (0..l).map(|i| x.p[at(i, j)] * d_o(e, i).abs()).sum();
-                    bound[s.qkv(2, n, h, e, j)] = prop + gamma(l) * abs;
+                    bound[s.qkv(2, n, h, e, j)] = v_prop + gamma(l) * v_abs;
                     // d_k[e, j] = Σ_i d_S_ij·q[e, i]/√d
-                    let prop: f64 = (0..l).map(|i| e_s[i * l + j] * x.q(n, h, e, i).abs()).sum();
-                    let abs: f64 = (0..l)
-                        .map(|i| (d_s[i * l + j] * x.q(n, h, e, i)).abs())
-                        .sum();
-                    let exact: f64 = (0..l)
-                        .map(|i| d_s[i * l + j] * x.q(n, h, e, i))
-                        .sum::<f64>()
-                        * x.scale();
-                    bound[s.qkv(1, n, h, e, j)] =
-                        x.scale() * (prop + gamma(l) * abs) + 2.0 * U * exact.abs();
+                    bound[s.qkv(1, n, h, e, j)] = x.scale() * (k_prop + gamma(l) * k_abs)
+                        + 2.0 * U * (k_sum * x.scale()).abs();
                 }
                 for i in 0..l {
                     // d_q[e, i] = Σ_j d_S_ij·k[e, j]/√d
@@ -304,6 +307,25 @@ fn attention_matches_reference_on_unet_shapes() {
     check_case(2, 128, 1, 7, 7, 1.0, 10); // the 7×7 mid block: one head of 128
     check_case(2, 128, 4, 14, 14, 1.0, 11); // 14×14, 4 heads of 32
     check_case(1, 128, 1, 16, 16, 1.0, 12); // rgb32's 16×16 level: L = 256, d = 128
+}
+
+#[test]
+fn attention_matches_reference_on_the_rgb64_and_rgb128_shapes() {
+    // One head throughout (config.rs). Both presets attend at 16×16 over 256 channels (L = 256, d = 256: 4 K-tiles)
+    // and in the middle block at their lowest level.
+    check_case(1, 256, 1, 16, 16, 1.0, 13);
+    check_case(2, 256, 1, 16, 16, 1.0, 14);
+    check_case(2, 256, 1, 8, 8, 1.0, 17); // rgb64's middle: L = 64, the row kernels' 8-lane limit
+    check_case(1, 512, 1, 4, 4, 1.0, 18); // rgb128's middle: L = 16, d = 512 (8 K-tiles)
+}
+
+#[test]
+fn attention_matches_reference_over_1024_positions_with_several_heads() {
+    // A 32×32 map, where the presets would attend with `--attention-resolutions 32`: L = 1,024 (16 tiles of 64,
+    // 32 subgroup blocks of 32 per side, rows of 1,024 scores over 64 row lanes), with several heads side by side
+    // in the channels; fewer channels than the presets' 256 there keep the f64 bounds to seconds.
+    check_case(1, 64, 4, 32, 32, 1.0, 15); // 4 heads of d = 16
+    check_case(2, 32, 2, 32, 32, 1.0, 16); // batch 2, 2 heads of d = 16
 }
 
 #[test]

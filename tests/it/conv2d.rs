@@ -131,29 +131,57 @@ fn forward_bounds(
     }
 }
 
-/// Per-element bound on a backward-input result of `path` (plus `old` where it accumulates), as [`forward_bounds`]
-/// with the channels swapped: the Winograd route is the forward of d_y with the flipped, transposed weights.
-fn backward_input_bounds(
-    gpu: &Gpu,
-    path: Path,
-    s: &Conv2dShape,
-    d_y: &[f64],
-    w: &[f64],
-    old: Option<&[f32]>,
-) -> Vec<f64> {
-    let extra = old.is_some() as usize;
-    let (mag, tol) = if takes_winograd(gpu, path, s, w, true) {
-        let t = winograd::transposed_shape(s);
-        let w_t = winograd::flipped_transposed(s, w);
-        let mag = winograd::forward(&t, &abs(d_y), &abs(&w_t), None, true);
-        (mag, gamma(s.co + WINOGRAD_STEPS))
-    } else {
-        let mag = reference::backward_input(s, &abs(d_y), &abs(w));
-        (mag, gamma(s.co * s.k * s.k + extra))
-    };
-    (0..mag.len())
-        .map(|i| tol * (mag[i] + old.map_or(0.0, |o| o[i].abs() as f64)))
-        .collect()
+/// What the bound on a backward-input result of `path` is built from, as [`forward_bounds`] with the channels
+/// swapped (the Winograd route is the forward of d_y with the flipped, transposed weights): Σ|terms| from a run on
+/// magnitudes and the k of γ_k. Computed once per route and shared by the overwriting and accumulating runs.
+struct InputBound {
+    mag: Vec<f64>,
+    /// k without the old value: Co + 25 for Winograd (whose 25 steps already count it), Co·k² direct.
+    k: usize,
+    winograd: bool,
+}
+
+impl InputBound {
+    fn new(gpu: &Gpu, path: Path, s: &Conv2dShape, d_y: &[f64], w: &[f64]) -> InputBound {
+        if takes_winograd(gpu, path, s, w, true) {
+            let t = winograd::transposed_shape(s);
+            let w_t = winograd::flipped_transposed(s, w);
+            InputBound {
+                mag: winograd::forward(&t, &abs(d_y), &abs(&w_t), None, true),
+                k: s.co + WINOGRAD_STEPS,
+                winograd: true,
+            }
+        } else {
+            InputBound {
+                mag: reference::backward_input(s, &abs(d_y), &abs(w)),
+                k: s.co * s.k * s.k,
+                winograd: false,
+            }
+        }
+    }
+
+    /// Per-element bounds, plus `old` where the pass accumulates (one more term for the direct kernels).
+    fn bounds(&self, old: Option<&[f32]>) -> Vec<f64> {
+        let extra = (!self.winograd && old.is_some()) as usize;
+        let tol = gamma(self.k + extra);
+        (0..self.mag.len())
+            .map(|i| tol * (self.mag[i] + old.map_or(0.0, |o| o[i].abs() as f64)))
+            .collect()
+    }
+}
+
+/// Each route's bounds computed once (`make` on the first path taking it): Auto takes the route of one of the
+/// forced paths, and the runs on magnitudes cost as much as the reference itself.
+struct ByRoute<T>([Option<T>; 2]);
+
+impl<T> ByRoute<T> {
+    fn new() -> ByRoute<T> {
+        ByRoute([None, None])
+    }
+
+    fn get(&mut self, winograd: bool, make: impl FnOnce() -> T) -> &T {
+        self.0[winograd as usize].get_or_insert_with(make)
+    }
 }
 
 struct Data {
@@ -302,28 +330,36 @@ fn reference_output_sizes_follow_pytorch() {
 
 #[test]
 fn forward_matches_reference() {
-    let gpu = gpu();
     for s in cases() {
-        let d = data(&s, 1);
-        let (x64, w64, b64) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
-        let want = reference::forward(&s, &x64, &w64, Some(&b64));
-        let (x, w, b) = (
-            tensor(gpu, &x_shape(&s), &d.x),
-            tensor(gpu, &w_shape(&s), &d.w),
-            tensor(gpu, &[s.co], &d.b),
+        check_forward(&s, 1);
+    }
+}
+
+/// The forward of `s` on every path against the reference, within each route's bound.
+fn check_forward(s: &Conv2dShape, seed: u64) {
+    let gpu = gpu();
+    let d = data(s, seed);
+    let (x64, w64, b64) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+    let want = reference::forward(s, &x64, &w64, Some(&b64));
+    let (x, w, b) = (
+        tensor(gpu, &x_shape(s), &d.x),
+        tensor(gpu, &w_shape(s), &d.w),
+        tensor(gpu, &[s.co], &d.b),
+    );
+    let mut by_route = ByRoute::new();
+    for path in paths(gpu) {
+        let bounds = by_route.get(takes_winograd(gpu, path, s, &w64, false), || {
+            forward_bounds(gpu, path, s, &x64, &w64, Some(&b64))
+        });
+        let y = zeros(gpu, &y_shape(s));
+        gpu.run(&conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, on(path)).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("{s:?} {path:?}"),
+            &y.read_f32(gpu).unwrap(),
+            &want,
+            |i| bounds[i],
         );
-        for path in paths(gpu) {
-            let bounds = forward_bounds(gpu, path, &s, &x64, &w64, Some(&b64));
-            let y = zeros(gpu, &y_shape(&s));
-            gpu.run(&conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, on(path)).unwrap())
-                .unwrap();
-            assert_close(
-                &format!("{s:?} {path:?}"),
-                &y.read_f32(gpu).unwrap(),
-                &want,
-                |i| bounds[i],
-            );
-        }
     }
 }
 
@@ -360,96 +396,175 @@ fn forward_without_bias_matches_reference() {
 
 #[test]
 fn backward_input_matches_reference_and_accumulates() {
-    let gpu = gpu();
     for s in cases() {
-        let d = data(&s, 3);
-        let (dy64, w64) = (to_f64(&d.d_y), to_f64(&d.w));
-        let want = reference::backward_input(&s, &dy64, &w64);
-        let (d_y, w) = (
-            tensor(gpu, &y_shape(&s), &d.d_y),
-            tensor(gpu, &w_shape(&s), &d.w),
-        );
-        for path in paths(gpu) {
-            let case = format!("{s:?} {path:?}");
-            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, None);
-            let d_x = tensor(gpu, &x_shape(&s), &vec![f32::NAN; s.x_len()]);
-            gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, on(path)).unwrap())
-                .unwrap();
-            assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| bounds[i]);
+        check_backward_input(&s, 3);
+    }
+}
 
-            // d_x += …: one more term, the old value.
-            let old = uniform(s.x_len(), 99);
-            let bounds = backward_input_bounds(gpu, path, &s, &dy64, &w64, Some(&old));
-            let d_x = tensor(gpu, &x_shape(&s), &old);
-            let accumulate = Conv2dOptions {
-                accumulate: true,
-                ..on(path)
-            };
-            gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, accumulate).unwrap())
-                .unwrap();
-            let want_acc: Vec<f64> = want.iter().zip(&old).map(|(g, &o)| g + o as f64).collect();
-            assert_close(
-                &format!("{case} accumulate"),
-                &d_x.read_f32(gpu).unwrap(),
-                &want_acc,
-                |i| bounds[i],
-            );
-        }
+/// The backward input of `s` on every path, overwriting and accumulating, against the reference.
+fn check_backward_input(s: &Conv2dShape, seed: u64) {
+    let gpu = gpu();
+    let d = data(s, seed);
+    let (dy64, w64) = (to_f64(&d.d_y), to_f64(&d.w));
+    let want = reference::backward_input(s, &dy64, &w64);
+    let (d_y, w) = (
+        tensor(gpu, &y_shape(s), &d.d_y),
+        tensor(gpu, &w_shape(s), &d.w),
+    );
+    let old = uniform(s.x_len(), 99);
+    let mut by_route = ByRoute::new();
+    for path in paths(gpu) {
+        let case = format!("{s:?} {path:?}");
+        let bound = by_route.get(takes_winograd(gpu, path, s, &w64, true), || {
+            InputBound::new(gpu, path, s, &dy64, &w64)
+        });
+        let bounds = bound.bounds(None);
+        let d_x = tensor(gpu, &x_shape(s), &vec![f32::NAN; s.x_len()]);
+        gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, on(path)).unwrap())
+            .unwrap();
+        assert_close(&case, &d_x.read_f32(gpu).unwrap(), &want, |i| bounds[i]);
+
+        // d_x += …: one more term, the old value.
+        let bounds = bound.bounds(Some(&old));
+        let d_x = tensor(gpu, &x_shape(s), &old);
+        let accumulate = Conv2dOptions {
+            accumulate: true,
+            ..on(path)
+        };
+        gpu.run(&conv2d::backward_input(gpu, &d_y, &w, &d_x, s.stride, accumulate).unwrap())
+            .unwrap();
+        let want_acc: Vec<f64> = want.iter().zip(&old).map(|(g, &o)| g + o as f64).collect();
+        assert_close(
+            &format!("{case} accumulate"),
+            &d_x.read_f32(gpu).unwrap(),
+            &want_acc,
+            |i| bounds[i],
+        );
     }
 }
 
 #[test]
 fn backward_weight_matches_reference() {
-    let gpu = gpu();
     for s in cases() {
-        let d = data(&s, 4);
-        let want = reference::backward_weight(&s, &to_f64(&d.x), &to_f64(&d.d_y));
-        let mag = reference::backward_weight(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)));
-        let tol = gamma(s.n * s.ho() * s.wo());
-        // Winograd's bound: γ over its tile sum and transforms, on the same algorithm run on magnitudes.
-        let winograd_mag = (s.k == 3 && s.stride == 1).then(|| {
-            winograd::backward_weight(&s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)), true)
-        });
-        let winograd_tol = gamma(winograd_tiles(&s) + WINOGRAD_WEIGHT_STEPS);
-        let (x, d_y) = (
-            tensor(gpu, &x_shape(&s), &d.x),
-            tensor(gpu, &y_shape(&s), &d.d_y),
-        );
-        for path in paths(gpu) {
-            let bound: Vec<f64> = if takes_winograd(gpu, path, &s, &to_f64(&d.w), false) {
-                let m = winograd_mag.as_ref().unwrap();
-                m.iter().map(|v| winograd_tol * v).collect()
-            } else {
-                mag.iter().map(|v| tol * v).collect()
-            };
-            let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
-            gpu.run(
-                &conv2d::backward_weight(gpu, &x, &d_y, &d_w, None, s.stride, on(path)).unwrap(),
-            )
-            .unwrap();
-            assert_close(
-                &format!("{s:?} {path:?}"),
-                &d_w.read_f32(gpu).unwrap(),
-                &want,
-                |i| bound[i],
-            );
+        check_backward_weight(&s, 4);
+    }
+}
 
-            // The same pass with the bias gradient summed along: d_w unchanged, d_b a sum of N·Ho·Wo values.
-            let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
-            let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
-            gpu.run(
-                &conv2d::backward_weight(gpu, &x, &d_y, &d_w, Some(&d_b), s.stride, on(path))
-                    .unwrap(),
-            )
+/// The weight gradient of `s` on every path, without and with the bias gradient, against the reference.
+fn check_backward_weight(s: &Conv2dShape, seed: u64) {
+    let gpu = gpu();
+    let d = data(s, seed);
+    let want = reference::backward_weight(s, &to_f64(&d.x), &to_f64(&d.d_y));
+    let mag = reference::backward_weight(s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)));
+    let tol = gamma(s.n * s.ho() * s.wo());
+    // Winograd's bound: γ over its tile sum and transforms, on the same algorithm run on magnitudes.
+    let winograd_mag = (s.k == 3 && s.stride == 1)
+        .then(|| winograd::backward_weight(s, &abs(&to_f64(&d.x)), &abs(&to_f64(&d.d_y)), true));
+    let winograd_tol = gamma(winograd_tiles(s) + WINOGRAD_WEIGHT_STEPS);
+    let (x, d_y) = (
+        tensor(gpu, &x_shape(s), &d.x),
+        tensor(gpu, &y_shape(s), &d.d_y),
+    );
+    for path in paths(gpu) {
+        let bound: Vec<f64> = if takes_winograd(gpu, path, s, &to_f64(&d.w), false) {
+            let m = winograd_mag.as_ref().unwrap();
+            m.iter().map(|v| winograd_tol * v).collect()
+        } else {
+            mag.iter().map(|v| tol * v).collect()
+        };
+        let d_w = tensor(gpu, &w_shape(s), &vec![f32::NAN; s.w_len()]);
+        gpu.run(&conv2d::backward_weight(gpu, &x, &d_y, &d_w, None, s.stride, on(path)).unwrap())
             .unwrap();
-            let case = format!("{s:?} {path:?} with bias");
-            assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| bound[i]);
-            let want_b = reference::backward_bias(&s, &to_f64(&d.d_y));
-            let mag_b = reference::backward_bias(&s, &abs(&to_f64(&d.d_y)));
-            assert_close(&case, &d_b.read_f32(gpu).unwrap(), &want_b, |i| {
-                tol * mag_b[i]
-            });
-        }
+        assert_close(
+            &format!("{s:?} {path:?}"),
+            &d_w.read_f32(gpu).unwrap(),
+            &want,
+            |i| bound[i],
+        );
+
+        // The same pass with the bias gradient summed along: d_w unchanged, d_b a sum of N·Ho·Wo values.
+        let d_w = tensor(gpu, &w_shape(s), &vec![f32::NAN; s.w_len()]);
+        let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
+        gpu.run(
+            &conv2d::backward_weight(gpu, &x, &d_y, &d_w, Some(&d_b), s.stride, on(path)).unwrap(),
+        )
+        .unwrap();
+        let case = format!("{s:?} {path:?} with bias");
+        assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| bound[i]);
+        let want_b = reference::backward_bias(s, &to_f64(&d.d_y));
+        let mag_b = reference::backward_bias(s, &abs(&to_f64(&d.d_y)));
+        assert_close(&case, &d_b.read_f32(gpu).unwrap(), &want_b, |i| {
+            tol * mag_b[i]
+        });
+    }
+}
+
+/// rgb128's first level: 128×128 planes (config.rs), at batch 1 and 2, with the channels cut where the f64
+/// reference would take too long (the input and output convolutions are the preset's own). Every path runs what
+/// the preset's convolutions there take: `Auto` the direct kernels with subgroup loads (on lavapipe its 3×3s
+/// take them too at the training batch of 32, where Winograd's scratch would outgrow a 128 MiB binding),
+/// `Winograd` what they take on CPU adapters at batches up to 3 (256 channels in) or 7 (128), with the same
+/// products (channels in whole vec4s).
+fn plane_128_cases() -> Vec<Conv2dShape> {
+    vec![
+        shape(1, 3, 128, 128, 128, 3, 1), // the input convolution
+        shape(2, 128, 3, 128, 128, 3, 1), // the output convolution
+        shape(2, 8, 8, 128, 128, 3, 1),   // a residual block's 3×3: 2,048 Winograd tiles
+        shape(1, 8, 8, 128, 128, 3, 2),   // the downsample to 64×64
+        shape(2, 8, 4, 128, 128, 1, 1),   // an up block's 1×1 skip (256 → 128 in the preset)
+    ]
+}
+
+/// The presets' own channel counts where the planes are small enough for the reference: every 3×3 stride-1 pass
+/// here takes Winograd on `Auto` on CPU adapters, as in the presets.
+fn preset_channel_cases() -> Vec<Conv2dShape> {
+    vec![
+        shape(1, 256, 256, 16, 16, 3, 1), // rgb64's and rgb128's 16×16 level
+        shape(1, 1024, 512, 4, 4, 3, 1), // rgb128's 4×4 up blocks, [h; skip] to 512: 1 tile, 3 padding ones
+        shape(2, 1024, 512, 4, 4, 1, 1), // and their 1×1 skip
+        shape(2, 256, 256, 16, 16, 3, 2), // both presets' downsample from 16×16
+    ]
+}
+
+#[test]
+fn forward_matches_reference_on_128x128_planes() {
+    for s in plane_128_cases() {
+        check_forward(&s, 11);
+    }
+}
+
+#[test]
+fn backward_input_matches_reference_on_128x128_planes() {
+    for s in plane_128_cases() {
+        check_backward_input(&s, 12);
+    }
+}
+
+#[test]
+fn backward_weight_matches_reference_on_128x128_planes() {
+    for s in plane_128_cases() {
+        check_backward_weight(&s, 13);
+    }
+}
+
+#[test]
+fn forward_matches_reference_at_the_presets_channel_counts() {
+    for s in preset_channel_cases() {
+        check_forward(&s, 14);
+    }
+}
+
+#[test]
+fn backward_input_matches_reference_at_the_presets_channel_counts() {
+    for s in preset_channel_cases() {
+        check_backward_input(&s, 15);
+    }
+}
+
+#[test]
+fn backward_weight_matches_reference_at_the_presets_channel_counts() {
+    for s in preset_channel_cases() {
+        check_backward_weight(&s, 16);
     }
 }
 

@@ -399,6 +399,22 @@ fn group_norm_matches_reference_on_unet_shapes() {
 }
 
 #[test]
+fn group_norm_matches_reference_on_the_rgb64_and_rgb128_shapes() {
+    // Both presets take 32 groups (config.rs); the largest groups are rgb128's, whose up path concatenates skips.
+    let cases = [
+        (2, 128, 128, 128, 32), // the 128×128 level (k = 65,536)
+        (1, 256, 128, 128, 32), // its up path's [h; skip] (k = 131,072)
+        (2, 384, 64, 64, 32),   // the 64×64 up path's [h; skip]: 12 channels per group (k = 49,152)
+        (2, 1024, 4, 4, 32),    // the 4×4 up path's [h; skip]: 32 channels per group (k = 512)
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        check_case(case, true, 0.0, 400 + i as u64);
+    }
+    // The attention block's norm, without the SiLU: 256 channels at 16×16 (k = 2,048).
+    check_case((2, 256, 16, 16, 32), false, 0.0, 410);
+}
+
+#[test]
 fn group_norm_keeps_its_digits_when_the_mean_dwarfs_the_spread() {
     // x = 100 + U[-2, 2): E[x²] − E[x]² would lose ~4 of f32's 7 digits of σ²; the two-pass variance keeps them,
     // and the bounds (which scale with Σ|x| only through the mean) still hold.

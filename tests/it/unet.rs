@@ -6,12 +6,17 @@
 //! conv over 32 concatenated channels); GroupNorm renormalises after each block, so first-order f32 errors add up
 //! relative to the activations' scale: |Δ| ≤ 40·γ₂₈₈·max|y| (γ as in reference::gamma). The gradients are held to
 //! the same bound relative to Σ|∂L/∂p_i·v_i| over the probed direction.
+//!
+//! A second, wide configuration (64 base channels, as the medium preset) runs the route CPU adapters take for the
+//! presets: its 3×3 stride-1 convolutions go through Winograd's F(4×4, 3×3), all sharing the GPU's scratch
+//! workspace. Its bounds are derived at `wide_bound`.
 
 use crate::common;
 
 use common::{gpu, uniform};
-use diffuse::gpu::Tensor;
+use diffuse::gpu::{Dispatch, Tensor};
 use diffuse::kernels::random;
+use diffuse::kernels::select::ConvKernel;
 use diffuse::model::unet::{DropoutDraw, Net};
 use diffuse::model::{ParamBuffers, ParamLayout, UNetConfig};
 use diffuse::reference::{gamma, to_f64, unet as reference};
@@ -203,6 +208,176 @@ fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
         "{} of {} tensors disagree:\n{}",
         failures.len(),
         layout.params.len(),
+        failures.join("\n")
+    );
+}
+
+/// As wide as the medium preset (64 base channels, config.rs) and otherwise tiny: on a CPU adapter
+/// select::conv2d sends every 3×3 stride-1 convolution here through Winograd (both channel counts ≥ 64), 17 of
+/// them over 4×4 and 8×8 planes and 64 to 256 channels, so that the scratch workspace is shared by passes of
+/// several sizes.
+fn wide() -> UNetConfig {
+    UNetConfig {
+        base_channels: 64,
+        groups: 16,
+        ..tiny()
+    }
+}
+
+/// The wide net's inputs for batches of up to 2 (the first `batch` of each).
+const WIDE_TIMESTEPS: [u32; 2] = [417, 999];
+const WIDE_LABELS: [u32; 2] = [0, 3]; // 3 = "no class"
+
+/// The relative bound of the wide net's forward (relative to max|y|) and of its gradients (relative to
+/// Σ|∂L/∂p_i·v_i|), by the tiny net's argument with each reduction's own bound summed along the deepest path:
+/// - its 17 Winograd convolutions, each within γ_{Ci+25} of F(4×4, 3×3) run on magnitudes (tests/it/conv2d.rs),
+///   which is up to 16² = 256 times the 9·Ci products a direct convolution sums (at a tile's far corner:
+///   Aᵀ's last row weighs the transformed tile by 1, 1, 8, 8, 1 per direction). Their input channels are
+///   5 × 64, 9 × 128, 2 × 192 and 1 × 256, so Σ(Ci + 25) = 2,537: 256·γ_2537.
+/// - the path's other sums: two per GroupNorm (20), 15 in its 3 attention blocks, 10 linear layers, 8 direct and
+///   1×1 convolutions; 73, say 80, none of more than 768 terms (GroupNorm over 12 channels of 8×8): 80·γ_768.
+///
+/// That is ~4% of the output's scale: F(4×4, 3×3) trades accuracy for its 4× fewer multiplies. The gradients
+/// carry the forward's errors and those of the backward through the same reductions: the backward input of each
+/// Winograd convolution sums its Co ≤ 128 channels (fewer than the forward's Ci), its weight gradient at most 8
+/// tiles through transforms that amplify at most 305-fold on 4×4 and 8×8 planes (305·γ_32 ≪ 256·γ_2537); so
+/// twice the forward's bound.
+fn wide_bound() -> f64 {
+    256.0 * gamma(2537) + 80.0 * gamma(768)
+}
+
+/// The parameters as `Net` takes them on the GPU: the one place to change if that type changes.
+fn gpu_params(flat: &[f32]) -> Tensor {
+    Tensor::from_f32(gpu(), &[flat.len()], flat).unwrap()
+}
+
+/// The wide net on `p` with a batch of x [batch, 1, 8, 8] written in.
+fn wide_net(p: &Tensor, batch: usize, x: &[f32]) -> Net {
+    let gpu = gpu();
+    let net = Net::new(gpu, &wide(), p, batch).unwrap();
+    net.input.write_f32(gpu, x).unwrap();
+    net.timesteps
+        .write_u32(gpu, &WIDE_TIMESTEPS[..batch])
+        .unwrap();
+    net.labels
+        .as_ref()
+        .unwrap()
+        .write_u32(gpu, &WIDE_LABELS[..batch])
+        .unwrap();
+    net
+}
+
+/// Checks that `dispatches` (of a `pass`) took Winograd exactly where select::conv2d's `Auto` does: on CPU
+/// adapters (the labels are the choices the wrappers recorded).
+fn assert_winograd_taken_on_cpu_adapters(pass: &str, dispatches: &[Dispatch]) {
+    let winograd = dispatches
+        .iter()
+        .filter(|d| d.choice == Some(ConvKernel::Winograd.name()))
+        .count();
+    let cpu = gpu().info.device_type == wgpu::DeviceType::Cpu;
+    assert_eq!(
+        winograd > 0,
+        cpu,
+        "{pass}: {winograd} Winograd dispatches on a {:?} adapter",
+        gpu().info.device_type
+    );
+}
+
+/// The reference output for a batch of x [batch, 1, 8, 8].
+fn wide_reference(params: &[f64], x: &[f32]) -> Vec<f64> {
+    let batch = x.len() / 64;
+    let t: Vec<f64> = WIDE_TIMESTEPS[..batch].iter().map(|&t| t as f64).collect();
+    reference::forward(&wide(), params, &to_f64(x), &t, Some(&WIDE_LABELS[..batch]))
+}
+
+#[test]
+fn a_wide_unet_forward_takes_winograd_and_matches_the_reference() {
+    let gpu = gpu();
+    let flat = params(&wide());
+    let p = gpu_params(&flat);
+    let x = uniform(2 * 64, 5); // batch 2
+    let net = wide_net(&p, 2, &x);
+    let forward = net.forward(gpu).unwrap();
+    assert_winograd_taken_on_cpu_adapters("forward", &forward);
+    gpu.run(&forward).unwrap();
+    let got = net.output().read_f32(gpu).unwrap();
+    let want = wide_reference(&to_f64(&flat), &x);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 1e-3,
+        "the output must not be trivially zero ({scale})"
+    );
+    common::assert_close("wide unet forward", &got, &want, |_| wide_bound() * scale);
+}
+
+/// Directions of the wide net's gradient check: a reference forward of one image costs ~0.1 s here, so instead
+/// of one direction per tensor (as for the tiny net) 24 directions share the 129 tensors round-robin, 5 or 6
+/// each: the fewer terms share a direction, the smaller an error in one of them its bound lets pass.
+const WIDE_DIRECTIONS: usize = 24;
+
+#[test]
+fn a_wide_unet_backward_takes_winograd_and_matches_finite_differences() {
+    let gpu = gpu();
+    let layout = ParamLayout::new(&wide());
+    let flat = params(&wide());
+    let p = gpu_params(&flat);
+    // Batch 1: the finite differences take two reference forwards per direction, and one image affords twice
+    // the directions of two (the forward test runs batch 2).
+    let x = uniform(64, 6);
+    let net = wide_net(&p, 1, &x);
+    // L = ⟨output, w⟩, so ∂L/∂output = w.
+    let w = uniform(64, 8);
+    let d_out = Tensor::from_f32(gpu, &[1, 1, 8, 8], &w).unwrap();
+    let forward = net.forward(gpu).unwrap();
+    let backward = net.backward(gpu, &d_out).unwrap();
+    assert_winograd_taken_on_cpu_adapters("backward", &backward);
+    gpu.run(forward.iter().chain(&backward)).unwrap();
+    let grads = net.grads.read_f32(gpu).unwrap();
+
+    let (w64, p64) = (to_f64(&w), to_f64(&flat));
+    let loss = |params: &[f64]| -> f64 {
+        let y = wide_reference(params, &x);
+        y.iter().zip(&w64).map(|(a, b)| a * b).sum()
+    };
+    // Each direction takes one random entry of every WIDE_DIRECTIONS-th tensor. One entry per tensor, not a dense
+    // vector: the bound is relative to Σ|∂L/∂p_i·v_i|, which over n random-signed terms outgrows |⟨∇L, v⟩| by
+    // ~√n, so a dense direction over 10⁵ entries would let errors far past the gradient itself pass.
+    let h = 1e-5;
+    let mut failures = Vec::new();
+    for d in 0..WIDE_DIRECTIONS {
+        let (mut up, mut down) = (p64.clone(), p64.clone());
+        let (mut analytic, mut magnitude, mut names) = (0.0, 0.0, Vec::new());
+        for (k, spec) in layout
+            .params
+            .iter()
+            .enumerate()
+            .skip(d)
+            .step_by(WIDE_DIRECTIONS)
+        {
+            let r = uniform(2, 2000 + k as u64);
+            let (pick, vi) = (r[0] as f64, r[1]);
+            let i = spec.offset + ((pick + 1.0) / 2.0 * spec.len() as f64) as usize;
+            up[i] += h * vi as f64;
+            down[i] -= h * vi as f64;
+            let term = grads[i] as f64 * vi as f64;
+            analytic += term;
+            magnitude += term.abs();
+            names.push(spec.name.as_str());
+        }
+        let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+        // f64 central differences: truncation O(h²) and rounding ~1e-16/h are far below the f32 bound.
+        let tol = 2.0 * wide_bound() * magnitude + 1e-9;
+        if (analytic - numeric).abs() > tol {
+            failures.push(format!(
+                "direction {d} ({}): GPU ⟨∇L, v⟩ = {analytic:e}, finite difference {numeric:e}, bound {tol:e}",
+                names.join(", ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {WIDE_DIRECTIONS} directions disagree:\n{}",
+        failures.len(),
         failures.join("\n")
     );
 }
