@@ -40,13 +40,7 @@ pub fn max_batch(
     let fixed = one.bytes - per_image / copies;
     let largest_fixed = one.largest - per_image_largest / copies;
     // Each bound gives a largest batch; a zero per-image growth bounds nothing.
-    let by = |room: u64, per: u64| {
-        if per == 0 {
-            usize::MAX
-        } else {
-            (room / per) as usize
-        }
-    };
+    let by = |room: u64, per: u64| room.checked_div(per).map_or(usize::MAX, |b| b as usize);
     let mut most = by(limit.saturating_sub(largest_fixed), per_image_largest);
     if let Some(budget) = budget {
         most = most.min(by(budget.saturating_sub(fixed), per_image));

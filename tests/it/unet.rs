@@ -247,12 +247,12 @@ fn wide_bound() -> f64 {
 }
 
 /// The parameters as `Net` takes them on the GPU: the one place to change if that type changes.
-fn gpu_params(flat: &[f32]) -> Tensor {
-    Tensor::from_f32(gpu(), &[flat.len()], flat).unwrap()
+fn gpu_params(flat: &[f32]) -> ParamBuffers {
+    ParamBuffers::upload(gpu(), &ParamLayout::new(&wide()), flat).unwrap()
 }
 
 /// The wide net on `p` with a batch of x [batch, 1, 8, 8] written in.
-fn wide_net(p: &Tensor, batch: usize, x: &[f32]) -> Net {
+fn wide_net(p: &ParamBuffers, batch: usize, x: &[f32]) -> Net {
     let gpu = gpu();
     let net = Net::new(gpu, &wide(), p, batch).unwrap();
     net.input.write_f32(gpu, x).unwrap();
@@ -332,7 +332,7 @@ fn a_wide_unet_backward_takes_winograd_and_matches_finite_differences() {
     let backward = net.backward(gpu, &d_out).unwrap();
     assert_winograd_taken_on_cpu_adapters("backward", &backward);
     gpu.run(forward.iter().chain(&backward)).unwrap();
-    let grads = net.grads.read_f32(gpu).unwrap();
+    let grads = net.grads.read_flat(gpu).unwrap();
 
     let (w64, p64) = (to_f64(&w), to_f64(&flat));
     let loss = |params: &[f64]| -> f64 {
