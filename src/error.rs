@@ -70,8 +70,9 @@ pub enum Error {
 }
 
 /// What to do when the GPU runs out of memory: every allocation's size grows with the batch and the model.
-pub const OUT_OF_MEMORY_HINT: &str =
-    "To fit, lower --batch, or use a smaller --preset (or fewer --base-channels)";
+pub const OUT_OF_MEMORY_HINT: &str = "To fit, give --memory-budget (GB) below what the GPU has, so that training \
+     splits each batch into micro-batches that fit (or sampling lowers --batch); or lower --batch and keep the \
+     effective batch with --grad-accum; or use a smaller --preset (or fewer --base-channels)";
 
 /// `bytes` as "1.50 GiB" (binary units, as GPU memory is quoted); below 1 KiB as "12 bytes".
 pub fn human_bytes(bytes: &u64) -> String {

@@ -17,7 +17,7 @@ use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::AdamConfig;
 use crate::sample::Sampler;
-use crate::train::{TrainSettings, Trainer};
+use crate::train::{Placement, TrainSettings, Trainer};
 
 use super::{Case, CaseSpec, WholeRun, Work};
 
@@ -451,20 +451,69 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
     let presets: &[(&'static str, usize)] = if quick {
         &[("tiny", 4)]
     } else {
-        &[("small", 32), ("medium", 32)]
+        &[("small", 32), ("medium", 32), ("rgb64", 8), ("rgb128", 4)]
     };
+    // Whole training steps as a run submits them (the upload of a streamed batch included), resident and
+    // streamed: compare them in alternated pairs.
+    let (run_preset, run_batch, run_steps) = if quick {
+        ("tiny", 4, 3)
+    } else {
+        ("small", 32, 20)
+    };
+    for placement in [Placement::Gpu, Placement::Host] {
+        let label = if placement == Placement::Gpu {
+            "resident"
+        } else {
+            "streamed"
+        };
+        specs.push(CaseSpec {
+            name: "train_run",
+            shape: format!("{run_preset} b{run_batch} {label} {run_steps} steps"),
+            long: false,
+            build: Box::new(move |gpu| {
+                let config = UNetConfig::preset(run_preset)?;
+                let mut settings = TrainSettings::new(config.clone());
+                settings.batch = run_batch;
+                settings.placement = placement;
+                let trainer = Trainer::new(gpu, settings, &builtin_data(&config)?, None)?;
+                let trainer = std::cell::RefCell::new(trainer);
+                Ok(Case {
+                    dispatches: Vec::new(),
+                    work: Work::Flops(
+                        3.0 * forward_flops(&config) * (run_batch * run_steps) as f64,
+                    ),
+                    formula: "steps × 3 × forward FLOPs, wall clock",
+                    items: vec![
+                        ((run_batch * run_steps) as f64, "img"),
+                        (run_steps as f64, "step"),
+                    ],
+                    whole_run: Some(WholeRun {
+                        run: Box::new(move |gpu| {
+                            let mut trainer = trainer.borrow_mut();
+                            let start = std::time::Instant::now();
+                            for k in 0..run_steps {
+                                trainer.step(gpu, k + 1 == run_steps)?;
+                            }
+                            let host = start.elapsed().as_secs_f64();
+                            trainer.wait_losses(gpu)?;
+                            Ok(host)
+                        }),
+                        runs: 3,
+                    }),
+                })
+            }),
+        });
+    }
     for &(preset, n) in presets {
+        // The RGB presets take minutes per step on a CPU adapter.
+        let big = preset.starts_with("rgb");
         specs.push(CaseSpec {
             name: "train_step",
             shape: format!("{preset} b{n}"),
-            long: false,
+            long: big,
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
-                let data = Dataset::builtin(Fit {
-                    channels: 1,
-                    size: config.image_size,
-                    background: [255; 3],
-                })?;
+                let data = builtin_data(&config)?;
                 let mut settings = TrainSettings::new(config.clone());
                 settings.batch = n;
                 let trainer = Trainer::new(gpu, settings, &data, None)?;
@@ -477,11 +526,17 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 })
             }),
         });
-        let eval_batch = if quick { 4 } else { 64 };
+        let eval_batch = if quick {
+            4
+        } else if big {
+            16
+        } else {
+            64
+        };
         specs.push(CaseSpec {
             name: "unet_forward",
             shape: format!("{preset} b{eval_batch}"),
-            long: false,
+            long: big,
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
                 let layout = ParamLayout::new(&config);
@@ -509,7 +564,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 name,
                 shape: format!("{preset} b{sample_batch} {steps} steps"),
                 // A 1000-step run, or any run of the larger preset, takes minutes on a CPU adapter.
-                long: long || preset == "medium",
+                long: long || preset == "medium" || big,
                 build: Box::new(move |gpu| {
                     let config = UNetConfig::preset(preset)?;
                     let layout = ParamLayout::new(&config);
@@ -557,4 +612,13 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         }
     }
     specs
+}
+
+/// The built-in MNIST subset fitted to a preset's size and channels.
+fn builtin_data(config: &UNetConfig) -> Result<Dataset> {
+    Dataset::builtin(Fit {
+        channels: config.in_channels,
+        size: config.image_size,
+        background: [255; 3],
+    })
 }
