@@ -10,8 +10,9 @@ use crate::checkpoint::{Checkpoint, TrainingRecord};
 use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
+use crate::gpu::memory::Growth;
 use crate::gpu::upload::{Filled, UploadRing};
-use crate::gpu::{footprint, DType, Dispatch, Footprint, Gpu, PendingRead, Recorder, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
 use crate::kernels::batch::PackedImages;
 use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::random::Stream;
@@ -166,23 +167,26 @@ pub struct BatchPlan {
     pub bytes: u64,
     /// Estimated largest single buffer.
     pub largest: u64,
+    /// `bytes` is `fixed` plus `per_image` for each image of a pass.
+    pub fixed: u64,
+    pub per_image: u64,
     /// Says how and why the batch was split, when it was (to be shown once).
     pub note: Option<String>,
 }
 
-/// The memory of a training net's forward and backward passes at a batch size, measured by building it.
-fn measure(
+/// A training net's forward and backward passes at a batch size, built to measure their memory.
+fn passes_at(
     gpu: &Gpu,
     config: &UNetConfig,
     params: &ParamBuffers,
     dropout: &DropoutDraw,
     batch: usize,
-) -> Result<Footprint> {
+) -> Result<Vec<Dispatch>> {
     let net = Net::for_training(gpu, config, params, batch, dropout.clone())?;
     let d_out = Tensor::zeros(gpu, net.output().shape(), DType::F32)?;
     let mut all = net.forward(gpu)?;
     all.extend(net.backward(gpu, &d_out)?);
-    Ok(footprint(&all))
+    Ok(all)
 }
 
 impl BatchPlan {
@@ -208,15 +212,16 @@ impl BatchPlan {
                 )));
             }
         }
-        let one = measure(gpu, &settings.model, params, dropout, 1)?;
-        let two = measure(gpu, &settings.model, params, dropout, 2)?;
-        let per_image = two.bytes.saturating_sub(one.bytes);
-        let per_image_largest = two.largest.saturating_sub(one.largest);
+        let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
+        let net = Growth::measure(
+            &passes_at(gpu, &settings.model, params, dropout, 1)?,
+            &passes_at(gpu, &settings.model, params, dropout, 2)?,
+            limit,
+        );
         let weights = params.len() as u64 * 4;
         // The trainer's own: EMA and Adam's two moments; per image x₀, ε, the target and ∂L/∂prediction.
-        let fixed = one.bytes - per_image + 3 * weights;
-        let per_image = per_image + 4 * 4 * image_values as u64;
-        let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
+        let own_fixed = 3 * weights;
+        let own_per_image = 4 * 4 * image_values as u64;
         let estimate = |m: usize| {
             let passes = settings.grad_accum * batch / m;
             // With several passes the gradient is summed in a buffer of its own.
@@ -224,8 +229,10 @@ impl BatchPlan {
             BatchPlan {
                 micro_batch: m,
                 passes,
-                bytes: fixed + sum + per_image * m as u64,
-                largest: one.largest + per_image_largest * (m as u64 - 1),
+                bytes: net.bytes(m) + own_fixed + sum + own_per_image * m as u64,
+                largest: net.largest(m),
+                fixed: net.fixed() + own_fixed + sum,
+                per_image: net.per_image() + own_per_image,
                 note: None,
             }
         };
@@ -718,9 +725,9 @@ impl Trainer {
             rec.copy(&self.zero, &self.loss_sum)?;
             Ok::<_, Error>(values)
         });
-        rec.submit();
+        let submission = rec.submit();
         if let (Some(filled), Source::Streamed { ring, .. }) = (upload, &mut self.source) {
-            ring.release(filled);
+            ring.release(filled, submission);
         }
         if let Some(pending) = pending {
             let mut values = pending?;

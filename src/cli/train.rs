@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// Write a preview grid (samples-<step>.png, from the same noise each time) and redraw loss.png this often.
     #[arg(long, default_value_t = 1000)]
     pub sample_every: u64,
+    /// Images in each preview grid (default 16, or two per class); 0 writes no grids (only loss.png): a preview of
+    /// a large model takes minutes on a CPU adapter.
+    #[arg(long)]
+    pub preview: Option<usize>,
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
     /// Read the loss back every this many steps (the GPU runs ahead in between).
@@ -270,8 +274,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     println!("{}", trainer.placement_note());
     let plan = trainer.plan();
     println!(
-        "memory: about {:.0} MB on the GPU (largest buffer {:.0} MB), {} image{} per pass",
+        "memory: about {:.0} MB on the GPU ({:.0} MB + {:.1} MB per image; largest buffer {:.0} MB), {} image{} \
+         per pass",
         plan.bytes as f64 / 1e6,
+        plan.fixed as f64 / 1e6,
+        plan.per_image as f64 / 1e6,
         plan.largest as f64 / 1e6,
         plan.micro_batch,
         if plan.micro_batch == 1 { "" } else { "s" }
@@ -344,25 +351,27 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
             save(&trainer)?;
         }
         if sample_due {
-            let ckpt = trainer.checkpoint(gpu)?;
-            let path = out.join(format!("samples-{step:07}.png"));
             // A class-conditional run previews every class, one per column, twice; others 16 images.
             let (n, columns) = match config.num_classes {
-                Some(count) => (2 * count, Some(count)),
-                None => (16, None),
+                Some(count) => (args.preview.unwrap_or(2 * count), Some(count)),
+                None => (args.preview.unwrap_or(16), None),
             };
-            // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
-            // consecutive grids show what training changed.
-            let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
-            image_io::save_grid_png(
-                &path,
-                &pixels,
-                n,
-                config.in_channels,
-                config.image_size,
-                columns,
-            )?;
-            bar.println(format!("step {step}: wrote {}", path.display()));
+            if n > 0 {
+                let ckpt = trainer.checkpoint(gpu)?;
+                let path = out.join(format!("samples-{step:07}.png"));
+                // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
+                // consecutive grids show what training changed.
+                let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
+                image_io::save_grid_png(
+                    &path,
+                    &pixels,
+                    n,
+                    config.in_channels,
+                    config.image_size,
+                    columns.map(|c| c.min(n)),
+                )?;
+                bar.println(format!("step {step}: wrote {}", path.display()));
+            }
             plot_loss()?;
         }
         if stopping {

@@ -309,7 +309,9 @@ impl Gpu {
                 t
             }
         };
-        tensor.view(self, 0, shape)
+        let mut view = tensor.view(self, 0, shape)?;
+        view.workspace = true;
+        Ok(view)
     }
 
     /// Blocks until all submitted work has finished, then returns any error the GPU reported meanwhile.

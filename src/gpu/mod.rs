@@ -2,6 +2,7 @@
 
 pub mod buffer;
 pub mod context;
+pub mod memory;
 pub mod pipeline;
 pub mod readback;
 pub mod shaders;
@@ -10,7 +11,9 @@ pub mod timer;
 pub mod upload;
 
 pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
-pub use pipeline::{footprint, grid_1d, Dispatch, Footprint, Kernel, Recorder, UsedBinding};
+pub use pipeline::{
+    buffer_growth, footprint, grid_1d, Dispatch, Footprint, Kernel, Recorder, UsedBinding,
+};
 pub use readback::PendingRead;
 pub use tensor::{DType, Tensor};
 pub use timer::{Clock, Timer};

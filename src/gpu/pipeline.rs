@@ -289,11 +289,13 @@ pub struct Dispatch {
     /// The variant choice that produced it, for families with several (src/kernels/select.rs): printed by
     /// `diffuse bench --breakdown` beside the kernel.
     pub choice: Option<&'static str>,
-    /// The storage buffers it binds, for [`footprint`].
-    buffers: Vec<wgpu::Buffer>,
+    /// The storage buffers it binds, the bytes it binds of each, and whether each is a shared workspace, for
+    /// [`footprint`].
+    buffers: Vec<(wgpu::Buffer, u64, bool)>,
 }
 
-/// The GPU memory a list of dispatches touches: every distinct storage buffer they bind, counted once.
+/// The GPU memory a list of dispatches needs: every distinct storage buffer they bind, counted once, at the most any
+/// of them binds of it (a shared workspace may be larger than this workload asks of it, from an earlier one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
     pub bytes: u64,
@@ -304,15 +306,50 @@ pub struct Footprint {
 // wgpu::Buffer hashes and compares by its id, which never changes: its interior mutability is not in the key.
 #[allow(clippy::mutable_key_type)]
 pub fn footprint<'a>(dispatches: impl IntoIterator<Item = &'a Dispatch>) -> Footprint {
-    let mut seen = std::collections::HashSet::new();
-    let mut f = Footprint::default();
-    for b in dispatches.into_iter().flat_map(|d| &d.buffers) {
-        if seen.insert(b.clone()) {
-            f.bytes += b.size();
-            f.largest = f.largest.max(b.size());
+    let mut used = std::collections::HashMap::new();
+    for (b, bytes, _) in dispatches.into_iter().flat_map(|d| &d.buffers) {
+        let most = used.entry(b.clone()).or_insert(0);
+        *most = (*most).max(*bytes);
+    }
+    Footprint {
+        bytes: used.values().sum(),
+        largest: used.values().copied().max().unwrap_or(0),
+    }
+}
+
+/// One buffer of a workload at batch 1 and at batch 2.
+#[derive(Clone, Copy, Debug)]
+pub struct BufferGrowth {
+    pub at_one: u64,
+    pub at_two: u64,
+    /// A shared workspace: its users choose variants that fit one binding.
+    pub workspace: bool,
+}
+
+/// Every distinct buffer of one workload built at batch 1 (`one`) and at batch 2 (`two`), paired by where they are
+/// bound. None where the two lists differ in kernels or bindings (a variant chosen by the batch size), so that no
+/// buffer can be paired.
+#[allow(clippy::mutable_key_type)] // as in `footprint`
+pub fn buffer_growth(one: &[Dispatch], two: &[Dispatch]) -> Option<Vec<BufferGrowth>> {
+    if one.len() != two.len() {
+        return None;
+    }
+    let mut pairs = std::collections::HashMap::new();
+    for (a, b) in one.iter().zip(two) {
+        if a.kernel.name != b.kernel.name || a.buffers.len() != b.buffers.len() {
+            return None;
+        }
+        for ((_, x, _), (buffer, y, workspace)) in a.buffers.iter().zip(&b.buffers) {
+            let most = pairs.entry(buffer.clone()).or_insert(BufferGrowth {
+                at_one: 0,
+                at_two: 0,
+                workspace: *workspace,
+            });
+            most.at_one = most.at_one.max(*x);
+            most.at_two = most.at_two.max(*y);
         }
     }
-    f
+    Some(pairs.into_values().collect())
 }
 
 impl Dispatch {
@@ -409,7 +446,8 @@ impl Dispatch {
             let resource = if used.uniform {
                 uniform.as_entire_binding()
             } else {
-                buffers.push(tensor_of(used)?.buffer().clone());
+                let t = tensor_of(used)?;
+                buffers.push((t.buffer().clone(), t.byte_size(), t.workspace));
                 tensor_of(used)?.binding()
             };
             entries.push(wgpu::BindGroupEntry {

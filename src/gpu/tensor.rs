@@ -19,6 +19,9 @@ pub struct Tensor {
     offset: u64,
     shape: Vec<usize>,
     dtype: DType,
+    /// A view of a shared workspace (`Gpu::workspace`), whose users pick their variant so that it fits one
+    /// binding: memory estimates cap it there rather than let it grow with the batch.
+    pub(crate) workspace: bool,
 }
 
 const ELEMENT_BYTES: u64 = 4;
@@ -72,6 +75,7 @@ impl Tensor {
             offset: 0,
             shape: shape.to_vec(),
             dtype,
+            workspace: false,
         })
     }
 
@@ -97,6 +101,7 @@ impl Tensor {
             offset: 0,
             shape: shape.to_vec(),
             dtype,
+            workspace: false,
         })
     }
 
@@ -203,7 +208,7 @@ impl Tensor {
             buffer: self.buffer.clone(),
             offset,
             shape: shape.to_vec(),
-            dtype: self.dtype,
+            ..self.clone()
         })
     }
 

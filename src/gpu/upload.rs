@@ -17,8 +17,9 @@ pub const SLOTS: usize = 3;
 
 struct Slot {
     buffer: wgpu::Buffer,
-    /// Some while a mapping requested after the last use is pending.
-    mapping: Option<Receiver<MapResult>>,
+    /// While a mapping requested after the last use is pending: its callback's channel, and the submission that
+    /// copies from the slot (the mapping completes once that submission has).
+    mapping: Option<(Receiver<MapResult>, wgpu::SubmissionIndex)>,
 }
 
 pub struct UploadRing {
@@ -81,14 +82,27 @@ impl UploadRing {
         let index = self.next;
         self.next = (self.next + 1) % SLOTS;
         let slot = &mut self.slots[index];
-        if let Some(rx) = slot.mapping.take() {
-            // Usually ready: the copy it waits for was submitted SLOTS − 1 steps ago.
-            if rx.try_recv().is_err() {
-                gpu.wait()?;
-                rx.recv()
-                    .map_err(|e| Error::Gpu(format!("upload mapping callback lost: {e}")))?
-                    .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
-            }
+        if let Some((rx, submission)) = slot.mapping.take() {
+            // Usually done: the copy it waits for was submitted SLOTS − 1 steps ago, and a poll runs its callback.
+            // Otherwise wait for that submission only, not for the steps queued after it.
+            let poll = |kind| {
+                gpu.device
+                    .poll(kind)
+                    .map_err(|e| Error::Gpu(format!("waiting for an upload slot: {e}")))
+            };
+            poll(wgpu::PollType::Poll)?;
+            let mapped = match rx.try_recv() {
+                Ok(mapped) => mapped,
+                Err(_) => {
+                    poll(wgpu::PollType::Wait {
+                        submission_index: Some(submission),
+                        timeout: None,
+                    })?;
+                    rx.recv()
+                        .map_err(|e| Error::Gpu(format!("upload mapping callback lost: {e}")))?
+                }
+            };
+            mapped.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
         }
         {
             let mut view = slot
@@ -124,8 +138,8 @@ impl UploadRing {
         Ok(())
     }
 
-    /// Hands a slot back after the submission that copies it (wgpu maps it once the GPU has finished with it).
-    pub fn release(&mut self, filled: Filled) {
+    /// Hands a slot back after `submission`, the one that copies it (wgpu maps it once the GPU has finished).
+    pub fn release(&mut self, filled: Filled, submission: wgpu::SubmissionIndex) {
         let (tx, rx) = channel();
         self.slots[filled.slot]
             .buffer
@@ -133,6 +147,6 @@ impl UploadRing {
             .map_async(wgpu::MapMode::Write, move |r| {
                 let _ = tx.send(r);
             });
-        self.slots[filled.slot].mapping = Some(rx);
+        self.slots[filled.slot].mapping = Some((rx, submission));
     }
 }

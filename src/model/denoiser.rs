@@ -4,6 +4,7 @@
 
 use crate::diffusion::samplers::{NoiseLevel, Prediction};
 use crate::error::{Error, Result};
+use crate::gpu::memory::Growth;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::{batch, elementwise};
 use crate::model::unet::Net;
@@ -28,31 +29,24 @@ pub fn max_batch(
     guided: bool,
     budget: Option<u64>,
 ) -> Result<usize> {
-    let measure = |batch: usize| -> Result<crate::gpu::Footprint> {
-        let net = Net::new(gpu, config, params, batch)?;
-        Ok(crate::gpu::footprint(&net.forward(gpu)?))
-    };
-    let (one, two) = (measure(1)?, measure(2)?);
     let copies = if guided { 2 } else { 1 };
-    let per_image = (two.bytes - one.bytes) * copies;
-    let per_image_largest = (two.largest - one.largest) * copies;
+    let forward = |batch: usize| Net::new(gpu, config, params, batch * copies)?.forward(gpu);
     let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
-    let fixed = one.bytes - per_image / copies;
-    let largest_fixed = one.largest - per_image_largest / copies;
-    // Each bound gives a largest batch; a zero per-image growth bounds nothing.
-    let by = |room: u64, per: u64| room.checked_div(per).map_or(usize::MAX, |b| b as usize);
-    let mut most = by(limit.saturating_sub(largest_fixed), per_image_largest);
-    if let Some(budget) = budget {
-        most = most.min(by(budget.saturating_sub(fixed), per_image));
-    }
-    if most == 0 {
+    let growth = Growth::measure(&forward(1)?, &forward(2)?, limit);
+    // Batch m runs the net on m·copies images; both bounds grow with m, so the largest m that fits is found by
+    // doubling then bisecting.
+    let fits = |m: usize| {
+        let images = m * copies;
+        growth.largest(images) <= limit && budget.is_none_or(|b| growth.bytes(images) <= b)
+    };
+    if !fits(1) {
         return Err(Error::Usage(format!(
             "one image does not fit: it needs a {} MB buffer{}; the adapter binds at most {} MB per buffer{}. \
              Sample a smaller model",
-            (largest_fixed + per_image_largest) / 1_000_000,
+            growth.largest(copies) / 1_000_000,
             budget.map_or(String::new(), |_| format!(
                 " and about {} MB in all",
-                (fixed + per_image) / 1_000_000
+                growth.bytes(copies) / 1_000_000
             )),
             limit / 1_000_000,
             budget.map_or(String::new(), |b| format!(
@@ -61,7 +55,21 @@ pub fn max_batch(
             )),
         )));
     }
-    Ok(most)
+    const MOST: usize = 1 << 16;
+    let (mut lo, mut hi) = (1, 2);
+    while hi <= MOST && fits(hi) {
+        (lo, hi) = (hi, hi * 2);
+    }
+    // fits(lo), and hi does not fit or passes MOST.
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo.min(MOST))
 }
 
 impl UNetDenoiser {

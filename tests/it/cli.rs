@@ -607,8 +607,8 @@ fn a_seventy_thousand_image_idx_set_trains_resident_and_streamed() {
                 "4",
                 "--log-every",
                 "1",
-                "--sample-every",
-                "100",
+                "--preview",
+                "0",
                 "--out",
                 out.to_str().unwrap(),
             ],
@@ -621,6 +621,8 @@ fn a_seventy_thousand_image_idx_set_trains_resident_and_streamed() {
                 && stdout.contains("step 2/2"),
             "{stdout}"
         );
+        // --preview 0: the loss curve, no grid.
+        assert!(out.join("loss.png").exists() && !out.join("samples-0000002.png").exists());
     }
 }
 
