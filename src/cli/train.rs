@@ -245,11 +245,15 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
     let start_step = trainer.step;
     if start_step >= args.steps {
-        println!(
-            "{} is already at step {start_step} ≥ --steps {}",
-            checkpoint_path.display(),
-            args.steps
-        );
+        if resume.is_some() {
+            println!(
+                "{} is already at step {start_step} ≥ --steps {}",
+                checkpoint_path.display(),
+                args.steps
+            );
+        } else {
+            println!("--steps 0: nothing to train (the data and the model were checked)");
+        }
         return Ok(());
     }
     println!(
