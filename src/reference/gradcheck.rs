@@ -21,12 +21,23 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Largest |a_i − b_i| / (atol + rtol·|b_i|); ≤ 1 means every element is within tolerance.
+/// Largest |a_i − b_i| / (atol + rtol·|b_i|); ≤ 1 means every element is within tolerance. A NaN or infinity on
+/// either side counts as an infinite ratio (the first such element is the one returned), so a gradient that came out
+/// NaN fails the check instead of being skipped by the comparison (`NaN > r` is false). Panics if the lengths differ:
+/// zipping would silently check only the shorter one.
 pub fn worst_ratio(a: &[f64], b: &[f64], atol: f64, rtol: f64) -> (usize, f64) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "worst_ratio: the gradients differ in length"
+    );
     a.iter()
         .zip(b)
         .enumerate()
-        .map(|(i, (x, y))| (i, (x - y).abs() / (atol + rtol * y.abs())))
+        .map(|(i, (x, y))| {
+            let ratio = (x - y).abs() / (atol + rtol * y.abs());
+            (i, if ratio.is_nan() { f64::INFINITY } else { ratio })
+        })
         .fold(
             (0, 0.0),
             |best, cur| if cur.1 > best.1 { cur } else { best },

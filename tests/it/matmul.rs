@@ -378,6 +378,37 @@ fn finite_difference_check_rejects_a_wrong_gradient() {
 }
 
 #[test]
+fn finite_difference_check_rejects_a_nan_gradient() {
+    // A NaN compares false with everything, so a check built on `ratio > worst` would skip it and pass. The
+    // correct weight gradient passes; the same gradient with one NaN element (on either side) must not.
+    let (rows, inp, out) = (3, 4, 5);
+    let (x, w, g) = (
+        uniform64(rows * inp, 8),
+        uniform64(out * inp, 9),
+        uniform64(rows * out, 10),
+    );
+    let numeric = gradcheck::numeric_gradient(&w, 1e-6, |w| {
+        gradcheck::dot(&reference::linear_forward(&x, w, None, rows, inp, out), &g)
+    });
+    let analytic = reference::linear_backward_weight(&g, &x, rows, inp, out);
+    let (_, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
+    assert!(r <= 1.0, "the correct gradient must pass (ratio {r})");
+    for nan_in_analytic in [true, false] {
+        let (mut a, mut n) = (analytic.clone(), numeric.clone());
+        if nan_in_analytic {
+            a[7] = f64::NAN;
+        } else {
+            n[7] = f64::NAN;
+        }
+        let (i, r) = gradcheck::worst_ratio(&a, &n, 1e-8, 1e-6);
+        assert!(
+            r > 1.0 && i == 7,
+            "a NaN gradient passed the check (nan_in_analytic={nan_in_analytic}, worst [{i}] ratio {r})"
+        );
+    }
+}
+
+#[test]
 fn bad_shapes_are_refused_with_the_shapes_named() {
     let _gpu = serial();
     let gpu = gpu();
