@@ -62,7 +62,7 @@ fn check(data: &GaussianMixture, n: usize, spread: f32, what: &str) {
         .map(|v| v * spread)
         .collect();
     let xt = Tensor::from_f32(gpu, &[n, d], &x).unwrap();
-    let out = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+    let out = common::nan_tensor(&[n, d]); // must be overwritten
     let x64 = to_f64(&x);
     for level in levels() {
         for kind in KINDS {
@@ -160,7 +160,7 @@ fn indexed_exact_model_reads_each_samples_level_from_the_table() {
     let x = uniform(n * 2, 9);
     let xt = Tensor::from_f32(gpu, &[n, 2], &x).unwrap();
     let tt = Tensor::from_u32(gpu, &[n], &steps).unwrap();
-    let out = Tensor::zeros(gpu, &[n, 2], DType::F32).unwrap();
+    let out = common::nan_tensor(&[n, 2]); // must be overwritten
     for kind in KINDS {
         let d = analytic_predict_indexed(gpu, &table, &xt, &tt, &levels, kind, &out).unwrap();
         gpu.run([&d]).unwrap();

@@ -241,15 +241,16 @@ fn check_case(n: usize, c: usize, heads: usize, h: usize, w: usize, qk_scale: f3
     let want = reference::backward(&x.qkv, &x.d_out, s);
     let bound = backward_bounds(&x, &fwd);
 
-    let zeros = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32).unwrap();
+    // Outputs pre-filled with NaN: every kernel must overwrite its outputs, never add into them.
+    let nans = common::nan_tensor;
     let qkv_t = Tensor::from_f32(gpu, &[n, 3 * c, h, w], &qkv).unwrap();
     let d_out_t = Tensor::from_f32(gpu, &[n, c, h, w], &d_out).unwrap();
     for path in paths() {
         let what = format!("{what} {path:?}");
         let (out_t, lse_t, d_qkv_t) = (
-            zeros(&[n, c, h, w]),
-            zeros(&[n, heads, l]),
-            zeros(&[n, 3 * c, h, w]),
+            nans(&[n, c, h, w]),
+            nans(&[n, heads, l]),
+            nans(&[n, 3 * c, h, w]),
         );
         let forward = attention_forward_via(path, gpu, &qkv_t, heads, &out_t, &lse_t).unwrap();
         let backward =

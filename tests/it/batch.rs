@@ -28,7 +28,7 @@ fn gather_rows_converts_the_indexed_images_exactly() {
         let n = index.len();
         let dt = PackedImages::upload(gpu, &data, d).unwrap();
         let it = Tensor::from_u32(gpu, &[n], &index).unwrap();
-        let x0 = Tensor::zeros(gpu, &[n, c, h, w], DType::F32).unwrap();
+        let x0 = common::nan_tensor(&[n, c, h, w]); // must be overwritten
         gpu.run([&batch::gather_rows(gpu, &dt, &it, &x0).unwrap()])
             .unwrap();
         assert_eq!(
@@ -60,7 +60,7 @@ fn gather_rows_flip_mirrors_exactly_the_images_drawn_below_one_half() {
         let dt = PackedImages::upload(gpu, &data, d).unwrap();
         let it = Tensor::from_u32(gpu, &[n], &index).unwrap();
         let ut = Tensor::from_f32(gpu, &[n], &u).unwrap();
-        let x0 = Tensor::zeros(gpu, &[n, c, h, w], DType::F32).unwrap();
+        let x0 = common::nan_tensor(&[n, c, h, w]); // must be overwritten
         gpu.run([&batch::gather_rows_flip(gpu, &dt, &it, &ut, &x0).unwrap()])
             .unwrap();
         let got = x0.read_f32(gpu).unwrap();

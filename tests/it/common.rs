@@ -79,6 +79,14 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], bound: impl Fn(usize)
     }
 }
 
+/// An f32 tensor of `shape` filled with NaN: the output of a kernel that must overwrite it (the gradient contract
+/// in src/kernels/mod.rs). A kernel that adds into its output (`+=` where `=` is meant) or leaves an element
+/// unwritten then fails the comparison; a zeroed output would hide both.
+pub fn nan_tensor(shape: &[usize]) -> diffuse::gpu::Tensor {
+    let len = shape.iter().product();
+    diffuse::gpu::Tensor::from_f32(gpu(), shape, &vec![f32::NAN; len]).expect("NaN-filled tensor")
+}
+
 /// `ulps` units in the last place of an f32 of magnitude |want|: the bound for results rounded a fixed number of
 /// times (pointwise ops), or for transcendentals within the WGSL accuracy spec.
 pub fn ulps(want: f64, ulps: f64) -> f64 {

@@ -1,5 +1,8 @@
 //! shaders/elementwise.wgsl against src/reference/elementwise.rs.
 //!
+//! Every output starts as NaN (common::nan_tensor): the kernels overwrite their outputs, and one that added into
+//! its output or left an element unwritten would fail. (axpy, which accumulates by contract, starts from data.)
+//!
 //! Tolerances: copies (concat, split, upsample) must be exact. Sums of k terms (upsample backward k = 4, bias
 //! backward k = H·W) are within γ_k·Σ|terms| (reference::gamma). SiLU goes through exp and a division: WGSL
 //! allows exp an error of 3 + 2|x| ULP, which the sigmoid and the product carry through with a few roundings,
@@ -24,8 +27,8 @@ fn silu_forward_and_backward_match_reference() {
         let d_y = uniform(n, 100 + case as u64);
         let xt = Tensor::from_f32(gpu, &[n], &x).unwrap();
         let dyt = Tensor::from_f32(gpu, &[n], &d_y).unwrap();
-        let yt = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
-        let dxt = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        let yt = common::nan_tensor(&[n]);
+        let dxt = common::nan_tensor(&[n]);
         gpu.run([
             &ew::silu_forward(gpu, &xt, &yt).unwrap(),
             &ew::silu_backward(gpu, &xt, &dyt, &dxt).unwrap(),
@@ -78,8 +81,8 @@ fn add_scale_and_axpy_match_reference() {
         let b = uniform(n, 20 + case as u64);
         let at = Tensor::from_f32(gpu, &[n], &a).unwrap();
         let bt = Tensor::from_f32(gpu, &[n], &b).unwrap();
-        let sum = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
-        let scaled = Tensor::zeros(gpu, &[n], diffuse::gpu::DType::F32).unwrap();
+        let sum = common::nan_tensor(&[n]);
+        let scaled = common::nan_tensor(&[n]);
         let acc = Tensor::from_f32(gpu, &[n], &a).unwrap();
         gpu.run([
             &ew::add_scaled(gpu, &at, &bt, -0.75, &sum).unwrap(),
@@ -123,9 +126,9 @@ fn concat_and_split_channels_are_exact_copies() {
         let b = uniform(n * cb * hw, 2);
         let at = Tensor::from_f32(gpu, &[n, ca, h, w], &a).unwrap();
         let bt = Tensor::from_f32(gpu, &[n, cb, h, w], &b).unwrap();
-        let yt = Tensor::zeros(gpu, &[n, ca + cb, h, w], diffuse::gpu::DType::F32).unwrap();
-        let da = Tensor::zeros(gpu, &[n, ca, h, w], diffuse::gpu::DType::F32).unwrap();
-        let db = Tensor::zeros(gpu, &[n, cb, h, w], diffuse::gpu::DType::F32).unwrap();
+        let yt = common::nan_tensor(&[n, ca + cb, h, w]);
+        let da = common::nan_tensor(&[n, ca, h, w]);
+        let db = common::nan_tensor(&[n, cb, h, w]);
         gpu.run([
             &ew::concat_channels(gpu, &at, &bt, &yt).unwrap(),
             &ew::split_channels(gpu, &yt, &da, &db).unwrap(),
@@ -147,9 +150,9 @@ fn upsample_nearest2x_matches_reference() {
         let x = uniform(n * c * h * w, 5);
         let d_y = uniform(n * c * 4 * h * w, 6);
         let xt = Tensor::from_f32(gpu, &[n, c, h, w], &x).unwrap();
-        let yt = Tensor::zeros(gpu, &[n, c, 2 * h, 2 * w], diffuse::gpu::DType::F32).unwrap();
+        let yt = common::nan_tensor(&[n, c, 2 * h, 2 * w]);
         let dyt = Tensor::from_f32(gpu, &[n, c, 2 * h, 2 * w], &d_y).unwrap();
-        let dxt = Tensor::zeros(gpu, &[n, c, h, w], diffuse::gpu::DType::F32).unwrap();
+        let dxt = common::nan_tensor(&[n, c, h, w]);
         gpu.run([
             &ew::upsample_nearest2x_forward(gpu, &xt, &yt).unwrap(),
             &ew::upsample_nearest2x_backward(gpu, &dyt, &dxt).unwrap(),
@@ -205,8 +208,8 @@ fn channel_bias_matches_reference() {
         let e = uniform(n * c, 12);
         let xt = Tensor::from_f32(gpu, &[n, c, h, w], &x).unwrap();
         let et = Tensor::from_f32(gpu, &[n, c], &e).unwrap();
-        let yt = Tensor::zeros(gpu, &[n, c, h, w], diffuse::gpu::DType::F32).unwrap();
-        let det = Tensor::zeros(gpu, &[n, c], diffuse::gpu::DType::F32).unwrap();
+        let yt = common::nan_tensor(&[n, c, h, w]);
+        let det = common::nan_tensor(&[n, c]);
         gpu.run([
             &ew::add_channel_bias(gpu, &xt, &et, &yt).unwrap(),
             &ew::channel_bias_backward(gpu, &xt, &det).unwrap(),
@@ -260,8 +263,8 @@ fn repeat2_and_guidance_match_reference() {
     for (n, d) in [(1, 1), (3, 7), (2, 784)] {
         let x = uniform(n * d, 31);
         let xt = Tensor::from_f32(gpu, &[n, d], &x).unwrap();
-        let doubled = Tensor::zeros(gpu, &[2 * n, d], diffuse::gpu::DType::F32).unwrap();
-        let guided = Tensor::zeros(gpu, &[n, d], diffuse::gpu::DType::F32).unwrap();
+        let doubled = common::nan_tensor(&[2 * n, d]);
+        let guided = common::nan_tensor(&[n, d]);
         let o = uniform(2 * n * d, 32);
         let ot = Tensor::from_f32(gpu, &[2 * n, d], &o).unwrap();
         let w = 2.5f64;

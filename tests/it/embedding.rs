@@ -25,7 +25,7 @@ fn check_timesteps_u32(t: &[u32], dim: usize) -> Vec<f32> {
     let gpu = gpu();
     let n = t.len();
     let tt = Tensor::from_u32(gpu, &[n], t).unwrap();
-    let out = Tensor::zeros(gpu, &[n, dim], DType::F32).unwrap();
+    let out = common::nan_tensor(&[n, dim]); // must be overwritten
     gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
@@ -71,7 +71,7 @@ fn timestep_embedding_of_f32_timesteps_matches_reference_and_equals_the_u32_path
         .collect();
     let n = t.len();
     let tt = Tensor::from_f32(gpu, &[n], &t).unwrap();
-    let out = Tensor::zeros(gpu, &[n, dim], DType::F32).unwrap();
+    let out = common::nan_tensor(&[n, dim]); // must be overwritten
     gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
@@ -107,7 +107,7 @@ fn class_embedding_forward_and_backward_match_reference() {
         let d_y = uniform(n * dim, 20 + case as u64);
         let lt = Tensor::from_u32(gpu, &[n], &labels).unwrap();
         let tt = Tensor::from_f32(gpu, &[classes, dim], &table).unwrap();
-        let yt = Tensor::zeros(gpu, &[n, dim], DType::F32).unwrap();
+        let yt = common::nan_tensor(&[n, dim]); // must be overwritten
         let dyt = Tensor::from_f32(gpu, &[n, dim], &d_y).unwrap();
         // Filled with garbage first: the backward must overwrite every element, unused classes included.
         let dtt = Tensor::from_f32(gpu, &[classes, dim], &vec![7.0; classes * dim]).unwrap();

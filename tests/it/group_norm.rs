@@ -290,7 +290,8 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
 
     let dims = [n, c, h, w];
     let f32t = |shape: &[usize], data: &[f32]| Tensor::from_f32(gpu, shape, data).unwrap();
-    let zeros = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32).unwrap();
+    // Outputs pre-filled with NaN: every kernel must overwrite its outputs, never add into them.
+    let nans = common::nan_tensor;
     let (xt, gt, bt, dyt) = (
         f32t(&dims, &x),
         f32t(&[c], &gamma_),
@@ -299,8 +300,8 @@ fn check_case(shape: (usize, usize, usize, usize, usize), silu: bool, shift: f32
     );
     for path in paths() {
         let what = format!("{what} {path:?}");
-        let (yt, mt, rt) = (zeros(&dims), zeros(&[n, groups]), zeros(&[n, groups]));
-        let (dxt, dgt, dbt) = (zeros(&dims), zeros(&[c]), zeros(&[c]));
+        let (yt, mt, rt) = (nans(&dims), nans(&[n, groups]), nans(&[n, groups]));
+        let (dxt, dgt, dbt) = (nans(&dims), nans(&[c]), nans(&[c]));
         let forward = group_norm_forward_via(path, gpu, &gn, &xt, &gt, &bt, &yt, &mt, &rt).unwrap();
         let backward = group_norm_backward_via(
             path, gpu, &gn, &xt, &gt, &bt, &mt, &rt, &dyt, &dxt, &dgt, &dbt,

@@ -26,7 +26,7 @@ fn gpu_mse(pred: &[f32], target: &[f32]) -> f32 {
     let n = pred.len();
     let p = Tensor::from_f32(gpu, &[n], pred).unwrap();
     let t = Tensor::from_f32(gpu, &[n], target).unwrap();
-    let l = Tensor::zeros(gpu, &[1], DType::F32).unwrap();
+    let l = common::nan_tensor(&[1]); // must be overwritten
     gpu.run(&loss::mse_forward(gpu, &p, &t, &l).unwrap())
         .unwrap();
     l.read_f32(gpu).unwrap()[0]
@@ -66,7 +66,7 @@ fn mse_forward_is_deterministic_and_recomputes_when_inputs_change() {
     let (a, b) = (uniform(n, 1), uniform(n, 2));
     let p = Tensor::from_f32(gpu, &[n], &a).unwrap();
     let t = Tensor::from_f32(gpu, &[n], &b).unwrap();
-    let l = Tensor::zeros(gpu, &[1], DType::F32).unwrap();
+    let l = common::nan_tensor(&[1]); // must be overwritten
     let step = loss::mse_forward(gpu, &p, &t, &l).unwrap();
     gpu.run(&step).unwrap();
     let first = l.read_f32(gpu).unwrap()[0];
@@ -92,8 +92,9 @@ fn mse_backward_matches_reference_with_and_without_an_upstream_gradient() {
         let p = Tensor::from_f32(gpu, &shape, &pred).unwrap();
         let t = Tensor::from_f32(gpu, &shape, &target).unwrap();
         let g = Tensor::from_f32(gpu, &[1], &[-0.37]).unwrap();
-        let d_plain = Tensor::zeros(gpu, &shape, DType::F32).unwrap();
-        let d_scaled = Tensor::zeros(gpu, &shape, DType::F32).unwrap();
+        // NaN first: the backward overwrites its output.
+        let d_plain = common::nan_tensor(&shape);
+        let d_scaled = common::nan_tensor(&shape);
         gpu.run([
             &loss::mse_backward(gpu, &p, &t, None, &d_plain).unwrap(),
             &loss::mse_backward(gpu, &p, &t, Some(&g), &d_scaled).unwrap(),

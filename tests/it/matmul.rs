@@ -53,7 +53,7 @@ fn blocked_ok(s: &MatmulShape) -> bool {
     s.k.is_multiple_of(4) && s.n.is_multiple_of(4) && (!s.trans_a || s.m.is_multiple_of(4))
 }
 
-/// Runs one product on the GPU with `variant` (C starts as random data when accumulating) and checks it against
+/// Runs one product on the GPU with `variant` (C starts as random data when accumulating, as NaN when not) and checks it against
 /// the reference within γ(terms)·Σ|terms|.
 fn check_product(s: &MatmulShape, accumulate: bool, variant: Variant, seed: u64) {
     let a = uniform(s.a_len(), seed);
@@ -64,7 +64,8 @@ fn check_product(s: &MatmulShape, accumulate: bool, variant: Variant, seed: u64)
     let ct = if accumulate {
         tensor(&stored(s.batch, s.m, s.n, false), &c0)
     } else {
-        zeros(&stored(s.batch, s.m, s.n, false))
+        // NaN, not zeros: a kernel that adds into C when told to overwrite it must fail.
+        common::nan_tensor(&stored(s.batch, s.m, s.n, false))
     };
     let opts = MatmulOptions {
         trans_a: s.trans_a,
@@ -219,11 +220,12 @@ fn check_linear(rows: usize, inp: usize, out: usize, with_bias: bool, seed: u64)
         tensor(&[out], &bias),
         tensor(&[rows, out], &d_y),
     );
+    // Pre-filled with NaN: each kernel must overwrite its output (src/kernels/mod.rs's gradient contract).
     let (yt, dxt, dwt, dbt) = (
-        zeros(&[rows, out]),
-        zeros(&[rows, inp]),
-        zeros(&[out, inp]),
-        zeros(&[out]),
+        common::nan_tensor(&[rows, out]),
+        common::nan_tensor(&[rows, inp]),
+        common::nan_tensor(&[out, inp]),
+        common::nan_tensor(&[out]),
     );
     gpu()
         .run([

@@ -45,8 +45,9 @@ fn noise_forward_matches_reference_for_every_target() {
             Prediction::Sample,
             Prediction::Velocity,
         ] {
-            let x_t = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
-            let target = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+            // NaN first: the kernel overwrites both outputs.
+            let x_t = common::nan_tensor(&[n, d]);
+            let target = common::nan_tensor(&[n, d]);
             gpu.run([
                 &noise::noise_forward(gpu, &x0t, &et, &tt, &table, kind, &x_t, &target).unwrap(),
             ])
@@ -125,10 +126,11 @@ fn noised_samples_have_the_closed_form_mean_and_variance() {
     let m = (n * d) as f64;
     for (t, x0_value) in [(0u32, 0.5f32), (300, -0.8), (999, 1.0)] {
         let x0 = Tensor::from_f32(gpu, &[n, d], &vec![x0_value; n * d]).unwrap();
-        let eps = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        // NaN first: the kernels overwrite their outputs.
+        let eps = common::nan_tensor(&[n, d]);
         let steps = Tensor::from_u32(gpu, &[n], &vec![t; n]).unwrap();
-        let x_t = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
-        let target = Tensor::zeros(gpu, &[n, d], DType::F32).unwrap();
+        let x_t = common::nan_tensor(&[n, d]);
+        let target = common::nan_tensor(&[n, d]);
         let state = diffuse::kernels::random::rng_state(gpu, 0).unwrap();
         gpu.run([
             &diffuse::kernels::random::fill_normal(gpu, &eps, 42, 0, &state).unwrap(),

@@ -30,7 +30,7 @@ fn draw_f32(
     len: usize,
     make: impl Fn(&Tensor) -> diffuse::Result<diffuse::gpu::Dispatch>,
 ) -> Vec<f32> {
-    let y = Tensor::zeros(gpu, &[len], DType::F32).unwrap();
+    let y = common::nan_tensor(&[len]); // must be overwritten
     gpu.run([&make(&y).unwrap()]).unwrap();
     y.read_f32(gpu).unwrap()
 }

@@ -70,7 +70,7 @@ fn vlb_terms_match_reference_for_every_kind_of_term() {
         ] {
             let c = VlbCoefficients::new(&s, variance, prediction).unwrap();
             let table = VlbTable::upload(gpu, &c).unwrap();
-            let terms = Tensor::zeros(gpu, &[m, d], DType::F32).unwrap();
+            let terms = common::nan_tensor(&[m, d]); // must be overwritten
             let dispatch =
                 kernel::vlb_terms(gpu, &table, &x0t, &xtt, &ot, &tt, &wt, &terms).unwrap();
             gpu.run([&dispatch]).unwrap();
@@ -94,7 +94,7 @@ fn weighted_sum_matches_the_f64_sum() {
     // One term; one past a workgroup; more than 256·1024 terms, so the first stage loops.
     for n in [1, 257, 300_001] {
         let terms = uniform(n, n as u64);
-        let total = Tensor::zeros(gpu, &[1], DType::F32).unwrap();
+        let total = common::nan_tensor(&[1]); // must be overwritten
         let scale = std::f64::consts::LOG2_E as f32;
         let input = Tensor::from_f32(gpu, &[n], &terms).unwrap();
         gpu.run(&kernel::weighted_sum(gpu, &input, scale, &total).unwrap())
