@@ -38,6 +38,8 @@ pub struct Gpu {
     /// Bytes of every tensor created on this device so far (uniform and transient readback buffers excluded):
     /// what a fixed workload allocates, since nothing is allocated per step.
     pub(crate) allocated: std::sync::atomic::AtomicU64,
+    /// Queue submissions made through [`Gpu::submit`] so far (every submission diffuse makes goes through it).
+    submissions: std::sync::atomic::AtomicU64,
     /// Errors no error scope caught, kept for [`Gpu::check_errors`] (see `Gpu::open`).
     uncaptured: Arc<Mutex<Uncaptured>>,
     /// Shared scratch tensors by slot name (see [`Gpu::workspace`]).
@@ -268,6 +270,7 @@ impl Gpu {
             caps,
             kernels: Mutex::new(HashMap::new()),
             allocated: std::sync::atomic::AtomicU64::new(0),
+            submissions: std::sync::atomic::AtomicU64::new(0),
             uncaptured,
             workspaces: Mutex::new(HashMap::new()),
         })
@@ -284,6 +287,22 @@ impl Gpu {
     /// Bytes of tensors and uniform buffers created on this device so far.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Submits `commands` to the queue as one submission and counts it: every submission diffuse makes goes
+    /// through here, so [`Gpu::submissions`] is what the "one submission per training step" test reads.
+    pub fn submit(
+        &self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> wgpu::SubmissionIndex {
+        self.submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit(commands)
+    }
+
+    /// Queue submissions made on this device so far (see [`Gpu::submit`]).
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn count_allocation(&self, bytes: u64) {

@@ -544,7 +544,7 @@ impl<'g> Recorder<'g> {
     }
 
     pub fn submit(self) -> wgpu::SubmissionIndex {
-        self.gpu.queue.submit([self.encoder.finish()])
+        self.gpu.submit([self.encoder.finish()])
     }
 }
 

@@ -261,7 +261,7 @@ impl Tensor {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

@@ -106,7 +106,7 @@ impl Timer {
             encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, 16);
         }
         let start = Instant::now();
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         let host = host_start.elapsed().as_secs_f64();
         gpu.wait()?;
         let wall = start.elapsed().as_secs_f64();

@@ -228,6 +228,25 @@ fn a_step_is_one_submission_and_a_mismatched_checkpoint_is_refused() {
         trainer.dispatch_count() > 100,
         "the whole step is recorded as one list of dispatches"
     );
+    // Counted on a device of its own: the shared test GPU's counter also counts the submissions of the tests
+    // running beside this one. Both placements (the streamed one records its upload into the step), with and
+    // without the loss report (whose copies ride in the same submission).
+    let own = diffuse::gpu::Gpu::new(None).unwrap();
+    for placement in [Placement::Gpu, Placement::Host] {
+        let mut s = settings();
+        s.placement = placement;
+        let mut counted = Trainer::new(&own, s, &data, None).unwrap();
+        for report in [false, true, false] {
+            let before = own.submissions();
+            counted.step(&own, report).unwrap();
+            assert_eq!(
+                own.submissions() - before,
+                1,
+                "a training step ({placement:?}, report {report}) must be one queue submission"
+            );
+        }
+        assert_eq!(counted.wait_losses(&own).unwrap().len(), 1);
+    }
     let mut ckpt = trainer.checkpoint(gpu).unwrap();
     ckpt.config.base_channels = 8;
     let err = Trainer::new(gpu, settings(), &data, Some(&ckpt))
