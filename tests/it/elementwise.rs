@@ -192,6 +192,29 @@ fn upsample_backward_is_the_adjoint_of_forward() {
 }
 
 #[test]
+fn channel_bias_backward_reference_matches_finite_differences() {
+    // L = ⟨x + e broadcast over each row of hw, w⟩: ∂L/∂e[r] = Σ_j w[r, j], the reference backward fed d_y = w.
+    // L is linear in e, so central differences are exact up to f64 rounding of O(hw) sums divided by 2h.
+    let (rows, hw) = (6, 5);
+    let (x, e, w) = (
+        uniform64(rows * hw, 21),
+        uniform64(rows, 22),
+        uniform64(rows * hw, 23),
+    );
+    let numeric = gradcheck::numeric_gradient(&e, 1e-6, |e| {
+        gradcheck::dot(&reference::add_channel_bias(&x, e, hw), &w)
+    });
+    let analytic = reference::channel_bias_backward(&w, hw);
+    let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
+    assert!(
+        r <= 1.0,
+        "channel bias gradient at [{i}]: analytic {} vs numeric {}",
+        analytic[i],
+        numeric[i]
+    );
+}
+
+#[test]
 fn channel_bias_matches_reference() {
     let gpu = gpu();
     // hw = 1, odd, 256 + 1 and one larger than a workgroup several times over; hw = 4 and 28·28 take the vec4
