@@ -139,6 +139,11 @@ impl TermEvaluator {
         self.net.batch
     }
 
+    /// The network's ε̂ of the last batch [batch, C, H, W], for tests that recompute the terms.
+    pub fn network_output(&self) -> &Tensor {
+        self.net.output()
+    }
+
     /// The bound's term (nats, summed over the row's elements) of each row: x₀ [batch, C, H, W] flattened,
     /// t [batch], and the class label of each row for a class-conditional model.
     pub fn evaluate(

@@ -9,8 +9,8 @@ use diffuse::diffusion::vlb::VlbCoefficients;
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::eval::{plan_terms, TermEvaluator};
 use diffuse::model::{ParamBuffers, ParamLayout};
-use diffuse::reference::to_f64;
 use diffuse::reference::vlb::{rounded, vlb_terms, vlb_terms_bound};
+use diffuse::reference::{gamma, to_f64};
 
 fn counter() -> impl FnMut() -> f64 {
     let mut state = 0u64;
@@ -134,5 +134,94 @@ fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
                 got[r]
             );
         }
+    }
+}
+
+#[test]
+fn eval_feeds_the_drawn_x_t_and_the_networks_output_into_the_terms() {
+    // The wiring the zero-output test above cannot see, checked link by link against references that share nothing
+    // with the evaluator: (1) x_t against a·x₀ + b·ε with ε the f64 Philox/Box–Muller reference of the evaluator's
+    // seed and stream (wrong seed, stream, table or t: fails); (2) the network's ε̂ against the f64 reference U-Net
+    // run on that x_t, t and labels, with every layer non-zero (t or labels not reaching the network: fails);
+    // (3) the terms against the f64 terms of (x₀, x_t, ε̂) (ε̂ not reaching the terms: fails, since ε̂ ≠ 0).
+    let gpu = gpu();
+    let config = common::tiny_unet();
+    let layout = ParamLayout::new(&config);
+    // The default initialisation, with the zero-initialised layers (the output conv among them) given small random
+    // values, as in tests/it/unet.rs.
+    let mut flat = layout.init(5);
+    let noise = uniform(layout.padded_len, 77);
+    for p in &layout.params {
+        let range = p.offset..p.offset + p.len();
+        if flat[range.clone()].iter().all(|&v| v == 0.0) {
+            for i in range {
+                flat[i] = 0.2 * noise[i];
+            }
+        }
+    }
+    let params = ParamBuffers::upload(gpu, &layout, &flat).unwrap();
+    let schedule = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
+    let t = [0u32, 417, 999];
+    let labels = [2u32, 0, 3]; // 3 = "no class"
+    let rows = t.len();
+    let d = 64;
+    let x0: Vec<f32> = uniform(rows * d, 9)
+        .iter()
+        .map(|v| ((((v + 1.0) * 127.5).round() / 127.5) - 1.0).clamp(-1.0, 1.0))
+        .collect();
+    let seed = 11;
+    let variance = DdpmVariance::PosteriorBeta;
+    let evaluator =
+        TermEvaluator::new(gpu, &config, &params, &schedule, variance, rows, seed).unwrap();
+    let got = evaluator.evaluate(gpu, &x0, &t, Some(&labels)).unwrap();
+
+    // (1) x_t. The evaluator's ε is stream 0 of its seed at offset 0; the table is the schedule's, rounded to f32
+    // as the GPU holds it. The GPU's ε is within crate::random::normal_bound(r) of the reference; x_t = a·x₀ + b·ε
+    // then rounds twice (γ₂ of its products' magnitudes) and carries b times ε's error.
+    let (eps, radius) = diffuse::reference::random::normal_with_radius(seed, 0, 0, rows * d);
+    let [a, b] = schedule
+        .noise_table()
+        .map(|row| row.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>());
+    let x0_64 = to_f64(&x0);
+    let want_x_t =
+        diffuse::reference::noise::noise_forward(&x0_64, &eps, &t, &a, &b, Prediction::Epsilon).0;
+    let x_t32 = evaluator.x_t.read_f32(gpu).unwrap();
+    common::assert_close("x_t", &x_t32, &want_x_t, |i| {
+        let s = t[i / d] as usize;
+        let d_eps = crate::random::normal_bound(radius[i]);
+        gamma(2) * (a[s] * x0_64[i].abs() + b[s] * (eps[i].abs() + d_eps)) + b[s] * d_eps
+    });
+
+    // (2) ε̂ against the reference U-Net on the GPU's x_t (just checked), within tests/it/unet.rs's forward bound
+    // for this configuration: 40·γ₂₈₈·max|ε̂|.
+    let x_t = to_f64(&x_t32);
+    let t64: Vec<f64> = t.iter().map(|&v| v as f64).collect();
+    let want_eps_hat =
+        diffuse::reference::unet::forward(&config, &to_f64(&flat), &x_t, &t64, Some(&labels));
+    let scale = want_eps_hat.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 1e-3, "ε̂ must not be trivially zero ({scale})");
+    let eps_hat32 = evaluator.network_output().read_f32(gpu).unwrap();
+    common::assert_close("ε̂", &eps_hat32, &want_eps_hat, |_| {
+        40.0 * gamma(288) * scale
+    });
+
+    // (3) The terms of (x₀, x_t, ε̂), each element within its kernel bound; the host's f64 sum of 64 f32 terms adds
+    // < 64·2⁻⁵³ relative.
+    let eps_hat = to_f64(&eps_hat32);
+    let c = rounded(&VlbCoefficients::new(&schedule, variance, Prediction::Epsilon).unwrap());
+    let ones = vec![1.0; rows];
+    let want = vlb_terms(&c, &x0_64, &x_t, &eps_hat, &t, &ones);
+    let bound = vlb_terms_bound(&c, &x0_64, &x_t, &eps_hat, &t, &ones);
+    for r in 0..rows {
+        let range = r * d..(r + 1) * d;
+        let want_row: f64 = want[range.clone()].iter().sum();
+        let tolerance: f64 = bound[range.clone()].iter().sum::<f64>()
+            + 64.0 * f64::EPSILON * want[range].iter().map(|v| v.abs()).sum::<f64>();
+        assert!(
+            (got[r] - want_row).abs() <= tolerance,
+            "row {r} (t = {}): GPU {} vs reference {want_row} (tolerance {tolerance})",
+            t[r],
+            got[r]
+        );
     }
 }

@@ -149,7 +149,7 @@ fn gpu_bits_uniforms_and_integers_match_reference_bit_for_bit() {
 /// - the final product r·cos θ rounds once: 0.5u·|z| ≤ 0.5u·r.
 ///
 /// Total ≤ (4.5 + 3.2 + 4 + 0.5)·u·r ≈ 12.2·u·r (we allow 16·u·r), plus 2⁻²¹/r in the middle regime.
-fn normal_bound(r: f64) -> f64 {
+pub fn normal_bound(r: f64) -> f64 {
     // Slightly wider than the exact regime edges (0.1777, 1.1774), which only loosens the bound there.
     let log_absolute = if (0.177..=1.178).contains(&r) {
         2f64.powi(-21) / r
