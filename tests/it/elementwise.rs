@@ -192,6 +192,41 @@ fn upsample_backward_is_the_adjoint_of_forward() {
 }
 
 #[test]
+fn split_channels_reference_matches_finite_differences_of_concat() {
+    // split_channels is concat's backward: L = ⟨concat(a, b), w⟩ gives ∂L/∂a, ∂L/∂b = split_channels(w). L is
+    // linear, so central differences are exact up to f64 rounding.
+    let (n, ca, cb, hw) = (2, 3, 2, 5);
+    let (a, b, w) = (
+        uniform64(n * ca * hw, 24),
+        uniform64(n * cb * hw, 25),
+        uniform64(n * (ca + cb) * hw, 26),
+    );
+    let loss =
+        |a: &[f64], b: &[f64]| gradcheck::dot(&reference::concat_channels(a, b, n, ca, cb, hw), &w);
+    let (d_a, d_b) = reference::split_channels(&w, n, ca, cb, hw);
+    for (name, analytic, numeric) in [
+        (
+            "d_a",
+            d_a,
+            gradcheck::numeric_gradient(&a, 1e-6, |a| loss(a, &b)),
+        ),
+        (
+            "d_b",
+            d_b,
+            gradcheck::numeric_gradient(&b, 1e-6, |b| loss(&a, b)),
+        ),
+    ] {
+        let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
+        assert!(
+            r <= 1.0,
+            "{name} at [{i}]: analytic {} vs numeric {}",
+            analytic[i],
+            numeric[i]
+        );
+    }
+}
+
+#[test]
 fn channel_bias_backward_reference_matches_finite_differences() {
     // L = ⟨x + e broadcast over each row of hw, w⟩: ∂L/∂e[r] = Σ_j w[r, j], the reference backward fed d_y = w.
     // L is linear in e, so central differences are exact up to f64 rounding of O(hw) sums divided by 2h.
