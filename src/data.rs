@@ -113,24 +113,47 @@ pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 
 /// An IDX file's bytes: header and payload, the payload no longer than the header promises. `header_len` is 16 for
 /// images and 8 for labels; `payload` reads the header (given exactly `header_len` bytes) and returns how many bytes
-/// must follow, or why the header is refused. Gzipped data is inflated only that far, and one byte more is an error.
+/// must follow, or why the header is refused. The source, raw or gzipped, is read (inflated) only that far, and one
+/// byte more is an error: neither a crafted header nor a gzip bomb makes it read or allocate past the promise.
 fn read_idx(
     path: &Path,
-    bytes: &[u8],
+    mut source: impl std::io::BufRead,
     header_len: usize,
     payload: impl Fn(&[u8]) -> Result<usize>,
 ) -> Result<Vec<u8>> {
-    let mut reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(bytes))
+    let gz = source
+        .fill_buf()
+        .map_err(|e| Error::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    if gz {
+        read_promised(
+            path,
+            flate2::bufread::GzDecoder::new(source),
+            gz,
+            header_len,
+            payload,
+        )
     } else {
-        Box::new(bytes)
+        read_promised(path, source, gz, header_len, payload)
+    }
+}
+
+fn read_promised(
+    path: &Path,
+    mut reader: impl Read,
+    gz: bool,
+    header_len: usize,
+    payload: impl Fn(&[u8]) -> Result<usize>,
+) -> Result<Vec<u8>> {
+    let failed = |e: std::io::Error| match gz {
+        true => Error::data(path, format!("gzip data is corrupt: {e}")),
+        false => Error::io(path, e),
     };
-    let corrupt = |e: std::io::Error| Error::data(path, format!("gzip data is corrupt: {e}"));
     let mut out = Vec::new();
     (&mut reader)
         .take(header_len as u64)
         .read_to_end(&mut out)
-        .map_err(corrupt)?;
+        .map_err(failed)?;
     if out.len() < header_len {
         return Ok(out); // The parser says what is missing.
     }
@@ -138,9 +161,9 @@ fn read_idx(
     (&mut reader)
         .take(need as u64)
         .read_to_end(&mut out)
-        .map_err(corrupt)?;
+        .map_err(failed)?;
     let mut more = [0u8; 1];
-    if out.len() == header_len + need && reader.read(&mut more).map_err(corrupt)? > 0 {
+    if out.len() == header_len + need && reader.read(&mut more).map_err(failed)? > 0 {
         return Err(Error::data(
             path,
             format!(
@@ -151,9 +174,10 @@ fn read_idx(
     Ok(out)
 }
 
-/// A file's bytes, as stored (gzipped or not): [`read_idx`] inflates them.
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+/// A file, to be read by [`read_idx`] only as far as its header promises.
+fn open_file(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(std::io::BufReader::new(file))
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -204,8 +228,8 @@ fn idx_images_len(path: &Path, header: &[u8]) -> Result<usize> {
     }
 }
 
-fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<GrayImages> {
-    let data = read_idx(path, bytes, 16, |h| idx_images_len(path, h))?;
+fn parse_idx_images(path: &Path, source: impl std::io::BufRead) -> Result<GrayImages> {
+    let data = read_idx(path, source, 16, |h| idx_images_len(path, h))?;
     if data.len() < 16 {
         return Err(Error::data(
             path,
@@ -232,7 +256,7 @@ fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<GrayImages> {
     })
 }
 
-fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
+fn parse_idx_labels(path: &Path, source: impl std::io::BufRead) -> Result<Vec<u32>> {
     let magic = |h: &[u8]| {
         if be_u32(h, 0) != 0x0801 {
             return Err(Error::data(
@@ -243,7 +267,7 @@ fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
         // One byte per label: below 2^32, far below MAX_IDX_BYTES.
         Ok(be_u32(h, 4) as usize)
     };
-    let data = read_idx(path, bytes, 8, magic)?;
+    let data = read_idx(path, source, 8, magic)?;
     if data.len() < 8 {
         return Err(Error::data(
             path,
@@ -293,7 +317,7 @@ fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
 }
 
 fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
-    let images = parse_idx_images(images_path, &read_file(images_path)?)?;
+    let images = parse_idx_images(images_path, open_file(images_path)?)?;
     // The labels file sits beside the images: same name with idx3 → idx1 and images → labels, or the only idx1.
     let name = images_path
         .file_name()
@@ -312,7 +336,7 @@ fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
     };
     let labels = match labels_path {
         Some(p) => {
-            let labels = parse_idx_labels(&p, &read_file(&p)?)?;
+            let labels = parse_idx_labels(&p, open_file(&p)?)?;
             if labels.len() != images.count {
                 return Err(Error::data(
                     &p,
