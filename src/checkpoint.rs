@@ -88,6 +88,11 @@ const PREDICTIONS: [(Prediction, &str); 4] = [
     (Prediction::Score, "score"),
 ];
 
+/// The most classes a checkpoint may name (`model.num_classes`), and the most timesteps (`extra.timesteps`): bounds
+/// far above any real run, checked before a class table or a schedule is sized by them.
+pub const MAX_CLASSES: usize = 1 << 20;
+pub const MAX_TIMESTEPS: usize = 1 << 20;
+
 /// Every metadata key, written here and read back by [`Fields`]; docs/checkpoint.md explains each.
 fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
     let c = &ckpt.config;
@@ -195,24 +200,79 @@ impl Fields<'_> {
         })
     }
 
+    /// `key` as a number in `bounds`: every size read from a file is bounded before anything is sized by it.
+    fn bounded(&mut self, key: &str, bounds: std::ops::RangeInclusive<usize>) -> Result<usize> {
+        let value = self.parse(key, "a number")?;
+        self.check_bounds(key, value, &bounds)?;
+        Ok(value)
+    }
+
+    fn check_bounds(
+        &self,
+        key: &str,
+        value: usize,
+        bounds: &std::ops::RangeInclusive<usize>,
+    ) -> Result<()> {
+        if bounds.contains(&value) {
+            return Ok(());
+        }
+        Err(self.error(format!(
+            "checkpoint metadata {key:?} is {value}, outside the bounds {}..={} this diffuse reads",
+            bounds.start(),
+            bounds.end()
+        )))
+    }
+
+    /// `key` as a list of at most `len` numbers, each in `bounds`.
+    fn bounded_list(
+        &mut self,
+        key: &str,
+        len: std::ops::RangeInclusive<usize>,
+        bounds: std::ops::RangeInclusive<usize>,
+    ) -> Result<Vec<usize>> {
+        let list = self.list(key)?;
+        if !len.contains(&list.len()) {
+            return Err(self.error(format!(
+                "checkpoint metadata {key:?} has {} entries, outside the bounds {}..={} this diffuse reads",
+                list.len(),
+                len.start(),
+                len.end()
+            )));
+        }
+        for &value in &list {
+            self.check_bounds(key, value, &bounds)?;
+        }
+        Ok(list)
+    }
+
+    /// The model config, each field bounded (far above any preset) before the layout is sized by it, then
+    /// validated as a whole.
     fn config(&mut self) -> Result<UNetConfig> {
         let num_classes = match self.take("model.num_classes")?.as_str() {
             "none" => None,
-            text => Some(text.parse().map_err(|_| {
-                self.error(format!(
-                    "checkpoint metadata \"model.num_classes\" is {text:?}, not a number or \"none\""
-                ))
-            })?),
+            text => {
+                let n = text.parse().map_err(|_| {
+                    self.error(format!(
+                        "checkpoint metadata \"model.num_classes\" is {text:?}, not a number or \"none\""
+                    ))
+                })?;
+                self.check_bounds("model.num_classes", n, &(1..=MAX_CLASSES))?;
+                Some(n)
+            }
         };
         let config = UNetConfig {
-            in_channels: self.parse("model.in_channels", "a number")?,
-            image_size: self.parse("model.image_size", "a number")?,
-            base_channels: self.parse("model.base_channels", "a number")?,
-            channel_mults: self.list("model.channel_mults")?,
-            blocks_per_level: self.parse("model.blocks_per_level", "a number")?,
-            attention_resolutions: self.list("model.attention_resolutions")?,
-            groups: self.parse("model.groups", "a number")?,
-            heads: self.parse("model.heads", "a number")?,
+            in_channels: self.bounded("model.in_channels", 1..=16)?,
+            image_size: self.bounded("model.image_size", 1..=4096)?,
+            base_channels: self.bounded("model.base_channels", 1..=4096)?,
+            channel_mults: self.bounded_list("model.channel_mults", 1..=8, 1..=64)?,
+            blocks_per_level: self.bounded("model.blocks_per_level", 1..=64)?,
+            attention_resolutions: self.bounded_list(
+                "model.attention_resolutions",
+                0..=8,
+                1..=4096,
+            )?,
+            groups: self.bounded("model.groups", 1..=4096)?,
+            heads: self.bounded("model.heads", 1..=4096)?,
             num_classes,
             dropout: self.parse("model.dropout", "a number")?,
         };
@@ -244,11 +304,11 @@ impl Fields<'_> {
         };
         let record = TrainingRecord {
             schedule,
-            timesteps: self.parse("extra.timesteps", "a number")?,
+            timesteps: self.bounded("extra.timesteps", 1..=MAX_TIMESTEPS)?,
             prediction,
             dataset: self.take("extra.dataset")?,
             lr: self.parse("extra.lr", "a number")?,
-            batch: self.parse("extra.batch", "a number")?,
+            batch: self.bounded("extra.batch", 1..=1 << 20)?,
             flip,
             class_names,
         };
@@ -345,8 +405,23 @@ impl Checkpoint {
             fields.parse("rng_offset", "a number")?,
         );
         fields.finish()?;
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(corrupt)?;
         let layout = ParamLayout::new(&config);
+        // The weights and the EMA are both in the file, so a config whose tensors could not fit in it is damaged
+        // metadata: refused before anything is allocated, which bounds every allocation below by the file's size.
+        let values: u64 = layout.params.iter().map(|p| p.len() as u64).sum();
+        let needed = values.saturating_mul(2 * 4);
+        if needed > bytes.len() as u64 {
+            return Err(Error::data(
+                path,
+                format!(
+                    "the config needs {} parameters for the weights and the EMA ({needed} bytes), more than this \
+                     {}-byte file holds: its metadata does not match its tensors, or is damaged",
+                    values,
+                    bytes.len()
+                ),
+            ));
+        }
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(corrupt)?;
         let read_set = |prefix: &str| -> Result<Option<Vec<f32>>> {
             let mut flat = vec![0.0f32; layout.padded_len];
             for (i, p) in layout.params.iter().enumerate() {

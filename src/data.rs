@@ -55,14 +55,8 @@ pub struct Fit {
 impl Dataset {
     /// The built-in MNIST subset.
     pub fn builtin(fit: Fit) -> Result<Dataset> {
-        let images = parse_idx_images(
-            Path::new("<built-in mnist-10k>"),
-            &gunzip_if_needed(BUILTIN_IMAGES)?,
-        )?;
-        let labels = parse_idx_labels(
-            Path::new("<built-in mnist-10k>"),
-            &gunzip_if_needed(BUILTIN_LABELS)?,
-        )?;
+        let images = parse_idx_images(Path::new("<built-in mnist-10k>"), BUILTIN_IMAGES)?;
+        let labels = parse_idx_labels(Path::new("<built-in mnist-10k>"), BUILTIN_LABELS)?;
         from_gray(
             images,
             Some(labels),
@@ -106,21 +100,84 @@ impl Dataset {
     }
 }
 
-fn gunzip_if_needed(bytes: &[u8]) -> Result<Vec<u8>> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Usage(format!("gzip data is corrupt: {e}")))?;
-        Ok(out)
+/// The most bytes of pixels an IDX file may promise (8 GiB; EMNIST's largest set holds 0.6 GiB). A gzipped file is
+/// inflated only as far as its header promises, so neither a crafted header nor a gzip bomb allocates past this.
+pub const MAX_IDX_BYTES: u64 = 8 << 30;
+
+/// The most pixels one image may have (IDX rows × cols, or a PNG/JPEG's width × height): 2^26, 64 megapixels.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+/// The most bytes the `image` crate may allocate to decode one PNG/JPEG (`image::Limits::max_alloc`): 512 MiB, room
+/// for a 64-megapixel RGBA image at 8 bits plus the decoder's own buffers.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// An IDX file's bytes: header and payload, the payload no longer than the header promises. `header_len` is 16 for
+/// images and 8 for labels; `payload` reads the header (given exactly `header_len` bytes) and returns how many bytes
+/// must follow, or why the header is refused. The source, raw or gzipped, is read (inflated) only that far, and one
+/// byte more is an error: neither a crafted header nor a gzip bomb makes it read or allocate past the promise.
+fn read_idx(
+    path: &Path,
+    mut source: impl std::io::BufRead,
+    header_len: usize,
+    payload: impl Fn(&[u8]) -> Result<usize>,
+) -> Result<Vec<u8>> {
+    let gz = source
+        .fill_buf()
+        .map_err(|e| Error::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    if gz {
+        read_promised(
+            path,
+            flate2::bufread::GzDecoder::new(source),
+            gz,
+            header_len,
+            payload,
+        )
     } else {
-        Ok(bytes.to_vec())
+        read_promised(path, source, gz, header_len, payload)
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    gunzip_if_needed(&bytes).map_err(|e| Error::data(path, e.to_string()))
+fn read_promised(
+    path: &Path,
+    mut reader: impl Read,
+    gz: bool,
+    header_len: usize,
+    payload: impl Fn(&[u8]) -> Result<usize>,
+) -> Result<Vec<u8>> {
+    let failed = |e: std::io::Error| match gz {
+        true => Error::data(path, format!("gzip data is corrupt: {e}")),
+        false => Error::io(path, e),
+    };
+    let mut out = Vec::new();
+    (&mut reader)
+        .take(header_len as u64)
+        .read_to_end(&mut out)
+        .map_err(failed)?;
+    if out.len() < header_len {
+        return Ok(out); // The parser says what is missing.
+    }
+    let need = payload(&out)?;
+    (&mut reader)
+        .take(need as u64)
+        .read_to_end(&mut out)
+        .map_err(failed)?;
+    let mut more = [0u8; 1];
+    if out.len() == header_len + need && reader.read(&mut more).map_err(failed)? > 0 {
+        return Err(Error::data(
+            path,
+            format!(
+                "the data runs past the {need} bytes its header promises: damaged, or not an IDX file"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// A file, to be read by [`read_idx`] only as far as its header promises.
+fn open_file(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(std::io::BufReader::new(file))
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -135,25 +192,56 @@ struct GrayImages {
     bytes: Vec<u8>,
 }
 
-fn parse_idx_images(path: &Path, data: &[u8]) -> Result<GrayImages> {
-    if data.len() < 16 || be_u32(data, 0) != 0x0803 {
+/// The payload an IDX3 header promises, checked: no product overflows, and no image or file passes the limits.
+fn idx_images_len(path: &Path, header: &[u8]) -> Result<usize> {
+    if be_u32(header, 0) != 0x0803 {
         return Err(Error::data(
             path,
             "not an IDX image file (expected the magic number 0x00000803 of idx3-ubyte, as in MNIST)",
         ));
     }
     let (count, rows, cols) = (
-        be_u32(data, 4) as usize,
-        be_u32(data, 8) as usize,
-        be_u32(data, 12) as usize,
+        be_u32(header, 4) as u64,
+        be_u32(header, 8) as u64,
+        be_u32(header, 12) as u64,
     );
-    let need = count * rows * cols;
     if count == 0 || rows == 0 || cols == 0 {
         return Err(Error::data(
             path,
             format!("the file holds no images ({count} of {rows}×{cols})"),
         ));
     }
+    // Each factor is below 2^32, so rows·cols cannot overflow u64; count·pixels can, hence checked_mul.
+    let pixels = rows * cols;
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(Error::data(
+            path,
+            format!("the header promises {count} images of {rows}×{cols}, past the limit of {MAX_IMAGE_PIXELS} pixels per image (MAX_IMAGE_PIXELS): damaged, or not an IDX file"),
+        ));
+    }
+    match count.checked_mul(pixels) {
+        Some(need) if need <= MAX_IDX_BYTES => Ok(need as usize),
+        _ => Err(Error::data(
+            path,
+            format!("the header promises {count} images of {rows}×{cols}, past the limit of {MAX_IDX_BYTES} bytes of pixels per file (MAX_IDX_BYTES): damaged, or not an IDX file"),
+        )),
+    }
+}
+
+fn parse_idx_images(path: &Path, source: impl std::io::BufRead) -> Result<GrayImages> {
+    let data = read_idx(path, source, 16, |h| idx_images_len(path, h))?;
+    if data.len() < 16 {
+        return Err(Error::data(
+            path,
+            "not an IDX image file (expected the magic number 0x00000803 of idx3-ubyte, as in MNIST)",
+        ));
+    }
+    let need = idx_images_len(path, &data)?;
+    let (count, rows, cols) = (
+        be_u32(&data, 4) as usize,
+        be_u32(&data, 8) as usize,
+        be_u32(&data, 12) as usize,
+    );
     if data.len() - 16 < need {
         return Err(Error::data(
             path,
@@ -168,14 +256,25 @@ fn parse_idx_images(path: &Path, data: &[u8]) -> Result<GrayImages> {
     })
 }
 
-fn parse_idx_labels(path: &Path, data: &[u8]) -> Result<Vec<u32>> {
-    if data.len() < 8 || be_u32(data, 0) != 0x0801 {
+fn parse_idx_labels(path: &Path, source: impl std::io::BufRead) -> Result<Vec<u32>> {
+    let magic = |h: &[u8]| {
+        if be_u32(h, 0) != 0x0801 {
+            return Err(Error::data(
+                path,
+                "not an IDX label file (expected the magic number 0x00000801 of idx1-ubyte)",
+            ));
+        }
+        // One byte per label: below 2^32, far below MAX_IDX_BYTES.
+        Ok(be_u32(h, 4) as usize)
+    };
+    let data = read_idx(path, source, 8, magic)?;
+    if data.len() < 8 {
         return Err(Error::data(
             path,
             "not an IDX label file (expected the magic number 0x00000801 of idx1-ubyte)",
         ));
     }
-    let count = be_u32(data, 4) as usize;
+    let count = magic(&data)?;
     if data.len() - 8 < count {
         return Err(Error::data(
             path,
@@ -218,7 +317,7 @@ fn find_idx(dir: &Path, kind: &str) -> Result<Option<PathBuf>> {
 }
 
 fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
-    let images = parse_idx_images(images_path, &read_file(images_path)?)?;
+    let images = parse_idx_images(images_path, open_file(images_path)?)?;
     // The labels file sits beside the images: same name with idx3 → idx1 and images → labels, or the only idx1.
     let name = images_path
         .file_name()
@@ -237,7 +336,7 @@ fn open_idx(images_path: &Path, fit: Fit) -> Result<Dataset> {
     };
     let labels = match labels_path {
         Some(p) => {
-            let labels = parse_idx_labels(&p, &read_file(&p)?)?;
+            let labels = parse_idx_labels(&p, open_file(&p)?)?;
             if labels.len() != images.count {
                 return Err(Error::data(
                     &p,
@@ -339,6 +438,29 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
         .collect();
     entries.sort();
     let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    // With class subfolders, an image beside them belongs to no class: refused by name rather than dropped.
+    let loose: Vec<String> = entries
+        .iter()
+        .filter(|p| !subdirs.is_empty() && p.is_file() && is_image_name(p))
+        .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+        .collect();
+    if !loose.is_empty() {
+        return Err(Error::data(
+            dir,
+            format!(
+                "{} image{} at the top of a folder with class subfolders ({}{}): each subfolder is a class, so \
+                 these belong to none. Move them into a class subfolder, or remove them",
+                loose.len(),
+                if loose.len() == 1 { "" } else { "s" },
+                loose.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if loose.len() > 5 {
+                    format!(" and {} more", loose.len() - 5)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
     // One subfolder per class (torchvision's ImageFolder), else a flat folder of unlabelled images.
     let (files, labels, class_names): (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>) =
         if !subdirs.is_empty() {
@@ -512,8 +634,53 @@ fn decode_one(dir: &Path, f: &Path, fit: Fit) -> std::result::Result<Vec<u8>, St
     if !is_image_name(f) {
         return Err(format!("{name} (not a .png/.jpg/.jpeg file)"));
     }
-    let img = image::open(f).map_err(|e| format!("{name} (decode failed: {e})"))?;
+    let bytes = std::fs::read(f).map_err(|e| format!("{name} (unreadable: {e})"))?;
+    // A decoder that panics on a damaged file skips that file like any other decode failure.
+    let img = std::panic::catch_unwind(|| decode_image(&bytes))
+        .unwrap_or_else(|_| Err("the decoder crashed on it".into()))
+        .map_err(|e| format!("{name} (decode failed: {e})"))?;
     let mut out = Vec::with_capacity(fit.channels * fit.size * fit.size);
     push_pixels(&mut out, &img, fit);
     Ok(out)
+}
+
+/// Decodes one PNG or JPEG (told apart by content) with the same strictness for both: at most
+/// [`MAX_IMAGE_PIXELS`] pixels and [`MAX_DECODE_BYTES`] of decoder memory, and a JPEG must be whole. The JPEG
+/// decoder fills missing blocks with grey rather than failing, so a JPEG cut short is caught by its end-of-image
+/// marker instead, as a PNG cut short is caught by its decoder.
+pub fn decode_image(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    match reader.format() {
+        Some(image::ImageFormat::Png) => {}
+        Some(image::ImageFormat::Jpeg) if jpeg_is_whole(bytes) => {}
+        Some(image::ImageFormat::Jpeg) => {
+            return Err("truncated JPEG: no end-of-image marker (FF D9) after its last scan".into())
+        }
+        _ => return Err("the data is neither PNG nor JPEG".into()),
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{w}×{h} pixels, past the limit of {MAX_IMAGE_PIXELS} pixels per image (MAX_IMAGE_PIXELS)"
+        ));
+    }
+    image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())
+}
+
+/// Whether a JPEG's last end-of-image marker (FF D9) follows its last start-of-scan marker (FF DA). Entropy-coded
+/// data never holds FF followed by a marker byte, so a file cut short inside or after its last scan has none; an
+/// EXIF thumbnail's own markers come before the main image's scan and do not count.
+fn jpeg_is_whole(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }

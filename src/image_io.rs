@@ -186,16 +186,20 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| bad("a shape entry is not a number")))
         .collect::<Result<_>>()?;
-    let count: usize = shape.iter().product();
+    // Checked: a crafted shape must not wrap around to a small size. The data must be in the file, so nothing is
+    // allocated past the file's own size.
+    let need = shape
+        .iter()
+        .try_fold(width, |n: usize, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(&format!("shape {shape:?} overflows: more than 2^64 bytes")))?;
     let data = &bytes[start + header_len..];
-    if data.len() < count * width {
+    if data.len() < need {
         return Err(bad(&format!(
-            "truncated: shape {shape:?} needs {} bytes, {} present",
-            count * width,
+            "truncated: shape {shape:?} needs {need} bytes, {} present",
             data.len()
         )));
     }
-    let values = data[..count * width]
+    let values = data[..need]
         .chunks_exact(width)
         .map(|c| {
             if width == 4 {

@@ -278,3 +278,53 @@ fn the_bundled_model_loads_with_what_it_recorded() {
     );
     assert_eq!((ckpt.step, ckpt.config.num_classes), (1440, Some(10)));
 }
+
+#[test]
+fn crafted_config_sizes_are_refused_before_anything_is_allocated() {
+    let dir = scratch("crafted");
+    let path = dir.join("run.safetensors");
+    sample_checkpoint(Some(3)).save(&path).unwrap();
+    let edited = dir.join("edited.safetensors");
+    for (key, value, says) in [
+        (
+            "model.base_channels",
+            "1000000000000",
+            "outside the bounds 1..=4096",
+        ),
+        ("model.num_classes", "0", "outside the bounds 1..="),
+        (
+            "model.channel_mults",
+            "1,2,2,2,2,2,2,2,2,2",
+            "has 10 entries",
+        ),
+        (
+            "extra.timesteps",
+            "18446744073709551615",
+            "outside the bounds 1..=",
+        ),
+        // Within every bound, but the tensors it needs could not fit in the file.
+        ("model.base_channels", "4096", "more than this"),
+    ] {
+        with_metadata(&path, &edited, |m| {
+            m.insert(key.into(), value.into());
+        });
+        let err = Checkpoint::load(&edited).unwrap_err().to_string();
+        assert!(
+            err.contains(says) && err.contains("edited.safetensors"),
+            "{key}: {err}"
+        );
+    }
+    // Where the user meets it: `diffuse sample --checkpoint`.
+    with_metadata(&path, &edited, |m| {
+        m.insert("model.num_classes".into(), "0".into());
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["sample", "--checkpoint", edited.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("\"model.num_classes\" is 0, outside"),
+        "{stderr}"
+    );
+}

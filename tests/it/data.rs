@@ -250,3 +250,168 @@ fn a_decoded_folder_is_cached_and_the_cache_is_dropped_when_the_folder_changes()
     Dataset::open_cached(&dir, fit, &small).unwrap();
     assert_eq!(std::fs::read_dir(small.dir.unwrap()).unwrap().count(), 0);
 }
+
+/// Runs the `diffuse` binary (as tests/it/cli.rs does): (success, stderr).
+fn diffuse(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .env("DIFFUSE_CACHE_DIR", "off")
+        .output()
+        .expect("run diffuse");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn an_idx_header_promising_sizes_past_the_limits_is_refused_by_name() {
+    let dir = scratch("idx-huge");
+    // 65,536 images of 2^24 × 2^24: count·rows·cols is 2^64, which wrapped to 0 before sizes were checked.
+    let huge = idx_images(1 << 16, 1 << 24, 1 << 24, &[]);
+    // 2^32 − 1 images of 4096 × 4096: each image is within the limit, the file is not.
+    let many = idx_images(u32::MAX, 4096, 4096, &[0; 64]);
+    for (name, bytes, says) in [
+        ("huge-idx3-ubyte", huge.clone(), "MAX_IMAGE_PIXELS"),
+        ("huge-idx3-ubyte.gz", gzip(&huge), "MAX_IMAGE_PIXELS"),
+        ("many-idx3-ubyte", many.clone(), "MAX_IDX_BYTES"),
+        ("many-idx3-ubyte.gz", gzip(&many), "MAX_IDX_BYTES"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = Dataset::open(&path, GRAY28).unwrap_err().to_string();
+        assert!(err.contains(says) && err.contains(name), "{name}: {err}");
+    }
+    // Where the user meets it: `diffuse train --data`.
+    let path = dir.join("huge-idx3-ubyte");
+    let (ok, stderr) = diffuse(&["train", "--data", path.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("65536 images of 16777216×16777216"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn gzip_is_inflated_no_further_than_the_idx_header_promises() {
+    let dir = scratch("idx-bomb");
+    // Two 4×4 images, then 64 MiB of zeros: a gzip bomb of about 64 KiB.
+    let mut bytes = idx_images(2, 4, 4, &[7; 32]);
+    bytes.resize(bytes.len() + (64 << 20), 0);
+    let path = dir.join("bomb-idx3-ubyte.gz");
+    let packed = gzip(&bytes);
+    assert!(packed.len() < 1 << 20, "{}", packed.len());
+    std::fs::write(&path, packed).unwrap();
+    let fit = Fit {
+        channels: 1,
+        size: 4,
+        background: [0; 3],
+    };
+    let err = Dataset::open(&path, fit).unwrap_err().to_string();
+    assert!(
+        err.contains("runs past the 32 bytes its header promises"),
+        "{err}"
+    );
+    // The same trailing data in a raw file is refused the same way.
+    bytes.truncate(16 + 32 + 1);
+    let raw = dir.join("long-idx3-ubyte");
+    std::fs::write(&raw, &bytes).unwrap();
+    let err = Dataset::open(&raw, fit).unwrap_err().to_string();
+    assert!(err.contains("runs past"), "{err}");
+    // Exactly what the header promises loads.
+    bytes.truncate(16 + 32);
+    std::fs::write(&raw, &bytes).unwrap();
+    assert_eq!(Dataset::open(&raw, fit).unwrap().len, 2);
+}
+
+/// A whole 64×64 JPEG, and the same file cut short where the image crate still decodes it without an error
+/// (it fills the missing blocks with grey).
+fn whole_and_truncated_jpeg() -> (Vec<u8>, Vec<u8>) {
+    let mut rng = diffuse::model::SplitMix64::new(7);
+    let img = image::RgbImage::from_fn(64, 64, |_, _| {
+        let v = rng.next_u64();
+        image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
+    });
+    let mut whole = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut whole),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    let cut = (whole.len() / 2..whole.len() * 4 / 5)
+        .rev()
+        .map(|n| whole[..n].to_vec())
+        .find(|cut| image::load_from_memory(cut).is_ok())
+        .expect("the image crate decodes some truncated JPEG without an error: the reason for the marker check");
+    (whole, cut)
+}
+
+#[test]
+fn a_truncated_jpeg_is_skipped_like_a_truncated_png() {
+    let dir = scratch("truncated-jpeg");
+    let (whole, cut) = whole_and_truncated_jpeg();
+    std::fs::write(dir.join("a.jpg"), &whole).unwrap();
+    std::fs::write(dir.join("b.jpg"), &cut).unwrap();
+    let mut png = Vec::new();
+    image::GrayImage::from_pixel(16, 16, image::Luma([9u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(dir.join("c.png"), &png[..png.len() - 20]).unwrap();
+    let fit = Fit {
+        channels: 3,
+        size: 16,
+        background: [0; 3],
+    };
+    let data = Dataset::open(&dir, fit).unwrap();
+    assert_eq!(data.len, 1, "only a.jpg is whole");
+    // A folder of nothing but the cut JPEG says why, at the CLI.
+    std::fs::remove_file(dir.join("a.jpg")).unwrap();
+    std::fs::remove_file(dir.join("c.png")).unwrap();
+    let err = Dataset::open(&dir, fit).unwrap_err().to_string();
+    assert!(
+        err.contains("b.jpg (decode failed: truncated JPEG"),
+        "{err}"
+    );
+    let (ok, stderr) = diffuse(&["train", "--data", dir.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("b.jpg (decode failed: truncated JPEG"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn images_beside_class_subfolders_are_refused_by_name() {
+    let dir = scratch("mixed");
+    let gray = image::GrayImage::from_pixel(6, 6, image::Luma([80u8]));
+    for class in ["cats", "dogs"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        gray.save(dir.join(class).join("0.png")).unwrap();
+    }
+    gray.save(dir.join("stray.png")).unwrap();
+    std::fs::write(dir.join("README.txt"), "notes, not an image").unwrap();
+    let fit = Fit {
+        channels: 1,
+        size: 6,
+        background: [0; 3],
+    };
+    let err = Dataset::open(&dir, fit).unwrap_err().to_string();
+    assert!(
+        err.contains("1 image at the top of a folder with class subfolders (stray.png)")
+            && !err.contains("README"),
+        "{err}"
+    );
+    let (ok, stderr) = diffuse(&["train", "--data", dir.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("stray.png"), "{stderr}");
+    // Moved into a class, it loads.
+    std::fs::rename(dir.join("stray.png"), dir.join("cats/stray.png")).unwrap();
+    assert_eq!(
+        Dataset::open(&dir, fit).unwrap().labels.as_deref(),
+        Some(&[0, 0, 1][..])
+    );
+}

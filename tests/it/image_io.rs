@@ -83,3 +83,23 @@ fn grids_place_each_image_and_map_minus_one_to_black() {
     .unwrap();
     assert!(std::fs::metadata(dir.join("t.gif")).unwrap().len() > 0);
 }
+
+#[test]
+fn an_npy_shape_whose_size_overflows_is_a_clear_error() {
+    let dir = scratch("npy-huge");
+    let path = dir.join("huge.npy");
+    // 2^62 · 8 elements of 4 bytes: 2^67 bytes, which wrapped to 0 before the product was checked.
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, 8), }}\n",
+        1u64 << 62
+    );
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = image_io::read_npy(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("overflows") && err.contains("huge.npy"),
+        "{err}"
+    );
+}

@@ -15,6 +15,7 @@ mod diffusion_schedule;
 mod elementwise;
 mod embedding;
 mod eval;
+mod fuzz;
 mod group_norm;
 mod image_io;
 mod layering;
