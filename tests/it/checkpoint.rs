@@ -43,6 +43,11 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
             lr: 2e-4,
             batch: 32,
             flip: true,
+            warmup: 10,
+            ema: 0.99,
+            clip: 0.0,
+            grad_accum: 2,
+            changes: vec!["step 7: --lr 0.0002 (was 0.001)".into()],
             class_names: (0..classes.unwrap_or(0))
                 .map(|k| format!("class {k}"))
                 .collect(),
@@ -273,6 +278,12 @@ fn the_bundled_model_loads_with_what_it_recorded() {
             batch: 32,
             // It predates --flip, so it has no `extra.flip`: the documented default.
             flip: false,
+            // Nor the keys that came later: their documented defaults.
+            warmup: 500,
+            ema: 0.999,
+            clip: 1.0,
+            grad_accum: 1,
+            changes: Vec::new(),
             class_names: digits,
         }
     );
