@@ -195,18 +195,26 @@ fn an_unknown_metadata_key_is_refused_by_name() {
 }
 
 #[test]
-fn every_metadata_key_but_the_flip_is_required_and_named_when_missing() {
+fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     let dir = scratch("missing-key");
     let path = dir.join("run.safetensors");
     sample_checkpoint(Some(3)).save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
-    // format + step, seed, rng_offset + 10 model keys + 8 extra keys (class_names: a conditional model).
-    assert_eq!(keys.len(), 22, "{keys:?}");
+    // format + step, seed, rng_offset + 10 model keys + 13 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 27, "{keys:?}");
+    let later = [
+        "extra.flip",
+        "extra.warmup",
+        "extra.ema",
+        "extra.clip",
+        "extra.grad_accum",
+        "extra.changes",
+    ];
     for key in keys
         .iter()
-        .filter(|k| !["format", "extra.flip"].contains(&k.as_str()))
+        .filter(|k| k.as_str() != "format" && !later.contains(&k.as_str()))
     {
         let edited = dir.join("edited.safetensors");
         with_metadata(&path, &edited, |m| {
@@ -225,11 +233,25 @@ fn every_metadata_key_but_the_flip_is_required_and_named_when_missing() {
     });
     let err = Checkpoint::load(&edited).unwrap_err().to_string();
     assert!(err.contains("not a diffuse checkpoint"), "{err}");
-    // The one default: files from before --flip lack `extra.flip` and trained without flips.
+    // The keys that came later have defaults: files from before them trained without flips, with `diffuse
+    // train`'s defaults of the time, and were never resumed with --override.
     with_metadata(&path, &edited, |m| {
-        m.remove("extra.flip");
+        for key in later {
+            m.remove(key);
+        }
     });
-    assert!(!Checkpoint::load(&edited).unwrap().training.flip);
+    let training = Checkpoint::load(&edited).unwrap().training;
+    assert_eq!(
+        (
+            training.flip,
+            training.warmup,
+            training.ema,
+            training.clip,
+            training.grad_accum,
+            training.changes.len()
+        ),
+        (false, 500, 0.999, 1.0, 1, 0)
+    );
 }
 
 #[test]
