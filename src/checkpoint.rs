@@ -53,6 +53,16 @@ pub struct TrainingRecord {
     pub batch: usize,
     /// Whether images were mirrored at random (`--flip`).
     pub flip: bool,
+    /// Linear warm-up steps of the learning rate.
+    pub warmup: u64,
+    /// EMA decay.
+    pub ema: f64,
+    /// Global gradient-norm clip (0: off).
+    pub clip: f64,
+    /// Batches whose gradients each optimizer step sums.
+    pub grad_accum: usize,
+    /// Settings changed on resuming (`--override`), one line each, oldest first: "step 40: --lr 0.001 (was 0.0002)".
+    pub changes: Vec<String>,
     /// The class names in label order: one per class of a class-conditional model, none for an unconditional one.
     pub class_names: Vec<String>,
 }
@@ -136,6 +146,11 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
         ("extra.lr", r.lr.to_string()),
         ("extra.batch", r.batch.to_string()),
         ("extra.flip", r.flip.to_string()),
+        ("extra.warmup", r.warmup.to_string()),
+        ("extra.ema", r.ema.to_string()),
+        ("extra.clip", r.clip.to_string()),
+        ("extra.grad_accum", r.grad_accum.to_string()),
+        ("extra.changes", r.changes.join("\n")),
     ]);
     if c.num_classes.is_some() {
         meta.insert("extra.class_names", r.class_names.join("\n"));
@@ -169,6 +184,15 @@ impl Fields<'_> {
                 "checkpoint metadata {key:?} is {text:?}, not {what}"
             ))
         })
+    }
+
+    /// `key` parsed as `what`, or `default` where the file has no such key (it predates the key).
+    fn parse_or<T: std::str::FromStr>(&mut self, key: &str, what: &str, default: T) -> Result<T> {
+        if self.meta.contains_key(key) {
+            self.parse(key, what)
+        } else {
+            Ok(default)
+        }
     }
 
     /// `key` as a comma-separated list of numbers ("" for none).
@@ -287,12 +311,16 @@ impl Fields<'_> {
             .collect();
         let schedule = self.choice("extra.schedule", &schedules)?;
         let prediction = self.choice("extra.prediction", &PREDICTIONS)?;
-        // The one default: `extra.flip` came with --flip, and checkpoints written before it (the bundled model
-        // among them) trained without flips.
-        let flip = if self.meta.contains_key("extra.flip") {
-            self.parse("extra.flip", "true or false")?
-        } else {
-            false
+        // Defaults for keys that came later: checkpoints written before them (the bundled model among them) were
+        // trained without flips, with `diffuse train`'s defaults of the time, and never changed on resuming.
+        let flip = self.parse_or("extra.flip", "true or false", false)?;
+        let warmup = self.parse_or("extra.warmup", "a number", 500)?;
+        let ema = self.parse_or("extra.ema", "a number", 0.999)?;
+        let clip = self.parse_or("extra.clip", "a number", 1.0)?;
+        let grad_accum = self.parse_or("extra.grad_accum", "a number", 1)?;
+        let changes = match self.meta.remove("extra.changes") {
+            Some(text) => text.lines().map(str::to_string).collect(),
+            None => Vec::new(),
         };
         let class_names = match config.num_classes {
             Some(_) => self
@@ -310,6 +338,11 @@ impl Fields<'_> {
             lr: self.parse("extra.lr", "a number")?,
             batch: self.bounded("extra.batch", 1..=1 << 20)?,
             flip,
+            warmup,
+            ema,
+            clip,
+            grad_accum,
+            changes,
             class_names,
         };
         record
@@ -488,7 +521,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let prefix = format!(".{name}.tmp-");
+    // A save killed before its rename (SIGKILL, a power cut) leaves its temporary file: remove any, ours or not.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -59,6 +59,23 @@ pub enum Error {
     )]
     Diverged { step: u64, loss: f64 },
 
+    #[error(
+        "{what} at step {step} hold non-finite values (NaN or ±∞, or too large to square in f32): refusing to save \
+         or sample them, so the checkpoint on disk is still the last good one. Lower the learning rate (--lr), keep \
+         gradient clipping on (--clip), and resume from that checkpoint"
+    )]
+    NonFiniteWeights { step: u64, what: &'static str },
+
+    #[error(
+        "{what}: {count} of {total} sample values are not finite (NaN or ±∞), so nothing was written; the model's \
+         weights or the sampler's settings are broken (try another --sampler, fewer --guidance, or --raw-weights)"
+    )]
+    NonFiniteSamples {
+        what: String,
+        count: usize,
+        total: usize,
+    },
+
     #[error("{path}: {message}")]
     Data { path: String, message: String },
 

@@ -9,7 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     match cli::run(cli::Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

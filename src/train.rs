@@ -316,6 +316,10 @@ pub struct Trainer {
     zero: Tensor,
     norm: Tensor,
     step_dispatches: Vec<Dispatch>,
+    /// ‖weights‖ and ‖EMA‖ into `finite_norms` ([`Trainer::check_finite`]).
+    finite_dispatches: Vec<Dispatch>,
+    /// [‖weights‖, clip scale] and [‖EMA‖, clip scale] (two tensors: a view at 8 bytes would break binding alignment).
+    finite_norms: [Tensor; 2],
     /// The gradient the optimizer reads (the net's own, or its sum over the passes of a step).
     grads: ParamBuffers,
     plan: BatchPlan,
@@ -637,6 +641,20 @@ impl Trainer {
         }
         d.push(random::advance(gpu, &rng, 1)?);
 
+        // The norms of the weights and of their EMA, read before anything is saved: a NaN or ±∞ anywhere makes its
+        // norm non-finite. The norm kernel reuses the optimizer's deterministic two-stage reduction.
+        let finite_norms = [
+            Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?,
+            Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?,
+        ];
+        let mut finite_dispatches =
+            optimizer::grad_norm(gpu, params.shards(), None, &finite_norms[0])?;
+        finite_dispatches.extend(optimizer::grad_norm(
+            gpu,
+            ema.shards(),
+            None,
+            &finite_norms[1],
+        )?);
         let record = TrainingRecord {
             schedule: settings.schedule,
             timesteps: settings.timesteps,
@@ -645,6 +663,11 @@ impl Trainer {
             lr: settings.lr,
             batch: settings.batch,
             flip: settings.flip,
+            warmup: settings.warmup,
+            ema: settings.ema_decay,
+            clip: settings.grad_clip.unwrap_or(0.0),
+            grad_accum: settings.grad_accum,
+            changes: resume.map_or_else(Vec::new, |c| c.training.changes.clone()),
             // So that `diffuse sample --class` takes the names of the training subfolders.
             class_names: match config.num_classes {
                 Some(_) => dataset.class_names.clone(),
@@ -663,6 +686,8 @@ impl Trainer {
             zero: Tensor::zeros(gpu, &[1], DType::F32)?,
             norm,
             step_dispatches: d,
+            finite_dispatches,
+            finite_norms,
             grads,
             plan,
             source,
@@ -672,6 +697,11 @@ impl Trainer {
             unreported: 0,
             reports: Default::default(),
         })
+    }
+
+    /// Adds a line to the checkpoint's record of settings changed on resuming (`extra.changes`).
+    pub fn record_change(&mut self, line: String) {
+        self.record.changes.push(line);
     }
 
     /// Where the data lives and why ("data: … resident on the GPU" or "… streamed from host memory (…)").
@@ -816,8 +846,30 @@ impl Trainer {
         })
     }
 
-    /// Everything needed to resume exactly or to sample (reads the GPU state back).
+    /// Whether the weights and their EMA are finite, from their norms computed on the GPU (two 8-byte reads):
+    /// a step's loss is computed before its update, so a finite loss does not vouch for the weights after it.
+    /// Weights so large that the sum of their squares overflows f32 (‖w‖ > 1.8e19) count as non-finite too.
+    pub fn check_finite(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run(&self.finite_dispatches)?;
+        let weights = self.finite_norms[0].read_f32(gpu)?[0];
+        let ema = self.finite_norms[1].read_f32(gpu)?[0];
+        if weights.is_finite() && ema.is_finite() {
+            return Ok(());
+        }
+        Err(Error::NonFiniteWeights {
+            step: self.step,
+            what: match (weights.is_finite(), ema.is_finite()) {
+                (false, false) => "the weights and their EMA",
+                (false, true) => "the weights",
+                _ => "the EMA weights",
+            },
+        })
+    }
+
+    /// Everything needed to resume exactly or to sample (reads the GPU state back), once
+    /// [`Trainer::check_finite`] has found the weights finite: a diverged model is never saved or sampled.
     pub fn checkpoint(&self, gpu: &Gpu) -> Result<Checkpoint> {
+        self.check_finite(gpu)?;
         let offset = self.rng.read_u32(gpu)?;
         Ok(Checkpoint {
             config: self.settings.model.clone(),

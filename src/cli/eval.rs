@@ -10,7 +10,7 @@ use diffuse::gpu::Gpu;
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::{Error, Result};
 
-use super::{checkpoint_or_bundled, open_dataset, parse_rgb};
+use super::{at_least_one, checkpoint_or_bundled, open_dataset, parse_rgb};
 
 /// `--variance`: Ho et al.'s names for the two fixed variances.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -31,14 +31,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Evaluate the first this many images of the dataset.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub images: usize,
     /// Network evaluations per image: the decoder and last terms plus one timestep from each of the others'
     /// strata (an unbiased estimate); T (e.g. 1000) or more evaluates every timestep.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub timesteps: usize,
     /// Rows (image, timestep) per network evaluation.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub batch: usize,
     /// The reverse process's variance, as in Ho et al.
     #[arg(long, value_enum, default_value_t = Variance::Small)]

@@ -31,7 +31,7 @@ enum Command {
     /// Train a DDPM U-Net on the GPU: on the bundled MNIST digits by default, or on your own images (a folder of
     /// PNG/JPEG, flat or one subfolder per class; or MNIST-format IDX files). Writes checkpoints and sample grids
     /// to --out; Ctrl-C saves a checkpoint and stops; --resume continues exactly where a run stopped.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Generate images from a checkpoint (default: the model bundled in assets/).
     Sample(sample::SampleArgs),
     /// Estimate the variational bound (bits/dim, lower is better; Ho et al. report it for their models) of a
@@ -43,20 +43,28 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Runs the chosen subcommand.
-pub fn run(cli: Cli) -> Result<()> {
+/// The exit status of a run stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) after saving, or by a second signal
+/// at once: 128 + SIGINT, the shell's convention for Ctrl-C (the handler cannot tell the signals apart).
+pub const INTERRUPTED_EXIT: i32 = 130;
+
+/// Runs the chosen subcommand; returns the exit status of a run that ended without an error.
+pub fn run(cli: Cli) -> Result<u8> {
+    let done = |()| 0;
     match cli.command {
-        Command::Info(args) => info::info(args),
-        Command::Bench(args) => bench::bench(args),
-        Command::Train(args) => {
-            Gpu::new(args.adapter.as_deref()).and_then(|gpu| train::train(&gpu, args))
-        }
-        Command::Eval(args) => {
-            Gpu::new(args.adapter.as_deref()).and_then(|gpu| eval::eval(&gpu, args))
-        }
-        Command::Sample(args) => {
-            Gpu::new(args.adapter.as_deref()).and_then(|gpu| sample::sample(&gpu, args))
-        }
+        Command::Info(args) => info::info(args).map(done),
+        Command::Bench(args) => bench::bench(args).map(done),
+        Command::Train(args) => Gpu::new(args.adapter.as_deref())
+            .and_then(|gpu| train::train(&gpu, *args))
+            .map(|finished| match finished {
+                train::Finished::Done => 0,
+                train::Finished::Interrupted => INTERRUPTED_EXIT as u8,
+            }),
+        Command::Eval(args) => Gpu::new(args.adapter.as_deref())
+            .and_then(|gpu| eval::eval(&gpu, args))
+            .map(done),
+        Command::Sample(args) => Gpu::new(args.adapter.as_deref())
+            .and_then(|gpu| sample::sample(&gpu, args))
+            .map(done),
     }
 }
 
@@ -117,12 +125,46 @@ fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
     }
 }
 
-/// `--memory-budget` in GB as bytes.
-fn budget_bytes(gb: Option<f64>) -> Result<Option<u64>> {
-    match gb {
-        Some(gb) if !(gb.is_finite() && gb > 0.0) => Err(Error::Usage(format!(
-            "--memory-budget {gb}: give the GPU memory the run may use in GB, e.g. 6 or 0.5"
-        ))),
-        gb => Ok(gb.map(|gb| (gb * 1e9) as u64)),
+/// `--memory-budget` in GB as bytes (the parser, [`positive`], has checked the value).
+fn budget_bytes(gb: Option<f64>) -> Option<u64> {
+    gb.map(|gb| (gb * 1e9) as u64)
+}
+
+/// The range a numeric flag takes, checked when the command line is parsed: clap's message then names the flag
+/// and the value ("invalid value 'nan' for '--lr <LR>': …") and this says what it may be.
+fn number_in(text: &str, ok: impl Fn(f64) -> bool, range: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        Ok(_) => Err(format!("must be {range}")),
+        Err(_) => Err(format!("not a number; it must be {range}")),
+    }
+}
+
+/// A finite number ≥ 0 (`--lr`, `--clip`, `--guidance`, `--eta`).
+fn non_negative(text: &str) -> Result<f64, String> {
+    number_in(text, |v| v >= 0.0, "a finite number ≥ 0")
+}
+
+/// A finite number > 0 (`--memory-budget`).
+fn positive(text: &str) -> Result<f64, String> {
+    number_in(text, |v| v > 0.0, "a finite number > 0 (e.g. 6 or 0.5)")
+}
+
+/// A number in [0, 1] (`--ema`).
+fn unit_interval(text: &str) -> Result<f64, String> {
+    number_in(text, |v| (0.0..=1.0).contains(&v), "in [0, 1]")
+}
+
+/// A probability that is not certain, [0, 1) (`--dropout`).
+fn probability_below_one(text: &str) -> Result<f32, String> {
+    number_in(text, |v| (0.0..1.0).contains(&v), "in [0, 1)").map(|v| v as f32)
+}
+
+/// A whole number ≥ 1 (`--steps`, `--batch`, `--num`, …).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err("not a whole number ≥ 1".into()),
     }
 }

@@ -13,7 +13,7 @@ use diffuse::model::{ParamBuffers, ParamLayout, SplitMix64};
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
-use super::{checkpoint_or_bundled, value_name};
+use super::{at_least_one, checkpoint_or_bundled, non_negative, positive, value_name};
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
 /// so that each column is one class). Returns the per-image classes and the grid's columns.
@@ -57,25 +57,25 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
     pub sampler: SamplerKind,
     /// Sampling steps (model evaluations; Heun uses about two per step).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub steps: usize,
-    /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
-    #[arg(long, default_value_t = 0.0)]
+    /// DDIM's η ≥ 0: 0 is deterministic, 1 is DDPM-like.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     pub eta: f64,
     /// How the steps are chosen among the T training timesteps.
     #[arg(long, value_enum, default_value_t = StepSpacing::Trailing)]
     pub spacing: StepSpacing,
     /// Number of images.
-    #[arg(short, long, default_value_t = 16)]
+    #[arg(short, long, default_value_t = 16, value_parser = at_least_one)]
     pub num: usize,
     /// Images per GPU batch: --num runs in batches of at most this many, each its own submission, into one grid
     /// and one .npy. Batch k > 0 draws its noise from a seed derived from --seed and k, so the first batch is what
     /// a run of that size alone gives.
     /// Lowered, with a note, where it does not fit the adapter's per-buffer limit or --memory-budget.
-    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     pub batch: usize,
     /// GPU memory sampling may use, in GB (default: only the adapter's per-buffer limit is checked).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub memory_budget: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -83,8 +83,9 @@ pub struct SampleArgs {
     /// every class in turn, one class per grid column.
     #[arg(long)]
     pub class: Option<String>,
-    /// Classifier-free guidance weight w (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off.
-    #[arg(long, default_value_t = 0.0)]
+    /// Classifier-free guidance weight w ≥ 0 (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off. Needs --class
+    /// and a class-conditional model.
+    #[arg(long, default_value_t = 0.0, value_parser = |t: &str| non_negative(t).map(|w| w as f32))]
     pub guidance: f32,
     /// The PNG grid to write.
     #[arg(long, default_value = "samples.png")]
@@ -104,6 +105,19 @@ pub struct SampleArgs {
     pub raw_weights: bool,
     #[arg(long)]
     pub adapter: Option<String>,
+}
+
+/// Refuses samples holding NaN or ±∞: written as PNG they would be black (or white) pixels without a word.
+pub(super) fn check_finite(pixels: &[f32], what: &str) -> Result<()> {
+    let count = pixels.iter().filter(|v| !v.is_finite()).count();
+    if count > 0 {
+        return Err(Error::NonFiniteSamples {
+            what: what.to_string(),
+            count,
+            total: pixels.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Images per batch unless --batch says otherwise: the activations of a `small` U-Net at 28×28 for 64 images
@@ -219,8 +233,24 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     if args.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
-    let budget = super::budget_bytes(args.memory_budget)?;
-    let guided = args.class.is_some() && args.guidance != 0.0 && config.num_classes.is_some();
+    let budget = super::budget_bytes(args.memory_budget);
+    if args.guidance != 0.0 {
+        // Guidance contrasts the model with and without a class: without either it would change nothing.
+        if config.num_classes.is_none() {
+            return Err(Error::Usage(format!(
+                "--guidance {}: this model is unconditional (trained without --class-conditional), so there is no \
+                 class to guide towards; leave --guidance out",
+                args.guidance
+            )));
+        }
+        if args.class.is_none() {
+            return Err(Error::Usage(format!(
+                "--guidance {} needs --class (an index, a class name, or `all`): it guides towards a class",
+                args.guidance
+            )));
+        }
+    }
+    let guided = args.guidance != 0.0;
     let fit = max_batch(gpu, config, &params, guided, budget)?;
     let batch = if args.batch.min(n) > fit {
         println!(
@@ -305,12 +335,18 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     println!(
-        "{n} samples, {} ({} model evaluations) in {:.1} s on {}",
+        "{n} samples, {} ({} model evaluations{}) in {:.1} s on {}",
         value_name(&args.sampler),
-        plan.steps.len(),
+        plan.evaluations(),
+        if guided {
+            ", each two network passes with --guidance"
+        } else {
+            ""
+        },
         started.elapsed().as_secs_f64(),
         gpu.describe()
     );
+    check_finite(&pixels, "sampling")?;
     image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;
     println!("wrote {}", args.out.display());
     if let Some(p) = &args.npy {

@@ -18,7 +18,10 @@ use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
 
 use super::sample::batch_seed;
-use super::{open_dataset, parse_rgb};
+use super::{
+    at_least_one, non_negative, open_dataset, parse_rgb, positive, probability_below_one,
+    unit_interval, value_name,
+};
 
 /// `diffuse train`: see `--help` for what each option does.
 #[derive(clap::Args)]
@@ -37,40 +40,42 @@ pub struct TrainArgs {
     /// Total optimizer steps (a resumed run continues up to this count).
     #[arg(long, default_value_t = 10_000)]
     pub steps: u64,
-    /// Images per batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
+    /// Images per batch [default: 32; on --resume, the checkpoint's].
+    #[arg(long, value_parser = at_least_one)]
+    pub batch: Option<usize>,
     /// Sum the gradients of this many batches before each optimizer step (a larger effective batch in the same
-    /// memory: each step sees --batch × --grad-accum images).
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
+    /// memory: each step sees --batch × --grad-accum images) [default: 1; on --resume, the checkpoint's].
+    #[arg(long, value_parser = at_least_one)]
+    pub grad_accum: Option<usize>,
     /// Images per forward/backward pass; must divide --batch (default: the whole batch if it fits the adapter and
     /// --memory-budget, else the largest divisor that does).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub micro_batch: Option<usize>,
     /// GPU memory the run may use, in GB (default: only the adapter's per-buffer limit is checked).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub memory_budget: Option<f64>,
-    /// Peak learning rate (Adam), reached after --warmup steps.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 500)]
-    pub warmup: u64,
-    /// EMA decay of the weights used for sampling.
-    #[arg(long, default_value_t = 0.999)]
-    pub ema: f64,
-    /// Global gradient-norm clip (0 turns it off).
-    #[arg(long, default_value_t = 1.0)]
-    pub clip: f64,
-    /// Noise schedule.
-    #[arg(long, value_enum, default_value_t = NamedSchedule::Linear)]
-    pub schedule: NamedSchedule,
-    /// Dropout probability in every residual block (Ho et al. used 0.1 on CIFAR-10): a regulariser for long runs
-    /// on small datasets. Training only; sampling never drops.
-    #[arg(long, default_value_t = 0.0)]
+    /// Peak learning rate (Adam), reached after --warmup steps [default: 2e-4; on --resume, the checkpoint's].
+    #[arg(long, value_parser = non_negative)]
+    pub lr: Option<f64>,
+    /// Steps of linear learning-rate warm-up [default: 500; on --resume, the checkpoint's].
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// EMA decay of the weights used for sampling, in [0, 1] [default: 0.999; on --resume, the checkpoint's].
+    #[arg(long, value_parser = unit_interval)]
+    pub ema: Option<f64>,
+    /// Global gradient-norm clip (0 turns it off) [default: 1; on --resume, the checkpoint's].
+    #[arg(long, value_parser = non_negative)]
+    pub clip: Option<f64>,
+    /// Noise schedule [default: linear; on --resume, the checkpoint's].
+    #[arg(long, value_enum)]
+    pub schedule: Option<NamedSchedule>,
+    /// Dropout probability in every residual block, in [0, 1) (Ho et al. used 0.1 on CIFAR-10): a regulariser for
+    /// long runs on small datasets. Training only; sampling never drops.
+    #[arg(long, default_value_t = 0.0, value_parser = probability_below_one)]
     pub dropout: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random draw of the run [default: 0; on --resume, the checkpoint's].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Output folder for checkpoint.safetensors, samples-*.png, metrics.csv and loss.png (default: runs/<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -86,22 +91,80 @@ pub struct TrainArgs {
     /// Read the loss back every this many steps (the GPU runs ahead in between).
     #[arg(long, default_value_t = 25)]
     pub log_every: u64,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint, with its settings: a flag that differs from the checkpoint's
+    /// record is refused unless --override names it.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: the settings that may differ from the checkpoint's, comma-separated (e.g. lr,batch); each
+    /// change is recorded in the checkpoint (`extra.changes`).
+    #[arg(
+        long = "override",
+        value_enum,
+        value_delimiter = ',',
+        requires = "resume"
+    )]
+    pub overrides: Vec<Setting>,
     /// Colour (R,G,B) that transparent pixels are composited onto.
     #[arg(long, default_value = "255,255,255", value_parser = parse_rgb)]
     pub background: [u8; 3],
     /// Mirror each training image left–right at random (augmentation for photos and faces; not for digits or
-    /// text, whose mirror images are not examples of the data).
-    #[arg(long)]
-    pub flip: bool,
+    /// text, whose mirror images are not examples of the data). `--flip false` turns it off [default: off; on
+    /// --resume, the checkpoint's].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub flip: Option<bool>,
     /// Where the training images live: `gpu` (gathered there each step), `host` (each step's images uploaded
     /// while the GPU works on the previous step), or `auto` (the GPU if they fit one buffer binding).
     #[arg(long, value_enum, default_value_t = DataOn::Auto)]
     pub data_on: DataOn,
     #[arg(long)]
     pub adapter: Option<String>,
+}
+
+/// A setting `--resume` compares with the checkpoint's record (`--override` names).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Setting {
+    Data,
+    Schedule,
+    Batch,
+    GradAccum,
+    Lr,
+    Warmup,
+    Ema,
+    Clip,
+    Flip,
+    Seed,
+}
+
+/// The settings of a run, each from its flag, else (on --resume) the checkpoint's record, else the default; and
+/// the flags that differ from the record: (setting, "--lr 0.001 (checkpoint: 0.0002)").
+struct Resolved {
+    differences: Vec<(Setting, String)>,
+}
+
+impl Resolved {
+    fn pick<T: PartialEq + std::fmt::Display>(
+        &mut self,
+        setting: Setting,
+        given: Option<T>,
+        recorded: Option<T>,
+        default: T,
+    ) -> T {
+        match (given, recorded) {
+            (Some(given), Some(recorded)) => {
+                if given != recorded {
+                    self.differences.push((
+                        setting,
+                        format!(
+                            "--{} {given} (checkpoint: {recorded})",
+                            value_name(&setting)
+                        ),
+                    ));
+                }
+                given
+            }
+            (given, recorded) => given.or(recorded).unwrap_or(default),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -182,7 +245,15 @@ impl ModelArgs {
     }
 }
 
-pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
+/// How a training run ended.
+pub enum Finished {
+    /// It reached --steps (or was already there).
+    Done,
+    /// A signal stopped it after it saved a checkpoint.
+    Interrupted,
+}
+
+pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
     let out = args
         .out
         .clone()
@@ -224,17 +295,88 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         None
     };
     let mut settings = TrainSettings::new(config.clone());
-    settings.batch = args.batch;
-    settings.grad_accum = args.grad_accum;
+    let record = resume.as_ref().map(|c| &c.training);
+    let mut resolved = Resolved {
+        differences: Vec::new(),
+    };
+    // The dataset has no default to fall back on: what was opened is compared with what the checkpoint recorded.
+    resolved.pick(
+        Setting::Data,
+        Some(dataset.description.clone()),
+        record.map(|r| r.dataset.clone()),
+        String::new(),
+    );
+    let defaults = settings.clone();
+    settings.schedule = resolved.pick(
+        Setting::Schedule,
+        args.schedule,
+        record.map(|r| r.schedule),
+        defaults.schedule,
+    );
+    settings.batch = resolved.pick(
+        Setting::Batch,
+        args.batch,
+        record.map(|r| r.batch),
+        defaults.batch,
+    );
+    settings.grad_accum = resolved.pick(
+        Setting::GradAccum,
+        args.grad_accum,
+        record.map(|r| r.grad_accum),
+        defaults.grad_accum,
+    );
+    settings.lr = resolved.pick(Setting::Lr, args.lr, record.map(|r| r.lr), defaults.lr);
+    settings.warmup = resolved.pick(
+        Setting::Warmup,
+        args.warmup,
+        record.map(|r| r.warmup),
+        defaults.warmup,
+    );
+    settings.ema_decay = resolved.pick(
+        Setting::Ema,
+        args.ema,
+        record.map(|r| r.ema),
+        defaults.ema_decay,
+    );
+    let clip = resolved.pick(
+        Setting::Clip,
+        args.clip,
+        record.map(|r| r.clip),
+        defaults.grad_clip.unwrap_or(0.0),
+    );
+    settings.grad_clip = (clip > 0.0).then_some(clip);
+    settings.flip = resolved.pick(
+        Setting::Flip,
+        args.flip,
+        record.map(|r| r.flip),
+        defaults.flip,
+    );
+    settings.seed = resolved.pick(
+        Setting::Seed,
+        args.seed,
+        resume.as_ref().map(|c| c.seed),
+        defaults.seed,
+    );
+    let (allowed, refused): (Vec<_>, Vec<_>) = resolved
+        .differences
+        .into_iter()
+        .partition(|(setting, _)| args.overrides.contains(setting));
+    if !refused.is_empty() {
+        let names: Vec<String> = refused.iter().map(|(s, _)| value_name(s)).collect();
+        let lines: Vec<&str> = refused.iter().map(|(_, line)| line.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "--resume: {} differ{} from the checkpoint's record:\n  {}\nLeave {} out to continue with the \
+             checkpoint's values, or change {} with --override {} (the change is recorded in the checkpoint)",
+            names.join(", "),
+            if refused.len() == 1 { "s" } else { "" },
+            lines.join("\n  "),
+            if refused.len() == 1 { "it" } else { "them" },
+            if refused.len() == 1 { "it" } else { "them" },
+            names.join(",")
+        )));
+    }
     settings.micro_batch = args.micro_batch;
-    settings.memory_budget = super::budget_bytes(args.memory_budget)?;
-    settings.lr = args.lr;
-    settings.warmup = args.warmup;
-    settings.ema_decay = args.ema;
-    settings.grad_clip = (args.clip > 0.0).then_some(args.clip);
-    settings.schedule = args.schedule;
-    settings.seed = resume.as_ref().map_or(args.seed, |c| c.seed);
-    settings.flip = args.flip;
+    settings.memory_budget = super::budget_bytes(args.memory_budget);
     settings.placement = match args.data_on {
         DataOn::Auto => Placement::Auto,
         DataOn::Gpu => Placement::Gpu,
@@ -244,6 +386,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
 
     let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
     let start_step = trainer.step;
+    for (_, line) in &allowed {
+        let line = line.replace("(checkpoint: ", "(was ");
+        println!("--override: {line} from step {start_step}");
+        trainer.record_change(format!("step {start_step}: {line}"));
+    }
     if start_step >= args.steps {
         if resume.is_some() {
             println!(
@@ -254,7 +401,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         } else {
             println!("--steps 0: nothing to train (the data and the model were checked)");
         }
-        return Ok(());
+        return Ok(Finished::Done);
     }
     println!(
         "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, on {}",
@@ -263,12 +410,12 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         dataset.description,
         start_step,
         args.steps,
-        args.batch,
-        if args.grad_accum > 1 {
+        settings.batch,
+        if settings.grad_accum > 1 {
             format!(
                 " × {} accumulated = {} images per step",
-                args.grad_accum,
-                args.batch * args.grad_accum
+                settings.grad_accum,
+                settings.batch * settings.grad_accum
             )
         } else {
             String::new()
@@ -293,8 +440,16 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
-        // A second handler cannot be installed in the same process (tests); then Ctrl-C simply kills the run.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's `termination` feature): the first asks the loop to save and stop;
+        // a second stops at once (a save it cuts short leaves only a temporary file, removed by the next save).
+        // A second handler cannot be installed in the same process (tests); then a signal simply kills the run.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: stopping without saving");
+                std::process::exit(super::INTERRUPTED_EXIT);
+            }
+            eprintln!("interrupted: saving a checkpoint after this step (again to stop at once)");
+        });
     }
     let bar = indicatif::ProgressBar::new(args.steps);
     bar.set_position(start_step);
@@ -366,6 +521,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
                 // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
                 // consecutive grids show what training changed.
                 let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
+                super::sample::check_finite(&pixels, &format!("the preview of step {step}"))?;
                 image_io::save_grid_png(
                     &path,
                     &pixels,
@@ -385,7 +541,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
                 "interrupted: saved {} at step {step}; continue with --resume",
                 checkpoint_path.display()
             );
-            return Ok(());
+            return Ok(Finished::Interrupted);
         }
     }
     bar.finish();
@@ -395,7 +551,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         checkpoint_path.display()
     );
-    Ok(())
+    Ok(Finished::Done)
 }
 
 /// `metrics.csv` in the run's folder: one row per loss report (step, mean loss since the last report, gradient norm,

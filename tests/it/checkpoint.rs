@@ -43,6 +43,11 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
             lr: 2e-4,
             batch: 32,
             flip: true,
+            warmup: 10,
+            ema: 0.99,
+            clip: 0.0,
+            grad_accum: 2,
+            changes: vec!["step 7: --lr 0.0002 (was 0.001)".into()],
             class_names: (0..classes.unwrap_or(0))
                 .map(|k| format!("class {k}"))
                 .collect(),
@@ -190,18 +195,26 @@ fn an_unknown_metadata_key_is_refused_by_name() {
 }
 
 #[test]
-fn every_metadata_key_but_the_flip_is_required_and_named_when_missing() {
+fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     let dir = scratch("missing-key");
     let path = dir.join("run.safetensors");
     sample_checkpoint(Some(3)).save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
-    // format + step, seed, rng_offset + 10 model keys + 8 extra keys (class_names: a conditional model).
-    assert_eq!(keys.len(), 22, "{keys:?}");
+    // format + step, seed, rng_offset + 10 model keys + 13 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 27, "{keys:?}");
+    let later = [
+        "extra.flip",
+        "extra.warmup",
+        "extra.ema",
+        "extra.clip",
+        "extra.grad_accum",
+        "extra.changes",
+    ];
     for key in keys
         .iter()
-        .filter(|k| !["format", "extra.flip"].contains(&k.as_str()))
+        .filter(|k| k.as_str() != "format" && !later.contains(&k.as_str()))
     {
         let edited = dir.join("edited.safetensors");
         with_metadata(&path, &edited, |m| {
@@ -220,11 +233,25 @@ fn every_metadata_key_but_the_flip_is_required_and_named_when_missing() {
     });
     let err = Checkpoint::load(&edited).unwrap_err().to_string();
     assert!(err.contains("not a diffuse checkpoint"), "{err}");
-    // The one default: files from before --flip lack `extra.flip` and trained without flips.
+    // The keys that came later have defaults: files from before them trained without flips, with `diffuse
+    // train`'s defaults of the time, and were never resumed with --override.
     with_metadata(&path, &edited, |m| {
-        m.remove("extra.flip");
+        for key in later {
+            m.remove(key);
+        }
     });
-    assert!(!Checkpoint::load(&edited).unwrap().training.flip);
+    let training = Checkpoint::load(&edited).unwrap().training;
+    assert_eq!(
+        (
+            training.flip,
+            training.warmup,
+            training.ema,
+            training.clip,
+            training.grad_accum,
+            training.changes.len()
+        ),
+        (false, 500, 0.999, 1.0, 1, 0)
+    );
 }
 
 #[test]
@@ -273,6 +300,12 @@ fn the_bundled_model_loads_with_what_it_recorded() {
             batch: 32,
             // It predates --flip, so it has no `extra.flip`: the documented default.
             flip: false,
+            // Nor the keys that came later: their documented defaults.
+            warmup: 500,
+            ema: 0.999,
+            clip: 1.0,
+            grad_accum: 1,
+            changes: Vec::new(),
             class_names: digits,
         }
     );

@@ -194,7 +194,15 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     let good = std::fs::read(&ckpt).unwrap();
     let mut diverge = train.to_vec();
     diverge[4] = "6";
-    diverge.extend(["--resume", "--lr", "1e30", "--warmup", "0"]);
+    diverge.extend([
+        "--resume",
+        "--lr",
+        "1e30",
+        "--warmup",
+        "0",
+        "--override",
+        "lr,warmup",
+    ]);
     let (ok, _, stderr) = diffuse(&diverge, &[]);
     assert!(!ok && stderr.contains("diverged"), "{stderr}");
     assert_eq!(
@@ -664,4 +672,299 @@ fn sampling_more_than_fits_runs_in_batches_that_fit_and_says_how_to_repeat_it() 
             && stderr.contains("--memory-budget allows 1 MB"),
         "{stderr}"
     );
+}
+
+#[test]
+fn numeric_flags_refuse_nan_infinities_and_negatives_naming_the_range() {
+    // (subcommand, flag=value, the range the message must state). `--flag=value` so that clap reads "-1" as a value.
+    let cases = [
+        ("train", "--lr=nan", "finite number ≥ 0"),
+        ("train", "--lr=-1e-4", "finite number ≥ 0"),
+        ("train", "--lr=inf", "finite number ≥ 0"),
+        ("train", "--clip=-1", "finite number ≥ 0"),
+        ("train", "--clip=NaN", "finite number ≥ 0"),
+        ("train", "--ema=1.5", "in [0, 1]"),
+        ("train", "--ema=nan", "in [0, 1]"),
+        ("train", "--dropout=nan", "in [0, 1)"),
+        ("train", "--dropout=1", "in [0, 1)"),
+        ("train", "--memory-budget=0", "finite number > 0"),
+        ("train", "--memory-budget=inf", "finite number > 0"),
+        ("train", "--batch=0", "at least 1"),
+        ("train", "--grad-accum=0", "at least 1"),
+        ("train", "--warmup=-5", "warmup"),
+        ("sample", "--guidance=nan", "finite number ≥ 0"),
+        ("sample", "--guidance=-2", "finite number ≥ 0"),
+        ("sample", "--eta=-1", "finite number ≥ 0"),
+        ("sample", "--eta=inf", "finite number ≥ 0"),
+        ("sample", "--steps=0", "at least 1"),
+        ("sample", "--num=0", "at least 1"),
+        ("sample", "--memory-budget=-1", "finite number > 0"),
+        ("eval", "--batch=0", "at least 1"),
+        ("eval", "--timesteps=0", "at least 1"),
+    ];
+    for (command, arg, range) in cases {
+        let flag = arg.split('=').next().unwrap();
+        let (ok, _, stderr) = diffuse(&[command, arg], &[]);
+        assert!(!ok, "{command} {arg} was accepted");
+        assert!(
+            stderr.contains(&format!("'{flag}")) && stderr.contains(range),
+            "{command} {arg}: the message must name the flag and {range:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn guidance_needs_a_class_and_a_class_conditional_model() {
+    // The bundled model is class-conditional: guidance without --class would change nothing.
+    let (ok, _, stderr) = diffuse(
+        &["sample", "--guidance", "2", "--steps", "1", "-n", "1"],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("--guidance 2 needs --class"),
+        "{stderr}"
+    );
+    let dir = scratch("guidance");
+    let out = dir.join("run");
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--steps", "1"]), &[]);
+    assert!(ok, "train failed: {stderr}");
+    let ckpt = out.join("checkpoint.safetensors");
+    let (ok, _, stderr) = diffuse(
+        &[
+            "sample",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--guidance",
+            "1.5",
+            "--steps",
+            "1",
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("--guidance 1.5: this model is unconditional"),
+        "{stderr}"
+    );
+}
+
+/// `diffuse train` of the tiny preset into `out`, writing no preview grids, then `extra`.
+fn tiny_run<'a>(out: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--batch",
+        "2",
+        "--preview",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn sample_reports_every_model_evaluation_of_a_two_evaluation_sampler() {
+    // Heun with 3 timesteps: two Heun steps of two evaluations each, then a last Euler step of one.
+    let dir = scratch("ode-count");
+    let png = dir.join("ode.png");
+    let (ok, stdout, stderr) = diffuse(
+        &[
+            "sample",
+            "--sampler",
+            "ode",
+            "--steps",
+            "3",
+            "-n",
+            "1",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ode (5 model evaluations)"), "{stdout}");
+}
+
+#[test]
+fn a_step_that_leaves_non_finite_weights_saves_no_checkpoint() {
+    // The loss of step 1 is computed before its update, so it is finite; an infinite learning rate (1e39 is past
+    // f32's range) then makes the weights infinite or NaN, which the checkpoint must not receive.
+    let dir = scratch("non-finite-weights");
+    let out = dir.join("run");
+    let (ok, _, stderr) = diffuse(
+        &tiny_run(&out, &["--steps", "1", "--lr", "1e39", "--warmup", "0"]),
+        &[],
+    );
+    assert!(!ok, "a run with non-finite weights must fail");
+    assert!(
+        stderr.contains("at step 1 hold non-finite values") && stderr.contains("refusing to save"),
+        "{stderr}"
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn non_finite_samples_are_refused_not_written_as_black_images() {
+    let dir = scratch("non-finite-samples");
+    let bundled =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/small-mnist.safetensors");
+    let mut ckpt = diffuse::checkpoint::Checkpoint::load(&bundled).unwrap();
+    ckpt.ema.iter_mut().for_each(|v| *v = f32::NAN);
+    let broken = dir.join("nan.safetensors");
+    ckpt.save(&broken).unwrap();
+    let png = dir.join("nan.png");
+    // The SDE sampler clips nothing, so NaN cannot be clamped into range on the way.
+    let (ok, _, stderr) = diffuse(
+        &[
+            "sample",
+            "--checkpoint",
+            broken.to_str().unwrap(),
+            "--sampler",
+            "sde",
+            "--steps",
+            "2",
+            "-n",
+            "1",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok, "NaN samples must fail");
+    assert!(
+        stderr.contains("sampling: 784 of 784 sample values are not finite"),
+        "{stderr}"
+    );
+    assert!(!png.exists(), "a PNG was written from NaN samples");
+}
+
+#[test]
+fn resume_refuses_changed_settings_unless_overridden_and_records_the_change() {
+    use diffuse::checkpoint::Checkpoint;
+    let dir = scratch("resume-settings");
+    let out = dir.join("run");
+    let first = [
+        "--steps", "1", "--lr", "0.001", "--seed", "3", "--clip", "0",
+    ];
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &first), &[]);
+    assert!(ok, "train failed: {stderr}");
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let changed = [
+        "--steps", "2", "--resume", "--lr", "0.002", "--seed", "5", "--flip", "--ema", "0.9",
+    ];
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &changed), &[]);
+    assert!(!ok, "changed settings were accepted");
+    for line in [
+        "lr, ema, flip, seed differ from the checkpoint's record",
+        "--lr 0.002 (checkpoint: 0.001)",
+        "--ema 0.9 (checkpoint: 0.999)",
+        "--flip true (checkpoint: false)",
+        "--seed 5 (checkpoint: 3)",
+        "--override lr,ema,flip,seed",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?}: {stderr}");
+    }
+    assert_eq!(
+        Checkpoint::load(&ckpt_path).unwrap().step,
+        1,
+        "nothing may run"
+    );
+    // Flags left out take the checkpoint's values, not the defaults.
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--steps", "2", "--resume"]), &[]);
+    assert!(ok, "a plain resume failed: {stderr}");
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!(
+        (ckpt.step, ckpt.seed, ckpt.training.lr, ckpt.training.clip),
+        (2, 3, 0.001, 0.0)
+    );
+    assert!(ckpt.training.changes.is_empty());
+    let overridden = [
+        "--steps",
+        "3",
+        "--resume",
+        "--lr",
+        "0.002",
+        "--override",
+        "lr",
+    ];
+    let (ok, stdout, stderr) = diffuse(&tiny_run(&out, &overridden), &[]);
+    assert!(ok, "an overridden change failed: {stderr}");
+    assert!(
+        stdout.contains("--override: --lr 0.002 (was 0.001) from step 2"),
+        "{stdout}"
+    );
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!(ckpt.training.lr, 0.002);
+    assert_eq!(ckpt.training.changes, ["step 2: --lr 0.002 (was 0.001)"]);
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--override", "lr"]), &[]);
+    assert!(
+        !ok && stderr.contains("--resume"),
+        "--override without --resume: {stderr}"
+    );
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_removes_stale_temporaries_and_exits_130() {
+    use std::io::BufRead;
+    let dir = scratch("sigterm");
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // What a save killed before its rename leaves behind.
+    let stale = out.join(".checkpoint.safetensors.tmp-4242");
+    std::fs::write(&stale, b"torn").unwrap();
+    let args = tiny_run(
+        &out,
+        &[
+            "--steps",
+            "100000",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "100000",
+            "--sample-every",
+            "100000",
+        ],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run diffuse");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let progress = line.starts_with("step ");
+        seen.push(line);
+        if progress {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("step ")),
+        "no progress line: {seen:?}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout after the signal: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("interrupted: saved")),
+        "{rest:?}"
+    );
+    let ckpt = diffuse::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert!(ckpt.step >= 1);
+    assert!(!stale.exists(), "the stale temporary file is still there");
 }

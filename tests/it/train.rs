@@ -485,3 +485,44 @@ fn a_64px_rgb_model_learns_and_resumes_exactly() {
     let mut resumed = Trainer::new(gpu, settings, &data, Some(&ckpt)).unwrap();
     assert_eq!([head, losses(&mut resumed, 3)].concat(), all);
 }
+
+#[test]
+fn one_non_finite_weight_in_any_shard_stops_the_checkpoint() {
+    // The check reads two norms computed on the GPU; one bad value in the last shard of the parameters or of the
+    // EMA, with the parameters cut into as many shards as possible, must make its norm non-finite.
+    let gpu = gpu();
+    let data = few_images();
+    let mut s = settings();
+    s.max_shard = Some(smallest_shard());
+    let good = Trainer::new(gpu, s.clone(), &data, None)
+        .unwrap()
+        .checkpoint(gpu)
+        .expect("freshly initialised weights are finite");
+    let last = diffuse::model::ParamLayout::new(&tiny())
+        .params
+        .last()
+        .map(|p| p.offset + p.len() - 1)
+        .unwrap();
+    for (value, in_ema, says) in [
+        (f32::NAN, true, "the EMA weights at step 0"),
+        (f32::INFINITY, false, "the weights at step 0"),
+    ] {
+        let mut bad = good.clone();
+        let set = if in_ema {
+            &mut bad.ema
+        } else {
+            &mut bad.params
+        };
+        set[last] = value;
+        let trainer = Trainer::new(gpu, s.clone(), &data, Some(&bad)).unwrap();
+        assert!(
+            trainer.net.params.shards().len() > 1,
+            "the test needs shards"
+        );
+        let Err(err) = trainer.checkpoint(gpu) else {
+            panic!("{says}: the checkpoint was made");
+        };
+        let err = err.to_string();
+        assert!(err.starts_with(says) && err.contains("non-finite"), "{err}");
+    }
+}
