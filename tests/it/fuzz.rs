@@ -352,6 +352,11 @@ fn tiny_checkpoint() -> Checkpoint {
             lr: 1e-3,
             batch: 2,
             flip: false,
+            warmup: 5,
+            ema: 0.99,
+            clip: 1.0,
+            grad_accum: 1,
+            changes: Vec::new(),
             class_names: vec!["a".into(), "b".into()],
         },
     }
