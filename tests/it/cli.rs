@@ -968,3 +968,19 @@ fn sigterm_saves_a_checkpoint_removes_stale_temporaries_and_exits_130() {
     assert!(ckpt.step >= 1);
     assert!(!stale.exists(), "the stale temporary file is still there");
 }
+
+#[test]
+fn a_headless_run_prints_no_window_system_noise() {
+    // Without XDG_RUNTIME_DIR (a server, a container, CI), Mesa's device-selection layer made libwayland print
+    // "error: XDG_RUNTIME_DIR is invalid or not set" on every run, which reads as diffuse failing.
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .arg("info")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("run diffuse");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chosen:"));
+}
