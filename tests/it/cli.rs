@@ -984,3 +984,74 @@ fn a_headless_run_prints_no_window_system_noise() {
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("chosen:"));
 }
+
+/// Starts a long `small` run in `out`, waits for its first progress line, sends `signals` one after another, and
+/// returns the exit status with everything the run printed after them.
+fn signalled_run(out: &std::path::Path, signals: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let out_s = out.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args([
+            "train",
+            "--preset",
+            "small",
+            "--batch",
+            "16",
+            "--preview",
+            "0",
+            "--steps",
+            "100000",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "100000",
+            "--out",
+            out_s,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run diffuse");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("step ") {
+            break;
+        }
+    }
+    // One shell sends them 10 ms apart: far enough that the first has been handled (two signals of one kind
+    // pending at once merge into one), near enough to land before a step and a checkpoint's fsync are done.
+    let pid = child.id();
+    let script: Vec<String> = signals.iter().map(|s| format!("kill {s} {pid}")).collect();
+    let sent = Command::new("sh")
+        .args(["-c", &script.join("; sleep 0.01; ")])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    rest.push(stderr);
+    (child.wait().unwrap(), rest.join("\n"))
+}
+
+#[test]
+fn sighup_saves_like_ctrl_c_and_a_second_signal_stops_at_once() {
+    let dir = scratch("signals");
+    let (status, said) = signalled_run(&dir.join("hup"), &["-HUP"]);
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("interrupted: saved"), "{said}");
+    assert!(dir.join("hup").join("checkpoint.safetensors").exists());
+    let (status, said) = signalled_run(&dir.join("twice"), &["-INT", "-INT"]);
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted again: stopping without saving")
+            && !said.contains("interrupted: saved"),
+        "{said}"
+    );
+    assert!(!dir.join("twice").join("checkpoint.safetensors").exists());
+}
