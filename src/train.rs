@@ -1,7 +1,10 @@
 //! Training on the GPU. One step — draw a batch, timesteps and noise; noise the batch; forward; loss; backward;
 //! gradient clipping; Adam; EMA; advance the RNG — is recorded once as a list of dispatches and submitted as one
 //! command buffer per step. Nothing is allocated per step but a report's 8-byte staging buffer. The host writes
-//! only the step's learning rate and EMA decay (a 4-float tensor) before each submission. The loss is summed on
+//! only the step's learning rate and EMA decay (a 4-float tensor) before each submission, and, when the data is
+//! streamed, fills an upload slot with the step's images. A batch too large for one pass runs as micro-batches
+//! inside the same submission ([`BatchPlan`]), each drawing its images' part of the batch's random numbers, with
+//! the gradients summed before the optimizer reads them. The loss is summed on
 //! the GPU; a step that reports copies the sum (and the gradient norm) into a staging buffer in its own
 //! submission, and the host picks the values up when the GPU gets there ([`Trainer::poll_losses`]), so reporting
 //! never drains the queue.
