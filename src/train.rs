@@ -311,7 +311,8 @@ pub struct Trainer {
     pub settings: TrainSettings,
     pub net: Net,
     pub ema: ParamBuffers,
-    adam: AdamState,
+    /// Adam's first and second moments, flat as the parameters (the recorded step binds their shards).
+    moments: [ParamBuffers; 2],
     hyper: Tensor,
     rng: Tensor,
     loss_sum: Tensor,
@@ -386,14 +387,21 @@ impl Trainer {
             .unwrap_or_else(|| max_shard_elements(gpu));
         let params = ParamBuffers::from_flat(gpu, &layout, &initial, shard)?;
         let ema = ParamBuffers::from_flat(gpu, &layout, &ema_values, shard)?;
+        let resumed_moments = resume.and_then(|c| c.adam.as_ref());
+        let moments = match resumed_moments {
+            Some((m, v)) => [
+                ParamBuffers::from_flat(gpu, &layout, m, shard)?,
+                ParamBuffers::from_flat(gpu, &layout, v, shard)?,
+            ],
+            None => [params.zeros_like(gpu)?, params.zeros_like(gpu)?],
+        };
+        // The optimizer kernels take the moments' shards (the same buffers).
         let adam = AdamState {
-            m: params.zeros_like(gpu)?.shards().to_vec(),
-            v: params.zeros_like(gpu)?.shards().to_vec(),
+            m: moments[0].shards().to_vec(),
+            v: moments[1].shards().to_vec(),
             step: Tensor::zeros(gpu, &[optimizer::STEP_LEN], DType::F32)?,
         };
-        if let Some((m, v)) = resume.and_then(|c| c.adam.as_ref()) {
-            write_shards(gpu, &adam.m, m)?;
-            write_shards(gpu, &adam.v, v)?;
+        if resumed_moments.is_some() {
             // Adam's GPU-side step tensor is [t, …]: the rest is recomputed from t on the next step.
             adam.step.write_f32(gpu, &[step as f32, 0.0, 0.0, 0.0])?;
         }
@@ -682,7 +690,7 @@ impl Trainer {
             settings,
             net,
             ema,
-            adam,
+            moments,
             hyper,
             rng,
             loss_sum,
@@ -882,36 +890,10 @@ impl Trainer {
             params: self.net.params.read_flat(gpu)?,
             ema: self.ema.read_flat(gpu)?,
             adam: Some((
-                read_shards(gpu, &self.adam.m)?,
-                read_shards(gpu, &self.adam.v)?,
+                self.moments[0].read_flat(gpu)?,
+                self.moments[1].read_flat(gpu)?,
             )),
             training: self.record.clone(),
         })
     }
-}
-
-/// A flat vector read back from its shards, in order.
-fn read_shards(gpu: &Gpu, shards: &[Tensor]) -> Result<Vec<f32>> {
-    let mut flat = Vec::new();
-    for s in shards {
-        flat.extend(s.read_f32(gpu)?);
-    }
-    Ok(flat)
-}
-
-/// A flat vector written into its shards, in order.
-fn write_shards(gpu: &Gpu, shards: &[Tensor], flat: &[f32]) -> Result<()> {
-    let total: usize = shards.iter().map(Tensor::len).sum();
-    if flat.len() != total {
-        return Err(Error::shape(
-            "write_shards",
-            format!("{} values for shards of {total}", flat.len()),
-        ));
-    }
-    let mut at = 0;
-    for s in shards {
-        s.write_f32(gpu, &flat[at..at + s.len()])?;
-        at += s.len();
-    }
-    Ok(())
 }
