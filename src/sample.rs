@@ -9,7 +9,7 @@
 //! given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording again draws
 //! fresh noise (a new batch of samples).
 
-use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction};
+use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction, X0Bound};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
 use crate::kernels::analytic::{analytic_predict, MixtureTable};
@@ -54,6 +54,21 @@ impl Denoiser for AnalyticModel {
             self.prediction,
             out,
         )?])
+    }
+}
+
+/// ((p, q), (ratio, max)) of a step whose x̂₀ = p·x + q·o is dynamically thresholded.
+type DynamicBound = ((f64, f64), (f64, f64));
+
+fn dynamic_bound(step: &FoldedStep) -> Option<DynamicBound> {
+    let (p, q, bound) = match *step {
+        FoldedStep::Clipped { p, q, bound, .. } => (p, q, bound),
+        FoldedStep::Multistep(ref m) => (m.p, m.q, m.bound),
+        _ => return None,
+    };
+    match bound {
+        X0Bound::Dynamic { ratio, max } => Some(((p, q), (ratio, max))),
+        _ => None,
     }
 }
 
@@ -137,6 +152,23 @@ impl Sampler {
         let (o, o2, z, x_pred) = (new()?, new()?, new()?, new()?);
         let rng = random::rng_state(gpu, 0)?;
         let prediction = model.prediction();
+        // A multistep solver's state (s, m₁, m₂) and dynamic thresholding's per-sample thresholds, where used.
+        let folded: Vec<FoldedStep> = plan.steps.iter().map(|s| s.fold(prediction)).collect();
+        let state = folded
+            .iter()
+            .any(|f| matches!(f, FoldedStep::Multistep(_)))
+            .then(|| Tensor::zeros(gpu, &[3 * initial.len()], DType::F32))
+            .transpose()?;
+        let samples = shape
+            .first()
+            .copied()
+            .filter(|_| shape.len() > 1)
+            .unwrap_or(1);
+        let scale = folded
+            .iter()
+            .any(|f| dynamic_bound(f).is_some())
+            .then(|| Tensor::zeros(gpu, &[samples], DType::F32))
+            .transpose()?;
         let mut dispatches = Vec::new();
         if draw {
             dispatches.push(random::fill_normal(gpu, &z, seed, 0, &rng)?);
@@ -153,7 +185,10 @@ impl Sampler {
         for (k, s) in plan.steps.iter().enumerate() {
             let next = &buffers[k % 2];
             dispatches.extend(model.predict(gpu, current, s.level(), &o)?);
-            let folded = s.fold(prediction);
+            let folded = folded[k];
+            if let (Some((pq, limits)), Some(scale)) = (dynamic_bound(&folded), &scale) {
+                dispatches.push(step::x0_threshold(gpu, current, &o, pq, limits, scale)?);
+            }
             match (folded, s) {
                 (
                     FoldedStep::Heun { a1, b1, .. },
@@ -168,6 +203,8 @@ impl Sampler {
                         &o,
                         Some(&o2),
                         None,
+                        None,
+                        None,
                         next,
                     )?);
                 }
@@ -179,7 +216,17 @@ impl Sampler {
                     } else {
                         None
                     };
-                    dispatches.push(step::folded(gpu, &folded, current, &o, None, noise, next)?);
+                    dispatches.push(step::folded(
+                        gpu,
+                        &folded,
+                        current,
+                        &o,
+                        None,
+                        noise,
+                        scale.as_ref(),
+                        state.as_ref(),
+                        next,
+                    )?);
                 }
             }
             current = next;

@@ -571,7 +571,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
                     let list = samplers::timesteps(1000, steps, Spacing::Trailing)?;
-                    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+                    let clip = Clip::IMAGES;
                     let plan = if name == "sample_ddim" {
                         samplers::ddim(&schedule, &list, 0.0, clip)?
                     } else {

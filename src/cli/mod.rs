@@ -155,6 +155,15 @@ fn unit_interval(text: &str) -> Result<f64, String> {
     number_in(text, |v| (0.0..=1.0).contains(&v), "in [0, 1]")
 }
 
+/// A number ≥ 1, +∞ included (`--threshold-max`: no cap).
+fn at_least_unity(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v >= 1.0 => Ok(v),
+        Ok(_) => Err("must be a number ≥ 1 (or inf)".into()),
+        Err(_) => Err("not a number; it must be ≥ 1 (or inf)".into()),
+    }
+}
+
 /// A probability that is not certain, [0, 1) (`--dropout`).
 fn probability_below_one(text: &str) -> Result<f32, String> {
     number_in(text, |v| (0.0..1.0).contains(&v), "in [0, 1)").map(|v| v as f32)

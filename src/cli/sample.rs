@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, Plan, Process, Spacing};
+use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing};
 use diffuse::diffusion::Schedule;
 use diffuse::gpu::{Gpu, Tensor};
 use diffuse::image_io;
@@ -13,7 +13,10 @@ use diffuse::model::{ParamBuffers, ParamLayout, SplitMix64};
 use diffuse::sample::Sampler;
 use diffuse::{Error, Result};
 
-use super::{at_least_one, checkpoint_or_bundled, non_negative, positive, value_name};
+use super::{
+    at_least_one, at_least_unity, checkpoint_or_bundled, non_negative, positive, unit_interval,
+    value_name,
+};
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
 /// so that each column is one class). Returns the per-image classes and the grid's columns.
@@ -65,6 +68,20 @@ pub struct SampleArgs {
     /// How the steps are chosen among the T training timesteps.
     #[arg(long, value_enum, default_value_t = StepSpacing::Trailing)]
     pub spacing: StepSpacing,
+    /// dpm++2m and unipc: step through Karras et al.'s noise levels (ρ = 7, between the schedule's smallest and
+    /// largest σ) instead of the --spacing timesteps ("DPM++ 2M Karras"). euler and heun always do.
+    #[arg(long)]
+    pub karras: bool,
+    /// What is done to x̂₀ (the model's estimate of the clean image) before each step [default: clamp for ddpm
+    /// and ddim, none for the others]. ddpm, ddim, dpm++2m and unipc take any; the others only none.
+    #[arg(long, value_enum)]
+    pub clip: Option<ClipChoice>,
+    /// --clip dynamic: the quantile of |x̂₀| that sets each sample's threshold s (Imagen, diffusers: 0.995).
+    #[arg(long, default_value_t = 0.995, value_parser = unit_interval)]
+    pub threshold_ratio: f64,
+    /// --clip dynamic: the largest threshold s (diffusers' sample_max_value; Imagen sets none).
+    #[arg(long, default_value_t = f64::INFINITY, value_parser = at_least_unity)]
+    pub threshold_max: f64,
     /// Number of images.
     #[arg(short, long, default_value_t = 16, value_parser = at_least_one)]
     pub num: usize,
@@ -146,6 +163,29 @@ pub enum SamplerKind {
     Pc,
     /// Annealed Langevin dynamics alone: 20 steps at each of --steps / 20 noise levels
     Langevin,
+    /// DPM-Solver++(2M), multistep, second order (Lu et al. 2022)
+    #[value(name = "dpm++2m")]
+    DpmSolver,
+    /// UniPC, bh2, order 2 with its corrector (Zhao et al. 2023)
+    Unipc,
+    /// Euler on Karras σ (Karras et al. 2022, k-diffusion's sample_euler)
+    Euler,
+    /// Heun on Karras σ (Karras et al. 2022, k-diffusion's sample_heun): (steps + 1)/2 levels, two evaluations at
+    /// each but the last, so about --steps evaluations
+    Heun,
+}
+
+/// `--clip`: the library's [`Clip`] choices.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ClipChoice {
+    /// x̂₀ as the model gives it (diffusers' and k-diffusion's default)
+    None,
+    /// Clamp x̂₀ to [−1, 1] and recompute ε̂ from it (improved-diffusion's DDIM)
+    Clamp,
+    /// Clamp x̂₀ to [−1, 1], keep the model's ε̂ (diffusers' clip_sample)
+    ClampKeepEps,
+    /// Imagen's dynamic thresholding (diffusers' thresholding): see --threshold-ratio, --threshold-max
+    Dynamic,
 }
 
 /// `--spacing`: the library's [`Spacing`] under the names diffusers gives them.
@@ -173,14 +213,72 @@ impl From<StepSpacing> for Spacing {
 /// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/it/sampling.rs).
 const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
 
+/// The `--clip` a run uses: the one asked for, or the sampler's default; refused where the sampler has no use
+/// for it.
+fn clip_for(args: &SampleArgs) -> Result<Clip> {
+    let takes_any = matches!(
+        args.sampler,
+        SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolver | SamplerKind::Unipc
+    );
+    let choice = args.clip.unwrap_or(match args.sampler {
+        SamplerKind::Ddpm | SamplerKind::Ddim => ClipChoice::Clamp,
+        _ => ClipChoice::None,
+    });
+    if !takes_any && !matches!(choice, ClipChoice::None) {
+        return Err(Error::Usage(format!(
+            "--clip {}: --sampler {} steps without x̂₀, so there is nothing to clip; leave --clip out, or use              ddpm, ddim, dpm++2m or unipc",
+            value_name(&choice),
+            value_name(&args.sampler)
+        )));
+    }
+    Ok(match choice {
+        ClipChoice::None => Clip::None,
+        ClipChoice::Clamp => Clip::IMAGES,
+        ClipChoice::ClampKeepEps => Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+        ClipChoice::Dynamic => Clip::Dynamic {
+            ratio: args.threshold_ratio,
+            max: args.threshold_max,
+        },
+    })
+}
+
 fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
     let spacing = Spacing::from(args.spacing);
     let t = schedule.num_steps();
     let list = samplers::timesteps(t, args.steps.min(t), spacing)?;
-    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+    let clip = clip_for(args)?;
+    if args.karras
+        && !matches!(
+            args.sampler,
+            SamplerKind::DpmSolver | SamplerKind::Unipc | SamplerKind::Euler | SamplerKind::Heun
+        )
+    {
+        return Err(Error::Usage(format!(
+            "--karras: --sampler {} walks the training timesteps; Karras σ are for dpm++2m, unipc, euler and heun",
+            value_name(&args.sampler)
+        )));
+    }
+    // The noise levels of the multistep and Karras samplers.
+    let levels = || match args.karras {
+        true => samplers::karras_levels(schedule, args.steps),
+        false => samplers::vp_levels(schedule, &list),
+    };
     match args.sampler {
         SamplerKind::Ddpm => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
         SamplerKind::Ddim => samplers::ddim(schedule, &list, args.eta, clip),
+        SamplerKind::DpmSolver => {
+            samplers::dpm_solver_2m(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
+        }
+        SamplerKind::Unipc => {
+            samplers::unipc_bh2(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
+        }
+        SamplerKind::Euler => {
+            samplers::euler_sigmas(&samplers::karras_levels(schedule, args.steps)?)
+        }
+        SamplerKind::Heun => samplers::heun_sigmas(&samplers::karras_levels(
+            schedule,
+            args.steps.div_ceil(2).max(1),
+        )?),
         SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
         SamplerKind::Ode => samplers::heun(schedule, &list),
         SamplerKind::Pc => samplers::predictor_corrector(

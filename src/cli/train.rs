@@ -632,7 +632,7 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         50.min(schedule.num_steps()),
         Spacing::Trailing,
     )?;
-    let plan = samplers::ddim(&schedule, &list, 0.0, Some(Clip { lo: -1.0, hi: 1.0 }))?;
+    let plan = samplers::ddim(&schedule, &list, 0.0, Clip::IMAGES)?;
     let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), &ckpt.ema)?;
     let classes: Option<Vec<u32>> = ckpt
         .config

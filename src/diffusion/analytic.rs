@@ -195,15 +195,20 @@ impl GaussianMixture {
 
 /// The mean and variance of each coordinate of the output of `plan` run with the exact model of a single Gaussian
 /// N(μ, s²I) (K = 1), starting from x = init_scale·z: exact in f64, with no sampling error, because every step is
-/// then an affine map of x plus independent Gaussian noise (ε*(x) = (σ/v)(x − αμ) is affine). What a sampler's
-/// samples converge to; the difference from (μ, s²) is the sampler's discretisation error.
-/// Clipped steps are not affine and are refused.
+/// then an affine map of x (and of a multistep solver's state) plus independent Gaussian noise
+/// (ε*(x) = (σ/v)(x − αμ) is affine). What a sampler's samples converge to; the difference from (μ, s²) is the
+/// sampler's discretisation error. Steps that bound x̂₀ are not affine and are refused.
 pub fn gaussian_moments_after(data: &GaussianMixture, plan: &Plan) -> Result<Vec<(f64, f64)>> {
     if data.components() != 1 {
         return Err(Error::Usage(
             "moments are propagated exactly for a single Gaussian only".to_string(),
         ));
     }
+    let not_affine = || {
+        Err(Error::Usage(
+            "steps that bound x̂₀ are not affine: no exact moments".to_string(),
+        ))
+    };
     // ε*(x) = g·x + h at a level, coordinate d.
     let eps = |level: &NoiseLevel, d: usize| {
         let (g, _) = data.coefficients(0, level, Prediction::Epsilon);
@@ -211,31 +216,95 @@ pub fn gaussian_moments_after(data: &GaussianMixture, plan: &Plan) -> Result<Vec
     };
     (0..data.dim())
         .map(|d| {
-            let (mut m, mut var) = (0.0, data_init_var(plan));
+            // The state u = (x, s, m₁, m₂) of a multistep solver (src/diffusion/samplers.rs, `Multistep`) is
+            // Gaussian: mean vector and covariance, each step an affine map u ← A·u + k + c·z·e_x.
+            let mut mean = [0.0; 4];
+            let mut cov = [[0.0; 4]; 4];
+            cov[0][0] = data_init_var(plan);
             for step in &plan.steps {
-                // x' = k1·x + k0 + c·z
-                let (k1, k0, c) = match *step {
-                    Step::Linear { level, a, b, c } => {
+                let mut a = [[0.0; 4]; 4];
+                let mut k = [0.0; 4];
+                for (i, row) in a.iter_mut().enumerate().skip(1) {
+                    row[i] = 1.0;
+                }
+                let mut c = 0.0;
+                match *step {
+                    Step::Linear {
+                        level,
+                        a: ax,
+                        b,
+                        c: cz,
+                    } => {
                         let (g, h) = eps(&level, d);
-                        (a + b * g, b * h, c)
+                        a[0][0] = ax + b * g;
+                        k[0] = b * h;
+                        c = cz;
                     }
-                    Step::Heun { level, next, a, b } => {
+                    Step::Heun {
+                        level,
+                        next,
+                        a: ax,
+                        b,
+                    } => {
                         let (g1, h1) = eps(&level, d);
                         let (g2, h2) = eps(&next, d);
-                        let (p1, p0) = (a + b * g1, b * h1); // x' = p1·x + p0
+                        let (p1, p0) = (ax + b * g1, b * h1); // x' = p1·x + p0
                         let half = b / 2.0;
-                        (a + half * (g1 + g2 * p1), half * (h1 + g2 * p0 + h2), 0.0)
+                        a[0][0] = ax + half * (g1 + g2 * p1);
+                        k[0] = half * (h1 + g2 * p0 + h2);
                     }
-                    Step::Clipped { .. } => {
-                        return Err(Error::Usage(
-                            "clipped steps are not affine: no exact moments".to_string(),
-                        ))
+                    Step::Clipped { .. } => return not_affine(),
+                    Step::Multistep(ref m) => {
+                        if m.bound != crate::diffusion::samplers::X0Bound::None {
+                            return not_affine();
+                        }
+                        let (g, h) = eps(&m.level, d);
+                        // m = (p + q·g)·x + q·h, as a row over u.
+                        let row_m = [m.p + m.q * g, 0.0, 0.0, 0.0];
+                        let k_m = m.q * h;
+                        // x_c as a row over u (and constant).
+                        let (row_c, k_c) = match m.corrector {
+                            Some(cr) => {
+                                let w = cr.history;
+                                let mut row = [0.0, cr.s, w.m1, w.m2];
+                                for (r, &v) in row.iter_mut().zip(&row_m) {
+                                    *r += w.m * v;
+                                }
+                                (row, w.m * k_m)
+                            }
+                            None => ([1.0, 0.0, 0.0, 0.0], 0.0),
+                        };
+                        let b = m.b;
+                        let mut row_y = [0.0, 0.0, b.m1, b.m2];
+                        for j in 0..4 {
+                            row_y[j] += m.a * row_c[j] + b.m * row_m[j];
+                        }
+                        a = [row_y, row_c, row_m, [0.0, 0.0, 1.0, 0.0]];
+                        k = [m.a * k_c + b.m * k_m, k_c, k_m, 0.0];
                     }
-                };
-                m = k1 * m + k0;
-                var = k1 * k1 * var + c * c;
+                }
+                let mut new_mean = k;
+                for i in 0..4 {
+                    for j in 0..4 {
+                        new_mean[i] += a[i][j] * mean[j];
+                    }
+                }
+                // A·C·Aᵀ + c²·e_x·e_xᵀ
+                let mut ac = [[0.0; 4]; 4];
+                for i in 0..4 {
+                    for j in 0..4 {
+                        ac[i][j] = (0..4).map(|l| a[i][l] * cov[l][j]).sum();
+                    }
+                }
+                for i in 0..4 {
+                    for j in 0..4 {
+                        cov[i][j] = (0..4).map(|l| ac[i][l] * a[j][l]).sum();
+                    }
+                }
+                cov[0][0] += c * c;
+                mean = new_mean;
             }
-            Ok((m, var))
+            Ok((mean[0], cov[0][0]))
         })
         .collect()
 }

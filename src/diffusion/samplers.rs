@@ -114,16 +114,16 @@ pub enum Step {
         b: f64,
         c: f64,
     },
-    /// x̂₀ = clamp(p·x + q·ε̂(x, level), lo, hi); x ← u·x̂₀ + w·x + c·z.
+    /// x̂₀ = bound(p·x + q·ε̂(x, level)); x ← u·x̂₀ + w·x + v·ε̂(x, level) + c·z.
     Clipped {
         level: NoiseLevel,
         p: f64,
         q: f64,
+        bound: X0Bound,
         u: f64,
         w: f64,
+        v: f64,
         c: f64,
-        lo: f64,
-        hi: f64,
     },
     /// Heun: the Euler predictor x' = a·x + b·ε̂(x, level), then x ← a·x + (b/2)·(ε̂(x, level) + ε̂(x', next)).
     Heun {
@@ -132,6 +132,61 @@ pub enum Step {
         a: f64,
         b: f64,
     },
+    /// A multistep step on x̂₀ (DPM-Solver++, UniPC), with a state carried from step to step: the corrected
+    /// sample s and the x̂₀ of the previous two evaluations, m₁ and m₂ (see [`Multistep`]).
+    Multistep(Multistep),
+}
+
+/// The scalars of a [`Step::Multistep`]. With m = bound(p·x + q·ε̂(x, level)), this step's x̂₀:
+///
+/// ```text
+///   corrector (UniC; else x_c = x):  x_c = k.s·s + k.m·m + k.m1·m₁ + k.m2·m₂
+///   update:                          x ← a·x_c + b.m·m + b.m1·m₁ + b.m2·m₂
+///   state for the next step:         s ← x_c,  m₂ ← m₁,  m₁ ← m
+/// ```
+/// A scalar that multiplies a state entry not yet written (the first steps) is 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Multistep {
+    pub level: NoiseLevel,
+    pub p: f64,
+    pub q: f64,
+    pub bound: X0Bound,
+    pub corrector: Option<Corrector>,
+    pub a: f64,
+    pub b: History,
+}
+
+/// Weights of this step's x̂₀ and the previous two: `m·m + m1·m₁ + m2·m₂`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct History {
+    pub m: f64,
+    pub m1: f64,
+    pub m2: f64,
+}
+
+/// UniPC's corrector: x_c = s·(the previous corrected sample) + the history weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Corrector {
+    pub s: f64,
+    pub history: History,
+}
+
+/// What bounds x̂₀ before a step uses it (the kernel's part of [`Clip`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum X0Bound {
+    None,
+    /// clamp(x̂₀, lo, hi)
+    Fixed {
+        lo: f64,
+        hi: f64,
+    },
+    /// Imagen's dynamic thresholding, per sample: s = min(max(q, 1), max) with q the `ratio`-quantile of |x̂₀|
+    /// over the sample's elements (linear interpolation between order statistics, as torch.quantile);
+    /// x̂₀ ← clamp(x̂₀, −s, s)/s.
+    Dynamic {
+        ratio: f64,
+        max: f64,
+    },
 }
 
 /// A step with its scalars folded for the model's output o instead of ε̂: what the GPU kernels take.
@@ -139,15 +194,15 @@ pub enum Step {
 pub enum FoldedStep {
     /// y = a·x + b·o + c·z
     Linear { a: f64, b: f64, c: f64 },
-    /// x̂₀ = clamp(p·x + q·o, lo, hi); y = u·x̂₀ + w·x + c·z
+    /// x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z
     Clipped {
         p: f64,
         q: f64,
+        bound: X0Bound,
         u: f64,
         w: f64,
+        v: f64,
         c: f64,
-        lo: f64,
-        hi: f64,
     },
     /// Predictor x' = a1·x + b1·o (o = model at x, level); corrector y = a·x + b·o + b2·o2 (o2 = model at x', next).
     Heun {
@@ -157,6 +212,8 @@ pub enum FoldedStep {
         b: f64,
         b2: f64,
     },
+    /// As [`Step::Multistep`] with p, q for the output o: m = bound(p·x + q·o).
+    Multistep(Multistep),
 }
 
 impl Step {
@@ -166,6 +223,7 @@ impl Step {
             Step::Linear { level, .. } | Step::Clipped { level, .. } | Step::Heun { level, .. } => {
                 level
             }
+            Step::Multistep(m) => &m.level,
         }
     }
 
@@ -173,7 +231,7 @@ impl Step {
     pub fn adds_noise(&self) -> bool {
         match *self {
             Step::Linear { c, .. } | Step::Clipped { c, .. } => c != 0.0,
-            Step::Heun { .. } => false,
+            Step::Heun { .. } | Step::Multistep(_) => false,
         }
     }
 
@@ -200,22 +258,30 @@ impl Step {
                 level,
                 p,
                 q,
+                bound,
                 u,
                 w,
+                v,
                 c,
-                lo,
-                hi,
             } => {
                 let (e_x, e_o) = prediction.epsilon_from(&level);
                 FoldedStep::Clipped {
                     p: p + q * e_x,
                     q: q * e_o,
+                    bound,
                     u,
-                    w,
+                    w: w + v * e_x,
+                    v: v * e_o,
                     c,
-                    lo,
-                    hi,
                 }
+            }
+            Step::Multistep(m) => {
+                let (e_x, e_o) = prediction.epsilon_from(&m.level);
+                FoldedStep::Multistep(Multistep {
+                    p: m.p + m.q * e_x,
+                    q: m.q * e_o,
+                    ..m
+                })
             }
             Step::Heun { level, next, a, b } => {
                 // ε̂₁ = e_x·x + e_o·o;  x' = a1·x + b1·o;  ε̂₂ = f_x·x' + f_o·o2.
@@ -373,11 +439,49 @@ pub enum DdpmVariance {
     PosteriorBeta,
 }
 
-/// Clamp x̂₀ to [lo, hi] (e.g. [−1, 1] for images) before forming the posterior mean.
+/// What a sampler does to x̂₀, the model's estimate of the clean image, before stepping with it: the choices other
+/// tools make, so that a run here can reproduce theirs from the same x_T and weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Clip {
-    pub lo: f64,
-    pub hi: f64,
+pub enum Clip {
+    /// x̂₀ as the model gives it (diffusers' default, k-diffusion).
+    None,
+    /// Clamp x̂₀ to [lo, hi] and step with the ε̂ recomputed from the clamped x̂₀ (improved-diffusion's DDIM,
+    /// diffusers' `use_clipped_model_output`).
+    Clamp { lo: f64, hi: f64 },
+    /// Clamp x̂₀ to [lo, hi] but step with the model's own ε̂ (diffusers' `clip_sample`).
+    ClampKeepEps { lo: f64, hi: f64 },
+    /// Imagen's dynamic thresholding (diffusers' `thresholding`, which keeps the model's ε̂): see
+    /// [`X0Bound::Dynamic`].
+    Dynamic { ratio: f64, max: f64 },
+}
+
+impl Clip {
+    /// [−1, 1], images' range, with ε̂ recomputed: what DDPM and DDIM do unless told otherwise.
+    pub const IMAGES: Clip = Clip::Clamp { lo: -1.0, hi: 1.0 };
+
+    /// The bound on x̂₀, and whether ε̂ is recomputed from the bounded x̂₀.
+    pub fn bound(self) -> (X0Bound, bool) {
+        match self {
+            Clip::None => (X0Bound::None, false),
+            Clip::Clamp { lo, hi } => (X0Bound::Fixed { lo, hi }, true),
+            Clip::ClampKeepEps { lo, hi } => (X0Bound::Fixed { lo, hi }, false),
+            Clip::Dynamic { ratio, max } => (X0Bound::Dynamic { ratio, max }, false),
+        }
+    }
+
+    fn check(self) -> Result<()> {
+        match self {
+            Clip::Clamp { lo, hi } | Clip::ClampKeepEps { lo, hi } if lo.partial_cmp(&hi).is_none_or(|o| o.is_gt()) => Err(Error::Usage(
+                format!("the clip range [{lo}, {hi}] is empty"),
+            )),
+            Clip::Dynamic { ratio, max } if !((0.0..=1.0).contains(&ratio) && max >= 1.0) => {
+                Err(Error::Usage(format!(
+                    "dynamic thresholding needs a quantile ratio in [0, 1] and a maximum ≥ 1, got {ratio} and {max}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// DDPM ancestral sampling (Ho et al. 2020, algorithm 2) over a decreasing timestep list (every index for the
@@ -387,15 +491,18 @@ pub struct Clip {
 ///   x_{prev} = 1/√α · (x_t − β/√(1 − ᾱ_t) · ε̂) + σ·z,   σ² = β or β̃ = β(1 − ᾱ_prev)/(1 − ᾱ_t)
 ///   ⇒ a = 1/√α,  b = −β/(√α·√(1 − ᾱ_t)),  c = σ  (c = 0 for the step from the last index: no noise at the end)
 /// ```
-/// With `clip`, the same mean through x̂₀: x̂₀ = clamp(x/√ᾱ_t − √(1/ᾱ_t − 1)·ε̂), μ̃ = coef1·x̂₀ + coef2·x with
-/// coef1 = β√ᾱ_prev/(1 − ᾱ_t), coef2 = (1 − ᾱ_prev)√α/(1 − ᾱ_t) (the posterior mean of q(x_prev | x_t, x₀)).
+/// With a `clip`, the same mean through x̂₀: x̂₀ = bound(x/√ᾱ_t − √(1/ᾱ_t − 1)·ε̂), μ̃ = coef1·x̂₀ + coef2·x with
+/// coef1 = β√ᾱ_prev/(1 − ᾱ_t), coef2 = (1 − ᾱ_prev)√α/(1 − ᾱ_t) (the posterior mean of q(x_prev | x_t, x₀), as
+/// diffusers' DDPMScheduler; it takes no ε̂, so [`Clip::Clamp`] and [`Clip::ClampKeepEps`] are the same here).
 pub fn ddpm(
     schedule: &Schedule,
     list: &[usize],
     variance: DdpmVariance,
-    clip: Option<Clip>,
+    clip: Clip,
 ) -> Result<Plan> {
     check_timesteps(schedule.num_steps(), list)?;
+    clip.check()?;
+    let (bound, _) = clip.bound();
     let pairs = alpha_bar_pairs(schedule, list);
     let last = pairs.len() - 1;
     let steps = pairs
@@ -410,22 +517,23 @@ pub fn ddpm(
                 DdpmVariance::PosteriorBeta => beta * (1.0 - ab_prev) / (1.0 - ab),
             };
             let c = if i == last { 0.0 } else { var.sqrt() };
-            match clip {
-                None => Step::Linear {
+            match bound {
+                X0Bound::None => Step::Linear {
                     level,
                     a: 1.0 / alpha.sqrt(),
                     b: -beta / (alpha.sqrt() * (1.0 - ab).sqrt()),
                     c,
                 },
-                Some(Clip { lo, hi }) => Step::Clipped {
+                // The posterior mean takes x̂₀ and x, not ε̂: nothing to recompute.
+                bound => Step::Clipped {
                     level,
                     p: (1.0 / ab).sqrt(),
                     q: -(1.0 / ab - 1.0).sqrt(),
+                    bound,
                     u: beta * ab_prev.sqrt() / (1.0 - ab),
                     w: (1.0 - ab_prev) * alpha.sqrt() / (1.0 - ab),
+                    v: 0.0,
                     c,
-                    lo,
-                    hi,
                 },
             }
         })
@@ -447,10 +555,18 @@ pub fn ddpm(
 /// ```
 /// η = 0 is deterministic (the Euler method on the probability-flow ODE in σ = √((1−ᾱ)/ᾱ)); η = 1 over every index
 /// is DDPM with σ² = β̃. The step from the last index goes to ᾱ_prev = 1 (diffusers' `set_alpha_to_one`), where
-/// σ = 0. With `clip`, x̂₀ is clamped and ε̂ recomputed from it (improved-diffusion's `ddim_sample`):
-/// x_prev = (√ᾱ_prev − d·√ᾱ_t/√(1 − ᾱ_t))·x̂₀ + (d/√(1 − ᾱ_t))·x + σ·z with d = √(1 − ᾱ_prev − σ²).
-pub fn ddim(schedule: &Schedule, list: &[usize], eta: f64, clip: Option<Clip>) -> Result<Plan> {
+/// σ = 0. With d = √(1 − ᾱ_prev − σ²) and x̂₀ bounded by `clip`:
+///
+/// ```text
+///   ε̂ recomputed from x̂₀ (Clip::Clamp, improved-diffusion's ddim_sample):
+///       x_prev = (√ᾱ_prev − d·√ᾱ_t/√(1 − ᾱ_t))·x̂₀ + (d/√(1 − ᾱ_t))·x + σ·z
+///   ε̂ kept (Clip::ClampKeepEps, Clip::Dynamic, as diffusers' DDIMScheduler):
+///       x_prev = √ᾱ_prev·x̂₀ + d·ε̂ + σ·z
+/// ```
+pub fn ddim(schedule: &Schedule, list: &[usize], eta: f64, clip: Clip) -> Result<Plan> {
     check_timesteps(schedule.num_steps(), list)?;
+    clip.check()?;
+    let (bound, recompute) = clip.bound();
     if !(0.0..=1.0).contains(&eta) {
         return Err(Error::Usage(format!(
             "DDIM's η must lie in [0, 1], got {eta}"
@@ -463,22 +579,33 @@ pub fn ddim(schedule: &Schedule, list: &[usize], eta: f64, clip: Option<Clip>) -
             let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).sqrt();
             // 1 − ᾱ_prev − σ² ≥ 0 in exact arithmetic (σ² ≤ 1 − ᾱ_prev); clamp the rounding.
             let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
-            match clip {
-                None => Step::Linear {
+            let (p, q) = ((1.0 / ab).sqrt(), -(1.0 / ab - 1.0).sqrt());
+            match (bound, recompute) {
+                (X0Bound::None, _) => Step::Linear {
                     level,
                     a: (ab_prev / ab).sqrt(),
                     b: dir - ab_prev.sqrt() * (1.0 - ab).sqrt() / ab.sqrt(),
                     c: sigma,
                 },
-                Some(Clip { lo, hi }) => Step::Clipped {
+                (bound, true) => Step::Clipped {
                     level,
-                    p: (1.0 / ab).sqrt(),
-                    q: -(1.0 / ab - 1.0).sqrt(),
+                    p,
+                    q,
+                    bound,
                     u: ab_prev.sqrt() - dir * ab.sqrt() / (1.0 - ab).sqrt(),
                     w: dir / (1.0 - ab).sqrt(),
+                    v: 0.0,
                     c: sigma,
-                    lo,
-                    hi,
+                },
+                (bound, false) => Step::Clipped {
+                    level,
+                    p,
+                    q,
+                    bound,
+                    u: ab_prev.sqrt(),
+                    w: 0.0,
+                    v: dir,
+                    c: sigma,
                 },
             }
         })
@@ -759,6 +886,360 @@ pub fn predictor_corrector(process: Process, corrector_steps: usize, snr: f64) -
     Ok(Plan {
         name: format!("predictor-corrector ×{corrector_steps} r={snr}"),
         init_scale,
+        steps,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Multistep solvers on x̂₀ (DPM-Solver++, UniPC) and Karras et al.'s noise levels.
+// ---------------------------------------------------------------------------------------------------------------
+
+impl NoiseLevel {
+    /// Clean data (α = 1, σ = 0): where the last step of a solver lands. The model is never evaluated there.
+    pub const CLEAN: NoiseLevel = NoiseLevel {
+        t: 0.0,
+        alpha: 1.0,
+        sigma: 0.0,
+    };
+
+    /// λ = log(α/σ), the half log-SNR that DPM-Solver and UniPC step in (+∞ at clean data).
+    pub fn lambda(&self) -> f64 {
+        (self.alpha / self.sigma).ln()
+    }
+}
+
+/// A VP level of a discrete schedule at any σ̃ = σ/α (k-diffusion's and diffusers' "sigma"): α = 1/√(1 + σ̃²),
+/// σ = σ̃·α, and the network conditioned on the nearest training index of σ̃ (the interpolation of log σ̃ over the
+/// indices that diffusers' `_sigma_to_t` does, rounded as diffusers' DPM-Solver and UniPC round it, and as
+/// k-diffusion's `quantize`): the U-Net was trained on integer timesteps only.
+pub fn level_at_sigma(schedule: &Schedule, sigma_tilde: f64) -> NoiseLevel {
+    let alpha = 1.0 / (1.0 + sigma_tilde * sigma_tilde).sqrt();
+    NoiseLevel {
+        t: sigma_to_t(schedule, sigma_tilde).round(),
+        alpha,
+        sigma: sigma_tilde * alpha,
+    }
+}
+
+/// The fractional timestep whose σ̃ is `sigma_tilde`, interpolating log σ̃ linearly between neighbouring indices
+/// and clamping to [0, T−1] (diffusers' `_sigma_to_t`).
+pub fn sigma_to_t(schedule: &Schedule, sigma_tilde: f64) -> f64 {
+    let log_sigmas: Vec<f64> = schedule
+        .alphas_cumprod
+        .iter()
+        .map(|ab| ((1.0 - ab) / ab).sqrt().ln())
+        .collect();
+    let n = log_sigmas.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let log_sigma = sigma_tilde.max(1e-10).ln();
+    // The last index whose log σ̃ is ≤ ours (σ̃ grows with t), at most T − 2.
+    let low = log_sigmas
+        .iter()
+        .rposition(|&l| l <= log_sigma)
+        .unwrap_or(0)
+        .min(n - 2);
+    let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
+    let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
+    low as f64 + w
+}
+
+/// Karras et al. 2022 (eq. 5): n levels σ̃_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, decreasing from
+/// σ_max to σ_min, denser near σ_min for larger ρ (7 in the paper, k-diffusion and diffusers).
+pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize, rho: f64) -> Vec<f64> {
+    let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    (0..n)
+        .map(|i| {
+            let ramp = if n == 1 {
+                0.0
+            } else {
+                i as f64 / (n - 1) as f64
+            };
+            (hi + ramp * (lo - hi)).powf(rho)
+        })
+        .collect()
+}
+
+/// Karras σ̃ between the schedule's own smallest and largest (indices 0 and T−1), as VP levels.
+pub fn karras_levels(schedule: &Schedule, n: usize) -> Result<Vec<NoiseLevel>> {
+    let sigma = |ab: f64| ((1.0 - ab) / ab).sqrt();
+    let ab = &schedule.alphas_cumprod;
+    let (lo, hi) = (sigma(ab[0]), sigma(ab[ab.len() - 1]));
+    if n == 0 || !(hi.is_finite() && lo > 0.0) {
+        return Err(Error::Usage(format!(
+            "Karras noise levels need ≥ 1 step and a schedule with 0 < σ̃ < ∞ at both ends, got {n} steps and \
+             σ̃ from {lo} to {hi}"
+        )));
+    }
+    Ok(karras_sigmas(lo, hi, n, KARRAS_RHO)
+        .into_iter()
+        .map(|s| level_at_sigma(schedule, s))
+        .collect())
+}
+
+/// ρ of Karras et al.'s noise levels.
+pub const KARRAS_RHO: f64 = 7.0;
+
+/// VP levels at the indices of a decreasing timestep list.
+pub fn vp_levels(schedule: &Schedule, list: &[usize]) -> Result<Vec<NoiseLevel>> {
+    check_timesteps(schedule.num_steps(), list)?;
+    Ok(list.iter().map(|&t| NoiseLevel::vp(schedule, t)).collect())
+}
+
+/// Levels a solver walks: strictly decreasing σ/α, all with σ > 0; the end below the last of them.
+fn check_walk(levels: &[NoiseLevel], end: &NoiseLevel) -> Result<()> {
+    let ratio = |l: &NoiseLevel| l.sigma / l.alpha;
+    let ok = !levels.is_empty()
+        && levels.iter().all(|l| l.sigma > 0.0 && l.alpha > 0.0)
+        && levels.windows(2).all(|w| ratio(&w[1]) < ratio(&w[0]))
+        && end.alpha > 0.0
+        && end.sigma >= 0.0
+        // (Karras levels end at σ_min through a power and its root: allow their rounding.)
+        && ratio(end) <= ratio(&levels[levels.len() - 1]) * (1.0 + 1e-12);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(
+            "a solver needs noise levels with σ > 0 and α > 0 whose σ/α strictly decreases, ending at or below the \
+             last of them"
+                .to_string(),
+        ))
+    }
+}
+
+/// x̂₀ = p·x + q·ε̂ at a level: (1/α, −σ/α).
+fn x0_from_epsilon(level: &NoiseLevel) -> (f64, f64) {
+    (1.0 / level.alpha, -level.sigma / level.alpha)
+}
+
+/// φ = e^(−h) − 1 for the step from λ_s to λ_t (h = λ_t − λ_s), −1 where t is clean data (h = ∞).
+fn phi(from: &NoiseLevel, to: &NoiseLevel) -> f64 {
+    if to.sigma == 0.0 {
+        -1.0
+    } else {
+        (-(to.lambda() - from.lambda())).exp_m1()
+    }
+}
+
+/// DPM-Solver++(2M) (Lu et al. 2022, algorithm 2; diffusers' DPMSolverMultistepScheduler with
+/// `algorithm_type="dpmsolver++"`, `solver_type="midpoint"`, order 2): one evaluation per level, stepping in
+/// λ = log(α/σ) with the data prediction m = x̂₀. From level s to t, h = λ_t − λ_s, and with the previous level s'
+/// (h' = λ_s − λ_s'):
+///
+/// ```text
+///   first order (the first step; DDIM):  x_t = (σ_t/σ_s)·x − α_t·(e^(−h) − 1)·m
+///   second order (midpoint):             x_t = (σ_t/σ_s)·x − α_t·(e^(−h) − 1)·(m + (h/2h')·(m − m'))
+/// ```
+/// The last step is first order where it lands on clean data (σ = 0, where the second-order term is unbounded),
+/// and also, with `lower_order_final`, where there are fewer than 15 levels (diffusers' rule: it steadies few-step
+/// runs). `end` is where the last step lands: [`NoiseLevel::CLEAN`] (diffusers' `final_sigmas_type="zero"`) or
+/// the smallest training level (`"sigma_min"`). x̂₀ is bounded by `bound` before use (diffusers' thresholding).
+pub fn dpm_solver_2m(
+    levels: &[NoiseLevel],
+    end: NoiseLevel,
+    lower_order_final: bool,
+    bound: X0Bound,
+) -> Result<Plan> {
+    check_walk(levels, &end)?;
+    let n = levels.len();
+    let steps = (0..n)
+        .map(|i| {
+            let (s, t) = (levels[i], levels.get(i + 1).copied().unwrap_or(end));
+            let last = i + 1 == n;
+            let first_order = i == 0 || (last && (t.sigma == 0.0 || (lower_order_final && n < 15)));
+            let (p, q) = x0_from_epsilon(&s);
+            let k = -t.alpha * phi(&s, &t);
+            let b = if first_order {
+                History {
+                    m: k,
+                    ..History::default()
+                }
+            } else {
+                // (m − m')/r with r = h'/h; written with h/h' so that h = 0 (a repeated level) gives 0, not ∞·0.
+                let ratio = (t.lambda() - s.lambda()) / (s.lambda() - levels[i - 1].lambda());
+                History {
+                    m: k * (1.0 + ratio / 2.0),
+                    m1: -k * ratio / 2.0,
+                    m2: 0.0,
+                }
+            };
+            Step::Multistep(Multistep {
+                level: s,
+                p,
+                q,
+                bound,
+                corrector: None,
+                a: t.sigma / s.sigma,
+                b,
+            })
+        })
+        .collect();
+    Ok(Plan {
+        name: format!("dpm-solver++(2m) {n} steps"),
+        init_scale: 1.0,
+        steps,
+    })
+}
+
+/// UniPC (Zhao et al. 2023) of order 2 with B(h) = e^h − 1 ("bh2"), on the data prediction, as diffusers'
+/// UniPCMultistepScheduler: at each level the model's x̂₀ m first corrects the sample the previous step produced
+/// (UniC, which reuses this evaluation, so the corrector costs no extra one), then the predictor (UniP) steps
+/// from the corrected sample. With hh = −h and B = e^hh − 1 (h = λ_t − λ_s):
+///
+/// ```text
+///   UniP, order 1:  x_t = (σ_t/σ_s)·x_c − α_t·B·m
+///   UniP, order 2:  x_t = (σ_t/σ_s)·x_c − α_t·B·m − α_t·B·½·(m' − m)/r,       r = (λ_s' − λ_s)/h
+///   UniC at t, with the previous corrected sample x_s and m_s, m_s' (orders as the predictor that led here):
+///     order 1:      x_c = (σ_t/σ_s)·x_s − α_t·B·m_s − α_t·B·½·(m_t − m_s)
+///     order 2:      x_c = (σ_t/σ_s)·x_s − α_t·B·m_s − α_t·B·(ρ₀·(m_s' − m_s)/r + ρ₁·(m_t − m_s))
+///                   with (ρ₀, ρ₁) solving [[1, 1], [r, 1]]·ρ = (g₁, g₂)/B, g₁ = (e^hh − 1)/hh − 1,
+///                   g₂ = 2·(g₁/hh − ½)  (UniPC's φ-functions, r = (λ_s' − λ_s)/h)
+/// ```
+/// Order 1 on the first step (no history yet) and where the step lands on clean data; with `lower_order_final`
+/// also on the last step (diffusers' default). `end` and `bound` as for [`dpm_solver_2m`].
+pub fn unipc_bh2(
+    levels: &[NoiseLevel],
+    end: NoiseLevel,
+    lower_order_final: bool,
+    bound: X0Bound,
+) -> Result<Plan> {
+    check_walk(levels, &end)?;
+    let n = levels.len();
+    // The predictor's order at step i (diffusers' `this_order`): warm-up, then 2 unless lowered at the end.
+    let order = |i: usize| {
+        let t = levels.get(i + 1).copied().unwrap_or(end);
+        let cap = if lower_order_final { (n - i).min(2) } else { 2 };
+        if t.sigma == 0.0 {
+            1
+        } else {
+            cap.min(i.min(2) + 1)
+        }
+    };
+    let steps = (0..n)
+        .map(|i| {
+            let s = levels[i];
+            let t = levels.get(i + 1).copied().unwrap_or(end);
+            let (p, q) = x0_from_epsilon(&s);
+            let corrector = (i > 0).then(|| {
+                // UniC from level i − 1 to level i, at the order of the predictor that stepped it.
+                let (from, to) = (levels[i - 1], s);
+                let hh = -(to.lambda() - from.lambda());
+                let big_b = hh.exp_m1();
+                let (g1, g2) = {
+                    let g1 = big_b / hh - 1.0;
+                    (g1, 2.0 * (g1 / hh - 0.5))
+                };
+                let at = to.alpha;
+                let history = if order(i - 1) == 1 {
+                    History {
+                        m: -at * big_b * 0.5,
+                        m1: -at * big_b + at * big_b * 0.5,
+                        m2: 0.0,
+                    }
+                } else {
+                    let r = (levels[i - 2].lambda() - from.lambda()) / -hh;
+                    let (b1, b2) = (g1 / big_b, g2 / big_b);
+                    let rho0 = (b1 - b2) / (1.0 - r);
+                    let rho1 = b1 - rho0;
+                    History {
+                        m: -at * big_b * rho1,
+                        m1: -at * big_b + at * big_b * (rho0 / r + rho1),
+                        m2: -at * big_b * rho0 / r,
+                    }
+                };
+                Corrector {
+                    s: to.sigma / from.sigma,
+                    history,
+                }
+            });
+            let big_b = if t.sigma == 0.0 {
+                -1.0
+            } else {
+                (-(t.lambda() - s.lambda())).exp_m1()
+            };
+            let b = if order(i) == 1 {
+                History {
+                    m: -t.alpha * big_b,
+                    ..History::default()
+                }
+            } else {
+                // ½·(m' − m)/r with r = (λ_s' − λ_s)/h.
+                let half_over_r =
+                    0.5 * (t.lambda() - s.lambda()) / (levels[i - 1].lambda() - s.lambda());
+                History {
+                    m: -t.alpha * big_b + t.alpha * big_b * half_over_r,
+                    m1: -t.alpha * big_b * half_over_r,
+                    m2: 0.0,
+                }
+            };
+            Step::Multistep(Multistep {
+                level: s,
+                p,
+                q,
+                bound,
+                corrector,
+                a: t.sigma / s.sigma,
+                b,
+            })
+        })
+        .collect();
+    Ok(Plan {
+        name: format!("unipc bh2 {n} steps"),
+        init_scale: 1.0,
+        steps,
+    })
+}
+
+/// Euler's method on the probability-flow ODE in σ̃ (Karras et al. 2022, algorithm 1 without its second-order
+/// correction; k-diffusion's `sample_euler` with no churn) over the n levels, then to clean data: in x̃ = x/α,
+/// x̃' = x̃ + (σ̃' − σ̃)·ε̂, i.e. x' = (α'/α)·x + α'·(σ̃' − σ̃)·ε̂. n evaluations. Starts from x = σ·z at the first
+/// level (k-diffusion's x̃ = σ̃_max·z).
+pub fn euler_sigmas(levels: &[NoiseLevel]) -> Result<Plan> {
+    euler_or_heun(levels, false)
+}
+
+/// Heun's method on the same ODE and levels (Karras et al. 2022, algorithm 1; k-diffusion's `sample_heun`): an
+/// Euler step to the next level, then the trapezoid of the two slopes; the last step, to clean data where ε̂ is
+/// undefined, is Euler. 2n − 1 evaluations.
+pub fn heun_sigmas(levels: &[NoiseLevel]) -> Result<Plan> {
+    euler_or_heun(levels, true)
+}
+
+fn euler_or_heun(levels: &[NoiseLevel], heun: bool) -> Result<Plan> {
+    check_walk(levels, &NoiseLevel::CLEAN)?;
+    let tilde = |l: &NoiseLevel| l.sigma / l.alpha;
+    let steps = (0..levels.len())
+        .map(|i| {
+            let (s, t) = (
+                levels[i],
+                levels.get(i + 1).copied().unwrap_or(NoiseLevel::CLEAN),
+            );
+            let (a, b) = (t.alpha / s.alpha, t.alpha * (tilde(&t) - tilde(&s)));
+            if heun && t.sigma > 0.0 {
+                Step::Heun {
+                    level: s,
+                    next: t,
+                    a,
+                    b,
+                }
+            } else {
+                Step::Linear {
+                    level: s,
+                    a,
+                    b,
+                    c: 0.0,
+                }
+            }
+        })
+        .collect();
+    Ok(Plan {
+        name: format!(
+            "{} {} levels",
+            if heun { "heun" } else { "euler" },
+            levels.len()
+        ),
+        init_scale: levels[0].sigma,
         steps,
     })
 }

@@ -72,8 +72,14 @@ fn every_closed_choice_keeps_its_names_and_refuses_others() {
         (
             "sample",
             "--sampler",
-            "ddpm, ddim, sde, ode, pc, langevin",
-            "euler",
+            "ddpm, ddim, sde, ode, pc, langevin, dpm++2m, unipc, euler, heun",
+            "lms",
+        ),
+        (
+            "sample",
+            "--clip",
+            "none, clamp, clamp-keep-eps, dynamic",
+            "soft",
         ),
         (
             "sample",

@@ -9,7 +9,7 @@ use crate::common;
 use diffuse::diffusion::analytic::GaussianMixture;
 use diffuse::diffusion::samplers::{
     self, check_timesteps, timesteps, Clip, DdpmVariance, FoldedStep, NoiseLevel, Plan, Prediction,
-    Process, Spacing, Step,
+    Process, Spacing, Step, X0Bound,
 };
 use diffuse::diffusion::{BetaSchedule, Schedule, VeSchedule};
 use diffuse::reference::step as reference;
@@ -33,7 +33,7 @@ fn linear_coefficients(step: &Step) -> Abc {
     match *step {
         Step::Linear { a, b, c, .. } => (a, b, c),
         Step::Heun { a, b, .. } => (a, b, 0.0),
-        Step::Clipped { .. } => panic!("not a linear step"),
+        Step::Clipped { .. } | Step::Multistep(_) => panic!("not a linear step"),
     }
 }
 
@@ -139,9 +139,9 @@ fn bad_timestep_lists_are_refused() {
     assert!(check_timesteps(10, &[10, 3]).is_err());
     assert!(check_timesteps(10, &[9, 4, 0]).is_ok());
     let s = linear();
-    let e = samplers::ddim(&s, &[999, 0], 1.5, None).unwrap_err();
+    let e = samplers::ddim(&s, &[999, 0], 1.5, Clip::None).unwrap_err();
     assert!(e.to_string().contains("η"), "{e}");
-    assert!(samplers::ddpm(&s, &[1, 2], DdpmVariance::Beta, None).is_err());
+    assert!(samplers::ddpm(&s, &[1, 2], DdpmVariance::Beta, Clip::None).is_err());
     assert!(VeSchedule::geometric(0.01, 1.0, 10).is_err());
     let ve = VeSchedule::geometric(1.0, 0.01, 10).unwrap();
     assert!(samplers::annealed_langevin(&ve, 0, 1e-5, true).is_err());
@@ -171,17 +171,26 @@ fn conformance_table_pins_sampler_coefficients() {
     let table: [(&str, Abc, Abc); 12] = [
         (
             "ddim linear trailing50 η=0 step 0",
-            step(samplers::ddim(&lin, &trailing50, 0.0, None).unwrap(), 0),
+            step(
+                samplers::ddim(&lin, &trailing50, 0.0, Clip::None).unwrap(),
+                0,
+            ),
             (1.2215204039754861, -0.22152586449013834, 0.0),
         ),
         (
             "ddim linear trailing50 η=0 step 49",
-            step(samplers::ddim(&lin, &trailing50, 0.0, None).unwrap(), 49),
+            step(
+                samplers::ddim(&lin, &trailing50, 0.0, Clip::None).unwrap(),
+                49,
+            ),
             (1.0028970651823639, -0.07617429587071081, 0.0),
         ),
         (
             "ddim cosine trailing50 η=1 step 10",
-            step(samplers::ddim(&cos, &trailing50, 1.0, None).unwrap(), 10),
+            step(
+                samplers::ddim(&cos, &trailing50, 1.0, Clip::None).unwrap(),
+                10,
+            ),
             (
                 1.0962396816116031,
                 -0.19334655155822944,
@@ -190,23 +199,32 @@ fn conformance_table_pins_sampler_coefficients() {
         ),
         (
             "ddim linear leading50 η=0.5 step 3",
-            step(samplers::ddim(&lin, &leading50, 0.5, None).unwrap(), 3),
+            step(
+                samplers::ddim(&lin, &leading50, 0.5, Clip::None).unwrap(),
+                3,
+            ),
             (1.2020812085301373, -0.24137177540092503, 0.2774583191004917),
         ),
         (
             "ddim cosine linspace50 η=0.3 step 7",
-            step(samplers::ddim(&cos, &linspace50, 0.3, None).unwrap(), 7),
+            step(
+                samplers::ddim(&cos, &linspace50, 0.3, Clip::None).unwrap(),
+                7,
+            ),
             (1.1370294686182276, -0.15143078657459685, 0.1417004368216164),
         ),
         (
             "ddim linear linspace7 η=0 step 6 (index 0 → clean)",
-            step(samplers::ddim(&lin, &linspace7, 0.0, None).unwrap(), 6),
+            step(
+                samplers::ddim(&lin, &linspace7, 0.0, Clip::None).unwrap(),
+                6,
+            ),
             (1.0000500037503124, -0.010000500037502573, 0.0),
         ),
         (
             "ddpm linear β̃ t=500",
             step(
-                samplers::ddpm(&lin, &full, DdpmVariance::PosteriorBeta, None).unwrap(),
+                samplers::ddpm(&lin, &full, DdpmVariance::PosteriorBeta, Clip::None).unwrap(),
                 999 - 500,
             ),
             (
@@ -218,7 +236,7 @@ fn conformance_table_pins_sampler_coefficients() {
         (
             "ddpm cosine β t=999",
             step(
-                samplers::ddpm(&cos, &full, DdpmVariance::Beta, None).unwrap(),
+                samplers::ddpm(&cos, &full, DdpmVariance::Beta, Clip::None).unwrap(),
                 0,
             ),
             (31.622776601683782, -31.59115386344587, 0.999499874937461),
@@ -226,7 +244,7 @@ fn conformance_table_pins_sampler_coefficients() {
         (
             "ddpm cosine trailing50 β̃ step 1",
             step(
-                samplers::ddpm(&cos, &trailing50, DdpmVariance::PosteriorBeta, None).unwrap(),
+                samplers::ddpm(&cos, &trailing50, DdpmVariance::PosteriorBeta, Clip::None).unwrap(),
                 1,
             ),
             (1.9990287220570462, -1.499514120303922, 0.8646231749254597),
@@ -269,8 +287,8 @@ fn ddim_with_eta_one_over_every_index_is_ddpm_with_posterior_variance() {
             (0..1000).rev().collect::<Vec<_>>(),
             timesteps(1000, 37, Spacing::Trailing).unwrap(),
         ] {
-            let ddim = samplers::ddim(&s, &list, 1.0, None).unwrap();
-            let ddpm = samplers::ddpm(&s, &list, DdpmVariance::PosteriorBeta, None).unwrap();
+            let ddim = samplers::ddim(&s, &list, 1.0, Clip::None).unwrap();
+            let ddpm = samplers::ddpm(&s, &list, DdpmVariance::PosteriorBeta, Clip::None).unwrap();
             for (k, (x, y)) in ddim.steps.iter().zip(&ddpm.steps).enumerate() {
                 let (x, y) = (linear_coefficients(x), linear_coefficients(y));
                 // DDPM drops the noise of the last step by the timestep convention; DDIM's σ is 0 there anyway.
@@ -289,7 +307,7 @@ fn ddim_with_eta_one_over_every_index_is_ddpm_with_posterior_variance() {
 fn deterministic_ddim_is_heuns_euler_predictor() {
     let s = cosine();
     let list = timesteps(1000, 20, Spacing::Trailing).unwrap();
-    let ddim = samplers::ddim(&s, &list, 0.0, None).unwrap();
+    let ddim = samplers::ddim(&s, &list, 0.0, Clip::None).unwrap();
     let heun = samplers::heun(&s, &list).unwrap();
     assert_eq!(heun.evaluations(), 2 * 20 - 1);
     for (x, y) in ddim.steps.iter().zip(&heun.steps) {
@@ -306,17 +324,17 @@ fn clipped_steps_equal_linear_steps_where_the_clip_does_not_bite() {
     // Without clipping, the x̂₀ form (coef1·x̂₀ + coef2·x) and the ε form are the same map.
     let s = linear();
     let list = timesteps(1000, 25, Spacing::Trailing).unwrap();
-    let wide = Some(Clip {
+    let wide = Clip::Clamp {
         lo: -1e30,
         hi: 1e30,
-    });
+    };
     for (plain, clipped) in [
         (
-            samplers::ddpm(&s, &list, DdpmVariance::Beta, None).unwrap(),
+            samplers::ddpm(&s, &list, DdpmVariance::Beta, Clip::None).unwrap(),
             samplers::ddpm(&s, &list, DdpmVariance::Beta, wide).unwrap(),
         ),
         (
-            samplers::ddim(&s, &list, 0.3, None).unwrap(),
+            samplers::ddim(&s, &list, 0.3, Clip::None).unwrap(),
             samplers::ddim(&s, &list, 0.3, wide).unwrap(),
         ),
     ] {
@@ -340,8 +358,8 @@ fn every_sampler_ends_without_noise_and_vp_ones_start_at_the_last_index() {
     let (s, ve) = (linear(), VeSchedule::geometric(10.0, 0.01, 30).unwrap());
     let list = timesteps(1000, 40, Spacing::default()).unwrap();
     let plans = [
-        samplers::ddpm(&s, &list, DdpmVariance::Beta, None).unwrap(),
-        samplers::ddim(&s, &list, 1.0, None).unwrap(),
+        samplers::ddpm(&s, &list, DdpmVariance::Beta, Clip::None).unwrap(),
+        samplers::ddim(&s, &list, 1.0, Clip::None).unwrap(),
         samplers::euler_maruyama(&s, &list).unwrap(),
         samplers::heun(&s, &list).unwrap(),
         samplers::predictor_corrector(
@@ -451,10 +469,10 @@ fn folded_steps_give_the_same_samples_for_every_prediction_kind() {
     let s = cosine();
     let list = timesteps(1000, 12, Spacing::Trailing).unwrap();
     let ve = VeSchedule::geometric(5.0, 0.02, 8).unwrap();
-    let clip = Some(Clip { lo: -0.7, hi: 0.7 });
+    let clip = Clip::Clamp { lo: -0.7, hi: 0.7 };
     let plans = [
         samplers::ddpm(&s, &list, DdpmVariance::Beta, clip).unwrap(),
-        samplers::ddim(&s, &list, 0.5, None).unwrap(),
+        samplers::ddim(&s, &list, 0.5, Clip::None).unwrap(),
         samplers::euler_maruyama(&s, &list).unwrap(),
         samplers::heun(&s, &list).unwrap(),
         samplers::annealed_langevin(&ve, 3, 1e-4, true).unwrap(),
@@ -477,7 +495,7 @@ fn folded_steps_give_the_same_samples_for_every_prediction_kind() {
 fn folding_for_epsilon_is_the_identity() {
     let s = linear();
     let list = timesteps(1000, 10, Spacing::Trailing).unwrap();
-    let plan = samplers::ddim(&s, &list, 0.2, None).unwrap();
+    let plan = samplers::ddim(&s, &list, 0.2, Clip::None).unwrap();
     for step in &plan.steps {
         let (a, b, c) = linear_coefficients(step);
         assert_eq!(
@@ -485,4 +503,142 @@ fn folding_for_epsilon_is_the_identity() {
             FoldedStep::Linear { a, b, c }
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Multistep solvers: diffusers' pinned results, and the order of convergence on the exact Gaussian model.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// diffusers' scheduler tests (tests/schedulers/test_scheduler_dpm_multi.py, test_scheduler_unipc.py): a 4×3×8×8
+/// sample holding i/768 for i = 0 … 767, the toy model ε = x·t/(t + 1) (t the timestep the model is called with),
+/// 10 steps of the linear schedule with "linspace" timesteps (linspace(0, 999, 11) rounded, reversed, the last
+/// dropped: 999, 899, …, 100) and the last step to index 0's level ("sigma_min"). They pin mean |x| to 4 decimals
+/// of a float32 run, ±5·10⁻⁵; our f64 loop differs from float32 by ~10⁻⁶ (a dozen roundings of O(1) values per
+/// element). So |ours − pin| ≤ 6·10⁻⁵.
+fn diffusers_toy_loop(plan: &Plan, prediction: Prediction) -> f64 {
+    let x: Vec<f64> = (0..768).map(|i| i as f64 / 768.0).collect();
+    let model = |x: &[f64], level: &NoiseLevel| -> Vec<f64> {
+        x.iter().map(|v| v * level.t / (level.t + 1.0)).collect()
+    };
+    let out = reference::sample_in(plan, prediction, &model, &x, 192, &mut |_| unreachable!());
+    out.iter().map(|v| v.abs()).sum::<f64>() / out.len() as f64
+}
+
+/// diffusers' "linspace" timesteps of DPM-Solver and UniPC: linspace(0, T − 1, S + 1), rounded half to even,
+/// reversed, without the final 0.
+fn solver_linspace(num_train: usize, steps: usize) -> Vec<usize> {
+    let step = (num_train - 1) as f64 / steps as f64;
+    (1..=steps)
+        .rev()
+        .map(|i| {
+            if i == steps {
+                num_train - 1
+            } else {
+                (i as f64 * step).round_ties_even() as usize
+            }
+        })
+        .collect()
+}
+
+/// σ̃_t = √((1 − ᾱ_t)/ᾱ_t) as diffusers computes it: from a float32 ᾱ (torch.linspace of β in float32, 1 − β
+/// and the cumulative product in float32, then numpy on that float32 array). It matters at the small end:
+/// 1 − ᾱ₀ = 10⁻⁴ is held to ±6·10⁻⁸, so σ̃₀ (σ_min, where the last steps land) is off by ~10⁻⁴ relative, which
+/// moves a Karras run's mean |x| by ~4·10⁻⁴: more than the pin's rounding.
+fn diffusers_sigmas() -> Vec<f64> {
+    let mut cumprod = 1.0f32;
+    (0..1000)
+        .map(|i| {
+            let beta = (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0) as f32;
+            cumprod *= 1.0 - beta;
+            ((1.0 - cumprod) / cumprod).sqrt() as f64
+        })
+        .collect()
+}
+
+/// A VP level at σ̃ (α = 1/√(1 + σ̃²), σ = σ̃·α) with the network at timestep t.
+fn level_at(t: f64, sigma_tilde: f64) -> NoiseLevel {
+    let alpha = 1.0 / (1.0 + sigma_tilde * sigma_tilde).sqrt();
+    NoiseLevel {
+        t,
+        alpha,
+        sigma: sigma_tilde * alpha,
+    }
+}
+
+fn assert_pin(what: &str, got: f64, pin: f64) {
+    assert_pin_within(what, got, pin, 6e-5);
+}
+
+fn assert_pin_within(what: &str, got: f64, pin: f64, tolerance: f64) {
+    assert!(
+        (got - pin).abs() <= tolerance,
+        "{what}: mean |x| = {got:.6}, diffusers pins {pin}"
+    );
+}
+
+#[test]
+fn dpm_solver_and_unipc_reproduce_diffusers_pinned_results() {
+    let lin = linear();
+    let list = solver_linspace(1000, 10);
+    assert_eq!(list, [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+    let sig = diffusers_sigmas();
+    let levels: Vec<NoiseLevel> = list.iter().map(|&t| level_at(t as f64, sig[t])).collect();
+    let sigma_min = level_at(0.0, sig[0]);
+    let dpm = |bound| samplers::dpm_solver_2m(&levels, sigma_min, false, bound).unwrap();
+    // test_full_loop_no_noise: lower_order_final off, final σ at σ_min.
+    assert_pin(
+        "dpm-solver++(2m)",
+        diffusers_toy_loop(&dpm(X0Bound::None), Prediction::Epsilon),
+        0.3301,
+    );
+    // test_full_loop_with_v_prediction: the toy output read as v.
+    assert_pin(
+        "dpm-solver++(2m), v",
+        diffusers_toy_loop(&dpm(X0Bound::None), Prediction::Velocity),
+        0.2251,
+    );
+    // test_full_loop_no_noise_thres: thresholding with ratio 0.87 and sample_max_value 0.5, where torch.clamp(q,
+    // min=1, max=0.5) is 0.5 whatever the quantile: x̂₀ = clamp(x̂₀, −0.5, 0.5)/0.5.
+    let thresholded = X0Bound::Dynamic {
+        ratio: 0.87,
+        max: 0.5,
+    };
+    assert_pin(
+        "dpm-solver++(2m), thresholding",
+        diffusers_toy_loop(&dpm(thresholded), Prediction::Epsilon),
+        1.1364,
+    );
+    // test_full_loop_with_karras_and_v_prediction: Karras σ (ρ = 7) between σ̃ of indices 0 and 999, the network
+    // at the rounded timesteps, the last step from σ_min to σ_min.
+    let karras: Vec<NoiseLevel> =
+        samplers::karras_sigmas(sig[0], sig[999], 10, samplers::KARRAS_RHO)
+            .into_iter()
+            .map(|s| level_at(samplers::level_at_sigma(&lin, s).t, s))
+            .collect();
+    // Our own Karras levels, from the f64 schedule, differ from those only by the float32 σ̃ above.
+    let ours = samplers::karras_levels(&lin, 10).unwrap();
+    for (a, b) in karras.iter().zip(&ours) {
+        assert_eq!(a.t, b.t);
+        assert!(
+            close(a.sigma / a.alpha, b.sigma / b.alpha, 1e-3),
+            "{a:?} {b:?}"
+        );
+    }
+    let plan = samplers::dpm_solver_2m(&karras, sigma_min, false, X0Bound::None).unwrap();
+    // This pin dates from diffusers' first Karras DPM-Solver (524535b, April 2023), which stepped with the
+    // discrete ᾱ of the rounded timesteps; its refactor onto σ̃ itself (8263cf0, September 2023), which we follow,
+    // kept the pin under the test's own tolerance of 10⁻³. So 10⁻³ here too: the σ̃ themselves are checked above.
+    assert_pin_within(
+        "dpm-solver++(2m), karras, v",
+        diffusers_toy_loop(&plan, Prediction::Velocity),
+        0.2096,
+        1e-3,
+    );
+    // test_scheduler_unipc.py test_full_loop_no_noise: bh2, order 2, lower_order_final on, σ_min at the end.
+    let plan = samplers::unipc_bh2(&levels, sigma_min, true, X0Bound::None).unwrap();
+    assert_pin(
+        "unipc bh2",
+        diffusers_toy_loop(&plan, Prediction::Epsilon),
+        0.2464,
+    );
 }

@@ -168,12 +168,12 @@ fn trailing(s: usize) -> Vec<usize> {
 #[test]
 fn ddpm_ancestral_samples_reproduce_the_data() {
     // σ² = β over 200 trailing steps: variance +1.4 %.
-    let plan = samplers::ddpm(&linear(), &trailing(200), DdpmVariance::Beta, None).unwrap();
+    let plan = samplers::ddpm(&linear(), &trailing(200), DdpmVariance::Beta, Clip::None).unwrap();
     check_gaussian(&plan, Prediction::Epsilon, 0.001, 0.02);
     check_mixture(&plan, Prediction::Epsilon);
     // The paper's sampler: σ² = β̃ over all 1000 steps, with an x₀-predicting model: variance −1.6 %.
     let full: Vec<usize> = (0..1000).rev().collect();
-    let plan = samplers::ddpm(&linear(), &full, DdpmVariance::PosteriorBeta, None).unwrap();
+    let plan = samplers::ddpm(&linear(), &full, DdpmVariance::PosteriorBeta, Clip::None).unwrap();
     check_gaussian(&plan, Prediction::Sample, 0.001, 0.02);
     check_mixture(&plan, Prediction::Sample);
 }
@@ -181,10 +181,10 @@ fn ddpm_ancestral_samples_reproduce_the_data() {
 #[test]
 fn ddim_samples_reproduce_the_data() {
     // Cosine schedule, 200 trailing steps: η = 0 variance −1.6 %, η = 0.5 −2.0 %.
-    let plan = samplers::ddim(&cosine(), &trailing(200), 0.0, None).unwrap();
+    let plan = samplers::ddim(&cosine(), &trailing(200), 0.0, Clip::None).unwrap();
     check_gaussian(&plan, Prediction::Velocity, 0.001, 0.02);
     check_mixture(&plan, Prediction::Velocity);
-    let plan = samplers::ddim(&cosine(), &trailing(200), 0.5, None).unwrap();
+    let plan = samplers::ddim(&cosine(), &trailing(200), 0.5, Clip::None).unwrap();
     check_gaussian(&plan, Prediction::Epsilon, 0.001, 0.025);
     check_mixture(&plan, Prediction::Epsilon);
 }
@@ -288,14 +288,14 @@ fn run_from(
 fn deterministic_ddim_gives_the_same_bits_at_every_run_and_eta_brings_fresh_noise() {
     let (data, x) = rounded_gaussian_and_start(256);
     let gpu = gpu();
-    let plan = samplers::ddim(&cosine(), &trailing(50), 0.0, None).unwrap();
+    let plan = samplers::ddim(&cosine(), &trailing(50), 0.0, Clip::None).unwrap();
     let (sampler, first) = run_from(&plan, &data, Prediction::Velocity, &x);
     let second = sampler.run(gpu).unwrap();
     // The rng offset moved on between the runs (2 runs → offset 2), and η = 0 never read it.
     assert_eq!(sampler.rng_state().read_u32(gpu).unwrap(), [2, 0]);
     assert_eq!(first, second, "DDIM η = 0 must be deterministic");
     // The same recording with η = 0.5 draws new noise at every run: the samples differ.
-    let plan = samplers::ddim(&cosine(), &trailing(50), 0.5, None).unwrap();
+    let plan = samplers::ddim(&cosine(), &trailing(50), 0.5, Clip::None).unwrap();
     let (sampler, first) = run_from(&plan, &data, Prediction::Velocity, &x);
     let second = sampler.run(gpu).unwrap();
     let same = first.iter().zip(&second).filter(|(a, b)| a == b).count();
@@ -313,7 +313,7 @@ fn deterministic_ddim_on_the_gpu_matches_the_f64_loop() {
     // roundings and the f32 scalars) and |b|·B(x) (B = the analytic kernel's bound); an error δ already in x is
     // mapped by the exact affine step to |a + b·∂o/∂x|·δ.
     let (data, x) = rounded_gaussian_and_start(64);
-    let plan = samplers::ddim(&linear(), &trailing(50), 0.0, None).unwrap();
+    let plan = samplers::ddim(&linear(), &trailing(50), 0.0, Clip::None).unwrap();
     let (_, got) = run_from(&plan, &data, Prediction::Epsilon, &x);
     let round = |l: &NoiseLevel| NoiseLevel {
         alpha: r(l.alpha),
@@ -349,7 +349,7 @@ fn deterministic_ddim_converges_to_the_exact_flow_map_as_steps_grow() {
     let want = gaussian_flow_map(&data, &start, &diffuse::reference::to_f64(&x));
     let mut errors = Vec::new();
     for s in [5, 10, 20, 50, 100, 200] {
-        let plan = samplers::ddim(&linear(), &trailing(s), 0.0, None).unwrap();
+        let plan = samplers::ddim(&linear(), &trailing(s), 0.0, Clip::None).unwrap();
         let (_, got) = run_from(&plan, &data, Prediction::Sample, &x);
         let err = got
             .iter()
@@ -377,7 +377,7 @@ fn clipped_ddpm_samples_end_inside_the_clip_range() {
     // clipped x̂₀ itself, so every sample lies in [−1, 1] exactly and some sit on the bounds. (Fewer than the
     // 2·Φ(−1) = 32 % of the data: the clip at earlier steps also pulls the samples inwards.)
     let data = GaussianMixture::gaussian(vec![0.0, 0.0], 1.0).unwrap();
-    let clip = Some(Clip { lo: -1.0, hi: 1.0 });
+    let clip = Clip::Clamp { lo: -1.0, hi: 1.0 };
     let plan = samplers::ddpm(&linear(), &trailing(100), DdpmVariance::Beta, clip).unwrap();
     let x = sample(&plan, &data, Prediction::Epsilon, 3);
     assert!(
@@ -401,7 +401,7 @@ fn a_sampler_records_its_whole_loop_once() {
     };
     // Per step: model, noise, update; the last step draws no noise; plus the initial draw and scale and the rng
     // advance: 3·S − 1 + 3 dispatches, recorded once and submitted once by `run`.
-    let plan = samplers::ddpm(&linear(), &trailing(20), DdpmVariance::Beta, None).unwrap();
+    let plan = samplers::ddpm(&linear(), &trailing(20), DdpmVariance::Beta, Clip::None).unwrap();
     let sampler = Sampler::new(gpu, &plan, &model, &[8, 4], 1).unwrap();
     assert_eq!(sampler.dispatch_count(), 3 * 20 - 1 + 3);
     let heun = samplers::heun(&linear(), &trailing(20)).unwrap();
@@ -418,7 +418,7 @@ fn samplers_refuse_mismatched_inputs() {
         table: MixtureTable::upload(gpu, &data).unwrap(),
         prediction: Prediction::Epsilon,
     };
-    let plan = samplers::ddpm(&linear(), &trailing(5), DdpmVariance::Beta, None).unwrap();
+    let plan = samplers::ddpm(&linear(), &trailing(5), DdpmVariance::Beta, Clip::None).unwrap();
     let e = Sampler::new(gpu, &plan, &model, &[8, 3], 1).err().unwrap();
     assert!(e.to_string().contains("4 elements"), "{e}");
     let empty = Plan {

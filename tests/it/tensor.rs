@@ -103,9 +103,9 @@ fn bindings_by_name_and_the_params_size_are_checked() {
     let gpu = gpu();
     let t = |_| Tensor::zeros(gpu, &[7], DType::F32).unwrap();
     let (x, o, z, y) = (t(0), t(1), t(2), t(3));
-    // step.wgsl's `step` reads x, o, z and writes y; its Params are 16 four-byte fields (64 bytes).
+    // step.wgsl's `step` reads x, o, z and writes y; its Params are 24 four-byte fields (96 bytes).
     let kernel = gpu.kernel("step", "step").unwrap();
-    let (params, grid) = ([0u32; 16], [1, 1, 1]);
+    let (params, grid) = ([0u32; 24], [1, 1, 1]);
     let all = [("x", &x), ("o", &o), ("z", &z), ("y", &y)];
     Dispatch::new(gpu, &kernel, &params, &all, grid).expect("the right names and size");
     let message = |r: diffuse::Result<Dispatch>| r.err().expect("must be refused").to_string();
@@ -118,7 +118,7 @@ fn bindings_by_name_and_the_params_size_are_checked() {
     let err = message(Dispatch::new(gpu, &kernel, &params, &all[..3], grid));
     assert!(err.contains("no tensor given for `y`"), "{err}");
     let err = message(Dispatch::new(gpu, &kernel, &[0u32; 12], &all, grid));
-    assert!(err.contains("48 bytes") && err.contains("is 64"), "{err}");
+    assert!(err.contains("48 bytes") && err.contains("is 96"), "{err}");
 }
 
 #[test]
