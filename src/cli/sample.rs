@@ -272,13 +272,14 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
         SamplerKind::Unipc => {
             samplers::unipc_bh2(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
         }
-        SamplerKind::Euler => {
-            samplers::euler_sigmas(&samplers::karras_levels(schedule, args.steps)?)
-        }
-        SamplerKind::Heun => samplers::heun_sigmas(&samplers::karras_levels(
-            schedule,
-            args.steps.div_ceil(2).max(1),
-        )?),
+        SamplerKind::Euler => samplers::euler_sigmas(
+            &samplers::karras_levels(schedule, args.steps)?,
+            NoiseLevel::CLEAN,
+        ),
+        SamplerKind::Heun => samplers::heun_sigmas(
+            &samplers::karras_levels(schedule, args.steps.div_ceil(2))?,
+            NoiseLevel::CLEAN,
+        ),
         SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
         SamplerKind::Ode => samplers::heun(schedule, &list),
         SamplerKind::Pc => samplers::predictor_corrector(
