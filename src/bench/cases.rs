@@ -3,7 +3,9 @@
 //! correctness is the tests' job.
 
 use crate::data::{Dataset, Fit};
-use crate::diffusion::samplers::{self, Clip, DdpmVariance, Prediction, Spacing};
+use crate::diffusion::samplers::{
+    self, Clip, DdpmVariance, NoiseLevel, Prediction, Spacing, X0Bound,
+};
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
@@ -551,14 +553,19 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 })
             }),
         });
-        // Whole sampling runs, timed end to end (first submission to images read back): DDIM with 50 steps and
-        // ancestral DDPM with all 1000, at a grid's batch of 16. FLOPs count one forward pass per step.
+        // Whole sampling runs, timed end to end (first submission to images read back): DDIM with 50 steps,
+        // ancestral DDPM with all 1000, and the few-step solvers at 20 evaluations, at a grid's batch of 16. FLOPs
+        // count one forward pass per model evaluation.
         let (sample_batch, runs) = if quick { (2, 1) } else { (16, 3) };
-        let short_long: [(&'static str, usize, bool); 2] = if quick {
-            [("sample_ddim", 5, false), ("sample_ddpm", 20, false)]
-        } else {
-            [("sample_ddim", 50, false), ("sample_ddpm", 1000, true)]
-        };
+        let few = if quick { 5 } else { 20 };
+        let short_long: [(&'static str, usize, bool); 6] = [
+            ("sample_ddim", if quick { 5 } else { 50 }, false),
+            ("sample_ddpm", if quick { 20 } else { 1000 }, !quick),
+            ("sample_dpm++2m", few, false),
+            ("sample_unipc", few, false),
+            ("sample_euler", few, false),
+            ("sample_heun", few, false),
+        ];
         for (name, steps, long) in short_long {
             specs.push(CaseSpec {
                 name,
@@ -572,10 +579,32 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
                     let list = samplers::timesteps(1000, steps, Spacing::Trailing)?;
                     let clip = Clip::IMAGES;
-                    let plan = if name == "sample_ddim" {
-                        samplers::ddim(&schedule, &list, 0.0, clip)?
-                    } else {
-                        samplers::ddpm(&schedule, &list, DdpmVariance::Beta, clip)?
+                    let end = NoiseLevel::CLEAN;
+                    let plan = match name {
+                        "sample_ddim" => samplers::ddim(&schedule, &list, 0.0, clip)?,
+                        "sample_ddpm" => {
+                            samplers::ddpm(&schedule, &list, DdpmVariance::Beta, clip)?
+                        }
+                        "sample_dpm++2m" => samplers::dpm_solver_2m(
+                            &samplers::vp_levels(&schedule, &list)?,
+                            end,
+                            true,
+                            X0Bound::None,
+                        )?,
+                        "sample_unipc" => samplers::unipc_bh2(
+                            &samplers::vp_levels(&schedule, &list)?,
+                            end,
+                            true,
+                            X0Bound::None,
+                        )?,
+                        "sample_euler" => samplers::euler_sigmas(
+                            &samplers::karras_levels(&schedule, steps)?,
+                            end,
+                        )?,
+                        _ => samplers::heun_sigmas(
+                            &samplers::karras_levels(&schedule, steps.div_ceil(2))?,
+                            end,
+                        )?,
                     };
                     let model = UNetDenoiser::new(
                         gpu,
@@ -589,7 +618,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     let s = config.image_size;
                     let shape = [sample_batch, config.in_channels, s, s];
                     let sampler = Sampler::new(gpu, &plan, &model, &shape, 0)?;
-                    let evaluations = (steps * sample_batch) as f64;
+                    let evaluations = (plan.evaluations() * sample_batch) as f64;
                     Ok(Case {
                         dispatches: Vec::new(),
                         work: Work::Flops(forward_flops(&config) * evaluations),
