@@ -5,9 +5,11 @@
 //! Per step: the model writes its output o for the current x; where the step adds noise, z ~ N(0, I) is drawn
 //! (Philox, stream = 1 + the number of noisy steps before it, so every step of a run draws its own numbers); the step
 //! kernel writes the next x into the other of two ping-pong buffers. Heun steps run the model twice (at x and at the
-//! Euler predictor x'). The initial x = init_scale·z is drawn with stream 0, unless the sampler was built from a
-//! given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording again draws
-//! fresh noise (a new batch of samples).
+//! Euler predictor x'). Multistep solvers (DPM-Solver++, UniPC) carry their state, the corrected sample and the
+//! last two x̂₀, in one buffer that their step kernel advances in place; dynamic thresholding adds a per-image
+//! threshold kernel before the step. The initial x = init_scale·z is drawn with stream 0, unless the sampler was
+//! built from a given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording
+//! again draws fresh noise (a new batch of samples).
 
 use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction, X0Bound};
 use crate::error::{Error, Result};

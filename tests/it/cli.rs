@@ -1061,3 +1061,69 @@ fn sighup_saves_like_ctrl_c_and_a_second_signal_stops_at_once() {
     );
     assert!(!dir.join("twice").join("checkpoint.safetensors").exists());
 }
+
+#[test]
+fn few_step_samplers_run_and_their_clip_and_karras_choices_are_checked() {
+    let dir = scratch("few-step");
+    let png = dir.join("s.png");
+    let out = png.to_str().unwrap();
+    // Each runs from the bundled model and reports its evaluations: Heun with --steps 5 is 3 levels, 5 evaluations.
+    for (sampler, steps, extra, evaluations) in [
+        ("dpm++2m", "4", &["--karras"][..], 4),
+        (
+            "unipc",
+            "4",
+            &["--clip", "dynamic", "--threshold-max", "1.5"][..],
+            4,
+        ),
+        ("euler", "4", &[][..], 4),
+        ("heun", "5", &[][..], 5),
+    ] {
+        let mut args = vec![
+            "sample",
+            "--sampler",
+            sampler,
+            "--steps",
+            steps,
+            "-n",
+            "2",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = diffuse(&args, &[]);
+        assert!(ok, "{sampler}: {stderr}");
+        assert!(
+            stdout.contains(&format!("{sampler} ({evaluations} model evaluations)")),
+            "{sampler}: {stdout}"
+        );
+    }
+    // A clip where the sampler has no x̂₀ to clip, and Karras σ for a sampler tied to the timesteps, are refused
+    // before any GPU work, saying what to do.
+    let (ok, _, stderr) = diffuse(
+        &[
+            "sample",
+            "--sampler",
+            "euler",
+            "--clip",
+            "clamp",
+            "--out",
+            out,
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("--clip clamp") && stderr.contains("leave --clip out"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = diffuse(
+        &["sample", "--sampler", "ddim", "--karras", "--out", out],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("--karras") && stderr.contains("dpm++2m"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = diffuse(&["sample", "--threshold-max", "0.5", "--out", out], &[]);
+    assert!(!ok && stderr.contains("--threshold-max"), "{stderr}");
+}
