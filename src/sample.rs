@@ -64,7 +64,7 @@ type DynamicBound = ((f64, f64), (f64, f64));
 
 fn dynamic_bound(step: &FoldedStep) -> Option<DynamicBound> {
     let (p, q, bound) = match *step {
-        FoldedStep::Clipped { p, q, bound, .. } => (p, q, bound),
+        FoldedStep::Clipped(ref k) => (k.p, k.q, k.bound),
         FoldedStep::Multistep(ref m) => (m.p, m.q, m.bound),
         _ => return None,
     };

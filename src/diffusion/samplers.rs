@@ -137,6 +137,18 @@ pub enum Step {
     Multistep(Multistep),
 }
 
+/// The scalars of a folded x̂₀-bounded step: x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clipped {
+    pub p: f64,
+    pub q: f64,
+    pub bound: X0Bound,
+    pub u: f64,
+    pub w: f64,
+    pub v: f64,
+    pub c: f64,
+}
+
 /// The scalars of a [`Step::Multistep`]. With m = bound(p·x + q·ε̂(x, level)), this step's x̂₀:
 ///
 /// ```text
@@ -195,15 +207,7 @@ pub enum FoldedStep {
     /// y = a·x + b·o + c·z
     Linear { a: f64, b: f64, c: f64 },
     /// x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z
-    Clipped {
-        p: f64,
-        q: f64,
-        bound: X0Bound,
-        u: f64,
-        w: f64,
-        v: f64,
-        c: f64,
-    },
+    Clipped(Clipped),
     /// Predictor x' = a1·x + b1·o (o = model at x, level); corrector y = a·x + b·o + b2·o2 (o2 = model at x', next).
     Heun {
         a1: f64,
@@ -265,7 +269,7 @@ impl Step {
                 c,
             } => {
                 let (e_x, e_o) = prediction.epsilon_from(&level);
-                FoldedStep::Clipped {
+                FoldedStep::Clipped(Clipped {
                     p: p + q * e_x,
                     q: q * e_o,
                     bound,
@@ -273,7 +277,7 @@ impl Step {
                     w: w + v * e_x,
                     v: v * e_o,
                     c,
-                }
+                })
             }
             Step::Multistep(m) => {
                 let (e_x, e_o) = prediction.epsilon_from(&m.level);

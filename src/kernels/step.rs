@@ -3,7 +3,7 @@
 //! per-sample threshold of dynamic thresholding.
 //! Reference: src/reference/step.rs. The equations of the samplers are in src/diffusion/samplers.rs.
 
-use crate::diffusion::samplers::{FoldedStep, Multistep, X0Bound};
+use crate::diffusion::samplers::{Clipped, FoldedStep, Multistep, X0Bound};
 use crate::ensure_shape;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -178,18 +178,6 @@ pub fn step_heun(
     dispatch(gpu, OP, params, &[("x", x), ("o", o), ("o2", o2), ("y", y)])
 }
 
-/// The scalars of an x₀-bounded step: x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClippedCoefficients {
-    pub p: f64,
-    pub q: f64,
-    pub bound: X0Bound,
-    pub u: f64,
-    pub w: f64,
-    pub v: f64,
-    pub c: f64,
-}
-
 /// x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z (`z` may be `None` where c = 0; `scale`: the thresholds of
 /// [`x0_threshold`] where the bound is dynamic). Samples are x's first axis.
 pub fn step_clipped(
@@ -198,7 +186,7 @@ pub fn step_clipped(
     o: &Tensor,
     z: Option<&Tensor>,
     scale: Option<&Tensor>,
-    k: &ClippedCoefficients,
+    k: &Clipped,
     y: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "step_clipped";
@@ -345,31 +333,7 @@ pub fn folded(
 ) -> Result<Dispatch> {
     match *step_kind {
         FoldedStep::Linear { a, b, c } => step(gpu, x, o, z, (a, b, c), y),
-        FoldedStep::Clipped {
-            p,
-            q,
-            bound,
-            u,
-            w,
-            v,
-            c,
-        } => step_clipped(
-            gpu,
-            x,
-            o,
-            z,
-            scale,
-            &ClippedCoefficients {
-                p,
-                q,
-                bound,
-                u,
-                w,
-                v,
-                c,
-            },
-            y,
-        ),
+        FoldedStep::Clipped(ref k) => step_clipped(gpu, x, o, z, scale, k, y),
         FoldedStep::Heun { a, b, b2, .. } => {
             let o2 = o2.ok_or_else(|| {
                 crate::error::Error::shape(

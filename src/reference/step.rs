@@ -1,7 +1,9 @@
 //! CPU reference of shaders/step.wgsl, and a whole sampler loop in f64 (the GPU loop of src/sample.rs, step for
 //! step, with the model and the noise given as functions).
 
-use crate::diffusion::samplers::{FoldedStep, Multistep, NoiseLevel, Plan, Prediction, X0Bound};
+use crate::diffusion::samplers::{
+    Clipped, FoldedStep, Multistep, NoiseLevel, Plan, Prediction, X0Bound,
+};
 
 /// y = a·x + b·o + c·z.
 pub fn step(x: &[f64], o: &[f64], z: Option<&[f64]>, a: f64, b: f64, c: f64) -> Vec<f64> {
@@ -54,18 +56,6 @@ pub fn bounded_x0(
             })
             .collect(),
     }
-}
-
-/// The scalars of a clipped step: x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z.
-#[derive(Clone, Copy, Debug)]
-pub struct Clipped {
-    pub p: f64,
-    pub q: f64,
-    pub bound: X0Bound,
-    pub u: f64,
-    pub w: f64,
-    pub v: f64,
-    pub c: f64,
 }
 
 /// x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z.
@@ -161,32 +151,7 @@ pub fn sample_in(
         });
         x = match (s.fold(prediction), s) {
             (FoldedStep::Linear { a, b, c }, _) => step(&x, &o, z.as_deref(), a, b, c),
-            (
-                FoldedStep::Clipped {
-                    p,
-                    q,
-                    bound,
-                    u,
-                    w,
-                    v,
-                    c,
-                },
-                _,
-            ) => step_clipped(
-                &x,
-                &o,
-                z.as_deref(),
-                &Clipped {
-                    p,
-                    q,
-                    bound,
-                    u,
-                    w,
-                    v,
-                    c,
-                },
-                sample_len,
-            ),
+            (FoldedStep::Clipped(k), _) => step_clipped(&x, &o, z.as_deref(), &k, sample_len),
             (FoldedStep::Heun { a1, b1, a, b, b2 }, crate::diffusion::Step::Heun { next, .. }) => {
                 let x_pred = step(&x, &o, None, a1, b1, 0.0);
                 let o2 = model(&x_pred, next);

@@ -8,9 +8,9 @@
 use crate::common;
 
 use common::{assert_close, gpu, uniform, uniform64};
-use diffuse::diffusion::samplers::{Corrector, History, Multistep, NoiseLevel, X0Bound};
+use diffuse::diffusion::samplers::{Clipped, Corrector, History, Multistep, NoiseLevel, X0Bound};
 use diffuse::gpu::{DType, Tensor};
-use diffuse::kernels::step::{self as kernel, ClippedCoefficients};
+use diffuse::kernels::step as kernel;
 use diffuse::reference::{gamma, step as reference};
 
 /// Shapes: one element; one past a workgroup; odd; a 28×28 batch of 8; a 32×32 RGB batch of 8 (the sampler's x).
@@ -106,7 +106,7 @@ fn clipped_step_matches_reference_where_the_clip_bites() {
     let gpu = gpu();
     // p·x + q·o spans about ±4 for inputs in [−1, 1), so a clip to [−1, 1] bites on many elements; [−0.25, 0.5]
     // is asymmetric. v ≠ 0 is the step that keeps the model's ε̂ (diffusers' clip_sample).
-    let k = ClippedCoefficients {
+    let k = Clipped {
         p: r(2.5),
         q: r(-1.5),
         bound: X0Bound::None,
@@ -116,7 +116,7 @@ fn clipped_step_matches_reference_where_the_clip_bites() {
         c: r(0.12),
     };
     for (clip, v) in [((-1.0, 1.0), 0.0), ((-0.25, 0.5), r(0.47))] {
-        let k = ClippedCoefficients {
+        let k = Clipped {
             bound: X0Bound::Fixed {
                 lo: clip.0,
                 hi: clip.1,
@@ -146,16 +146,7 @@ fn clipped_step_matches_reference_where_the_clip_bites() {
                 uniform64(n, seed + 1),
                 uniform64(n, seed + 2),
             );
-            let rk = reference::Clipped {
-                p: k.p,
-                q: k.q,
-                bound: k.bound,
-                u: k.u,
-                w: k.w,
-                v: k.v,
-                c: k.c,
-            };
-            let want = reference::step_clipped(&x, &o, Some(&z), &rk, n);
+            let want = reference::step_clipped(&x, &o, Some(&z), &k, n);
             let clipped = (0..n)
                 .filter(|&i| !(clip.0..=clip.1).contains(&(k.p * x[i] + k.q * o[i])))
                 .count();
@@ -254,7 +245,7 @@ fn dynamically_thresholded_step_divides_by_each_samples_threshold() {
     let shape = [3, 1, 9, 11];
     let n: usize = shape.iter().product();
     let (x, o) = (uniform(n, 500), uniform(n, 501));
-    let k = ClippedCoefficients {
+    let k = Clipped {
         p: r(2.5),
         q: r(-1.5),
         bound: X0Bound::Dynamic {
@@ -431,7 +422,7 @@ fn step_refuses_bad_inputs() {
     assert!(msg(kernel::step(gpu, &x, &x, Some(&other), (1.0, 1.0, 0.5), &x)).contains("[2, 5]"));
     assert!(msg(kernel::step(gpu, &ints, &x, None, (1.0, 1.0, 0.0), &x)).contains("f32"));
     assert!(msg(kernel::step_heun(gpu, &x, &x, &other, (1.0, 1.0, 1.0), &x)).contains("[2, 5]"));
-    let empty = ClippedCoefficients {
+    let empty = Clipped {
         p: 1.0,
         q: 0.0,
         bound: X0Bound::Fixed { lo: 1.0, hi: -1.0 },
@@ -441,7 +432,7 @@ fn step_refuses_bad_inputs() {
         c: 0.0,
     };
     assert!(msg(kernel::step_clipped(gpu, &x, &x, None, None, &empty, &x)).contains("empty"));
-    let dynamic = ClippedCoefficients {
+    let dynamic = Clipped {
         bound: X0Bound::Dynamic {
             ratio: 0.9,
             max: 2.0,
