@@ -5,7 +5,7 @@ use crate::diffusion::samplers::Prediction;
 use crate::error::{Error, Result};
 
 /// ᾱ at the last index of a zero-terminal-SNR schedule as the samplers see it ([`Schedule::for_sampling`]): 2⁻²⁴,
-/// diffusers' value (DPMSolverMultistepScheduler with `rescale_betas_zero_snr`).
+/// diffusers' value (DPMSolverMultistepScheduler with `rescale_betas_zero_snr`), unless ᾱ_(T−2)/2 is smaller.
 pub const SAMPLING_TERMINAL_ALPHA_BAR: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// Which β schedule.
@@ -257,10 +257,12 @@ impl Schedule {
 
     /// The schedule the samplers use: this one, except that a terminal ᾱ of exactly 0 becomes
     /// [`SAMPLING_TERMINAL_ALPHA_BAR`] = 2⁻²⁴, as diffusers' DPMSolverMultistepScheduler does for zero-terminal-SNR
-    /// schedules. The samplers' scalars divide by √ᾱ_t (x̂₀ = (x − √(1 − ᾱ)·ε̂)/√ᾱ, DDIM's √(ᾱ_prev/ᾱ_t), the
+    /// schedules, or half of ᾱ_(T−2) where that is smaller (the rescaled linear schedule has ᾱ_998 = 4.2·10⁻⁹ <
+    /// 2⁻²⁴ = 6·10⁻⁸): ᾱ must still decrease strictly, or a step from T−1 to T−2 would have α = ᾱ_t/ᾱ_prev > 1
+    /// and a negative variance. The samplers' scalars divide by √ᾱ_t (x̂₀ = (x − √(1 − ᾱ)·ε̂)/√ᾱ, DDIM's √(ᾱ_prev/ᾱ_t), the
     /// SDE's ln(ᾱ_prev/ᾱ_t)), which is ∞ at ᾱ = 0; at 2⁻²⁴ they are finite, and for a v-model the fold
     /// ([`crate::diffusion::Step::fold`]) cancels the 1/√ᾱ = 4096 in f64 (ε̂ = √(1 − ᾱ)·x + √ᾱ·v̂), leaving steps
-    /// close to their ᾱ → 0 limit (the cancellation costs log₂ 4096 = 12 of f64's 53 bits). The network is still
+    /// close to their ᾱ → 0 limit (the cancellation costs log₂(1/√ᾱ) ≤ 15 of f64's 53 bits here). The network is still
     /// conditioned on index T−1 (where it learned x = ε); sampling starts from pure noise, so only the scalars change.
     /// Training and `diffuse eval` use the exact schedule.
     pub fn for_sampling(&self) -> Schedule {
@@ -268,7 +270,10 @@ impl Schedule {
             return self.clone();
         }
         let mut alphas_cumprod = self.alphas_cumprod.clone();
-        *alphas_cumprod.last_mut().expect("a schedule is not empty") = SAMPLING_TERMINAL_ALPHA_BAR;
+        let t_max = alphas_cumprod.len();
+        // A zero-terminal-SNR schedule has T ≥ 2 (`rescaled_zero_terminal_snr`), and ᾱ_(T−2) > 0.
+        let before = alphas_cumprod[t_max.saturating_sub(2)];
+        alphas_cumprod[t_max - 1] = SAMPLING_TERMINAL_ALPHA_BAR.min(before / 2.0);
         Self::from_alphas_cumprod(self.kind, alphas_cumprod)
     }
 

@@ -279,13 +279,26 @@ fn the_zero_terminal_snr_rescale_matches_the_pinned_values_of_diffusers_algorith
 }
 
 #[test]
-fn sampling_sees_a_terminal_alpha_bar_of_two_to_the_minus_24_and_nothing_else_changes() {
-    let z = NamedSchedule::Linear.build(1000, true).unwrap();
-    let s = z.for_sampling();
-    assert_eq!(s.alphas_cumprod[999], SAMPLING_TERMINAL_ALPHA_BAR);
+fn sampling_sees_a_small_positive_terminal_alpha_bar_and_nothing_else_changes() {
     assert_eq!(SAMPLING_TERMINAL_ALPHA_BAR, 2f64.powi(-24));
-    assert_eq!(s.alphas_cumprod[..999], z.alphas_cumprod[..999]);
-    assert!(s.sqrt_recip_alphas_cumprod.iter().all(|v| v.is_finite()));
+    // Cosine: ᾱ_998 = 2.3·10⁻⁶, so the terminal ᾱ is diffusers' 2⁻²⁴; linear: ᾱ_998 = 4.2·10⁻⁹ < 2⁻²⁴, so it is
+    // half of that, and ᾱ still decreases strictly.
+    for (named, want) in [
+        (NamedSchedule::Cosine, None),
+        (NamedSchedule::Linear, Some(0.5)),
+    ] {
+        let z = named.build(1000, true).unwrap();
+        let s = z.for_sampling();
+        let terminal = want.map_or(SAMPLING_TERMINAL_ALPHA_BAR, |f| f * z.alphas_cumprod[998]);
+        assert_eq!(s.alphas_cumprod[999], terminal, "{named}");
+        assert_eq!(s.alphas_cumprod[..999], z.alphas_cumprod[..999], "{named}");
+        assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]), "{named}");
+        assert!(
+            s.betas.iter().all(|&b| b > 0.0 && b < 1.0),
+            "{named}: every step's β in (0, 1)"
+        );
+        assert!(s.sqrt_recip_alphas_cumprod.iter().all(|v| v.is_finite()));
+    }
     // A schedule with a nonzero terminal ᾱ is used as it is.
     let linear = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
     assert_eq!(linear.for_sampling().alphas_cumprod, linear.alphas_cumprod);
