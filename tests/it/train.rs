@@ -619,6 +619,31 @@ fn ema_warmup_learns_and_resumes_exactly() {
 }
 
 #[test]
+fn the_warmed_up_ema_of_a_short_run_is_a_trained_model() {
+    // The raw weights' loss does not see the EMA, so this checks what the EMA warm-up is for: after 150 steps the
+    // EMA weights (decay 1 − 150^(−3/4) ≈ 0.977 by then, an average over the last ~40 steps) must be a trained
+    // model, their loss under 0.6× that of the initial weights (the criterion of `check_loss_falls`). Each loss is
+    // the mean over 20 steps at learning rate 0, so the weights measured do not move.
+    let gpu = gpu();
+    let data = few_images();
+    let frozen = |resume: Option<&Checkpoint>| {
+        let mut s = objective("ema warm-up");
+        s.lr = 0.0;
+        let mut trainer = Trainer::new(gpu, s, &data, resume).unwrap();
+        losses(&mut trainer, 20).iter().sum::<f64>() / 20.0
+    };
+    let mut trainer = Trainer::new(gpu, objective("ema warm-up"), &data, None).unwrap();
+    losses(&mut trainer, 150);
+    let mut ckpt = trainer.checkpoint(gpu).unwrap();
+    ckpt.params = ckpt.ema.clone();
+    let (initial, ema) = (frozen(None), frozen(Some(&ckpt)));
+    assert!(
+        ema < 0.6 * initial,
+        "the EMA weights' loss {ema:.3} vs the initial weights' {initial:.3}: the EMA did not follow training"
+    );
+}
+
+#[test]
 fn each_objective_changes_the_training_and_is_recorded() {
     // The first step's loss differs from plain ε-prediction's (same batch, noise and timesteps), so each setting
     // reaches the GPU; and the checkpoint records it.
