@@ -121,12 +121,11 @@ fn forward(
     } else {
         "mse_forward"
     };
-    const OP: &str = "mse_forward";
-    check_f32(OP, &[pred, target, loss])?;
-    same_shape(OP, pred, target)?;
+    check_f32(op, &[pred, target, loss])?;
+    same_shape(op, pred, target)?;
     ensure_shape!(
         loss.len() == 1,
-        OP,
+        op,
         "the loss must be a one-element tensor, got shape {:?}",
         loss.shape()
     );
@@ -209,19 +208,18 @@ fn backward(
     } else {
         "mse_backward"
     };
-    const OP: &str = "mse_backward";
-    check_f32(OP, &[pred, target, d_pred])?;
-    same_shape(OP, pred, target)?;
-    same_shape(OP, pred, d_pred)?;
+    check_f32(op, &[pred, target, d_pred])?;
+    same_shape(op, pred, target)?;
+    same_shape(op, pred, d_pred)?;
     let params = match &weights {
         Some(w) => weighted_params(op, pred, w)?,
         None => params(pred.len()),
     };
     if let Some(g) = d_loss {
-        check_f32(OP, &[g])?;
+        check_f32(op, &[g])?;
         ensure_shape!(
             g.len() == 1,
-            OP,
+            op,
             "d_loss must be a one-element tensor, got shape {:?}",
             g.shape()
         );
