@@ -15,6 +15,12 @@
 // d_pred [n] (written, overwritten). Saves nothing for backward: it rereads pred and target.
 // Dispatch: mse_partial G×1×1 (G ≤ 1024 < 65535); mse_final 1×1×1; the backward one invocation per element on
 // the 2-D grid of grid_1d (linear workgroup = wg.y·num_workgroups.x + wg.x).
+// Weighted (Min-SNR-γ, src/diffusion/schedule.rs `min_snr_weights`): the same with a per-sample weight w_n, gathered
+// by sample n's timestep from a per-timestep table (as shaders/noise.wgsl gathers its coefficients):
+//   forward:  L = (1/n)·Σ_i w[t[i/d]]·(pred_i − target_i)²    (mse_weighted_partial, then mse_final)
+//   backward: d_pred_i = ((2/n)·(pred_i − target_i))·w[t[i/d]]  (·d_loss[0] for mse_weighted_backward_scaled)
+// An index t ≥ T is clamped to T − 1, as in noise.wgsl. The unweighted entry points are untouched, so a run without
+// weights computes the same bits as before they existed.
 // Wrapper: src/kernels/loss.rs. Reference: src/reference/loss.rs.
 
 struct Params {
@@ -22,6 +28,10 @@ struct Params {
     partials: u32,    // G, the workgroups of mse_partial
     inv_n: f32,       // 1/n, for the forward
     two_over_n: f32,  // 2/n, for the backward
+    d: u32,           // elements per sample (weighted entry points)
+    steps: u32,       // T, the weight table's length (weighted entry points)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,6 +42,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> partial_in: array<f32>;      // [G], the same buffer, read by mse_final
 @group(0) @binding(6) var<storage, read> d_loss: array<f32>;          // [1]
 @group(0) @binding(7) var<storage, read_write> d_pred: array<f32>;    // [n]
+@group(0) @binding(8) var<storage, read> t: array<u32>;               // [N] timestep of each sample
+@group(0) @binding(9) var<storage, read> weights: array<f32>;         // [T] weight of each timestep
 
 // Invocations per workgroup: src/kernels/loss.rs's WORKGROUP, set as a pipeline constant.
 override WG: u32;
@@ -95,4 +107,38 @@ fn mse_backward_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     let i = element(wg, nwg, lid);
     if (i >= p.n) { return; }
     d_pred[i] = (p.two_over_n * (pred[i] - tgt[i])) * d_loss[0];
+}
+
+// The weight of the sample that element i belongs to.
+fn weight_of(i: u32) -> f32 {
+    return weights[min(t[i / p.d], p.steps - 1u)];
+}
+
+@compute @workgroup_size(WG)
+fn mse_weighted_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var i = wg.x * WG + lid.x; i < p.n; i += p.partials * WG) {
+        let d = pred[i] - tgt[i];
+        s += weight_of(i) * (d * d);
+    }
+    let total = tree_sum(lid.x, s);
+    if (lid.x == 0u) {
+        partial[wg.x] = total;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mse_weighted_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    d_pred[i] = (p.two_over_n * (pred[i] - tgt[i])) * weight_of(i);
+}
+
+@compute @workgroup_size(WG)
+fn mse_weighted_backward_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    d_pred[i] = ((p.two_over_n * (pred[i] - tgt[i])) * weight_of(i)) * d_loss[0];
 }

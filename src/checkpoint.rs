@@ -14,6 +14,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::{ParamLayout, UNetConfig};
+use crate::optim::EmaWarmup;
 
 /// Bumped when the layout of a checkpoint changes incompatibly.
 pub const FORMAT: &str = "diffuse-checkpoint-1";
@@ -57,6 +58,12 @@ pub struct TrainingRecord {
     pub warmup: u64,
     /// EMA decay.
     pub ema: f64,
+    /// How the EMA decay warmed up (`extra.ema_warmup`; checkpoints without the key: `ddpm`, the only form then).
+    pub ema_warmup: EmaWarmup,
+    /// Min-SNR-γ loss weighting (`extra.min_snr_gamma`, "none" or γ; without the key: none).
+    pub min_snr_gamma: Option<f64>,
+    /// Whether the schedule was rescaled to zero terminal SNR (`extra.zero_terminal_snr`; without the key: false).
+    pub zero_terminal_snr: bool,
     /// Global gradient-norm clip (0: off).
     pub clip: f64,
     /// Batches whose gradients each optimizer step sums.
@@ -70,7 +77,13 @@ pub struct TrainingRecord {
 impl TrainingRecord {
     /// The noise schedule the model was trained with, which sampling and evaluation must use.
     pub fn schedule(&self) -> Result<Schedule> {
-        Schedule::new(self.schedule.beta_schedule(), self.timesteps)
+        self.schedule.build(self.timesteps, self.zero_terminal_snr)
+    }
+
+    /// The schedule the samplers use: [`TrainingRecord::schedule`] with a zero terminal ᾱ raised to 2⁻²⁴
+    /// ([`Schedule::for_sampling`]).
+    pub fn sampling_schedule(&self) -> Result<Schedule> {
+        Ok(self.schedule()?.for_sampling())
     }
 
     /// Whether this record can describe a model configured as `config`: `Err` says why not.
@@ -148,6 +161,12 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
         ("extra.flip", r.flip.to_string()),
         ("extra.warmup", r.warmup.to_string()),
         ("extra.ema", r.ema.to_string()),
+        ("extra.ema_warmup", r.ema_warmup.to_string()),
+        (
+            "extra.min_snr_gamma",
+            r.min_snr_gamma.map_or("none".into(), |g| g.to_string()),
+        ),
+        ("extra.zero_terminal_snr", r.zero_terminal_snr.to_string()),
         ("extra.clip", r.clip.to_string()),
         ("extra.grad_accum", r.grad_accum.to_string()),
         ("extra.changes", r.changes.join("\n")),
@@ -318,6 +337,24 @@ impl Fields<'_> {
         let ema = self.parse_or("extra.ema", "a number", 0.999)?;
         let clip = self.parse_or("extra.clip", "a number", 1.0)?;
         let grad_accum = self.parse_or("extra.grad_accum", "a number", 1)?;
+        // Keys of the training objectives: absent from older checkpoints, which all trained this way.
+        let ema_warmup = self.parse_or(
+            "extra.ema_warmup",
+            "\"ddpm\" or \"power=P,inv_gamma=G\" (P, G > 0)",
+            EmaWarmup::Ddpm,
+        )?;
+        let min_snr_gamma = match self.meta.remove("extra.min_snr_gamma").as_deref() {
+            None | Some("none") => None,
+            Some(text) => match text.parse::<f64>() {
+                Ok(g) if g.is_finite() && g > 0.0 => Some(g),
+                _ => {
+                    return Err(self.error(format!(
+                        "checkpoint metadata \"extra.min_snr_gamma\" is {text:?}, not \"none\" or a positive number"
+                    )))
+                }
+            },
+        };
+        let zero_terminal_snr = self.parse_or("extra.zero_terminal_snr", "true or false", false)?;
         let changes = match self.meta.remove("extra.changes") {
             Some(text) => text.lines().map(str::to_string).collect(),
             None => Vec::new(),
@@ -340,6 +377,9 @@ impl Fields<'_> {
             flip,
             warmup,
             ema,
+            ema_warmup,
+            min_snr_gamma,
+            zero_terminal_snr,
             clip,
             grad_accum,
             changes,

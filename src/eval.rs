@@ -1,4 +1,4 @@
-//! `diffuse eval`: the variational bound of a trained ε-prediction U-Net on a dataset, in bits per dimension
+//! `diffuse eval`: the variational bound of a trained U-Net (predicting ε, x₀ or v) on a dataset, in bits per dimension
 //! (the terms are those of src/diffusion/vlb.rs; shaders/vlb.wgsl computes them on the GPU).
 //!
 //! The bound of one image is a sum over all T timesteps: L = L_0 + Σ_{t=1}^{T−2} L_t + (L_{T−1} + L_T). Each term
@@ -84,19 +84,21 @@ pub struct TermEvaluator {
 const NOISE_STREAM: u32 = 0;
 
 impl TermEvaluator {
-    /// `params`: the weights (EMA for a trained model) in the layout of `config`; rows are evaluated `batch` at a
-    /// time.
+    /// `params`: the weights (EMA for a trained model) in the layout of `config`, of a network that outputs
+    /// `prediction`; rows are evaluated `batch` at a time.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         config: &UNetConfig,
         params: &ParamBuffers,
         schedule: &Schedule,
         variance: DdpmVariance,
+        prediction: Prediction,
         batch: usize,
         seed: u64,
     ) -> Result<TermEvaluator> {
         let net = Net::new(gpu, config, params, batch)?;
-        let coefficients = VlbCoefficients::new(schedule, variance, Prediction::Epsilon)?;
+        let coefficients = VlbCoefficients::new(schedule, variance, prediction)?;
         let table = VlbTable::upload(gpu, &coefficients)?;
         let noise_table = noise::upload_table(gpu, &schedule.noise_table())?;
         let shape = net.input.shape().to_vec();
@@ -139,7 +141,7 @@ impl TermEvaluator {
         self.net.batch
     }
 
-    /// The network's ε̂ of the last batch [batch, C, H, W], for tests that recompute the terms.
+    /// The network's output of the last batch [batch, C, H, W], for tests that recompute the terms.
     pub fn network_output(&self) -> &Tensor {
         self.net.output()
     }
@@ -186,6 +188,8 @@ pub struct BoundOptions {
     /// Condition a class-conditional model on the dataset's labels (else on "no class": the bound of p(x)).
     pub use_labels: bool,
     pub seed: u64,
+    /// What the network outputs (the checkpoint's `extra.prediction`).
+    pub prediction: Prediction,
 }
 
 /// The estimated bound, in bits per dimension.
@@ -255,6 +259,7 @@ pub fn estimate_bound(
         params,
         schedule,
         options.variance,
+        options.prediction,
         options.batch.min(rows.len()),
         options.seed,
     )?;

@@ -23,7 +23,7 @@ use crate::kernels::{batch, elementwise, loss, noise, random};
 use crate::model::param_buffers::max_shard_elements;
 use crate::model::unet::{DropoutDraw, Net};
 use crate::model::{ParamBuffers, ParamLayout, UNetConfig};
-use crate::optim::AdamConfig;
+use crate::optim::{AdamConfig, EmaWarmup};
 
 /// Everything that defines a training run besides the data.
 #[derive(Clone, Debug)]
@@ -33,9 +33,11 @@ pub struct TrainSettings {
     /// Peak learning rate, reached after `warmup` steps of linear warm-up.
     pub lr: f64,
     pub warmup: u64,
-    /// EMA decay; the effective decay warms up as min(decay, (1 + step)/(10 + step)) (as in many DDPM trainers)
-    /// so the average is not dominated by the random initialisation.
+    /// EMA decay; the effective decay warms up as `ema_warmup` says (by default min(decay, (1 + step)/(10 + step)),
+    /// as in many DDPM trainers) so the average is not dominated by the random initialisation.
     pub ema_decay: f64,
+    /// How the EMA decay warms up ([`EmaWarmup`]).
+    pub ema_warmup: EmaWarmup,
     /// Global gradient-norm clip (None: off).
     pub grad_clip: Option<f64>,
     pub adam: AdamConfig,
@@ -44,6 +46,12 @@ pub struct TrainSettings {
     pub timesteps: usize,
     /// What the network is trained to predict (ε, x₀ or v; the noise kernel has no score target).
     pub target: Prediction,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): each sample's MSE weighted by
+    /// `Schedule::min_snr_weights(γ, target)` at its timestep. None: the plain, unweighted MSE.
+    pub min_snr_gamma: Option<f64>,
+    /// Rescale the schedule to zero terminal SNR (Lin et al. 2024, `Schedule::rescaled_zero_terminal_snr`). Needs
+    /// an x₀ or v target: at ᾱ = 0 an ε target is x_t itself and says nothing about x₀.
+    pub zero_terminal_snr: bool,
     /// Probability of replacing a label by "no class" (classifier-free guidance training).
     pub p_uncond: f32,
     /// Mirror each training image left–right with probability ½ (augmentation for photographs).
@@ -85,11 +93,14 @@ impl TrainSettings {
             lr: 2e-4,
             warmup: 500,
             ema_decay: 0.999,
+            ema_warmup: EmaWarmup::Ddpm,
             grad_clip: Some(1.0),
             adam: AdamConfig::adam(),
             schedule: NamedSchedule::Linear,
             timesteps: 1000,
             target: Prediction::Epsilon,
+            min_snr_gamma: None,
+            zero_terminal_snr: false,
             p_uncond: 0.1,
             flip: false,
             placement: Placement::Auto,
@@ -110,10 +121,40 @@ impl TrainSettings {
         }
     }
 
-    /// The EMA decay used at step `step`.
+    /// The EMA decay used at step `step` (0-based): `ema_warmup`'s, capped at `ema_decay`.
     pub fn ema_decay_at(&self, step: u64) -> f64 {
-        self.ema_decay
-            .min((1.0 + step as f64) / (10.0 + step as f64))
+        self.ema_warmup.decay_at(self.ema_decay, step)
+    }
+
+    /// The run's noise schedule (rescaled to zero terminal SNR if asked).
+    pub fn noise_schedule(&self) -> Result<Schedule> {
+        self.schedule.build(self.timesteps, self.zero_terminal_snr)
+    }
+
+    /// Refuses combinations of training objectives that cannot work, saying why and what to change.
+    pub fn check_objectives(&self) -> Result<()> {
+        if self.zero_terminal_snr && self.target == Prediction::Epsilon {
+            return Err(Error::Usage(
+                "--zero-terminal-snr needs --prediction v (or x0), not eps: at the last timestep ᾱ = 0, so x_t is \
+                 pure noise and an ε-prediction network can only learn ε̂ = x_t, which says nothing about x₀ \
+                 (sampling would divide by √ᾱ = 0). Lin et al. 2024 pair the rescaled schedule with v-prediction: \
+                 add --prediction v"
+                    .into(),
+            ));
+        }
+        if self.target == Prediction::Score {
+            return Err(Error::Usage(
+                "the score is not a training target (train for eps, x0 or v)".into(),
+            ));
+        }
+        if let Some(gamma) = self.min_snr_gamma {
+            if !(gamma.is_finite() && gamma > 0.0) {
+                return Err(Error::Usage(format!(
+                    "--min-snr-gamma must be a positive number (Hang et al. use 5), got {gamma}"
+                )));
+            }
+        }
+        self.ema_warmup.validate().map_err(Error::Usage)
     }
 }
 
@@ -349,6 +390,7 @@ impl Trainer {
         dataset: &Dataset,
         resume: Option<&Checkpoint>,
     ) -> Result<Trainer> {
+        settings.check_objectives()?;
         let config = &settings.model;
         let (c, s) = (config.in_channels, config.image_size);
         if (dataset.channels, dataset.size) != (c, s) {
@@ -499,8 +541,16 @@ impl Trainer {
         let loss_sum = Tensor::zeros(gpu, &[1], DType::F32)?;
         let norm = Tensor::zeros(gpu, &[optimizer::NORM_LEN], DType::F32)?;
         let hyper = Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?;
-        let schedule = Schedule::new(settings.schedule.beta_schedule(), settings.timesteps)?;
+        let schedule = settings.noise_schedule()?;
         let table = noise::upload_table(gpu, &schedule.noise_table())?;
+        // Min-SNR-γ: one weight per timestep, gathered per sample by the loss kernel.
+        let loss_weights = match settings.min_snr_gamma {
+            Some(gamma) => Some(loss::upload_weights(
+                gpu,
+                &schedule.min_snr_weights(gamma, settings.target)?,
+            )?),
+            None => None,
+        };
         let flip_u = Tensor::zeros(gpu, &[m], DType::F32)?;
         let labels_all = match (config.num_classes, &net.labels) {
             (Some(classes), Some(_)) => {
@@ -606,20 +656,27 @@ impl Trainer {
                 &target,
             )?);
             d.extend(net.forward_part(gpu, j)?);
-            d.extend(loss::mse_forward(gpu, net.output(), &target, &loss_value)?);
+            let weights = loss_weights.as_ref().map(|table| loss::SampleWeights {
+                t: &net.timesteps,
+                table,
+            });
+            d.extend(match weights {
+                Some(w) => loss::mse_forward_weighted(gpu, net.output(), &target, w, &loss_value)?,
+                None => loss::mse_forward(gpu, net.output(), &target, &loss_value)?,
+            });
             d.push(elementwise::axpy(
                 gpu,
                 1.0 / passes as f32,
                 &loss_value,
                 &loss_sum,
             )?);
-            d.push(loss::mse_backward(
-                gpu,
-                net.output(),
-                &target,
-                (passes > 1).then_some(&share),
-                &d_pred,
-            )?);
+            let d_loss = (passes > 1).then_some(&share);
+            d.push(match weights {
+                Some(w) => {
+                    loss::mse_backward_weighted(gpu, net.output(), &target, w, d_loss, &d_pred)?
+                }
+                None => loss::mse_backward(gpu, net.output(), &target, d_loss, &d_pred)?,
+            });
             d.extend(net.backward_part(gpu, &d_pred, j)?);
             if let Some(sum) = &grad_sum {
                 for (g, acc) in net.grads.shards().iter().zip(sum.shards()) {
@@ -676,6 +733,9 @@ impl Trainer {
             flip: settings.flip,
             warmup: settings.warmup,
             ema: settings.ema_decay,
+            ema_warmup: settings.ema_warmup,
+            min_snr_gamma: settings.min_snr_gamma,
+            zero_terminal_snr: settings.zero_terminal_snr,
             clip: settings.grad_clip.unwrap_or(0.0),
             grad_accum: settings.grad_accum,
             changes: resume.map_or_else(Vec::new, |c| c.training.changes.clone()),

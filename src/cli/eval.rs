@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
+use diffuse::diffusion::samplers::DdpmVariance;
 use diffuse::gpu::Gpu;
 use diffuse::model::{ParamBuffers, ParamLayout};
-use diffuse::{Error, Result};
+use diffuse::Result;
 
 use super::{at_least_one, checkpoint_or_bundled, open_dataset, parse_rgb};
 
@@ -67,13 +67,6 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
         Variance::Small => DdpmVariance::PosteriorBeta,
         Variance::Large => DdpmVariance::Beta,
     };
-    if ckpt.training.prediction != Prediction::Epsilon {
-        // The bound's coefficients (diffuse::eval) assume an ε-predicting network, the only kind `train` makes.
-        return Err(Error::Usage(format!(
-            "eval handles ε-prediction models; this one predicts {:?}",
-            ckpt.training.prediction
-        )));
-    }
     let schedule = ckpt.training.schedule()?;
     let weights = if args.raw_weights {
         &ckpt.params
@@ -88,6 +81,7 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
         variance,
         use_labels: !args.unconditional,
         seed: args.seed,
+        prediction: ckpt.training.prediction,
     };
     let images = options.images.min(dataset.len);
     let bar = indicatif::ProgressBar::new(images as u64);

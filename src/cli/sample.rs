@@ -301,7 +301,7 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
 
 pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
-    let schedule = ckpt.training.schedule()?;
+    let schedule = ckpt.training.sampling_schedule()?;
     let plan = plan_for(&args, &schedule)?;
     let config = &ckpt.config;
     let (c, s) = (config.in_channels, config.image_size);

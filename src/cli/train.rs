@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, Spacing};
-use diffuse::diffusion::NamedSchedule;
+use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::denoiser::{max_batch, UNetDenoiser};
 use diffuse::model::{ParamBuffers, ParamLayout, Preset, UNetConfig};
+use diffuse::optim::EmaWarmup;
 use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
@@ -69,6 +70,30 @@ pub struct TrainArgs {
     /// Noise schedule [default: linear; on --resume, the checkpoint's].
     #[arg(long, value_enum)]
     pub schedule: Option<NamedSchedule>,
+    /// What the network learns to predict: eps (the noise ε, Ho et al. 2020), x0 (the clean image) or v =
+    /// √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho 2022). Every sampler and `diffuse eval` read it from the checkpoint
+    /// [default: eps; on --resume, the checkpoint's].
+    #[arg(long, value_enum)]
+    pub prediction: Option<PredictionArg>,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): weight each image's loss so that it equals min(SNR_t, γ)·‖x̂₀ −
+    /// x₀‖², SNR_t = ᾱ_t/(1 − ᾱ_t); the paper uses γ = 5. `off`: the plain MSE [default: off; on --resume, the
+    /// checkpoint's].
+    #[arg(long, value_parser = parse_gamma)]
+    pub min_snr_gamma: Option<Gamma>,
+    /// Rescale the schedule to zero terminal SNR (Lin et al. 2024, algorithm 1: √ᾱ shifted and scaled so that
+    /// ᾱ = 0 at the last timestep, ᾱ at the first unchanged), so that training sees the pure noise sampling starts
+    /// from. Needs --prediction v (or x0). `--zero-terminal-snr false` turns it off [default: off; on --resume,
+    /// the checkpoint's].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub zero_terminal_snr: Option<bool>,
+    /// EMA warm-up as diffusers' EMAModel (use_ema_warmup): the decay at step k is 1 − (1 + k/inv_gamma)^(−POWER),
+    /// capped at --ema (2/3 suits runs of a million steps, 3/4 shorter ones). `off`: min(--ema, (1 + k)/(10 + k))
+    /// [default: off; on --resume, the checkpoint's].
+    #[arg(long, value_parser = parse_gamma, value_name = "POWER")]
+    pub ema_warmup: Option<Gamma>,
+    /// inv_gamma of --ema-warmup [default: 1].
+    #[arg(long, value_parser = positive, requires = "ema_warmup")]
+    pub ema_inv_gamma: Option<f64>,
     /// Dropout probability in every residual block, in [0, 1) (Ho et al. used 0.1 on CIFAR-10): a regulariser for
     /// long runs on small datasets. Training only; sampling never drops.
     #[arg(long, default_value_t = 0.0, value_parser = probability_below_one)]
@@ -133,6 +158,84 @@ pub enum Setting {
     Clip,
     Flip,
     Seed,
+    Prediction,
+    MinSnrGamma,
+    ZeroTerminalSnr,
+    EmaWarmup,
+}
+
+/// `--prediction`: the training targets (the score is not one).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictionArg {
+    /// The noise ε
+    Eps,
+    /// The clean image x₀
+    X0,
+    /// The velocity v = √ᾱ·ε − √(1−ᾱ)·x₀
+    V,
+}
+
+impl PredictionArg {
+    fn prediction(self) -> Prediction {
+        match self {
+            PredictionArg::Eps => Prediction::Epsilon,
+            PredictionArg::X0 => Prediction::Sample,
+            PredictionArg::V => Prediction::Velocity,
+        }
+    }
+
+    fn of(prediction: Prediction) -> Result<PredictionArg> {
+        match prediction {
+            Prediction::Epsilon => Ok(PredictionArg::Eps),
+            Prediction::Sample => Ok(PredictionArg::X0),
+            Prediction::Velocity => Ok(PredictionArg::V),
+            Prediction::Score => Err(Error::Usage(
+                "the checkpoint's model predicts the score, which `diffuse train` cannot train (eps, x0 or v)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PredictionArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(self))
+    }
+}
+
+/// A positive number or `off` (`--min-snr-gamma`, `--ema-warmup`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gamma(pub Option<f64>);
+
+impl std::fmt::Display for Gamma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+fn parse_gamma(text: &str) -> std::result::Result<Gamma, String> {
+    if text.trim() == "off" {
+        return Ok(Gamma(None));
+    }
+    positive(text).map(|v| Gamma(Some(v)))
+}
+
+/// `--ema-warmup` and `--ema-inv-gamma` as one setting, shown as the flags that give it.
+#[derive(Clone, Copy, PartialEq)]
+struct Warmup(EmaWarmup);
+
+impl std::fmt::Display for Warmup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            EmaWarmup::Ddpm => f.write_str("off"),
+            EmaWarmup::Power { power, inv_gamma } => {
+                write!(f, "{power} --ema-inv-gamma {inv_gamma}")
+            }
+        }
+    }
 }
 
 /// The settings of a run, each from its flag, else (on --resume) the checkpoint's record, else the default; and
@@ -357,6 +460,48 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         resume.as_ref().map(|c| c.seed),
         defaults.seed,
     );
+    let recorded_prediction = record
+        .map(|r| PredictionArg::of(r.prediction))
+        .transpose()?;
+    settings.target = resolved
+        .pick(
+            Setting::Prediction,
+            args.prediction,
+            recorded_prediction,
+            PredictionArg::of(defaults.target)?,
+        )
+        .prediction();
+    settings.min_snr_gamma = resolved
+        .pick(
+            Setting::MinSnrGamma,
+            args.min_snr_gamma,
+            record.map(|r| Gamma(r.min_snr_gamma)),
+            Gamma(defaults.min_snr_gamma),
+        )
+        .0;
+    settings.zero_terminal_snr = resolved.pick(
+        Setting::ZeroTerminalSnr,
+        args.zero_terminal_snr,
+        record.map(|r| r.zero_terminal_snr),
+        defaults.zero_terminal_snr,
+    );
+    let warmup = args.ema_warmup.map(|Gamma(power)| {
+        Warmup(match power {
+            Some(power) => EmaWarmup::Power {
+                power,
+                inv_gamma: args.ema_inv_gamma.unwrap_or(1.0),
+            },
+            None => EmaWarmup::Ddpm,
+        })
+    });
+    settings.ema_warmup = resolved
+        .pick(
+            Setting::EmaWarmup,
+            warmup,
+            record.map(|r| Warmup(r.ema_warmup)),
+            Warmup(defaults.ema_warmup),
+        )
+        .0;
     let (allowed, refused): (Vec<_>, Vec<_>) = resolved
         .differences
         .into_iter()
@@ -375,6 +520,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
             names.join(",")
         )));
     }
+    settings.check_objectives()?;
     settings.micro_batch = args.micro_batch;
     settings.memory_budget = super::budget_bytes(args.memory_budget);
     settings.placement = match args.data_on {
@@ -422,6 +568,17 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         },
         gpu.describe()
     );
+    let mut objective = vec![format!("predicts {}", PredictionArg::of(settings.target)?)];
+    if let Some(gamma) = settings.min_snr_gamma {
+        objective.push(format!("Min-SNR-γ loss weights (γ = {gamma})"));
+    }
+    if settings.zero_terminal_snr {
+        objective.push("schedule rescaled to zero terminal SNR".into());
+    }
+    if let EmaWarmup::Power { power, inv_gamma } = settings.ema_warmup {
+        objective.push(format!("EMA warm-up 1 − (1 + k/{inv_gamma})^−{power}"));
+    }
+    println!("objective: {}", objective.join(", "));
     println!("{}", trainer.placement_note());
     let plan = trainer.plan();
     println!(
@@ -626,7 +783,7 @@ impl MetricsLog {
 /// batches that fit, batch k from the seed `diffuse sample` gives it; a class-conditional model draws image i of
 /// class i mod C.
 fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
-    let schedule = ckpt.training.schedule()?;
+    let schedule = ckpt.training.sampling_schedule()?;
     let list = samplers::timesteps(
         schedule.num_steps(),
         50.min(schedule.num_steps()),

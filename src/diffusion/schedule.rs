@@ -1,7 +1,12 @@
 //! Noise schedules and every per-timestep coefficient the samplers need, computed once in f64 with the papers'
 //! names. Indices follow `timestep.rs`: `t ∈ {0, …, T−1}`, index `t` = paper step `t + 1`.
 
+use crate::diffusion::samplers::Prediction;
 use crate::error::{Error, Result};
+
+/// ᾱ at the last index of a zero-terminal-SNR schedule as the samplers see it ([`Schedule::for_sampling`]): 2⁻²⁴,
+/// diffusers' value (DPMSolverMultistepScheduler with `rescale_betas_zero_snr`), unless ᾱ_(T−2)/2 is smaller.
+pub const SAMPLING_TERMINAL_ALPHA_BAR: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// Which β schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,6 +77,17 @@ impl NamedSchedule {
             NamedSchedule::Cosine => BetaSchedule::COSINE,
         }
     }
+
+    /// The schedule of T = `timesteps`, rescaled to zero terminal SNR if `zero_terminal_snr`
+    /// ([`Schedule::rescaled_zero_terminal_snr`]): what training, sampling and evaluation of a run use.
+    pub fn build(self, timesteps: usize, zero_terminal_snr: bool) -> Result<Schedule> {
+        let schedule = Schedule::new(self.beta_schedule(), timesteps)?;
+        if zero_terminal_snr {
+            schedule.rescaled_zero_terminal_snr()
+        } else {
+            Ok(schedule)
+        }
+    }
 }
 
 impl std::fmt::Display for NamedSchedule {
@@ -135,6 +151,27 @@ impl Schedule {
                 Some(*acc)
             })
             .collect();
+        Self::from_tables(kind, betas, alphas, alphas_cumprod)
+    }
+
+    /// The schedule whose ᾱ_t are `alphas_cumprod` (decreasing, in [0, 1]): α_t = ᾱ_t/ᾱ_{t−1}, β_t = 1 − α_t.
+    fn from_alphas_cumprod(kind: BetaSchedule, alphas_cumprod: Vec<f64>) -> Schedule {
+        let alphas: Vec<f64> = (0..alphas_cumprod.len())
+            .map(|t| match t {
+                0 => alphas_cumprod[0],
+                _ => alphas_cumprod[t] / alphas_cumprod[t - 1],
+            })
+            .collect();
+        let betas = alphas.iter().map(|a| 1.0 - a).collect();
+        Self::from_tables(kind, betas, alphas, alphas_cumprod)
+    }
+
+    fn from_tables(
+        kind: BetaSchedule,
+        betas: Vec<f64>,
+        alphas: Vec<f64>,
+        alphas_cumprod: Vec<f64>,
+    ) -> Schedule {
         let alphas_cumprod_prev: Vec<f64> = std::iter::once(1.0)
             .chain(alphas_cumprod[..alphas_cumprod.len() - 1].iter().copied())
             .collect();
@@ -178,6 +215,117 @@ impl Schedule {
     /// T, the number of timesteps.
     pub fn num_steps(&self) -> usize {
         self.betas.len()
+    }
+
+    /// Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps Are Flawed", algorithm 1): the schedule
+    /// rescaled to zero terminal SNR. With s_t = √ᾱ_t, each s_t is shifted and scaled linearly,
+    ///
+    /// ```text
+    ///   s'_t = (s_t − s_{T−1}) · s_0 / (s_0 − s_{T−1}),   ᾱ'_t = s'_t²,   α'_t = ᾱ'_t/ᾱ'_{t−1},   β'_t = 1 − α'_t
+    /// ```
+    ///
+    /// so that s'_{T−1} = 0 (x at the last index is pure noise, SNR = ᾱ/(1 − ᾱ) = 0, as sampling assumes when it
+    /// starts from N(0, I)) and s'_0 = s_0, with the order of the levels kept. ᾱ'_0 is the original ᾱ_0 (not
+    /// s_0² recomputed, which may differ in the last bit) and ᾱ'_{T−1} is exactly 0, so β'_{T−1} = 1. Every
+    /// coefficient that divides by √ᾱ is infinite at T−1: sampling uses [`Schedule::for_sampling`]. Needs T ≥ 2
+    /// (with one timestep there is nothing to rescale: s_0 would have to be both kept and zeroed).
+    pub fn rescaled_zero_terminal_snr(&self) -> Result<Schedule> {
+        let t_max = self.num_steps();
+        if t_max < 2 {
+            return Err(Error::Usage(
+                "zero terminal SNR needs a schedule of at least 2 timesteps (it keeps ᾱ at the first and zeroes it \
+                 at the last)"
+                    .to_string(),
+            ));
+        }
+        let s0 = self.sqrt_alphas_cumprod[0];
+        let s_last = self.sqrt_alphas_cumprod[t_max - 1];
+        let alphas_cumprod = (0..t_max)
+            .map(|t| match t {
+                0 => self.alphas_cumprod[0],
+                t if t == t_max - 1 => 0.0,
+                t => ((self.sqrt_alphas_cumprod[t] - s_last) * s0 / (s0 - s_last)).powi(2),
+            })
+            .collect();
+        Ok(Self::from_alphas_cumprod(self.kind, alphas_cumprod))
+    }
+
+    /// Whether ᾱ at the last index is 0 (a [`Schedule::rescaled_zero_terminal_snr`] schedule).
+    pub fn zero_terminal_snr(&self) -> bool {
+        self.alphas_cumprod.last() == Some(&0.0)
+    }
+
+    /// The schedule the samplers use: this one, except that a terminal ᾱ of exactly 0 becomes
+    /// [`SAMPLING_TERMINAL_ALPHA_BAR`] = 2⁻²⁴, as diffusers' DPMSolverMultistepScheduler does for zero-terminal-SNR
+    /// schedules, or half of ᾱ_(T−2) where that is smaller (the rescaled linear schedule has ᾱ_998 = 4.2·10⁻⁹ <
+    /// 2⁻²⁴ = 6·10⁻⁸): ᾱ must still decrease strictly, or a step from T−1 to T−2 would have α = ᾱ_t/ᾱ_prev > 1
+    /// and a negative variance. The samplers' scalars divide by √ᾱ_t (x̂₀ = (x − √(1 − ᾱ)·ε̂)/√ᾱ, DDIM's √(ᾱ_prev/ᾱ_t), the
+    /// SDE's ln(ᾱ_prev/ᾱ_t)), which is ∞ at ᾱ = 0; at 2⁻²⁴ they are finite, and for a v-model the fold
+    /// ([`crate::diffusion::Step::fold`]) cancels the 1/√ᾱ = 4096 in f64 (ε̂ = √(1 − ᾱ)·x + √ᾱ·v̂), leaving steps
+    /// close to their ᾱ → 0 limit (the cancellation costs log₂(1/√ᾱ) ≤ 15 of f64's 53 bits here). The network is still
+    /// conditioned on index T−1 (where it learned x = ε); sampling starts from pure noise, so only the scalars change.
+    /// Training and `diffuse eval` use the exact schedule.
+    pub fn for_sampling(&self) -> Schedule {
+        if !self.zero_terminal_snr() {
+            return self.clone();
+        }
+        let mut alphas_cumprod = self.alphas_cumprod.clone();
+        let t_max = alphas_cumprod.len();
+        // A zero-terminal-SNR schedule has T ≥ 2 (`rescaled_zero_terminal_snr`), and ᾱ_(T−2) > 0.
+        let before = alphas_cumprod[t_max.saturating_sub(2)];
+        alphas_cumprod[t_max - 1] = SAMPLING_TERMINAL_ALPHA_BAR.min(before / 2.0);
+        Self::from_alphas_cumprod(self.kind, alphas_cumprod)
+    }
+
+    /// SNR_t = ᾱ_t/(1 − ᾱ_t), the signal-to-noise ratio of x_t (∞ where ᾱ_t = 1, 0 where ᾱ_t = 0).
+    pub fn snr(&self) -> Vec<f64> {
+        self.alphas_cumprod.iter().map(|&a| a / (1.0 - a)).collect()
+    }
+
+    /// The Min-SNR-γ loss weight of each timestep (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+    /// Weighting Strategy", eq. 8–10) for a network trained to predict `prediction` with the plain MSE on that
+    /// target. The strategy weights the x₀ error by min(SNR_t, γ); written on each target (x_t = α·x₀ + σ·ε with
+    /// α² = ᾱ, σ² = 1 − ᾱ, SNR = α²/σ²):
+    ///
+    /// ```text
+    ///   ε̂ − ε  = −(α/σ)·(x̂₀ − x₀)  ⇒ ‖ε̂ − ε‖² = SNR·‖x̂₀ − x₀‖²        ⇒ w_ε  = min(SNR, γ)/SNR
+    ///   v̂ − v  = −(1/σ)·(x̂₀ − x₀)  ⇒ ‖v̂ − v‖² = (SNR + 1)·‖x̂₀ − x₀‖²  ⇒ w_v  = min(SNR, γ)/(SNR + 1)
+    ///   x̂₀ − x₀                                                       ⇒ w_x₀ = min(SNR, γ)
+    /// ```
+    ///
+    /// (v = α·ε − σ·x₀ and x̂₀ = α·x − σ·v̂, so v̂ − v = −(x̂₀ − x₀)/σ; 1/σ² = SNR + 1.) All three are
+    /// min(SNR, γ)·‖x̂₀ − x₀‖², the paper's objective. At zero SNR (ᾱ = 0, [`Schedule::rescaled_zero_terminal_snr`]):
+    /// w_ε = 0/0 is defined as its limit, 1 (min(SNR, γ) = SNR once SNR < γ); w_v = 0/1 = 0 and w_x₀ = 0, as the
+    /// paper's formulas give: the x₀ error at pure noise carries no weight, so a v- or x₀-model with Min-SNR learns
+    /// its last timestep only through its neighbours (whose weight ≈ SNR is tiny too). diffusers' training scripts
+    /// (train_text_to_image.py, `compute_snr`) use the same weights, min(SNR, γ)/SNR and min(SNR, γ)/(SNR + 1),
+    /// and leave x₀-prediction at min(SNR, γ); at SNR = 0 their ε weight is 0/0 = NaN, ours its limit. At SNR = ∞
+    /// (ᾱ = 1, no schedule here has it) w_ε = w_v = 0, the limits. `gamma` must be > 0 (the paper uses 5); the
+    /// score is not a training target.
+    pub fn min_snr_weights(&self, gamma: f64, prediction: Prediction) -> Result<Vec<f64>> {
+        if !(gamma > 0.0 && gamma.is_finite()) {
+            return Err(Error::Usage(format!(
+                "the Min-SNR γ must be a positive number (Hang et al. use 5), got {gamma}"
+            )));
+        }
+        let weight = |snr: f64| -> Result<f64> {
+            let clipped = snr.min(gamma);
+            Ok(match prediction {
+                Prediction::Epsilon if snr == 0.0 => 1.0,
+                Prediction::Epsilon if snr.is_infinite() => 0.0,
+                Prediction::Epsilon => clipped / snr,
+                Prediction::Velocity if snr.is_infinite() => 0.0,
+                Prediction::Velocity => clipped / (snr + 1.0),
+                Prediction::Sample => clipped,
+                Prediction::Score => {
+                    return Err(Error::Usage(
+                        "Min-SNR weighting is defined for ε, x₀ and v targets, not the score"
+                            .to_string(),
+                    ))
+                }
+            })
+        };
+        self.snr().into_iter().map(weight).collect()
     }
 
     /// The forward-noising table for shaders/noise.wgsl: rows (√ᾱ_t, √(1 − ᾱ_t)) (the VP twin of

@@ -70,9 +70,18 @@ impl VlbCoefficients {
             kl_const[t] = 0.5 * (-1.0 + log_model - log_post + (log_post - log_model).exp());
             kl_scale[t] = 0.5 * schedule.posterior_mean_coef1[t].powi(2) * (-log_model).exp();
         }
-        let (x0_from_x, x0_from_output) = (0..t_max)
-            .map(|t| prediction.convert(Prediction::Sample, &NoiseLevel::vp(schedule, t)))
+        let (x0_from_x, x0_from_output): (Vec<f64>, Vec<f64>) = (0..t_max)
+            .map(|t| x0_from(prediction, &NoiseLevel::vp(schedule, t)))
             .unzip();
+        if let Some(t) =
+            (0..t_max).find(|&t| !(x0_from_x[t].is_finite() && x0_from_output[t].is_finite()))
+        {
+            return Err(Error::Usage(format!(
+                "a {prediction:?}-prediction model says nothing about x₀ at timestep {t}, where ᾱ = {} (a \
+                 zero-terminal-SNR schedule): its bound is undefined. Train such schedules with v or x₀ prediction",
+                schedule.alphas_cumprod[t]
+            )));
+        }
         let ab = schedule.alphas_cumprod[t_max - 1];
         Ok(VlbCoefficients {
             kl_const,
@@ -100,6 +109,23 @@ impl VlbCoefficients {
             term += self.prior_const + self.prior_scale * x0 * x0;
         }
         term
+    }
+}
+
+/// x̂₀ = c_x·x + c_o·o for a model output o of kind `prediction` at `level`: (c_x, c_o). For x₀ and v in closed
+/// form, finite where alpha = 0 (the last index of a zero-terminal-SNR schedule, where x = sigma·ε):
+/// x = alpha·x₀ + sigma·ε and v = alpha·ε − sigma·x₀ give alpha·x − sigma·v = (alpha² + sigma²)·x₀. Through ε
+/// ([`Prediction::convert`]) the same coefficients would be ∞ − ∞ there. The others through ε: an ε- or
+/// score-model's x̂₀ = (x − sigma·ε̂)/alpha is infinite at alpha = 0, which the caller refuses.
+pub fn x0_from(prediction: Prediction, level: &NoiseLevel) -> (f64, f64) {
+    let (a, s) = (level.alpha, level.sigma);
+    match prediction {
+        Prediction::Sample => (0.0, 1.0),
+        Prediction::Velocity => {
+            let norm = a * a + s * s;
+            (a / norm, -s / norm)
+        }
+        Prediction::Epsilon | Prediction::Score => prediction.convert(Prediction::Sample, level),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use diffuse::checkpoint::{Checkpoint, TrainingRecord};
 use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::model::{ParamLayout, UNetConfig};
+use diffuse::optim::EmaWarmup;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("diffuse-ckpt-{}-{name}", std::process::id()));
@@ -38,13 +39,20 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
         training: TrainingRecord {
             schedule: NamedSchedule::Cosine,
             timesteps: 1000,
-            prediction: Prediction::Epsilon,
+            // Every training objective away from its default, so that each must survive the round trip.
+            prediction: Prediction::Velocity,
             dataset: "test digits (4 images)".into(),
             lr: 2e-4,
             batch: 32,
             flip: true,
             warmup: 10,
             ema: 0.99,
+            ema_warmup: EmaWarmup::Power {
+                power: 0.75,
+                inv_gamma: 2.5,
+            },
+            min_snr_gamma: Some(5.0),
+            zero_terminal_snr: true,
             clip: 0.0,
             grad_accum: 2,
             changes: vec!["step 7: --lr 0.0002 (was 0.001)".into()],
@@ -180,7 +188,7 @@ fn an_unknown_metadata_key_is_refused_by_name() {
     let dir = scratch("unknown-key");
     let path = dir.join("run.safetensors");
     sample_checkpoint(Some(3)).save(&path).unwrap();
-    for key in ["extra.ema_warmup", "model.kernel_size", "optimizer"] {
+    for key in ["extra.lr_schedule", "model.kernel_size", "optimizer"] {
         let edited = dir.join("edited.safetensors");
         with_metadata(&path, &edited, |m| {
             m.insert(key.into(), "1".into());
@@ -202,8 +210,8 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
-    // format + step, seed, rng_offset + 10 model keys + 13 extra keys (class_names: a conditional model).
-    assert_eq!(keys.len(), 27, "{keys:?}");
+    // format + step, seed, rng_offset + 10 model keys + 16 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 30, "{keys:?}");
     let later = [
         "extra.flip",
         "extra.warmup",
@@ -211,6 +219,9 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         "extra.clip",
         "extra.grad_accum",
         "extra.changes",
+        "extra.ema_warmup",
+        "extra.min_snr_gamma",
+        "extra.zero_terminal_snr",
     ];
     for key in keys
         .iter()
@@ -252,6 +263,16 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         ),
         (false, 500, 0.999, 1.0, 1, 0)
     );
+    // Files from before the training objectives: the EMA's (1 + k)/(10 + k) warm-up, the plain MSE, the schedule
+    // as named.
+    assert_eq!(
+        (
+            training.ema_warmup,
+            training.min_snr_gamma,
+            training.zero_terminal_snr
+        ),
+        (EmaWarmup::Ddpm, None, false)
+    );
 }
 
 #[test]
@@ -269,6 +290,22 @@ fn a_bad_metadata_value_is_named_with_its_key() {
         ),
         ("extra.timesteps", "many", "not a number"),
         ("extra.flip", "yes", "not true or false"),
+        ("extra.zero_terminal_snr", "yes", "not true or false"),
+        (
+            "extra.min_snr_gamma",
+            "-5",
+            "not \"none\" or a positive number",
+        ),
+        (
+            "extra.ema_warmup",
+            "power=0",
+            "not \"ddpm\" or \"power=P,inv_gamma=G\"",
+        ),
+        (
+            "extra.ema_warmup",
+            "power=-1,inv_gamma=1",
+            "not \"ddpm\" or \"power=P,inv_gamma=G\"",
+        ),
         ("model.channel_mults", "1,two", "not a list of numbers"),
         (
             "extra.class_names",
@@ -303,6 +340,9 @@ fn the_bundled_model_loads_with_what_it_recorded() {
             // Nor the keys that came later: their documented defaults.
             warmup: 500,
             ema: 0.999,
+            ema_warmup: EmaWarmup::Ddpm,
+            min_snr_gamma: None,
+            zero_terminal_snr: false,
             clip: 1.0,
             grad_accum: 1,
             changes: Vec::new(),

@@ -69,6 +69,7 @@ fn every_closed_choice_keeps_its_names_and_refuses_others() {
             "huge",
         ),
         ("train", "--schedule", "linear, cosine", "quadratic"),
+        ("train", "--prediction", "eps, x0, v", "score"),
         (
             "sample",
             "--sampler",
@@ -1126,4 +1127,171 @@ fn few_step_samplers_run_and_their_clip_and_karras_choices_are_checked() {
     );
     let (ok, _, stderr) = diffuse(&["sample", "--threshold-max", "0.5", "--out", out], &[]);
     assert!(!ok && stderr.contains("--threshold-max"), "{stderr}");
+}
+
+#[test]
+fn the_training_objectives_reach_the_checkpoint_resume_every_sampler_and_eval() {
+    use diffuse::checkpoint::Checkpoint;
+    use diffuse::diffusion::Prediction;
+    use diffuse::optim::EmaWarmup;
+    let dir = scratch("objectives");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    // ε-prediction cannot take a zero-terminal-SNR schedule: refused before anything is written, saying why.
+    let (ok, _, stderr) = diffuse(
+        &tiny_run(&out, &["--steps", "1", "--zero-terminal-snr"]),
+        &[],
+    );
+    assert!(!ok, "eps with --zero-terminal-snr was accepted");
+    assert!(
+        stderr.contains("--zero-terminal-snr needs --prediction v")
+            && stderr.contains("says nothing about x₀"),
+        "{stderr}"
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+    // Bad values are refused by name when parsed.
+    for (args, says) in [
+        (&["--min-snr-gamma", "0"][..], "--min-snr-gamma"),
+        (&["--ema-warmup", "0"][..], "--ema-warmup"),
+        (&["--ema-inv-gamma", "2"][..], "--ema-warmup"),
+    ] {
+        let (ok, _, stderr) = diffuse(&tiny_run(&out, args), &[]);
+        assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
+    }
+
+    // Every objective at once, with a preview grid sampled through the rescaled schedule.
+    let objectives = [
+        "--prediction",
+        "v",
+        "--zero-terminal-snr",
+        "--min-snr-gamma",
+        "5",
+        "--ema-warmup",
+        "0.75",
+    ];
+    let mut train = vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--batch",
+        "2",
+        "--preview",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        out_s,
+    ];
+    train.extend(objectives);
+    let (ok, stdout, stderr) = diffuse(&train, &[]);
+    assert!(ok, "train failed: {stderr}");
+    assert!(
+        stdout.contains(
+            "objective: predicts v, Min-SNR-γ loss weights (γ = 5), schedule rescaled to zero terminal SNR, \
+             EMA warm-up 1 − (1 + k/1)^−0.75"
+        ),
+        "{stdout}"
+    );
+    assert!(out.join("samples-0000002.png").exists());
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let record = Checkpoint::load(&ckpt_path).unwrap().training;
+    let want = (
+        Prediction::Velocity,
+        true,
+        Some(5.0),
+        EmaWarmup::Power {
+            power: 0.75,
+            inv_gamma: 1.0,
+        },
+    );
+    let got = |r: &diffuse::checkpoint::TrainingRecord| {
+        (
+            r.prediction,
+            r.zero_terminal_snr,
+            r.min_snr_gamma,
+            r.ema_warmup,
+        )
+    };
+    assert_eq!(got(&record), want);
+
+    // --resume without the flags keeps them; with different values it refuses, naming each.
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--steps", "3", "--resume"]), &[]);
+    assert!(ok, "a plain resume failed: {stderr}");
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!((ckpt.step, got(&ckpt.training)), (3, want));
+    let changed = [
+        "--steps",
+        "4",
+        "--resume",
+        "--prediction",
+        "x0",
+        "--zero-terminal-snr",
+        "false",
+        "--min-snr-gamma",
+        "off",
+        "--ema-warmup",
+        "0.75",
+        "--ema-inv-gamma",
+        "2",
+    ];
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &changed), &[]);
+    assert!(!ok, "changed objectives were accepted");
+    for line in [
+        "--prediction x0 (checkpoint: v)",
+        "--min-snr-gamma off (checkpoint: 5)",
+        "--zero-terminal-snr false (checkpoint: true)",
+        "--ema-warmup 0.75 --ema-inv-gamma 2 (checkpoint: 0.75 --ema-inv-gamma 1)",
+        "--override prediction,min-snr-gamma,zero-terminal-snr,ema-warmup",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?}: {stderr}");
+    }
+    assert_eq!(
+        Checkpoint::load(&ckpt_path).unwrap().step,
+        3,
+        "nothing may run"
+    );
+
+    // Every sampler reads the v-prediction and the rescaled schedule from the checkpoint.
+    let ckpt_s = ckpt_path.to_str().unwrap();
+    for sampler in ["ddpm", "ddim", "sde", "ode", "pc", "langevin"] {
+        let png = dir.join(format!("{sampler}.png"));
+        let (ok, _, stderr) = diffuse(
+            &[
+                "sample",
+                "--checkpoint",
+                ckpt_s,
+                "--sampler",
+                sampler,
+                "--steps",
+                "3",
+                "-n",
+                "2",
+                "--out",
+                png.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok && png.exists(), "{sampler}: {stderr}");
+    }
+    // And `diffuse eval` bounds the v-model on it, its last term (ᾱ = 0) included.
+    let (ok, stdout, stderr) = diffuse(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt_s,
+            "--images",
+            "2",
+            "--timesteps",
+            "3",
+        ],
+        &[],
+    );
+    assert!(ok, "eval failed: {stderr}");
+    let bound: f64 = stdout
+        .split("variational bound: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bound in {stdout}"));
+    assert!(bound.is_finite() && bound > 0.0, "{stdout}");
 }

@@ -6,7 +6,7 @@ use crate::common;
 use common::{gpu, uniform};
 use diffuse::diffusion::samplers::{DdpmVariance, Prediction};
 use diffuse::diffusion::vlb::VlbCoefficients;
-use diffuse::diffusion::{BetaSchedule, Schedule};
+use diffuse::diffusion::{BetaSchedule, NamedSchedule, NoiseLevel, Schedule};
 use diffuse::eval::{plan_terms, TermEvaluator};
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::reference::vlb::{rounded, vlb_terms, vlb_terms_bound};
@@ -88,14 +88,29 @@ fn the_stratified_estimate_is_unbiased() {
 
 #[test]
 fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
-    // A tiny class-conditional U-Net as initialised: its output conv is zero, so the network's ε̂ is exactly 0 and
-    // the terms depend only on x₀, the x_t the GPU drew and t, which the f64 reference recomputes. Rows: an odd
-    // batch with the decoder term, small and large KL terms and the last term (with the prior).
+    // A tiny class-conditional U-Net as initialised: its output conv is zero, so the network's output is exactly 0
+    // and the terms depend only on x₀, the x_t the GPU drew and t, which the f64 reference recomputes. Rows: an odd
+    // batch with the decoder term, small and large KL terms and the last term (with the prior). Every output kind
+    // `diffuse train` makes (a zero x₀ or v output is a different x̂₀ from a zero ε̂), on the linear schedule and
+    // on its zero-terminal-SNR rescale, whose last term (ᾱ = 0, where x_t = ε) x₀- and v-models can evaluate.
+    let linear = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
+    let zero_snr = NamedSchedule::Linear.build(1000, true).unwrap();
+    for (schedule, prediction) in [
+        (&linear, Prediction::Epsilon),
+        (&linear, Prediction::Sample),
+        (&linear, Prediction::Velocity),
+        (&zero_snr, Prediction::Sample),
+        (&zero_snr, Prediction::Velocity),
+    ] {
+        check_terms_of_a_zero_output_unet(schedule, prediction);
+    }
+}
+
+fn check_terms_of_a_zero_output_unet(schedule: &Schedule, prediction: Prediction) {
     let gpu = gpu();
     let config = common::tiny_unet();
     let flat = ParamLayout::new(&config).init(5);
     let params = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
-    let schedule = Schedule::new(BetaSchedule::LINEAR, 1000).unwrap();
     let t = [0u32, 1, 417, 998, 999];
     let rows = t.len();
     // x₀ on the 8-bit grid in [−1, 1], the edge bins included.
@@ -109,13 +124,15 @@ fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
         })
         .collect();
     for variance in [DdpmVariance::PosteriorBeta, DdpmVariance::Beta] {
-        let evaluator =
-            TermEvaluator::new(gpu, &config, &params, &schedule, variance, rows, 3).unwrap();
+        let evaluator = TermEvaluator::new(
+            gpu, &config, &params, schedule, variance, prediction, rows, 3,
+        )
+        .unwrap();
         let got = evaluator
             .evaluate(gpu, &x0, &t, Some(&[0, 1, 2, 3, 1]))
             .unwrap();
         let x_t = to_f64(&evaluator.x_t.read_f32(gpu).unwrap());
-        let c = rounded(&VlbCoefficients::new(&schedule, variance, Prediction::Epsilon).unwrap());
+        let c = rounded(&VlbCoefficients::new(schedule, variance, prediction).unwrap());
         let zero = vec![0.0; rows * 64];
         let ones = vec![1.0; rows];
         let x0 = to_f64(&x0);
@@ -129,7 +146,8 @@ fn the_gpu_terms_of_a_unet_equal_the_reference_terms() {
                 + 64.0 * f64::EPSILON * want[range].iter().map(|v| v.abs()).sum::<f64>();
             assert!(
                 (got[r] - want_row).abs() <= tolerance,
-                "{variance:?} row {r} (t = {}): GPU {} vs reference {want_row} (tolerance {tolerance})",
+                "{prediction:?} {variance:?} row {r} (t = {}): GPU {} vs reference {want_row} (tolerance \
+                 {tolerance})",
                 t[r],
                 got[r]
             );
@@ -171,8 +189,17 @@ fn eval_feeds_the_drawn_x_t_and_the_networks_output_into_the_terms() {
         .collect();
     let seed = 11;
     let variance = DdpmVariance::PosteriorBeta;
-    let evaluator =
-        TermEvaluator::new(gpu, &config, &params, &schedule, variance, rows, seed).unwrap();
+    let evaluator = TermEvaluator::new(
+        gpu,
+        &config,
+        &params,
+        &schedule,
+        variance,
+        Prediction::Epsilon,
+        rows,
+        seed,
+    )
+    .unwrap();
     let got = evaluator.evaluate(gpu, &x0, &t, Some(&labels)).unwrap();
 
     // (1) x_t. The evaluator's ε is stream 0 of its seed at offset 0; the table is the schedule's, rounded to f32
@@ -224,4 +251,43 @@ fn eval_feeds_the_drawn_x_t_and_the_networks_output_into_the_terms() {
             got[r]
         );
     }
+}
+
+#[test]
+fn the_bound_of_x0_and_v_models_reads_x0_in_closed_form_and_refuses_eps_at_zero_snr() {
+    // x̂₀ from a v output in closed form (α·x − σ·v)/(α² + σ²) equals the conversion through ε wherever α > 0,
+    // to rounding, and stays finite at α = 0, where the conversion is ∞ − ∞.
+    let zero_snr = NamedSchedule::Linear.build(1000, true).unwrap();
+    for t in [0usize, 1, 500, 998] {
+        let level = NoiseLevel::vp(&zero_snr, t);
+        for prediction in [
+            Prediction::Sample,
+            Prediction::Velocity,
+            Prediction::Epsilon,
+        ] {
+            let (cx, co) = diffuse::diffusion::vlb::x0_from(prediction, &level);
+            let (wx, wo) = prediction.convert(Prediction::Sample, &level);
+            // Through ε the coefficients are sums of terms as large as 1/α² (k_x·e_x with k_x ~ 1/α) that cancel
+            // down to O(1): a few roundings of that size, so 8ε/α² absolute (≈ 4·10⁻⁷ at t = 998, ᾱ = 4·10⁻⁹).
+            let tol = 8.0 * f64::EPSILON / (level.alpha * level.alpha);
+            assert!(
+                (cx - wx).abs() <= tol && (co - wo).abs() <= tol,
+                "{prediction:?} t={t}: ({cx}, {co}) vs ({wx}, {wo})"
+            );
+        }
+    }
+    let last = NoiseLevel::vp(&zero_snr, 999);
+    assert_eq!(last.alpha, 0.0);
+    assert_eq!(
+        diffuse::diffusion::vlb::x0_from(Prediction::Velocity, &last),
+        (0.0, -1.0),
+        "at α = 0, x̂₀ = −v"
+    );
+    let err = VlbCoefficients::new(&zero_snr, DdpmVariance::Beta, Prediction::Epsilon)
+        .expect_err("an ε-model's x̂₀ is undefined at ᾱ = 0")
+        .to_string();
+    assert!(
+        err.contains("timestep 999") && err.contains("v or x₀"),
+        "{err}"
+    );
 }

@@ -177,3 +177,161 @@ fn bad_shapes_and_types_are_refused() {
         .to_string();
     assert!(e.contains("mse_backward") && e.contains("[5, 4]"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Per-sample weights gathered by timestep (Min-SNR-γ).
+//
+// Tolerances. Forward: each term w·(p − t)² carries the 3 roundings of the unweighted square plus one for the
+// product with w (w itself is the f32 table entry, which the reference reads widened, so it is exact): ≤ 4u
+// relative, and every term is ≥ 0 (w ≥ 0), so |L_gpu − L| ≤ γ(depth + 6)·L as above. Backward: the unweighted
+// four roundings plus the product with w: ≤ 5u(1 + O(u)) relative, held to 3 ULP (= 6u).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A weight table of T = 13 entries, the edge values included: 0 (an ignored timestep), 1, and weights above 1.
+fn weight_table() -> Vec<f32> {
+    (0..13)
+        .map(|k| match k {
+            0 => 0.0,
+            1 => 1.0,
+            k => 0.05 + 0.4 * k as f32,
+        })
+        .collect()
+}
+
+/// Runs the weighted forward and both weighted backwards on the GPU: (L, d_pred with g = 1, d_pred with g).
+fn gpu_weighted(
+    pred: &[f32],
+    target: &[f32],
+    t: &[u32],
+    table: &[f32],
+    g: f32,
+) -> (f32, Vec<f32>, Vec<f32>) {
+    let gpu = gpu();
+    let shape = [t.len(), pred.len() / t.len()];
+    let p = Tensor::from_f32(gpu, &shape, pred).unwrap();
+    let tg = Tensor::from_f32(gpu, &shape, target).unwrap();
+    let steps = Tensor::from_u32(gpu, &[t.len()], t).unwrap();
+    let weights = Tensor::from_f32(gpu, &[table.len()], table).unwrap();
+    let w = loss::SampleWeights {
+        t: &steps,
+        table: &weights,
+    };
+    let l = common::nan_tensor(&[1]); // must be overwritten
+    let (d_plain, d_scaled) = (common::nan_tensor(&shape), common::nan_tensor(&shape));
+    let g = Tensor::from_f32(gpu, &[1], &[g]).unwrap();
+    let mut d = loss::mse_forward_weighted(gpu, &p, &tg, w, &l).unwrap();
+    d.push(loss::mse_backward_weighted(gpu, &p, &tg, w, None, &d_plain).unwrap());
+    d.push(loss::mse_backward_weighted(gpu, &p, &tg, w, Some(&g), &d_scaled).unwrap());
+    gpu.run(&d).unwrap();
+    (
+        l.read_f32(gpu).unwrap()[0],
+        d_plain.read_f32(gpu).unwrap(),
+        d_scaled.read_f32(gpu).unwrap(),
+    )
+}
+
+#[test]
+fn weighted_mse_matches_reference_on_odd_sizes_and_batch_1() {
+    let table = weight_table();
+    // (samples N, elements per sample d): batch 1 of one element and of a workgroup and one; odd batches of odd
+    // samples; and one that needs many partial sums.
+    for (case, (n, d)) in [(1usize, 1usize), (1, 257), (3, 85), (7, 33), (5, 20_011)]
+        .into_iter()
+        .enumerate()
+    {
+        let len = n * d;
+        let pred = uniform(len, 60 + case as u64);
+        let target = uniform(len, 70 + case as u64);
+        // Timesteps over the whole table, 0 (weight 0) and past its end (clamped to T − 1) included.
+        let t: Vec<u32> = (0..n as u32).map(|k| (k * 5 + case as u32) % 15).collect();
+        let g = -0.37f32;
+        let (l, d_plain, d_scaled) = gpu_weighted(&pred, &target, &t, &table, g);
+        let w: Vec<f64> = t
+            .iter()
+            .map(|&k| table[(k as usize).min(table.len() - 1)] as f64)
+            .collect();
+        let (p64, t64) = (to_f64(&pred), to_f64(&target));
+        let want = reference::mse_weighted_forward(&p64, &t64, &w);
+        let what = format!("weighted mse N={n} d={d} t={t:?}");
+        assert_close(&what, &[l], &[want], |_| gamma(depth(len) + 6) * want);
+        for (kind, got, g) in [("g = 1", &d_plain, 1.0), ("g = −0.37", &d_scaled, g as f64)] {
+            let want = reference::mse_weighted_backward(&p64, &t64, &w, g);
+            assert_close(&format!("{what} backward {kind}"), got, &want, |i| {
+                ulps(want[i], 3.0)
+            });
+        }
+    }
+}
+
+#[test]
+fn unit_weights_give_the_unweighted_bits() {
+    // w = 1 makes every weighted term the unweighted one exactly (1·x = x), summed in the same order: the weighted
+    // path differs from the plain one only by the weights.
+    let gpu = gpu();
+    let (n, d) = (3, 1001);
+    let (pred, target) = (uniform(n * d, 81), uniform(n * d, 82));
+    let (l, d_plain, _) = gpu_weighted(&pred, &target, &[0, 1, 2], &[1.0; 4], 1.0);
+    let p = Tensor::from_f32(gpu, &[n, d], &pred).unwrap();
+    let t = Tensor::from_f32(gpu, &[n, d], &target).unwrap();
+    let plain_l = common::nan_tensor(&[1]);
+    let plain_d = common::nan_tensor(&[n, d]);
+    let mut dispatches = loss::mse_forward(gpu, &p, &t, &plain_l).unwrap();
+    dispatches.push(loss::mse_backward(gpu, &p, &t, None, &plain_d).unwrap());
+    gpu.run(&dispatches).unwrap();
+    assert_eq!(l.to_bits(), plain_l.read_f32(gpu).unwrap()[0].to_bits());
+    assert_eq!(d_plain, plain_d.read_f32(gpu).unwrap());
+}
+
+#[test]
+fn weighted_mse_backward_reference_matches_finite_differences() {
+    let (n, d) = (3, 11);
+    let pred = common::uniform64(n * d, 11);
+    let target = common::uniform64(n * d, 12);
+    let w = [0.0, 2.5, 0.3];
+    let g = 1.7;
+    let numeric = gradcheck::numeric_gradient(&pred, 1e-6, |p| {
+        g * reference::mse_weighted_forward(p, &target, &w)
+    });
+    let analytic = reference::mse_weighted_backward(&pred, &target, &w, g);
+    let (i, r) = gradcheck::worst_ratio(&analytic, &numeric, 1e-8, 1e-6);
+    assert!(
+        r <= 1.0,
+        "weighted mse gradient at [{i}]: analytic {} vs numeric {}",
+        analytic[i],
+        numeric[i]
+    );
+    // The check can fail: the unweighted gradient is not the weighted one's.
+    let unweighted = reference::mse_backward(&pred, &target, g);
+    assert!(gradcheck::worst_ratio(&unweighted, &numeric, 1e-8, 1e-6).1 > 1.0);
+}
+
+#[test]
+fn weighted_mse_refuses_timesteps_that_do_not_match_the_batch() {
+    let gpu = gpu();
+    let a = Tensor::zeros(gpu, &[4, 5], DType::F32).unwrap();
+    let l = Tensor::zeros(gpu, &[1], DType::F32).unwrap();
+    let table = Tensor::zeros(gpu, &[10], DType::F32).unwrap();
+    let t3 = Tensor::zeros(gpu, &[3], DType::U32).unwrap();
+    let t_f32 = Tensor::zeros(gpu, &[4], DType::F32).unwrap();
+    let t4 = Tensor::zeros(gpu, &[4], DType::U32).unwrap();
+    let table_2d = Tensor::zeros(gpu, &[2, 5], DType::F32).unwrap();
+    let with = |t, table| loss::SampleWeights { t, table };
+    let e = loss::mse_forward_weighted(gpu, &a, &a, with(&t3, &table), &l)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(
+        e.contains("mse_forward_weighted") && e.contains("batch of 4") && e.contains("[3]"),
+        "{e}"
+    );
+    let e = loss::mse_backward_weighted(gpu, &a, &a, with(&t_f32, &table), None, &a)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(e.contains("u32") && e.contains("F32"), "{e}");
+    let e = loss::mse_forward_weighted(gpu, &a, &a, with(&t4, &table_2d), &l)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(e.contains("weight table must be [T]"), "{e}");
+}

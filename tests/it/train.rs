@@ -144,15 +144,20 @@ fn check_resume(settings: TrainSettings) {
 
     let mut first_half = Trainer::new(gpu, settings(), &data, None).unwrap();
     let head = losses(&mut first_half, 6);
+    let s = settings();
     let dir = std::env::temp_dir().join(format!(
-        "diffuse-resume-{}-{}-{}-{:?}-{:?}-{:?}-{}",
+        "diffuse-resume-{}-{}-{}-{:?}-{:?}-{:?}-{}-{:?}-{:?}-{}-{}",
         std::process::id(),
-        settings().model.dropout,
-        settings().flip,
-        settings().placement,
-        settings().max_shard,
-        settings().micro_batch,
-        settings().grad_accum
+        s.model.dropout,
+        s.flip,
+        s.placement,
+        s.max_shard,
+        s.micro_batch,
+        s.grad_accum,
+        s.target,
+        s.min_snr_gamma,
+        s.zero_terminal_snr,
+        s.ema_warmup
     ));
     let path = dir.join("run.safetensors");
     first_half.checkpoint(gpu).unwrap().save(&path).unwrap();
@@ -525,4 +530,244 @@ fn one_non_finite_weight_in_any_shard_stops_the_checkpoint() {
         let err = err.to_string();
         assert!(err.starts_with(says) && err.contains("non-finite"), "{err}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The training objectives: x₀ and v targets, Min-SNR-γ weighting, zero terminal SNR, the EMA warm-up. Each trains
+// the tiny model until its loss falls, and resumes bit for bit.
+// ---------------------------------------------------------------------------------------------------------------
+
+use diffuse::diffusion::Prediction;
+use diffuse::optim::EmaWarmup;
+
+/// The objectives under test, each a change of `settings()`.
+fn objective(name: &str) -> TrainSettings {
+    let mut s = settings();
+    match name {
+        "x0" => s.target = Prediction::Sample,
+        "v" => s.target = Prediction::Velocity,
+        "min-snr eps" => s.min_snr_gamma = Some(5.0),
+        "min-snr v" => {
+            s.target = Prediction::Velocity;
+            s.min_snr_gamma = Some(5.0);
+        }
+        "zero-terminal-snr v" => {
+            s.target = Prediction::Velocity;
+            s.zero_terminal_snr = true;
+        }
+        "ema warm-up" => {
+            s.ema_warmup = EmaWarmup::Power {
+                power: 0.75,
+                inv_gamma: 1.0,
+            }
+        }
+        other => panic!("no objective {other}"),
+    }
+    s
+}
+
+/// 150 steps of the tiny model: the mean loss of the last 20 must be under 0.6× that of the first 20, the
+/// criterion `training_a_tiny_model_on_four_images_drives_the_loss_down` holds ε-prediction to. Whatever the
+/// target and weighting, the zero-initialised output conv starts every prediction at 0, so the first losses are
+/// the (weighted) mean square of the target, and a model that learns nothing keeps them.
+fn check_loss_falls(name: &str) {
+    let gpu = gpu();
+    let mut trainer = Trainer::new(gpu, objective(name), &few_images(), None).unwrap();
+    let history = losses(&mut trainer, 150);
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    let (first, last) = (mean(&history[..20]), mean(&history[130..]));
+    assert!(
+        history.iter().all(|l| l.is_finite()) && last < 0.6 * first,
+        "{name}: loss went from {first:.3} to {last:.3}: not learning"
+    );
+}
+
+#[test]
+fn x0_prediction_learns_and_resumes_exactly() {
+    check_loss_falls("x0");
+    check_resume(objective("x0"));
+}
+
+#[test]
+fn v_prediction_learns_and_resumes_exactly() {
+    check_loss_falls("v");
+    check_resume(objective("v"));
+}
+
+#[test]
+fn min_snr_weighted_eps_prediction_learns_and_resumes_exactly() {
+    check_loss_falls("min-snr eps");
+    check_resume(objective("min-snr eps"));
+}
+
+#[test]
+fn min_snr_weighted_v_prediction_learns_and_resumes_exactly() {
+    check_loss_falls("min-snr v");
+    check_resume(objective("min-snr v"));
+}
+
+#[test]
+fn zero_terminal_snr_v_prediction_learns_and_resumes_exactly() {
+    check_loss_falls("zero-terminal-snr v");
+    check_resume(objective("zero-terminal-snr v"));
+}
+
+#[test]
+fn ema_warmup_learns_and_resumes_exactly() {
+    check_loss_falls("ema warm-up");
+    check_resume(objective("ema warm-up"));
+}
+
+#[test]
+fn the_warmed_up_ema_of_a_short_run_is_a_trained_model() {
+    // The raw weights' loss does not see the EMA, so this checks what the EMA warm-up is for: after 150 steps the
+    // EMA weights (decay 1 − 150^(−3/4) ≈ 0.977 by then, an average over the last ~40 steps) must be a trained
+    // model, their loss under 0.6× that of the initial weights (the criterion of `check_loss_falls`). Each loss is
+    // the mean over 20 steps at learning rate 0, so the weights measured do not move.
+    let gpu = gpu();
+    let data = few_images();
+    let frozen = |resume: Option<&Checkpoint>| {
+        let mut s = objective("ema warm-up");
+        s.lr = 0.0;
+        let mut trainer = Trainer::new(gpu, s, &data, resume).unwrap();
+        losses(&mut trainer, 20).iter().sum::<f64>() / 20.0
+    };
+    let mut trainer = Trainer::new(gpu, objective("ema warm-up"), &data, None).unwrap();
+    losses(&mut trainer, 150);
+    let mut ckpt = trainer.checkpoint(gpu).unwrap();
+    ckpt.params = ckpt.ema.clone();
+    let (initial, ema) = (frozen(None), frozen(Some(&ckpt)));
+    assert!(
+        ema < 0.6 * initial,
+        "the EMA weights' loss {ema:.3} vs the initial weights' {initial:.3}: the EMA did not follow training"
+    );
+}
+
+#[test]
+fn each_objective_changes_the_training_and_is_recorded() {
+    // The first step's loss differs from plain ε-prediction's (same batch, noise and timesteps), so each setting
+    // reaches the GPU; and the checkpoint records it.
+    let gpu = gpu();
+    let data = few_images();
+    let first = |s: TrainSettings| {
+        let mut trainer = Trainer::new(gpu, s, &data, None).unwrap();
+        let loss = losses(&mut trainer, 1)[0];
+        (loss, trainer.checkpoint(gpu).unwrap().training)
+    };
+    let (plain, record) = first(settings());
+    assert_eq!(
+        (
+            record.prediction,
+            record.min_snr_gamma,
+            record.zero_terminal_snr,
+            record.ema_warmup
+        ),
+        (Prediction::Epsilon, None, false, EmaWarmup::Ddpm)
+    );
+    for name in ["x0", "v", "min-snr eps", "min-snr v", "zero-terminal-snr v"] {
+        let s = objective(name);
+        let (loss, record) = first(s.clone());
+        assert_ne!(loss, plain, "{name}: the loss is plain ε-prediction's");
+        assert_eq!(
+            (
+                record.prediction,
+                record.min_snr_gamma,
+                record.zero_terminal_snr
+            ),
+            (s.target, s.min_snr_gamma, s.zero_terminal_snr),
+            "{name}"
+        );
+    }
+    let (_, record) = first(objective("ema warm-up"));
+    assert_eq!(record.ema_warmup, objective("ema warm-up").ema_warmup);
+}
+
+#[test]
+fn zero_terminal_snr_with_eps_prediction_is_refused_with_the_reason() {
+    let mut s = settings();
+    s.zero_terminal_snr = true;
+    let err = Trainer::new(gpu(), s, &few_images(), None)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(
+        err.contains("--zero-terminal-snr needs --prediction v")
+            && err.contains("says nothing about x₀")
+            && err.contains("add --prediction v"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ema_warmup_decays_follow_diffusers_formula_and_the_default_is_unchanged() {
+    // diffusers' EMAModel with use_ema_warmup: 1 − (1 + k/inv_gamma)^(−power), capped at the decay, floored at 0.
+    for (power, inv_gamma, decay) in [
+        (0.75, 1.0, 0.999),
+        (2.0 / 3.0, 1.0, 0.9999),
+        (0.5, 3.0, 0.99),
+    ] {
+        let mut s = settings();
+        s.ema_decay = decay;
+        s.ema_warmup = EmaWarmup::Power { power, inv_gamma };
+        for k in (0..200u64).chain([1_000, 31_622, 1_000_000]) {
+            let want = (1.0 - (1.0 + k as f64 / inv_gamma).powf(-power))
+                .min(decay)
+                .max(0.0);
+            assert_eq!(
+                s.ema_decay_at(k),
+                want,
+                "power {power} inv_gamma {inv_gamma} step {k}"
+            );
+        }
+        assert_eq!(s.ema_decay_at(0), 0.0, "the first step copies the weights");
+        assert_eq!(s.ema_decay_at(u64::MAX / 2), decay, "capped at the decay");
+    }
+    // Without a warm-up setting (and in every checkpoint from before it): min(decay, (1 + k)/(10 + k)).
+    let s = settings();
+    assert_eq!(s.ema_warmup, EmaWarmup::Ddpm);
+    for k in 0..2000u64 {
+        assert_eq!(
+            s.ema_decay_at(k),
+            0.999f64.min((1.0 + k as f64) / (10.0 + k as f64))
+        );
+    }
+}
+
+#[test]
+fn the_optimizers_ema_follows_the_warmup_decays_step_by_step() {
+    // Each step's EMA against ema_k = d_k·ema_(k−1) + (1 − d_k)·w_k from the GPU's previous EMA and this step's
+    // weights. The kernel rounds d_k and 1 − d_k to f32, and makes two products and a sum: ≤ 3 roundings, each
+    // ≤ u times the magnitudes, so |error| ≤ γ(3)·(d|e| + (1 − d)|w|) per element (as tests/it/optimizer.rs).
+    use diffuse::reference::gamma;
+    let gpu = gpu();
+    let s = objective("ema warm-up");
+    let mut trainer = Trainer::new(gpu, s.clone(), &few_images(), None).unwrap();
+    let mut ema: Vec<f32> = trainer.checkpoint(gpu).unwrap().ema;
+    for k in 0..4u64 {
+        trainer.step(gpu, false).unwrap();
+        let ckpt = trainer.checkpoint(gpu).unwrap();
+        let d = s.ema_decay_at(k);
+        if k == 0 {
+            assert_eq!(d, 0.0);
+            assert!(
+                ckpt.ema == ckpt.params,
+                "the warm-up's first decay is 0: the EMA is the weights, bit for bit"
+            );
+        }
+        for (i, ((&e, &w), &got)) in ema.iter().zip(&ckpt.params).zip(&ckpt.ema).enumerate() {
+            let (e, w) = (e as f64, w as f64);
+            let want = d * e + (1.0 - d) * w;
+            let bound = gamma(3) * (d * e.abs() + (1.0 - d) * w.abs());
+            assert!(
+                (got as f64 - want).abs() <= bound,
+                "step {k} element {i}: EMA {got} vs {want} (decay {d})"
+            );
+        }
+        ema = ckpt.ema;
+    }
+    // The default warm-up's first decay is 0.1: the EMA is not the weights after one step.
+    let mut plain = Trainer::new(gpu, settings(), &few_images(), None).unwrap();
+    plain.step(gpu, false).unwrap();
+    let ckpt = plain.checkpoint(gpu).unwrap();
+    assert!(ckpt.ema != ckpt.params);
 }
