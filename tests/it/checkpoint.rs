@@ -349,7 +349,7 @@ fn the_bundled_model_loads_with_what_it_recorded() {
             class_names: digits,
         }
     );
-    assert_eq!((ckpt.step, ckpt.config.num_classes), (1440, Some(10)));
+    assert_eq!((ckpt.step, ckpt.config.num_classes), (6004, Some(10)));
 }
 
 #[test]
