@@ -1026,6 +1026,26 @@ fn phi(from: &NoiseLevel, to: &NoiseLevel) -> f64 {
     }
 }
 
+/// A multistep step from level s to t (a = σ_t/σ_s, x̂₀ from ε̂ at s), with its history weights and corrector.
+fn multistep_step(
+    s: NoiseLevel,
+    t: NoiseLevel,
+    bound: X0Bound,
+    corrector: Option<Corrector>,
+    b: History,
+) -> Step {
+    let (p, q) = x0_from_epsilon(&s);
+    Step::Multistep(Multistep {
+        level: s,
+        p,
+        q,
+        bound,
+        corrector,
+        a: t.sigma / s.sigma,
+        b,
+    })
+}
+
 /// DPM-Solver++(2M) (Lu et al. 2022, algorithm 2; diffusers' DPMSolverMultistepScheduler with
 /// `algorithm_type="dpmsolver++"`, `solver_type="midpoint"`, order 2): one evaluation per level, stepping in
 /// λ = log(α/σ) with the data prediction m = x̂₀. From level s to t, h = λ_t − λ_s, and with the previous level s'
@@ -1052,7 +1072,6 @@ pub fn dpm_solver_2m(
             let (s, t) = (levels[i], levels.get(i + 1).copied().unwrap_or(end));
             let last = i + 1 == n;
             let first_order = i == 0 || (last && (t.sigma == 0.0 || (lower_order_final && n < 15)));
-            let (p, q) = x0_from_epsilon(&s);
             let k = -t.alpha * phi(&s, &t);
             let b = if first_order {
                 History {
@@ -1068,15 +1087,7 @@ pub fn dpm_solver_2m(
                     m2: 0.0,
                 }
             };
-            Step::Multistep(Multistep {
-                level: s,
-                p,
-                q,
-                bound,
-                corrector: None,
-                a: t.sigma / s.sigma,
-                b,
-            })
+            multistep_step(s, t, bound, None, b)
         })
         .collect();
     Ok(Plan {
@@ -1124,12 +1135,11 @@ pub fn unipc_bh2(
         .map(|i| {
             let s = levels[i];
             let t = levels.get(i + 1).copied().unwrap_or(end);
-            let (p, q) = x0_from_epsilon(&s);
             let corrector = (i > 0).then(|| {
                 // UniC from level i − 1 to level i, at the order of the predictor that stepped it.
                 let (from, to) = (levels[i - 1], s);
                 let hh = -(to.lambda() - from.lambda());
-                let big_b = hh.exp_m1();
+                let big_b = phi(&from, &to);
                 let (g1, g2) = {
                     let g1 = big_b / hh - 1.0;
                     (g1, 2.0 * (g1 / hh - 0.5))
@@ -1157,11 +1167,7 @@ pub fn unipc_bh2(
                     history,
                 }
             });
-            let big_b = if t.sigma == 0.0 {
-                -1.0
-            } else {
-                (-(t.lambda() - s.lambda())).exp_m1()
-            };
+            let big_b = phi(&s, &t);
             let b = if order(i) == 1 {
                 History {
                     m: -t.alpha * big_b,
@@ -1177,15 +1183,7 @@ pub fn unipc_bh2(
                     m2: 0.0,
                 }
             };
-            Step::Multistep(Multistep {
-                level: s,
-                p,
-                q,
-                bound,
-                corrector,
-                a: t.sigma / s.sigma,
-                b,
-            })
+            multistep_step(s, t, bound, corrector, b)
         })
         .collect();
     Ok(Plan {
