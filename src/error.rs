@@ -54,6 +54,13 @@ pub enum Error {
     Usage(String),
 
     #[error(
+        "the ranks' copies of the model differ at step {step} ({checksums}): they no longer train one model, so \
+         nothing was saved from this state. Every rank must run the same build with the same arguments, data and \
+         checkpoint; resume from the last checkpoint, and if it happens again suspect a faulty GPU or host"
+    )]
+    ReplicasDiffer { step: u64, checksums: String },
+
+    #[error(
         "training diverged at step {step}: the loss is {loss}. Nothing was saved from this run's last stretch; \
          lower the learning rate (--lr) or keep gradient clipping on, and resume from the last checkpoint"
     )]

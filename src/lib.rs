@@ -9,7 +9,8 @@
 //! - `optim`: the optimizer's settings (`AdamConfig`), shared by its kernel and its reference.
 //! - `model`, `train`, `sample`, `eval`: the U-Net, its training step, sampling and the variational bound, each
 //!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `plot`: a run's loss
-//!   curve as PNG; `bench`: `diffuse bench`.
+//!   curve as PNG; `bench`: `diffuse bench`; `distributed`: data-parallel training over ranks (MPI with the
+//!   `mpi` feature).
 //!
 //! The command-line interface is the binary's (src/main.rs, src/cli/).
 
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod distributed;
 pub mod dropout;
 pub mod error;
 pub mod eval;

@@ -12,10 +12,11 @@
 use crate::checkpoint::{Checkpoint, TrainingRecord};
 use crate::data::Dataset;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
+use crate::distributed::{self, Replicas, Slice};
 use crate::error::{Error, Result};
 use crate::gpu::memory::Growth;
 use crate::gpu::upload::{Filled, UploadRing};
-use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, PendingRead, Recorder, StagedRead, Tensor};
 use crate::kernels::batch::PackedImages;
 use crate::kernels::optimizer::{self, AdamState, Hyper};
 use crate::kernels::random::Stream;
@@ -24,6 +25,8 @@ use crate::model::param_buffers::max_shard_elements;
 use crate::model::unet::{DropoutDraw, Net};
 use crate::model::{ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::{AdamConfig, EmaWarmup};
+use std::rc::Rc;
+use std::time::Instant;
 
 /// Everything that defines a training run besides the data.
 #[derive(Clone, Debug)]
@@ -183,6 +186,8 @@ struct PendingReport {
     steps_summed: u64,
     /// [loss sum, gradient norm].
     values: PendingRead,
+    /// The loss sum over every rank (data-parallel runs), which replaces this rank's own.
+    loss_sum: Option<f32>,
 }
 
 /// Where each step's images come from.
@@ -200,12 +205,59 @@ enum Source {
     },
 }
 
+/// A data-parallel step's all-reduce: this rank's gradient and loss sum are read back, summed over the ranks with
+/// one all-reduce, and the sum uploaded in place of the gradient before the update runs.
+struct Exchange {
+    replicas: Rc<dyn Replicas>,
+    /// The gradient's shards, then the loss sum.
+    read: StagedRead,
+    /// [gradient…, loss sum, stop] as sent and as summed (the stop slot: 1 from a rank that was asked to stop).
+    send: Vec<f32>,
+    sum: Vec<f32>,
+    stats: ExchangeStats,
+}
+
+/// What the all-reduces of a data-parallel run have cost so far (`diffuse bench`, `docs/distributed.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExchangeStats {
+    pub steps: u64,
+    /// Bytes each rank sends into one step's all-reduce.
+    pub bytes_per_step: u64,
+    /// Host seconds waiting for the passes and reading the gradient back.
+    pub readback_s: f64,
+    /// Seconds inside MPI_Allreduce (including waiting for the slowest rank).
+    pub allreduce_s: f64,
+    /// Host seconds handing the sum to the GPU.
+    pub upload_s: f64,
+}
+
+impl Exchange {
+    /// Reads the finished passes' gradient and loss sum, sums them and this rank's `stop` over the ranks, and
+    /// writes the summed gradient over `grads`; returns (some rank asked to stop, the loss sum of all ranks).
+    fn all_reduce(&mut self, gpu: &Gpu, grads: &ParamBuffers, stop: bool) -> Result<(bool, f32)> {
+        let started = Instant::now();
+        let n = self.read.len();
+        self.read.wait_into(gpu, &mut self.send[..n])?;
+        self.send[n] = if stop { 1.0 } else { 0.0 };
+        let read = Instant::now();
+        self.replicas.all_reduce_sum(&self.send, &mut self.sum);
+        let reduced = Instant::now();
+        grads.write_flat(gpu, &self.sum[..grads.len()])?;
+        let stats = &mut self.stats;
+        stats.steps += 1;
+        stats.readback_s += (read - started).as_secs_f64();
+        stats.allreduce_s += (reduced - read).as_secs_f64();
+        stats.upload_s += reduced.elapsed().as_secs_f64();
+        Ok((self.sum[n] > 0.0, self.sum[n - 1]))
+    }
+}
+
 /// How a step's images are split into forward/backward passes, and the GPU memory that takes.
 #[derive(Clone, Debug)]
 pub struct BatchPlan {
     /// Images per pass.
     pub micro_batch: usize,
-    /// Passes per optimizer step: grad_accum · batch / micro_batch.
+    /// Passes per optimizer step on this rank: its share of the grad_accum · batch images / micro_batch.
     pub passes: usize,
     /// Estimated GPU memory of the run (weights, optimizer state, activations and scratch; not the data).
     pub bytes: u64,
@@ -216,6 +268,14 @@ pub struct BatchPlan {
     pub per_image: u64,
     /// Says how and why the batch was split, when it was (to be shown once).
     pub note: Option<String>,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// A training net's forward and backward passes at a batch size, built to measure their memory.
@@ -235,13 +295,15 @@ fn passes_at(
 
 impl BatchPlan {
     /// Measures the net at batch 1 and 2 (memory is affine in the batch: fixed weights and gradients plus
-    /// per-image activations), adds the trainer's own buffers, and picks the pass size.
+    /// per-image activations), adds the trainer's own buffers, and picks the pass size. A pass holds at most one
+    /// batch and one rank's slice of the step (`slice`): its size divides both.
     fn new(
         gpu: &Gpu,
         settings: &TrainSettings,
         params: &ParamBuffers,
         dropout: &DropoutDraw,
         image_values: usize,
+        slice: Slice,
     ) -> Result<BatchPlan> {
         let batch = settings.batch;
         if batch == 0 || settings.grad_accum == 0 {
@@ -249,11 +311,18 @@ impl BatchPlan {
                 "--batch and --grad-accum must be at least 1".into(),
             ));
         }
+        // The largest pass: the batch, or a rank's slice of the step where that is smaller or does not divide it.
+        let unit = gcd(batch, slice.len);
         if let Some(m) = settings.micro_batch {
-            if m == 0 || !batch.is_multiple_of(m) {
-                return Err(Error::Usage(format!(
-                    "--micro-batch {m} must divide --batch {batch}"
-                )));
+            if m == 0 || !unit.is_multiple_of(m) {
+                return Err(Error::Usage(if slice.ranks == 1 {
+                    format!("--micro-batch {m} must divide --batch {batch}")
+                } else {
+                    format!(
+                        "--micro-batch {m} must divide both --batch {batch} and the {} images each of the {}                          ranks takes per step",
+                        slice.len, slice.ranks
+                    )
+                }));
             }
         }
         let limit = crate::gpu::tensor::max_tensor_bytes(gpu);
@@ -267,7 +336,7 @@ impl BatchPlan {
         let own_fixed = 3 * weights;
         let own_per_image = 4 * 4 * image_values as u64;
         let estimate = |m: usize| {
-            let passes = settings.grad_accum * batch / m;
+            let passes = slice.len / m;
             // With several passes the gradient is summed in a buffer of its own.
             let sum = if passes > 1 { weights } else { 0 };
             BatchPlan {
@@ -302,7 +371,7 @@ impl BatchPlan {
                 )
             }
         };
-        let whole = estimate(batch);
+        let whole = estimate(unit);
         match settings.micro_batch {
             Some(m) => {
                 let plan = estimate(m);
@@ -331,16 +400,17 @@ impl BatchPlan {
                         }
                     )));
                 }
-                let m = (1..batch)
+                let m = (1..unit)
                     .rev()
-                    .find(|&m| batch.is_multiple_of(m) && fits(&estimate(m)))
+                    .find(|&m| unit.is_multiple_of(m) && fits(&estimate(m)))
                     .unwrap_or(1);
                 let mut plan = estimate(m);
                 plan.note = Some(format!(
-                    "batch {batch} does not fit one pass ({}): {} micro-batches of {m}, their gradients summed \
+                    "{} {unit} does not fit one pass ({}): {} micro-batches of {m}, their gradients summed \
                      within each step's submission",
+                    if unit == batch { "batch" } else { "a rank's slice of" },
                     why(&whole),
-                    batch / m
+                    unit / m
                 ));
                 Ok(plan)
             }
@@ -360,7 +430,13 @@ pub struct Trainer {
     /// One zero, copied over `loss_sum` after each report.
     zero: Tensor,
     norm: Tensor,
+    /// The step: the passes (`..update_at`: draws, forward, loss, backward), then the update (clip, Adam, EMA,
+    /// RNG). One submission, or, across ranks, two with the gradient's all-reduce between them.
     step_dispatches: Vec<Dispatch>,
+    update_at: usize,
+    /// The other ranks of a data-parallel run, and this rank's images of each step.
+    exchange: Option<Exchange>,
+    slice: Slice,
     /// ‖weights‖ and ‖EMA‖ into `finite_norms` ([`Trainer::check_finite`]).
     finite_dispatches: Vec<Dispatch>,
     /// [‖weights‖, clip scale] and [‖EMA‖, clip scale] (two tensors: a view at 8 bytes would break binding alignment).
@@ -390,7 +466,32 @@ impl Trainer {
         dataset: &Dataset,
         resume: Option<&Checkpoint>,
     ) -> Result<Trainer> {
+        Self::with_replicas(gpu, settings, dataset, resume, None)
+    }
+
+    /// A trainer that is one rank of a data-parallel run (`replicas`; None or a world of one: the whole step
+    /// here). Each step's images are one draw of batch × grad_accum, as in one process; rank r takes its
+    /// contiguous slice of them, in passes numbered as a one-process run at the same micro-batch numbers them,
+    /// so every image gets the same index, timestep, noise, label drop, flip and dropout masks. The gradients
+    /// are summed by one all-reduce, and every rank applies the same clip, Adam and EMA: with one pass per rank
+    /// the result is bit for bit a one-process run at `--micro-batch` = the slice (the sum of two passes does
+    /// not depend on their order). Every rank must be given the same settings, data and checkpoint; the replicas
+    /// are compared here and by [`Trainer::verify_replicas`].
+    pub fn with_replicas(
+        gpu: &Gpu,
+        settings: TrainSettings,
+        dataset: &Dataset,
+        resume: Option<&Checkpoint>,
+        replicas: Option<Rc<dyn Replicas>>,
+    ) -> Result<Trainer> {
         settings.check_objectives()?;
+        let replicas = replicas.filter(|r| r.ranks() > 1);
+        // Images per optimizer step: every draw below takes its part of a draw of this many.
+        let total = settings.batch * settings.grad_accum;
+        let slice = match &replicas {
+            Some(r) => Slice::of(total, r.rank(), r.ranks()).map_err(Error::Usage)?,
+            None => Slice::whole(total),
+        };
         let config = &settings.model;
         let (c, s) = (config.in_channels, config.image_size);
         if (dataset.channels, dataset.size) != (c, s) {
@@ -453,10 +554,10 @@ impl Trainer {
             state: rng.clone(),
         };
         let d = dataset.image_len();
-        let plan = BatchPlan::new(gpu, &settings, &params, &dropout, d)?;
+        let plan = BatchPlan::new(gpu, &settings, &params, &dropout, d, slice)?;
         let (m, passes) = (plan.micro_batch, plan.passes);
-        // Images per optimizer step: every draw below takes its part of a draw of this many.
-        let total = settings.batch * settings.grad_accum;
+        // The step's passes over all ranks, and the number of this rank's first one.
+        let (all_passes, first_pass) = (total / m, slice.first / m);
         let net = Net::for_training(gpu, config, &params, m, dropout)?;
 
         let bytes = dataset.len as u64 * d as u64;
@@ -510,14 +611,15 @@ impl Trainer {
             let data = PackedImages::upload(gpu, &dataset.pixels, d)?;
             (data, vec![index.clone(); passes], Source::Resident)
         } else {
-            let upload = total as u64 * d as u64;
+            let upload = slice.len as u64 * d as u64;
             if upload.div_ceil(4) * 4 > limit {
                 return Err(Error::Usage(format!(
-                    "streaming: one step's {total} images are {upload} bytes, more than one buffer binding of this \
-                     adapter holds ({limit}); lower --batch or --grad-accum"
+                    "streaming: one step's {} images are {upload} bytes, more than one buffer binding of this \
+                     adapter holds ({limit}); lower --batch or --grad-accum",
+                    slice.len
                 )));
             }
-            let rows = PackedImages::zeros(gpu, total, d)?;
+            let rows = PackedImages::zeros(gpu, slice.len, d)?;
             let in_order = (0..passes)
                 .map(|j| {
                     let part: Vec<u32> = (j * m..(j + 1) * m).map(|i| i as u32).collect();
@@ -570,8 +672,9 @@ impl Trainer {
             }
             _ => None,
         };
-        // Each pass's share of the step's loss and gradient: 1/passes (exact when passes is a power of two).
-        let share = Tensor::from_f32(gpu, &[1], &[1.0 / passes as f32])?;
+        // Each pass's share of the step's loss and gradient: 1/passes over all ranks (exact when that is a power
+        // of two).
+        let share = Tensor::from_f32(gpu, &[1], &[1.0 / all_passes as f32])?;
         // The gradient the optimizer reads: the net's own with one pass, else the sum over the passes.
         let grad_sum = if passes > 1 {
             Some(net.grads.zeros_like(gpu)?)
@@ -582,8 +685,9 @@ impl Trainer {
         let seed = settings.seed;
         let image = c * s * s;
         let mut d = Vec::new();
-        for (j, gather_index) in gather_index.iter().enumerate() {
+        for (local, gather_index) in gather_index.iter().enumerate() {
             // This pass draws the numbers of images j·m..(j+1)·m of the step's draw of `total`.
+            let j = first_pass + local;
             let at =
                 |stream: u32, per_image: usize| Stream::from_element(stream, j * m * per_image);
             d.push(random::fill_uniform_int(
@@ -666,11 +770,11 @@ impl Trainer {
             });
             d.push(elementwise::axpy(
                 gpu,
-                1.0 / passes as f32,
+                1.0 / all_passes as f32,
                 &loss_value,
                 &loss_sum,
             )?);
-            let d_loss = (passes > 1).then_some(&share);
+            let d_loss = (all_passes > 1).then_some(&share);
             d.push(match weights {
                 Some(w) => {
                     loss::mse_backward_weighted(gpu, net.output(), &target, w, d_loss, &d_pred)?
@@ -680,7 +784,7 @@ impl Trainer {
             d.extend(net.backward_part(gpu, &d_pred, j)?);
             if let Some(sum) = &grad_sum {
                 for (g, acc) in net.grads.shards().iter().zip(sum.shards()) {
-                    d.push(if j == 0 {
+                    d.push(if local == 0 {
                         elementwise::scale(gpu, g, 1.0, acc)?
                     } else {
                         elementwise::axpy(gpu, 1.0, g, acc)?
@@ -689,6 +793,7 @@ impl Trainer {
             }
         }
         let grads = grad_sum.as_ref().unwrap_or(&net.grads).clone();
+        let update_at = d.len();
         d.extend(optimizer::grad_norm(
             gpu,
             grads.shards(),
@@ -745,7 +850,23 @@ impl Trainer {
                 None => Vec::new(),
             },
         };
-        Ok(Trainer {
+        let exchange = replicas.map(|replicas| {
+            let mut sources: Vec<&Tensor> = grads.shards().iter().collect();
+            sources.push(&loss_sum);
+            let read = StagedRead::new(gpu, &sources);
+            let n = read.len() + 1;
+            Exchange {
+                replicas,
+                read,
+                send: vec![0.0; n],
+                sum: vec![0.0; n],
+                stats: ExchangeStats {
+                    bytes_per_step: 4 * n as u64,
+                    ..Default::default()
+                },
+            }
+        });
+        let trainer = Trainer {
             record,
             settings,
             net,
@@ -757,6 +878,9 @@ impl Trainer {
             zero: Tensor::zeros(gpu, &[1], DType::F32)?,
             norm,
             step_dispatches: d,
+            update_at,
+            exchange,
+            slice,
             finite_dispatches,
             finite_norms,
             grads,
@@ -767,6 +891,53 @@ impl Trainer {
             step,
             unreported: 0,
             reports: Default::default(),
+        };
+        if trainer.exchange.is_some() {
+            // Every rank must start from the same weights, moments and RNG position (the same checkpoint).
+            trainer.verify_replicas(&trainer.checkpoint(gpu)?)?;
+        }
+        Ok(trainer)
+    }
+
+    /// This rank and the number of ranks (0 and 1 in a one-process run).
+    pub fn rank(&self) -> (usize, usize) {
+        self.exchange
+            .as_ref()
+            .map_or((0, 1), |e| (e.replicas.rank(), e.replicas.ranks()))
+    }
+
+    /// What the all-reduces have cost so far (None in a one-process run).
+    pub fn exchange_stats(&self) -> Option<ExchangeStats> {
+        self.exchange.as_ref().map(|e| e.stats)
+    }
+
+    /// Compares `ckpt` (this rank's state, from [`Trainer::checkpoint`]) with every other rank's by checksum; every
+    /// rank must call it at the same step. Different replicas are an error on every rank: the ranks no longer
+    /// train one model, and nothing from this state may be saved. A no-op in a one-process run.
+    pub fn verify_replicas(&self, ckpt: &Checkpoint) -> Result<()> {
+        let Some(exchange) = &self.exchange else {
+            return Ok(());
+        };
+        let (m, v) = ckpt
+            .adam
+            .as_ref()
+            .map_or((&[][..], &[][..]), |(m, v)| (m, v));
+        let sum = distributed::checksum(
+            [&ckpt.params[..], &ckpt.ema[..], m, v],
+            &[ckpt.step, ckpt.rng_offset, ckpt.seed],
+        );
+        let sums = exchange.replicas.all_gather_u64(sum);
+        if sums.iter().all(|&s| s == sums[0]) {
+            return Ok(());
+        }
+        Err(Error::ReplicasDiffer {
+            step: ckpt.step,
+            checksums: sums
+                .iter()
+                .enumerate()
+                .map(|(r, s)| format!("rank {r}: {s:016x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
@@ -809,6 +980,13 @@ impl Trainer {
     /// copies out the mean loss of the steps since the last report; collect it with [`Trainer::poll_losses`] or
     /// [`Trainer::wait_losses`].
     pub fn step(&mut self, gpu: &Gpu, report: bool) -> Result<()> {
+        self.step_or_stop(gpu, report, false).map(|_| ())
+    }
+
+    /// [`Trainer::step`], for a run that may be asked to stop (a signal): `stop` says this process was. Returns
+    /// whether the run stops after this step — in a data-parallel run, whether any rank was asked, agreed through
+    /// the step's all-reduce so that every rank stops at the same step. A stopping step always reports.
+    pub fn step_or_stop(&mut self, gpu: &Gpu, report: bool, stop: bool) -> Result<bool> {
         let s = &self.settings;
         Hyper {
             lr: s.lr_at(self.step),
@@ -816,12 +994,31 @@ impl Trainer {
         }
         .write(gpu, &self.hyper)?;
         let mut rec = Recorder::new(gpu);
-        let upload = self.upload_rows(gpu, &mut rec)?;
-        rec.dispatch(&self.step_dispatches);
+        let mut upload = self.upload_rows(gpu, &mut rec)?;
+        let (passes, update) = self.step_dispatches.split_at(self.update_at);
+        rec.dispatch(passes);
+        let (stop, loss_sum) = match &mut self.exchange {
+            None => (stop, None),
+            Some(exchange) => {
+                // Passes and the gradient's readback in one submission, then the all-reduce on the host, and the
+                // update in a second submission that reads the uploaded sum.
+                exchange.read.record(&mut rec);
+                let submission = rec.submit();
+                if let (Some(filled), Source::Streamed { ring, .. }) =
+                    (upload.take(), &mut self.source)
+                {
+                    ring.release(filled, submission);
+                }
+                let (stop, loss_sum) = exchange.all_reduce(gpu, &self.grads, stop)?;
+                rec = Recorder::new(gpu);
+                (stop, Some(loss_sum))
+            }
+        };
+        rec.dispatch(update);
         self.step += 1;
         self.rng_offset += 1;
         self.unreported += 1;
-        let pending = report.then(|| {
+        let pending = (report || stop).then(|| {
             let values = rec.read_later(&[&self.loss_sum, &self.norm.view(gpu, 0, &[1])?]);
             rec.copy(&self.zero, &self.loss_sum)?;
             Ok::<_, Error>(values)
@@ -837,9 +1034,10 @@ impl Trainer {
                 step: self.step,
                 steps_summed: std::mem::take(&mut self.unreported),
                 values,
+                loss_sum,
             });
         }
-        Ok(())
+        Ok(stop)
     }
 
     /// Streaming: draws this step's indices as the GPU will, fills a ring slot with those rows and records its copy
@@ -863,8 +1061,10 @@ impl Trainer {
             self.settings.batch * self.settings.grad_accum,
             *len as u32,
         );
+        let slice = self.slice;
+        let mine = &index[slice.first..slice.first + slice.len];
         let filled = ring.fill(gpu, |view| {
-            for (j, &i) in index.iter().enumerate() {
+            for (j, &i) in mine.iter().enumerate() {
                 let i = i as usize;
                 view.slice(j * d..(j + 1) * d)
                     .copy_from_slice(&pixels[i * d..(i + 1) * d]);
@@ -886,7 +1086,7 @@ impl Trainer {
             done.push(Self::report(
                 front.step,
                 front.steps_summed,
-                values[0],
+                front.loss_sum.unwrap_or(values[0]),
                 values[1],
             )?);
         }
@@ -898,9 +1098,14 @@ impl Trainer {
     pub fn wait_losses(&mut self, gpu: &Gpu) -> Result<Vec<LossReport>> {
         let mut done = Vec::new();
         while let Some(front) = self.reports.pop_front() {
-            let (step, steps_summed) = (front.step, front.steps_summed);
+            let (step, steps_summed, loss_sum) = (front.step, front.steps_summed, front.loss_sum);
             let values = front.values.wait_f32(gpu)?;
-            done.push(Self::report(step, steps_summed, values[0], values[1])?);
+            done.push(Self::report(
+                step,
+                steps_summed,
+                loss_sum.unwrap_or(values[0]),
+                values[1],
+            )?);
         }
         Ok(done)
     }

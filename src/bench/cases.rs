@@ -7,6 +7,7 @@ use crate::diffusion::samplers::{
     self, Clip, DdpmVariance, NoiseLevel, Prediction, Spacing, X0Bound,
 };
 use crate::diffusion::{BetaSchedule, Schedule};
+use crate::distributed::Replicas;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
@@ -22,6 +23,65 @@ use crate::sample::Sampler;
 use crate::train::{Placement, TrainSettings, Trainer};
 
 use super::{Case, CaseSpec, WholeRun, Work};
+use std::rc::Rc;
+
+/// Whole training steps of each preset as one rank of a data-parallel run (`diffuse bench` under `mpirun`): each
+/// rank takes the preset's batch (so the job's batch is that times the ranks, as data-parallel runs are scaled),
+/// and the row says what the gradient's all-reduce costs per step and its share of the step.
+pub fn distributed(quick: bool, replicas: Rc<dyn Replicas>) -> Vec<CaseSpec> {
+    let presets: &[(&'static str, usize)] = if quick {
+        &[("tiny", 4)]
+    } else {
+        &[("small", 32), ("medium", 32), ("rgb64", 8), ("rgb128", 4)]
+    };
+    let (steps, runs) = if quick { (2, 2) } else { (10, 3) };
+    let ranks = replicas.ranks();
+    presets
+        .iter()
+        .map(|&(preset, per_rank)| {
+            let replicas = replicas.clone();
+            let batch = per_rank * ranks;
+            CaseSpec {
+                name: "train_allreduce",
+                shape: format!("{preset} b{per_rank}×{ranks} ranks {steps} steps"),
+                // The RGB presets take minutes per step on a CPU adapter.
+                long: preset.starts_with("rgb"),
+                build: Box::new(move |gpu| {
+                    let config = UNetConfig::preset(preset)?;
+                    let mut settings = TrainSettings::new(config.clone());
+                    settings.batch = batch;
+                    let data = builtin_data(&config)?;
+                    let trainer =
+                        Trainer::with_replicas(gpu, settings, &data, None, Some(replicas.clone()))?;
+                    let trainer = Rc::new(std::cell::RefCell::new(trainer));
+                    let stats = trainer.clone();
+                    Ok(Case {
+                        dispatches: Vec::new(),
+                        work: Work::Flops(3.0 * forward_flops(&config) * (batch * steps) as f64),
+                        formula: "steps × 3 × forward FLOPs of all ranks, wall clock",
+                        items: vec![((batch * steps) as f64, "img"), (steps as f64, "step")],
+                        whole_run: Some(WholeRun {
+                            run: Box::new(move |gpu| {
+                                let mut trainer = trainer.borrow_mut();
+                                let start = std::time::Instant::now();
+                                for k in 0..steps {
+                                    trainer.step(gpu, k + 1 == steps)?;
+                                }
+                                let host = start.elapsed().as_secs_f64();
+                                trainer.wait_losses(gpu)?;
+                                Ok(host)
+                            }),
+                            runs,
+                        }),
+                        exchange: Some(Box::new(move || {
+                            stats.borrow().exchange_stats().unwrap_or_default()
+                        })),
+                    })
+                }),
+            }
+        })
+        .collect()
+}
 
 fn random(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
     let n: usize = shape.iter().product();
@@ -59,6 +119,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let x = random(gpu, &[n, c, h, w], 1)?;
             let y = zeros(gpu, &[n, c, h, w])?;
             Ok(Case {
+                exchange: None,
                 dispatches: vec![elementwise::silu_forward(gpu, &x, &y)?],
                 work: Work::Bytes((2 * x.byte_size()) as f64),
                 formula: "read x + write y",
@@ -76,6 +137,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let b = random(gpu, &[n, c, h, w], 3)?;
             let y = zeros(gpu, &[n, 2 * c, h, w])?;
             Ok(Case {
+                exchange: None,
                 dispatches: vec![elementwise::concat_channels(gpu, &a, &b, &y)?],
                 work: Work::Bytes((2 * y.byte_size()) as f64),
                 formula: "read a, b + write y",
@@ -106,6 +168,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     ..Default::default()
                 };
                 Ok(Case {
+                    exchange: None,
                     dispatches: vec![matmul::matmul(gpu, &a, &b, &c, opts)?],
                     work: Work::Flops(2.0 * (side * side * side) as f64),
                     formula: "2·M·N·K",
@@ -132,6 +195,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 );
                 let d_y = random(gpu, &[batch, fout], 26)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: vec![
                         matmul::linear_forward(gpu, &x, &w, Some(&b), &y)?,
                         matmul::linear_backward_input(gpu, &d_y, &w, &d_x)?,
@@ -179,6 +243,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 let [x, w, y] = tensors(gpu)?;
                 let b = random(gpu, &[co], 14)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: conv2d::forward(
                         gpu,
                         &x,
@@ -202,6 +267,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             build: Box::new(move |gpu| {
                 let [d_x, w, d_y] = tensors(gpu)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: conv2d::backward_input(
                         gpu,
                         &d_y,
@@ -224,6 +290,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             build: Box::new(move |gpu| {
                 let [x, d_w, d_y] = tensors(gpu)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: conv2d::backward_weight(
                         gpu,
                         &x,
@@ -273,6 +340,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         &d_beta,
                     )?);
                     Ok(Case {
+                        exchange: None,
                         dispatches,
                         work: Work::Bytes((7 * x.byte_size()) as f64),
                         formula: "7 passes over x-sized tensors",
@@ -312,6 +380,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         path, gpu, &qkv, 1, &out, &lse, &d_out, &d_qkv,
                     )?);
                     Ok(Case {
+                        exchange: None,
                         dispatches,
                         work: Work::Flops((12 * n * l * l * c) as f64),
                         formula: "3 × 4·N·L²·C",
@@ -341,6 +410,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let t = Tensor::zeros(gpu, &[n], DType::U32)?;
             let state = random::rng_state(gpu, 0)?;
             Ok(Case {
+                exchange: None,
                 dispatches: vec![
                     random::fill_uniform_int(gpu, &t, 1000, 7, 0, &state)?,
                     random::fill_normal(gpu, &eps, 7, 1, &state)?,
@@ -374,6 +444,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             let mut dispatches = loss::mse_forward(gpu, &pred, &target, &value)?;
             dispatches.push(loss::mse_backward(gpu, &pred, &target, None, &d_pred)?);
             Ok(Case {
+                exchange: None,
                 dispatches,
                 work: Work::Bytes((5 * pred.byte_size()) as f64),
                 formula: "read pred, target twice + write d_pred",
@@ -394,6 +465,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             )?;
             let emb = zeros(gpu, &[batch, 128])?;
             Ok(Case {
+                exchange: None,
                 dispatches: vec![embedding::timestep_embedding(
                     gpu,
                     &t,
@@ -439,6 +511,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             )?);
             dispatches.push(optimizer::ema_update(gpu, &p, &ema, &hyper)?);
             Ok(Case {
+                exchange: None,
                 dispatches,
                 // norm: read g; Adam: read p, g, m, v, write p, m, v; EMA: read p, ema, write ema.
                 work: Work::Bytes((11 * p.byte_size()) as f64),
@@ -480,6 +553,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 let trainer = Trainer::new(gpu, settings, &builtin_data(&config)?, None)?;
                 let trainer = std::cell::RefCell::new(trainer);
                 Ok(Case {
+                    exchange: None,
                     dispatches: Vec::new(),
                     work: Work::Flops(
                         3.0 * forward_flops(&config) * (run_batch * run_steps) as f64,
@@ -520,6 +594,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 settings.batch = n;
                 let trainer = Trainer::new(gpu, settings, &data, None)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: trainer.dispatches().to_vec(),
                     work: Work::Flops(3.0 * forward_flops(&config) * n as f64),
                     formula: "3 × forward FLOPs",
@@ -545,6 +620,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                 let net = Net::new(gpu, &config, &params, eval_batch)?;
                 Ok(Case {
+                    exchange: None,
                     dispatches: net.forward(gpu)?,
                     work: Work::Flops(forward_flops(&config) * eval_batch as f64),
                     formula: "forward FLOPs",
@@ -620,6 +696,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     let sampler = Sampler::new(gpu, &plan, &model, &shape, 0)?;
                     let evaluations = (plan.evaluations() * sample_batch) as f64;
                     Ok(Case {
+                        exchange: None,
                         dispatches: Vec::new(),
                         work: Work::Flops(forward_flops(&config) * evaluations),
                         formula: "steps × forward FLOPs, wall clock",

@@ -7,10 +7,13 @@
 
 mod cases;
 
+use std::rc::Rc;
 use std::time::Instant;
 
+use crate::distributed::Replicas;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Timer};
+use crate::train::ExchangeStats;
 
 /// What a case's figure of merit counts per call.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +34,8 @@ pub struct Case {
     pub items: Vec<(f64, &'static str)>,
     /// Set for cases timed as whole runs by the wall clock instead of as recorded dispatches.
     pub whole_run: Option<WholeRun>,
+    /// For data-parallel training runs: what the all-reduces have cost so far (read before and after the runs).
+    pub exchange: Option<Box<dyn Fn() -> ExchangeStats>>,
 }
 
 /// Does a whole run once and returns the host's recording and submitting time (seconds).
@@ -113,6 +118,37 @@ pub struct Row {
     pub host_ms: f64,
     /// Bytes of GPU buffers the case allocated (tensors, scratch, uniforms): fixed workloads allocate only once.
     pub memory_bytes: u64,
+    /// Data-parallel training runs: the all-reduce's cost per step.
+    pub exchange: Option<ExchangeRow>,
+}
+
+/// The cost of a data-parallel step's gradient exchange, per step, over the timed runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ExchangeRow {
+    /// Bytes each rank sends into the all-reduce.
+    pub bytes: u64,
+    /// Milliseconds in MPI_Allreduce (waiting for the slowest rank included).
+    pub allreduce_ms: f64,
+    /// Milliseconds waiting for the passes and reading the gradient back, and handing the sum to the GPU.
+    pub readback_ms: f64,
+    pub upload_ms: f64,
+    /// allreduce_ms as a share of the whole step's wall time.
+    pub share: f64,
+}
+
+impl ExchangeRow {
+    /// The cost per step between two readings of the stats, over `seconds` of timed runs.
+    fn between(before: ExchangeStats, after: ExchangeStats, seconds: f64) -> ExchangeRow {
+        let steps = (after.steps - before.steps).max(1) as f64;
+        let allreduce = after.allreduce_s - before.allreduce_s;
+        ExchangeRow {
+            bytes: after.bytes_per_step,
+            allreduce_ms: allreduce / steps * 1e3,
+            readback_ms: (after.readback_s - before.readback_s) / steps * 1e3,
+            upload_ms: (after.upload_s - before.upload_s) / steps * 1e3,
+            share: allreduce / seconds.max(1e-12),
+        }
+    }
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -133,14 +169,25 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
-/// Runs the selected cases, printing one line each as it finishes.
-pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
+/// Runs the selected cases, printing one line each as it finishes. As one rank of a data-parallel run
+/// (`replicas`, every rank running the same command) it runs the data-parallel training cases instead, and only
+/// rank 0 prints.
+pub fn run(
+    gpu: &Gpu,
+    options: &Options,
+    print: bool,
+    replicas: Option<Rc<dyn Replicas>>,
+) -> Result<Report> {
     let timer = Timer::new(gpu);
     let (runs, target_s) = if options.quick { (3, 0.02) } else { (7, 0.25) };
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    for spec in cases::all(options.quick) {
+    let specs = match replicas {
+        Some(replicas) => cases::distributed(options.quick, replicas),
+        None => cases::all(options.quick),
+    };
+    for spec in specs {
         let label = format!("{} {}", spec.name, spec.shape);
         match &options.filter {
             Some(f) if !label.contains(f.as_str()) => continue,
@@ -159,6 +206,7 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
         let case = (spec.build)(gpu)?;
         let memory_bytes = gpu.allocated_bytes() - before;
         let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
+        let exchange_before = case.exchange.as_ref().map(|stats| stats());
         let (runs, reps, timings) = match &case.whole_run {
             Some(whole) => {
                 let timings: Vec<(f64, f64)> = (0..whole.runs)
@@ -184,6 +232,14 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
                     .collect::<Result<_>>()?;
                 (runs, reps, timings)
             }
+        };
+        let exchange = match (exchange_before, &case.exchange) {
+            (Some(before), Some(stats)) => Some(ExchangeRow::between(
+                before,
+                stats(),
+                timings.iter().map(|t| t.0).sum(),
+            )),
+            _ => None,
         };
         let mut per_call: Vec<f64> = timings.iter().map(|t| t.0).collect();
         let mut host: Vec<f64> = timings.iter().map(|t| t.1).collect();
@@ -212,6 +268,7 @@ pub fn run(gpu: &Gpu, options: &Options, print: bool) -> Result<Report> {
                 .collect(),
             host_ms: median(&host) * 1e3,
             memory_bytes,
+            exchange,
         };
         if print {
             println!("{}", format_row(&row));
@@ -267,8 +324,21 @@ pub fn format_row(r: &Row) -> String {
             r.host_ms
         )
     };
+    // Data-parallel runs: what the all-reduce costs per step, and its share of the step.
+    let exchange = match &r.exchange {
+        Some(x) => format!(
+            "\n    all-reduce of {:.1} MB: {:.3} ms per step ({:.1}% of the step); waiting for the passes and \
+             reading the gradient back {:.3} ms, upload {:.3} ms",
+            x.bytes as f64 / 1e6,
+            x.allreduce_ms,
+            100.0 * x.share,
+            x.readback_ms,
+            x.upload_ms
+        ),
+        None => String::new(),
+    };
     format!(
-        "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({}){items}",
+        "{:<30} {:<28} median {:>9.3} ms  [{:.3} … {:.3}]  {:>8.2} {:<7}  ({}){items}{exchange}",
         r.name, r.shape, r.median_ms, r.min_ms, r.max_ms, r.rate, r.unit, r.formula
     )
 }
@@ -308,7 +378,14 @@ pub fn to_json(gpu: &Gpu, report: &Report) -> String {
                 json_string(r.unit),
                 r.host_ms,
                 r.memory_bytes,
-                if r.items_per_s.is_empty() {
+                match &r.exchange {
+                    Some(x) => format!(
+                        ", \"allreduce\": {{\"bytes\": {}, \"ms_per_step\": {:e}, \"share\": {:e}, \
+                         \"readback_ms\": {:e}, \"upload_ms\": {:e}}}",
+                        x.bytes, x.allreduce_ms, x.share, x.readback_ms, x.upload_ms
+                    ),
+                    None => String::new(),
+                } + &if r.items_per_s.is_empty() {
                     String::new()
                 } else {
                     let rates: Vec<String> = r

@@ -1,8 +1,9 @@
 //! `diffuse bench`: the table (or JSON) of `diffuse::bench`'s cases on one adapter.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 
-use diffuse::gpu::Gpu;
+use diffuse::distributed::Replicas;
 use diffuse::{Error, Result};
 
 #[derive(clap::Args)]
@@ -26,10 +27,12 @@ pub struct BenchArgs {
     breakdown: bool,
 }
 
-pub fn bench(args: BenchArgs) -> Result<()> {
-    let gpu = Gpu::new(args.adapter.as_deref())?;
+/// Runs the benchmark; under `mpirun` (`replicas`), the data-parallel training cases, reported by rank 0.
+pub fn bench(args: BenchArgs, replicas: Option<Rc<dyn Replicas>>) -> Result<()> {
+    let gpu = super::rank_gpu(args.adapter.as_deref(), replicas.as_deref())?;
+    let lead = replicas.as_ref().is_none_or(|r| r.rank() == 0);
     let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    if !to_stdout {
+    if !to_stdout && lead {
         println!(
             "adapter: {}   diffuse {}",
             gpu.describe(),
@@ -41,7 +44,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         quick: args.quick,
         breakdown: args.breakdown,
     };
-    let report = diffuse::bench::run(&gpu, &options, !to_stdout)?;
+    let report = diffuse::bench::run(&gpu, &options, !to_stdout && lead, replicas)?;
+    if !lead {
+        return Ok(());
+    }
     if report.rows.is_empty() && report.skipped.is_empty() {
         return Err(Error::Usage(
             "no benchmark case matches --filter; run without it to see the case names".to_string(),

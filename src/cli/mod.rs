@@ -8,10 +8,12 @@ mod sample;
 mod train;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use clap::{Parser, Subcommand};
 
 use diffuse::data::{Dataset, Fit};
+use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::model::UNetConfig;
 use diffuse::{Error, Result};
@@ -52,13 +54,23 @@ pub fn run(cli: Cli) -> Result<u8> {
     let done = |()| 0;
     match cli.command {
         Command::Info(args) => info::info(args).map(done),
-        Command::Bench(args) => bench::bench(args).map(done),
-        Command::Train(args) => Gpu::new(args.adapter.as_deref())
-            .and_then(|gpu| train::train(&gpu, *args))
-            .map(|finished| match finished {
-                train::Finished::Done => 0,
-                train::Finished::Interrupted => INTERRUPTED_EXIT as u8,
-            }),
+        Command::Bench(args) => {
+            let replicas = replicas();
+            end_job_on_error(
+                replicas.as_deref(),
+                bench::bench(args, replicas.clone()).map(done),
+            )
+        }
+        Command::Train(args) => {
+            let replicas = replicas();
+            let result = rank_gpu(args.adapter.as_deref(), replicas.as_deref())
+                .and_then(|gpu| train::train(&gpu, *args, replicas.clone()))
+                .map(|finished| match finished {
+                    train::Finished::Done => 0,
+                    train::Finished::Interrupted => INTERRUPTED_EXIT as u8,
+                });
+            end_job_on_error(replicas.as_deref(), result)
+        }
         Command::Eval(args) => Gpu::new(args.adapter.as_deref())
             .and_then(|gpu| eval::eval(&gpu, args))
             .map(done),
@@ -66,6 +78,39 @@ pub fn run(cli: Cli) -> Result<u8> {
             .and_then(|gpu| sample::sample(&gpu, args))
             .map(done),
     }
+}
+
+/// The ranks of this data-parallel run: with the `mpi` feature, MPI's world when this process was started by
+/// `mpirun`/`srun` with more than one rank; else None (one process, the whole step).
+fn replicas() -> Option<Rc<dyn Replicas>> {
+    #[cfg(feature = "mpi")]
+    {
+        let world = diffuse::distributed::mpi::MpiWorld::init()?;
+        if world.ranks() > 1 {
+            return Some(Rc::new(world));
+        }
+    }
+    None
+}
+
+/// The adapter of this rank: `--adapter` (or DIFFUSE_ADAPTER) if given, else the one its local rank picks.
+fn rank_gpu(adapter: Option<&str>, replicas: Option<&dyn Replicas>) -> Result<Gpu> {
+    Gpu::for_local_rank(adapter, replicas.map_or(0, |r| r.local_rank()))
+}
+
+/// In a run of several ranks, an error on one rank ends them all (the others would wait for it in the next
+/// all-reduce forever): the message, which rank said it, then MPI_Abort. Files are written atomically, so the
+/// last checkpoint stays good.
+fn end_job_on_error(replicas: Option<&dyn Replicas>, result: Result<u8>) -> Result<u8> {
+    if let (Err(e), Some(replicas)) = (&result, replicas) {
+        eprintln!(
+            "error on rank {} of {}: {e}\nending every rank of the job",
+            replicas.rank(),
+            replicas.ranks()
+        );
+        replicas.abort(1);
+    }
+    result
 }
 
 /// Where `diffuse sample` and `diffuse eval` look when no checkpoint is given: the model shipped in `assets/`.

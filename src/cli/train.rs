@@ -2,6 +2,7 @@
 //! is `diffuse::train`.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, Spacing};
 use diffuse::diffusion::{NamedSchedule, Prediction};
+use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::denoiser::{max_batch, UNetDenoiser};
@@ -356,7 +358,18 @@ pub enum Finished {
     Interrupted,
 }
 
-pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
+/// Trains as `args` say; one rank of a data-parallel run with `replicas` (every rank trains, rank 0 alone prints
+/// and writes files).
+pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> Result<Finished> {
+    let lead = replicas.as_ref().is_none_or(|r| r.rank() == 0);
+    // What a person reads: from rank 0 only.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if lead {
+                println!($($arg)*);
+            }
+        };
+    }
     let out = args
         .out
         .clone()
@@ -528,29 +541,38 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         DataOn::Gpu => Placement::Gpu,
         DataOn::Host => Placement::Host,
     };
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    if lead {
+        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    }
 
-    let mut trainer = Trainer::new(gpu, settings.clone(), &dataset, resume.as_ref())?;
+    let mut trainer = Trainer::with_replicas(
+        gpu,
+        settings.clone(),
+        &dataset,
+        resume.as_ref(),
+        replicas.clone(),
+    )?;
     let start_step = trainer.step;
     for (_, line) in &allowed {
         let line = line.replace("(checkpoint: ", "(was ");
-        println!("--override: {line} from step {start_step}");
+        say!("--override: {line} from step {start_step}");
         trainer.record_change(format!("step {start_step}: {line}"));
     }
     if start_step >= args.steps {
         if resume.is_some() {
-            println!(
+            say!(
                 "{} is already at step {start_step} ≥ --steps {}",
                 checkpoint_path.display(),
                 args.steps
             );
         } else {
-            println!("--steps 0: nothing to train (the data and the model were checked)");
+            say!("--steps 0: nothing to train (the data and the model were checked)");
         }
         return Ok(Finished::Done);
     }
-    println!(
-        "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, on {}",
+    let (_, ranks) = trainer.rank();
+    say!(
+        "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, {}",
         args.preset,
         ParamLayout::new(&config).count(),
         dataset.description,
@@ -566,7 +588,17 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         } else {
             String::new()
         },
-        gpu.describe()
+        if ranks > 1 {
+            format!(
+                "on {ranks} ranks of {} images each (data-parallel, one all-reduce of {:.1} MB per step; rank 0 \
+                 on {})",
+                settings.batch * settings.grad_accum / ranks,
+                trainer.exchange_stats().map_or(0, |s| s.bytes_per_step) as f64 / 1e6,
+                gpu.describe()
+            )
+        } else {
+            format!("on {}", gpu.describe())
+        }
     );
     let mut objective = vec![format!("predicts {}", PredictionArg::of(settings.target)?)];
     if let Some(gamma) = settings.min_snr_gamma {
@@ -578,10 +610,10 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
     if let EmaWarmup::Power { power, inv_gamma } = settings.ema_warmup {
         objective.push(format!("EMA warm-up 1 − (1 + k/{inv_gamma})^−{power}"));
     }
-    println!("objective: {}", objective.join(", "));
-    println!("{}", trainer.placement_note());
+    say!("objective: {}", objective.join(", "));
+    say!("{}", trainer.placement_note());
     let plan = trainer.plan();
-    println!(
+    say!(
         "memory: about {:.0} MB on the GPU ({:.0} MB + {:.1} MB per image; largest buffer {:.0} MB), {} image{} \
          per pass",
         plan.bytes as f64 / 1e6,
@@ -592,7 +624,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         if plan.micro_batch == 1 { "" } else { "s" }
     );
     if let Some(note) = &plan.note {
-        println!("{note}");
+        say!("{note}");
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -602,13 +634,23 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         // A second handler cannot be installed in the same process (tests); then a signal simply kills the run.
         let _ = ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: stopping without saving");
+                if lead {
+                    eprintln!("interrupted again: stopping without saving");
+                }
                 std::process::exit(super::INTERRUPTED_EXIT);
             }
-            eprintln!("interrupted: saving a checkpoint after this step (again to stop at once)");
+            if lead {
+                eprintln!(
+                    "interrupted: saving a checkpoint after this step (again to stop at once)"
+                );
+            }
         });
     }
-    let bar = indicatif::ProgressBar::new(args.steps);
+    let bar = if lead {
+        indicatif::ProgressBar::new(args.steps)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_position(start_step);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -618,12 +660,28 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
     );
     let started = Instant::now();
     let metrics_path = out.join("metrics.csv");
-    let metrics = std::cell::RefCell::new(MetricsLog::open(&metrics_path, start_step)?);
+    let metrics = match lead {
+        true => Some(std::cell::RefCell::new(MetricsLog::open(
+            &metrics_path,
+            start_step,
+        )?)),
+        false => None,
+    };
     // Redrawn from the whole log (earlier invocations included) beside each grid; the last step always samples.
     let plot_loss = || diffuse::plot::write_loss_png(&metrics_path, &out.join("loss.png"));
-    let save =
-        |trainer: &Trainer| -> Result<()> { trainer.checkpoint(gpu)?.save(&checkpoint_path) };
+    // Every rank reads its state back and compares it with the others'; rank 0 writes it.
+    let save = |trainer: &Trainer| -> Result<()> {
+        let ckpt = trainer.checkpoint(gpu)?;
+        trainer.verify_replicas(&ckpt)?;
+        match lead {
+            true => ckpt.save(&checkpoint_path),
+            false => Ok(()),
+        }
+    };
     let show = |report: &LossReport| -> Result<()> {
+        let Some(metrics) = &metrics else {
+            return Ok(());
+        };
         let seconds = started.elapsed().as_secs_f64();
         let rate = (report.step - start_step) as f64 / seconds;
         metrics.borrow_mut().write(
@@ -645,13 +703,15 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
     };
     while trainer.step < args.steps {
         let step = trainer.step + 1;
-        // Read once: a Ctrl-C arriving later in this step is seen by the next one, which then saves.
-        let stopping = interrupted.load(Ordering::SeqCst);
+        let sample_due = step % sample_every == 0 || step == args.steps;
+        // Every step that saves or samples reports too, so that its loss is known to be finite first (a step
+        // that stops always reports).
+        let report = step % log_every == 0 || step % checkpoint_every == 0 || sample_due;
+        // Read once: a Ctrl-C arriving later in this step is seen by the next one, which then saves. Across ranks
+        // the step's all-reduce tells every rank whether any was asked, so all stop at the same step.
+        let stopping = trainer.step_or_stop(gpu, report, interrupted.load(Ordering::SeqCst))?;
         let last = step == args.steps || stopping;
         let checkpoint_due = step % checkpoint_every == 0 || last;
-        let sample_due = step % sample_every == 0 || step == args.steps;
-        // Every step that saves or samples reports too, so that its loss is known to be finite first.
-        trainer.step(gpu, step % log_every == 0 || checkpoint_due || sample_due)?;
         // Reports arrive a step or more late: the GPU keeps running while the host prints them.
         for report in trainer.poll_losses(gpu)? {
             show(&report)?;
@@ -666,7 +726,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         if checkpoint_due {
             save(&trainer)?;
         }
-        if sample_due {
+        if sample_due && lead {
             // A class-conditional run previews every class, one per column, twice; others 16 images.
             let (n, columns) = match config.num_classes {
                 Some(count) => (args.preview.unwrap_or(2 * count), Some(count)),
@@ -692,9 +752,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
             plot_loss()?;
         }
         if stopping {
-            plot_loss()?;
+            if lead {
+                plot_loss()?;
+            }
             bar.abandon();
-            println!(
+            say!(
                 "interrupted: saved {} at step {step}; continue with --resume",
                 checkpoint_path.display()
             );
@@ -702,7 +764,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs) -> Result<Finished> {
         }
     }
     bar.finish();
-    println!(
+    say!(
         "done: {} steps in {:.1} s; checkpoint {}",
         args.steps - start_step,
         started.elapsed().as_secs_f64(),

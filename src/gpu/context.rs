@@ -120,8 +120,9 @@ fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, backend)
 }
 
-/// Picks the adapter named by `wanted` (an index or a case-insensitive name substring), else the preferred one.
-fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
+/// Picks the adapter named by `wanted` (an index or a case-insensitive name substring), else the preferred one:
+/// the `nth` (modulo their count) of the adapters of the preferred kind, in enumeration order.
+fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>, nth: usize) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
         return Err(Error::NoAdapter {
             backends: backends_tried(),
@@ -130,11 +131,15 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Ad
     let Some(wanted) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
         let best = adapters
             .iter()
-            .enumerate()
-            .max_by_key(|(i, a)| (preference(&a.get_info()), std::cmp::Reverse(*i)))
-            .map(|(i, _)| i)
+            .map(|a| preference(&a.get_info()))
+            .max()
             .expect("adapters is not empty");
-        return Ok(adapters.into_iter().nth(best).expect("index in range"));
+        let mut preferred: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| preference(&a.get_info()) == best)
+            .collect();
+        let pick = nth % preferred.len();
+        return Ok(preferred.swap_remove(pick));
     };
     let available = adapters
         .iter()
@@ -166,6 +171,13 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Ad
 impl Gpu {
     /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
     pub fn new(adapter: Option<&str>) -> Result<Gpu> {
+        Self::for_local_rank(adapter, 0)
+    }
+
+    /// As [`Gpu::new`], for the `local_rank`-th process of a data-parallel run on this machine: without a choice
+    /// it takes the `local_rank`-th adapter of the preferred kind (one GPU per rank), wrapping around where the
+    /// machine has fewer.
+    pub fn for_local_rank(adapter: Option<&str>, local_rank: usize) -> Result<Gpu> {
         let from_env = std::env::var(ADAPTER_ENV).ok();
         let wanted = adapter
             .or(from_env.as_deref())
@@ -182,7 +194,7 @@ impl Gpu {
                 primary
             }
         };
-        let adapter = choose(adapters, wanted)?;
+        let adapter = choose(adapters, wanted, local_rank)?;
         Self::open(adapter)
     }
 

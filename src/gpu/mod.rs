@@ -14,6 +14,6 @@ pub use context::{list_adapters, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV}
 pub use pipeline::{
     buffer_growth, footprint, grid_1d, Dispatch, Footprint, Kernel, Recorder, UsedBinding,
 };
-pub use readback::PendingRead;
+pub use readback::{PendingRead, StagedRead};
 pub use tensor::{DType, Tensor};
 pub use timer::{Clock, Timer};

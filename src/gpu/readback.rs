@@ -115,3 +115,84 @@ impl PendingRead {
         Ok(values)
     }
 }
+
+/// A read of the same tensors every step (a data-parallel step's gradient), through staging buffers made once:
+/// one per tensor, so no staging buffer is larger than a tensor the adapter already holds.
+pub struct StagedRead {
+    parts: Vec<(Tensor, wgpu::Buffer)>,
+    len: usize,
+}
+
+impl StagedRead {
+    pub fn new(gpu: &Gpu, sources: &[&Tensor]) -> StagedRead {
+        let parts = sources
+            .iter()
+            .map(|&t| {
+                let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("staged read"),
+                    size: t.byte_size(),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (t.clone(), staging)
+            })
+            .collect();
+        StagedRead {
+            parts,
+            len: sources.iter().map(|t| t.len()).sum(),
+        }
+    }
+
+    /// Values read: the sources' lengths summed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records the copies into the staging buffers; submit, then [`StagedRead::wait_into`].
+    pub fn record(&self, rec: &mut Recorder) {
+        for (src, staging) in &self.parts {
+            rec.encoder().copy_buffer_to_buffer(
+                src.buffer(),
+                src.byte_offset(),
+                staging,
+                0,
+                src.byte_size(),
+            );
+        }
+    }
+
+    /// Waits for the submission holding the copies and writes the values, concatenated, to `out[..self.len()]`.
+    pub fn wait_into(&self, gpu: &Gpu, out: &mut [f32]) -> Result<()> {
+        let receivers: Vec<_> = self
+            .parts
+            .iter()
+            .map(|(_, staging)| {
+                let (tx, rx) = channel();
+                staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
+                rx
+            })
+            .collect();
+        gpu.wait()?;
+        let mut at = 0;
+        for ((src, staging), rx) in self.parts.iter().zip(receivers) {
+            rx.recv()
+                .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?
+                .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+            {
+                let mapped = staging
+                    .get_mapped_range(..)
+                    .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?;
+                out[at..at + src.len()].copy_from_slice(bytemuck::cast_slice(&mapped));
+            }
+            staging.unmap();
+            at += src.len();
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,9 @@ mod cli;
 mod conv2d;
 mod data;
 mod diffusion_schedule;
+// Runs `mpirun`: only with `--features mpi` (`.ci/run` installs OpenMPI and runs it).
+#[cfg(feature = "mpi")]
+mod distributed;
 mod elementwise;
 mod embedding;
 mod eval;
