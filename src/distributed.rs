@@ -19,6 +19,8 @@ pub trait Replicas {
     fn ranks(&self) -> usize;
     /// This rank's index among the ranks on its machine (which adapter it takes by default).
     fn local_rank(&self) -> usize;
+    /// Returns once every rank has called it (so that what follows is timed without the wait for the slowest).
+    fn barrier(&self);
     /// `recv[i]` = Σ over ranks of their `send[i]`, the same bits on every rank.
     fn all_reduce_sum(&self, send: &[f32], recv: &mut [f32]);
     /// Every rank's `value`, in rank order.

@@ -223,9 +223,11 @@ pub struct ExchangeStats {
     pub steps: u64,
     /// Bytes each rank sends into one step's all-reduce.
     pub bytes_per_step: u64,
-    /// Host seconds waiting for the passes and reading the gradient back.
+    /// Host seconds waiting for this rank's passes and reading the gradient back.
     pub readback_s: f64,
-    /// Seconds inside MPI_Allreduce (including waiting for the slowest rank).
+    /// Seconds waiting for the slowest rank to finish its passes (a barrier before the all-reduce).
+    pub wait_s: f64,
+    /// Seconds inside MPI_Allreduce, every rank having arrived: the cost of the exchange itself.
     pub allreduce_s: f64,
     /// Host seconds handing the sum to the GPU.
     pub upload_s: f64,
@@ -240,13 +242,18 @@ impl Exchange {
         self.read.wait_into(gpu, &mut self.send[..n])?;
         self.send[n] = if stop { 1.0 } else { 0.0 };
         let read = Instant::now();
+        // A barrier first (a few microseconds), so that the all-reduce's time is the exchange alone and the wait
+        // for a slower rank is counted apart.
+        self.replicas.barrier();
+        let arrived = Instant::now();
         self.replicas.all_reduce_sum(&self.send, &mut self.sum);
         let reduced = Instant::now();
         grads.write_flat(gpu, &self.sum[..grads.len()])?;
         let stats = &mut self.stats;
         stats.steps += 1;
         stats.readback_s += (read - started).as_secs_f64();
-        stats.allreduce_s += (reduced - read).as_secs_f64();
+        stats.wait_s += (arrived - read).as_secs_f64();
+        stats.allreduce_s += (reduced - arrived).as_secs_f64();
         stats.upload_s += reduced.elapsed().as_secs_f64();
         Ok((self.sum[n] > 0.0, self.sum[n - 1]))
     }

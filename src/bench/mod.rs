@@ -127,10 +127,12 @@ pub struct Row {
 pub struct ExchangeRow {
     /// Bytes each rank sends into the all-reduce.
     pub bytes: u64,
-    /// Milliseconds in MPI_Allreduce (waiting for the slowest rank included).
+    /// Milliseconds in MPI_Allreduce, every rank having arrived.
     pub allreduce_ms: f64,
-    /// Milliseconds waiting for the passes and reading the gradient back, and handing the sum to the GPU.
+    /// Milliseconds waiting for this rank's passes and reading the gradient back, waiting for the slowest rank,
+    /// and handing the sum to the GPU.
     pub readback_ms: f64,
+    pub wait_ms: f64,
     pub upload_ms: f64,
     /// allreduce_ms as a share of the whole step's wall time.
     pub share: f64,
@@ -145,6 +147,7 @@ impl ExchangeRow {
             bytes: after.bytes_per_step,
             allreduce_ms: allreduce / steps * 1e3,
             readback_ms: (after.readback_s - before.readback_s) / steps * 1e3,
+            wait_ms: (after.wait_s - before.wait_s) / steps * 1e3,
             upload_ms: (after.upload_s - before.upload_s) / steps * 1e3,
             share: allreduce / seconds.max(1e-12),
         }
@@ -327,12 +330,13 @@ pub fn format_row(r: &Row) -> String {
     // Data-parallel runs: what the all-reduce costs per step, and its share of the step.
     let exchange = match &r.exchange {
         Some(x) => format!(
-            "\n    all-reduce of {:.1} MB: {:.3} ms per step ({:.1}% of the step); waiting for the passes and \
-             reading the gradient back {:.3} ms, upload {:.3} ms",
+            "\n    all-reduce of {:.1} MB: {:.3} ms per step ({:.1}% of the step); before it: this rank's \
+             passes and the gradient's readback {:.3} ms, waiting for the slowest rank {:.3} ms; upload {:.3} ms",
             x.bytes as f64 / 1e6,
             x.allreduce_ms,
             100.0 * x.share,
             x.readback_ms,
+            x.wait_ms,
             x.upload_ms
         ),
         None => String::new(),
@@ -381,8 +385,8 @@ pub fn to_json(gpu: &Gpu, report: &Report) -> String {
                 match &r.exchange {
                     Some(x) => format!(
                         ", \"allreduce\": {{\"bytes\": {}, \"ms_per_step\": {:e}, \"share\": {:e}, \
-                         \"readback_ms\": {:e}, \"upload_ms\": {:e}}}",
-                        x.bytes, x.allreduce_ms, x.share, x.readback_ms, x.upload_ms
+                         \"readback_ms\": {:e}, \"wait_ms\": {:e}, \"upload_ms\": {:e}}}",
+                        x.bytes, x.allreduce_ms, x.share, x.readback_ms, x.wait_ms, x.upload_ms
                     ),
                     None => String::new(),
                 } + &if r.items_per_s.is_empty() {

@@ -55,14 +55,14 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Info(args) => info::info(args).map(done),
         Command::Bench(args) => {
-            let replicas = replicas();
+            let replicas = replicas()?;
             end_job_on_error(
                 replicas.as_deref(),
                 bench::bench(args, replicas.clone()).map(done),
             )
         }
         Command::Train(args) => {
-            let replicas = replicas();
+            let replicas = replicas()?;
             let result = rank_gpu(args.adapter.as_deref(), replicas.as_deref())
                 .and_then(|gpu| train::train(&gpu, *args, replicas.clone()))
                 .map(|finished| match finished {
@@ -82,15 +82,36 @@ pub fn run(cli: Cli) -> Result<u8> {
 
 /// The ranks of this data-parallel run: with the `mpi` feature, MPI's world when this process was started by
 /// `mpirun`/`srun` with more than one rank; else None (one process, the whole step).
-fn replicas() -> Option<Rc<dyn Replicas>> {
+fn replicas() -> Result<Option<Rc<dyn Replicas>>> {
     #[cfg(feature = "mpi")]
     {
-        let world = diffuse::distributed::mpi::MpiWorld::init()?;
-        if world.ranks() > 1 {
-            return Some(Rc::new(world));
+        if let Some(world) = diffuse::distributed::mpi::MpiWorld::init() {
+            if world.ranks() > 1 {
+                return Ok(Some(Rc::new(world)));
+            }
         }
+        Ok(None)
     }
-    None
+    #[cfg(not(feature = "mpi"))]
+    {
+        // Started by an MPI launcher with several ranks, a build without MPI would run that many independent
+        // trainings into one --out folder, each overwriting the others' checkpoints.
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .filter_map(|v| v.trim().parse::<usize>().ok())
+            .max()
+            .unwrap_or(1);
+        if launched > 1 {
+            return Err(Error::Usage(format!(
+                "this process is one of {launched} ranks started by an MPI launcher, but this diffuse was built \
+                 without MPI, so each rank would train alone into the same --out. Build with `cargo build \
+                 --release --features mpi` (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev \
+                 libclang-dev), or run without mpirun"
+            )));
+        }
+        Ok(None)
+    }
 }
 
 /// The adapter of this rank: `--adapter` (or DIFFUSE_ADAPTER) if given, else the one its local rank picks.

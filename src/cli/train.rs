@@ -143,6 +143,8 @@ pub struct TrainArgs {
     /// while the GPU works on the previous step), or `auto` (the GPU if they fit one buffer binding).
     #[arg(long, value_enum, default_value_t = DataOn::Auto)]
     pub data_on: DataOn,
+    /// GPU adapter: an index from `diffuse info` or part of its name (default: DIFFUSE_ADAPTER, else the first
+    /// discrete GPU, else any; under `mpirun`, each rank the one its local rank picks: docs/distributed.md).
     #[arg(long)]
     pub adapter: Option<String>,
 }

@@ -60,6 +60,10 @@ impl Replicas for MpiWorld {
         self.local_rank
     }
 
+    fn barrier(&self) {
+        self.world.barrier();
+    }
+
     fn all_reduce_sum(&self, send: &[f32], recv: &mut [f32]) {
         assert_eq!(send.len(), recv.len(), "all_reduce_sum: buffer lengths");
         for (s, r) in send.chunks(MAX_COUNT).zip(recv.chunks_mut(MAX_COUNT)) {

@@ -1295,3 +1295,25 @@ fn the_training_objectives_reach_the_checkpoint_resume_every_sampler_and_eval() 
         .unwrap_or_else(|| panic!("no bound in {stdout}"));
     assert!(bound.is_finite() && bound > 0.0, "{stdout}");
 }
+
+// A build with the feature would join the (faked) MPI job instead: tests/it/distributed.rs covers that build.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"] {
+        let (ok, _, stderr) = diffuse(
+            &["train", "--preset", "tiny", "--steps", "0"],
+            &[(var, "2")],
+        );
+        assert!(!ok, "{var}: must refuse");
+        assert!(
+            stderr.contains("one of 2 ranks") && stderr.contains("--features mpi"),
+            "{var}: {stderr}"
+        );
+    }
+    let (ok, _, stderr) = diffuse(
+        &["bench", "--quick", "--filter", "x"],
+        &[("OMPI_COMM_WORLD_SIZE", "3")],
+    );
+    assert!(!ok && stderr.contains("one of 3 ranks"), "{stderr}");
+}
