@@ -326,7 +326,8 @@ impl BatchPlan {
                     format!("--micro-batch {m} must divide --batch {batch}")
                 } else {
                     format!(
-                        "--micro-batch {m} must divide both --batch {batch} and the {} images each of the {}                          ranks takes per step",
+                        "--micro-batch {m} must divide both --batch {batch} and the {} images each of the {} \
+                         ranks takes per step",
                         slice.len, slice.ranks
                     )
                 }));

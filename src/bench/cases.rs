@@ -60,19 +60,7 @@ pub fn distributed(quick: bool, replicas: Rc<dyn Replicas>) -> Vec<CaseSpec> {
                         work: Work::Flops(3.0 * forward_flops(&config) * (batch * steps) as f64),
                         formula: "steps × 3 × forward FLOPs of all ranks, wall clock",
                         items: vec![((batch * steps) as f64, "img"), (steps as f64, "step")],
-                        whole_run: Some(WholeRun {
-                            run: Box::new(move |gpu| {
-                                let mut trainer = trainer.borrow_mut();
-                                let start = std::time::Instant::now();
-                                for k in 0..steps {
-                                    trainer.step(gpu, k + 1 == steps)?;
-                                }
-                                let host = start.elapsed().as_secs_f64();
-                                trainer.wait_losses(gpu)?;
-                                Ok(host)
-                            }),
-                            runs,
-                        }),
+                        whole_run: Some(training_steps(trainer, steps, runs)),
                         exchange: Some(Box::new(move || {
                             stats.borrow().exchange_stats().unwrap_or_default()
                         })),
@@ -81,6 +69,24 @@ pub fn distributed(quick: bool, replicas: Rc<dyn Replicas>) -> Vec<CaseSpec> {
             }
         })
         .collect()
+}
+
+/// `steps` training steps as a run submits them, the last one reporting, timed `runs` times (the host's time is
+/// until the last submission; the run ends when the report is read).
+fn training_steps(trainer: Rc<std::cell::RefCell<Trainer>>, steps: usize, runs: usize) -> WholeRun {
+    WholeRun {
+        run: Box::new(move |gpu| {
+            let mut trainer = trainer.borrow_mut();
+            let start = std::time::Instant::now();
+            for k in 0..steps {
+                trainer.step(gpu, k + 1 == steps)?;
+            }
+            let host = start.elapsed().as_secs_f64();
+            trainer.wait_losses(gpu)?;
+            Ok(host)
+        }),
+        runs,
+    }
 }
 
 fn random(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor> {
@@ -551,7 +557,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 settings.batch = run_batch;
                 settings.placement = placement;
                 let trainer = Trainer::new(gpu, settings, &builtin_data(&config)?, None)?;
-                let trainer = std::cell::RefCell::new(trainer);
+                let trainer = Rc::new(std::cell::RefCell::new(trainer));
                 Ok(Case {
                     exchange: None,
                     dispatches: Vec::new(),
@@ -563,19 +569,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         ((run_batch * run_steps) as f64, "img"),
                         (run_steps as f64, "step"),
                     ],
-                    whole_run: Some(WholeRun {
-                        run: Box::new(move |gpu| {
-                            let mut trainer = trainer.borrow_mut();
-                            let start = std::time::Instant::now();
-                            for k in 0..run_steps {
-                                trainer.step(gpu, k + 1 == run_steps)?;
-                            }
-                            let host = start.elapsed().as_secs_f64();
-                            trainer.wait_losses(gpu)?;
-                            Ok(host)
-                        }),
-                        runs: 3,
-                    }),
+                    whole_run: Some(training_steps(trainer, run_steps, 3)),
                 })
             }),
         });

@@ -22,29 +22,61 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// `mpirun -np <np> diffuse <args>` (or `diffuse <args>` for np = None), killed if it outlives `limit`: a hung
-/// collective fails the test instead of the CI run. (success, stdout, stderr)
-fn run(np: Option<&str>, args: &[&str], limit: Duration) -> (bool, String, String) {
-    let exe = env!("CARGO_BIN_EXE_diffuse");
-    let mut cmd = match np {
-        Some(np) => {
-            let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", np, exe]);
-            c
-        }
-        None => Command::new(exe),
+const EXE: &str = env!("CARGO_BIN_EXE_diffuse");
+
+/// `mpirun <launch>` (or, for an empty `launch`, `diffuse` alone) with the environment every run here needs and its
+/// output piped; add the arguments.
+fn command(launch: &[&str]) -> Command {
+    let mut cmd = if launch.is_empty() {
+        Command::new(EXE)
+    } else {
+        let mut c = Command::new("mpirun");
+        c.arg("--oversubscribe").args(launch);
+        c
     };
-    cmd.args(args)
-        // OpenMPI refuses to run as root without these (CI runs as root); one lavapipe thread per rank on 2 cores.
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    // OpenMPI refuses to run as root without these (CI runs as root); one lavapipe thread per rank on 2 cores.
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("LP_NUM_THREADS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .expect("start mpirun: install OpenMPI (apt-get install -y openmpi-bin libopenmpi-dev)");
-    wait_with_limit(child, limit)
+    cmd
+}
+
+fn spawn(mut cmd: Command) -> std::process::Child {
+    cmd.spawn()
+        .expect("start mpirun: install OpenMPI (apt-get install -y openmpi-bin libopenmpi-dev)")
+}
+
+/// `mpirun -np <np> diffuse <args>` (or `diffuse <args>` for np = None), killed if it outlives `limit`: a hung
+/// collective fails the test instead of the CI run. (success, stdout, stderr)
+fn run(np: Option<&str>, args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut cmd = match np {
+        Some(np) => command(&["-np", np, EXE]),
+        None => command(&[]),
+    };
+    cmd.args(args);
+    wait_with_limit(spawn(cmd), limit)
+}
+
+/// A long 2-rank training run into `out` in the background (for the tests that stop it), with `extra` flags.
+fn start_long_run(out: &str, extra: &[&str]) -> std::process::Child {
+    let mut cmd = command(&["-np", RANKS, EXE]);
+    cmd.args([
+        "train",
+        "--preset",
+        "tiny",
+        "--batch",
+        "4",
+        "--steps",
+        "100000",
+        "--preview",
+        "0",
+        "--out",
+        out,
+    ])
+    .args(extra);
+    spawn(cmd)
 }
 
 fn wait_with_limit(mut child: std::process::Child, limit: Duration) -> (bool, String, String) {
@@ -209,6 +241,31 @@ fn two_ranks_match_one_whole_batch_pass_within_the_summation_bound() {
 }
 
 #[test]
+fn three_ranks_agree_with_one_process_up_to_the_order_of_three_addends() {
+    // An odd number of ranks: batch 6, slices of 2. At the first step (same weights, same draws) each slice's
+    // mean loss l_r is the same in both runs (the same 2-image kernels); the step's loss is Σ ⅓·l_r, which one
+    // process accumulates left to right (a multiply-add per slice) and MPI adds in an order of its choosing (a
+    // product per rank, then two additions). Either way at most three roundings of non-negative terms, each
+    // within (1 + u)³ − 1 ≈ 3u of the exact sum (u = 2⁻²⁴), so the two differ by at most twice that. The replica
+    // check at the start and at the checkpoint of step 2 holds the three ranks to identical weights: the run fails if
+    // MPI gave them different sums.
+    let ranks = scratch("three");
+    let stdout = train(Some("3"), &ranks, 2, &["--batch", "6"]);
+    assert!(stdout.contains("on 3 ranks of 2 images each"), "{stdout}");
+    let one = scratch("three-1");
+    train(None, &one, 2, &["--batch", "6", "--micro-batch", "2"]);
+    let first = |out: &Path| losses(out)[0].1.parse::<f64>().unwrap();
+    let (a, b) = (first(&ranks), first(&one));
+    let per_sum = (1.0 + f64::powi(2.0, -24)).powi(3) - 1.0;
+    let bound = 2.0 * per_sum / (1.0 - per_sum) * b;
+    assert!(
+        (a - b).abs() <= bound,
+        "first-step loss: 3 ranks {a}, one process {b}, bound {bound:e}"
+    );
+    assert_eq!(checkpoint(&ranks).step, 2);
+}
+
+#[test]
 fn a_checkpoint_resumes_on_any_number_of_ranks() {
     let extra = ["--batch", "4", "--micro-batch", "2"];
     let straight = scratch("resume-straight");
@@ -255,6 +312,30 @@ fn an_error_on_the_ranks_ends_the_job_with_its_message() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A micro-batch larger than a rank's slice.
+    let (ok, _, stderr) = run(
+        Some(RANKS),
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--batch",
+            "4",
+            "--micro-batch",
+            "4",
+            "--out",
+            out_s,
+        ],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "--micro-batch 4 must divide both --batch 4 and the 2 images each of the 2 ranks"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -262,22 +343,16 @@ fn replicas_that_differ_are_an_error_and_nothing_is_saved() {
     // Two ranks given different seeds start from different weights: the replica check refuses to train them.
     let out = scratch("differ");
     let out_s = out.to_str().unwrap();
-    let exe = env!("CARGO_BIN_EXE_diffuse");
     let common = [
         "train", "--preset", "tiny", "--batch", "4", "--steps", "2", "--out", out_s,
     ];
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--oversubscribe", "-np", "1", exe])
+    // MPI's multiple-program form: one rank with each seed.
+    let mut cmd = command(&["-np", "1", EXE]);
+    cmd.args(common)
+        .args(["--seed", "1", ":", "-np", "1", EXE])
         .args(common)
-        .args(["--seed", "1", ":", "-np", "1", exe])
-        .args(common)
-        .args(["--seed", "2"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("LP_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (ok, stdout, stderr) = wait_with_limit(cmd.spawn().expect("start mpirun"), LIMIT);
+        .args(["--seed", "2"]);
+    let (ok, stdout, stderr) = wait_with_limit(spawn(cmd), LIMIT);
     assert!(!ok, "must fail: {stdout}");
     assert!(
         stderr.contains("copies of the model differ at step 0"),
@@ -290,31 +365,7 @@ fn replicas_that_differ_are_an_error_and_nothing_is_saved() {
 fn a_rank_that_dies_ends_the_job_and_the_last_checkpoint_stays_good() {
     let out = scratch("killed");
     let out_s = out.to_str().unwrap().to_string();
-    let exe = env!("CARGO_BIN_EXE_diffuse");
-    let child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", RANKS, exe])
-        .args([
-            "train",
-            "--preset",
-            "tiny",
-            "--batch",
-            "4",
-            "--steps",
-            "100000",
-            "--checkpoint-every",
-            "1",
-            "--preview",
-            "0",
-            "--out",
-            &out_s,
-        ])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("LP_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mpirun");
+    let child = start_long_run(&out_s, &["--checkpoint-every", "1"]);
     // Wait for a checkpoint, then kill rank 1 (found by its environment: OpenMPI gives each rank its number).
     let started = Instant::now();
     let ckpt = out.join("checkpoint.safetensors");
@@ -383,31 +434,7 @@ fn bench_under_mpirun_reports_the_all_reduce_per_step() {
 fn ctrl_c_on_mpirun_stops_every_rank_at_the_same_step_and_saves() {
     let out = scratch("interrupted");
     let out_s = out.to_str().unwrap().to_string();
-    let exe = env!("CARGO_BIN_EXE_diffuse");
-    let child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", RANKS, exe])
-        .args([
-            "train",
-            "--preset",
-            "tiny",
-            "--batch",
-            "4",
-            "--steps",
-            "100000",
-            "--log-every",
-            "1",
-            "--preview",
-            "0",
-            "--out",
-            &out_s,
-        ])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("LP_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mpirun");
+    let child = start_long_run(&out_s, &["--log-every", "1"]);
     // Once training runs, Ctrl-C (SIGINT to mpirun, which passes it to every rank). The ranks see it at
     // different steps; the step's all-reduce makes them agree, and rank 0 saves at that step.
     let started = Instant::now();
