@@ -6,11 +6,10 @@ use std::time::Instant;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing};
 use diffuse::diffusion::Schedule;
-use diffuse::gpu::{Gpu, Tensor};
+use diffuse::gpu::Gpu;
 use diffuse::image_io;
-use diffuse::model::denoiser::{max_batch, UNetDenoiser};
-use diffuse::model::{ParamBuffers, ParamLayout, SplitMix64};
-use diffuse::sample::Sampler;
+use diffuse::model::denoiser::{max_batch, Batched};
+use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::{Error, Result};
 
 use super::{
@@ -140,13 +139,6 @@ pub(super) fn check_finite(pixels: &[f32], what: &str) -> Result<()> {
 /// Images per batch unless --batch says otherwise: the activations of a `small` U-Net at 28×28 for 64 images
 /// stay far below the 128 MiB that lavapipe (and some GPUs) bind per buffer.
 const DEFAULT_BATCH: usize = 64;
-
-/// The seed of batch `k`: `seed` itself for the first, then the k-th draw of SplitMix64 seeded with it (well
-/// mixed, so that neighbouring seeds do not share batches).
-pub(super) fn batch_seed(seed: u64, k: usize) -> u64 {
-    let mut rng = SplitMix64::new(seed);
-    (0..k).fold(seed, |_, _| rng.next_u64())
-}
 
 /// `--sampler`: the names are the variants', kebab-cased by clap.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -375,10 +367,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         }
         None => (None, None),
     };
-    let frames = if args.gif.is_some() { 24 } else { 0 };
-    let image = c * s * s;
     let started = Instant::now();
-    let mut pixels = Vec::with_capacity(n * image);
     let mut trajectory = None;
     let bar = indicatif::ProgressBar::new(n as u64).with_style(
         indicatif::ProgressStyle::with_template(
@@ -386,52 +375,30 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
-    for k in 0..batches {
-        let first = k * batch;
-        let len = batch.min(n - first);
-        // One class per image (`all`) is split with the images; a single class serves every batch.
-        let classes = classes.as_deref().map(|list| match list.len() {
-            1 => list,
-            _ => &list[first..first + len],
-        });
-        let given = given
-            .as_ref()
-            .map(|(_, values)| {
-                Tensor::from_f32(
-                    gpu,
-                    &[len, c, s, s],
-                    &values[first * image..(first + len) * image],
-                )
-            })
-            .transpose()?;
-        let model = UNetDenoiser::new(
-            gpu,
-            config,
-            &params,
-            len,
-            classes,
-            args.guidance,
-            ckpt.training.prediction,
-        )?;
-        let sampler = Sampler::with_trajectory(
-            gpu,
-            &plan,
-            &model,
-            &[len, c, s, s],
-            given.as_ref(),
-            batch_seed(args.seed, k),
-            frames,
-        )?;
-        pixels.extend(sampler.run(gpu)?);
-        bar.set_position((first + len) as u64);
+    let batched = Batched {
+        config,
+        params: &params,
+        prediction: ckpt.training.prediction,
+        guidance: args.guidance,
+        classes: classes.as_deref(),
+        given: given.as_ref().map(|(_, values)| &values[..]),
+        frames: if args.gif.is_some() { 24 } else { 0 },
+        seed: args.seed,
+    };
+    let pixels = batched.run(gpu, &plan, n, batch, |sampler, finished| {
+        bar.set_position(finished as u64);
         if batches > 1 && bar.is_hidden() {
             // Not a terminal (a log, CI): a line per batch instead of the bar.
-            println!("batch {}/{batches}: {} of {n} images", k + 1, first + len);
+            println!(
+                "batch {}/{batches}: {finished} of {n} images",
+                finished.div_ceil(batch)
+            );
         }
-        if frames > 0 {
+        if batched.frames > 0 {
             trajectory = Some(sampler.frames(gpu)?);
         }
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     println!(
         "{n} samples, {} ({} model evaluations{}) in {:.1} s on {}",

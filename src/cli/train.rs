@@ -13,14 +13,12 @@ use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
-use diffuse::model::denoiser::{max_batch, UNetDenoiser};
+use diffuse::model::denoiser::{max_batch, Batched};
 use diffuse::model::{ParamBuffers, ParamLayout, Preset, UNetConfig};
 use diffuse::optim::EmaWarmup;
-use diffuse::sample::Sampler;
 use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
 use diffuse::{Error, Result};
 
-use super::sample::batch_seed;
 use super::{
     at_least_one, non_negative, open_dataset, parse_rgb, positive, probability_below_one,
     unit_interval, value_name,
@@ -860,21 +858,15 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         .num_classes
         .map(|count| (0..n).map(|i| (i % count) as u32).collect());
     let batch = n.min(max_batch(gpu, &ckpt.config, &params, false, None)?);
-    let (c, s) = (ckpt.config.in_channels, ckpt.config.image_size);
-    let mut pixels = Vec::with_capacity(n * c * s * s);
-    for (k, first) in (0..n).step_by(batch).enumerate() {
-        let len = batch.min(n - first);
-        let model = UNetDenoiser::new(
-            gpu,
-            &ckpt.config,
-            &params,
-            len,
-            classes.as_ref().map(|list| &list[first..first + len]),
-            0.0,
-            ckpt.training.prediction,
-        )?;
-        let sampler = Sampler::new(gpu, &plan, &model, &[len, c, s, s], batch_seed(seed, k))?;
-        pixels.extend(sampler.run(gpu)?);
+    Batched {
+        config: &ckpt.config,
+        params: &params,
+        prediction: ckpt.training.prediction,
+        guidance: 0.0,
+        classes: classes.as_deref(),
+        given: None,
+        frames: 0,
+        seed,
     }
-    Ok(pixels)
+    .run(gpu, &plan, n, batch, |_, _| Ok(()))
 }

@@ -1,15 +1,16 @@
 //! The U-Net as a sampler's model ([`Denoiser`]): each evaluation sets the step's timestep, copies x into the
 //! network's input, records the (prebuilt) forward pass, and copies the prediction out — with classifier-free
-//! guidance, on a doubled batch whose second half is unconditional: ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅).
+//! guidance, on a doubled batch whose second half is unconditional: ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅). [`Batched`]
+//! samples any number of images with it, a batch at a time.
 
-use crate::diffusion::samplers::{NoiseLevel, Prediction};
+use crate::diffusion::samplers::{NoiseLevel, Plan, Prediction};
 use crate::error::{Error, Result};
 use crate::gpu::memory::Growth;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::{batch, elementwise};
 use crate::model::unet::Net;
-use crate::model::{ParamBuffers, UNetConfig};
-use crate::sample::Denoiser;
+use crate::model::{ParamBuffers, SplitMix64, UNetConfig};
+use crate::sample::{Denoiser, Sampler};
 
 pub struct UNetDenoiser {
     net: Net,
@@ -159,5 +160,83 @@ impl Denoiser for UNetDenoiser {
             None => elementwise::scale(gpu, net.output(), 1.0, out)?,
         });
         Ok(d)
+    }
+}
+
+/// The seed of batch `k` of a many-image sampling run: `seed` itself for the first, then the k-th draw of
+/// SplitMix64 seeded with it (well mixed, so that neighbouring seeds do not share batches).
+pub fn batch_seed(seed: u64, k: usize) -> u64 {
+    let mut rng = SplitMix64::new(seed);
+    (0..k).fold(seed, |_, _| rng.next_u64())
+}
+
+/// Many images from one U-Net, sampled in batches (`diffuse sample`, and the preview grids of training): what is
+/// the same for every batch.
+pub struct Batched<'a> {
+    pub config: &'a UNetConfig,
+    pub params: &'a ParamBuffers,
+    pub prediction: Prediction,
+    pub guidance: f32,
+    /// One class for every image, or one per image (split with the images); None: unconditional.
+    pub classes: Option<&'a [u32]>,
+    /// The starting x of every image ([n, C, S, S], flat) instead of drawn noise.
+    pub given: Option<&'a [f32]>,
+    /// Snapshots of x kept per batch (the denoising trajectory).
+    pub frames: usize,
+    pub seed: u64,
+}
+
+impl Batched<'_> {
+    /// `n` images from `plan` in batches of `batch`, batch k from the seed [`batch_seed`]`(seed, k)`; `done` is
+    /// called after each batch with its sampler and the number of images finished.
+    pub fn run(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        n: usize,
+        batch: usize,
+        mut done: impl FnMut(&Sampler, usize) -> Result<()>,
+    ) -> Result<Vec<f32>> {
+        let (c, s) = (self.config.in_channels, self.config.image_size);
+        let image = c * s * s;
+        let mut pixels = Vec::with_capacity(n * image);
+        for (k, first) in (0..n).step_by(batch.max(1)).enumerate() {
+            let len = batch.min(n - first);
+            let classes = self.classes.map(|list| match list.len() {
+                1 => list,
+                _ => &list[first..first + len],
+            });
+            let given = self
+                .given
+                .map(|values| {
+                    Tensor::from_f32(
+                        gpu,
+                        &[len, c, s, s],
+                        &values[first * image..(first + len) * image],
+                    )
+                })
+                .transpose()?;
+            let model = UNetDenoiser::new(
+                gpu,
+                self.config,
+                self.params,
+                len,
+                classes,
+                self.guidance,
+                self.prediction,
+            )?;
+            let sampler = Sampler::with_trajectory(
+                gpu,
+                plan,
+                &model,
+                &[len, c, s, s],
+                given.as_ref(),
+                batch_seed(self.seed, k),
+                self.frames,
+            )?;
+            pixels.extend(sampler.run(gpu)?);
+            done(&sampler, first + len)?;
+        }
+        Ok(pixels)
     }
 }
