@@ -41,6 +41,9 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     /// Where the data came from, for messages and checkpoint metadata.
     pub description: String,
+    /// What opening it found worth telling the user (files skipped, the decode cache used or not written, the
+    /// decoding rate): the command prints them, once per job.
+    pub notes: Vec<String>,
 }
 
 /// How images are fitted to the model.
@@ -385,6 +388,7 @@ fn from_gray(
         labels,
         class_names,
         description,
+        notes: Vec::new(),
     })
 }
 
@@ -492,13 +496,23 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
             )
         };
     let key = cache.key(dir, &files, fit);
-    let decoded = match key.as_ref().and_then(|k| k.load()) {
-        Some(hit) => hit,
+    let mut notes = Vec::new();
+    let decoded = match key.as_ref().and_then(|k| Some((k, k.load()?))) {
+        Some((key, hit)) => {
+            notes.push(format!(
+                "using the decoded images cached in {} ({} images)",
+                key.path().display(),
+                hit.kept.len()
+            ));
+            hit
+        }
         None => {
-            let decoded = decode_all(dir, &files, fit);
+            let decoded = decode_all(dir, &files, fit, &mut notes);
             if let Some(key) = &key {
                 if let Err(e) = key.store(&decoded) {
-                    eprintln!("note: could not cache the decoded images ({e}); the next run decodes again");
+                    notes.push(format!(
+                        "note: could not cache the decoded images ({e}); the next run decodes again"
+                    ));
                 }
             }
             decoded
@@ -534,12 +548,12 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
         ));
     }
     if !skipped.is_empty() {
-        eprintln!(
+        notes.push(format!(
             "warning: {}: skipped {} of {total} files, e.g. {}",
             dir.display(),
             skipped.len(),
             skipped[0]
-        );
+        ));
     }
     Ok(Dataset {
         pixels: decoded.pixels.into(),
@@ -549,6 +563,7 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
         labels: labels.map(|l| decoded.kept.iter().map(|&i| l[i as usize]).collect()),
         class_names,
         description: format!("{} ({len} images)", dir.display()),
+        notes,
     })
 }
 
@@ -563,8 +578,8 @@ pub struct Decoded {
     pub skipped: Vec<String>,
 }
 
-/// Decodes `files` on every core, in file order, with a progress bar on a terminal and the rate at the end.
-fn decode_all(dir: &Path, files: &[PathBuf], fit: Fit) -> Decoded {
+/// Decodes `files` on every core, in file order, with a progress bar on a terminal and the rate in `notes`.
+fn decode_all(dir: &Path, files: &[PathBuf], fit: Fit, notes: &mut Vec<String>) -> Decoded {
     use std::sync::atomic::{AtomicUsize, Ordering};
     const CHUNK: usize = 64;
     let started = std::time::Instant::now();
@@ -619,11 +634,11 @@ fn decode_all(dir: &Path, files: &[PathBuf], fit: Fit) -> Decoded {
     }
     let seconds = started.elapsed().as_secs_f64();
     if files.len() >= 1000 {
-        eprintln!(
+        notes.push(format!(
             "decoded {} images in {seconds:.1} s ({:.0} images/s on {workers} threads)",
             files.len(),
             files.len() as f64 / seconds.max(1e-9)
-        );
+        ));
     }
     decoded
 }

@@ -62,7 +62,7 @@ pub struct EvalArgs {
 pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let config = &ckpt.config;
-    let dataset = open_dataset(args.data.as_deref(), config, args.background)?;
+    let dataset = open_dataset(args.data.as_deref(), config, args.background, true)?;
     let variance = match args.variance {
         Variance::Small => DdpmVariance::PosteriorBeta,
         Variance::Large => DdpmVariance::Beta,

@@ -124,6 +124,11 @@ fn rank_gpu(adapter: Option<&str>, replicas: Option<&dyn Replicas>) -> Result<Gp
 /// last checkpoint stays good.
 fn end_job_on_error(replicas: Option<&dyn Replicas>, result: Result<u8>) -> Result<u8> {
     if let (Err(e), Some(replicas)) = (&result, replicas) {
+        if replicas.rank() != 0 {
+            // Most errors (bad arguments, unreadable data) strike every rank alike: give rank 0 a moment to say
+            // it and end the job, so the message is shown once; an error of this rank alone still ends it.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
         eprintln!(
             "error on rank {} of {}: {e}\nending every rank of the job",
             replicas.rank(),
@@ -158,17 +163,29 @@ fn checkpoint_or_bundled(given: Option<&PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// `--data` (or the built-in MNIST subset when absent), fitted to the model's channels and size.
-fn open_dataset(data: Option<&Path>, config: &UNetConfig, background: [u8; 3]) -> Result<Dataset> {
+/// `--data` (or the built-in MNIST subset when absent), fitted to the model's channels and size; its notes
+/// (skipped files, the decode cache) printed where `tell` (one rank of a job tells).
+fn open_dataset(
+    data: Option<&Path>,
+    config: &UNetConfig,
+    background: [u8; 3],
+    tell: bool,
+) -> Result<Dataset> {
     let fit = Fit {
         channels: config.in_channels,
         size: config.image_size,
         background,
     };
-    match data {
+    let dataset = match data {
         Some(path) => Dataset::open(path, fit),
         None => Dataset::builtin(fit),
+    }?;
+    if tell {
+        for note in &dataset.notes {
+            eprintln!("{note}");
+        }
     }
+    Ok(dataset)
 }
 
 /// The name a user types for a choice (`--sampler ddim`), for messages.

@@ -382,7 +382,16 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     let mut config = args.model.apply(args.preset.config());
     config.dropout = args.dropout;
     config.validate()?;
-    let dataset = open_dataset(args.data.as_deref(), &config, args.background)?;
+    // Rank 0 opens the data first, so that on its machine (or a shared cache folder) the others load the images
+    // it decoded and cached instead of all decoding them at once. (If it fails, its error ends the job while the
+    // others wait.)
+    if let Some(r) = replicas.as_ref().filter(|r| r.rank() != 0) {
+        r.barrier();
+    }
+    let dataset = open_dataset(args.data.as_deref(), &config, args.background, lead)?;
+    if let Some(r) = replicas.as_ref().filter(|r| r.rank() == 0) {
+        r.barrier();
+    }
     if args.class_conditional {
         if dataset.labels.is_none() {
             return Err(Error::Usage(format!(

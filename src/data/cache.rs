@@ -140,11 +140,6 @@ impl Key {
         if !r.0.is_empty() {
             return None;
         }
-        eprintln!(
-            "using the decoded images cached in {} ({} images)",
-            self.path.display(),
-            kept.len()
-        );
         Some(Decoded {
             pixels,
             kept,

@@ -460,3 +460,59 @@ fn losses_if_any(out: &Path) -> Vec<String> {
         .map(|t| t.lines().skip(1).map(String::from).collect())
         .unwrap_or_default()
 }
+
+#[test]
+fn rank_0_decodes_an_image_folder_once_and_alone_tells_about_it() {
+    // 1,000 files: the size from which the decode cache keeps a folder. Rank 0 decodes and caches it; rank 1
+    // opens it after, from the cache; only rank 0's notes are printed.
+    let dir = scratch("folder");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..1000u32 {
+        let shade = (i % 251) as u8;
+        image::RgbImage::from_pixel(8, 8, image::Rgb([shade, 255 - shade, 128]))
+            .save(dir.join(format!("{i:04}.png")))
+            .unwrap();
+    }
+    let cache = scratch("folder-cache");
+    let out = scratch("folder-run");
+    let mut cmd = command(&["-np", RANKS, EXE]);
+    cmd.args([
+        "train",
+        "--data",
+        dir.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--channels",
+        "3",
+        "--image-size",
+        "8",
+        "--attention-resolutions",
+        "none",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--preview",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .env("DIFFUSE_CACHE_DIR", &cache);
+    let (ok, stdout, stderr) = wait_with_limit(spawn(cmd), LIMIT);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr.matches("decoded 1000 images").count(),
+        1,
+        "rank 0 decodes and says so: {stderr}"
+    );
+    assert!(
+        !stderr.contains("using the decoded images cached"),
+        "rank 1 loads from the cache without a word: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        1,
+        "one cache file"
+    );
+    assert_eq!(checkpoint(&out).step, 1);
+}

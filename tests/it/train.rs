@@ -40,6 +40,7 @@ fn few_images() -> Dataset {
         labels: Some(vec![0, 0, 1, 1]),
         class_names: vec!["bar".into(), "square".into()],
         description: "test pattern".into(),
+        notes: Vec::new(),
     }
 }
 
@@ -454,6 +455,7 @@ fn rgb64_run() -> (TrainSettings, Dataset) {
         labels: None,
         class_names: Vec::new(),
         description: "coloured discs".into(),
+        notes: Vec::new(),
     };
     let mut s = TrainSettings::new(config);
     s.batch = 4;
