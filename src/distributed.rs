@@ -25,6 +25,9 @@ pub trait Replicas {
     fn all_reduce_sum(&self, send: &[f32], recv: &mut [f32]);
     /// Every rank's `value`, in rank order.
     fn all_gather_u64(&self, value: u64) -> Vec<u64>;
+    /// Every rank's `values` (of any length, under 2³¹ each), concatenated in rank order, on rank 0; None on the
+    /// others.
+    fn gather_f32(&self, values: &[f32]) -> Option<Vec<f32>>;
     /// Ends every rank of the job with `code` (after a rank's error, so the others do not wait for it forever).
     fn abort(&self, code: i32) -> !;
 }

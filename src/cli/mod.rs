@@ -71,12 +71,26 @@ pub fn run(cli: Cli) -> Result<u8> {
                 });
             end_job_on_error(replicas.as_deref(), result)
         }
-        Command::Eval(args) => Gpu::new(args.adapter.as_deref())
-            .and_then(|gpu| eval::eval(&gpu, args))
-            .map(done),
-        Command::Sample(args) => Gpu::new(args.adapter.as_deref())
-            .and_then(|gpu| sample::sample(&gpu, args))
-            .map(done),
+        Command::Eval(args) => {
+            if let Some(replicas) = replicas()? {
+                let refused = Err(Error::Usage(
+                    "diffuse eval runs as one process: start it without mpirun (train, sample and bench \
+                     split over ranks)"
+                        .into(),
+                ));
+                return end_job_on_error(Some(&*replicas), refused);
+            }
+            Gpu::new(args.adapter.as_deref())
+                .and_then(|gpu| eval::eval(&gpu, args))
+                .map(done)
+        }
+        Command::Sample(args) => {
+            let replicas = replicas()?;
+            let result = rank_gpu(args.adapter.as_deref(), replicas.as_deref())
+                .and_then(|gpu| sample::sample(&gpu, args, replicas.as_deref()))
+                .map(done);
+            end_job_on_error(replicas.as_deref(), result)
+        }
     }
 }
 
@@ -105,7 +119,7 @@ fn replicas() -> Result<Option<Rc<dyn Replicas>>> {
         if launched > 1 {
             return Err(Error::Usage(format!(
                 "this process is one of {launched} ranks started by an MPI launcher, but this diffuse was built \
-                 without MPI, so each rank would train alone into the same --out. Build with `cargo build \
+                 without MPI, so each rank would do the whole job alone and write the same files. Build with `cargo build \
                  --release --features mpi` (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev \
                  libclang-dev), or run without mpirun"
             )));

@@ -6,9 +6,10 @@ use std::time::Instant;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing};
 use diffuse::diffusion::Schedule;
+use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
-use diffuse::model::denoiser::{max_batch, Batched};
+use diffuse::model::denoiser::{max_batch, Batched, Samples};
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::{Error, Result};
 
@@ -291,7 +292,18 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
     }
 }
 
-pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
+/// Samples as `args` say; as one rank of a job (`replicas`), its share of the batches, with rank 0 writing the
+/// files.
+pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> Result<()> {
+    let lead = replicas.is_none_or(|r| r.rank() == 0);
+    // What a person reads: from rank 0 only.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if lead {
+                println!($($arg)*);
+            }
+        };
+    }
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let schedule = ckpt.training.sampling_schedule()?;
     let plan = plan_for(&args, &schedule)?;
@@ -342,9 +354,13 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         }
     }
     let guided = args.guidance != 0.0;
-    let fit = max_batch(gpu, config, &params, guided, budget)?;
+    let mut fit = max_batch(gpu, config, &params, guided, budget)?;
+    if let Some(r) = replicas {
+        // Every rank must cut the images into the same batches: the smallest adapter decides.
+        fit = r.all_gather_u64(fit as u64).into_iter().min().unwrap_or(1) as usize;
+    }
     let batch = if args.batch.min(n) > fit {
-        println!(
+        say!(
             "--batch {} does not fit this adapter{}: sampling in batches of {fit} (pass --batch {fit} to \
              reproduce these images)",
             args.batch.min(n),
@@ -368,8 +384,11 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         None => (None, None),
     };
     let started = Instant::now();
-    let mut trajectory = None;
-    let bar = indicatif::ProgressBar::new(n as u64).with_style(
+    let bar = match lead {
+        true => indicatif::ProgressBar::new(n as u64),
+        false => indicatif::ProgressBar::hidden(),
+    }
+    .with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} images  [{elapsed_precise} elapsed, ETA {eta_precise}]",
         )
@@ -385,21 +404,22 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
         frames: if args.gif.is_some() { 24 } else { 0 },
         seed: args.seed,
     };
-    let pixels = batched.run(gpu, &plan, n, batch, |sampler, finished| {
+    let samples = batched.run_across(gpu, &plan, n, batch, replicas, |finished| {
         bar.set_position(finished as u64);
-        if batches > 1 && bar.is_hidden() {
-            // Not a terminal (a log, CI): a line per batch instead of the bar.
+        if batches > 1 && bar.is_hidden() && lead {
+            // Not a terminal (a log, CI): a line per batch (per round of batches across ranks) instead of the bar.
             println!(
                 "batch {}/{batches}: {finished} of {n} images",
                 finished.div_ceil(batch)
             );
         }
-        if batched.frames > 0 {
-            trajectory = Some(sampler.frames(gpu)?);
-        }
-        Ok(())
     })?;
     bar.finish_and_clear();
+    // Rank 0 holds every image and writes the files.
+    let Some(Samples { pixels, trajectory }) = samples else {
+        return Ok(());
+    };
+    let ranks = replicas.map_or(1, |r| r.ranks());
     println!(
         "{n} samples, {} ({} model evaluations{}) in {:.1} s on {}",
         value_name(&args.sampler),
@@ -410,7 +430,10 @@ pub fn sample(gpu: &Gpu, args: SampleArgs) -> Result<()> {
             ""
         },
         started.elapsed().as_secs_f64(),
-        gpu.describe()
+        match ranks {
+            1 => gpu.describe(),
+            _ => format!("{ranks} ranks (rank 0 on {})", gpu.describe()),
+        }
     );
     check_finite(&pixels, "sampling")?;
     image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;

@@ -877,5 +877,6 @@ fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<
         frames: 0,
         seed,
     }
-    .run(gpu, &plan, n, batch, |_, _| Ok(()))
+    .run(gpu, &plan, n, batch, |_| ())
+    .map(|samples| samples.pixels)
 }

@@ -77,6 +77,21 @@ impl Replicas for MpiWorld {
         all
     }
 
+    fn gather_f32(&self, values: &[f32]) -> Option<Vec<f32>> {
+        // Point to point, each rank's message on its own: MPI_Gatherv's int displacements would cap the total.
+        let root = self.world.process_at_rank(0);
+        if self.world.rank() != 0 {
+            root.send(values);
+            return None;
+        }
+        let mut all = values.to_vec();
+        for rank in 1..self.world.size() {
+            let (part, _) = self.world.process_at_rank(rank).receive_vec::<f32>();
+            all.extend(part);
+        }
+        Some(all)
+    }
+
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }

@@ -4,6 +4,7 @@
 //! samples any number of images with it, a batch at a time.
 
 use crate::diffusion::samplers::{NoiseLevel, Plan, Prediction};
+use crate::distributed::Replicas;
 use crate::error::{Error, Result};
 use crate::gpu::memory::Growth;
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -186,57 +187,117 @@ pub struct Batched<'a> {
     pub seed: u64,
 }
 
+/// What a batched sampling run produced.
+pub struct Samples {
+    /// Every image, [n, C, S, S] flat, in order.
+    pub pixels: Vec<f32>,
+    /// With `frames` > 0, the trajectory of the last batch this process sampled.
+    pub trajectory: Option<Vec<Vec<f32>>>,
+}
+
 impl Batched<'_> {
     /// `n` images from `plan` in batches of `batch`, batch k from the seed [`batch_seed`]`(seed, k)`; `done` is
-    /// called after each batch with its sampler and the number of images finished.
+    /// called after each batch with the number of images finished.
     pub fn run(
         &self,
         gpu: &Gpu,
         plan: &Plan,
         n: usize,
         batch: usize,
-        mut done: impl FnMut(&Sampler, usize) -> Result<()>,
-    ) -> Result<Vec<f32>> {
+        done: impl FnMut(usize),
+    ) -> Result<Samples> {
+        let all = self.run_across(gpu, plan, n, batch, None, done)?;
+        Ok(all.expect("one process holds every image"))
+    }
+
+    /// [`Batched::run`] shared by the ranks of a job (`replicas`): rank r samples batches r, r + N, r + 2N, …
+    /// (each with its own seed, so the images are those of one process), and after each round rank 0 gathers
+    /// the round's batches in order. The images on rank 0, None on the others; `done` is called on every rank
+    /// after each round with the number of images the job has finished.
+    pub fn run_across(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        n: usize,
+        batch: usize,
+        replicas: Option<&dyn Replicas>,
+        mut done: impl FnMut(usize),
+    ) -> Result<Option<Samples>> {
+        let batch = batch.max(1);
+        let (rank, ranks) = replicas.map_or((0, 1), |r| (r.rank(), r.ranks()));
+        let batches = n.div_ceil(batch);
+        let mut pixels = Vec::new();
+        let mut trajectory = None;
+        for round in 0..batches.div_ceil(ranks) {
+            let k = round * ranks + rank;
+            let mine = match k < batches {
+                true => {
+                    let batch = self.sample_batch(gpu, plan, n, batch, k)?;
+                    trajectory = batch.trajectory.or(trajectory);
+                    batch.pixels
+                }
+                false => Vec::new(),
+            };
+            match replicas {
+                None => pixels.extend(mine),
+                Some(r) => pixels.extend(r.gather_f32(&mine).unwrap_or_default()),
+            }
+            done(((round + 1) * ranks * batch).min(n));
+        }
+        Ok((rank == 0).then_some(Samples { pixels, trajectory }))
+    }
+
+    /// Batch `k`: its images, and its trajectory where frames are kept.
+    fn sample_batch(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        n: usize,
+        batch: usize,
+        k: usize,
+    ) -> Result<Samples> {
         let (c, s) = (self.config.in_channels, self.config.image_size);
         let image = c * s * s;
-        let mut pixels = Vec::with_capacity(n * image);
-        for (k, first) in (0..n).step_by(batch.max(1)).enumerate() {
-            let len = batch.min(n - first);
-            let classes = self.classes.map(|list| match list.len() {
-                1 => list,
-                _ => &list[first..first + len],
-            });
-            let given = self
-                .given
-                .map(|values| {
-                    Tensor::from_f32(
-                        gpu,
-                        &[len, c, s, s],
-                        &values[first * image..(first + len) * image],
-                    )
-                })
-                .transpose()?;
-            let model = UNetDenoiser::new(
-                gpu,
-                self.config,
-                self.params,
-                len,
-                classes,
-                self.guidance,
-                self.prediction,
-            )?;
-            let sampler = Sampler::with_trajectory(
-                gpu,
-                plan,
-                &model,
-                &[len, c, s, s],
-                given.as_ref(),
-                batch_seed(self.seed, k),
-                self.frames,
-            )?;
-            pixels.extend(sampler.run(gpu)?);
-            done(&sampler, first + len)?;
-        }
-        Ok(pixels)
+        let first = k * batch;
+        let len = batch.min(n - first);
+        let classes = self.classes.map(|list| match list.len() {
+            1 => list,
+            _ => &list[first..first + len],
+        });
+        let given = self
+            .given
+            .map(|values| {
+                Tensor::from_f32(
+                    gpu,
+                    &[len, c, s, s],
+                    &values[first * image..(first + len) * image],
+                )
+            })
+            .transpose()?;
+        let model = UNetDenoiser::new(
+            gpu,
+            self.config,
+            self.params,
+            len,
+            classes,
+            self.guidance,
+            self.prediction,
+        )?;
+        let sampler = Sampler::with_trajectory(
+            gpu,
+            plan,
+            &model,
+            &[len, c, s, s],
+            given.as_ref(),
+            batch_seed(self.seed, k),
+            self.frames,
+        )?;
+        Ok(Samples {
+            pixels: sampler.run(gpu)?,
+            trajectory: match self.frames {
+                0 => None,
+                _ => Some(sampler.frames(gpu)?),
+            },
+        })
     }
 }

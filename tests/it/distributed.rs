@@ -516,3 +516,58 @@ fn rank_0_decodes_an_image_folder_once_and_alone_tells_about_it() {
     );
     assert_eq!(checkpoint(&out).step, 1);
 }
+
+#[test]
+fn sampling_split_over_ranks_gives_the_images_of_one_process() {
+    // 5 images in batches of 2 on 2 ranks: rank 0 samples batches 0 and 2, rank 1 batch 1 (and nothing in the
+    // second round); each batch keeps its seed, so rank 0's gathered file equals one process's bit for bit.
+    let dir = scratch("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = |name: &str| {
+        let (png, npy) = (
+            dir.join(format!("{name}.png")),
+            dir.join(format!("{name}.npy")),
+        );
+        (
+            png.to_str().unwrap().to_string(),
+            npy.to_str().unwrap().to_string(),
+        )
+    };
+    let (png2, npy2) = args("ranks");
+    let (ok, stdout, stderr) = run(
+        Some(RANKS),
+        &[
+            "sample", "-n", "5", "--batch", "2", "--steps", "4", "--out", &png2, "--npy", &npy2,
+        ],
+        LIMIT,
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("on 2 ranks"), "{stdout}");
+    assert_eq!(
+        stdout.matches("wrote").count(),
+        2,
+        "rank 0 alone writes: {stdout}"
+    );
+    let (png1, npy1) = args("one");
+    let (ok, _, stderr) = run(
+        None,
+        &[
+            "sample", "-n", "5", "--batch", "2", "--steps", "4", "--out", &png1, "--npy", &npy1,
+        ],
+        LIMIT,
+    );
+    assert!(ok, "{stderr}");
+    let read = |p: &str| std::fs::read(p).expect("npy written");
+    assert!(read(&npy1) == read(&npy2), "the images differ");
+    assert!(std::fs::read(&png1).unwrap() == std::fs::read(&png2).unwrap());
+}
+
+#[test]
+fn eval_refuses_to_run_as_several_ranks() {
+    let (ok, _, stderr) = run(Some(RANKS), &["eval", "--images", "2"], LIMIT);
+    assert!(!ok);
+    assert!(
+        stderr.contains("diffuse eval runs as one process") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
