@@ -9,6 +9,8 @@
 #[cfg(feature = "mpi")]
 pub mod mpi;
 
+use crate::fnv::Fnv;
+
 /// The ranks of a data-parallel run, seen from one of them. Every rank must call the collective methods
 /// (`all_reduce_sum`, `all_gather_u64`) in the same order; a failed collective ends the whole job (MPI's default
 /// error handler), so they return no error.
@@ -75,23 +77,15 @@ impl Slice {
     }
 }
 
-/// An order-dependent 64-bit checksum (FNV-1a over the bits) of a replica's state, compared across ranks: equal
+/// An order-dependent 64-bit checksum ([`Fnv`] over the bits) of a replica's state, compared across ranks: equal
 /// replicas give equal sums, and any differing bit almost surely changes it.
 pub fn checksum<'a>(parts: impl IntoIterator<Item = &'a [f32]>, counters: &[u64]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |word: u64| {
-        hash ^= word;
-        hash = hash.wrapping_mul(PRIME);
-    };
+    let mut hash = Fnv::new();
     for part in parts {
-        mix(part.len() as u64);
-        for v in part {
-            mix(v.to_bits() as u64);
-        }
+        hash.bytes(bytemuck::cast_slice(part));
     }
-    for &c in counters {
-        mix(c);
+    for c in counters {
+        hash.bytes(&c.to_le_bytes());
     }
-    hash
+    hash.finish()
 }

@@ -10,7 +10,7 @@
 //! - `model`, `train`, `sample`, `eval`: the U-Net, its training step, sampling and the variational bound, each
 //!   recorded into GPU submissions; `data`, `checkpoint`, `image_io`: files in and out; `plot`: a run's loss
 //!   curve as PNG; `bench`: `diffuse bench`; `distributed`: data-parallel training over ranks (MPI with the
-//!   `mpi` feature).
+//!   `mpi` feature); `fnv`: the 64-bit fingerprint of the decode cache and of the replicas' checksum.
 //!
 //! The command-line interface is the binary's (src/main.rs, src/cli/).
 
@@ -22,6 +22,7 @@ pub mod distributed;
 pub mod dropout;
 pub mod error;
 pub mod eval;
+pub mod fnv;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;

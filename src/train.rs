@@ -909,9 +909,7 @@ impl Trainer {
 
     /// This rank and the number of ranks (0 and 1 in a one-process run).
     pub fn rank(&self) -> (usize, usize) {
-        self.exchange
-            .as_ref()
-            .map_or((0, 1), |e| (e.replicas.rank(), e.replicas.ranks()))
+        (self.slice.rank, self.slice.ranks)
     }
 
     /// What the all-reduces have cost so far (None in a one-process run).

@@ -30,7 +30,7 @@ pub struct BenchArgs {
 /// Runs the benchmark; under `mpirun` (`replicas`), the data-parallel training cases, reported by rank 0.
 pub fn bench(args: BenchArgs, replicas: Option<Rc<dyn Replicas>>) -> Result<()> {
     let gpu = super::rank_gpu(args.adapter.as_deref(), replicas.as_deref())?;
-    let lead = replicas.as_ref().is_none_or(|r| r.rank() == 0);
+    let lead = super::leads(replicas.as_deref());
     let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if !to_stdout && lead {
         println!(

@@ -1,6 +1,15 @@
 //! The subcommands: one file each, with its clap arguments and the code that runs it. Shared here: what more than
 //! one command reads (the bundled checkpoint, `--data`, `--background`).
 
+/// Prints a line where `$lead` (this process is rank 0, or the only one): what a person reads, once per job.
+macro_rules! say {
+    ($lead:expr, $($arg:tt)*) => {
+        if $lead {
+            println!($($arg)*);
+        }
+    };
+}
+
 mod bench;
 mod eval;
 mod info;
@@ -126,6 +135,11 @@ fn replicas() -> Result<Option<Rc<dyn Replicas>>> {
         }
         Ok(None)
     }
+}
+
+/// Whether this process speaks and writes for the job: rank 0 of several, or the only one.
+fn leads(replicas: Option<&dyn Replicas>) -> bool {
+    replicas.is_none_or(|r| r.rank() == 0)
 }
 
 /// The adapter of this rank: `--adapter` (or DIFFUSE_ADAPTER) if given, else the one its local rank picks.

@@ -295,15 +295,7 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
 /// Samples as `args` say; as one rank of a job (`replicas`), its share of the batches, with rank 0 writing the
 /// files.
 pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> Result<()> {
-    let lead = replicas.is_none_or(|r| r.rank() == 0);
-    // What a person reads: from rank 0 only.
-    macro_rules! say {
-        ($($arg:tt)*) => {
-            if lead {
-                println!($($arg)*);
-            }
-        };
-    }
+    let lead = super::leads(replicas);
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let schedule = ckpt.training.sampling_schedule()?;
     let plan = plan_for(&args, &schedule)?;
@@ -361,6 +353,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     }
     let batch = if args.batch.min(n) > fit {
         say!(
+            lead,
             "--batch {} does not fit this adapter{}: sampling in batches of {fit} (pass --batch {fit} to \
              reproduce these images)",
             args.batch.min(n),

@@ -361,15 +361,7 @@ pub enum Finished {
 /// Trains as `args` say; one rank of a data-parallel run with `replicas` (every rank trains, rank 0 alone prints
 /// and writes files).
 pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> Result<Finished> {
-    let lead = replicas.as_ref().is_none_or(|r| r.rank() == 0);
-    // What a person reads: from rank 0 only.
-    macro_rules! say {
-        ($($arg:tt)*) => {
-            if lead {
-                println!($($arg)*);
-            }
-        };
-    }
+    let lead = super::leads(replicas.as_deref());
     let out = args
         .out
         .clone()
@@ -564,23 +556,28 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     let start_step = trainer.step;
     for (_, line) in &allowed {
         let line = line.replace("(checkpoint: ", "(was ");
-        say!("--override: {line} from step {start_step}");
+        say!(lead, "--override: {line} from step {start_step}");
         trainer.record_change(format!("step {start_step}: {line}"));
     }
     if start_step >= args.steps {
         if resume.is_some() {
             say!(
+                lead,
                 "{} is already at step {start_step} ≥ --steps {}",
                 checkpoint_path.display(),
                 args.steps
             );
         } else {
-            say!("--steps 0: nothing to train (the data and the model were checked)");
+            say!(
+                lead,
+                "--steps 0: nothing to train (the data and the model were checked)"
+            );
         }
         return Ok(Finished::Done);
     }
     let (_, ranks) = trainer.rank();
     say!(
+        lead,
         "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, {}",
         args.preset,
         ParamLayout::new(&config).count(),
@@ -619,10 +616,11 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     if let EmaWarmup::Power { power, inv_gamma } = settings.ema_warmup {
         objective.push(format!("EMA warm-up 1 − (1 + k/{inv_gamma})^−{power}"));
     }
-    say!("objective: {}", objective.join(", "));
-    say!("{}", trainer.placement_note());
+    say!(lead, "objective: {}", objective.join(", "));
+    say!(lead, "{}", trainer.placement_note());
     let plan = trainer.plan();
     say!(
+        lead,
         "memory: about {:.0} MB on the GPU ({:.0} MB + {:.1} MB per image; largest buffer {:.0} MB), {} image{} \
          per pass",
         plan.bytes as f64 / 1e6,
@@ -633,7 +631,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
         if plan.micro_batch == 1 { "" } else { "s" }
     );
     if let Some(note) = &plan.note {
-        say!("{note}");
+        say!(lead, "{note}");
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -766,6 +764,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
             }
             bar.abandon();
             say!(
+                lead,
                 "interrupted: saved {} at step {step}; continue with --resume",
                 checkpoint_path.display()
             );
@@ -774,6 +773,7 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     }
     bar.finish();
     say!(
+        lead,
         "done: {} steps in {:.1} s; checkpoint {}",
         args.steps - start_step,
         started.elapsed().as_secs_f64(),

@@ -13,29 +13,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Decoded, Fit};
+// A fingerprint, not a defence against tampering: whoever can write the cache can write the images themselves.
+use crate::fnv::Fnv;
 
 /// Changes whenever the format or the decoding (resize, compositing, rounding) changes.
 const FORMAT: &[u8; 16] = b"diffuse-u8-v1\0\0\0";
-
-/// FNV-1a, 64-bit: a fingerprint, not a defence against tampering (whoever can write the cache can write the
-/// images themselves).
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn bytes(&mut self, bytes: &[u8]) -> &mut Fnv {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        // The length too, so that ("ab", "c") and ("a", "bc") differ.
-        for b in (bytes.len() as u64).to_le_bytes() {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        self
-    }
-}
 
 /// Where a folder's decoded images live, and the fingerprint they must carry.
 pub struct Key {
@@ -95,7 +77,7 @@ impl Key {
             .bytes(&(fit.channels as u64).to_le_bytes())
             .bytes(&(fit.size as u64).to_le_bytes())
             .bytes(&fit.background);
-        let mut print = Fnv(name.0);
+        let mut print = name;
         for f in files {
             let meta = std::fs::metadata(f).ok()?;
             let modified = meta
@@ -114,8 +96,8 @@ impl Key {
                 .bytes(&modified.to_le_bytes());
         }
         Some(Key {
-            path: cache.join(format!("{:016x}.u8", name.0)),
-            fingerprint: print.0,
+            path: cache.join(format!("{:016x}.u8", name.finish())),
+            fingerprint: print.finish(),
         })
     }
 

@@ -11,6 +11,42 @@ use crate::gpu::{Gpu, Tensor};
 
 type MapResult = std::result::Result<(), wgpu::BufferAsyncError>;
 
+/// A buffer the GPU copies into and the host maps to read.
+fn staging_buffer(gpu: &Gpu, label: &str, size: u64) -> wgpu::Buffer {
+    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Asks for `staging` to be mapped once the GPU is done with the submissions that write it; the answer arrives
+/// on the receiver when the device is polled.
+fn request_map(staging: &wgpu::Buffer) -> Receiver<MapResult> {
+    let (tx, rx) = channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    rx
+}
+
+/// Once mapping reported `mapped`: hands the staging buffer's values to `read`, then unmaps it.
+fn read_mapped<T>(
+    staging: &wgpu::Buffer,
+    mapped: MapResult,
+    read: impl FnOnce(&[f32]) -> T,
+) -> Result<T> {
+    mapped.map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+    let value = read(bytemuck::cast_slice(
+        &staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?,
+    ));
+    staging.unmap();
+    Ok(value)
+}
+
 /// A read recorded into a submission; its values arrive once the GPU has reached it.
 pub struct PendingRead {
     staging: wgpu::Buffer,
@@ -30,12 +66,7 @@ impl Recorder<'_> {
         let size = sources.iter().map(|t| t.byte_size()).sum();
         // A few values (the loss, a norm), so no error scope: a failure here reaches `Gpu::check_errors`, which
         // the next poll or wait calls.
-        let staging = self.gpu().device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("pending read"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = staging_buffer(self.gpu(), "pending read", size);
         let mut at = 0;
         for src in sources {
             self.encoder().copy_buffer_to_buffer(
@@ -59,13 +90,7 @@ impl PendingRead {
     /// Must be called after that submission (wgpu refuses to submit work that uses a buffer being mapped).
     pub fn request(&mut self) {
         if let MapState::Recorded = self.state {
-            let (tx, rx) = channel();
-            self.staging
-                .slice(..)
-                .map_async(wgpu::MapMode::Read, move |r| {
-                    let _ = tx.send(r);
-                });
-            self.state = MapState::Requested(rx);
+            self.state = MapState::Requested(request_map(&self.staging));
         }
     }
 
@@ -103,16 +128,7 @@ impl PendingRead {
     }
 
     fn take(&mut self, mapped: MapResult) -> Result<Vec<f32>> {
-        mapped.map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
-        let values = bytemuck::cast_slice(
-            &self
-                .staging
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?,
-        )
-        .to_vec();
-        self.staging.unmap();
-        Ok(values)
+        read_mapped(&self.staging, mapped, <[f32]>::to_vec)
     }
 }
 
@@ -127,15 +143,7 @@ impl StagedRead {
     pub fn new(gpu: &Gpu, sources: &[&Tensor]) -> StagedRead {
         let parts = sources
             .iter()
-            .map(|&t| {
-                let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("staged read"),
-                    size: t.byte_size(),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                (t.clone(), staging)
-            })
+            .map(|&t| (t.clone(), staging_buffer(gpu, "staged read", t.byte_size())))
             .collect();
         StagedRead {
             parts,
@@ -170,27 +178,17 @@ impl StagedRead {
         let receivers: Vec<_> = self
             .parts
             .iter()
-            .map(|(_, staging)| {
-                let (tx, rx) = channel();
-                staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                    let _ = tx.send(r);
-                });
-                rx
-            })
+            .map(|(_, staging)| request_map(staging))
             .collect();
         gpu.wait()?;
         let mut at = 0;
         for ((src, staging), rx) in self.parts.iter().zip(receivers) {
-            rx.recv()
-                .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?
-                .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
-            {
-                let mapped = staging
-                    .get_mapped_range(..)
-                    .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e:?}")))?;
-                out[at..at + src.len()].copy_from_slice(bytemuck::cast_slice(&mapped));
-            }
-            staging.unmap();
+            let mapped = rx
+                .recv()
+                .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?;
+            read_mapped(staging, mapped, |values| {
+                out[at..at + src.len()].copy_from_slice(values)
+            })?;
             at += src.len();
         }
         Ok(())
