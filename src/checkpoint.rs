@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use clap::ValueEnum;
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::diffusion::{NamedSchedule, Prediction, Schedule};
+use crate::diffusion::{Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::{ParamLayout, UNetConfig};
-use crate::optim::EmaWarmup;
+use crate::train::table::SETTINGS;
+use crate::train::TrainSettings;
 
 /// Bumped when the layout of a checkpoint changes incompatibly.
 pub const FORMAT: &str = "diffuse-checkpoint-1";
@@ -25,8 +25,7 @@ pub struct Checkpoint {
     pub config: UNetConfig,
     /// Optimizer steps taken.
     pub step: u64,
-    /// The run's RNG seed and the counter offset its next step starts from.
-    pub seed: u64,
+    /// The counter offset of the run's next step (its seed is `training.settings.seed`).
     pub rng_offset: u64,
     /// Model parameters, in the flat padded layout of `ParamLayout::new(&config)`.
     pub params: Vec<f32>,
@@ -38,36 +37,16 @@ pub struct Checkpoint {
 }
 
 /// How the run was trained: what sampling needs (the schedule, T, the prediction, the class names) and what a
-/// reader of the file wants to know (the data, the learning rate, the batch, the flips). Stored as the `extra.*`
-/// metadata keys (docs/checkpoint.md).
+/// reader of the file wants to know (the data, the learning rate, the batch, the flips). Stored as the metadata
+/// keys of the settings table (`crate::train::table`, docs/checkpoint.md) and `extra.dataset`, `extra.changes`,
+/// `extra.class_names`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainingRecord {
-    pub schedule: NamedSchedule,
-    /// T, the number of training timesteps.
-    pub timesteps: usize,
-    /// What the network outputs.
-    pub prediction: Prediction,
+    /// The run's settings: those the table records as the run had them; the others (where the data lived, the
+    /// micro-batch, the budget) as [`TrainSettings::new`] makes them. `settings.model` is the checkpoint's config.
+    pub settings: TrainSettings,
     /// Where the training images came from (`Dataset::description`).
     pub dataset: String,
-    /// Peak learning rate.
-    pub lr: f64,
-    pub batch: usize,
-    /// Whether images were mirrored at random (`--flip`).
-    pub flip: bool,
-    /// Linear warm-up steps of the learning rate.
-    pub warmup: u64,
-    /// EMA decay.
-    pub ema: f64,
-    /// How the EMA decay warmed up (`extra.ema_warmup`; checkpoints without the key: `ddpm`, the only form then).
-    pub ema_warmup: EmaWarmup,
-    /// Min-SNR-γ loss weighting (`extra.min_snr_gamma`, "none" or γ; without the key: none).
-    pub min_snr_gamma: Option<f64>,
-    /// Whether the schedule was rescaled to zero terminal SNR (`extra.zero_terminal_snr`; without the key: false).
-    pub zero_terminal_snr: bool,
-    /// Global gradient-norm clip (0: off).
-    pub clip: f64,
-    /// Batches whose gradients each optimizer step sums.
-    pub grad_accum: usize,
     /// Settings changed on resuming (`--override`), one line each, oldest first: "step 40: --lr 0.001 (was 0.0002)".
     pub changes: Vec<String>,
     /// The class names in label order: one per class of a class-conditional model, none for an unconditional one.
@@ -77,7 +56,12 @@ pub struct TrainingRecord {
 impl TrainingRecord {
     /// The noise schedule the model was trained with, which sampling and evaluation must use.
     pub fn schedule(&self) -> Result<Schedule> {
-        self.schedule.build(self.timesteps, self.zero_terminal_snr)
+        self.settings.noise_schedule()
+    }
+
+    /// What the network outputs.
+    pub fn prediction(&self) -> Prediction {
+        self.settings.target
     }
 
     /// The schedule the samplers use: [`TrainingRecord::schedule`] with a zero terminal ᾱ raised to 2⁻²⁴
@@ -103,18 +87,10 @@ impl TrainingRecord {
     }
 }
 
-/// The names a checkpoint gives the predictions (`extra.prediction`).
-const PREDICTIONS: [(Prediction, &str); 4] = [
-    (Prediction::Epsilon, "epsilon"),
-    (Prediction::Sample, "sample"),
-    (Prediction::Velocity, "velocity"),
-    (Prediction::Score, "score"),
-];
-
-/// The most classes a checkpoint may name (`model.num_classes`), and the most timesteps (`extra.timesteps`): bounds
-/// far above any real run, checked before a class table or a schedule is sized by them.
+/// The most classes a checkpoint may name (`model.num_classes`): a bound far above any real run, checked before a
+/// class table is sized by it.
 pub const MAX_CLASSES: usize = 1 << 20;
-pub const MAX_TIMESTEPS: usize = 1 << 20;
+pub use crate::train::table::MAX_TIMESTEPS;
 
 /// Every metadata key, written here and read back by [`Fields`]; docs/checkpoint.md explains each.
 fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
@@ -126,15 +102,9 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let prediction = PREDICTIONS
-        .iter()
-        .find(|(p, _)| *p == r.prediction)
-        .map(|(_, name)| *name)
-        .expect("every prediction has a name");
     let mut meta = HashMap::from([
         ("format", FORMAT.to_string()),
         ("step", ckpt.step.to_string()),
-        ("seed", ckpt.seed.to_string()),
         ("rng_offset", ckpt.rng_offset.to_string()),
         ("model.in_channels", c.in_channels.to_string()),
         ("model.image_size", c.image_size.to_string()),
@@ -152,27 +122,16 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
             c.num_classes.map_or("none".into(), |n| n.to_string()),
         ),
         ("model.dropout", c.dropout.to_string()),
-        ("extra.schedule", r.schedule.to_string()),
-        ("extra.timesteps", r.timesteps.to_string()),
-        ("extra.prediction", prediction.to_string()),
         ("extra.dataset", r.dataset.clone()),
-        ("extra.lr", r.lr.to_string()),
-        ("extra.batch", r.batch.to_string()),
-        ("extra.flip", r.flip.to_string()),
-        ("extra.warmup", r.warmup.to_string()),
-        ("extra.ema", r.ema.to_string()),
-        ("extra.ema_warmup", r.ema_warmup.to_string()),
-        (
-            "extra.min_snr_gamma",
-            r.min_snr_gamma.map_or("none".into(), |g| g.to_string()),
-        ),
-        ("extra.zero_terminal_snr", r.zero_terminal_snr.to_string()),
-        ("extra.clip", r.clip.to_string()),
-        ("extra.grad_accum", r.grad_accum.to_string()),
         ("extra.changes", r.changes.join("\n")),
     ]);
     if c.num_classes.is_some() {
         meta.insert("extra.class_names", r.class_names.join("\n"));
+    }
+    for row in SETTINGS {
+        if let Some(key) = row.key {
+            meta.insert(key, row.store(&r.settings));
+        }
     }
     meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -205,15 +164,6 @@ impl Fields<'_> {
         })
     }
 
-    /// `key` parsed as `what`, or `default` where the file has no such key (it predates the key).
-    fn parse_or<T: std::str::FromStr>(&mut self, key: &str, what: &str, default: T) -> Result<T> {
-        if self.meta.contains_key(key) {
-            self.parse(key, what)
-        } else {
-            Ok(default)
-        }
-    }
-
     /// `key` as a comma-separated list of numbers ("" for none).
     fn list(&mut self, key: &str) -> Result<Vec<usize>> {
         let text = self.take(key)?;
@@ -228,19 +178,6 @@ impl Fields<'_> {
                     "checkpoint metadata {key:?} is {text:?}, not a list of numbers"
                 ))
             })
-    }
-
-    /// `key` as one of the named `choices`.
-    fn choice<T: Copy>(&mut self, key: &str, choices: &[(T, impl AsRef<str>)]) -> Result<T> {
-        let text = self.take(key)?;
-        let found = choices.iter().find(|(_, name)| name.as_ref() == text);
-        found.map(|(value, _)| *value).ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(_, name)| name.as_ref()).collect();
-            self.error(format!(
-                "checkpoint metadata {key:?} is {text:?}, not one of {}",
-                names.join(", ")
-            ))
-        })
     }
 
     /// `key` as a number in `bounds`: every size read from a file is bounded before anything is sized by it.
@@ -323,38 +260,27 @@ impl Fields<'_> {
         Ok(config)
     }
 
-    fn training(&mut self, config: &UNetConfig) -> Result<TrainingRecord> {
-        let schedules: Vec<(NamedSchedule, String)> = NamedSchedule::value_variants()
-            .iter()
-            .map(|&s| (s, s.to_string()))
-            .collect();
-        let schedule = self.choice("extra.schedule", &schedules)?;
-        let prediction = self.choice("extra.prediction", &PREDICTIONS)?;
-        // Defaults for keys that came later: checkpoints written before them (the bundled model among them) were
-        // trained without flips, with `diffuse train`'s defaults of the time, and never changed on resuming.
-        let flip = self.parse_or("extra.flip", "true or false", false)?;
-        let warmup = self.parse_or("extra.warmup", "a number", 500)?;
-        let ema = self.parse_or("extra.ema", "a number", 0.999)?;
-        let clip = self.parse_or("extra.clip", "a number", 1.0)?;
-        let grad_accum = self.parse_or("extra.grad_accum", "a number", 1)?;
-        // Keys of the training objectives: absent from older checkpoints, which all trained this way.
-        let ema_warmup = self.parse_or(
-            "extra.ema_warmup",
-            "\"ddpm\" or \"power=P,inv_gamma=G\" (P, G > 0)",
-            EmaWarmup::Ddpm,
-        )?;
-        let min_snr_gamma = match self.meta.remove("extra.min_snr_gamma").as_deref() {
-            None | Some("none") => None,
-            Some(text) => match text.parse::<f64>() {
-                Ok(g) if g.is_finite() && g > 0.0 => Some(g),
-                _ => {
-                    return Err(self.error(format!(
-                        "checkpoint metadata \"extra.min_snr_gamma\" is {text:?}, not \"none\" or a positive number"
-                    )))
+    /// The recorded settings, each through its row of the settings table; a key a file predates takes the value
+    /// every run had before the key existed.
+    fn settings(&mut self, config: &UNetConfig) -> Result<TrainSettings> {
+        let mut settings = TrainSettings::new(config.clone());
+        for row in SETTINGS {
+            let Some(key) = row.key else { continue };
+            let text = match (self.meta.remove(key), row.before_key) {
+                (Some(text), _) => text,
+                (None, Some(text)) => text.to_string(),
+                (None, None) => {
+                    return Err(self.error(format!("checkpoint metadata lacks {key:?}")))
                 }
-            },
-        };
-        let zero_terminal_snr = self.parse_or("extra.zero_terminal_snr", "true or false", false)?;
+            };
+            row.load(&mut settings, &text)
+                .map_err(|e| self.error(format!("checkpoint metadata {key:?} is {text:?}, {e}")))?;
+        }
+        Ok(settings)
+    }
+
+    fn training(&mut self, config: &UNetConfig) -> Result<TrainingRecord> {
+        let settings = self.settings(config)?;
         let changes = match self.meta.remove("extra.changes") {
             Some(text) => text.lines().map(str::to_string).collect(),
             None => Vec::new(),
@@ -368,20 +294,8 @@ impl Fields<'_> {
             None => Vec::new(),
         };
         let record = TrainingRecord {
-            schedule,
-            timesteps: self.bounded("extra.timesteps", 1..=MAX_TIMESTEPS)?,
-            prediction,
+            settings,
             dataset: self.take("extra.dataset")?,
-            lr: self.parse("extra.lr", "a number")?,
-            batch: self.bounded("extra.batch", 1..=1 << 20)?,
-            flip,
-            warmup,
-            ema,
-            ema_warmup,
-            min_snr_gamma,
-            zero_terminal_snr,
-            clip,
-            grad_accum,
             changes,
             class_names,
         };
@@ -410,6 +324,12 @@ impl Checkpoint {
     /// Writes the checkpoint to `path` atomically: a temporary file beside it, flushed to disk, then renamed over
     /// `path`. An existing checkpoint at `path` stays intact until the new one is complete.
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes()?)
+    }
+
+    /// The checkpoint as the bytes of a safetensors file (what [`Checkpoint::save`] writes; a page offers them
+    /// for download).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let layout = ParamLayout::new(&self.config);
         let mut sets: Vec<(&str, &[f32])> = vec![("", &self.params), ("ema.", &self.ema)];
         if let Some((m, v)) = &self.adam {
@@ -436,22 +356,26 @@ impl Checkpoint {
             .check(&self.config)
             .map_err(|e| Error::Usage(format!("cannot record the training run: {e}")))?;
         let meta = to_metadata(self);
-        let bytes = safetensors::serialize(tensors, Some(meta))
-            .map_err(|e| Error::Usage(format!("serialising the checkpoint: {e}")))?;
-        write_atomically(path, &bytes)
+        safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| Error::Usage(format!("serialising the checkpoint: {e}")))
     }
 
     /// Reads a checkpoint, checking its format, every metadata key (none missing, none unknown), its config, and
     /// every tensor's presence and shape.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// [`Checkpoint::load`] of a file's bytes held in memory (an upload); `path` names them in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let corrupt = |e: safetensors::SafeTensorError| {
             Error::data(
                 path,
                 format!("not a readable safetensors file (truncated or corrupt?): {e}"),
             )
         };
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
         let meta = header.metadata().clone().unwrap_or_default();
         match meta.get("format") {
             Some(f) if f == FORMAT => {}
@@ -472,9 +396,8 @@ impl Checkpoint {
         fields.take("format")?;
         let config = fields.config()?;
         let training = fields.training(&config)?;
-        let (step, seed, rng_offset) = (
+        let (step, rng_offset) = (
             fields.parse("step", "a number")?,
-            fields.parse("seed", "a number")?,
             fields.parse("rng_offset", "a number")?,
         );
         fields.finish()?;
@@ -494,7 +417,7 @@ impl Checkpoint {
                 ),
             ));
         }
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+        let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(corrupt)?;
         let read_set = |prefix: &str| -> Result<Option<Vec<f32>>> {
             let mut flat = vec![0.0f32; layout.padded_len];
             for (i, p) in layout.params.iter().enumerate() {
@@ -540,7 +463,6 @@ impl Checkpoint {
         Ok(Checkpoint {
             config,
             step,
-            seed,
             rng_offset,
             params,
             ema,

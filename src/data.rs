@@ -435,66 +435,99 @@ fn is_image_name(p: &Path) -> bool {
         .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg"))
 }
 
-fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
+/// The image files of a folder in order, with their labels and the class names where it has one subfolder per
+/// class (torchvision's ImageFolder), else unlabelled.
+type Listing = (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>);
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
+    Ok(entries)
+}
+
+fn list_folder(dir: &Path) -> Result<Listing> {
+    let entries = sorted_entries(dir)?;
     let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    if subdirs.is_empty() {
+        let files = entries.into_iter().filter(|p| p.is_file()).collect();
+        return Ok((files, None, Vec::new()));
+    }
     // With class subfolders, an image beside them belongs to no class: refused by name rather than dropped.
     let loose: Vec<String> = entries
         .iter()
-        .filter(|p| !subdirs.is_empty() && p.is_file() && is_image_name(p))
+        .filter(|p| p.is_file() && is_image_name(p))
         .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
         .collect();
     if !loose.is_empty() {
         return Err(Error::data(
             dir,
             format!(
-                "{} image{} at the top of a folder with class subfolders ({}{}): each subfolder is a class, so \
+                "{} image{} at the top of a folder with class subfolders ({}): each subfolder is a class, so \
                  these belong to none. Move them into a class subfolder, or remove them",
                 loose.len(),
                 if loose.len() == 1 { "" } else { "s" },
-                loose.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-                if loose.len() > 5 {
-                    format!(" and {} more", loose.len() - 5)
-                } else {
-                    String::new()
-                }
+                some_of(&loose),
             ),
         ));
     }
-    // One subfolder per class (torchvision's ImageFolder), else a flat folder of unlabelled images.
-    let (files, labels, class_names): (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>) =
-        if !subdirs.is_empty() {
-            let mut files = Vec::new();
-            let mut labels = Vec::new();
-            let mut names = Vec::new();
-            for (class, sub) in subdirs.iter().enumerate() {
-                let mut inner: Vec<PathBuf> = std::fs::read_dir(sub)
-                    .map_err(|e| Error::io(sub, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                inner.sort();
-                names.push(
-                    sub.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                );
-                for f in inner.into_iter().filter(|p| p.is_file()) {
-                    labels.push(class as u32);
-                    files.push(f);
-                }
-            }
-            (files, Some(labels), names)
-        } else {
-            (
-                entries.into_iter().filter(|p| p.is_file()).collect(),
-                None,
-                Vec::new(),
-            )
+    let (mut files, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for (class, sub) in subdirs.iter().enumerate() {
+        names.push(
+            sub.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        for f in sorted_entries(sub)?.into_iter().filter(|p| p.is_file()) {
+            labels.push(class as u32);
+            files.push(f);
+        }
+    }
+    Ok((files, Some(labels), names))
+}
+
+/// The first five of `items`, and how many more.
+fn some_of(items: &[String]) -> String {
+    let shown = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    match items.len() {
+        n if n > 5 => format!("{shown} and {} more", n - 5),
+        _ => shown,
+    }
+}
+
+/// Refuses a source none of whose `total` files could be used; notes the skipped ones otherwise.
+fn check_kept(
+    source: &Path,
+    decoded: &Decoded,
+    total: usize,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let skipped = &decoded.skipped;
+    if decoded.kept.is_empty() {
+        let why = match skipped.is_empty() {
+            true => String::new(),
+            false => format!(". Skipped: {}", some_of(skipped)),
         };
+        return Err(Error::data(
+            source,
+            format!("no usable images: 0 of {total} files are decodable .png/.jpg images{why}"),
+        ));
+    }
+    if !skipped.is_empty() {
+        notes.push(format!(
+            "warning: {}: skipped {} of {total} files, e.g. {}",
+            source.display(),
+            skipped.len(),
+            skipped[0]
+        ));
+    }
+    Ok(())
+}
+
+fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
+    let (files, labels, class_names) = list_folder(dir)?;
     let key = cache.key(dir, &files, fit);
     let mut notes = Vec::new();
     let decoded = match key.as_ref().and_then(|k| Some((k, k.load()?))) {
@@ -518,53 +551,53 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
             decoded
         }
     };
-    let total = files.len();
-    let skipped = &decoded.skipped;
+    check_kept(dir, &decoded, files.len(), &mut notes)?;
     let len = decoded.kept.len();
-    if len == 0 {
-        let shown: Vec<&String> = skipped.iter().take(5).collect();
-        return Err(Error::data(
-            dir,
-            format!(
-                "no usable images: 0 of {total} files are decodable .png/.jpg images{}{}",
-                if shown.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ". Skipped: {}",
-                        shown
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                },
-                if skipped.len() > shown.len() {
-                    format!(" and {} more", skipped.len() - shown.len())
-                } else {
-                    String::new()
-                }
-            ),
-        ));
-    }
-    if !skipped.is_empty() {
-        notes.push(format!(
-            "warning: {}: skipped {} of {total} files, e.g. {}",
-            dir.display(),
-            skipped.len(),
-            skipped[0]
-        ));
-    }
     Ok(Dataset {
+        labels: labels.map(|l| decoded.kept.iter().map(|&i| l[i as usize]).collect()),
         pixels: decoded.pixels.into(),
         len,
         channels: fit.channels,
         size: fit.size,
-        labels: labels.map(|l| decoded.kept.iter().map(|&i| l[i as usize]).collect()),
         class_names,
         description: format!("{} ({len} images)", dir.display()),
         notes,
     })
+}
+
+impl Dataset {
+    /// A dataset of encoded PNG/JPEG images held in memory (files dropped on a page: nothing touches a disk),
+    /// decoded and fitted as [`Dataset::open`] fits a folder's, in order, unlabelled; `source` names them in
+    /// messages and in the checkpoint's record.
+    pub fn from_encoded(files: &[(&str, &[u8])], fit: Fit, source: &str) -> Result<Dataset> {
+        let mut decoded = Decoded {
+            pixels: Vec::new(),
+            kept: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            match fit_encoded(name, bytes, fit) {
+                Ok(pixels) => {
+                    decoded.pixels.extend(pixels);
+                    decoded.kept.push(i as u32);
+                }
+                Err(why) => decoded.skipped.push(why),
+            }
+        }
+        let mut notes = Vec::new();
+        check_kept(Path::new(source), &decoded, files.len(), &mut notes)?;
+        let len = decoded.kept.len();
+        Ok(Dataset {
+            pixels: decoded.pixels.into(),
+            len,
+            channels: fit.channels,
+            size: fit.size,
+            labels: None,
+            class_names: Vec::new(),
+            description: format!("{source} ({len} images)"),
+            notes,
+        })
+    }
 }
 
 /// The images of a folder, decoded and fitted: what the cache holds.
@@ -578,44 +611,71 @@ pub struct Decoded {
     pub skipped: Vec<String>,
 }
 
-/// Decodes `files` on every core, in file order, with a progress bar on a terminal and the rate in `notes`.
-fn decode_all(dir: &Path, files: &[PathBuf], fit: Fit, notes: &mut Vec<String>) -> Decoded {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    const CHUNK: usize = 64;
-    let started = std::time::Instant::now();
-    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
+/// The decode progress bar: indicatif's with the command line's crates (the `cli` feature), else none.
+#[cfg(feature = "cli")]
+fn decode_bar(len: usize) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "decoding {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}",
         )
         .expect("template is valid"),
-    );
+    )
+}
+
+#[cfg(not(feature = "cli"))]
+fn decode_bar(_len: usize) -> NoBar {
+    NoBar
+}
+
+#[cfg(not(feature = "cli"))]
+struct NoBar;
+
+#[cfg(not(feature = "cli"))]
+impl NoBar {
+    fn inc(&self, _by: u64) {}
+    fn finish_and_clear(&self) {}
+}
+
+/// Threads that decode: every core, but one in a browser (wasm32 has no threads to spawn).
+fn decode_workers() -> usize {
+    match cfg!(target_arch = "wasm32") {
+        true => 1,
+        false => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Decodes `files` on every core, in file order, with a progress bar on a terminal and the rate in `notes`.
+fn decode_all(dir: &Path, files: &[PathBuf], fit: Fit, notes: &mut Vec<String>) -> Decoded {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const CHUNK: usize = 64;
+    let started = crate::time::Instant::now();
+    let bar = decode_bar(files.len());
     let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = decode_workers();
     // Each worker claims chunks of files in turn; results come back tagged by index and are put in order.
-    let mut results: Vec<(usize, std::result::Result<Vec<u8>, String>)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                            if start >= files.len() {
-                                return out;
-                            }
-                            for (i, f) in files.iter().enumerate().skip(start).take(CHUNK) {
-                                out.push((i, decode_one(dir, f, fit)));
-                            }
-                            bar.inc(CHUNK.min(files.len() - start) as u64);
-                        }
-                    })
-                })
-                .collect();
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= files.len() {
+                return out;
+            }
+            for (i, f) in files.iter().enumerate().skip(start).take(CHUNK) {
+                out.push((i, decode_one(dir, f, fit)));
+            }
+            bar.inc(CHUNK.min(files.len() - start) as u64);
+        }
+    };
+    let mut results: Vec<(usize, std::result::Result<Vec<u8>, String>)> = match workers {
+        1 => work(),
+        _ => std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
             handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("a decode worker panicked"))
                 .collect()
-        });
+        }),
+    };
     bar.finish_and_clear();
     results.sort_by_key(|r| r.0);
     let mut decoded = Decoded {
@@ -650,8 +710,13 @@ fn decode_one(dir: &Path, f: &Path, fit: Fit) -> std::result::Result<Vec<u8>, St
         return Err(format!("{name} (not a .png/.jpg/.jpeg file)"));
     }
     let bytes = std::fs::read(f).map_err(|e| format!("{name} (unreadable: {e})"))?;
+    fit_encoded(&name, &bytes, fit)
+}
+
+/// One encoded image decoded and fitted, or why not ("name (decode failed: …)").
+fn fit_encoded(name: &str, bytes: &[u8], fit: Fit) -> std::result::Result<Vec<u8>, String> {
     // A decoder that panics on a damaged file skips that file like any other decode failure.
-    let img = std::panic::catch_unwind(|| decode_image(&bytes))
+    let img = std::panic::catch_unwind(|| decode_image(bytes))
         .unwrap_or_else(|_| Err("the decoder crashed on it".into()))
         .map_err(|e| format!("{name} (decode failed: {e})"))?;
     let mut out = Vec::with_capacity(fit.channels * fit.size * fit.size);

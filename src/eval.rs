@@ -148,7 +148,19 @@ impl TermEvaluator {
 
     /// The bound's term (nats, summed over the row's elements) of each row: x₀ [batch, C, H, W] flattened,
     /// t [batch], and the class label of each row for a class-conditional model.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn evaluate(
+        &self,
+        gpu: &Gpu,
+        x0: &[f32],
+        t: &[u32],
+        labels: Option<&[u32]>,
+    ) -> Result<Vec<f64>> {
+        crate::gpu::future::block_on(self.evaluate_async(gpu, x0, t, labels))
+    }
+
+    /// [`TermEvaluator::evaluate`], without blocking.
+    pub async fn evaluate_async(
         &self,
         gpu: &Gpu,
         x0: &[f32],
@@ -166,8 +178,8 @@ impl TermEvaluator {
                 ))
             }
         }
-        gpu.run(&self.dispatches)?;
-        let terms = self.terms.read_f32(gpu)?;
+        gpu.run_async(&self.dispatches).await?;
+        let terms = self.terms.read_f32_async(gpu).await?;
         let d = terms.len() / self.batch();
         Ok(terms
             .chunks(d)
@@ -210,7 +222,45 @@ pub struct BoundEstimate {
 
 /// The bound of `params` (a model of `config` trained on `schedule`) on the first images of `dataset`.
 /// `progress` is called with (images done, images in all) after each batch.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn estimate_bound(
+    gpu: &Gpu,
+    config: &UNetConfig,
+    params: &ParamBuffers,
+    schedule: &Schedule,
+    dataset: &Dataset,
+    options: &BoundOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BoundEstimate> {
+    let estimate = estimate_bound_async(gpu, config, params, schedule, dataset, options, progress);
+    crate::gpu::future::block_on(estimate)
+}
+
+/// Each image's label as the model sees it: its own, or "no class" (the bound of p(x) rather than p(x | c)); None
+/// for an unconditional model. Refuses a label the model has no class for.
+fn bound_labels(
+    config: &UNetConfig,
+    dataset: &Dataset,
+    options: &BoundOptions,
+    images: usize,
+) -> Result<Option<Vec<u32>>> {
+    let Some(null_label) = config.num_classes.map(|n| n as u32) else {
+        return Ok(None);
+    };
+    let own = match (&dataset.labels, options.use_labels) {
+        (Some(labels), true) => &labels[..images],
+        _ => return Ok(Some(vec![null_label; images])),
+    };
+    if let Some(&bad) = own.iter().find(|&&l| l >= null_label) {
+        return Err(Error::Usage(format!(
+            "the dataset has label {bad}, but the model has {null_label} classes"
+        )));
+    }
+    Ok(Some(own.to_vec()))
+}
+
+/// [`estimate_bound`], without blocking.
+pub async fn estimate_bound_async(
     gpu: &Gpu,
     config: &UNetConfig,
     params: &ParamBuffers,
@@ -232,20 +282,7 @@ pub fn estimate_bound(
             "nothing to evaluate: the dataset is empty, or --images / --batch is 0".into(),
         ));
     }
-    let null_label = config.num_classes.map(|n| n as u32);
-    let data_labels = match (null_label, &dataset.labels, options.use_labels) {
-        (Some(classes), Some(labels), true) => {
-            if let Some(&bad) = labels[..images].iter().find(|&&l| l >= classes) {
-                return Err(Error::Usage(format!(
-                    "the dataset has label {bad}, but the model has {classes} classes"
-                )));
-            }
-            Some(labels)
-        }
-        _ => None,
-    };
-    // A class-conditional model sees each image's label, or "no class" (the bound of p(x) rather than p(x | c)).
-    let label_of = |i: usize| data_labels.map_or(null_label.unwrap_or(0), |l| l[i]);
+    let labels = bound_labels(config, dataset, options, images)?;
     let mut rng = SplitMix64::new(options.seed ^ 0x5EED_B0D5);
     let mut rows = Vec::new(); // (image, term)
     for image in 0..images {
@@ -263,20 +300,10 @@ pub fn estimate_bound(
         options.batch.min(rows.len()),
         options.seed,
     )?;
-    let batch = evaluator.batch();
-    let d = c * s * s;
     let last = schedule.num_steps() as u32 - 1;
     let mut totals = vec![[0.0f64; 3]; images]; // nats: decoder, middle, last + prior
-    for chunk in rows.chunks(batch) {
-        // A short last chunk is padded by repeating its first row; the padding's terms are dropped.
-        let padded = |k: usize| chunk[if k < chunk.len() { k } else { 0 }];
-        let x0: Vec<f32> = (0..batch)
-            .flat_map(|k| dataset.image(padded(k).0))
-            .collect();
-        let t: Vec<u32> = (0..batch).map(|k| padded(k).1.t).collect();
-        let labels: Option<Vec<u32>> =
-            null_label.map(|_| (0..batch).map(|k| label_of(padded(k).0)).collect());
-        let nats = evaluator.evaluate(gpu, &x0, &t, labels.as_deref())?;
+    for chunk in rows.chunks(evaluator.batch()) {
+        let nats = evaluate_rows(gpu, &evaluator, dataset, labels.as_deref(), chunk).await?;
         for (&(image, term), value) in chunk.iter().zip(nats) {
             let part = match term.t {
                 0 => 0,
@@ -287,26 +314,52 @@ pub fn estimate_bound(
         }
         progress(chunk.last().map_or(0, |r| r.0 + 1), images);
     }
+    Ok(summarize(&totals, c * s * s, rows.len()))
+}
+
+/// The terms of `chunk`'s (image, term) rows, in nats. A short last chunk is padded by repeating its first row;
+/// the padding's terms are dropped.
+async fn evaluate_rows(
+    gpu: &Gpu,
+    evaluator: &TermEvaluator,
+    dataset: &Dataset,
+    labels: Option<&[u32]>,
+    chunk: &[(usize, PlannedTerm)],
+) -> Result<Vec<f64>> {
+    let batch = evaluator.batch();
+    let padded = |k: usize| chunk[if k < chunk.len() { k } else { 0 }];
+    let x0: Vec<f32> = (0..batch)
+        .flat_map(|k| dataset.image(padded(k).0))
+        .collect();
+    let t: Vec<u32> = (0..batch).map(|k| padded(k).1.t).collect();
+    let labels: Option<Vec<u32>> = labels.map(|l| (0..batch).map(|k| l[padded(k).0]).collect());
+    evaluator
+        .evaluate_async(gpu, &x0, &t, labels.as_deref())
+        .await
+}
+
+/// The estimate from each image's [decoder, middle, last + prior] nats over `d` values per image.
+fn summarize(totals: &[[f64; 3]], d: usize, evaluations: usize) -> BoundEstimate {
     let to_bits = 1.0 / (d as f64 * std::f64::consts::LN_2);
     let per_image: Vec<f64> = totals
         .iter()
         .map(|p| p.iter().sum::<f64>() * to_bits)
         .collect();
-    let n = images as f64;
+    let n = totals.len() as f64;
     let mean = per_image.iter().sum::<f64>() / n;
-    let variance = if images > 1 {
+    let variance = if totals.len() > 1 {
         per_image.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
     } else {
         0.0
     };
     let part = |k: usize| totals.iter().map(|p| p[k]).sum::<f64>() * to_bits / n;
-    Ok(BoundEstimate {
+    BoundEstimate {
         bits_per_dim: mean,
         standard_error: (variance / n).sqrt(),
         per_image,
         decoder: part(0),
         middle: part(1),
         last_and_prior: part(2),
-        evaluations: rows.len(),
-    })
+        evaluations,
+    }
 }

@@ -47,12 +47,12 @@ pub fn grid(
     img
 }
 
-/// Writes a sample grid as PNG (atomically).
 /// Columns of a near-square grid of n images.
 fn square(n: usize) -> usize {
     (n as f64).sqrt().ceil() as usize
 }
 
+/// Writes a sample grid as PNG (atomically).
 pub fn save_grid_png(
     path: &Path,
     pixels: &[f32],
@@ -61,20 +61,32 @@ pub fn save_grid_png(
     size: usize,
     columns: Option<usize>,
 ) -> Result<()> {
-    let img = grid(
-        pixels,
-        n,
-        channels,
-        size,
-        columns.unwrap_or_else(|| square(n)),
-    );
+    write_atomically(path, &grid_png(pixels, n, channels, size, columns)?)
+}
+
+/// A sample grid (n images [N, C, S, S] in [−1, 1], `columns` per row, else near-square) as PNG bytes.
+pub fn grid_png(
+    pixels: &[f32],
+    n: usize,
+    channels: usize,
+    size: usize,
+    columns: Option<usize>,
+) -> Result<Vec<u8>> {
+    let columns = columns.unwrap_or_else(|| square(n));
+    png_bytes(&image::DynamicImage::ImageRgb8(grid(
+        pixels, n, channels, size, columns,
+    )))
+}
+
+/// An image as PNG bytes.
+pub fn png_bytes(img: &image::DynamicImage) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )
-    .map_err(|e| Error::Usage(format!("encoding {}: {e}", path.display())))?;
-    write_atomically(path, &bytes)
+    .map_err(|e| Error::Usage(format!("encoding a PNG: {e}")))?;
+    Ok(bytes)
 }
 
 /// Writes frames (each [N, C, S, S] in [−1, 1]) as an animated GIF, `delay_ms` per frame, the last held longer.
@@ -87,6 +99,19 @@ pub fn save_gif(
     columns: Option<usize>,
     delay_ms: u32,
 ) -> Result<()> {
+    let bytes = gif_bytes(frames, n, channels, size, columns, delay_ms)?;
+    write_atomically(path, &bytes)
+}
+
+/// [`save_gif`]'s animation as GIF bytes.
+pub fn gif_bytes(
+    frames: &[Vec<f32>],
+    n: usize,
+    channels: usize,
+    size: usize,
+    columns: Option<usize>,
+    delay_ms: u32,
+) -> Result<Vec<u8>> {
     use image::codecs::gif::{GifEncoder, Repeat};
     let columns = columns.unwrap_or_else(|| square(n));
     let mut bytes = Vec::new();
@@ -110,7 +135,7 @@ pub fn save_gif(
                 .map_err(|e| Error::Usage(format!("GIF: {e}")))?;
         }
     }
-    write_atomically(path, &bytes)
+    Ok(bytes)
 }
 
 /// Writes a C-ordered little-endian f32 array as `.npy` (format version 1.0).

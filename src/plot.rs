@@ -49,14 +49,8 @@ pub fn read_losses(csv: &Path) -> Result<Vec<(u64, f64)>> {
 
 /// Draws the loss curve of `csv` (a metrics log) into `png`, atomically: a reader never sees half an image.
 pub fn write_loss_png(csv: &Path, png: &Path) -> Result<()> {
-    let img = loss_curve(&read_losses(csv)?);
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| Error::Usage(format!("encoding {}: {e}", png.display())))?;
-    write_atomically(png, &bytes)
+    let img = image::DynamicImage::ImageRgb8(loss_curve(&read_losses(csv)?));
+    write_atomically(png, &crate::image_io::png_bytes(&img)?)
 }
 
 /// Where data goes in the image: the plot area in pixels and the step and log₁₀(loss) ranges it spans.

@@ -259,9 +259,15 @@ impl Sampler {
     /// Submits the loop and reads the samples back. Long loops (a network evaluation per step) go in several
     /// submissions of at most [`Sampler::DISPATCHES_PER_SUBMISSION`], so no single command buffer runs long enough
     /// to trip a desktop driver's watchdog; there is still no readback until the end.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        crate::gpu::future::block_on(self.run_async(gpu))
+    }
+
+    /// [`Sampler::run`], without blocking.
+    pub async fn run_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.submit(gpu);
-        self.output.read_f32(gpu)
+        self.output.read_f32_async(gpu).await
     }
 
     /// Records and submits the loop (as [`Sampler::run`]) without waiting for it; read `output()` afterwards.
@@ -276,8 +282,18 @@ impl Sampler {
     pub const DISPATCHES_PER_SUBMISSION: usize = 2048;
 
     /// The trajectory snapshots (after [`Sampler::run`]), oldest first.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn frames(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
-        self.snapshots.iter().map(|t| t.read_f32(gpu)).collect()
+        crate::gpu::future::block_on(self.frames_async(gpu))
+    }
+
+    /// [`Sampler::frames`], without blocking.
+    pub async fn frames_async(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let mut frames = Vec::with_capacity(self.snapshots.len());
+        for t in &self.snapshots {
+            frames.push(t.read_f32_async(gpu).await?);
+        }
+        Ok(frames)
     }
 
     /// The starting x of each run (drawn by the sampler, or the given tensor).
@@ -299,4 +315,17 @@ impl Sampler {
     pub fn dispatch_count(&self) -> usize {
         self.dispatches.len()
     }
+}
+
+/// Refuses samples holding NaN or ±∞: written as PNG they would be black (or white) pixels without a word.
+pub fn check_finite(pixels: &[f32], what: &str) -> Result<()> {
+    let count = pixels.iter().filter(|v| !v.is_finite()).count();
+    if count > 0 {
+        return Err(Error::NonFiniteSamples {
+            what: what.to_string(),
+            count,
+            total: pixels.len(),
+        });
+    }
+    Ok(())
 }

@@ -77,7 +77,7 @@ fn training_steps(trainer: Rc<std::cell::RefCell<Trainer>>, steps: usize, runs: 
     WholeRun {
         run: Box::new(move |gpu| {
             let mut trainer = trainer.borrow_mut();
-            let start = std::time::Instant::now();
+            let start = crate::time::Instant::now();
             for k in 0..steps {
                 trainer.step(gpu, k + 1 == steps)?;
             }
@@ -697,7 +697,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                         items: vec![(sample_batch as f64, "img"), (evaluations, "eval")],
                         whole_run: Some(WholeRun {
                             run: Box::new(move |gpu| {
-                                let start = std::time::Instant::now();
+                                let start = crate::time::Instant::now();
                                 sampler.submit(gpu);
                                 let host = start.elapsed().as_secs_f64();
                                 sampler.output().read_f32(gpu)?;

@@ -7,8 +7,8 @@
 
 mod cases;
 
+use crate::time::Instant;
 use std::rc::Rc;
-use std::time::Instant;
 
 use crate::distributed::Replicas;
 use crate::error::Result;

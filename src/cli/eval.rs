@@ -81,7 +81,7 @@ pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
         variance,
         use_labels: !args.unconditional,
         seed: args.seed,
-        prediction: ckpt.training.prediction,
+        prediction: ckpt.training.prediction(),
     };
     let images = options.images.min(dataset.len);
     let bar = indicatif::ProgressBar::new(images as u64);

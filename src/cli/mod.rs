@@ -14,6 +14,7 @@ mod bench;
 mod eval;
 mod info;
 mod sample;
+mod settings;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -75,8 +76,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             let result = rank_gpu(args.adapter.as_deref(), replicas.as_deref())
                 .and_then(|gpu| train::train(&gpu, *args, replicas.clone()))
                 .map(|finished| match finished {
-                    train::Finished::Done => 0,
-                    train::Finished::Interrupted => INTERRUPTED_EXIT as u8,
+                    diffuse::train::run::Finished::Done => 0,
+                    diffuse::train::run::Finished::Stopped { .. } => INTERRUPTED_EXIT as u8,
                 });
             end_job_on_error(replicas.as_deref(), result)
         }
@@ -241,50 +242,6 @@ fn budget_bytes(gb: Option<f64>) -> Option<u64> {
     gb.map(|gb| (gb * 1e9) as u64)
 }
 
-/// The range a numeric flag takes, checked when the command line is parsed: clap's message then names the flag
-/// and the value ("invalid value 'nan' for '--lr <LR>': …") and this says what it may be.
-fn number_in(text: &str, ok: impl Fn(f64) -> bool, range: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && ok(v) => Ok(v),
-        Ok(_) => Err(format!("must be {range}")),
-        Err(_) => Err(format!("not a number; it must be {range}")),
-    }
-}
-
-/// A finite number ≥ 0 (`--lr`, `--clip`, `--guidance`, `--eta`).
-fn non_negative(text: &str) -> Result<f64, String> {
-    number_in(text, |v| v >= 0.0, "a finite number ≥ 0")
-}
-
-/// A finite number > 0 (`--memory-budget`).
-fn positive(text: &str) -> Result<f64, String> {
-    number_in(text, |v| v > 0.0, "a finite number > 0 (e.g. 6 or 0.5)")
-}
-
-/// A number in [0, 1] (`--ema`).
-fn unit_interval(text: &str) -> Result<f64, String> {
-    number_in(text, |v| (0.0..=1.0).contains(&v), "in [0, 1]")
-}
-
-/// A number ≥ 1, +∞ included (`--threshold-max`: no cap).
-fn at_least_unity(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(v) if v >= 1.0 => Ok(v),
-        Ok(_) => Err("must be a number ≥ 1 (or inf)".into()),
-        Err(_) => Err("not a number; it must be ≥ 1 (or inf)".into()),
-    }
-}
-
-/// A probability that is not certain, [0, 1) (`--dropout`).
-fn probability_below_one(text: &str) -> Result<f32, String> {
-    number_in(text, |v| (0.0..1.0).contains(&v), "in [0, 1)").map(|v| v as f32)
-}
-
-/// A whole number ≥ 1 (`--steps`, `--batch`, `--num`, …).
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(v) => Ok(v),
-        Err(_) => Err("not a whole number ≥ 1".into()),
-    }
-}
+pub(crate) use diffuse::values::{
+    at_least_one, at_least_unity, non_negative, positive, probability_below_one, unit_interval,
+};

@@ -124,19 +124,6 @@ pub struct SampleArgs {
     pub adapter: Option<String>,
 }
 
-/// Refuses samples holding NaN or ±∞: written as PNG they would be black (or white) pixels without a word.
-pub(super) fn check_finite(pixels: &[f32], what: &str) -> Result<()> {
-    let count = pixels.iter().filter(|v| !v.is_finite()).count();
-    if count > 0 {
-        return Err(Error::NonFiniteSamples {
-            what: what.to_string(),
-            count,
-            total: pixels.len(),
-        });
-    }
-    Ok(())
-}
-
 /// Images per batch unless --batch says otherwise: the activations of a `small` U-Net at 28×28 for 64 images
 /// stay far below the 128 MiB that lavapipe (and some GPUs) bind per buffer.
 const DEFAULT_BATCH: usize = 64;
@@ -390,7 +377,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let batched = Batched {
         config,
         params: &params,
-        prediction: ckpt.training.prediction,
+        prediction: ckpt.training.prediction(),
         guidance: args.guidance,
         classes: classes.as_deref(),
         given: given.as_ref().map(|(_, values)| &values[..]),
@@ -428,7 +415,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
             _ => format!("{ranks} ranks (rank 0 on {})", gpu.describe()),
         }
     );
-    check_finite(&pixels, "sampling")?;
+    diffuse::sample::check_finite(&pixels, "sampling")?;
     image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;
     println!("wrote {}", args.out.display());
     if let Some(p) = &args.npy {

@@ -1,28 +1,25 @@
 //! `diffuse train`: arguments, the progress bar, Ctrl-C, checkpoints and preview grids. The training step itself
 //! is `diffuse::train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
+use clap::builder::PossibleValuesParser;
+
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{self, Clip, Spacing};
-use diffuse::diffusion::{NamedSchedule, Prediction};
+use diffuse::data::Dataset;
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
-use diffuse::image_io;
-use diffuse::model::denoiser::{max_batch, Batched};
-use diffuse::model::{ParamBuffers, ParamLayout, Preset, UNetConfig};
+use diffuse::model::{ParamLayout, Preset, UNetConfig};
 use diffuse::optim::EmaWarmup;
-use diffuse::train::{LossReport, Placement, TrainSettings, Trainer};
+use diffuse::train::run::{Cadence, Finished, Folder, Metrics, Outputs, Progress, Run, StopFlag};
+use diffuse::train::table::{self, OnResume, SETTINGS};
+use diffuse::train::{TrainSettings, Trainer};
 use diffuse::{Error, Result};
 
-use super::{
-    at_least_one, non_negative, open_dataset, parse_rgb, positive, probability_below_one,
-    unit_interval, value_name,
-};
+use super::settings::SettingFlags;
+use super::{at_least_one, open_dataset, parse_rgb, probability_below_one};
 
 /// `diffuse train`: see `--help` for what each option does.
 #[derive(clap::Args)]
@@ -41,80 +38,28 @@ pub struct TrainArgs {
     /// Total optimizer steps (a resumed run continues up to this count).
     #[arg(long, default_value_t = 10_000)]
     pub steps: u64,
-    /// Images per batch [default: 32; on --resume, the checkpoint's].
-    #[arg(long, value_parser = at_least_one)]
-    pub batch: Option<usize>,
-    /// Sum the gradients of this many batches before each optimizer step (a larger effective batch in the same
-    /// memory: each step sees --batch × --grad-accum images) [default: 1; on --resume, the checkpoint's].
-    #[arg(long, value_parser = at_least_one)]
-    pub grad_accum: Option<usize>,
-    /// Images per forward/backward pass; must divide --batch (default: the whole batch if it fits the adapter and
-    /// --memory-budget, else the largest divisor that does).
-    #[arg(long, value_parser = at_least_one)]
-    pub micro_batch: Option<usize>,
-    /// GPU memory the run may use, in GB (default: only the adapter's per-buffer limit is checked).
-    #[arg(long, value_parser = positive)]
-    pub memory_budget: Option<f64>,
-    /// Peak learning rate (Adam), reached after --warmup steps [default: 2e-4; on --resume, the checkpoint's].
-    #[arg(long, value_parser = non_negative)]
-    pub lr: Option<f64>,
-    /// Steps of linear learning-rate warm-up [default: 500; on --resume, the checkpoint's].
-    #[arg(long)]
-    pub warmup: Option<u64>,
-    /// EMA decay of the weights used for sampling, in [0, 1] [default: 0.999; on --resume, the checkpoint's].
-    #[arg(long, value_parser = unit_interval)]
-    pub ema: Option<f64>,
-    /// Global gradient-norm clip (0 turns it off) [default: 1; on --resume, the checkpoint's].
-    #[arg(long, value_parser = non_negative)]
-    pub clip: Option<f64>,
-    /// Noise schedule [default: linear; on --resume, the checkpoint's].
-    #[arg(long, value_enum)]
-    pub schedule: Option<NamedSchedule>,
-    /// What the network learns to predict: eps (the noise ε, Ho et al. 2020), x0 (the clean image) or v =
-    /// √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho 2022). Every sampler and `diffuse eval` read it from the checkpoint
-    /// [default: eps; on --resume, the checkpoint's].
-    #[arg(long, value_enum)]
-    pub prediction: Option<PredictionArg>,
-    /// Min-SNR-γ loss weighting (Hang et al. 2023): weight each image's loss so that it equals min(SNR_t, γ)·‖x̂₀ −
-    /// x₀‖², SNR_t = ᾱ_t/(1 − ᾱ_t); the paper uses γ = 5. `off`: the plain MSE [default: off; on --resume, the
-    /// checkpoint's].
-    #[arg(long, value_parser = parse_gamma)]
-    pub min_snr_gamma: Option<Gamma>,
-    /// Rescale the schedule to zero terminal SNR (Lin et al. 2024, algorithm 1: √ᾱ shifted and scaled so that
-    /// ᾱ = 0 at the last timestep, ᾱ at the first unchanged), so that training sees the pure noise sampling starts
-    /// from. Needs --prediction v (or x0). `--zero-terminal-snr false` turns it off [default: off; on --resume,
-    /// the checkpoint's].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub zero_terminal_snr: Option<bool>,
-    /// EMA warm-up as diffusers' EMAModel (use_ema_warmup): the decay at step k is 1 − (1 + k/inv_gamma)^(−POWER),
-    /// capped at --ema (2/3 suits runs of a million steps, 3/4 shorter ones). `off`: min(--ema, (1 + k)/(10 + k))
-    /// [default: off; on --resume, the checkpoint's].
-    #[arg(long, value_parser = parse_gamma, value_name = "POWER")]
-    pub ema_warmup: Option<Gamma>,
-    /// inv_gamma of --ema-warmup [default: 1].
-    #[arg(long, value_parser = positive, requires = "ema_warmup")]
-    pub ema_inv_gamma: Option<f64>,
+    /// The training settings: one flag per row of the library's settings table.
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// Dropout probability in every residual block, in [0, 1) (Ho et al. used 0.1 on CIFAR-10): a regulariser for
     /// long runs on small datasets. Training only; sampling never drops.
     #[arg(long, default_value_t = 0.0, value_parser = probability_below_one)]
     pub dropout: f32,
-    /// Seed of every random draw of the run [default: 0; on --resume, the checkpoint's].
-    #[arg(long)]
-    pub seed: Option<u64>,
     /// Output folder for checkpoint.safetensors, samples-*.png, metrics.csv and loss.png (default: runs/<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write a preview grid (samples-<step>.png, from the same noise each time) and redraw loss.png this often.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one_step)]
     pub sample_every: u64,
     /// Images in each preview grid (default 16, or two per class); 0 writes no grids (only loss.png): a preview of
     /// a large model takes minutes on a CPU adapter.
     #[arg(long)]
     pub preview: Option<usize>,
-    #[arg(long, default_value_t = 500)]
+    /// Save checkpoint.safetensors this often (and at the last step, and on Ctrl-C).
+    #[arg(long, default_value_t = 500, value_parser = at_least_one_step)]
     pub checkpoint_every: u64,
     /// Read the loss back every this many steps (the GPU runs ahead in between).
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = at_least_one_step)]
     pub log_every: u64,
     /// Continue the run in --out from its checkpoint, with its settings: a flag that differs from the checkpoint's
     /// record is refused unless --override names it.
@@ -124,159 +69,32 @@ pub struct TrainArgs {
     /// change is recorded in the checkpoint (`extra.changes`).
     #[arg(
         long = "override",
-        value_enum,
         value_delimiter = ',',
-        requires = "resume"
+        requires = "resume",
+        value_parser = overridable()
     )]
-    pub overrides: Vec<Setting>,
+    pub overrides: Vec<String>,
     /// Colour (R,G,B) that transparent pixels are composited onto.
     #[arg(long, default_value = "255,255,255", value_parser = parse_rgb)]
     pub background: [u8; 3],
-    /// Mirror each training image left–right at random (augmentation for photos and faces; not for digits or
-    /// text, whose mirror images are not examples of the data). `--flip false` turns it off [default: off; on
-    /// --resume, the checkpoint's].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub flip: Option<bool>,
-    /// Where the training images live: `gpu` (gathered there each step), `host` (each step's images uploaded
-    /// while the GPU works on the previous step), or `auto` (the GPU if they fit one buffer binding).
-    #[arg(long, value_enum, default_value_t = DataOn::Auto)]
-    pub data_on: DataOn,
     /// GPU adapter: an index from `diffuse info` or part of its name (default: DIFFUSE_ADAPTER, else the first
     /// discrete GPU, else any; under `mpirun`, each rank the one its local rank picks: docs/distributed.md).
     #[arg(long)]
     pub adapter: Option<String>,
 }
 
-/// A setting `--resume` compares with the checkpoint's record (`--override` names).
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Setting {
-    Data,
-    Schedule,
-    Batch,
-    GradAccum,
-    Lr,
-    Warmup,
-    Ema,
-    Clip,
-    Flip,
-    Seed,
-    Prediction,
-    MinSnrGamma,
-    ZeroTerminalSnr,
-    EmaWarmup,
+/// `--override`'s names: the data, and every setting a resume may change.
+fn overridable() -> PossibleValuesParser {
+    let names = SETTINGS
+        .iter()
+        .filter(|row| row.on_resume == OnResume::Override)
+        .map(|row| row.name);
+    PossibleValuesParser::new(std::iter::once("data").chain(names))
 }
 
-/// `--prediction`: the training targets (the score is not one).
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PredictionArg {
-    /// The noise ε
-    Eps,
-    /// The clean image x₀
-    X0,
-    /// The velocity v = √ᾱ·ε − √(1−ᾱ)·x₀
-    V,
-}
-
-impl PredictionArg {
-    fn prediction(self) -> Prediction {
-        match self {
-            PredictionArg::Eps => Prediction::Epsilon,
-            PredictionArg::X0 => Prediction::Sample,
-            PredictionArg::V => Prediction::Velocity,
-        }
-    }
-
-    fn of(prediction: Prediction) -> Result<PredictionArg> {
-        match prediction {
-            Prediction::Epsilon => Ok(PredictionArg::Eps),
-            Prediction::Sample => Ok(PredictionArg::X0),
-            Prediction::Velocity => Ok(PredictionArg::V),
-            Prediction::Score => Err(Error::Usage(
-                "the checkpoint's model predicts the score, which `diffuse train` cannot train (eps, x0 or v)"
-                    .into(),
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for PredictionArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&value_name(self))
-    }
-}
-
-/// A positive number or `off` (`--min-snr-gamma`, `--ema-warmup`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Gamma(pub Option<f64>);
-
-impl std::fmt::Display for Gamma {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("off"),
-        }
-    }
-}
-
-fn parse_gamma(text: &str) -> std::result::Result<Gamma, String> {
-    if text.trim() == "off" {
-        return Ok(Gamma(None));
-    }
-    positive(text).map(|v| Gamma(Some(v)))
-}
-
-/// `--ema-warmup` and `--ema-inv-gamma` as one setting, shown as the flags that give it.
-#[derive(Clone, Copy, PartialEq)]
-struct Warmup(EmaWarmup);
-
-impl std::fmt::Display for Warmup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            EmaWarmup::Ddpm => f.write_str("off"),
-            EmaWarmup::Power { power, inv_gamma } => {
-                write!(f, "{power} --ema-inv-gamma {inv_gamma}")
-            }
-        }
-    }
-}
-
-/// The settings of a run, each from its flag, else (on --resume) the checkpoint's record, else the default; and
-/// the flags that differ from the record: (setting, "--lr 0.001 (checkpoint: 0.0002)").
-struct Resolved {
-    differences: Vec<(Setting, String)>,
-}
-
-impl Resolved {
-    fn pick<T: PartialEq + std::fmt::Display>(
-        &mut self,
-        setting: Setting,
-        given: Option<T>,
-        recorded: Option<T>,
-        default: T,
-    ) -> T {
-        match (given, recorded) {
-            (Some(given), Some(recorded)) => {
-                if given != recorded {
-                    self.differences.push((
-                        setting,
-                        format!(
-                            "--{} {given} (checkpoint: {recorded})",
-                            value_name(&setting)
-                        ),
-                    ));
-                }
-                given
-            }
-            (given, recorded) => given.or(recorded).unwrap_or(default),
-        }
-    }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum DataOn {
-    Auto,
-    Gpu,
-    Host,
+/// An interval in steps: "every 0 steps" means nothing.
+fn at_least_one_step(text: &str) -> std::result::Result<u64, String> {
+    at_least_one(text).map(|n| n as u64)
 }
 
 /// Overrides of the preset's U-Net configuration, each defaulting to the preset's value; stored in the checkpoint.
@@ -350,14 +168,6 @@ impl ModelArgs {
     }
 }
 
-/// How a training run ended.
-pub enum Finished {
-    /// It reached --steps (or was already there).
-    Done,
-    /// A signal stopped it after it saved a checkpoint.
-    Interrupted,
-}
-
 /// Trains as `args` say; one rank of a data-parallel run with `replicas` (every rank trains, rank 0 alone prints
 /// and writes files).
 pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> Result<Finished> {
@@ -366,517 +176,324 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
-    let (log_every, checkpoint_every, sample_every) = (
-        args.log_every.max(1),
-        args.checkpoint_every.max(1),
-        args.sample_every.max(1),
-    );
-    let mut config = args.model.apply(args.preset.config());
-    config.dropout = args.dropout;
-    config.validate()?;
-    // Rank 0 opens the data first, so that on its machine (or a shared cache folder) the others load the images
-    // it decoded and cached instead of all decoding them at once. (If it fails, its error ends the job while the
-    // others wait.)
-    if let Some(r) = replicas.as_ref().filter(|r| r.rank() != 0) {
-        r.barrier();
-    }
-    let dataset = open_dataset(args.data.as_deref(), &config, args.background, lead)?;
-    if let Some(r) = replicas.as_ref().filter(|r| r.rank() == 0) {
-        r.barrier();
-    }
-    if args.class_conditional {
-        if dataset.labels.is_none() {
-            return Err(Error::Usage(format!(
-                "--class-conditional needs labels, and {} has none (use MNIST IDX with labels, or one subfolder per class)",
-                dataset.description
-            )));
-        }
-        config.num_classes = Some(dataset.class_names.len());
-    }
-    let checkpoint_path = out.join("checkpoint.safetensors");
-    let resume = if args.resume {
-        if !checkpoint_path.exists() {
-            return Err(Error::Usage(format!(
-                "--resume: no checkpoint at {}",
-                checkpoint_path.display()
-            )));
-        }
-        Some(Checkpoint::load(&checkpoint_path)?)
-    } else {
-        if checkpoint_path.exists() {
-            return Err(Error::Usage(format!(
-                "{} already holds a run; continue it with --resume, or choose another --out",
-                checkpoint_path.display()
-            )));
-        }
-        None
-    };
-    let mut settings = TrainSettings::new(config.clone());
-    let record = resume.as_ref().map(|c| &c.training);
-    let mut resolved = Resolved {
-        differences: Vec::new(),
-    };
-    // The dataset has no default to fall back on: what was opened is compared with what the checkpoint recorded.
-    resolved.pick(
-        Setting::Data,
-        Some(dataset.description.clone()),
-        record.map(|r| r.dataset.clone()),
-        String::new(),
-    );
-    let defaults = settings.clone();
-    settings.schedule = resolved.pick(
-        Setting::Schedule,
-        args.schedule,
-        record.map(|r| r.schedule),
-        defaults.schedule,
-    );
-    settings.batch = resolved.pick(
-        Setting::Batch,
-        args.batch,
-        record.map(|r| r.batch),
-        defaults.batch,
-    );
-    settings.grad_accum = resolved.pick(
-        Setting::GradAccum,
-        args.grad_accum,
-        record.map(|r| r.grad_accum),
-        defaults.grad_accum,
-    );
-    settings.lr = resolved.pick(Setting::Lr, args.lr, record.map(|r| r.lr), defaults.lr);
-    settings.warmup = resolved.pick(
-        Setting::Warmup,
-        args.warmup,
-        record.map(|r| r.warmup),
-        defaults.warmup,
-    );
-    settings.ema_decay = resolved.pick(
-        Setting::Ema,
-        args.ema,
-        record.map(|r| r.ema),
-        defaults.ema_decay,
-    );
-    let clip = resolved.pick(
-        Setting::Clip,
-        args.clip,
-        record.map(|r| r.clip),
-        defaults.grad_clip.unwrap_or(0.0),
-    );
-    settings.grad_clip = (clip > 0.0).then_some(clip);
-    settings.flip = resolved.pick(
-        Setting::Flip,
-        args.flip,
-        record.map(|r| r.flip),
-        defaults.flip,
-    );
-    settings.seed = resolved.pick(
-        Setting::Seed,
-        args.seed,
-        resume.as_ref().map(|c| c.seed),
-        defaults.seed,
-    );
-    let recorded_prediction = record
-        .map(|r| PredictionArg::of(r.prediction))
-        .transpose()?;
-    settings.target = resolved
-        .pick(
-            Setting::Prediction,
-            args.prediction,
-            recorded_prediction,
-            PredictionArg::of(defaults.target)?,
-        )
-        .prediction();
-    settings.min_snr_gamma = resolved
-        .pick(
-            Setting::MinSnrGamma,
-            args.min_snr_gamma,
-            record.map(|r| Gamma(r.min_snr_gamma)),
-            Gamma(defaults.min_snr_gamma),
-        )
-        .0;
-    settings.zero_terminal_snr = resolved.pick(
-        Setting::ZeroTerminalSnr,
-        args.zero_terminal_snr,
-        record.map(|r| r.zero_terminal_snr),
-        defaults.zero_terminal_snr,
-    );
-    let warmup = args.ema_warmup.map(|Gamma(power)| {
-        Warmup(match power {
-            Some(power) => EmaWarmup::Power {
-                power,
-                inv_gamma: args.ema_inv_gamma.unwrap_or(1.0),
-            },
-            None => EmaWarmup::Ddpm,
-        })
-    });
-    settings.ema_warmup = resolved
-        .pick(
-            Setting::EmaWarmup,
-            warmup,
-            record.map(|r| Warmup(r.ema_warmup)),
-            Warmup(defaults.ema_warmup),
-        )
-        .0;
-    let (allowed, refused): (Vec<_>, Vec<_>) = resolved
-        .differences
-        .into_iter()
-        .partition(|(setting, _)| args.overrides.contains(setting));
-    if !refused.is_empty() {
-        let names: Vec<String> = refused.iter().map(|(s, _)| value_name(s)).collect();
-        let lines: Vec<&str> = refused.iter().map(|(_, line)| line.as_str()).collect();
-        return Err(Error::Usage(format!(
-            "--resume: {} differ{} from the checkpoint's record:\n  {}\nLeave {} out to continue with the \
-             checkpoint's values, or change {} with --override {} (the change is recorded in the checkpoint)",
-            names.join(", "),
-            if refused.len() == 1 { "s" } else { "" },
-            lines.join("\n  "),
-            if refused.len() == 1 { "it" } else { "them" },
-            if refused.len() == 1 { "it" } else { "them" },
-            names.join(",")
-        )));
-    }
-    settings.check_objectives()?;
-    settings.micro_batch = args.micro_batch;
-    settings.memory_budget = super::budget_bytes(args.memory_budget);
-    settings.placement = match args.data_on {
-        DataOn::Auto => Placement::Auto,
-        DataOn::Gpu => Placement::Gpu,
-        DataOn::Host => Placement::Host,
-    };
-    if lead {
-        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    }
-
-    let mut trainer = Trainer::with_replicas(
-        gpu,
-        settings.clone(),
-        &dataset,
-        resume.as_ref(),
-        replicas.clone(),
-    )?;
+    let (config, dataset) = open_data(&args, replicas.as_deref(), lead)?;
+    let checkpoint_path = Folder::checkpoint_path(&out);
+    let resume = load_resume(args.resume, &checkpoint_path)?;
+    let (settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
+    let mut trainer =
+        Trainer::with_replicas(gpu, settings, &dataset, resume.as_ref(), replicas.clone())?;
     let start_step = trainer.step;
-    for (_, line) in &allowed {
+    for line in changes {
         let line = line.replace("(checkpoint: ", "(was ");
         say!(lead, "--override: {line} from step {start_step}");
         trainer.record_change(format!("step {start_step}: {line}"));
     }
     if start_step >= args.steps {
-        if resume.is_some() {
-            say!(
+        match resume {
+            Some(_) => say!(
                 lead,
                 "{} is already at step {start_step} ≥ --steps {}",
                 checkpoint_path.display(),
                 args.steps
-            );
-        } else {
-            say!(
+            ),
+            None => say!(
                 lead,
                 "--steps 0: nothing to train (the data and the model were checked)"
-            );
+            ),
         }
         return Ok(Finished::Done);
     }
-    let (_, ranks) = trainer.rank();
-    say!(
-        lead,
-        "training {} ({} parameters) on {} for steps {}..{} at batch {}{}, {}",
-        args.preset,
-        ParamLayout::new(&config).count(),
-        dataset.description,
-        start_step,
-        args.steps,
-        settings.batch,
-        if settings.grad_accum > 1 {
-            format!(
-                " × {} accumulated = {} images per step",
-                settings.grad_accum,
-                settings.batch * settings.grad_accum
-            )
-        } else {
-            String::new()
+    if lead {
+        describe(gpu, &args, &trainer, &dataset.description);
+    }
+    let mut folder = match lead {
+        true => Some(Folder::open(&out, start_step)?),
+        false => None,
+    };
+    let mut bar = Bar::new(lead, start_step, args.steps);
+    let started = Instant::now();
+    let finished = Run {
+        gpu,
+        trainer: &mut trainer,
+        cadence: Cadence {
+            steps: args.steps,
+            log_every: args.log_every,
+            checkpoint_every: args.checkpoint_every,
+            sample_every: args.sample_every,
+            preview: args.preview,
         },
-        if ranks > 1 {
-            format!(
-                "on {ranks} ranks of {} images each (data-parallel, one all-reduce of {:.1} MB per step; rank 0 \
-                 on {})",
-                settings.batch * settings.grad_accum / ranks,
-                trainer.exchange_stats().map_or(0, |s| s.bytes_per_step) as f64 / 1e6,
-                gpu.describe()
-            )
-        } else {
-            format!("on {}", gpu.describe())
+        stop: stop_on_signals(lead),
+        outputs: folder.as_mut().map(|f| f as &mut dyn Outputs),
+        progress: &mut bar,
+    }
+    .go()?;
+    let checkpoint = checkpoint_path.display();
+    match finished {
+        Finished::Stopped { step } => {
+            bar.bar.abandon();
+            say!(
+                lead,
+                "interrupted: saved {checkpoint} at step {step}; continue with --resume"
+            );
         }
+        Finished::Done => {
+            bar.bar.finish();
+            let seconds = started.elapsed().as_secs_f64();
+            let steps = args.steps - start_step;
+            say!(
+                lead,
+                "done: {steps} steps in {seconds:.1} s; checkpoint {checkpoint}"
+            );
+        }
+    }
+    Ok(finished)
+}
+
+/// The model configuration and the dataset, its classes counted for a class-conditional model. Rank 0 opens the
+/// data first, so that on its machine (or a shared cache folder) the others load the images it decoded and
+/// cached instead of all decoding them at once (if it fails, its error ends the job while the others wait).
+fn open_data(
+    args: &TrainArgs,
+    replicas: Option<&dyn Replicas>,
+    lead: bool,
+) -> Result<(UNetConfig, Dataset)> {
+    let mut config = args.model.apply(args.preset.config());
+    config.dropout = args.dropout;
+    config.validate()?;
+    if let Some(r) = replicas.filter(|r| r.rank() != 0) {
+        r.barrier();
+    }
+    let dataset = open_dataset(args.data.as_deref(), &config, args.background, lead)?;
+    if let Some(r) = replicas.filter(|r| r.rank() == 0) {
+        r.barrier();
+    }
+    if args.class_conditional {
+        if dataset.labels.is_none() {
+            return Err(Error::Usage(format!(
+                "--class-conditional needs labels, and {} has none (use MNIST IDX with labels, or one subfolder per \
+                 class)",
+                dataset.description
+            )));
+        }
+        config.num_classes = Some(dataset.class_names.len());
+    }
+    Ok((config, dataset))
+}
+
+/// The checkpoint to resume (`--resume`), or None for a new run, which must not write over another.
+fn load_resume(resume: bool, path: &Path) -> Result<Option<Checkpoint>> {
+    match (resume, path.exists()) {
+        (true, true) => Ok(Some(Checkpoint::load(path)?)),
+        (true, false) => Err(Error::Usage(format!(
+            "--resume: no checkpoint at {}",
+            path.display()
+        ))),
+        (false, true) => Err(Error::Usage(format!(
+            "{} already holds a run; continue it with --resume, or choose another --out",
+            path.display()
+        ))),
+        (false, false) => Ok(None),
+    }
+}
+
+/// The run's settings: the flags over the defaults, or on `--resume` over the checkpoint's record, where a flag
+/// that differs from the record is refused unless `--override` names it. Returns the settings and the changes
+/// `--override` allowed ("--lr 0.002 (checkpoint: 0.001)").
+fn resolve_settings(
+    args: &TrainArgs,
+    config: UNetConfig,
+    dataset: &Dataset,
+    resume: Option<&Checkpoint>,
+) -> Result<(TrainSettings, Vec<String>)> {
+    let base = match resume {
+        Some(ckpt) => TrainSettings {
+            model: config,
+            ..ckpt.training.settings.clone()
+        },
+        None => TrainSettings::new(config),
+    };
+    let (settings, differences) = table::resolve(&base, &args.settings.0, resume.is_some())?;
+    // The dataset has no flag of its own: what was opened is compared with what the checkpoint recorded.
+    let mut lines: Vec<(&str, OnResume, String)> = differences
+        .into_iter()
+        .map(|d| (d.setting.name, d.setting.on_resume, d.line))
+        .collect();
+    if let Some(recorded) = resume.map(|c| &c.training.dataset) {
+        if *recorded != dataset.description {
+            let line = format!("--data {} (checkpoint: {recorded})", dataset.description);
+            lines.insert(0, ("data", OnResume::Override, line));
+        }
+    }
+    let (allowed, refused): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|(name, on_resume, _)| {
+            *on_resume == OnResume::Override && args.overrides.iter().any(|o| o == name)
+        });
+    if !refused.is_empty() {
+        return Err(refusal(&refused));
+    }
+    settings.check_objectives()?;
+    Ok((
+        settings,
+        allowed.into_iter().map(|(_, _, line)| line).collect(),
+    ))
+}
+
+/// `--resume`'s refusal of flags that differ from the checkpoint's record, naming each and the way out.
+fn refusal(refused: &[(&str, OnResume, String)]) -> Error {
+    let names: Vec<&str> = refused.iter().map(|(name, _, _)| *name).collect();
+    let lines: Vec<&str> = refused.iter().map(|(_, _, line)| line.as_str()).collect();
+    let (one, them) = match refused.len() {
+        1 => (true, "it"),
+        _ => (false, "them"),
+    };
+    let fixed: Vec<&str> = refused
+        .iter()
+        .filter(|(_, on_resume, _)| *on_resume == OnResume::Fixed)
+        .map(|(name, _, _)| *name)
+        .collect();
+    let mut message = format!(
+        "--resume: {} differ{} from the checkpoint's record:\n  {}\nLeave {them} out to continue with the \
+         checkpoint's values",
+        names.join(", "),
+        if one { "s" } else { "" },
+        lines.join("\n  "),
     );
-    let mut objective = vec![format!("predicts {}", PredictionArg::of(settings.target)?)];
-    if let Some(gamma) = settings.min_snr_gamma {
-        objective.push(format!("Min-SNR-γ loss weights (γ = {gamma})"));
+    match fixed.is_empty() {
+        true => message.push_str(&format!(
+            ", or change {them} with --override {} (the change is recorded in the checkpoint)",
+            names.join(",")
+        )),
+        false => message.push_str(&format!(
+            "; no resume changes {} (the trained network depends on it): start a new run with another --out",
+            fixed.join(", ")
+        )),
     }
-    if settings.zero_terminal_snr {
-        objective.push("schedule rescaled to zero terminal SNR".into());
-    }
-    if let EmaWarmup::Power { power, inv_gamma } = settings.ema_warmup {
-        objective.push(format!("EMA warm-up 1 − (1 + k/{inv_gamma})^−{power}"));
-    }
-    say!(lead, "objective: {}", objective.join(", "));
-    say!(lead, "{}", trainer.placement_note());
+    Error::Usage(message)
+}
+
+/// The lines that open a run: what trains on what, the objective, where the data lives, the memory plan.
+fn describe(gpu: &Gpu, args: &TrainArgs, trainer: &Trainer, data: &str) {
+    let s = &trainer.settings;
+    let (_, ranks) = trainer.rank();
+    let images = s.batch * s.grad_accum;
+    let accumulated = match s.grad_accum {
+        1 => String::new(),
+        k => format!(" × {k} accumulated = {images} images per step"),
+    };
+    let place = match ranks {
+        1 => format!("on {}", gpu.describe()),
+        _ => format!(
+            "on {ranks} ranks of {} images each (data-parallel, one all-reduce of {:.1} MB per step; rank 0 on {})",
+            images / ranks,
+            trainer.exchange_stats().map_or(0, |e| e.bytes_per_step) as f64 / 1e6,
+            gpu.describe()
+        ),
+    };
+    println!(
+        "training {} ({} parameters) on {data} for steps {}..{} at batch {}{accumulated}, {place}",
+        args.preset,
+        ParamLayout::new(&s.model).count(),
+        trainer.step,
+        args.steps,
+        s.batch,
+    );
+    println!("objective: {}", objective(s));
+    println!("{}", trainer.placement_note());
     let plan = trainer.plan();
-    say!(
-        lead,
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
         "memory: about {:.0} MB on the GPU ({:.0} MB + {:.1} MB per image; largest buffer {:.0} MB), {} image{} \
          per pass",
-        plan.bytes as f64 / 1e6,
-        plan.fixed as f64 / 1e6,
-        plan.per_image as f64 / 1e6,
-        plan.largest as f64 / 1e6,
+        mb(plan.bytes),
+        mb(plan.fixed),
+        mb(plan.per_image),
+        mb(plan.largest),
         plan.micro_batch,
         if plan.micro_batch == 1 { "" } else { "s" }
     );
     if let Some(note) = &plan.note {
-        say!(lead, "{note}");
+        println!("{note}");
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's `termination` feature): the first asks the loop to save and stop;
-        // a second stops at once (a save it cuts short leaves only a temporary file, removed by the next save).
-        // A second handler cannot be installed in the same process (tests); then a signal simply kills the run.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                if lead {
-                    eprintln!("interrupted again: stopping without saving");
-                }
-                std::process::exit(super::INTERRUPTED_EXIT);
-            }
+}
+
+/// "predicts v, Min-SNR-γ loss weights (γ = 5), …".
+fn objective(s: &TrainSettings) -> String {
+    let prediction = table::setting("prediction").expect("a row");
+    let mut parts = vec![format!("predicts {}", (prediction.get)(s))];
+    if let Some(gamma) = s.min_snr_gamma {
+        parts.push(format!("Min-SNR-γ loss weights (γ = {gamma})"));
+    }
+    if s.zero_terminal_snr {
+        parts.push("schedule rescaled to zero terminal SNR".into());
+    }
+    if let EmaWarmup::Power { power, inv_gamma } = s.ema_warmup {
+        parts.push(format!("EMA warm-up 1 − (1 + k/{inv_gamma})^−{power}"));
+    }
+    parts.join(", ")
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP (ctrlc's `termination` feature): the first asks the run to save and stop; a second
+/// stops at once (a save it cuts short leaves only a temporary file, removed by the next save). A second handler
+/// cannot be installed in the same process (tests); then a signal simply kills the run.
+fn stop_on_signals(lead: bool) -> StopFlag {
+    let stop = StopFlag::default();
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.set() {
             if lead {
-                eprintln!(
-                    "interrupted: saving a checkpoint after this step (again to stop at once)"
-                );
+                eprintln!("interrupted again: stopping without saving");
             }
-        });
-    }
-    let bar = if lead {
-        indicatif::ProgressBar::new(args.steps)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_position(start_step);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} elapsed, ETA {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
-    let started = Instant::now();
-    let metrics_path = out.join("metrics.csv");
-    let metrics = match lead {
-        true => Some(std::cell::RefCell::new(MetricsLog::open(
-            &metrics_path,
-            start_step,
-        )?)),
-        false => None,
-    };
-    // Redrawn from the whole log (earlier invocations included) beside each grid; the last step always samples.
-    let plot_loss = || diffuse::plot::write_loss_png(&metrics_path, &out.join("loss.png"));
-    // Every rank reads its state back and compares it with the others'; rank 0 writes it.
-    let save = |trainer: &Trainer| -> Result<()> {
-        let ckpt = trainer.checkpoint(gpu)?;
-        trainer.verify_replicas(&ckpt)?;
-        match lead {
-            true => ckpt.save(&checkpoint_path),
-            false => Ok(()),
+            std::process::exit(super::INTERRUPTED_EXIT);
         }
-    };
-    let show = |report: &LossReport| -> Result<()> {
-        let Some(metrics) = &metrics else {
-            return Ok(());
+        if lead {
+            eprintln!("interrupted: saving a checkpoint after this step (again to stop at once)");
+        }
+    });
+    stop
+}
+
+/// The progress bar (loss, steps/s, ETA) on a terminal; one plain line per report elsewhere (a log file, CI).
+struct Bar {
+    bar: indicatif::ProgressBar,
+    plain: bool,
+}
+
+impl Bar {
+    fn new(lead: bool, start_step: u64, steps: u64) -> Bar {
+        let bar = match lead {
+            true => indicatif::ProgressBar::new(steps),
+            false => indicatif::ProgressBar::hidden(),
         };
-        let seconds = started.elapsed().as_secs_f64();
-        let rate = (report.step - start_step) as f64 / seconds;
-        metrics.borrow_mut().write(
-            report,
-            settings.lr_at(report.step - 1),
-            rate * (settings.batch * settings.grad_accum) as f64,
-            seconds,
-        )?;
-        let message = format!(
-            "loss {:.4}  grad-norm {:.3}  {rate:.2} steps/s",
-            report.loss, report.grad_norm
+        bar.set_position(start_step);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} elapsed, ETA {eta_precise}]",
+            )
+            .expect("valid template"),
         );
-        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            // Not a terminal (a log file, CI): one plain line per report instead of a bar.
-            println!("step {}/{}  {message}", report.step, args.steps);
-        }
-        bar.set_message(message);
-        Ok(())
-    };
-    while trainer.step < args.steps {
-        let step = trainer.step + 1;
-        let sample_due = step % sample_every == 0 || step == args.steps;
-        // Every step that saves or samples reports too, so that its loss is known to be finite first (a step
-        // that stops always reports).
-        let report = step % log_every == 0 || step % checkpoint_every == 0 || sample_due;
-        // Read once: a Ctrl-C arriving later in this step is seen by the next one, which then saves. Across ranks
-        // the step's all-reduce tells every rank whether any was asked, so all stop at the same step.
-        let stopping = trainer.step_or_stop(gpu, report, interrupted.load(Ordering::SeqCst))?;
-        let last = step == args.steps || stopping;
-        let checkpoint_due = step % checkpoint_every == 0 || last;
-        // Reports arrive a step or more late: the GPU keeps running while the host prints them.
-        for report in trainer.poll_losses(gpu)? {
-            show(&report)?;
-        }
-        bar.set_position(step);
-        if checkpoint_due || sample_due {
-            // Waiting here is what makes a diverged run stop before its checkpoint could overwrite a good one.
-            for report in trainer.wait_losses(gpu)? {
-                show(&report)?;
-            }
-        }
-        if checkpoint_due {
-            save(&trainer)?;
-        }
-        if sample_due && lead {
-            // A class-conditional run previews every class, one per column, twice; others 16 images.
-            let (n, columns) = match config.num_classes {
-                Some(count) => (args.preview.unwrap_or(2 * count), Some(count)),
-                None => (args.preview.unwrap_or(16), None),
-            };
-            if n > 0 {
-                let ckpt = trainer.checkpoint(gpu)?;
-                let path = out.join(format!("samples-{step:07}.png"));
-                // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
-                // consecutive grids show what training changed.
-                let pixels = sample_grid(gpu, &ckpt, n, settings.seed)?;
-                super::sample::check_finite(&pixels, &format!("the preview of step {step}"))?;
-                image_io::save_grid_png(
-                    &path,
-                    &pixels,
-                    n,
-                    config.in_channels,
-                    config.image_size,
-                    columns.map(|c| c.min(n)),
-                )?;
-                bar.println(format!("step {step}: wrote {}", path.display()));
-            }
-            plot_loss()?;
-        }
-        if stopping {
-            if lead {
-                plot_loss()?;
-            }
-            bar.abandon();
-            say!(
-                lead,
-                "interrupted: saved {} at step {step}; continue with --resume",
-                checkpoint_path.display()
-            );
-            return Ok(Finished::Interrupted);
-        }
-    }
-    bar.finish();
-    say!(
-        lead,
-        "done: {} steps in {:.1} s; checkpoint {}",
-        args.steps - start_step,
-        started.elapsed().as_secs_f64(),
-        checkpoint_path.display()
-    );
-    Ok(Finished::Done)
-}
-
-/// `metrics.csv` in the run's folder: one row per loss report (step, mean loss since the last report, gradient norm,
-/// learning rate, images per second, wall seconds since the run began, across resumes). A resumed run first drops
-/// the rows past its checkpoint's step (the lost steps are trained again) and carries the wall time on.
-struct MetricsLog {
-    path: PathBuf,
-    file: std::fs::File,
-    /// Wall seconds of the earlier invocations of the run (the last kept row's).
-    earlier: f64,
-}
-
-const METRICS_HEADER: &str = "step,loss,grad_norm,lr,images_per_s,wall_s";
-
-impl MetricsLog {
-    fn open(path: &std::path::Path, start_step: u64) -> Result<MetricsLog> {
-        let io = |e| Error::io(path, e);
-        let mut kept = vec![METRICS_HEADER.to_string()];
-        let mut earlier = 0.0;
-        if start_step > 0 {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                for line in text.lines().skip(1) {
-                    let fields: Vec<&str> = line.split(',').collect();
-                    match (
-                        fields.first().and_then(|s| s.parse::<u64>().ok()),
-                        fields.last(),
-                    ) {
-                        (Some(step), Some(wall)) if step <= start_step => {
-                            earlier = wall.parse().unwrap_or(earlier);
-                            kept.push(line.to_string());
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        let mut text = kept.join("\n");
-        text.push('\n');
-        std::fs::write(path, text).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        Ok(MetricsLog {
-            path: path.to_path_buf(),
-            file,
-            earlier,
-        })
-    }
-
-    fn write(
-        &mut self,
-        report: &LossReport,
-        lr: f64,
-        images_per_s: f64,
-        seconds: f64,
-    ) -> Result<()> {
-        use std::io::Write;
-        writeln!(
-            self.file,
-            "{},{},{},{lr},{images_per_s:.3},{:.3}",
-            report.step,
-            report.loss,
-            report.grad_norm,
-            self.earlier + seconds
-        )
-        .map_err(|e| Error::io(&self.path, e))
+        let plain = lead && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Bar { bar, plain }
     }
 }
 
-/// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training), in
-/// batches that fit, batch k from the seed `diffuse sample` gives it; a class-conditional model draws image i of
-/// class i mod C.
-fn sample_grid(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
-    let schedule = ckpt.training.sampling_schedule()?;
-    let list = samplers::timesteps(
-        schedule.num_steps(),
-        50.min(schedule.num_steps()),
-        Spacing::Trailing,
-    )?;
-    let plan = samplers::ddim(&schedule, &list, 0.0, Clip::IMAGES)?;
-    let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), &ckpt.ema)?;
-    let classes: Option<Vec<u32>> = ckpt
-        .config
-        .num_classes
-        .map(|count| (0..n).map(|i| (i % count) as u32).collect());
-    let batch = n.min(max_batch(gpu, &ckpt.config, &params, false, None)?);
-    Batched {
-        config: &ckpt.config,
-        params: &params,
-        prediction: ckpt.training.prediction,
-        guidance: 0.0,
-        classes: classes.as_deref(),
-        given: None,
-        frames: 0,
-        seed,
+impl Progress for Bar {
+    fn report(&mut self, row: &Metrics, steps: u64) {
+        let r = &row.report;
+        let message = format!(
+            "loss {:.4}  grad-norm {:.3}  {:.2} steps/s",
+            r.loss, r.grad_norm, row.steps_per_s
+        );
+        if self.plain {
+            println!("step {}/{steps}  {message}", r.step);
+        }
+        self.bar.set_message(message);
     }
-    .run(gpu, &plan, n, batch, |_| ())
-    .map(|samples| samples.pixels)
+
+    fn position(&mut self, step: u64) {
+        self.bar.set_position(step);
+    }
+
+    fn note(&mut self, line: &str) {
+        self.bar.println(line);
+    }
 }

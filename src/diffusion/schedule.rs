@@ -60,17 +60,33 @@ impl BetaSchedule {
     }
 }
 
-/// The schedules a run can name: what `diffuse train --schedule` takes and what a checkpoint records. The names
-/// are the variants', kebab-cased by clap's `ValueEnum`: this is their one table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The schedules a run can name: what `diffuse train --schedule` takes and what a checkpoint records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamedSchedule {
-    /// Ho et al. 2020: β linear from 1e-4 to 0.02
     Linear,
-    /// Nichol & Dhariwal 2021: ᾱ a squared cosine, β ≤ 0.999
     Cosine,
 }
 
 impl NamedSchedule {
+    /// Every schedule, in declaration order (so that `NAMES[s as usize]` is `s`'s).
+    pub const ALL: [NamedSchedule; 2] = [NamedSchedule::Linear, NamedSchedule::Cosine];
+    /// Each schedule's name and what it is: the one table of both.
+    pub const NAMES: &'static [(&'static str, &'static str)] = &[
+        ("linear", "Ho et al. 2020: β linear from 1e-4 to 0.02"),
+        (
+            "cosine",
+            "Nichol & Dhariwal 2021: ᾱ a squared cosine, β ≤ 0.999",
+        ),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize].0
+    }
+
+    pub fn from_name(name: &str) -> Option<NamedSchedule> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn beta_schedule(self) -> BetaSchedule {
         match self {
             NamedSchedule::Linear => BetaSchedule::LINEAR,
@@ -92,8 +108,7 @@ impl NamedSchedule {
 
 impl std::fmt::Display for NamedSchedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
-        f.write_str(value.get_name())
+        f.write_str(self.name())
     }
 }
 

@@ -5,6 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::context::Gpu;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::future::block_on;
 
 impl Gpu {
     /// A new zero-filled buffer of `size` bytes. `what` and `shape` name it in the error if the device refuses it
@@ -60,8 +62,27 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// Runs `create` inside out-of-memory and validation error scopes (the pattern of `Gpu::kernel`).
+    /// Runs `create` inside out-of-memory and validation error scopes (the pattern of `Gpu::kernel`). In a
+    /// browser a scope's answer needs the event loop, so there `create` runs bare: [`Gpu::build_async`] wraps a
+    /// whole build in one scope instead.
     pub(crate) fn scoped(
+        &self,
+        what: &str,
+        shape: &[usize],
+        bytes: u64,
+        create: impl FnOnce(&wgpu::Device) -> wgpu::Buffer,
+    ) -> Result<wgpu::Buffer> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (what, shape, bytes);
+            Ok(create(&self.device))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.scoped_native(what, shape, bytes, create)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn scoped_native(
         &self,
         what: &str,
         shape: &[usize],
@@ -72,8 +93,8 @@ impl Gpu {
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let buffer = create(&self.device);
         // Scopes pop innermost first.
-        let invalid = pollster::block_on(validation.pop());
-        let oom = pollster::block_on(out_of_memory.pop());
+        let invalid = block_on(validation.pop());
+        let oom = block_on(out_of_memory.pop());
         if oom.is_some() {
             return Err(Error::OutOfMemory {
                 what: what.to_string(),
@@ -89,5 +110,28 @@ impl Gpu {
             )));
         }
         Ok(buffer)
+    }
+
+    /// Runs `build` (the making of a trainer, a sampler: buffers and pipelines) inside one out-of-memory and one
+    /// validation scope, popped without blocking: how a browser, where a scope per allocation would need the event
+    /// loop each time, learns that a build failed. Native builds are checked per allocation as well.
+    pub async fn build_async<T>(&self, build: impl FnOnce() -> Result<T>) -> Result<T> {
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let built = build();
+        let invalid = validation.pop().await;
+        let oom = out_of_memory.pop().await;
+        let built = built?;
+        if oom.is_some() {
+            return Err(Error::Gpu(format!(
+                "the GPU ran out of memory while building, with {} of tensors allocated. {}",
+                crate::error::human_bytes(&self.allocated_bytes()),
+                crate::error::OUT_OF_MEMORY_HINT
+            )));
+        }
+        match invalid {
+            Some(e) => Err(Error::Gpu(e.to_string().trim_end().to_string())),
+            None => Ok(built),
+        }
     }
 }

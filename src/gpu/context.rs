@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::future::block_on;
+use crate::gpu::future::{oneshot, received, Receiver};
 use crate::gpu::pipeline::Kernel;
 use crate::gpu::{DType, Tensor};
 
@@ -50,8 +53,15 @@ pub struct Gpu {
 /// later use of it fail too, so the first is the one that explains the rest).
 #[derive(Default)]
 struct Uncaptured {
-    first: Option<wgpu::Error>,
+    first: Option<Reported>,
     later: usize,
+}
+
+/// An error as wgpu reported it, kept as text: wgpu's own error is not `Send` on wasm32, and the handler that
+/// keeps it must be.
+enum Reported {
+    OutOfMemory,
+    Other(String),
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -77,8 +87,15 @@ fn backends_tried() -> String {
 }
 
 /// Every adapter wgpu can see, in enumeration order (the order `--adapter N` indexes).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters() -> Vec<AdapterSummary> {
+    block_on(list_adapters_async())
+}
+
+/// [`list_adapters`], without blocking.
+pub async fn list_adapters_async() -> Vec<AdapterSummary> {
     enumerate()
+        .await
         .into_iter()
         .enumerate()
         .map(|(index, a)| AdapterSummary {
@@ -91,17 +108,23 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 }
 
 /// The adapters of `backends`: Vulkan/Metal/DX12 ones first, then GL, so indices stay stable.
-fn enumerate_backends(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    let mut adapters =
-        pollster::block_on(instance.enumerate_adapters(backends & wgpu::Backends::PRIMARY));
-    adapters.extend(pollster::block_on(
-        instance.enumerate_adapters(backends - wgpu::Backends::PRIMARY),
-    ));
+async fn enumerate_backends(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+) -> Vec<wgpu::Adapter> {
+    let mut adapters = instance
+        .enumerate_adapters(backends & wgpu::Backends::PRIMARY)
+        .await;
+    adapters.extend(
+        instance
+            .enumerate_adapters(backends - wgpu::Backends::PRIMARY)
+            .await,
+    );
     adapters
 }
 
-fn enumerate() -> Vec<wgpu::Adapter> {
-    enumerate_backends(&instance(wgpu::Backends::all()), wgpu::Backends::all())
+async fn enumerate() -> Vec<wgpu::Adapter> {
+    enumerate_backends(&instance(wgpu::Backends::all()), wgpu::Backends::all()).await
 }
 
 /// Higher is preferred: a discrete GPU first, a software rasteriser last; Vulkan/Metal/DX12 before GL.
@@ -170,35 +193,42 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>, nth: usize) -> Res
 
 impl Gpu {
     /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(adapter: Option<&str>) -> Result<Gpu> {
-        Self::for_local_rank(adapter, 0)
+        block_on(Self::open_async(adapter, 0))
     }
 
     /// As [`Gpu::new`], for the `local_rank`-th process of a data-parallel run on this machine: without a choice
     /// it takes the `local_rank`-th adapter of the preferred kind (one GPU per rank), wrapping around where the
     /// machine has fewer.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn for_local_rank(adapter: Option<&str>, local_rank: usize) -> Result<Gpu> {
+        block_on(Self::open_async(adapter, local_rank))
+    }
+
+    /// [`Gpu::for_local_rank`], without blocking (a browser's one adapter, where there is no choice to make).
+    pub async fn open_async(adapter: Option<&str>, local_rank: usize) -> Result<Gpu> {
         let from_env = std::env::var(ADAPTER_ENV).ok();
         let wanted = adapter
             .or(from_env.as_deref())
             .filter(|w| !w.trim().is_empty());
         let adapters = if wanted.is_some() {
-            enumerate()
+            enumerate().await
         } else {
             // Start GL (wgpu's fallback, through EGL) only where no Vulkan/Metal/DX12 adapter exists.
-            let primary =
-                enumerate_backends(&instance(wgpu::Backends::PRIMARY), wgpu::Backends::all());
+            let all = wgpu::Backends::all();
+            let primary = enumerate_backends(&instance(wgpu::Backends::PRIMARY), all).await;
             if primary.is_empty() {
-                enumerate_backends(&instance(wgpu::Backends::SECONDARY), wgpu::Backends::all())
+                enumerate_backends(&instance(wgpu::Backends::SECONDARY), all).await
             } else {
                 primary
             }
         };
         let adapter = choose(adapters, wanted, local_rank)?;
-        Self::open(adapter)
+        Self::open(adapter).await
     }
 
-    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+    async fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
         let offered = adapter.limits();
         let features = adapter.features();
@@ -241,18 +271,20 @@ impl Gpu {
             | wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16;
         let required_features = features & optional;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("diffuse"),
-            required_features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("diffuse"),
+                required_features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
 
         // wgpu's default handler panics on any error outside an error scope, from whichever call reported it.
         // Recording it instead lets the next wait (or poll of a pending read) return it as an Error, on the thread
@@ -262,7 +294,12 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |error| {
             let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match sink.first {
-                None => sink.first = Some(error),
+                None => {
+                    sink.first = Some(match error {
+                        wgpu::Error::OutOfMemory { .. } => Reported::OutOfMemory,
+                        other => Reported::Other(other.to_string().trim_end().to_string()),
+                    })
+                }
                 Some(_) => sink.later += 1,
             }
         }));
@@ -346,11 +383,50 @@ impl Gpu {
     }
 
     /// Blocks until all submitted work has finished, then returns any error the GPU reported meanwhile.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        block_on(self.idle())
+    }
+
+    /// [`Gpu::wait`], without blocking.
+    pub async fn idle(&self) -> Result<()> {
+        let done = self.fence();
+        self.drive(None)?;
+        received(done, "waiting for the GPU").await?;
         self.check_errors()
+    }
+
+    /// A future that completes once every submission made so far has finished (a fence: nothing is read back).
+    pub fn fence(&self) -> Receiver<()> {
+        let (tx, rx) = oneshot();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        rx
+    }
+
+    /// Native backends: blocks until `submission` (None: all work) has finished and runs the callbacks it
+    /// completes. A browser runs them from its event loop, once the page yields: there this does nothing.
+    pub fn drive(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let poll = match submission {
+            Some(index) => wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            },
+            None => wgpu::PollType::wait_indefinitely(),
+        };
+        self.device
+            .poll(poll)
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
+    /// Native backends: runs the callbacks of the work finished so far, without waiting.
+    pub fn poll_now(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Poll)
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("polling the GPU: {e}")))
     }
 
     /// The first error wgpu reported outside an error scope since the last check, as an Error (and forgets it).
@@ -369,12 +445,12 @@ impl Gpu {
             n => format!(" ({n} later errors followed, most likely caused by this one)"),
         };
         Err(match error {
-            wgpu::Error::OutOfMemory { .. } => Error::Gpu(format!(
+            Reported::OutOfMemory => Error::Gpu(format!(
                 "the GPU ran out of memory{also}, with {} of tensors allocated by this process. {}",
                 crate::error::human_bytes(&self.allocated_bytes()),
                 crate::error::OUT_OF_MEMORY_HINT
             )),
-            other => Error::Gpu(format!("{}{also}", other.to_string().trim_end())),
+            Reported::Other(message) => Error::Gpu(format!("{message}{also}")),
         })
     }
 }

@@ -235,6 +235,8 @@ impl Gpu {
         };
         let source = source.as_str();
         let reflection = reflect(shader, source, entry, constants)?;
+        // Native only: a browser answers a scope from its event loop (`Gpu::build_async` scopes a whole build).
+        #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -256,7 +258,8 @@ impl Gpu {
                 },
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = crate::gpu::future::block_on(scope.pop()) {
             return Err(Error::Shader {
                 file: shader.to_string(),
                 entry: entry.to_string(),
@@ -550,10 +553,19 @@ impl<'g> Recorder<'g> {
 
 impl Gpu {
     /// Records `dispatches` in one pass, submits once and waits: the simple path for tests and one-off calls.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>) -> Result<()> {
+        crate::gpu::future::block_on(self.run_async(dispatches))
+    }
+
+    /// [`Gpu::run`], without blocking.
+    pub async fn run_async<'a>(
+        &self,
+        dispatches: impl IntoIterator<Item = &'a Dispatch>,
+    ) -> Result<()> {
         let mut rec = Recorder::new(self);
         rec.dispatch(dispatches);
         rec.submit();
-        self.wait()
+        self.idle().await
     }
 }

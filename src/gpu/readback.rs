@@ -3,9 +3,8 @@
 //! the host picks the values up whenever it next looks, while the GPU keeps running the steps queued after it.
 //! `Tensor::read_f32`, by contrast, submits its own copy and waits for the queue to drain.
 
-use std::sync::mpsc::{channel, Receiver, TryRecvError};
-
 use crate::error::{Error, Result};
+use crate::gpu::future::{self, Receiver};
 use crate::gpu::pipeline::Recorder;
 use crate::gpu::{Gpu, Tensor};
 
@@ -24,11 +23,7 @@ fn staging_buffer(gpu: &Gpu, label: &str, size: u64) -> wgpu::Buffer {
 /// Asks for `staging` to be mapped once the GPU is done with the submissions that write it; the answer arrives
 /// on the receiver when the device is polled.
 fn request_map(staging: &wgpu::Buffer) -> Receiver<MapResult> {
-    let (tx, rx) = channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    rx
+    future::map(staging, wgpu::MapMode::Read)
 }
 
 /// Once mapping reported `mapped`: hands the staging buffer's values to `read`, then unmaps it.
@@ -97,33 +92,34 @@ impl PendingRead {
     /// The values if the GPU has got there, without waiting; `None` if not yet.
     pub fn try_f32(&mut self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
         self.request();
-        gpu.device
-            .poll(wgpu::PollType::Poll)
-            .map_err(|e| Error::Gpu(format!("polling the GPU: {e}")))?;
+        gpu.poll_now()?;
         // The training loop polls here every step: the place an error from its last submissions shows up.
         gpu.check_errors()?;
-        let MapState::Requested(rx) = &self.state else {
+        let MapState::Requested(rx) = &mut self.state else {
             return Ok(None);
         };
         match rx.try_recv() {
-            Ok(mapped) => self.take(mapped).map(Some),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err(Error::Gpu("readback callback lost".into())),
+            Ok(Some(mapped)) => self.take(mapped).map(Some),
+            Ok(None) => Ok(None),
+            Err(_) => Err(Error::Gpu("readback callback lost".into())),
         }
     }
 
     /// The values, waiting for the GPU to get there.
-    pub fn wait_f32(mut self, gpu: &Gpu) -> Result<Vec<f32>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_f32(self, gpu: &Gpu) -> Result<Vec<f32>> {
+        future::block_on(self.wait_f32_async(gpu))
+    }
+
+    /// [`PendingRead::wait_f32`], without blocking.
+    pub async fn wait_f32_async(mut self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.request();
-        gpu.wait()?;
-        let MapState::Requested(rx) = &self.state else {
+        gpu.drive(None)?;
+        gpu.check_errors()?;
+        let MapState::Requested(rx) = std::mem::replace(&mut self.state, MapState::Recorded) else {
             unreachable!("requested above");
         };
-        // Blocking: with several threads polling one device, the callback may run on another thread's poll a
-        // moment after ours returned.
-        let mapped = rx
-            .recv()
-            .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?;
+        let mapped = future::received(rx, "reading a report back").await?;
         self.take(mapped)
     }
 
@@ -174,18 +170,23 @@ impl StagedRead {
     }
 
     /// Waits for the submission holding the copies and writes the values, concatenated, to `out[..self.len()]`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_into(&self, gpu: &Gpu, out: &mut [f32]) -> Result<()> {
+        future::block_on(self.wait_into_async(gpu, out))
+    }
+
+    /// [`StagedRead::wait_into`], without blocking.
+    pub async fn wait_into_async(&self, gpu: &Gpu, out: &mut [f32]) -> Result<()> {
         let receivers: Vec<_> = self
             .parts
             .iter()
             .map(|(_, staging)| request_map(staging))
             .collect();
-        gpu.wait()?;
+        gpu.drive(None)?;
+        gpu.check_errors()?;
         let mut at = 0;
         for ((src, staging), rx) in self.parts.iter().zip(receivers) {
-            let mapped = rx
-                .recv()
-                .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?;
+            let mapped = future::received(rx, "reading the gradient back").await?;
             read_mapped(staging, mapped, |values| {
                 out[at..at + src.len()].copy_from_slice(values)
             })?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::Gpu;
+use crate::gpu::future;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
@@ -248,7 +249,7 @@ impl Tensor {
         Ok(())
     }
 
-    fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
+    async fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let size = self.byte_size();
         // As large as the tensor (all the parameters, at a checkpoint): it can run out of memory too.
         let staging = gpu.create_buffer(
@@ -262,13 +263,11 @@ impl Tensor {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
         gpu.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait()?;
-        rx.recv()
-            .map_err(|e| Error::Gpu(format!("readback callback lost: {e}")))?
+        let mapped = future::map(&staging, wgpu::MapMode::Read);
+        gpu.drive(None)?;
+        gpu.check_errors()?;
+        future::received(mapped, "reading a tensor back")
+            .await?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let bytes = staging
             .get_mapped_range(..)
@@ -279,11 +278,23 @@ impl Tensor {
     }
 
     /// Copies the contents back to the host (waits for all submitted work).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.read_bytes(gpu)?).to_vec())
+        future::block_on(self.read_f32_async(gpu))
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        Ok(bytemuck::cast_slice(&self.read_bytes(gpu)?).to_vec())
+        future::block_on(self.read_u32_async(gpu))
+    }
+
+    /// [`Tensor::read_f32`], without blocking.
+    pub async fn read_f32_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(gpu).await?).to_vec())
+    }
+
+    /// [`Tensor::read_u32`], without blocking.
+    pub async fn read_u32_async(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(gpu).await?).to_vec())
     }
 }

@@ -1,7 +1,7 @@
 //! GPU timing for the benchmark: timestamp queries at compute-pass boundaries where the adapter has them,
 //! wall-clock time around submit-and-wait otherwise.
 
-use std::time::Instant;
+use crate::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};

@@ -3,9 +3,8 @@
 //! submission, and the slot is mapped again once that submission is done. With [`SLOTS`] slots the host can run
 //! that many steps ahead before it waits. Nothing is allocated per upload.
 
-use std::sync::mpsc::{channel, Receiver};
-
 use crate::error::{Error, Result};
+use crate::gpu::future::{self, Receiver};
 use crate::gpu::pipeline::Recorder;
 use crate::gpu::{Gpu, Tensor};
 
@@ -74,7 +73,17 @@ impl UploadRing {
 
     /// Fills the next slot through `write` (given the mapped bytes; it must write all it means to send), waiting
     /// only if the GPU still holds that slot from [`SLOTS`] submissions ago.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn fill(
+        &mut self,
+        gpu: &Gpu,
+        write: impl FnOnce(&mut wgpu::BufferViewMut),
+    ) -> Result<Filled> {
+        future::block_on(self.fill_async(gpu, write))
+    }
+
+    /// [`UploadRing::fill`], without blocking.
+    pub async fn fill_async(
         &mut self,
         gpu: &Gpu,
         write: impl FnOnce(&mut wgpu::BufferViewMut),
@@ -82,24 +91,15 @@ impl UploadRing {
         let index = self.next;
         self.next = (self.next + 1) % SLOTS;
         let slot = &mut self.slots[index];
-        if let Some((rx, submission)) = slot.mapping.take() {
+        if let Some((mut rx, submission)) = slot.mapping.take() {
             // Usually done: the copy it waits for was submitted SLOTS − 1 steps ago, and a poll runs its callback.
             // Otherwise wait for that submission only, not for the steps queued after it.
-            let poll = |kind| {
-                gpu.device
-                    .poll(kind)
-                    .map_err(|e| Error::Gpu(format!("waiting for an upload slot: {e}")))
-            };
-            poll(wgpu::PollType::Poll)?;
+            gpu.poll_now()?;
             let mapped = match rx.try_recv() {
-                Ok(mapped) => mapped,
-                Err(_) => {
-                    poll(wgpu::PollType::Wait {
-                        submission_index: Some(submission),
-                        timeout: None,
-                    })?;
-                    rx.recv()
-                        .map_err(|e| Error::Gpu(format!("upload mapping callback lost: {e}")))?
+                Ok(Some(mapped)) => mapped,
+                _ => {
+                    gpu.drive(Some(submission))?;
+                    future::received(rx, "waiting for an upload slot").await?
                 }
             };
             mapped.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
@@ -140,13 +140,7 @@ impl UploadRing {
 
     /// Hands a slot back after `submission`, the one that copies it (wgpu maps it once the GPU has finished).
     pub fn release(&mut self, filled: Filled, submission: wgpu::SubmissionIndex) {
-        let (tx, rx) = channel();
-        self.slots[filled.slot]
-            .buffer
-            .slice(..)
-            .map_async(wgpu::MapMode::Write, move |r| {
-                let _ = tx.send(r);
-            });
+        let rx = future::map(&self.slots[filled.slot].buffer, wgpu::MapMode::Write);
         self.slots[filled.slot].mapping = Some((rx, submission));
     }
 }

@@ -1,7 +1,5 @@
 //! The U-Net's configuration and its named presets.
 
-use clap::ValueEnum;
-
 use crate::error::{Error, Result};
 
 /// improved-diffusion's `max_period`: the longest wavelength of the timestep embedding, in timesteps. A fixed part of
@@ -35,24 +33,65 @@ pub struct UNetConfig {
     pub dropout: f32,
 }
 
-/// The named model sizes: what `diffuse train --preset` takes. The names are the variants', kebab-cased by
-/// clap's `ValueEnum`: this is their one table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The named model sizes: what `diffuse train --preset` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
-    /// 28×28×1, ch 8, ×1,2, attention at 14×14: 45 k parameters, for smoke tests and quick tries
     Tiny,
-    /// 28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801 parameters
     Small,
-    /// The same with ch 64, 2 blocks, 16 groups: 6,469,889 parameters
     Medium,
-    /// 32×32×3, ch 64, ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups
     Rgb32,
-    /// 64×64×3: Ho et al. 2020's CIFAR-10 network (ch 128, ×1,2,2,2, 2 blocks, attention at 16×16, 32 groups):
-    /// 35,746,307 parameters
     Rgb64,
-    /// 128×128×3: Ho et al. 2020's 256×256 network (ch 128, ×1,1,2,2,4,4, 2 blocks, attention at 16×16, 32
-    /// groups): 109,733,379 parameters
     Rgb128,
+}
+
+impl Preset {
+    /// Every preset, in declaration order (so that `NAMES[p as usize]` is `p`'s).
+    pub const ALL: [Preset; 6] = [
+        Preset::Tiny,
+        Preset::Small,
+        Preset::Medium,
+        Preset::Rgb32,
+        Preset::Rgb64,
+        Preset::Rgb128,
+    ];
+    /// Each preset's name and what it is: the one table of both.
+    pub const NAMES: [(&'static str, &'static str); 6] = [
+        ("tiny", "28×28×1, ch 8, ×1,2, attention at 14×14: 45 k parameters, for smoke tests and quick tries"),
+        ("small", "28×28×1, ch 32, ×1,2,2, 1 block, attention at 7×7, 8 groups: 1,112,801 parameters"),
+        ("medium", "The same with ch 64, 2 blocks, 16 groups: 6,469,889 parameters"),
+        ("rgb32", "32×32×3, ch 64, ×1,2,2,2, 2 blocks, attention at 16×16, 16 groups"),
+        (
+            "rgb64",
+            "64×64×3: Ho et al. 2020's CIFAR-10 network (ch 128, ×1,2,2,2, 2 blocks, attention at 16×16, 32 \
+             groups): 35,746,307 parameters",
+        ),
+        (
+            "rgb128",
+            "128×128×3: Ho et al. 2020's 256×256 network (ch 128, ×1,1,2,2,4,4, 2 blocks, attention at 16×16, 32 \
+             groups): 109,733,379 parameters",
+        ),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize].0
+    }
+
+    pub fn from_name(name: &str) -> Option<Preset> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// `--preset`'s choices, from [`Preset::NAMES`].
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Preset::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let (name, help) = Preset::NAMES[*self as usize];
+        Some(clap::builder::PossibleValue::new(name).help(help))
+    }
 }
 
 impl Preset {
@@ -125,19 +164,15 @@ impl Preset {
 
 impl std::fmt::Display for Preset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
-        f.write_str(value.get_name())
+        f.write_str(self.name())
     }
 }
 
 impl UNetConfig {
     /// The preset called `name` (see [`Preset`]).
     pub fn preset(name: &str) -> Result<UNetConfig> {
-        let preset = <Preset as clap::ValueEnum>::from_str(name, false).map_err(|_| {
-            let names: Vec<String> = Preset::value_variants()
-                .iter()
-                .map(Preset::to_string)
-                .collect();
+        let preset = Preset::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Preset::NAMES.iter().map(|(name, _)| *name).collect();
             Error::Usage(format!(
                 "unknown preset {name:?}; the presets are {}",
                 names.join(", ")

@@ -198,6 +198,7 @@ pub struct Samples {
 impl Batched<'_> {
     /// `n` images from `plan` in batches of `batch`, batch k from the seed [`batch_seed`]`(seed, k)`; `done` is
     /// called after each batch with the number of images finished.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(
         &self,
         gpu: &Gpu,
@@ -206,7 +207,21 @@ impl Batched<'_> {
         batch: usize,
         done: impl FnMut(usize),
     ) -> Result<Samples> {
-        let all = self.run_across(gpu, plan, n, batch, None, done)?;
+        crate::gpu::future::block_on(self.run_async(gpu, plan, n, batch, done))
+    }
+
+    /// [`Batched::run`], without blocking.
+    pub async fn run_async(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        n: usize,
+        batch: usize,
+        done: impl FnMut(usize),
+    ) -> Result<Samples> {
+        let all = self
+            .run_across_async(gpu, plan, n, batch, None, done)
+            .await?;
         Ok(all.expect("one process holds every image"))
     }
 
@@ -214,7 +229,22 @@ impl Batched<'_> {
     /// (each with its own seed, so the images are those of one process), and after each round rank 0 gathers
     /// the round's batches in order. The images on rank 0, None on the others; `done` is called on every rank
     /// after each round with the number of images the job has finished.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run_across(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        n: usize,
+        batch: usize,
+        replicas: Option<&dyn Replicas>,
+        done: impl FnMut(usize),
+    ) -> Result<Option<Samples>> {
+        let run = self.run_across_async(gpu, plan, n, batch, replicas, done);
+        crate::gpu::future::block_on(run)
+    }
+
+    /// [`Batched::run_across`], without blocking.
+    pub async fn run_across_async(
         &self,
         gpu: &Gpu,
         plan: &Plan,
@@ -232,7 +262,7 @@ impl Batched<'_> {
             let k = round * ranks + rank;
             let mine = match k < batches {
                 true => {
-                    let batch = self.sample_batch(gpu, plan, n, batch, k)?;
+                    let batch = self.sample_batch(gpu, plan, n, batch, k).await?;
                     trajectory = batch.trajectory.or(trajectory);
                     batch.pixels
                 }
@@ -248,7 +278,7 @@ impl Batched<'_> {
     }
 
     /// Batch `k`: its images, and its trajectory where frames are kept.
-    fn sample_batch(
+    async fn sample_batch(
         &self,
         gpu: &Gpu,
         plan: &Plan,
@@ -293,10 +323,10 @@ impl Batched<'_> {
             self.frames,
         )?;
         Ok(Samples {
-            pixels: sampler.run(gpu)?,
+            pixels: sampler.run_async(gpu).await?,
             trajectory: match self.frames {
                 0 => None,
-                _ => Some(sampler.frames(gpu)?),
+                _ => Some(sampler.frames_async(gpu).await?),
             },
         })
     }

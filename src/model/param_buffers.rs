@@ -135,10 +135,16 @@ impl ParamBuffers {
     }
 
     /// The whole flat vector, read back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_flat(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        crate::gpu::future::block_on(self.read_flat_async(gpu))
+    }
+
+    /// [`ParamBuffers::read_flat`], without blocking.
+    pub async fn read_flat_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let mut flat = Vec::with_capacity(self.len());
         for s in &self.shards {
-            flat.extend(s.read_f32(gpu)?);
+            flat.extend(s.read_f32_async(gpu).await?);
         }
         Ok(flat)
     }

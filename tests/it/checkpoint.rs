@@ -8,6 +8,7 @@ use diffuse::checkpoint::{Checkpoint, TrainingRecord};
 use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::model::{ParamLayout, UNetConfig};
 use diffuse::optim::EmaWarmup;
+use diffuse::train::TrainSettings;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("diffuse-ckpt-{}-{name}", std::process::id()));
@@ -28,33 +29,32 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
         }
     }
     let scaled = |s: f32| params.iter().map(|v| v * s).collect::<Vec<f32>>();
+    let mut settings = TrainSettings::new(config.clone());
+    settings.schedule = NamedSchedule::Cosine;
+    // Every training objective away from its default, so that each must survive the round trip.
+    settings.target = Prediction::Velocity;
+    settings.flip = true;
+    settings.warmup = 10;
+    settings.ema_decay = 0.99;
+    settings.ema_warmup = EmaWarmup::Power {
+        power: 0.75,
+        inv_gamma: 2.5,
+    };
+    settings.min_snr_gamma = Some(5.0);
+    settings.zero_terminal_snr = true;
+    settings.grad_clip = None;
+    settings.grad_accum = 2;
+    settings.seed = 0xDEAD_BEEF_1234;
     Checkpoint {
         config,
         step: 12_345,
-        seed: 0xDEAD_BEEF_1234,
         rng_offset: 98_765,
         ema: scaled(0.5),
         adam: Some((scaled(0.25), scaled(0.125))),
         params,
         training: TrainingRecord {
-            schedule: NamedSchedule::Cosine,
-            timesteps: 1000,
-            // Every training objective away from its default, so that each must survive the round trip.
-            prediction: Prediction::Velocity,
+            settings,
             dataset: "test digits (4 images)".into(),
-            lr: 2e-4,
-            batch: 32,
-            flip: true,
-            warmup: 10,
-            ema: 0.99,
-            ema_warmup: EmaWarmup::Power {
-                power: 0.75,
-                inv_gamma: 2.5,
-            },
-            min_snr_gamma: Some(5.0),
-            zero_terminal_snr: true,
-            clip: 0.0,
-            grad_accum: 2,
             changes: vec!["step 7: --lr 0.0002 (was 0.001)".into()],
             class_names: (0..classes.unwrap_or(0))
                 .map(|k| format!("class {k}"))
@@ -252,25 +252,22 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         }
     });
     let training = Checkpoint::load(&edited).unwrap().training;
+    let s = &training.settings;
     assert_eq!(
         (
-            training.flip,
-            training.warmup,
-            training.ema,
-            training.clip,
-            training.grad_accum,
+            s.flip,
+            s.warmup,
+            s.ema_decay,
+            s.grad_clip,
+            s.grad_accum,
             training.changes.len()
         ),
-        (false, 500, 0.999, 1.0, 1, 0)
+        (false, 500, 0.999, Some(1.0), 1, 0)
     );
     // Files from before the training objectives: the EMA's (1 + k)/(10 + k) warm-up, the plain MSE, the schedule
     // as named.
     assert_eq!(
-        (
-            training.ema_warmup,
-            training.min_snr_gamma,
-            training.zero_terminal_snr
-        ),
+        (s.ema_warmup, s.min_snr_gamma, s.zero_terminal_snr),
         (EmaWarmup::Ddpm, None, false)
     );
 }
@@ -326,25 +323,18 @@ fn the_bundled_model_loads_with_what_it_recorded() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/small-mnist.safetensors");
     let ckpt = Checkpoint::load(&path).unwrap();
     let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    // It predates the keys of the training objectives: their documented defaults (ε-prediction's plain MSE, the
+    // DDPM EMA warm-up, no rescaling); the rest as recorded (linear schedule, T = 1000, warm-up 500, EMA 0.999,
+    // clip 1, no accumulation, no flips: `diffuse train`'s defaults), with its own lr, batch and seed.
+    let mut settings = TrainSettings::new(ckpt.config.clone());
+    settings.lr = 5e-4;
+    settings.batch = 32;
+    settings.seed = 1;
     assert_eq!(
         ckpt.training,
         TrainingRecord {
-            schedule: NamedSchedule::Linear,
-            timesteps: 1000,
-            prediction: Prediction::Epsilon,
+            settings,
             dataset: "built-in MNIST subset (10,000 digits)".into(),
-            lr: 5e-4,
-            batch: 32,
-            // It predates --flip, so it has no `extra.flip`: the documented default.
-            flip: false,
-            // Nor the keys that came later: their documented defaults.
-            warmup: 500,
-            ema: 0.999,
-            ema_warmup: EmaWarmup::Ddpm,
-            min_snr_gamma: None,
-            zero_terminal_snr: false,
-            clip: 1.0,
-            grad_accum: 1,
             changes: Vec::new(),
             class_names: digits,
         }

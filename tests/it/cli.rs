@@ -884,8 +884,13 @@ fn resume_refuses_changed_settings_unless_overridden_and_records_the_change() {
     assert!(ok, "a plain resume failed: {stderr}");
     let ckpt = Checkpoint::load(&ckpt_path).unwrap();
     assert_eq!(
-        (ckpt.step, ckpt.seed, ckpt.training.lr, ckpt.training.clip),
-        (2, 3, 0.001, 0.0)
+        (
+            ckpt.step,
+            ckpt.training.settings.seed,
+            ckpt.training.settings.lr,
+            ckpt.training.settings.grad_clip
+        ),
+        (2, 3, 0.001, None)
     );
     assert!(ckpt.training.changes.is_empty());
     let overridden = [
@@ -904,7 +909,7 @@ fn resume_refuses_changed_settings_unless_overridden_and_records_the_change() {
         "{stdout}"
     );
     let ckpt = Checkpoint::load(&ckpt_path).unwrap();
-    assert_eq!(ckpt.training.lr, 0.002);
+    assert_eq!(ckpt.training.settings.lr, 0.002);
     assert_eq!(ckpt.training.changes, ["step 2: --lr 0.002 (was 0.001)"]);
     let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--override", "lr"]), &[]);
     assert!(
@@ -1206,10 +1211,10 @@ fn the_training_objectives_reach_the_checkpoint_resume_every_sampler_and_eval() 
     );
     let got = |r: &diffuse::checkpoint::TrainingRecord| {
         (
-            r.prediction,
-            r.zero_terminal_snr,
-            r.min_snr_gamma,
-            r.ema_warmup,
+            r.settings.target,
+            r.settings.zero_terminal_snr,
+            r.settings.min_snr_gamma,
+            r.settings.ema_warmup,
         )
     };
     assert_eq!(got(&record), want);

@@ -151,8 +151,8 @@ fn checkpoint(out: &Path) -> Checkpoint {
 /// Every number a resumed run depends on, bit for bit.
 fn assert_same_state(what: &str, a: &Checkpoint, b: &Checkpoint) {
     assert_eq!(
-        (a.step, a.rng_offset, a.seed),
-        (b.step, b.rng_offset, b.seed),
+        (a.step, a.rng_offset, a.training.settings.seed),
+        (b.step, b.rng_offset, b.training.settings.seed),
         "{what}: step, RNG offset, seed"
     );
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();

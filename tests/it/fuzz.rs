@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use diffuse::checkpoint::{Checkpoint, TrainingRecord};
 use diffuse::data::{cache::Policy, Dataset, Fit};
-use diffuse::diffusion::{NamedSchedule, Prediction};
 use diffuse::image_io;
 use diffuse::model::{ParamLayout, SplitMix64, UNetConfig};
+use diffuse::train::TrainSettings;
 
 /// The address space of a fuzzing child, code and test harness included.
 const MEMORY_CAP_MIB: u64 = 1024;
@@ -336,29 +336,23 @@ fn tiny_checkpoint() -> Checkpoint {
     for p in &layout.params {
         params[p.offset..p.offset + p.len()].fill(0.25);
     }
+    let mut settings = TrainSettings::new(config.clone());
+    settings.timesteps = 10;
+    settings.lr = 1e-3;
+    settings.batch = 2;
+    settings.warmup = 5;
+    settings.ema_decay = 0.99;
+    settings.seed = 4;
     Checkpoint {
         config,
         step: 3,
-        seed: 4,
         rng_offset: 5,
         ema: params.clone(),
         adam: Some((params.clone(), params.clone())),
         params,
         training: TrainingRecord {
-            schedule: NamedSchedule::Linear,
-            timesteps: 10,
-            prediction: Prediction::Epsilon,
+            settings,
             dataset: "fuzz".into(),
-            lr: 1e-3,
-            batch: 2,
-            flip: false,
-            warmup: 5,
-            ema: 0.99,
-            ema_warmup: diffuse::optim::EmaWarmup::Ddpm,
-            min_snr_gamma: None,
-            zero_terminal_snr: false,
-            clip: 1.0,
-            grad_accum: 1,
             changes: Vec::new(),
             class_names: vec!["a".into(), "b".into()],
         },

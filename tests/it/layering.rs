@@ -25,7 +25,8 @@ fn is_ident(c: char) -> bool {
 }
 
 /// The code of a Rust source with comments removed and string and char literals emptied (`""`, `' '`), so that only
-/// what the compiler resolves can match. Block comments nest, as in Rust.
+/// what the compiler resolves can match. Block comments nest, as in Rust. Line breaks are kept, so that line n of
+/// the code is line n of the source.
 fn code_only(text: &str) -> String {
     let c: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -37,6 +38,7 @@ fn code_only(text: &str) -> String {
                 i += 1;
             }
         } else if c[i] == '/' && next == Some('*') {
+            let start = i;
             let mut depth = 0;
             while i < c.len() {
                 if c[i] == '/' && c.get(i + 1) == Some(&'*') {
@@ -53,6 +55,7 @@ fn code_only(text: &str) -> String {
                 }
             }
             out.push(' ');
+            out.extend(line_breaks(&c[start..i.min(c.len())]));
         } else if c[i] == 'r'
             && (next == Some('"') || next == Some('#'))
             && (i == 0 || !is_ident(c[i - 1]))
@@ -74,15 +77,18 @@ fn code_only(text: &str) -> String {
             {
                 j += 1;
             }
-            i = j + 1 + hashes;
             out.push_str("\"\"");
+            out.extend(line_breaks(&c[i..j.min(c.len())]));
+            i = j + 1 + hashes;
         } else if c[i] == '"' {
+            let start = i;
             i += 1;
             while i < c.len() && c[i] != '"' {
                 i += if c[i] == '\\' { 2 } else { 1 };
             }
             i += 1;
             out.push_str("\"\"");
+            out.extend(line_breaks(&c[start..i.min(c.len())]));
         } else if c[i] == '\'' && next == Some('\\') {
             // An escaped char literal ('\n', '\'', '\u{…}').
             i += 2;
@@ -101,6 +107,11 @@ fn code_only(text: &str) -> String {
         }
     }
     out
+}
+
+/// The line breaks among `skipped` characters, to keep in their place.
+fn line_breaks(skipped: &[char]) -> impl Iterator<Item = char> + '_ {
+    skipped.iter().copied().filter(|&ch| ch == '\n')
 }
 
 /// Whitespace removed wherever it does not separate two identifiers, so that `use crate::{ a,\n b };` reads
@@ -446,5 +457,162 @@ fn layering_check_catches_each_way_in() {
     for text in allowed {
         let found = offences(text, &leaf, &gpu);
         assert!(found.is_empty(), "false alarm on {text:?}: {found:?}");
+    }
+}
+
+/// The files that may block: the async edges' one `block_on` (src/gpu/future.rs), the one place that waits on a
+/// device poll (src/gpu/context.rs, `Gpu::drive`), and what runs natively only (the benchmark's timer and cases,
+/// MPI, the decode pool, which takes one thread on wasm32).
+const MAY_BLOCK: [&str; 6] = [
+    "src/gpu/future.rs",
+    "src/gpu/context.rs",
+    "src/gpu/timer.rs",
+    "src/bench/",
+    "src/distributed/mpi.rs",
+    "src/data.rs",
+];
+
+/// The calls that block a thread (or, on wasm32, panic or spin): `block_on` is allowed anywhere in a function
+/// compiled for native targets only; the others only in [`MAY_BLOCK`].
+const BLOCKING: [&str; 7] = [
+    "pollster::",
+    ".recv()",
+    "recv_timeout(",
+    "PollType::Wait",
+    "wait_indefinitely",
+    "std::time::Instant",
+    "thread::",
+];
+
+const NATIVE_ONLY: &str = "#[cfg(not(target_arch = \"wasm32\"))]";
+
+/// Why `text` (the source of `file`) blocks where it may not: a blocking primitive outside [`MAY_BLOCK`], or a
+/// `block_on` in a function not marked [`NATIVE_ONLY`].
+fn blocking_offences(file: &str, text: &str) -> Vec<String> {
+    let code = code_only(text);
+    let lines: Vec<&str> = code.lines().collect();
+    let raw: Vec<&str> = text.lines().collect();
+    let may_block = MAY_BLOCK.iter().any(|allowed| file.starts_with(allowed));
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !may_block {
+            found.extend(
+                BLOCKING
+                    .iter()
+                    .filter(|call| line.contains(*call))
+                    .map(|call| format!("line {}: {call}", i + 1)),
+            );
+        }
+        if names_word(line, "block_on") && line.contains("block_on(") && !native_fn(&lines, &raw, i)
+        {
+            found.push(format!(
+                "line {}: block_on in a function wasm32 compiles",
+                i + 1
+            ));
+        }
+    }
+    found
+}
+
+/// Whether line `at` is compiled for native targets only: the statement on it is marked (the attribute lines
+/// right above it), or the nearest `fn` line above it (its own, when it is one) is.
+fn native_fn(code: &[&str], raw: &[&str], at: usize) -> bool {
+    let marked = |line: usize| {
+        raw[..line]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+            .any(|l| l == NATIVE_ONLY)
+    };
+    marked(at)
+        || (0..=at)
+            .rev()
+            .find(|&i| names_word(code[i], "fn"))
+            .is_some_and(marked)
+}
+
+#[test]
+fn blocking_calls_stay_in_native_only_code() {
+    let library = library_files();
+    let mut broken = Vec::new();
+    let mut calls = 0;
+    for file in &library {
+        let text = read(&root().join(file));
+        calls += text.matches("block_on(").count();
+        let name = file.to_string_lossy().replace('\\', "/");
+        broken.extend(
+            blocking_offences(&name, &text)
+                .into_iter()
+                .map(|o| format!("{name}: {o}")),
+        );
+    }
+    assert!(
+        library.len() > 50 && calls > 10,
+        "read {} files, {calls} block_on calls: vacuous",
+        library.len()
+    );
+    assert!(
+        broken.is_empty(),
+        "blocking calls where wasm32 compiles them; give the function an async twin and mark the blocking one \
+         {NATIVE_ONLY}, or move the wait into src/gpu/future.rs:\n{}",
+        broken.join("\n")
+    );
+    eprintln!(
+        "blocking: {} files, {calls} block_on calls, all native-only",
+        library.len()
+    );
+}
+
+#[test]
+fn the_blocking_check_catches_each_kind() {
+    let caught = [
+        ("src/train/run.rs", "fn f(rx: R) { rx.recv().unwrap(); }"),
+        (
+            "src/sample.rs",
+            "fn f() { let t = std::time::Instant::now(); }",
+        ),
+        (
+            "src/eval.rs",
+            "fn f(g: &Gpu) { g.device.poll(wgpu::PollType::wait_indefinitely()); }",
+        ),
+        ("src/model/x.rs", "fn f() { pollster::block_on(g()); }"),
+        (
+            "src/train/x.rs",
+            "pub fn f(&self) -> R {\n    block_on(self.f_async())\n}",
+        ),
+        (
+            "src/train/x.rs",
+            "#[cfg(not(target_arch = \"wasm32\"))]\nfn g() {}\n\nfn f() {\n    block_on(h());\n}",
+        ),
+    ];
+    for (file, text) in caught {
+        assert!(
+            !blocking_offences(file, text).is_empty(),
+            "not caught in {file}: {text:?}"
+        );
+    }
+    let allowed = [
+        (
+            "src/train/x.rs",
+            "/// Waits.\n#[cfg(not(target_arch = \"wasm32\"))]\npub fn f(&self) -> R {\n    block_on(self.f_async())\n}",
+        ),
+        (
+            "src/gpu/future.rs",
+            "#[cfg(not(target_arch = \"wasm32\"))]\npub fn block_on<F>(f: F) { pollster::block_on(f) }",
+        ),
+        (
+            "src/gpu/x.rs",
+            "fn f() {\n    #[cfg(not(target_arch = \"wasm32\"))]\n    let e = block_on(scope.pop());\n}",
+        ),
+        ("src/train/x.rs", "// rx.recv() would spin on wasm32\nlet s = \"pollster::\";"),
+        ("src/bench/cases.rs", "let start = std::time::Instant::now();"),
+    ];
+    for (file, text) in allowed {
+        let found = blocking_offences(file, text);
+        assert!(
+            found.is_empty(),
+            "false alarm in {file} on {text:?}: {found:?}"
+        );
     }
 }

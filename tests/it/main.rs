@@ -35,5 +35,6 @@ mod shaders;
 mod step;
 mod tensor;
 mod train;
+mod train_table;
 mod unet;
 mod vlb;

@@ -7,7 +7,10 @@ use common::gpu;
 use diffuse::checkpoint::Checkpoint;
 use diffuse::data::Dataset;
 use diffuse::model::UNetConfig;
-use diffuse::train::{Placement, TrainSettings, Trainer};
+use diffuse::train::run::{
+    Cadence, Finished, Metrics, Outputs, Preview, Progress, Run, Silent, StopFlag,
+};
+use diffuse::train::{Placement, TrainSettings, Trainer, MAX_IN_FLIGHT};
 
 fn tiny() -> UNetConfig {
     UNetConfig {
@@ -654,12 +657,12 @@ fn each_objective_changes_the_training_and_is_recorded() {
     let first = |s: TrainSettings| {
         let mut trainer = Trainer::new(gpu, s, &data, None).unwrap();
         let loss = losses(&mut trainer, 1)[0];
-        (loss, trainer.checkpoint(gpu).unwrap().training)
+        (loss, trainer.checkpoint(gpu).unwrap().training.settings)
     };
     let (plain, record) = first(settings());
     assert_eq!(
         (
-            record.prediction,
+            record.target,
             record.min_snr_gamma,
             record.zero_terminal_snr,
             record.ema_warmup
@@ -672,7 +675,7 @@ fn each_objective_changes_the_training_and_is_recorded() {
         assert_ne!(loss, plain, "{name}: the loss is plain ε-prediction's");
         assert_eq!(
             (
-                record.prediction,
+                record.target,
                 record.min_snr_gamma,
                 record.zero_terminal_snr
             ),
@@ -772,4 +775,130 @@ fn the_optimizers_ema_follows_the_warmup_decays_step_by_step() {
     plain.step(gpu, false).unwrap();
     let ckpt = plain.checkpoint(gpu).unwrap();
     assert!(ckpt.ema != ckpt.params);
+}
+
+#[test]
+fn at_most_two_steps_are_ever_queued_and_the_cap_is_reached() {
+    let gpu = gpu();
+    let mut trainer = Trainer::new(gpu, settings(), &few_images(), None).unwrap();
+    // No step reports, so nothing but the cap's fence waits for the GPU between submissions.
+    for _ in 0..6 {
+        trainer.step(gpu, false).unwrap();
+        assert!(trainer.most_in_flight() <= MAX_IN_FLIGHT);
+    }
+    assert_eq!(
+        trainer.most_in_flight(),
+        MAX_IN_FLIGHT,
+        "six unreported steps never queued two at once: the counter counts nothing"
+    );
+}
+
+/// A front end's outputs kept in memory: what the run loop hands over, in order.
+#[derive(Default)]
+struct Kept {
+    checkpoints: Vec<u64>,
+    metrics: Vec<u64>,
+    previews: Vec<(u64, usize)>,
+    plots: usize,
+}
+
+impl Outputs for Kept {
+    fn checkpoint(&mut self, ckpt: &Checkpoint) -> diffuse::Result<()> {
+        self.checkpoints.push(ckpt.step);
+        Ok(())
+    }
+    fn metrics(&mut self, row: &Metrics) -> diffuse::Result<()> {
+        self.metrics.push(row.report.step);
+        Ok(())
+    }
+    fn preview(&mut self, p: &Preview) -> diffuse::Result<String> {
+        assert_eq!(p.pixels.len(), p.n * p.channels * p.size * p.size);
+        self.previews.push((p.step, p.n));
+        Ok(String::new())
+    }
+    fn loss_plot(&mut self) -> diffuse::Result<()> {
+        self.plots += 1;
+        Ok(())
+    }
+}
+
+/// Sets the stop flag when the run reaches `at`, as a signal handler or a Stop button would.
+struct StopAt {
+    flag: StopFlag,
+    at: u64,
+}
+
+impl Progress for StopAt {
+    fn position(&mut self, step: u64) {
+        if step == self.at {
+            self.flag.set();
+        }
+    }
+}
+
+fn cadence(steps: u64) -> Cadence {
+    Cadence {
+        steps,
+        log_every: 2,
+        checkpoint_every: 3,
+        sample_every: 4,
+        preview: Some(2),
+    }
+}
+
+#[test]
+fn the_run_loop_keeps_its_cadence_and_a_stop_saves_after_the_next_step() {
+    let gpu = gpu();
+    let mut trainer = Trainer::new(gpu, settings(), &few_images(), None).unwrap();
+    let mut kept = Kept::default();
+    let finished = Run {
+        gpu,
+        trainer: &mut trainer,
+        cadence: cadence(5),
+        stop: StopFlag::default(),
+        outputs: Some(&mut kept),
+        progress: &mut Silent,
+    }
+    .go()
+    .unwrap();
+    assert_eq!(finished, Finished::Done);
+    // Reports at 2 and 4 (log), 3 (checkpoint), 4 and 5 (previews; 5 is the last step).
+    assert_eq!(kept.metrics, [2, 3, 4, 5]);
+    assert_eq!(kept.checkpoints, [3, 5]);
+    assert_eq!(kept.previews, [(4, 2), (5, 2)]);
+    assert_eq!(kept.plots, 2);
+
+    // Continued to 20 with a stop asked at step 6: the step after it (7) is the last, and it is saved.
+    let flag = StopFlag::default();
+    let mut kept = Kept::default();
+    let finished = Run {
+        gpu,
+        trainer: &mut trainer,
+        cadence: cadence(20),
+        stop: flag.clone(),
+        outputs: Some(&mut kept),
+        progress: &mut StopAt { flag, at: 6 },
+    }
+    .go()
+    .unwrap();
+    assert_eq!(finished, Finished::Stopped { step: 7 });
+    assert_eq!(kept.checkpoints, [6, 7]);
+    assert_eq!(kept.metrics.last(), Some(&7), "a stopping step reports");
+    assert_eq!(trainer.step, 7);
+
+    // "Every 0 steps" is refused before any step.
+    let mut zero = cadence(30);
+    zero.sample_every = 0;
+    let err = Run {
+        gpu,
+        trainer: &mut trainer,
+        cadence: zero,
+        stop: StopFlag::default(),
+        outputs: None,
+        progress: &mut Silent,
+    }
+    .go()
+    .unwrap_err();
+    assert!(err.to_string().contains("--sample-every"), "{err}");
+    assert_eq!(trainer.step, 7);
 }
