@@ -38,7 +38,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the GPU adapters wgpu can see, which one diffuse would pick, and the limits and features that matter.
+    /// List the GPU adapters wgpu can see, which one diffuse would pick, the limits and features that matter, and
+    /// which kernel variants each runs and why.
     Info(info::InfoArgs),
     /// Train a DDPM U-Net on the GPU: on the bundled MNIST digits by default, or on your own images (a folder of
     /// PNG/JPEG, flat or one subfolder per class; or MNIST-format IDX files). Writes checkpoints and sample grids

@@ -3,9 +3,13 @@
 //! run). The wrappers record what these functions return and nothing else decides; each dispatch carries the
 //! choice's name, which `diffuse bench --breakdown` prints. The same table in prose: docs/kernels.md.
 //!
-//! The rule of thumb behind every `Auto`: the subgroup, register-blocked and Winograd kernels were written for
-//! and measured on CPU adapters (lavapipe, llvmpipe: SIMD across invocations, where per-lane loads dominate);
-//! GPUs keep the portable kernels until those variants are measured there (docs/benchmarks.md).
+//! `Auto` on a CPU adapter (lavapipe, llvmpipe: SIMD across invocations, where per-lane loads dominate) takes the
+//! subgroup, register-blocked and Winograd kernels, which were written for and measured there (docs/benchmarks.md).
+//! On a GPU, `Auto` keeps GroupNorm, attention and matmul on their portable kernels, and 3×3 convolutions off
+//! Winograd, until those variants are measured there; only the direct convolutions take their subgroup loaders on
+//! every adapter with subgroups of at least 8 lanes, GPUs included, unmeasured there (the loaders change only how
+//! the loads every lane shares reach the lanes: same arithmetic, same summation order). [`auto_table`] lists what
+//! `Auto` takes on an adapter, and why; `diffuse info` prints it.
 
 use crate::ensure_shape;
 use crate::error::Result;
@@ -277,6 +281,13 @@ pub struct ConvFacts {
     pub winograd_fits: bool,
 }
 
+impl ConvFacts {
+    /// The plane and both channel counts are multiples of 4: what a 1×1 convolution needs to be one product.
+    fn whole_vec4s(&self) -> bool {
+        self.plane.is_multiple_of(4) && self.ci.is_multiple_of(4) && self.co.is_multiple_of(4)
+    }
+}
+
 /// The kernels of one convolution pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
@@ -322,9 +333,7 @@ pub fn conv2d_matmul_variant(path: ConvPath, gpu: &Gpu) -> MatmulVariant {
 /// - Everything else on the direct kernels, with subgroup loads where the path is not `Portable` and the adapter
 ///   has subgroups of at least 8.
 pub fn conv2d(path: ConvPath, gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> Result<ConvKernel> {
-    let whole_vec4s =
-        facts.plane.is_multiple_of(4) && facts.ci.is_multiple_of(4) && facts.co.is_multiple_of(4);
-    if facts.k == 1 && whole_vec4s {
+    if facts.k == 1 && facts.whole_vec4s() {
         let kernel = matmul(conv2d_matmul_variant(path, gpu), gpu, true, "conv2d")?;
         if pass != ConvPass::BackwardWeight || kernel != MatmulKernel::Tiled {
             return Ok(ConvKernel::Matmul(kernel));
@@ -358,5 +367,234 @@ pub fn conv2d_weight_grad_workgroups(gpu: &Gpu) -> usize {
         8
     } else {
         64
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What `Auto` takes on an adapter (`diffuse info`)
+
+/// One row of [`auto_table`]: what `Auto` runs for a family in one case, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// "group_norm", "attention", "matmul" or "conv2d".
+    pub family: &'static str,
+    /// The shapes the row covers and, for conv2d, after ": ", its passes ("all passes" or a list).
+    pub case: String,
+    /// The chosen kernel's `name()`; for the weight gradient's split, the workgroup count.
+    pub variant: String,
+    /// The facts that decided it, in a few words.
+    pub why: String,
+}
+
+/// A convolution standing for one rule of [`conv2d`], with the facts its wrappers would pass for it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCase {
+    pub what: &'static str,
+    pub facts: ConvFacts,
+}
+
+/// `winograd_fits`: Winograd's scratch fits a binding, as the wrappers find it for 3×3 stride 1 (else false).
+const fn conv_case(
+    what: &'static str,
+    (k, stride): (usize, usize),
+    (ci, co): (usize, usize),
+    side: usize,
+    winograd_fits: bool,
+) -> ConvCase {
+    let plane = side * side;
+    let facts = ConvFacts {
+        k,
+        stride,
+        ci,
+        co,
+        plane,
+        winograd_fits,
+    };
+    ConvCase { what, facts }
+}
+
+/// One case per rule of [`conv2d`]. Planes are square, so a test can build the shape back from `plane`; the
+/// scratch that does not fit stands for a batch too large for one binding.
+pub const CONV_CASES: [ConvCase; 6] = [
+    conv_case("1×1, plane and channels in 4s", (1, 1), (64, 64), 16, false),
+    conv_case("1×1, 7×7 plane", (1, 1), (64, 64), 7, false),
+    conv_case("3×3 s1, channels ≥ 64 in 4s", (3, 1), (64, 128), 14, true),
+    conv_case("3×3 s1, fewer channels", (3, 1), (32, 32), 28, true),
+    conv_case("3×3 s1, scratch too big", (3, 1), (256, 256), 64, false),
+    conv_case("3×3 s2", (3, 2), (64, 64), 28, false),
+];
+
+/// The passes a convolution row may cover, as its case names them.
+pub const CONV_PASSES: [(&str, ConvPass); 3] = [
+    ("forward", ConvPass::Forward),
+    ("backward input", ConvPass::BackwardInput),
+    ("weight gradient", ConvPass::BackwardWeight),
+];
+
+/// Whether K and N (and M where A is transposed) are multiples of 4, the one shape fact [`matmul`] reads.
+pub const MATMUL_CASES: [(&str, bool); 2] =
+    [("K, N (M if Aᵀ) in 4s", true), ("other shapes", false)];
+
+/// What `Auto` takes on `gpu` for every family, shape case and convolution pass. Each variant comes from the
+/// selection function its wrapper calls, so the table cannot disagree with what runs.
+pub fn auto_table(gpu: &Gpu) -> Result<Vec<Choice>> {
+    let group_norm_kernel = group_norm(SubgroupPath::Auto, gpu)?;
+    let attention_kernel = attention(SubgroupPath::Auto, gpu)?;
+    let mut rows = vec![
+        subgroup_row(
+            gpu,
+            "group_norm",
+            group_norm_kernel.name(),
+            group_norm_kernel == GroupNormKernel::Subgroup,
+            (
+                group_norm_subgroup_available(gpu),
+                "subgroups of ≤ 64 lanes",
+            ),
+        ),
+        subgroup_row(
+            gpu,
+            "attention",
+            attention_kernel.name(),
+            attention_kernel == AttentionKernel::SubgroupBlocks,
+            (attention_subgroup_available(gpu), "subgroups of ≥ 8 lanes"),
+        ),
+    ];
+    for (case, vec4_ok) in MATMUL_CASES {
+        rows.push(matmul_row(gpu, case, vec4_ok)?);
+    }
+    for case in CONV_CASES {
+        rows.extend(conv2d_rows(gpu, &case)?);
+    }
+    rows.push(weight_grad_row(gpu));
+    Ok(rows)
+}
+
+fn adapter_kind(gpu: &Gpu) -> &'static str {
+    if is_cpu(gpu) {
+        "CPU adapter"
+    } else {
+        "GPU"
+    }
+}
+
+/// A family whose only variant is a subgroup one; `(available, needs)` as for [`subgroup_family`].
+fn subgroup_row(
+    gpu: &Gpu,
+    family: &'static str,
+    name: &str,
+    subgroup: bool,
+    (available, needs): (bool, &str),
+) -> Choice {
+    let why = if subgroup {
+        format!("{} with {needs}", adapter_kind(gpu))
+    } else if !available {
+        format!("no {needs}")
+    } else {
+        "GPU: subgroup kernel not measured there".to_string()
+    };
+    Choice {
+        family,
+        case: "any shape".to_string(),
+        variant: name.to_string(),
+        why,
+    }
+}
+
+fn matmul_row(gpu: &Gpu, case: &str, vec4_ok: bool) -> Result<Choice> {
+    let kernel = matmul(MatmulVariant::Auto, gpu, vec4_ok, "matmul")?;
+    Ok(Choice {
+        family: "matmul",
+        case: case.to_string(),
+        variant: kernel.name().to_string(),
+        why: matmul_why(vec4_ok, kernel).to_string(),
+    })
+}
+
+fn matmul_why(vec4_ok: bool, kernel: MatmulKernel) -> &'static str {
+    match kernel {
+        MatmulKernel::RegisterBlockedSubgroup => "CPU adapter, subgroups of ≥ 8 lanes share A",
+        MatmulKernel::RegisterBlocked => "CPU adapter without subgroups of ≥ 8 lanes",
+        MatmulKernel::Tiled if !vec4_ok => "register blocking reads vec4s",
+        MatmulKernel::Tiled => "GPU: register blocking not measured there",
+    }
+}
+
+/// The rows of one convolution case: its passes grouped by the kernels [`conv2d`] chooses for them.
+fn conv2d_rows(gpu: &Gpu, case: &ConvCase) -> Result<Vec<Choice>> {
+    let mut groups: Vec<(ConvKernel, ConvPass, Vec<&str>)> = Vec::new();
+    for (name, pass) in CONV_PASSES {
+        let kernel = conv2d(ConvPath::Auto, gpu, pass, &case.facts)?;
+        match groups.iter_mut().find(|g| g.0 == kernel) {
+            Some(group) => group.2.push(name),
+            None => groups.push((kernel, pass, vec![name])),
+        }
+    }
+    let rows = groups.into_iter().map(|(kernel, first_pass, passes)| {
+        let passes = if passes.len() == CONV_PASSES.len() {
+            "all passes".to_string()
+        } else {
+            passes.join(", ")
+        };
+        Choice {
+            family: "conv2d",
+            case: format!("{}: {passes}", case.what),
+            variant: conv2d_variant(kernel),
+            why: conv2d_why(gpu, first_pass, &case.facts, kernel),
+        }
+    });
+    Ok(rows.collect())
+}
+
+/// A 1×1 product also names the matmul kernels it runs on.
+fn conv2d_variant(kernel: ConvKernel) -> String {
+    match kernel {
+        ConvKernel::Matmul(product) => format!("{}, {}", kernel.name(), product.name()),
+        _ => kernel.name().to_string(),
+    }
+}
+
+fn conv2d_why(gpu: &Gpu, pass: ConvPass, facts: &ConvFacts, kernel: ConvKernel) -> String {
+    match kernel {
+        ConvKernel::Matmul(_) => "1×1 in vec4s: a product per image, no packing".to_string(),
+        ConvKernel::Winograd => format!(
+            "{}, channels ≥ 64 in 4s: 4× fewer multiplies",
+            adapter_kind(gpu)
+        ),
+        ConvKernel::Direct { subgroup } => {
+            let loads = if subgroup {
+                "subgroups of ≥ 8 lanes"
+            } else {
+                "no subgroups of ≥ 8 lanes"
+            };
+            format!("{}; {loads}", why_direct(gpu, pass, facts))
+        }
+    }
+}
+
+/// Why a convolution falls to the direct kernels.
+fn why_direct(gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> &'static str {
+    match (facts.k, facts.stride) {
+        (1, _) if facts.whole_vec4s() && pass == ConvPass::BackwardWeight => {
+            "tiled products do not sum over the batch"
+        }
+        (1, _) => "1×1 not in vec4s",
+        (3, 1) if !facts.winograd_fits => "Winograd's scratch exceeds a binding",
+        (3, 1) if !is_cpu(gpu) => "GPU: Winograd not measured there",
+        (3, 1) => "Winograd pays only from 64 channels in 4s",
+        _ => "3×3 stride 2 has no other kernels",
+    }
+}
+
+fn weight_grad_row(gpu: &Gpu) -> Choice {
+    let why = if is_cpu(gpu) {
+        "CPU adapter: each workgroup has a fixed cost"
+    } else {
+        "GPU: needs many workgroups in flight"
+    };
+    Choice {
+        family: "conv2d",
+        case: "direct weight gradient's split".to_string(),
+        variant: format!("about {} workgroups", conv2d_weight_grad_workgroups(gpu)),
+        why: why.to_string(),
     }
 }

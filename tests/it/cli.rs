@@ -26,6 +26,55 @@ fn info_lists_adapters_and_names_the_chosen_one() {
     );
 }
 
+/// The cells of a table's lines after its heading: columns are separated by at least two spaces.
+fn cells(table: &str) -> Vec<Vec<&str>> {
+    table.lines().skip(1).map(line_cells).collect()
+}
+
+fn line_cells(line: &str) -> Vec<&str> {
+    let cells = line.split("  ").map(str::trim);
+    cells.filter(|c| !c.is_empty()).collect()
+}
+
+/// After the adapters, a table per adapter of what `Auto` runs (`select::auto_table`): a heading naming it, a
+/// header row, and a row for each kernel family with several variants.
+#[test]
+fn info_prints_each_adapters_kernel_variants_and_why() {
+    let (ok, stdout, stderr) = diffuse(&["info"], &[]);
+    assert!(ok, "diffuse info failed: {stderr}");
+    let listed = stdout.matches("\n  [").count();
+    let sections: Vec<&str> = stdout.split("kernels on [").skip(1).collect();
+    assert_eq!(
+        sections.len(),
+        listed,
+        "a section per listed adapter: {stdout}"
+    );
+    // An adapter that cannot be opened says so instead; the chosen one was opened above, so one table at least.
+    let tables: Vec<&str> = sections
+        .into_iter()
+        .filter(|s| {
+            !s.lines()
+                .next()
+                .unwrap_or_default()
+                .contains(": not opened:")
+        })
+        .collect();
+    assert!(!tables.is_empty(), "{stdout}");
+    for table in tables {
+        let heading = table.lines().next().unwrap_or_default();
+        assert!(heading.ends_with("(Auto):"), "{heading}");
+        let rows = cells(table);
+        assert_eq!(rows[0], ["family", "case", "variant", "why"], "{table}");
+        for family in ["group_norm", "attention", "matmul", "conv2d"] {
+            let row = rows.iter().find(|r| r[0] == family);
+            // Every variant name starts with its family's ("conv2d: Winograd F(4×4,3×3)"), except the split.
+            let named =
+                row.is_some_and(|r| r.len() == 4 && r[2].starts_with(&format!("{family}: ")));
+            assert!(named, "{family}: {table}");
+        }
+    }
+}
+
 #[test]
 fn no_adapter_is_a_clear_error_with_the_install_hint() {
     // Linux builds have no DX12 backend, so this backend choice finds no adapter at all.

@@ -31,6 +31,7 @@ mod plot;
 mod random;
 mod samplers;
 mod sampling;
+mod select;
 mod shaders;
 mod step;
 mod tensor;
