@@ -305,6 +305,19 @@ impl Fields<'_> {
         Ok(record)
     }
 
+    /// Takes `format`, refusing a file of another format or none (a safetensors file that is no checkpoint).
+    fn format(&mut self) -> Result<()> {
+        match self.meta.remove("format") {
+            Some(f) if f == FORMAT => Ok(()),
+            Some(f) => Err(self.error(format!(
+                "checkpoint format {f:?}; this diffuse reads {FORMAT:?}"
+            ))),
+            None => Err(self.error(
+                "a safetensors file without diffuse's metadata: not a diffuse checkpoint".into(),
+            )),
+        }
+    }
+
     /// Refuses keys nobody took: a newer diffuse's settings would otherwise be dropped without a word.
     fn finish(self) -> Result<()> {
         let mut unknown: Vec<&String> = self.meta.keys().collect();
@@ -376,24 +389,11 @@ impl Checkpoint {
             )
         };
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        match meta.get("format") {
-            Some(f) if f == FORMAT => {}
-            Some(f) => {
-                return Err(Error::data(
-                    path,
-                    format!("checkpoint format {f:?}; this diffuse reads {FORMAT:?}"),
-                ))
-            }
-            None => {
-                return Err(Error::data(
-                    path,
-                    "a safetensors file without diffuse's metadata: not a diffuse checkpoint",
-                ))
-            }
-        }
-        let mut fields = Fields { path, meta };
-        fields.take("format")?;
+        let mut fields = Fields {
+            path,
+            meta: header.metadata().clone().unwrap_or_default(),
+        };
+        fields.format()?;
         let config = fields.config()?;
         let training = fields.training(&config)?;
         let (step, rng_offset) = (
@@ -402,51 +402,9 @@ impl Checkpoint {
         );
         fields.finish()?;
         let layout = ParamLayout::new(&config);
-        // The weights and the EMA are both in the file, so a config whose tensors could not fit in it is damaged
-        // metadata: refused before anything is allocated, which bounds every allocation below by the file's size.
-        let values: u64 = layout.params.iter().map(|p| p.len() as u64).sum();
-        let needed = values.saturating_mul(2 * 4);
-        if needed > bytes.len() as u64 {
-            return Err(Error::data(
-                path,
-                format!(
-                    "the config needs {} parameters for the weights and the EMA ({needed} bytes), more than this \
-                     {}-byte file holds: its metadata does not match its tensors, or is damaged",
-                    values,
-                    bytes.len()
-                ),
-            ));
-        }
+        fits_in(&layout, bytes.len(), path)?;
         let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(corrupt)?;
-        let read_set = |prefix: &str| -> Result<Option<Vec<f32>>> {
-            let mut flat = vec![0.0f32; layout.padded_len];
-            for (i, p) in layout.params.iter().enumerate() {
-                let name = format!("{prefix}{}", p.name);
-                let view = match tensors.tensor(&name) {
-                    Ok(v) => v,
-                    Err(_) if i == 0 && !prefix.is_empty() => return Ok(None),
-                    Err(_) => return Err(Error::data(path, format!("tensor {name} is missing"))),
-                };
-                if view.dtype() != Dtype::F32 || view.shape() != p.shape.as_slice() {
-                    return Err(Error::data(
-                        path,
-                        format!(
-                            "tensor {name} is {:?} {:?}; the config needs F32 {:?}",
-                            view.dtype(),
-                            view.shape(),
-                            p.shape
-                        ),
-                    ));
-                }
-                for (dst, chunk) in flat[p.offset..p.offset + p.len()]
-                    .iter_mut()
-                    .zip(view.data().chunks_exact(4))
-                {
-                    *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                }
-            }
-            Ok(Some(flat))
-        };
+        let read_set = |prefix: &str| read_set(&tensors, &layout, prefix, path);
         let params = read_set("")?.expect("the model's own set is required");
         let ema = read_set("ema.")?
             .ok_or_else(|| Error::data(path, "the EMA weights (ema.*) are missing"))?;
@@ -470,6 +428,60 @@ impl Checkpoint {
             training,
         })
     }
+}
+
+/// The weights and the EMA are both in the file, so a config whose tensors could not fit in its `len` bytes is
+/// damaged metadata: refused before anything is allocated, which bounds every allocation by the file's size.
+fn fits_in(layout: &ParamLayout, len: usize, path: &Path) -> Result<()> {
+    let values: u64 = layout.params.iter().map(|p| p.len() as u64).sum();
+    let needed = values.saturating_mul(2 * 4);
+    if needed <= len as u64 {
+        return Ok(());
+    }
+    Err(Error::data(
+        path,
+        format!(
+            "the config needs {values} parameters for the weights and the EMA ({needed} bytes), more than this \
+             {len}-byte file holds: its metadata does not match its tensors, or is damaged"
+        ),
+    ))
+}
+
+/// The tensors named `prefix` + each parameter's name, flat in `layout`'s order; None if a prefixed set is absent
+/// altogether (an optional set: the EMA's absence is the caller's error, Adam's moments may be absent).
+fn read_set(
+    tensors: &safetensors::SafeTensors,
+    layout: &ParamLayout,
+    prefix: &str,
+    path: &Path,
+) -> Result<Option<Vec<f32>>> {
+    let mut flat = vec![0.0f32; layout.padded_len];
+    for (i, p) in layout.params.iter().enumerate() {
+        let name = format!("{prefix}{}", p.name);
+        let view = match tensors.tensor(&name) {
+            Ok(v) => v,
+            Err(_) if i == 0 && !prefix.is_empty() => return Ok(None),
+            Err(_) => return Err(Error::data(path, format!("tensor {name} is missing"))),
+        };
+        if view.dtype() != Dtype::F32 || view.shape() != p.shape.as_slice() {
+            return Err(Error::data(
+                path,
+                format!(
+                    "tensor {name} is {:?} {:?}; the config needs F32 {:?}",
+                    view.dtype(),
+                    view.shape(),
+                    p.shape
+                ),
+            ));
+        }
+        for (dst, chunk) in flat[p.offset..p.offset + p.len()]
+            .iter_mut()
+            .zip(view.data().chunks_exact(4))
+        {
+            *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+    }
+    Ok(Some(flat))
 }
 
 /// Writes `bytes` to a temporary file in `path`'s folder, syncs it, and renames it over `path`.

@@ -182,7 +182,6 @@ pub fn run(
     replicas: Option<Rc<dyn Replicas>>,
 ) -> Result<Report> {
     let timer = Timer::new(gpu);
-    let (runs, target_s) = if options.quick { (3, 0.02) } else { (7, 0.25) };
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
@@ -205,94 +204,9 @@ pub fn run(
             }
             _ => {}
         }
-        let before = gpu.allocated_bytes();
-        let case = (spec.build)(gpu)?;
-        let memory_bytes = gpu.allocated_bytes() - before;
-        let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
-        let exchange_before = case.exchange.as_ref().map(|stats| stats());
-        let (runs, reps, timings) = match &case.whole_run {
-            Some(whole) => {
-                let timings: Vec<(f64, f64)> = (0..whole.runs)
-                    .map(|_| {
-                        let start = Instant::now();
-                        let host = (whole.run)(gpu)?;
-                        Ok((start.elapsed().as_secs_f64(), host))
-                    })
-                    .collect::<Result<_>>()?;
-                (whole.runs, 1, timings)
-            }
-            None => {
-                // Warm-up (pipeline caches, first-touch of memory), then size `reps` so a run lasts about
-                // `target_s`.
-                let once = timer.time(gpu, &dispatches, 1)?.max(1e-7);
-                let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
-                let timings: Vec<(f64, f64)> = (0..runs)
-                    .map(|_| {
-                        timer
-                            .time_with_host(gpu, &dispatches, reps)
-                            .map(|(g, h)| (g / reps as f64, h / reps as f64))
-                    })
-                    .collect::<Result<_>>()?;
-                (runs, reps, timings)
-            }
-        };
-        let exchange = match (exchange_before, &case.exchange) {
-            (Some(before), Some(stats)) => Some(ExchangeRow::between(
-                before,
-                stats(),
-                timings.iter().map(|t| t.0).sum(),
-            )),
-            _ => None,
-        };
-        let mut per_call: Vec<f64> = timings.iter().map(|t| t.0).collect();
-        let mut host: Vec<f64> = timings.iter().map(|t| t.1).collect();
-        per_call.sort_by(f64::total_cmp);
-        host.sort_by(f64::total_cmp);
-        let med = median(&per_call);
-        let (rate, unit) = match case.work {
-            Work::Flops(f) => (f / med * 1e-9, "GFLOP/s"),
-            Work::Bytes(b) => (b / med * 1e-9, "GB/s"),
-        };
-        let row = Row {
-            name: spec.name.to_string(),
-            shape: spec.shape.clone(),
-            formula: case.formula,
-            median_ms: med * 1e3,
-            min_ms: per_call[0] * 1e3,
-            max_ms: per_call[per_call.len() - 1] * 1e3,
-            runs,
-            reps,
-            rate,
-            unit,
-            items_per_s: case
-                .items
-                .iter()
-                .map(|&(n, what)| (n / med, what))
-                .collect(),
-            host_ms: median(&host) * 1e3,
-            memory_bytes,
-            exchange,
-        };
+        let row = measure(gpu, &timer, options, &spec, print)?;
         if print {
             println!("{}", format_row(&row));
-        }
-        if options.breakdown && dispatches.len() > 1 {
-            let kernels = breakdown(gpu, &timer, &dispatches)?;
-            let total: f64 = kernels.iter().map(|k| k.2).sum();
-            if print {
-                println!(
-                    "    each dispatch timed alone: {:.3} ms in all ({} dispatches)",
-                    total * 1e3,
-                    dispatches.len()
-                );
-                for (name, count, seconds) in &kernels {
-                    println!(
-                        "    {:>9.3} ms  {:>5.1}%  {count:>4} × {name}",
-                        seconds * 1e3,
-                        100.0 * seconds / total
-                    );
-                }
-            }
         }
         rows.push(row);
     }
@@ -301,6 +215,114 @@ pub fn run(
         clock: timer.clock().name(),
         skipped,
     })
+}
+
+/// Builds `spec`'s case and times it: the row, and with `--breakdown` each dispatch alone (printed).
+fn measure(
+    gpu: &Gpu,
+    timer: &Timer,
+    options: &Options,
+    spec: &CaseSpec,
+    print: bool,
+) -> Result<Row> {
+    let before = gpu.allocated_bytes();
+    let case = (spec.build)(gpu)?;
+    let memory_bytes = gpu.allocated_bytes() - before;
+    let dispatches: Vec<&Dispatch> = case.dispatches.iter().collect();
+    let exchange_before = case.exchange.as_ref().map(|stats| stats());
+    let (runs, reps, timings) = time_case(gpu, timer, options.quick, &case, &dispatches)?;
+    let exchange = match (exchange_before, &case.exchange) {
+        (Some(before), Some(stats)) => Some(ExchangeRow::between(
+            before,
+            stats(),
+            timings.iter().map(|t| t.0).sum(),
+        )),
+        _ => None,
+    };
+    let mut per_call: Vec<f64> = timings.iter().map(|t| t.0).collect();
+    let mut host: Vec<f64> = timings.iter().map(|t| t.1).collect();
+    per_call.sort_by(f64::total_cmp);
+    host.sort_by(f64::total_cmp);
+    let med = median(&per_call);
+    let (rate, unit) = match case.work {
+        Work::Flops(f) => (f / med * 1e-9, "GFLOP/s"),
+        Work::Bytes(b) => (b / med * 1e-9, "GB/s"),
+    };
+    if options.breakdown && dispatches.len() > 1 && print {
+        print_breakdown(&breakdown(gpu, timer, &dispatches)?, dispatches.len());
+    }
+    Ok(Row {
+        name: spec.name.to_string(),
+        shape: spec.shape.clone(),
+        formula: case.formula,
+        median_ms: med * 1e3,
+        min_ms: per_call[0] * 1e3,
+        max_ms: per_call[per_call.len() - 1] * 1e3,
+        runs,
+        reps,
+        rate,
+        unit,
+        items_per_s: case
+            .items
+            .iter()
+            .map(|&(n, what)| (n / med, what))
+            .collect(),
+        host_ms: median(&host) * 1e3,
+        memory_bytes,
+        exchange,
+    })
+}
+
+/// A case's runs: (runs, reps per run, each run's (GPU or wall seconds per call, host seconds per call)).
+type Timings = (usize, usize, Vec<(f64, f64)>);
+
+/// A whole run by the wall clock, else the recorded dispatches after a warm-up, `reps` sized so that a run lasts
+/// about a target time.
+fn time_case(
+    gpu: &Gpu,
+    timer: &Timer,
+    quick: bool,
+    case: &Case,
+    dispatches: &[&Dispatch],
+) -> Result<Timings> {
+    if let Some(whole) = &case.whole_run {
+        let timings = (0..whole.runs)
+            .map(|_| {
+                let start = Instant::now();
+                let host = (whole.run)(gpu)?;
+                Ok((start.elapsed().as_secs_f64(), host))
+            })
+            .collect::<Result<_>>()?;
+        return Ok((whole.runs, 1, timings));
+    }
+    let (runs, target_s) = if quick { (3, 0.02) } else { (7, 0.25) };
+    // The warm-up (pipeline caches, first-touch of memory) also sizes `reps`.
+    let once = timer.time(gpu, dispatches, 1)?.max(1e-7);
+    let reps = ((target_s / once).ceil() as usize).clamp(1, 1000);
+    let timings = (0..runs)
+        .map(|_| {
+            timer
+                .time_with_host(gpu, dispatches, reps)
+                .map(|(g, h)| (g / reps as f64, h / reps as f64))
+        })
+        .collect::<Result<_>>()?;
+    Ok((runs, reps, timings))
+}
+
+/// `--breakdown`'s lines: each kernel's time with every dispatch timed alone.
+fn print_breakdown(kernels: &[(String, usize, f64)], dispatches: usize) {
+    let total: f64 = kernels.iter().map(|k| k.2).sum();
+    println!(
+        "    each dispatch timed alone: {:.3} ms in all ({dispatches} dispatches)",
+        total * 1e3
+    );
+    for (name, count, seconds) in kernels {
+        println!(
+            "    {:>9.3} ms  {:>5.1}%  {count:>4} × {name}",
+            seconds * 1e3,
+            100.0 * seconds / total
+        );
+    }
 }
 
 pub fn format_row(r: &Row) -> String {

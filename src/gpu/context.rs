@@ -191,6 +191,65 @@ fn choose(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>, nth: usize) -> Res
     })
 }
 
+/// The limits to ask of an adapter offering `offered`: WebGPU's defaults, which every adapter honours and the
+/// kernels are written to fit, with only buffer sizes raised to what the adapter offers so that large tensors fit
+/// where the hardware allows. An adapter below a default is refused, naming the limit.
+fn device_limits(info: &wgpu::AdapterInfo, offered: &wgpu::Limits) -> Result<wgpu::Limits> {
+    let defaults = wgpu::Limits::default();
+    for (what, have, need) in [
+        (
+            "storage buffers per shader stage",
+            offered.max_storage_buffers_per_shader_stage,
+            defaults.max_storage_buffers_per_shader_stage,
+        ),
+        (
+            "workgroup memory (bytes)",
+            offered.max_compute_workgroup_storage_size,
+            defaults.max_compute_workgroup_storage_size,
+        ),
+        (
+            "invocations per workgroup",
+            offered.max_compute_invocations_per_workgroup,
+            defaults.max_compute_invocations_per_workgroup,
+        ),
+    ] {
+        if have < need {
+            return Err(Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: format!(
+                    "it offers {have} {what}; diffuse needs {need} (WebGPU's default)"
+                ),
+            });
+        }
+    }
+    Ok(wgpu::Limits {
+        max_storage_buffer_binding_size: offered.max_storage_buffer_binding_size,
+        max_buffer_size: offered.max_buffer_size,
+        ..defaults
+    })
+}
+
+/// wgpu's default handler panics on any error outside an error scope, from whichever call reported it. Recording
+/// it instead lets the next wait (or poll of a pending read) return it as an Error, on the thread that asked for
+/// results and with this process's context, so `main` prints it and exits non-zero.
+fn record_uncaptured(device: &wgpu::Device) -> Arc<Mutex<Uncaptured>> {
+    let uncaptured = Arc::new(Mutex::new(Uncaptured::default()));
+    let sink = uncaptured.clone();
+    device.on_uncaptured_error(Arc::new(move |error| {
+        let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sink.first {
+            None => {
+                sink.first = Some(match error {
+                    wgpu::Error::OutOfMemory { .. } => Reported::OutOfMemory,
+                    other => Reported::Other(other.to_string().trim_end().to_string()),
+                })
+            }
+            Some(_) => sink.later += 1,
+        }
+    }));
+    uncaptured
+}
+
 impl Gpu {
     /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
     #[cfg(not(target_arch = "wasm32"))]
@@ -230,42 +289,8 @@ impl Gpu {
 
     async fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
-        let offered = adapter.limits();
         let features = adapter.features();
-
-        // WebGPU's defaults are what every adapter honours; the kernels are written to fit them. Only buffer sizes
-        // are raised to what the adapter offers, so large tensors fit where the hardware allows.
-        let defaults = wgpu::Limits::default();
-        let mut limits = defaults.clone();
-        limits.max_storage_buffer_binding_size = offered.max_storage_buffer_binding_size;
-        limits.max_buffer_size = offered.max_buffer_size;
-        for (what, have, need) in [
-            (
-                "storage buffers per shader stage",
-                offered.max_storage_buffers_per_shader_stage,
-                defaults.max_storage_buffers_per_shader_stage,
-            ),
-            (
-                "workgroup memory (bytes)",
-                offered.max_compute_workgroup_storage_size,
-                defaults.max_compute_workgroup_storage_size,
-            ),
-            (
-                "invocations per workgroup",
-                offered.max_compute_invocations_per_workgroup,
-                defaults.max_compute_invocations_per_workgroup,
-            ),
-        ] {
-            if have < need {
-                return Err(Error::RequestDevice {
-                    adapter: info.name.clone(),
-                    message: format!(
-                        "it offers {have} {what}; diffuse needs {need} (WebGPU's default)"
-                    ),
-                });
-            }
-        }
-
+        let limits = device_limits(&info, &adapter.limits())?;
         let optional = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
             | wgpu::Features::SUBGROUP
@@ -286,24 +311,7 @@ impl Gpu {
                 message: e.to_string(),
             })?;
 
-        // wgpu's default handler panics on any error outside an error scope, from whichever call reported it.
-        // Recording it instead lets the next wait (or poll of a pending read) return it as an Error, on the thread
-        // that asked for results and with this process's context, so `main` prints it and exits non-zero.
-        let uncaptured = Arc::new(Mutex::new(Uncaptured::default()));
-        let sink = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |error| {
-            let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match sink.first {
-                None => {
-                    sink.first = Some(match error {
-                        wgpu::Error::OutOfMemory { .. } => Reported::OutOfMemory,
-                        other => Reported::Other(other.to_string().trim_end().to_string()),
-                    })
-                }
-                Some(_) => sink.later += 1,
-            }
-        }));
-
+        let uncaptured = record_uncaptured(&device);
         let caps = Capabilities {
             timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamps_inside_passes: required_features

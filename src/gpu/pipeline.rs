@@ -282,6 +282,90 @@ impl Gpu {
     }
 }
 
+fn refuse(kernel: &Kernel, message: String) -> Error {
+    Error::Binding {
+        kernel: kernel.name.clone(),
+        message,
+    }
+}
+
+/// The tensor given for the shader variable `used`.
+fn tensor_for<'t>(
+    kernel: &Kernel,
+    tensors: &[(&str, &'t Tensor)],
+    used: &UsedBinding,
+) -> Result<&'t Tensor> {
+    let found = tensors.iter().find(|(name, _)| *name == used.name);
+    found.map(|(_, t)| *t).ok_or_else(|| {
+        let message = format!(
+            "no tensor given for `{}` (binding {})",
+            used.name, used.binding
+        );
+        refuse(kernel, message)
+    })
+}
+
+/// Refuses a call the kernel cannot take: a grid over the adapter's limit, a tensor for a variable the shader does
+/// not declare, params whose size is not the WGSL uniform's.
+fn check_call(
+    gpu: &Gpu,
+    kernel: &Kernel,
+    params_size: u64,
+    tensors: &[(&str, &Tensor)],
+    workgroups: [u32; 3],
+) -> Result<()> {
+    let limit = gpu.limits.max_compute_workgroups_per_dimension;
+    if workgroups.iter().any(|&w| w > limit) {
+        return Err(Error::Gpu(format!(
+            "{}: grid {workgroups:?} exceeds the adapter's {limit} workgroups per dimension",
+            kernel.name
+        )));
+    }
+    if let Some((name, _)) = tensors
+        .iter()
+        .find(|(name, _)| !kernel.declared.iter().any(|d| d == name))
+    {
+        return Err(refuse(
+            kernel,
+            format!(
+                "the shader declares no variable `{name}` (it declares {})",
+                kernel.declared.join(", ")
+            ),
+        ));
+    }
+    match kernel.uniform_size.filter(|&size| size != params_size) {
+        Some(size) => Err(refuse(
+            kernel,
+            format!(
+                "the params are {params_size} bytes but the WGSL uniform is {size}: the Rust struct and its WGSL \
+                 twin differ"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// wgpu refuses a dispatch that binds one buffer both read-only and writable (even as disjoint views), and panics
+/// when it is recorded: caught here, naming both variables. Writable bindings may share a buffer.
+fn check_aliasing(kernel: &Kernel, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let storage = kernel.used_bindings.iter().filter(|u| !u.uniform);
+    for out in storage.clone().filter(|u| u.writable) {
+        let out_buffer = tensor_for(kernel, tensors, out)?.buffer();
+        for input in storage.clone().filter(|u| !u.writable) {
+            if tensor_for(kernel, tensors, input)?.buffer() == out_buffer {
+                return Err(refuse(
+                    kernel,
+                    format!(
+                        "output `{}` shares a buffer with input `{}`; give the output a buffer of its own",
+                        out.name, input.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One recorded-ready compute dispatch: pipeline, bind group (uniform params at binding 0 plus the tensors),
 /// and the workgroup grid. Build once, record every step.
 #[derive(Clone)]
@@ -381,77 +465,24 @@ impl Dispatch {
         tensors: &[(&str, &Tensor)],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
-        let refuse = |message: String| {
-            Err(Error::Binding {
-                kernel: kernel.name.clone(),
-                message,
-            })
-        };
-        let limit = gpu.limits.max_compute_workgroups_per_dimension;
-        if workgroups.iter().any(|&w| w > limit) {
-            return Err(Error::Gpu(format!(
-                "{}: grid {workgroups:?} exceeds the adapter's {limit} workgroups per dimension",
-                kernel.name
-            )));
-        }
-        if let Some((name, _)) = tensors
-            .iter()
-            .find(|(name, _)| !kernel.declared.iter().any(|d| d == name))
-        {
-            return refuse(format!(
-                "the shader declares no variable `{name}` (it declares {})",
-                kernel.declared.join(", ")
-            ));
-        }
         let params_size = std::mem::size_of::<P>() as u64;
-        if let Some(size) = kernel.uniform_size.filter(|&size| size != params_size) {
-            return refuse(format!(
-                "the params are {params_size} bytes but the WGSL uniform is {size}: the Rust struct and its WGSL \
-                 twin differ"
-            ));
-        }
+        check_call(gpu, kernel, params_size, tensors, workgroups)?;
+        check_aliasing(kernel, tensors)?;
         let uniform = gpu.create_buffer_init(
             "uniform params",
             &[params_size as usize / 4],
             bytemuck::bytes_of(params),
             wgpu::BufferUsages::UNIFORM,
         )?;
-        let tensor_of = |used: &UsedBinding| {
-            tensors
-                .iter()
-                .find(|(name, _)| *name == used.name)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| Error::Binding {
-                    kernel: kernel.name.clone(),
-                    message: format!(
-                        "no tensor given for `{}` (binding {})",
-                        used.name, used.binding
-                    ),
-                })
-        };
-        // wgpu refuses a dispatch that binds one buffer both read-only and writable (even as disjoint views), and
-        // panics when it is recorded: catch it here, naming both variables. Writable bindings may share a buffer.
-        let storage = kernel.used_bindings.iter().filter(|u| !u.uniform);
-        for out in storage.clone().filter(|u| u.writable) {
-            let out_buffer = tensor_of(out)?.buffer();
-            for input in storage.clone().filter(|u| !u.writable) {
-                if tensor_of(input)?.buffer() == out_buffer {
-                    return refuse(format!(
-                        "output `{}` shares a buffer with input `{}`; give the output a buffer of its own",
-                        out.name, input.name
-                    ));
-                }
-            }
-        }
         let mut entries = Vec::with_capacity(kernel.used_bindings.len());
         let mut buffers = Vec::new();
         for used in &kernel.used_bindings {
             let resource = if used.uniform {
                 uniform.as_entire_binding()
             } else {
-                let t = tensor_of(used)?;
+                let t = tensor_for(kernel, tensors, used)?;
                 buffers.push((t.buffer().clone(), t.byte_size(), t.workspace));
-                tensor_of(used)?.binding()
+                t.binding()
             };
             entries.push(wgpu::BindGroupEntry {
                 binding: used.binding,

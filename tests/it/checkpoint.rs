@@ -71,6 +71,13 @@ fn checkpoints_round_trip_exactly() {
         let path = dir.join("run.safetensors");
         ckpt.save(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), ckpt);
+        // The bytes a page offers for download read back the same, and so do a file's bytes held in memory (the
+        // metadata's key order may differ from one serialisation to the next: safetensors writes a HashMap).
+        let bytes = ckpt.to_bytes().unwrap();
+        assert!(Checkpoint::from_bytes(&bytes, &path).unwrap() == ckpt);
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len(), bytes.len());
+        assert!(Checkpoint::from_bytes(&file, &path).unwrap() == ckpt);
     }
     let mut no_optimizer = sample_checkpoint(None);
     no_optimizer.adam = None;

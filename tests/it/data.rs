@@ -415,3 +415,47 @@ fn images_beside_class_subfolders_are_refused_by_name() {
         Some(&[0, 0, 1][..])
     );
 }
+
+#[test]
+fn encoded_images_in_memory_fit_as_a_folders_do_and_bad_ones_are_named() {
+    let dir = scratch("encoded");
+    let img = image::RgbaImage::from_fn(8, 4, |x, _| match x < 4 {
+        true => image::Rgba([255, 0, 0, 255]),
+        false => image::Rgba([0, 0, 0, 0]),
+    });
+    img.save(dir.join("a.png")).unwrap();
+    image::RgbImage::from_pixel(4, 4, image::Rgb([0, 0, 255]))
+        .save(dir.join("b.png"))
+        .unwrap();
+    let fit = Fit {
+        channels: 3,
+        size: 4,
+        background: [255, 255, 255],
+    };
+    let from_disk = Dataset::open(&dir, fit).unwrap();
+    let (a, b) = (
+        std::fs::read(dir.join("a.png")).unwrap(),
+        std::fs::read(dir.join("b.png")).unwrap(),
+    );
+    let files: [(&str, &[u8]); 3] = [("a.png", &a), ("notes.png", b"not an image"), ("b.png", &b)];
+    let dropped = Dataset::from_encoded(&files, fit, "dropped files").unwrap();
+    assert_eq!(dropped.len, 2);
+    assert_eq!(
+        dropped.pixels, from_disk.pixels,
+        "the same bytes as the folder's"
+    );
+    assert_eq!(dropped.description, "dropped files (2 images)");
+    assert!(
+        dropped
+            .notes
+            .iter()
+            .any(|n| n.contains("skipped 1 of 3") && n.contains("notes.png")),
+        "{:?}",
+        dropped.notes
+    );
+    let none = Dataset::from_encoded(&files[1..2], fit, "dropped files").unwrap_err();
+    assert!(
+        none.to_string().contains("no usable images") && none.to_string().contains("notes.png"),
+        "{none}"
+    );
+}

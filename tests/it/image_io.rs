@@ -73,7 +73,7 @@ fn grids_place_each_image_and_map_minus_one_to_black() {
     assert_eq!(back.get_pixel(6, 3).0, [255, 255, 255]);
     image_io::save_gif(
         &dir.join("t.gif"),
-        &[pixels.clone(), pixels],
+        &[pixels.clone(), pixels.clone()],
         2,
         1,
         2,
@@ -82,6 +82,12 @@ fn grids_place_each_image_and_map_minus_one_to_black() {
     )
     .unwrap();
     assert!(std::fs::metadata(dir.join("t.gif")).unwrap().len() > 0);
+    // The bytes a page shows are the files' bytes.
+    let png = image_io::grid_png(&pixels[..8], 2, 1, 2, None).unwrap();
+    assert_eq!(png, std::fs::read(dir.join("g.png")).unwrap());
+    let frames = [pixels[..8].to_vec(), pixels[..8].to_vec()];
+    let gif = image_io::gif_bytes(&frames, 2, 1, 2, None, 50).unwrap();
+    assert_eq!(gif, std::fs::read(dir.join("t.gif")).unwrap());
 }
 
 #[test]
