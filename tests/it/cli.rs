@@ -1371,3 +1371,32 @@ fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
     );
     assert!(!ok && stderr.contains("one of 3 ranks"), "{stderr}");
 }
+
+#[test]
+fn timesteps_are_recorded_and_no_resume_changes_them() {
+    use diffuse::checkpoint::Checkpoint;
+    let out = scratch("timesteps");
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--steps", "1", "--timesteps", "50"]), &[]);
+    assert!(ok, "{stderr}");
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!(ckpt.training.settings.timesteps, 50);
+    // A plain resume keeps T; another T is refused, and --override cannot name it.
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &["--steps", "2", "--resume"]), &[]);
+    assert!(ok, "{stderr}");
+    let changed = ["--steps", "3", "--resume", "--timesteps", "60"];
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &changed), &[]);
+    assert!(
+        !ok && stderr.contains("--timesteps 60 (checkpoint: 50)")
+            && stderr.contains("no resume changes timesteps"),
+        "{stderr}"
+    );
+    let overridden = [&changed[..], &["--override", "timesteps"]].concat();
+    let (ok, _, stderr) = diffuse(&tiny_run(&out, &overridden), &[]);
+    assert!(
+        !ok && stderr.contains("invalid value 'timesteps' for '--override"),
+        "{stderr}"
+    );
+    let ckpt = Checkpoint::load(&ckpt_path).unwrap();
+    assert_eq!((ckpt.step, ckpt.training.settings.timesteps), (2, 50));
+}
