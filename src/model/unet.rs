@@ -1,6 +1,6 @@
 //! The U-Net on the GPU: a graph of kernel calls built once for a batch size, whose forward and backward passes
 //! are lists of dispatches recorded every step. The backward is written out op by op: every forward op in [`Op`]
-//! has its backward in [`Net::backward`], so it is easy to check that nothing is missing.
+//! has its backward in [`Backward::op`], so it is easy to check that nothing is missing.
 //!
 //! Gradients of activations follow the contract of `kernels/mod.rs`: the first consumer to be differentiated
 //! writes a tensor's gradient, later ones add to it (in place where the kernel can, else through a scratch tensor
@@ -449,104 +449,156 @@ impl Net {
     /// The forward pass of micro-batch `part` of a larger batch (its images are part·batch.. of it): the same as
     /// [`Net::forward`] but for the dropout masks, which are those of these images in the whole batch.
     pub fn forward_part(&self, gpu: &Gpu, part: usize) -> Result<Vec<Dispatch>> {
-        let a = |x: Act| &self.acts[x.0];
-        let p = |name: &str| self.param(gpu, &self.params, name);
         let mut out = Vec::new();
         for op in &self.ops {
-            let dispatches = match op {
-                Op::Conv {
-                    x,
-                    w,
-                    b,
-                    y,
-                    stride,
-                    saved,
-                } => conv2d::forward(
-                    gpu,
-                    a(*x),
-                    &p(w)?,
-                    Some(&p(b)?),
-                    a(*y),
-                    *stride,
-                    Conv2dOptions {
-                        saved_input: saved.as_ref(),
-                        ..Default::default()
-                    },
-                )?,
-                Op::Linear { x, w, b, y } => {
-                    vec![matmul::linear_forward(
-                        gpu,
-                        a(*x),
-                        &p(w)?,
-                        Some(&p(b)?),
-                        a(*y),
-                    )?]
-                }
-                Op::GroupNorm {
-                    x,
-                    gamma,
-                    beta,
-                    y,
-                    norm,
-                    mean,
-                    rstd,
-                } => {
-                    vec![group_norm::group_norm_forward(
-                        gpu,
-                        norm,
-                        a(*x),
-                        &p(gamma)?,
-                        &p(beta)?,
-                        a(*y),
-                        mean,
-                        rstd,
-                    )?]
-                }
-                Op::Silu { x, y } => vec![elementwise::silu_forward(gpu, a(*x), a(*y))?],
-                Op::AddChannelBias { x, e, y } => {
-                    vec![elementwise::add_channel_bias(gpu, a(*x), a(*e), a(*y))?]
-                }
-                Op::Add { a: l, b: r, y } => {
-                    vec![elementwise::add_scaled(gpu, a(*l), a(*r), 1.0, a(*y))?]
-                }
-                Op::Concat { a: l, b: r, y } => {
-                    vec![elementwise::concat_channels(gpu, a(*l), a(*r), a(*y))?]
-                }
-                Op::Upsample { x, y } => {
-                    vec![elementwise::upsample_nearest2x_forward(gpu, a(*x), a(*y))?]
-                }
-                Op::Attention {
-                    qkv,
-                    out: o,
-                    lse,
-                    heads,
-                } => attention::attention_forward(gpu, a(*qkv), *heads, a(*o), lse)?,
-                Op::Dropout { x, y, stream } => {
-                    vec![self.dropout(gpu, part, a(*x), *stream, a(*y))?]
-                }
-                Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
-                    gpu,
-                    &self.timesteps,
-                    DEFAULT_MAX_PERIOD,
-                    a(*y),
-                )?],
-                Op::ClassEmbedding { table, y } => {
-                    let labels = self
-                        .labels
-                        .as_ref()
-                        .expect("class-conditional nets have labels");
-                    vec![embedding::class_embedding_forward(
-                        gpu,
-                        labels,
-                        &p(table)?,
-                        a(*y),
-                    )?]
-                }
-            };
-            out.extend(dispatches);
+            out.extend(self.forward_op(gpu, part, op)?);
         }
         Ok(out)
     }
+
+    // ---- the passes' views of the graph: activations and the parameters' and gradients' slices -------------
+
+    /// An activation's tensor, so that ops can name their operands by `Act`.
+    fn act(&self, x: Act) -> &Tensor {
+        &self.acts[x.0]
+    }
+
+    /// A parameter's slice of the flat parameters, for the kernels that read it.
+    fn param_value(&self, gpu: &Gpu, name: &str) -> Result<Tensor> {
+        self.param(gpu, &self.params, name)
+    }
+
+    /// A parameter's slice of the flat gradient, for the kernels that write ∂L/∂param.
+    fn param_grad(&self, gpu: &Gpu, name: &str) -> Result<Tensor> {
+        self.param(gpu, &self.grads, name)
+    }
+
+    // ---- forward: one kernel call per op --------------------------------------------------------------------
+
+    /// The dispatches of one forward op, so the forward pass reads as a table of ops → kernels.
+    fn forward_op(&self, gpu: &Gpu, part: usize, op: &Op) -> Result<Vec<Dispatch>> {
+        let a = |x: &Act| self.act(*x); // short, so each arm fits a line
+        Ok(match op {
+            Op::Conv {
+                x,
+                w,
+                b,
+                y,
+                stride,
+                saved,
+            } => self.conv_forward(gpu, *x, w, b, *y, *stride, saved.as_ref())?,
+            Op::Linear { x, w, b, y } => {
+                let (w, b) = (self.param_value(gpu, w)?, self.param_value(gpu, b)?);
+                vec![matmul::linear_forward(gpu, a(x), &w, Some(&b), a(y))?]
+            }
+            Op::GroupNorm {
+                x,
+                gamma,
+                beta,
+                y,
+                norm,
+                mean,
+                rstd,
+            } => vec![self.group_norm_forward(gpu, norm, *x, gamma, beta, *y, mean, rstd)?],
+            Op::Silu { x, y } => vec![elementwise::silu_forward(gpu, a(x), a(y))?],
+            Op::AddChannelBias { x, e, y } => {
+                vec![elementwise::add_channel_bias(gpu, a(x), a(e), a(y))?]
+            }
+            Op::Add { a: l, b: r, y } => {
+                vec![elementwise::add_scaled(gpu, a(l), a(r), 1.0, a(y))?]
+            }
+            Op::Concat { a: l, b: r, y } => {
+                vec![elementwise::concat_channels(gpu, a(l), a(r), a(y))?]
+            }
+            Op::Upsample { x, y } => {
+                vec![elementwise::upsample_nearest2x_forward(gpu, a(x), a(y))?]
+            }
+            Op::Attention {
+                qkv,
+                out,
+                lse,
+                heads,
+            } => attention::attention_forward(gpu, a(qkv), *heads, a(out), lse)?,
+            Op::Dropout { x, y, stream } => {
+                vec![self.dropout(gpu, part, a(x), *stream, a(y))?]
+            }
+            Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
+                gpu,
+                &self.timesteps,
+                DEFAULT_MAX_PERIOD,
+                a(y),
+            )?],
+            Op::ClassEmbedding { table, y } => {
+                let table = self.param_value(gpu, table)?;
+                vec![embedding::class_embedding_forward(
+                    gpu,
+                    self.labels(),
+                    &table,
+                    a(y),
+                )?]
+            }
+        })
+    }
+
+    /// The class labels, which only class-conditional nets (the only ones with class-embedding ops) have.
+    fn labels(&self) -> &Tensor {
+        self.labels
+            .as_ref()
+            .expect("class-conditional nets have labels")
+    }
+
+    /// Op::Conv's forward, keeping the packed input for the weight gradient where the forward packs one.
+    #[allow(clippy::too_many_arguments)] // one argument per field of Op::Conv
+    fn conv_forward(
+        &self,
+        gpu: &Gpu,
+        x: Act,
+        w: &str,
+        b: &str,
+        y: Act,
+        stride: usize,
+        saved: Option<&Tensor>,
+    ) -> Result<Vec<Dispatch>> {
+        conv2d::forward(
+            gpu,
+            self.act(x),
+            &self.param_value(gpu, w)?,
+            Some(&self.param_value(gpu, b)?),
+            self.act(y),
+            stride,
+            Conv2dOptions {
+                saved_input: saved,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Op::GroupNorm's forward, saving mean and rstd for the backward.
+    #[allow(clippy::too_many_arguments)] // one argument per field of Op::GroupNorm
+    fn group_norm_forward(
+        &self,
+        gpu: &Gpu,
+        norm: &GroupNorm,
+        x: Act,
+        gamma: &str,
+        beta: &str,
+        y: Act,
+        mean: &Tensor,
+        rstd: &Tensor,
+    ) -> Result<Dispatch> {
+        group_norm::group_norm_forward(
+            gpu,
+            norm,
+            self.act(x),
+            &self.param_value(gpu, gamma)?,
+            &self.param_value(gpu, beta)?,
+            self.act(y),
+            mean,
+            rstd,
+        )
+    }
+
+    // ---- backward: the ops in reverse, each writing its inputs' and parameters' gradients ------------------
 
     /// The backward pass from `d_output` (∂L/∂output, [N, C, S, S]): writes `grads` (every parameter's gradient).
     pub fn backward(&self, gpu: &Gpu, d_output: &Tensor) -> Result<Vec<Dispatch>> {
@@ -574,159 +626,264 @@ impl Net {
             tensors: vec![None; self.acts.len()],
         };
         grads.tensors[self.output.0] = Some(d_output.clone());
-        let a = |x: Act| &self.acts[x.0];
-        let p = |name: &str| self.param(gpu, &self.params, name);
-        let g = |name: &str| self.param(gpu, &self.grads, name);
-        let mut out: Vec<Dispatch> = Vec::new();
+        let mut backward = Backward {
+            net: self,
+            gpu,
+            part,
+            grads,
+            out: Vec::new(),
+        };
         for op in self.ops.iter().rev() {
-            match op {
-                Op::Conv {
-                    x,
-                    w,
-                    b,
-                    y,
-                    stride,
-                    saved,
-                } => {
-                    let d_y = grads.get(*y);
-                    out.extend(conv2d::backward_weight(
-                        gpu,
-                        a(*x),
-                        &d_y,
-                        &g(w)?,
-                        Some(&g(b)?),
-                        *stride,
-                        Conv2dOptions {
-                            saved_input: saved.as_ref(),
-                            ..Default::default()
-                        },
-                    )?);
-                    if !self.no_grad[x.0] {
-                        let (d_x, accumulate) = grads.target(gpu, *x, a(*x))?;
-                        out.extend(conv2d::backward_input(
-                            gpu,
-                            &d_y,
-                            &p(w)?,
-                            &d_x,
-                            *stride,
-                            Conv2dOptions {
-                                accumulate,
-                                ..Default::default()
-                            },
-                        )?);
-                    }
-                }
-                Op::Linear { x, w, b, y } => {
-                    let d_y = grads.get(*y);
-                    out.push(matmul::linear_backward_weight(gpu, &d_y, a(*x), &g(w)?)?);
-                    out.push(matmul::linear_backward_bias(gpu, &d_y, &g(b)?)?);
-                    if !self.no_grad[x.0] {
-                        let w = p(w)?;
-                        grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                            Ok(vec![matmul::linear_backward_input(gpu, &d_y, &w, d_x)?])
-                        })?;
-                    }
-                }
-                Op::GroupNorm {
-                    x,
-                    gamma,
-                    beta,
-                    y,
-                    norm,
-                    mean,
-                    rstd,
-                } => {
-                    let d_y = grads.get(*y);
-                    let (d_gamma, d_beta) = (g(gamma)?, g(beta)?);
-                    let (gamma, beta) = (p(gamma)?, p(beta)?);
-                    // d_gamma and d_beta are written whether or not x needs a gradient; x always does here.
-                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                        group_norm::group_norm_backward(
-                            gpu,
-                            norm,
-                            a(*x),
-                            &gamma,
-                            &beta,
-                            mean,
-                            rstd,
-                            &d_y,
-                            d_x,
-                            &d_gamma,
-                            &d_beta,
-                        )
-                    })?;
-                }
-                Op::Silu { x, y } => {
-                    let d_y = grads.get(*y);
-                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                        Ok(vec![elementwise::silu_backward(gpu, a(*x), &d_y, d_x)?])
-                    })?;
-                }
-                Op::AddChannelBias { x, e, y } => {
-                    let d_y = grads.get(*y);
-                    grads.write(gpu, *e, a(*e), &mut out, |d_e| {
-                        Ok(vec![elementwise::channel_bias_backward(gpu, &d_y, d_e)?])
-                    })?;
-                    grads.pass_through(gpu, *x, &d_y, true, &mut out)?;
-                }
-                Op::Add { a: l, b: r, y } => {
-                    let d_y = grads.get(*y);
-                    let mut shared = false;
-                    for input in [*l, *r] {
-                        if !self.no_grad[input.0] {
-                            shared |= grads.pass_through(gpu, input, &d_y, !shared, &mut out)?;
-                        }
-                    }
-                }
-                Op::Concat { a: l, b: r, y } => {
-                    let d_y = grads.get(*y);
-                    let (d_l, acc_l) = grads.scratch_or_target(gpu, *l, a(*l))?;
-                    let (d_r, acc_r) = grads.scratch_or_target(gpu, *r, a(*r))?;
-                    out.push(elementwise::split_channels(gpu, &d_y, &d_l, &d_r)?);
-                    grads.finish(gpu, *l, d_l, acc_l, &mut out)?;
-                    grads.finish(gpu, *r, d_r, acc_r, &mut out)?;
-                }
-                Op::Upsample { x, y } => {
-                    let d_y = grads.get(*y);
-                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                        Ok(vec![elementwise::upsample_nearest2x_backward(
-                            gpu, &d_y, d_x,
-                        )?])
-                    })?;
-                }
-                Op::Attention {
-                    qkv,
-                    out: o,
-                    lse,
-                    heads,
-                } => {
-                    let d_o = grads.get(*o);
-                    grads.write(gpu, *qkv, a(*qkv), &mut out, |d_qkv| {
-                        attention::attention_backward(gpu, a(*qkv), *heads, a(*o), lse, &d_o, d_qkv)
-                    })?;
-                }
-                Op::Dropout { x, y, stream } => {
-                    let d_y = grads.get(*y);
-                    grads.write(gpu, *x, a(*x), &mut out, |d_x| {
-                        Ok(vec![self.dropout(gpu, part, &d_y, *stream, d_x)?])
-                    })?;
-                }
-                Op::TimestepEmbedding { .. } => {}
-                Op::ClassEmbedding { table, y } => {
-                    let labels = self
-                        .labels
-                        .as_ref()
-                        .expect("class-conditional nets have labels");
-                    out.push(embedding::class_embedding_backward(
-                        gpu,
-                        labels,
-                        &grads.get(*y),
-                        &g(table)?,
-                    )?);
-                }
+            backward.op(op)?;
+        }
+        Ok(backward.out)
+    }
+}
+
+/// The backward pass under construction: what every op's backward reads (net, device, micro-batch) and writes
+/// (activation gradients, dispatches), so each op's backward is one short method.
+struct Backward<'a> {
+    net: &'a Net,
+    gpu: &'a Gpu,
+    part: usize,
+    grads: Grads,
+    out: Vec<Dispatch>,
+}
+
+impl Backward<'_> {
+    /// Appends one op's backward, so the backward pass reads as a table of ops → gradient kernels.
+    fn op(&mut self, op: &Op) -> Result<()> {
+        match op {
+            Op::Conv {
+                x,
+                w,
+                b,
+                y,
+                stride,
+                saved,
+            } => self.conv(*x, w, b, *y, *stride, saved.as_ref()),
+            Op::Linear { x, w, b, y } => self.linear(*x, w, b, *y),
+            Op::GroupNorm {
+                x,
+                gamma,
+                beta,
+                y,
+                norm,
+                mean,
+                rstd,
+            } => self.group_norm(*x, gamma, beta, *y, norm, mean, rstd),
+            Op::Silu { x, y } => self.silu(*x, *y),
+            Op::AddChannelBias { x, e, y } => self.add_channel_bias(*x, *e, *y),
+            Op::Add { a, b, y } => self.add(*a, *b, *y),
+            Op::Concat { a, b, y } => self.concat(*a, *b, *y),
+            Op::Upsample { x, y } => self.upsample(*x, *y),
+            Op::Attention {
+                qkv,
+                out,
+                lse,
+                heads,
+            } => self.attention(*qkv, *out, lse, *heads),
+            Op::Dropout { x, y, stream } => self.dropout(*x, *y, *stream),
+            Op::TimestepEmbedding { .. } => Ok(()),
+            Op::ClassEmbedding { table, y } => self.class_embedding(table, *y),
+        }
+    }
+
+    /// Op::Conv: the weight and bias gradients, then ∂L/∂x unless x is a constant (the input image).
+    fn conv(
+        &mut self,
+        x: Act,
+        w: &str,
+        b: &str,
+        y: Act,
+        stride: usize,
+        saved: Option<&Tensor>,
+    ) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        self.out.extend(conv2d::backward_weight(
+            gpu,
+            net.act(x),
+            &d_y,
+            &net.param_grad(gpu, w)?,
+            Some(&net.param_grad(gpu, b)?),
+            stride,
+            Conv2dOptions {
+                saved_input: saved,
+                ..Default::default()
+            },
+        )?);
+        if !net.no_grad[x.0] {
+            let (d_x, accumulate) = self.grads.target(gpu, x, net.act(x))?;
+            self.out.extend(conv2d::backward_input(
+                gpu,
+                &d_y,
+                &net.param_value(gpu, w)?,
+                &d_x,
+                stride,
+                Conv2dOptions {
+                    accumulate,
+                    ..Default::default()
+                },
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Op::Linear: the weight and bias gradients, then ∂L/∂x unless x is a constant.
+    fn linear(&mut self, x: Act, w: &str, b: &str, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        let d_w = net.param_grad(gpu, w)?;
+        self.out
+            .push(matmul::linear_backward_weight(gpu, &d_y, net.act(x), &d_w)?);
+        let d_b = net.param_grad(gpu, b)?;
+        self.out
+            .push(matmul::linear_backward_bias(gpu, &d_y, &d_b)?);
+        if !net.no_grad[x.0] {
+            let w = net.param_value(gpu, w)?;
+            self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+                Ok(vec![matmul::linear_backward_input(gpu, &d_y, &w, d_x)?])
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Op::GroupNorm: ∂L/∂x, ∂L/∂γ and ∂L/∂β in one kernel.
+    #[allow(clippy::too_many_arguments)] // one argument per field of Op::GroupNorm
+    fn group_norm(
+        &mut self,
+        x: Act,
+        gamma: &str,
+        beta: &str,
+        y: Act,
+        norm: &GroupNorm,
+        mean: &Tensor,
+        rstd: &Tensor,
+    ) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        let (d_gamma, d_beta) = (net.param_grad(gpu, gamma)?, net.param_grad(gpu, beta)?);
+        let (gamma, beta) = (net.param_value(gpu, gamma)?, net.param_value(gpu, beta)?);
+        // d_gamma and d_beta are written whether or not x needs a gradient; x always does here.
+        self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+            group_norm::group_norm_backward(
+                gpu,
+                norm,
+                net.act(x),
+                &gamma,
+                &beta,
+                mean,
+                rstd,
+                &d_y,
+                d_x,
+                &d_gamma,
+                &d_beta,
+            )
+        })
+    }
+
+    /// Op::Silu: ∂L/∂x = ∂L/∂y · silu′(x).
+    fn silu(&mut self, x: Act, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+            Ok(vec![elementwise::silu_backward(
+                gpu,
+                net.act(x),
+                &d_y,
+                d_x,
+            )?])
+        })
+    }
+
+    /// Op::AddChannelBias: e's gradient sums d_y over the pixels; x's is d_y itself.
+    fn add_channel_bias(&mut self, x: Act, e: Act, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        self.grads.write(gpu, e, net.act(e), &mut self.out, |d_e| {
+            Ok(vec![elementwise::channel_bias_backward(gpu, &d_y, d_e)?])
+        })?;
+        self.grads.pass_through(gpu, x, &d_y, true, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Op::Add: both inputs that need a gradient take d_y, at most one of them by sharing its tensor.
+    fn add(&mut self, l: Act, r: Act, y: Act) -> Result<()> {
+        let d_y = self.grads.get(y);
+        let mut shared = false;
+        for input in [l, r] {
+            if !self.net.no_grad[input.0] {
+                shared |= self
+                    .grads
+                    .pass_through(self.gpu, input, &d_y, !shared, &mut self.out)?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Op::Concat: d_y split along channels into the two inputs' gradients.
+    fn concat(&mut self, l: Act, r: Act, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        let (d_l, acc_l) = self.grads.scratch_or_target(gpu, l, net.act(l))?;
+        let (d_r, acc_r) = self.grads.scratch_or_target(gpu, r, net.act(r))?;
+        self.out
+            .push(elementwise::split_channels(gpu, &d_y, &d_l, &d_r)?);
+        self.grads.finish(gpu, l, d_l, acc_l, &mut self.out)?;
+        self.grads.finish(gpu, r, d_r, acc_r, &mut self.out)
+    }
+
+    /// Op::Upsample: each input pixel's gradient sums its 2×2 block of d_y.
+    fn upsample(&mut self, x: Act, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+            Ok(vec![elementwise::upsample_nearest2x_backward(
+                gpu, &d_y, d_x,
+            )?])
+        })
+    }
+
+    /// Op::Attention: ∂L/∂qkv from the saved log-sum-exp.
+    fn attention(&mut self, qkv: Act, o: Act, lse: &Tensor, heads: usize) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_o = self.grads.get(o);
+        self.grads
+            .write(gpu, qkv, net.act(qkv), &mut self.out, |d_qkv| {
+                attention::attention_backward(
+                    gpu,
+                    net.act(qkv),
+                    heads,
+                    net.act(o),
+                    lse,
+                    &d_o,
+                    d_qkv,
+                )
+            })
+    }
+
+    /// Op::Dropout: the forward's mask applied to d_y.
+    fn dropout(&mut self, x: Act, y: Act, stream: u32) -> Result<()> {
+        let (net, gpu, part) = (self.net, self.gpu, self.part);
+        let d_y = self.grads.get(y);
+        self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+            Ok(vec![net.dropout(gpu, part, &d_y, stream, d_x)?])
+        })
+    }
+
+    /// Op::ClassEmbedding: the table's gradient, scattered by label (labels take none).
+    fn class_embedding(&mut self, table: &str, y: Act) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        let d_table = net.param_grad(gpu, table)?;
+        self.out.push(embedding::class_embedding_backward(
+            gpu,
+            net.labels(),
+            &d_y,
+            &d_table,
+        )?);
+        Ok(())
     }
 }
 
