@@ -50,44 +50,8 @@ pub struct Architecture {
 
 impl Architecture {
     pub fn new(config: &UNetConfig) -> Architecture {
-        let ch = config.base_channels;
-        let levels = config.channel_mults.len();
-        let mut res = config.image_size;
-        let mut cur = ch;
-        let mut skips = vec![ch];
-        let mut down = Vec::new();
-        let mut index = 0;
-        for (level, &mult) in config.channel_mults.iter().enumerate() {
-            for _ in 0..config.blocks_per_level {
-                let c_out = ch * mult;
-                down.push(Block::Res {
-                    prefix: format!("down.{index}.0"),
-                    c_in: cur,
-                    c_out,
-                    resolution: res,
-                });
-                if config.attention_resolutions.contains(&res) {
-                    down.push(Block::Attention {
-                        prefix: format!("down.{index}.1"),
-                        channels: c_out,
-                        resolution: res,
-                    });
-                }
-                cur = c_out;
-                skips.push(cur);
-                index += 1;
-            }
-            if level + 1 != levels {
-                down.push(Block::Downsample {
-                    prefix: format!("down.{index}.0"),
-                    channels: cur,
-                    resolution: res,
-                });
-                skips.push(cur);
-                res /= 2;
-                index += 1;
-            }
-        }
+        let down = DownPath::new(config);
+        let (mut cur, res) = (down.channels, down.resolution);
         let middle = vec![
             Block::Res {
                 prefix: "mid.0".into(),
@@ -107,46 +71,128 @@ impl Architecture {
                 resolution: res,
             },
         ];
-        let skip_channels = skips.clone();
-        let mut up = Vec::new();
-        let mut index = 0;
-        for (level, &mult) in config.channel_mults.iter().enumerate().rev() {
-            for _ in 0..=config.blocks_per_level {
-                let c_out = ch * mult;
-                let skip = skips.pop().expect("one skip per up block");
-                up.push(Block::Res {
-                    prefix: format!("up.{index}.0"),
-                    c_in: cur + skip,
-                    c_out,
-                    resolution: res,
-                });
-                if config.attention_resolutions.contains(&res) {
-                    up.push(Block::Attention {
-                        prefix: format!("up.{index}.1"),
-                        channels: c_out,
-                        resolution: res,
-                    });
-                }
-                cur = c_out;
-                index += 1;
-            }
-            if level != 0 {
-                up.push(Block::Upsample {
-                    prefix: format!("up.{index}.1"),
-                    channels: cur,
-                    resolution: res,
-                });
-                res *= 2;
-                index += 1;
-            }
-        }
+        let skip_channels = down.skips.clone();
+        let up = up_path(config, down.skips, &mut cur, res);
         Architecture {
-            down,
+            down: down.blocks,
             middle,
             up,
             skip_channels,
             out_channels: cur,
         }
+    }
+}
+
+/// The down path and where it leaves off, which the middle and the up path continue from.
+struct DownPath {
+    blocks: Vec<Block>,
+    /// The channel count of every skip the down path saves, the stem's first.
+    skips: Vec<usize>,
+    /// Channels and resolution at the bottom of the path.
+    channels: usize,
+    resolution: usize,
+}
+
+impl DownPath {
+    /// Builds the down path: per level, residual blocks (with attention at the chosen resolutions), then a
+    /// downsample on every level but the last.
+    fn new(config: &UNetConfig) -> DownPath {
+        let ch = config.base_channels;
+        let levels = config.channel_mults.len();
+        let mut res = config.image_size;
+        let mut cur = ch;
+        let mut skips = vec![ch];
+        let mut down = Vec::new();
+        let mut index = 0;
+        for (level, &mult) in config.channel_mults.iter().enumerate() {
+            for _ in 0..config.blocks_per_level {
+                let c_out = ch * mult;
+                push_res(config, &mut down, &format!("down.{index}"), cur, c_out, res);
+                cur = c_out;
+                skips.push(cur);
+                index += 1;
+            }
+            if level + 1 != levels {
+                down.push(Block::Downsample {
+                    prefix: format!("down.{index}.0"),
+                    channels: cur,
+                    resolution: res,
+                });
+                skips.push(cur);
+                res /= 2;
+                index += 1;
+            }
+        }
+        DownPath {
+            blocks: down,
+            skips,
+            channels: cur,
+            resolution: res,
+        }
+    }
+}
+
+/// Builds the up path from the bottom (`cur` channels at `res`), each residual block taking one of `skips` from
+/// the end; leaves in `cur` the channels it ends with.
+fn up_path(
+    config: &UNetConfig,
+    mut skips: Vec<usize>,
+    cur: &mut usize,
+    mut res: usize,
+) -> Vec<Block> {
+    let ch = config.base_channels;
+    let mut up = Vec::new();
+    let mut index = 0;
+    for (level, &mult) in config.channel_mults.iter().enumerate().rev() {
+        for _ in 0..=config.blocks_per_level {
+            let c_out = ch * mult;
+            let skip = skips.pop().expect("one skip per up block");
+            push_res(
+                config,
+                &mut up,
+                &format!("up.{index}"),
+                *cur + skip,
+                c_out,
+                res,
+            );
+            *cur = c_out;
+            index += 1;
+        }
+        if level != 0 {
+            up.push(Block::Upsample {
+                prefix: format!("up.{index}.1"),
+                channels: *cur,
+                resolution: res,
+            });
+            res *= 2;
+            index += 1;
+        }
+    }
+    up
+}
+
+/// Appends residual block `{slot}.0`, and attention block `{slot}.1` where `res` is an attention resolution: the
+/// unit both paths repeat.
+fn push_res(
+    config: &UNetConfig,
+    blocks: &mut Vec<Block>,
+    slot: &str,
+    c_in: usize,
+    c_out: usize,
+    res: usize,
+) {
+    blocks.push(Block::Res {
+        prefix: format!("{slot}.0"),
+        c_in,
+        c_out,
+        resolution: res,
+    });
+    if config.attention_resolutions.contains(&res) {
+        blocks.push(Block::Attention {
+            prefix: format!("{slot}.1"),
+            channels: c_out,
+            resolution: res,
+        });
     }
 }
 
@@ -182,75 +228,103 @@ pub struct ParamLayout {
 
 impl ParamLayout {
     pub fn new(config: &UNetConfig) -> ParamLayout {
-        let mut named: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut add = |name: String, shape: &[usize]| named.push((name, shape.to_vec()));
-        let conv =
-            |add: &mut dyn FnMut(String, &[usize]), p: &str, co: usize, ci: usize, k: usize| {
-                add(format!("{p}.weight"), &[co, ci, k, k]);
-                add(format!("{p}.bias"), &[co]);
-            };
-        let norm = |add: &mut dyn FnMut(String, &[usize]), p: &str, c: usize| {
-            add(format!("{p}.weight"), &[c]);
-            add(format!("{p}.bias"), &[c]);
-        };
-        let linear = |add: &mut dyn FnMut(String, &[usize]), p: &str, o: usize, i: usize| {
-            add(format!("{p}.weight"), &[o, i]);
-            add(format!("{p}.bias"), &[o]);
-        };
         let ch = config.base_channels;
         let tdim = config.time_embed_dim();
-        linear(&mut add, "temb.0", tdim, ch);
-        linear(&mut add, "temb.2", tdim, tdim);
-        conv(&mut add, "conv_in", ch, config.in_channels, 3);
+        let mut named = Named::default();
+        named.linear("temb.0", tdim, ch);
+        named.linear("temb.2", tdim, tdim);
+        named.conv("conv_in", ch, config.in_channels, 3);
         let arch = Architecture::new(config);
         for block in arch.down.iter().chain(&arch.middle).chain(&arch.up) {
-            match block {
-                Block::Res {
-                    prefix,
-                    c_in,
-                    c_out,
-                    ..
-                } => {
-                    norm(&mut add, &format!("{prefix}.norm1"), *c_in);
-                    conv(&mut add, &format!("{prefix}.conv1"), *c_out, *c_in, 3);
-                    linear(&mut add, &format!("{prefix}.temb"), *c_out, tdim);
-                    norm(&mut add, &format!("{prefix}.norm2"), *c_out);
-                    conv(&mut add, &format!("{prefix}.conv2"), *c_out, *c_out, 3);
-                    if c_in != c_out {
-                        conv(&mut add, &format!("{prefix}.skip"), *c_out, *c_in, 1);
-                    }
-                }
-                Block::Attention {
-                    prefix, channels, ..
-                } => {
-                    norm(&mut add, &format!("{prefix}.norm"), *channels);
-                    conv(
-                        &mut add,
-                        &format!("{prefix}.qkv"),
-                        3 * channels,
-                        *channels,
-                        1,
-                    );
-                    conv(&mut add, &format!("{prefix}.proj"), *channels, *channels, 1);
-                }
-                Block::Downsample {
-                    prefix, channels, ..
-                }
-                | Block::Upsample {
-                    prefix, channels, ..
-                } => {
-                    conv(&mut add, prefix, *channels, *channels, 3);
-                }
-            }
+            named.block(block, tdim);
         }
-        norm(&mut add, "out.0", arch.out_channels);
-        conv(&mut add, "out.2", config.in_channels, arch.out_channels, 3);
+        named.norm("out.0", arch.out_channels);
+        named.conv("out.2", config.in_channels, arch.out_channels, 3);
         if let Some(classes) = config.num_classes {
             // Row `classes` is the "no class" embedding used for classifier-free guidance.
-            add("class_emb.weight".into(), &[classes + 1, tdim]);
+            named.add("class_emb.weight".into(), &[classes + 1, tdim]);
         }
+        named.place()
+    }
+
+    /// The number of parameters (padding excluded), as PyTorch would count them.
+    pub fn count(&self) -> usize {
+        self.params.iter().map(ParamSpec::len).sum()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// The parameters' names and shapes in `state_dict` order, gathered layer by layer before they get offsets.
+#[derive(Default)]
+struct Named(Vec<(String, Vec<usize>)>);
+
+impl Named {
+    fn add(&mut self, name: String, shape: &[usize]) {
+        self.0.push((name, shape.to_vec()));
+    }
+
+    /// A conv layer's weight [co, ci, k, k] and bias [co].
+    fn conv(&mut self, p: &str, co: usize, ci: usize, k: usize) {
+        self.add(format!("{p}.weight"), &[co, ci, k, k]);
+        self.add(format!("{p}.bias"), &[co]);
+    }
+
+    /// A GroupNorm's γ (`weight`) and β (`bias`), one per channel.
+    fn norm(&mut self, p: &str, c: usize) {
+        self.add(format!("{p}.weight"), &[c]);
+        self.add(format!("{p}.bias"), &[c]);
+    }
+
+    /// A linear layer's weight [o, i] and bias [o].
+    fn linear(&mut self, p: &str, o: usize, i: usize) {
+        self.add(format!("{p}.weight"), &[o, i]);
+        self.add(format!("{p}.bias"), &[o]);
+    }
+
+    /// One block's layers, in the order its PyTorch twin registers them.
+    fn block(&mut self, block: &Block, tdim: usize) {
+        match block {
+            Block::Res {
+                prefix,
+                c_in,
+                c_out,
+                ..
+            } => {
+                self.norm(&format!("{prefix}.norm1"), *c_in);
+                self.conv(&format!("{prefix}.conv1"), *c_out, *c_in, 3);
+                self.linear(&format!("{prefix}.temb"), *c_out, tdim);
+                self.norm(&format!("{prefix}.norm2"), *c_out);
+                self.conv(&format!("{prefix}.conv2"), *c_out, *c_out, 3);
+                if c_in != c_out {
+                    self.conv(&format!("{prefix}.skip"), *c_out, *c_in, 1);
+                }
+            }
+            Block::Attention {
+                prefix, channels, ..
+            } => {
+                self.norm(&format!("{prefix}.norm"), *channels);
+                self.conv(&format!("{prefix}.qkv"), 3 * channels, *channels, 1);
+                self.conv(&format!("{prefix}.proj"), *channels, *channels, 1);
+            }
+            Block::Downsample {
+                prefix, channels, ..
+            }
+            | Block::Upsample {
+                prefix, channels, ..
+            } => {
+                self.conv(prefix, *channels, *channels, 3);
+            }
+        }
+    }
+
+    /// Gives each tensor its offset, every start rounded up to [`ALIGN`] so kernels can bind it as a view.
+    fn place(self) -> ParamLayout {
         let mut offset = 0;
-        let params = named
+        let params = self
+            .0
             .into_iter()
             .map(|(name, shape)| {
                 let spec = ParamSpec {
@@ -266,15 +340,6 @@ impl ParamLayout {
             params,
             padded_len: offset,
         }
-    }
-
-    /// The number of parameters (padding excluded), as PyTorch would count them.
-    pub fn count(&self) -> usize {
-        self.params.iter().map(ParamSpec::len).sum()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| p.name == name)
     }
 }
 
