@@ -218,23 +218,44 @@ impl Gpu {
         {
             return Ok(k.clone());
         }
-        let source = match std::env::var_os(shaders::SHADER_DIR_ENV) {
-            Some(dir) => shaders::module_source(shader, |name| {
-                let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
-                std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
-            })?,
-            None => shaders::module_source(shader, |name| {
-                shaders::source(name)
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::Shader {
-                        file: name.to_string(),
-                        entry: entry.to_string(),
-                        message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
-                    })
-            })?,
-        };
+        let source = load_source(shader, entry)?;
         let source = source.as_str();
         let reflection = reflect(shader, source, entry, constants)?;
+        let label = format!("{shader}::{entry}");
+        let pipeline = self.create_pipeline(
+            shader,
+            entry,
+            &label,
+            source,
+            constants,
+            zero_initialize_workgroup_memory,
+        )?;
+        let kernel = Arc::new(Kernel {
+            name: label,
+            pipeline,
+            used_bindings: reflection.used,
+            declared: reflection.declared,
+            uniform_size: reflection.uniform_size,
+            workgroup_size: reflection.workgroup_size,
+        });
+        self.kernels
+            .lock()
+            .expect("kernel cache poisoned")
+            .insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Builds the pipeline of one entry point, turning wgpu's validation errors into [`Error::Shader`] (natively;
+    /// a browser reports them to the scope `Gpu::build_async` opens).
+    fn create_pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        label: &str,
+        source: &str,
+        constants: &[(&'static str, f64)],
+        zero_initialize_workgroup_memory: bool,
+    ) -> Result<wgpu::ComputePipeline> {
         // Native only: a browser answers a scope from its event loop (`Gpu::build_async` scopes a whole build).
         #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -244,11 +265,10 @@ impl Gpu {
                 label: Some(shader),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-        let label = format!("{shader}::{entry}");
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
+                label: Some(label),
                 layout: None,
                 module: &module,
                 entry_point: Some(entry),
@@ -266,19 +286,27 @@ impl Gpu {
                 message: e.to_string(),
             });
         }
-        let kernel = Arc::new(Kernel {
-            name: label,
-            pipeline,
-            used_bindings: reflection.used,
-            declared: reflection.declared,
-            uniform_size: reflection.uniform_size,
-            workgroup_size: reflection.workgroup_size,
-        });
-        self.kernels
-            .lock()
-            .expect("kernel cache poisoned")
-            .insert(key, kernel.clone());
-        Ok(kernel)
+        Ok(pipeline)
+    }
+}
+
+/// The WGSL of `shader`, imports resolved: from the folder [`shaders::SHADER_DIR_ENV`] names when it is set (to
+/// edit shaders without rebuilding), else from the compiled-in table.
+fn load_source(shader: &'static str, entry: &'static str) -> Result<String> {
+    match std::env::var_os(shaders::SHADER_DIR_ENV) {
+        Some(dir) => shaders::module_source(shader, |name| {
+            let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+            std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+        }),
+        None => shaders::module_source(shader, |name| {
+            shaders::source(name)
+                .map(str::to_string)
+                .ok_or_else(|| Error::Shader {
+                    file: name.to_string(),
+                    entry: entry.to_string(),
+                    message: "not in the shader table (src/gpu/shaders.rs)".to_string(),
+                })
+        }),
     }
 }
 
