@@ -141,6 +141,53 @@ fn product(
     opts: MatmulOptions,
 ) -> Result<Dispatch> {
     check_f32(op, &[a, b, c])?;
+    let [batch, m, n, k] = product_dims(op, a, b, c, opts)?;
+    if let Some(bias) = bias {
+        check_f32(op, &[bias])?;
+        ensure_shape!(
+            bias.shape() == [n],
+            op,
+            "bias must be [{n}], got {:?}",
+            bias.shape()
+        );
+    }
+    let mut inputs = vec![a, b];
+    inputs.extend(bias);
+    check_distinct(op, c, &inputs)?;
+
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch: batch as u32,
+        a_batch_stride: (m * k) as u32,
+        b_batch_stride: (k * n) as u32,
+        c_batch_stride: (m * n) as u32,
+        trans_a: opts.trans_a as u32,
+        trans_b: opts.trans_b as u32,
+        _pad: [0; 3],
+    };
+    let planned = plan(gpu, op, &params, opts.variant)?;
+    record(
+        gpu,
+        planned,
+        &params,
+        [a, b, c],
+        bias,
+        opts,
+        Form::default(),
+    )
+}
+
+/// [batch, m, n, k] of C[m, n] = op(A)[m, k]·op(B)[k, n], once A, B and C are checked to agree on them (the
+/// errors name each operand's shape and transposition).
+fn product_dims(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    opts: MatmulOptions,
+) -> Result<[usize; 4]> {
     let (batch, a_rows, a_cols) = matrix_dims(op, "A", a)?;
     let (b_batch, b_rows, b_cols) = matrix_dims(op, "B", b)?;
     let (c_batch, c_rows, c_cols) = matrix_dims(op, "C", c)?;
@@ -195,41 +242,7 @@ fn product(
         op,
         "batch {batch} exceeds the 65535 matrices one dispatch can cover"
     );
-    if let Some(bias) = bias {
-        check_f32(op, &[bias])?;
-        ensure_shape!(
-            bias.shape() == [n],
-            op,
-            "bias must be [{n}], got {:?}",
-            bias.shape()
-        );
-    }
-    let mut inputs = vec![a, b];
-    inputs.extend(bias);
-    check_distinct(op, c, &inputs)?;
-
-    let params = Params {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        batch: batch as u32,
-        a_batch_stride: (m * k) as u32,
-        b_batch_stride: (k * n) as u32,
-        c_batch_stride: (m * n) as u32,
-        trans_a: opts.trans_a as u32,
-        trans_b: opts.trans_b as u32,
-        _pad: [0; 3],
-    };
-    let planned = plan(gpu, op, &params, opts.variant)?;
-    record(
-        gpu,
-        planned,
-        &params,
-        [a, b, c],
-        bias,
-        opts,
-        Form::default(),
-    )
+    Ok([batch, m, n, k])
 }
 
 /// The forms of product beyond [`product`]'s (pipeline constants of the shaders).
