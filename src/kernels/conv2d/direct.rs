@@ -31,6 +31,15 @@ impl Kind {
             Kind::K3S2Transposed => "backward_input_k3s2",
         }
     }
+
+    /// The weight-gradient pass's entry point for this geometry (stride 2 has one, transposed or not).
+    fn weight_grad_entry(self) -> &'static str {
+        match self {
+            Kind::K3S1 => "backward_weight_k3s1",
+            Kind::K3S2 | Kind::K3S2Transposed => "backward_weight_k3s2",
+            Kind::K1 => "backward_weight_k1",
+        }
+    }
 }
 
 /// The weights packed, then the main pass: conv(packed input `xp` with kc channels, w) into `out` [n, m, out_h,
@@ -103,39 +112,14 @@ pub(super) fn weight_grad_pass(
     let dy_size = (TILE * row_blocks, TILE * col_blocks);
     let (dyp, mut out) = pack::input(gpu, d_y, 0, dy_size, None)?;
 
-    // Invocations are input channels; a workgroup of WG covers WG of them. Three sizes only: each is its own
-    // compiled pipeline, and compiling is slow on CPU drivers.
-    let wg = match g.ci {
-        0..=8 => 8,
-        9..=32 => 32,
-        _ => 64,
-    };
-    let groups = g.ci.div_ceil(wg) * g.co.div_ceil(DW_CO_BLOCK);
-    let tiles = g.n * row_blocks * col_blocks;
-    let chunks = select::conv2d_weight_grad_workgroups(gpu)
-        .div_ceil(groups)
-        .clamp(1, tiles);
-    let params = Params {
-        n: g.n as u32,
-        in_c: g.ci as u32,
-        out_c: g.co as u32,
-        xp_h: packed.0 as u32,
-        xp_w4: (packed.1 / 4) as u32,
-        row_blocks: row_blocks as u32,
-        col_blocks: col_blocks as u32,
-        dy_h: dy_size.0 as u32,
-        dy_w4: (dy_size.1 / 4) as u32,
-        chunks: chunks as u32,
-        flags: if d_b.is_some() { FLAG_BIAS } else { 0 },
-        len: (g.co * g.ci * taps) as u32,
-        ..Params::default()
-    };
-    let entry = match g.kind {
-        Kind::K3S1 => "backward_weight_k3s1",
-        Kind::K3S2 | Kind::K3S2Transposed => "backward_weight_k3s2",
-        Kind::K1 => "backward_weight_k1",
-    };
-    let kernel = gpu.kernel_with(shader(subgroup), entry, &[("WG", wg as f64)])?;
+    let wg = weight_grad_workgroup(g.ci);
+    let chunks = weight_grad_chunks(gpu, g, wg);
+    let params = weight_grad_params(g, packed, dy_size, chunks, d_b.is_some());
+    let kernel = gpu.kernel_with(
+        shader(subgroup),
+        g.kind.weight_grad_entry(),
+        &[("WG", wg as f64)],
+    )?;
     let grid = [
         g.ci.div_ceil(wg) as u32,
         g.co.div_ceil(DW_CO_BLOCK) as u32,
@@ -155,43 +139,100 @@ pub(super) fn weight_grad_pass(
         Some(d_b) if chunks == 1 => d_b,
         _ => &bias_sums,
     };
-    if chunks == 1 {
-        // One chunk: its partial sums are the result.
-        let tensors = [
-            ("xp", xp),
-            ("xp2", xp),
-            ("dyp", &dyp),
-            ("partial", d_w),
-            ("bias_out", bias_out),
-        ];
-        out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
-        return Ok(out);
-    }
-    let partial = scratch(gpu, chunks * g.co * g.ci * taps)?;
+    // One chunk: its partial sums are the result.
+    let partial = match chunks {
+        1 => None,
+        _ => Some(scratch(gpu, chunks * g.co * g.ci * taps)?),
+    };
     let tensors = [
         ("xp", xp),
         ("xp2", xp),
         ("dyp", &dyp),
-        ("partial", &partial),
+        ("partial", partial.as_ref().unwrap_or(d_w)),
         ("bias_out", bias_out),
     ];
     out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
-    out.push(elementwise(
+    if let Some(partial) = &partial {
+        out.extend(reduce_chunks(
+            gpu,
+            &params,
+            (partial, d_w),
+            d_b.map(|d_b| (&bias_sums, d_b)),
+        )?);
+    }
+    Ok(out)
+}
+
+/// The weight-gradient pass's workgroup size (invocations are input channels; a workgroup of WG covers WG of
+/// them). Three sizes only: each is its own compiled pipeline, and compiling is slow on CPU drivers.
+fn weight_grad_workgroup(ci: usize) -> usize {
+    match ci {
+        0..=8 => 8,
+        9..=32 => 32,
+        _ => 64,
+    }
+}
+
+/// The weight-gradient pass's uniforms: the packed planes' sizes and the chunking of the sum over tiles.
+fn weight_grad_params(
+    g: &Geometry,
+    packed: (usize, usize),
+    dy_size: (usize, usize),
+    chunks: usize,
+    bias: bool,
+) -> Params {
+    let taps = g.kind.k() * g.kind.k();
+    let (row_blocks, col_blocks) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    Params {
+        n: g.n as u32,
+        in_c: g.ci as u32,
+        out_c: g.co as u32,
+        xp_h: packed.0 as u32,
+        xp_w4: (packed.1 / 4) as u32,
+        row_blocks: row_blocks as u32,
+        col_blocks: col_blocks as u32,
+        dy_h: dy_size.0 as u32,
+        dy_w4: (dy_size.1 / 4) as u32,
+        chunks: chunks as u32,
+        flags: if bias { FLAG_BIAS } else { 0 },
+        len: (g.co * g.ci * taps) as u32,
+        ..Params::default()
+    }
+}
+
+/// How many chunks the sum over output tiles is cut into: enough workgroups to fill the device, at most one
+/// chunk per tile.
+fn weight_grad_chunks(gpu: &Gpu, g: &Geometry, wg: usize) -> usize {
+    let groups = g.ci.div_ceil(wg) * g.co.div_ceil(DW_CO_BLOCK);
+    let tiles = g.n * g.ho.div_ceil(TILE) * g.wo.div_ceil(TILE);
+    select::conv2d_weight_grad_workgroups(gpu)
+        .div_ceil(groups)
+        .clamp(1, tiles)
+}
+
+/// Adds the chunks' partial sums in order: `partial` into d_w, then (with a bias) `bias_sums` into d_b.
+fn reduce_chunks(
+    gpu: &Gpu,
+    params: &Params,
+    (partial, d_w): (&Tensor, &Tensor),
+    bias: Option<(&Tensor, &Tensor)>,
+) -> Result<Vec<Dispatch>> {
+    let mut out = vec![elementwise(
         gpu,
         "backward_weight_reduce",
-        &params,
-        &[("partial_in", &partial), ("y", d_w)],
-    )?);
-    if let Some(d_b) = d_b {
+        params,
+        &[("partial_in", partial), ("y", d_w)],
+    )?];
+    if let Some((bias_sums, d_b)) = bias {
         let params = Params {
-            len: g.co as u32,
-            ..params
+            len: params.out_c,
+            ..*params
         };
         out.push(elementwise(
             gpu,
             "backward_weight_reduce",
             &params,
-            &[("partial_in", &bias_sums), ("y", d_b)],
+            &[("partial_in", bias_sums), ("y", d_b)],
         )?);
     }
     Ok(out)
