@@ -247,53 +247,8 @@ pub fn adam_step(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "adam_step";
     config.validate(OP)?;
-    ensure_shape!(
-        !params.is_empty()
-            && grads.len() == params.len()
-            && state.m.len() == params.len()
-            && state.v.len() == params.len(),
-        OP,
-        "{} parameter shards, {} gradient shards, {} and {} moment shards: they must be as many, and at least one",
-        params.len(),
-        grads.len(),
-        state.m.len(),
-        state.v.len()
-    );
-    for (((param, grad), m), v) in params.iter().zip(grads).zip(&state.m).zip(&state.v) {
-        check_f32(OP, &[param, grad, m, v])?;
-        same_shape(OP, param, grad)?;
-        same_shape(OP, param, m)?;
-        same_shape(OP, param, v)?;
-    }
-    check_scalars(
-        OP,
-        &state.step,
-        STEP_LEN,
-        "the step tensor [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ]",
-    )?;
-    check_scalars(OP, hyper, HYPER_LEN, HYPER_LAYOUT)?;
-    if let Some(norm) = clip {
-        check_scalars(OP, norm, NORM_LEN, "the clip tensor [‖g‖, clip scale]")?;
-    }
-    // ln 0 = −∞; below −104, e^(t·ln β) is 0 in f32 for every t ≥ 1 anyway.
-    let ln = |beta: f64| (beta.ln().max(-104.0)) as f32;
-    let (coupled, decoupled) = if config.decoupled {
-        (0.0, config.weight_decay)
-    } else {
-        (config.weight_decay, 0.0)
-    };
-    let uniforms = Params {
-        beta1: config.beta1 as f32,
-        one_minus_beta1: (1.0 - config.beta1) as f32,
-        beta2: config.beta2 as f32,
-        one_minus_beta2: (1.0 - config.beta2) as f32,
-        ln_beta1: ln(config.beta1),
-        ln_beta2: ln(config.beta2),
-        eps: config.eps as f32,
-        weight_decay: coupled as f32,
-        decoupled_weight_decay: decoupled as f32,
-        ..Params::default()
-    };
+    check_adam_operands(OP, params, grads, state, hyper, clip)?;
+    let uniforms = adam_uniforms(config);
     let advance = gpu.kernel_sized(SHADER, "adam_advance", WG)?;
     let mut d = vec![Dispatch::new(
         gpu,
@@ -324,6 +279,71 @@ pub fn adam_step(
         d.push(per_element(gpu, entry, params, &tensors)?);
     }
     Ok(d)
+}
+
+/// Refuses shards that disagree in count, dtype or shape, and scalar tensors of the wrong length, before anything
+/// is recorded.
+fn check_adam_operands(
+    op: &'static str,
+    params: &[Tensor],
+    grads: &[Tensor],
+    state: &AdamState,
+    hyper: &Tensor,
+    clip: Option<&Tensor>,
+) -> Result<()> {
+    ensure_shape!(
+        !params.is_empty()
+            && grads.len() == params.len()
+            && state.m.len() == params.len()
+            && state.v.len() == params.len(),
+        op,
+        "{} parameter shards, {} gradient shards, {} and {} moment shards: they must be as many, and at least one",
+        params.len(),
+        grads.len(),
+        state.m.len(),
+        state.v.len()
+    );
+    for (((param, grad), m), v) in params.iter().zip(grads).zip(&state.m).zip(&state.v) {
+        check_f32(op, &[param, grad, m, v])?;
+        same_shape(op, param, grad)?;
+        same_shape(op, param, m)?;
+        same_shape(op, param, v)?;
+    }
+    check_scalars(
+        op,
+        &state.step,
+        STEP_LEN,
+        "the step tensor [t, lr/(1 − β1ᵗ), 1/√(1 − β2ᵗ), 1 − lr·λ]",
+    )?;
+    check_scalars(op, hyper, HYPER_LEN, HYPER_LAYOUT)?;
+    if let Some(norm) = clip {
+        check_scalars(op, norm, NORM_LEN, "the clip tensor [‖g‖, clip scale]")?;
+    }
+    Ok(())
+}
+
+/// The uniforms every Adam pass shares: the configuration's constants in f32, weight decay put on the coupled
+/// (Adam) or decoupled (AdamW) side.
+fn adam_uniforms(config: &AdamConfig) -> Params {
+    // ln 0 = −∞; below −104, e^(t·ln β) is 0 in f32 for every t ≥ 1 anyway.
+    let ln = |beta: f64| (beta.ln().max(-104.0)) as f32;
+    let (coupled, decoupled) = if config.decoupled {
+        (0.0, config.weight_decay)
+    } else {
+        (config.weight_decay, 0.0)
+    };
+    Params {
+        beta1: config.beta1 as f32,
+        one_minus_beta1: (1.0 - config.beta1) as f32,
+        beta2: config.beta2 as f32,
+        one_minus_beta2: (1.0 - config.beta2) as f32,
+        ln_beta1: ln(config.beta1),
+        ln_beta2: ln(config.beta2),
+        eps: config.eps as f32,
+        weight_decay: coupled as f32,
+        decoupled_weight_decay: decoupled as f32,
+        ..Params::default()
+    }
 }
 
 /// ema ← d·ema + (1 − d)·weights, with d and 1 − d read from `hyper` at submission time.
