@@ -26,7 +26,7 @@
 //!
 //! (The score of a mixture is Σ_k r_k·∇ log N_k: the weights r_k are exactly the ones that make this hold.)
 
-use crate::diffusion::samplers::{NoiseLevel, Plan, Prediction, Step};
+use crate::diffusion::samplers::{Multistep, NoiseLevel, Plan, Prediction, Step};
 use crate::error::{Error, Result};
 
 /// A mixture of isotropic Gaussians (see the module header).
@@ -204,109 +204,149 @@ pub fn gaussian_moments_after(data: &GaussianMixture, plan: &Plan) -> Result<Vec
             "moments are propagated exactly for a single Gaussian only".to_string(),
         ));
     }
-    let not_affine = || {
-        Err(Error::Usage(
-            "steps that bound x̂₀ are not affine: no exact moments".to_string(),
-        ))
-    };
-    // ε*(x) = g·x + h at a level, coordinate d.
-    let eps = |level: &NoiseLevel, d: usize| {
-        let (g, _) = data.coefficients(0, level, Prediction::Epsilon);
-        (g, -g * level.alpha * data.means[0][d])
-    };
     (0..data.dim())
         .map(|d| {
             // The state u = (x, s, m₁, m₂) of a multistep solver (src/diffusion/samplers.rs, `Multistep`) is
             // Gaussian: mean vector and covariance, each step an affine map u ← A·u + k + c·z·e_x.
-            let mut mean = [0.0; 4];
-            let mut cov = [[0.0; 4]; 4];
-            cov[0][0] = data_init_var(plan);
+            let mut moments = StateMoments {
+                mean: [0.0; 4],
+                cov: [[0.0; 4]; 4],
+            };
+            moments.cov[0][0] = data_init_var(plan);
             for step in &plan.steps {
-                let mut a = [[0.0; 4]; 4];
-                let mut k = [0.0; 4];
-                for (i, row) in a.iter_mut().enumerate().skip(1) {
-                    row[i] = 1.0;
-                }
-                let mut c = 0.0;
-                match *step {
-                    Step::Linear {
-                        level,
-                        a: ax,
-                        b,
-                        c: cz,
-                    } => {
-                        let (g, h) = eps(&level, d);
-                        a[0][0] = ax + b * g;
-                        k[0] = b * h;
-                        c = cz;
-                    }
-                    Step::Heun {
-                        level,
-                        next,
-                        a: ax,
-                        b,
-                    } => {
-                        let (g1, h1) = eps(&level, d);
-                        let (g2, h2) = eps(&next, d);
-                        let (p1, p0) = (ax + b * g1, b * h1); // x' = p1·x + p0
-                        let half = b / 2.0;
-                        a[0][0] = ax + half * (g1 + g2 * p1);
-                        k[0] = half * (h1 + g2 * p0 + h2);
-                    }
-                    Step::Clipped { .. } => return not_affine(),
-                    Step::Multistep(ref m) => {
-                        if m.bound != crate::diffusion::samplers::X0Bound::None {
-                            return not_affine();
-                        }
-                        let (g, h) = eps(&m.level, d);
-                        // m = (p + q·g)·x + q·h, as a row over u.
-                        let row_m = [m.p + m.q * g, 0.0, 0.0, 0.0];
-                        let k_m = m.q * h;
-                        // x_c as a row over u (and constant).
-                        let (row_c, k_c) = match m.corrector {
-                            Some(cr) => {
-                                let w = cr.history;
-                                let mut row = [0.0, cr.s, w.m1, w.m2];
-                                for (r, &v) in row.iter_mut().zip(&row_m) {
-                                    *r += w.m * v;
-                                }
-                                (row, w.m * k_m)
-                            }
-                            None => ([1.0, 0.0, 0.0, 0.0], 0.0),
-                        };
-                        let b = m.b;
-                        let mut row_y = [0.0, 0.0, b.m1, b.m2];
-                        for j in 0..4 {
-                            row_y[j] += m.a * row_c[j] + b.m * row_m[j];
-                        }
-                        a = [row_y, row_c, row_m, [0.0, 0.0, 1.0, 0.0]];
-                        k = [m.a * k_c + b.m * k_m, k_c, k_m, 0.0];
-                    }
-                }
-                let mut new_mean = k;
-                for i in 0..4 {
-                    for j in 0..4 {
-                        new_mean[i] += a[i][j] * mean[j];
-                    }
-                }
-                // A·C·Aᵀ + c²·e_x·e_xᵀ
-                let mut ac = [[0.0; 4]; 4];
-                for i in 0..4 {
-                    for j in 0..4 {
-                        ac[i][j] = (0..4).map(|l| a[i][l] * cov[l][j]).sum();
-                    }
-                }
-                for i in 0..4 {
-                    for j in 0..4 {
-                        cov[i][j] = (0..4).map(|l| ac[i][l] * a[j][l]).sum();
-                    }
-                }
-                cov[0][0] += c * c;
-                mean = new_mean;
+                moments.advance(&AffineStep::of(data, step, d)?);
             }
-            Ok((mean[0], cov[0][0]))
+            Ok((moments.mean[0], moments.cov[0][0]))
         })
         .collect()
+}
+
+/// ε*(x) = g·x + h at a level, coordinate d: the exact model of a single Gaussian, affine in x.
+fn affine_eps(data: &GaussianMixture, level: &NoiseLevel, d: usize) -> (f64, f64) {
+    let (g, _) = data.coefficients(0, level, Prediction::Epsilon);
+    (g, -g * level.alpha * data.means[0][d])
+}
+
+/// The refusal of a step that bounds x̂₀, whose output is no affine map of x.
+fn not_affine<T>() -> Result<T> {
+    Err(Error::Usage(
+        "steps that bound x̂₀ are not affine: no exact moments".to_string(),
+    ))
+}
+
+/// One sampler step as an affine map of the solver state u = (x, s, m₁, m₂): u ← A·u + k + c·z·e_x.
+struct AffineStep {
+    a: [[f64; 4]; 4],
+    k: [f64; 4],
+    c: f64,
+}
+
+impl AffineStep {
+    /// The map of `step` at coordinate d (a non-multistep step keeps s, m₁, m₂ as they are).
+    fn of(data: &GaussianMixture, step: &Step, d: usize) -> Result<AffineStep> {
+        let mut a = [[0.0; 4]; 4];
+        let mut k = [0.0; 4];
+        for (i, row) in a.iter_mut().enumerate().skip(1) {
+            row[i] = 1.0;
+        }
+        let mut c = 0.0;
+        match *step {
+            Step::Linear {
+                level,
+                a: ax,
+                b,
+                c: cz,
+            } => {
+                let (g, h) = affine_eps(data, &level, d);
+                a[0][0] = ax + b * g;
+                k[0] = b * h;
+                c = cz;
+            }
+            Step::Heun {
+                level,
+                next,
+                a: ax,
+                b,
+            } => {
+                let (g1, h1) = affine_eps(data, &level, d);
+                let (g2, h2) = affine_eps(data, &next, d);
+                let (p1, p0) = (ax + b * g1, b * h1); // x' = p1·x + p0
+                let half = b / 2.0;
+                a[0][0] = ax + half * (g1 + g2 * p1);
+                k[0] = half * (h1 + g2 * p0 + h2);
+            }
+            Step::Clipped { .. } => return not_affine(),
+            Step::Multistep(ref m) => {
+                if m.bound != crate::diffusion::samplers::X0Bound::None {
+                    return not_affine();
+                }
+                (a, k) = multistep_map(m, affine_eps(data, &m.level, d));
+            }
+        }
+        Ok(AffineStep { a, k, c })
+    }
+}
+
+/// A multistep solver step's A and k (it draws no noise), from ε*(x) = g·x + h at its level.
+fn multistep_map(m: &Multistep, (g, h): (f64, f64)) -> ([[f64; 4]; 4], [f64; 4]) {
+    // m = (p + q·g)·x + q·h, as a row over u.
+    let row_m = [m.p + m.q * g, 0.0, 0.0, 0.0];
+    let k_m = m.q * h;
+    // x_c as a row over u (and constant).
+    let (row_c, k_c) = match m.corrector {
+        Some(cr) => {
+            let w = cr.history;
+            let mut row = [0.0, cr.s, w.m1, w.m2];
+            for (r, &v) in row.iter_mut().zip(&row_m) {
+                *r += w.m * v;
+            }
+            (row, w.m * k_m)
+        }
+        None => ([1.0, 0.0, 0.0, 0.0], 0.0),
+    };
+    let b = m.b;
+    let mut row_y = [0.0, 0.0, b.m1, b.m2];
+    for j in 0..4 {
+        row_y[j] += m.a * row_c[j] + b.m * row_m[j];
+    }
+    (
+        [row_y, row_c, row_m, [0.0, 0.0, 1.0, 0.0]],
+        [m.a * k_c + b.m * k_m, k_c, k_m, 0.0],
+    )
+}
+
+/// The solver state's Gaussian law, which the steps carry forward exactly.
+struct StateMoments {
+    mean: [f64; 4],
+    cov: [[f64; 4]; 4],
+}
+
+impl StateMoments {
+    /// The law after one step: mean ← A·mean + k, covariance ← A·C·Aᵀ + c²·e_x·e_xᵀ.
+    fn advance(&mut self, step: &AffineStep) {
+        let (a, k, c) = (step.a, step.k, step.c);
+        let (mean, mut cov) = (self.mean, self.cov);
+        let mut new_mean = k;
+        for i in 0..4 {
+            for j in 0..4 {
+                new_mean[i] += a[i][j] * mean[j];
+            }
+        }
+        // A·C·Aᵀ + c²·e_x·e_xᵀ
+        let mut ac = [[0.0; 4]; 4];
+        for i in 0..4 {
+            for j in 0..4 {
+                ac[i][j] = (0..4).map(|l| a[i][l] * cov[l][j]).sum();
+            }
+        }
+        for i in 0..4 {
+            for j in 0..4 {
+                cov[i][j] = (0..4).map(|l| ac[i][l] * a[j][l]).sum();
+            }
+        }
+        cov[0][0] += c * c;
+        (self.mean, self.cov) = (new_mean, cov);
+    }
 }
 
 fn data_init_var(plan: &Plan) -> f64 {
