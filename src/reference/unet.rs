@@ -216,69 +216,93 @@ pub fn forward_training(
     };
     let n = t.len();
     let s = config.image_size;
-    let ch = config.base_channels;
-    let sinusoid = T {
-        v: embedding::timestep_embedding(t, ch, DEFAULT_MAX_PERIOD),
-        shape: vec![n, ch],
-    };
-    let t1 = m.linear(&sinusoid, "temb.0");
-    let t1 = T {
-        v: elementwise::silu_forward(&t1.v),
-        shape: t1.shape,
-    };
-    let mut temb = m.linear(&t1, "temb.2");
-    if let (Some(classes), Some(labels)) = (config.num_classes, labels) {
-        let tdim = config.time_embed_dim();
-        let class =
-            embedding::class_embedding_forward(labels, m.p("class_emb.weight"), classes + 1, tdim);
-        temb = Model::add(
-            &temb,
-            &T {
-                v: class,
-                shape: temb.shape.clone(),
-            },
-        );
-    }
-    let temb = T {
-        v: elementwise::silu_forward(&temb.v),
-        shape: temb.shape,
-    };
-
+    let temb = m.time_embedding(t, labels);
     let arch = Architecture::new(config);
     let x = T {
         v: x.to_vec(),
         shape: vec![n, config.in_channels, s, s],
     };
-    let mut hs = vec![m.conv(&x, "conv_in", 1)];
-    // The down path in stages: a residual block with its attention, or a downsampling conv; each saves a skip.
-    let mut i = 0;
-    while i < arch.down.len() {
-        let mut h = m.block(&arch.down[i], hs.last().expect("skips"), &temb);
-        if matches!(arch.down[i], Block::Res { .. })
-            && matches!(arch.down.get(i + 1), Some(Block::Attention { .. }))
-        {
-            i += 1;
-            h = m.block(&arch.down[i], &h, &temb);
-        }
-        hs.push(h);
-        i += 1;
-    }
+    let mut hs = m.down_path(&arch, &x, &temb);
     let mut h = hs.last().expect("skips").clone();
     for block in &arch.middle {
         h = m.block(block, &h, &temb);
     }
-    for block in &arch.up {
-        if matches!(block, Block::Res { .. }) {
-            let skip = hs.pop().expect("a skip per up-path residual block");
-            let [n, c, s, _] = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
-            let cs = skip.shape[1];
-            h = T {
-                v: elementwise::concat_channels(&h.v, &skip.v, n, c, cs, s * s),
-                shape: vec![n, c + cs, s, s],
-            };
-        }
-        h = m.block(block, &h, &temb);
-    }
+    let h = m.up_path(&arch, h, &mut hs, &temb);
     let h = m.group_norm(&h, "out.0", true);
     m.conv(&h, "out.2", 1).v
+}
+
+impl Model<'_> {
+    /// silu(MLP(sinusoid(t)) [+ class embedding]): what every residual block adds per channel.
+    fn time_embedding(&self, t: &[f64], labels: Option<&[u32]>) -> T {
+        let config = self.config;
+        let n = t.len();
+        let ch = config.base_channels;
+        let sinusoid = T {
+            v: embedding::timestep_embedding(t, ch, DEFAULT_MAX_PERIOD),
+            shape: vec![n, ch],
+        };
+        let t1 = self.linear(&sinusoid, "temb.0");
+        let t1 = T {
+            v: elementwise::silu_forward(&t1.v),
+            shape: t1.shape,
+        };
+        let mut temb = self.linear(&t1, "temb.2");
+        if let (Some(classes), Some(labels)) = (config.num_classes, labels) {
+            let tdim = config.time_embed_dim();
+            let class = embedding::class_embedding_forward(
+                labels,
+                self.p("class_emb.weight"),
+                classes + 1,
+                tdim,
+            );
+            temb = Model::add(
+                &temb,
+                &T {
+                    v: class,
+                    shape: temb.shape.clone(),
+                },
+            );
+        }
+        T {
+            v: elementwise::silu_forward(&temb.v),
+            shape: temb.shape,
+        }
+    }
+
+    /// conv_in and the down path, returning every skip the up path consumes (the last is the middle's input).
+    fn down_path(&self, arch: &Architecture, x: &T, temb: &T) -> Vec<T> {
+        let mut hs = vec![self.conv(x, "conv_in", 1)];
+        // The down path in stages: a residual block with its attention, or a downsampling conv; each saves a skip.
+        let mut i = 0;
+        while i < arch.down.len() {
+            let mut h = self.block(&arch.down[i], hs.last().expect("skips"), temb);
+            if matches!(arch.down[i], Block::Res { .. })
+                && matches!(arch.down.get(i + 1), Some(Block::Attention { .. }))
+            {
+                i += 1;
+                h = self.block(&arch.down[i], &h, temb);
+            }
+            hs.push(h);
+            i += 1;
+        }
+        hs
+    }
+
+    /// The up path from `h`, each residual block taking [h; skip] with the skips popped from `hs`.
+    fn up_path(&self, arch: &Architecture, mut h: T, hs: &mut Vec<T>, temb: &T) -> T {
+        for block in &arch.up {
+            if matches!(block, Block::Res { .. }) {
+                let skip = hs.pop().expect("a skip per up-path residual block");
+                let [n, c, s, _] = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
+                let cs = skip.shape[1];
+                h = T {
+                    v: elementwise::concat_channels(&h.v, &skip.v, n, c, cs, s * s),
+                    shape: vec![n, c + cs, s, s],
+                };
+            }
+            h = self.block(block, &h, temb);
+        }
+        h
+    }
 }
