@@ -4,7 +4,7 @@
 
 use crate::data::{Dataset, Fit};
 use crate::diffusion::samplers::{
-    self, Clip, DdpmVariance, NoiseLevel, Prediction, Spacing, X0Bound,
+    self, Clip, DdpmVariance, NoiseLevel, Prediction, Spacing, Start, X0Bound,
 };
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::distributed::Replicas;
@@ -667,13 +667,15 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                             true,
                             X0Bound::None,
                         )?,
-                        "sample_euler" => samplers::euler_sigmas(
+                        "sample_euler" => samplers::euler(
                             &samplers::karras_levels(&schedule, steps)?,
                             end,
+                            Start::Sigma,
                         )?,
-                        _ => samplers::heun_sigmas(
+                        _ => samplers::heun(
                             &samplers::karras_levels(&schedule, steps.div_ceil(2))?,
                             end,
+                            Start::Sigma,
                         )?,
                     };
                     let model = UNetDenoiser::new(

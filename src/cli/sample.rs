@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing};
+use diffuse::diffusion::samplers::{
+    self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
+};
 use diffuse::diffusion::Schedule;
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
@@ -252,16 +254,22 @@ fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
         SamplerKind::Unipc => {
             samplers::unipc_bh2(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
         }
-        SamplerKind::Euler => samplers::euler_sigmas(
+        SamplerKind::Euler => samplers::euler(
             &samplers::karras_levels(schedule, args.steps)?,
             NoiseLevel::CLEAN,
+            Start::Sigma,
         ),
-        SamplerKind::Heun => samplers::heun_sigmas(
+        SamplerKind::Heun => samplers::heun(
             &samplers::karras_levels(schedule, args.steps.div_ceil(2))?,
             NoiseLevel::CLEAN,
+            Start::Sigma,
         ),
         SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
-        SamplerKind::Ode => samplers::heun(schedule, &list),
+        SamplerKind::Ode => samplers::heun(
+            &samplers::vp_levels(schedule, &list)?,
+            NoiseLevel::CLEAN,
+            Start::Prior,
+        ),
         SamplerKind::Pc => samplers::predictor_corrector(
             Process::Vp {
                 schedule,

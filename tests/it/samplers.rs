@@ -9,8 +9,19 @@ use crate::common;
 use diffuse::diffusion::analytic::GaussianMixture;
 use diffuse::diffusion::samplers::{
     self, check_timesteps, timesteps, Clip, DdpmVariance, FoldedStep, NoiseLevel, Plan, Prediction,
-    Process, Spacing, Step, X0Bound,
+    Process, Spacing, Start, Step, X0Bound,
 };
+
+/// The probability-flow ODE sampler over a timestep list: Heun on the list's VP levels, to clean data, from the
+/// N(0, I) prior.
+fn ode(schedule: &Schedule, list: &[usize]) -> Result<Plan, diffuse::Error> {
+    samplers::heun(
+        &samplers::vp_levels(schedule, list)?,
+        NoiseLevel::CLEAN,
+        Start::Prior,
+    )
+}
+
 use diffuse::diffusion::{BetaSchedule, Schedule, VeSchedule};
 use diffuse::reference::step as reference;
 
@@ -256,7 +267,7 @@ fn conformance_table_pins_sampler_coefficients() {
         ),
         (
             "heun linear trailing50 step 5",
-            step(samplers::heun(&lin, &trailing50).unwrap(), 5),
+            step(ode(&lin, &trailing50).unwrap(), 5),
             (1.1969712561579855, -0.19700370676406068, 0.0),
         ),
         (
@@ -308,7 +319,7 @@ fn deterministic_ddim_is_heuns_euler_predictor() {
     let s = cosine();
     let list = timesteps(1000, 20, Spacing::Trailing).unwrap();
     let ddim = samplers::ddim(&s, &list, 0.0, Clip::None).unwrap();
-    let heun = samplers::heun(&s, &list).unwrap();
+    let heun = ode(&s, &list).unwrap();
     assert_eq!(heun.evaluations(), 2 * 20 - 1);
     for (x, y) in ddim.steps.iter().zip(&heun.steps) {
         let (x, y) = (linear_coefficients(x), linear_coefficients(y));
@@ -361,7 +372,7 @@ fn every_sampler_ends_without_noise_and_vp_ones_start_at_the_last_index() {
         samplers::ddpm(&s, &list, DdpmVariance::Beta, Clip::None).unwrap(),
         samplers::ddim(&s, &list, 1.0, Clip::None).unwrap(),
         samplers::euler_maruyama(&s, &list).unwrap(),
-        samplers::heun(&s, &list).unwrap(),
+        ode(&s, &list).unwrap(),
         samplers::predictor_corrector(
             Process::Vp {
                 schedule: &s,
@@ -474,7 +485,7 @@ fn folded_steps_give_the_same_samples_for_every_prediction_kind() {
         samplers::ddpm(&s, &list, DdpmVariance::Beta, clip).unwrap(),
         samplers::ddim(&s, &list, 0.5, Clip::None).unwrap(),
         samplers::euler_maruyama(&s, &list).unwrap(),
-        samplers::heun(&s, &list).unwrap(),
+        ode(&s, &list).unwrap(),
         samplers::annealed_langevin(&ve, 3, 1e-4, true).unwrap(),
         samplers::predictor_corrector(Process::Ve { levels: &ve }, 1, 0.16).unwrap(),
     ];
@@ -688,12 +699,12 @@ fn each_solver_converges_at_its_order_on_gaussian_data() {
         (
             "euler",
             1.0,
-            Box::new(|n| samplers::euler_sigmas(&karras(n), end(n)).unwrap()),
+            Box::new(|n| samplers::euler(&karras(n), end(n), Start::Sigma).unwrap()),
         ),
         (
             "heun",
             2.0,
-            Box::new(|n| samplers::heun_sigmas(&karras(n), end(n)).unwrap()),
+            Box::new(|n| samplers::heun(&karras(n), end(n), Start::Sigma).unwrap()),
         ),
         (
             "dpm++2m",

@@ -25,8 +25,19 @@ use common::gpu;
 use diffuse::diffusion::analytic::{gaussian_flow_map, gaussian_moments_after, GaussianMixture};
 use diffuse::diffusion::samplers::{
     self, timesteps, Clip, DdpmVariance, FoldedStep, NoiseLevel, Plan, Prediction, Process,
-    Spacing, X0Bound,
+    Spacing, Start, X0Bound,
 };
+
+/// The probability-flow ODE sampler over a timestep list: Heun on the list's VP levels, to clean data, from the
+/// N(0, I) prior.
+fn ode(schedule: &Schedule, list: &[usize]) -> Result<Plan, diffuse::Error> {
+    samplers::heun(
+        &samplers::vp_levels(schedule, list)?,
+        NoiseLevel::CLEAN,
+        Start::Prior,
+    )
+}
+
 use diffuse::diffusion::{BetaSchedule, Schedule, VeSchedule};
 use diffuse::gpu::Tensor;
 use diffuse::kernels::analytic::MixtureTable;
@@ -201,7 +212,7 @@ fn reverse_sde_euler_maruyama_samples_reproduce_the_data() {
 #[test]
 fn probability_flow_heun_samples_reproduce_the_data() {
     // 100 timesteps (199 model evaluations), an x₀ model: mean 0.007·s (the N(0, I) prior vs ᾱ_T > 0), variance −0.6 %.
-    let plan = samplers::heun(&linear(), &trailing(100)).unwrap();
+    let plan = ode(&linear(), &trailing(100)).unwrap();
     check_gaussian(&plan, Prediction::Sample, 0.01, 0.01);
     check_mixture(&plan, Prediction::Sample);
 }
@@ -405,7 +416,7 @@ fn a_sampler_records_its_whole_loop_once() {
     let plan = samplers::ddpm(&linear(), &trailing(20), DdpmVariance::Beta, Clip::None).unwrap();
     let sampler = Sampler::new(gpu, &plan, &model, &[8, 4], 1).unwrap();
     assert_eq!(sampler.dispatch_count(), 3 * 20 - 1 + 3);
-    let heun = samplers::heun(&linear(), &trailing(20)).unwrap();
+    let heun = ode(&linear(), &trailing(20)).unwrap();
     let sampler = Sampler::new(gpu, &heun, &model, &[8, 4], 1).unwrap();
     // 19 Heun steps of 4 dispatches (model, predictor, model, corrector), a final Euler step of 2, and 3.
     assert_eq!(sampler.dispatch_count(), 19 * 4 + 2 + 3);
@@ -442,7 +453,7 @@ fn samplers_refuse_mismatched_inputs() {
 /// levels: Karras σ on the linear schedule, DPM-Solver++(2M) +1.4 %, UniPC +0.4 %, Euler −11.6 %, Heun (25
 /// levels) +6.1 %; over 50 trailing timesteps DPM-Solver++(2M) +0.2 %, UniPC −0.4 % (linear) and +0.3 %, −0.1 %
 /// (cosine). Karras σ on the cosine schedule start at σ̃ ≈ 2·10⁴ and do worse at 50 levels (Heun +41 %), as the
-/// note on `samplers::heun` says of its timestep version.
+/// note on `samplers::heun` says of a timestep list's levels.
 ///
 /// Fewer steps are what these samplers are for, but on Gaussian data they show the cost of the last jump to
 /// clean data: over a list of S timesteps it starts at index T/S − 1, where x̂₀ is the posterior mean and short of
@@ -465,12 +476,17 @@ fn multistep_and_karras_samples_reproduce_the_data() {
             0.01,
         ),
         (
-            samplers::euler_sigmas(&karras, end).unwrap(),
+            samplers::euler(&karras, end, Start::Sigma).unwrap(),
             Prediction::Sample,
             0.12,
         ),
         (
-            samplers::heun_sigmas(&samplers::karras_levels(&lin, 25).unwrap(), end).unwrap(),
+            samplers::heun(
+                &samplers::karras_levels(&lin, 25).unwrap(),
+                end,
+                Start::Sigma,
+            )
+            .unwrap(),
             Prediction::Epsilon,
             0.07,
         ),
@@ -591,13 +607,13 @@ fn vp_plans(schedule: &Schedule, s: usize) -> Vec<Plan> {
         samplers::unipc_bh2(&levels, end, true, X0Bound::None).unwrap(),
         samplers::dpm_solver_2m(&karras, end, true, X0Bound::Fixed { lo: -3.0, hi: 3.0 }).unwrap(),
         // (Heun's last step is Euler's; Euler itself is first order, −25 % in the variance here at 50 levels.)
-        samplers::heun_sigmas(&karras, end).unwrap(),
+        samplers::heun(&karras, end, Start::Sigma).unwrap(),
         samplers::ddpm(schedule, &list, DdpmVariance::Beta, Clip::None).unwrap(),
         samplers::ddpm(schedule, &list, DdpmVariance::PosteriorBeta, clip).unwrap(),
         samplers::ddim(schedule, &list, 0.0, Clip::None).unwrap(),
         samplers::ddim(schedule, &list, 1.0, clip).unwrap(),
         samplers::euler_maruyama(schedule, &list).unwrap(),
-        samplers::heun(schedule, &list).unwrap(),
+        ode(schedule, &list).unwrap(),
         samplers::predictor_corrector(
             Process::Vp {
                 schedule,

@@ -17,6 +17,10 @@
 //!
 //! Noise levels: the model is evaluated at a [`NoiseLevel`] where `x = alpha·x₀ + sigma·ε`: (√ᾱ_t, √(1 − ᾱ_t)) for
 //! the variance-preserving process (DDPM, the VP SDE), (1, σ_i) for the variance-exploding one (NCSN, the VE SDE).
+//! Levels are the samplers' one coordinate: the solvers ([`euler`], [`heun`], [`dpm_solver_2m`], [`unipc_bh2`]) take
+//! a decreasing list of them, and a timestep list is one way to derive it ([`vp_levels`]; Karras et al.'s σ,
+//! [`karras_levels`], another). DDPM, DDIM, Euler–Maruyama and predictor–corrector keep taking the timestep list
+//! itself: their scalars are ᾱ at the list's indices.
 //!
 //! Timesteps follow `timestep.rs`: indices 0 … T−1, sampling walks a decreasing list of them, and the step *from*
 //! the last index in the list goes to clean data (ᾱ_prev = 1) and adds no noise. For the DDIM spacings see
@@ -24,25 +28,25 @@
 //!
 //! The files, by concern: `level.rs` (noise levels and predictions), `plan.rs` (the step IR and x̂₀-clipping),
 //! `spacing.rs` (timestep lists, Karras and VP levels), and the constructors: `ancestral.rs` (DDPM, DDIM), `sde.rs`
-//! (Euler–Maruyama, the probability-flow ODE, Langevin, predictor–corrector), `multistep.rs` (DPM-Solver++(2M),
-//! UniPC), `karras.rs` (Euler and Heun on noise levels).
+//! (Euler–Maruyama, Langevin, predictor–corrector), `multistep.rs` (DPM-Solver++(2M), UniPC), `ode.rs` (Euler and
+//! Heun on the probability-flow ODE).
 
 mod ancestral;
-mod karras;
 mod level;
 mod multistep;
+mod ode;
 mod plan;
 mod sde;
 mod spacing;
 
 pub use ancestral::{ddim, ddpm, DdpmVariance};
-pub use karras::{euler_sigmas, heun_sigmas};
 pub use level::{NoiseLevel, Prediction};
 pub use multistep::{dpm_solver_2m, unipc_bh2};
+pub use ode::{euler, heun, Start};
 pub use plan::{Clip, Clipped, Corrector, FoldedStep, History, Multistep, Plan, Step, X0Bound};
 pub use sde::{
-    annealed_langevin, annealed_langevin_vp, euler_maruyama, heun, langevin_step,
-    predictor_corrector, Process,
+    annealed_langevin, annealed_langevin_vp, euler_maruyama, langevin_step, predictor_corrector,
+    Process,
 };
 pub use spacing::{
     check_timesteps, karras_levels, karras_sigmas, level_at_sigma, sigma_to_t, timesteps,

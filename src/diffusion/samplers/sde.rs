@@ -1,5 +1,5 @@
-//! Samplers of the score SDEs (Song et al. 2021): Euler–Maruyama on the reverse VP SDE, Heun on the
-//! probability-flow ODE, annealed Langevin dynamics, and predictor–corrector.
+//! Stochastic samplers of the score SDEs (Song et al. 2021): Euler–Maruyama on the reverse VP SDE, annealed
+//! Langevin dynamics, and predictor–corrector. (Their probability-flow ODE is solved in `ode.rs`.)
 
 use super::level::NoiseLevel;
 use super::plan::{Plan, Step};
@@ -37,52 +37,6 @@ pub fn euler_maruyama(schedule: &Schedule, list: &[usize]) -> Result<Plan> {
         .collect();
     Ok(Plan {
         name: format!("euler-maruyama {} steps", list.len()),
-        init_scale: 1.0,
-        steps,
-    })
-}
-
-/// Heun's method (2nd order) on the probability-flow ODE (Song et al. 2021, eq. 13), as Karras et al. 2022
-/// (algorithm 1) and diffusers' HeunDiscreteScheduler do. The VP ODE dx = −½β(t)·[x + s(x, t)] dt, rewritten in
-/// x̃ = x/√ᾱ and σ = √((1 − ᾱ)/ᾱ), is dx̃/dσ = ε̂(x). Between consecutive indices t → t' of the list:
-///
-/// ```text
-///   Euler:  x̃' = x̃ + (σ' − σ)·ε̂(x)                 ⇔  x' = a·x + b·ε̂(x),  a = √(ᾱ'/ᾱ),  b = √ᾱ'·(σ' − σ)
-///   Heun:   x̃' = x̃ + (σ' − σ)·(ε̂(x) + ε̂(x'))/2    ⇔  x_new = a·x + (b/2)·(ε̂(x) + ε̂(x'))
-/// ```
-/// The last step goes to σ' = 0 (clean data), where ε̂ is undefined, so it is a plain Euler step (= DDIM η = 0).
-/// NFE = 2S − 1 for S timesteps. Mind the cosine schedule: its β is clipped at 0.999, so σ at index T−1 is ≈ 2·10⁴
-/// and the first Heun step spans a huge range; for Gaussian data the exact moments
-/// (`analytic::gaussian_moments_after`) come out ×108 the variance at S = 10, ×4.8 at 20, +15 % at 50 and +1.7 % at
-/// 100, while DDIM (Euler) stays within 30 %. Give it ≥ 100 steps there, or a linear schedule (−0.6 % at S = 100).
-pub fn heun(schedule: &Schedule, list: &[usize]) -> Result<Plan> {
-    check_timesteps(schedule.num_steps(), list)?;
-    let sigma = |ab: f64| ((1.0 - ab) / ab).sqrt();
-    let steps = alpha_bar_pairs(schedule, list)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (t, ab, ab_prev))| {
-            let level = NoiseLevel::vp(schedule, t);
-            let a = (ab_prev / ab).sqrt();
-            let b = ab_prev.sqrt() * (sigma(ab_prev) - sigma(ab));
-            match list.get(i + 1) {
-                Some(&next) => Step::Heun {
-                    level,
-                    next: NoiseLevel::vp(schedule, next),
-                    a,
-                    b,
-                },
-                None => Step::Linear {
-                    level,
-                    a,
-                    b,
-                    c: 0.0,
-                },
-            }
-        })
-        .collect();
-    Ok(Plan {
-        name: format!("heun {} steps", list.len()),
         init_scale: 1.0,
         steps,
     })
