@@ -3,9 +3,7 @@
 //! correctness is the tests' job.
 
 use crate::data::{Dataset, Fit};
-use crate::diffusion::samplers::{
-    self, Clip, DdpmVariance, NoiseLevel, Prediction, Spacing, Start, X0Bound,
-};
+use crate::diffusion::samplers::Prediction;
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::distributed::Replicas;
 use crate::error::Result;
@@ -19,6 +17,7 @@ use crate::model::denoiser::UNetDenoiser;
 use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::AdamConfig;
+use crate::sample::spec::{SamplerKind, SamplerSpec};
 use crate::sample::Sampler;
 use crate::train::{Placement, TrainSettings, Trainer};
 
@@ -647,37 +646,16 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                     let layout = ParamLayout::new(&config);
                     let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                     let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
-                    let list = samplers::timesteps(1000, steps, Spacing::Trailing)?;
-                    let clip = Clip::IMAGES;
-                    let end = NoiseLevel::CLEAN;
-                    let plan = match name {
-                        "sample_ddim" => samplers::ddim(&schedule, &list, 0.0, clip)?,
-                        "sample_ddpm" => {
-                            samplers::ddpm(&schedule, &list, DdpmVariance::Beta, clip)?
-                        }
-                        "sample_dpm++2m" => samplers::dpm_solver_2m(
-                            &samplers::vp_levels(&schedule, &list)?,
-                            end,
-                            true,
-                            X0Bound::None,
-                        )?,
-                        "sample_unipc" => samplers::unipc_bh2(
-                            &samplers::vp_levels(&schedule, &list)?,
-                            end,
-                            true,
-                            X0Bound::None,
-                        )?,
-                        "sample_euler" => samplers::euler(
-                            &samplers::karras_levels(&schedule, steps)?,
-                            end,
-                            Start::Sigma,
-                        )?,
-                        _ => samplers::heun(
-                            &samplers::karras_levels(&schedule, steps.div_ceil(2))?,
-                            end,
-                            Start::Sigma,
-                        )?,
+                    let kind = match name {
+                        "sample_ddim" => SamplerKind::Ddim,
+                        "sample_ddpm" => SamplerKind::Ddpm,
+                        "sample_dpm++2m" => SamplerKind::DpmSolver,
+                        "sample_unipc" => SamplerKind::Unipc,
+                        "sample_euler" => SamplerKind::Euler,
+                        _ => SamplerKind::Heun,
                     };
+                    // The samplers' defaults: DDIM (η = 0) and DDPM clip x̂₀ to [−1, 1], the others don't.
+                    let plan = SamplerSpec::new(kind, steps).plan(&schedule)?;
                     let model = UNetDenoiser::new(
                         gpu,
                         &config,

@@ -218,12 +218,6 @@ fn open_dataset(
     Ok(dataset)
 }
 
-/// The name a user types for a choice (`--sampler ddim`), for messages.
-fn value_name(value: &impl clap::ValueEnum) -> String {
-    let value = value.to_possible_value().expect("no variant is skipped");
-    value.get_name().to_string()
-}
-
 /// `--background R,G,B`.
 fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();

@@ -4,20 +4,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{
-    self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
-};
-use diffuse::diffusion::Schedule;
+use diffuse::diffusion::samplers::{Clip, Spacing};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::denoiser::{max_batch, Batched, Samples};
 use diffuse::model::{ParamBuffers, ParamLayout};
+use diffuse::sample::spec::{SamplerKind, SamplerSpec};
 use diffuse::{Error, Result};
 
 use super::{
     at_least_one, at_least_unity, checkpoint_or_bundled, non_negative, positive, unit_interval,
-    value_name,
 };
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
@@ -130,33 +127,6 @@ pub struct SampleArgs {
 /// stay far below the 128 MiB that lavapipe (and some GPUs) bind per buffer.
 const DEFAULT_BATCH: usize = 64;
 
-/// `--sampler`: the names are the variants', kebab-cased by clap.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum SamplerKind {
-    /// Ancestral sampling (Ho et al.)
-    Ddpm,
-    /// DDIM with η = --eta
-    Ddim,
-    /// The reverse-time SDE, Euler–Maruyama
-    Sde,
-    /// The probability-flow ODE, Heun
-    Ode,
-    /// Predictor–corrector
-    Pc,
-    /// Annealed Langevin dynamics alone: 20 steps at each of --steps / 20 noise levels
-    Langevin,
-    /// DPM-Solver++(2M), multistep, second order (Lu et al. 2022)
-    #[value(name = "dpm++2m")]
-    DpmSolver,
-    /// UniPC, bh2, order 2 with its corrector (Zhao et al. 2023)
-    Unipc,
-    /// Euler on Karras σ (Karras et al. 2022, k-diffusion's sample_euler)
-    Euler,
-    /// Heun on Karras σ (Karras et al. 2022, k-diffusion's sample_heun): (steps + 1)/2 levels, two evaluations at
-    /// each but the last, so about --steps evaluations
-    Heun,
-}
-
 /// `--clip`: the library's [`Clip`] choices.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ClipChoice {
@@ -191,98 +161,23 @@ impl From<StepSpacing> for Spacing {
     }
 }
 
-/// Langevin steps at each noise level of `--sampler langevin` (NCSN used 100 per level over 10 levels, NCSNv2 5
-/// over hundreds; 20 at ε_t = σ_t² reproduces the exact model's moments in tests/it/sampling.rs).
-const LANGEVIN_STEPS_PER_LEVEL: usize = 20;
-
-/// The `--clip` a run uses: the one asked for, or the sampler's default; refused where the sampler has no use
-/// for it.
-fn clip_for(args: &SampleArgs) -> Result<Clip> {
-    let takes_any = matches!(
-        args.sampler,
-        SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolver | SamplerKind::Unipc
-    );
-    let choice = args.clip.unwrap_or(match args.sampler {
-        SamplerKind::Ddpm | SamplerKind::Ddim => ClipChoice::Clamp,
-        _ => ClipChoice::None,
-    });
-    if !takes_any && !matches!(choice, ClipChoice::None) {
-        return Err(Error::Usage(format!(
-            "--clip {}: --sampler {} steps without x̂₀, so there is nothing to clip; leave --clip out, or use              ddpm, ddim, dpm++2m or unipc",
-            value_name(&choice),
-            value_name(&args.sampler)
-        )));
-    }
-    Ok(match choice {
-        ClipChoice::None => Clip::None,
-        ClipChoice::Clamp => Clip::IMAGES,
-        ClipChoice::ClampKeepEps => Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
-        ClipChoice::Dynamic => Clip::Dynamic {
-            ratio: args.threshold_ratio,
-            max: args.threshold_max,
-        },
-    })
-}
-
-fn plan_for(args: &SampleArgs, schedule: &Schedule) -> Result<Plan> {
-    let spacing = Spacing::from(args.spacing);
-    let t = schedule.num_steps();
-    let list = samplers::timesteps(t, args.steps.min(t), spacing)?;
-    let clip = clip_for(args)?;
-    if args.karras
-        && !matches!(
-            args.sampler,
-            SamplerKind::DpmSolver | SamplerKind::Unipc | SamplerKind::Euler | SamplerKind::Heun
-        )
-    {
-        return Err(Error::Usage(format!(
-            "--karras: --sampler {} walks the training timesteps; Karras σ are for dpm++2m, unipc, euler and heun",
-            value_name(&args.sampler)
-        )));
-    }
-    // The noise levels of the multistep and Karras samplers.
-    let levels = || match args.karras {
-        true => samplers::karras_levels(schedule, args.steps),
-        false => samplers::vp_levels(schedule, &list),
-    };
-    match args.sampler {
-        SamplerKind::Ddpm => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
-        SamplerKind::Ddim => samplers::ddim(schedule, &list, args.eta, clip),
-        SamplerKind::DpmSolver => {
-            samplers::dpm_solver_2m(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
-        }
-        SamplerKind::Unipc => {
-            samplers::unipc_bh2(&levels()?, NoiseLevel::CLEAN, true, clip.bound().0)
-        }
-        SamplerKind::Euler => samplers::euler(
-            &samplers::karras_levels(schedule, args.steps)?,
-            NoiseLevel::CLEAN,
-            Start::Sigma,
-        ),
-        SamplerKind::Heun => samplers::heun(
-            &samplers::karras_levels(schedule, args.steps.div_ceil(2))?,
-            NoiseLevel::CLEAN,
-            Start::Sigma,
-        ),
-        SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
-        SamplerKind::Ode => samplers::heun(
-            &samplers::vp_levels(schedule, &list)?,
-            NoiseLevel::CLEAN,
-            Start::Prior,
-        ),
-        SamplerKind::Pc => samplers::predictor_corrector(
-            Process::Vp {
-                schedule,
-                timesteps: &list,
-            },
-            1,
-            0.16,
-        ),
-        SamplerKind::Langevin => {
-            // --steps counts model evaluations: LANGEVIN_STEPS_PER_LEVEL at each of steps / that many levels.
-            let per_level = LANGEVIN_STEPS_PER_LEVEL.min(args.steps);
-            let levels = samplers::timesteps(t, (args.steps / per_level).min(t), spacing)?;
-            samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
+impl SampleArgs {
+    /// The sampler these arguments ask for.
+    fn spec(&self) -> SamplerSpec {
+        SamplerSpec {
+            spacing: Spacing::from(self.spacing),
+            eta: self.eta,
+            karras: self.karras,
+            clip: self.clip.map(|choice| match choice {
+                ClipChoice::None => Clip::None,
+                ClipChoice::Clamp => Clip::IMAGES,
+                ClipChoice::ClampKeepEps => Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+                ClipChoice::Dynamic => Clip::Dynamic {
+                    ratio: self.threshold_ratio,
+                    max: self.threshold_max,
+                },
+            }),
+            ..SamplerSpec::new(self.sampler, self.steps)
         }
     }
 }
@@ -293,7 +188,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let lead = super::leads(replicas);
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let schedule = ckpt.training.sampling_schedule()?;
-    let plan = plan_for(&args, &schedule)?;
+    let plan = args.spec().plan(&schedule)?;
     let config = &ckpt.config;
     let (c, s) = (config.in_channels, config.image_size);
     let weights = if args.raw_weights {
@@ -410,7 +305,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let ranks = replicas.map_or(1, |r| r.ranks());
     println!(
         "{n} samples, {} ({} model evaluations{}) in {:.1} s on {}",
-        value_name(&args.sampler),
+        args.sampler.name(),
         plan.evaluations(),
         if guided {
             ", each two network passes with --guidance"

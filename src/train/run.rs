@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
-use crate::diffusion::samplers::{self, Clip, Spacing};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::denoiser::{max_batch, Batched};
 use crate::model::{ParamBuffers, ParamLayout};
+use crate::sample::spec::{SamplerKind, SamplerSpec};
 use crate::time::Instant;
 
 use super::{LossReport, Trainer};
@@ -270,12 +270,8 @@ impl Clock {
 /// class i mod C.
 pub async fn preview_pixels(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
     let schedule = ckpt.training.sampling_schedule()?;
-    let list = samplers::timesteps(
-        schedule.num_steps(),
-        50.min(schedule.num_steps()),
-        Spacing::Trailing,
-    )?;
-    let plan = samplers::ddim(&schedule, &list, 0.0, Clip::IMAGES)?;
+    // DDIM's defaults: η = 0, trailing spacing, x̂₀ clamped to [−1, 1].
+    let plan = SamplerSpec::new(SamplerKind::Ddim, 50).plan(&schedule)?;
     let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), &ckpt.ema)?;
     let classes: Option<Vec<u32>> = ckpt
         .config

@@ -1,4 +1,4 @@
-//! Sampling on the GPU: a [`Plan`] (src/diffusion/samplers.rs) and a model recorded as one list of dispatches, so
+//! Sampling on the GPU: a [`Plan`] (src/diffusion/samplers/) and a model recorded as one list of dispatches, so
 //! the whole loop runs on the GPU with no readback until the end ([`Sampler::run`] submits it in a few large
 //! command buffers; [`Sampler::record`] puts it all into the caller's).
 //!
@@ -10,6 +10,8 @@
 //! threshold kernel before the step. The initial x = init_scale·z is drawn with stream 0, unless the sampler was
 //! built from a given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording
 //! again draws fresh noise (a new batch of samples).
+
+pub mod spec;
 
 use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction, X0Bound};
 use crate::error::{Error, Result};
