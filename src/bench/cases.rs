@@ -13,12 +13,11 @@ use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
 };
 use crate::model::config::DEFAULT_MAX_PERIOD;
-use crate::model::denoiser::UNetDenoiser;
 use crate::model::unet::Net;
 use crate::model::{forward_flops, ParamBuffers, ParamLayout, UNetConfig};
 use crate::optim::AdamConfig;
 use crate::sample::spec::{SamplerKind, SamplerSpec};
-use crate::sample::Sampler;
+use crate::sample::{Sampler, UNetDenoiser};
 use crate::train::{Placement, TrainSettings, Trainer};
 
 use super::{Case, CaseSpec, WholeRun, Work};

@@ -8,9 +8,9 @@ use diffuse::diffusion::samplers::{Clip, Spacing};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
-use diffuse::model::denoiser::{max_batch, Batched, Samples};
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::sample::spec::{SamplerKind, SamplerSpec};
+use diffuse::sample::{max_batch, Batched, Samples};
 use diffuse::{Error, Result};
 
 use super::{

@@ -1,7 +1,6 @@
 //! The network: the U-Net's configuration, presets, layers and parameter layout. No diffusion math here.
 
 pub mod config;
-pub mod denoiser;
 pub mod param_buffers;
 pub mod params;
 pub mod unet;

@@ -10,8 +10,17 @@
 //! threshold kernel before the step. The initial x = init_scale·z is drawn with stream 0, unless the sampler was
 //! built from a given x. The rng offset is bumped on the GPU after the last step, so submitting the same recording
 //! again draws fresh noise (a new batch of samples).
+//!
+//! The folder: this file (the [`Sampler`] and the [`Denoiser`] trait, with the exact model as one), `unet.rs` (the
+//! U-Net as a denoiser, with classifier-free guidance, and [`max_batch`]), `batched.rs` (many images in batches,
+//! across ranks) and `spec.rs` (a sampler's name and options → its plan, for every front end).
 
+pub mod batched;
 pub mod spec;
+pub mod unet;
+
+pub use batched::{batch_seed, Batched, Samples};
+pub use unet::{max_batch, UNetDenoiser};
 
 use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction, X0Bound};
 use crate::error::{Error, Result};

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::denoiser::{max_batch, Batched};
 use crate::model::{ParamBuffers, ParamLayout};
 use crate::sample::spec::{SamplerKind, SamplerSpec};
+use crate::sample::{max_batch, Batched};
 use crate::time::Instant;
 
 use super::{LossReport, Trainer};
