@@ -206,7 +206,7 @@ pub fn gaussian_moments_after(data: &GaussianMixture, plan: &Plan) -> Result<Vec
     }
     (0..data.dim())
         .map(|d| {
-            // The state u = (x, s, m₁, m₂) of a multistep solver (src/diffusion/samplers.rs, `Multistep`) is
+            // The state u = (x, s, m₁, m₂) of a multistep solver (src/diffusion/samplers/plan.rs, `Multistep`) is
             // Gaussian: mean vector and covariance, each step an affine map u ← A·u + k + c·z·e_x.
             let mut moments = StateMoments {
                 mean: [0.0; 4],

@@ -1,7 +1,7 @@
 //! Wrapper of shaders/step.wgsl: the reverse step of every sampler, y = a·x + b·o + c·z and its Heun, x₀-bounded
 //! and multistep variants, with the scalars of a [`FoldedStep`](crate::diffusion::samplers::FoldedStep), and the
 //! per-sample threshold of dynamic thresholding.
-//! Reference: src/reference/step.rs. The equations of the samplers are in src/diffusion/samplers.rs.
+//! Reference: src/reference/step.rs. The equations of the samplers are in src/diffusion/samplers/.
 
 use crate::diffusion::samplers::{Clipped, FoldedStep, Multistep, X0Bound};
 use crate::ensure_shape;

@@ -1,4 +1,4 @@
-//! CPU reference of shaders/step.wgsl, and a whole sampler loop in f64 (the GPU loop of src/sample.rs, step for
+//! CPU reference of shaders/step.wgsl, and a whole sampler loop in f64 (the GPU loop of src/sample/mod.rs, step for
 //! step, with the model and the noise given as functions).
 
 use crate::diffusion::samplers::{

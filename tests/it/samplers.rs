@@ -1,4 +1,4 @@
-//! The samplers' scalars on the CPU (src/diffusion/samplers.rs): the DDIM spacings and a conformance table of
+//! The samplers' scalars on the CPU (src/diffusion/samplers/): the DDIM spacings and a conformance table of
 //! coefficients, both computed independently in Python (plain f64 floats; numpy's arange/linspace/round rebuilt
 //! with Python's round-half-to-even, the script is in the comment of each table); the identities that tie the
 //! samplers together; the conversions between ε, x₀, v and the score; and the folding of those conversions into

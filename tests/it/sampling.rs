@@ -1,4 +1,4 @@
-//! End to end: every sampler's whole loop on the GPU (src/sample.rs: one submission, no readback until the end),
+//! End to end: every sampler's whole loop on the GPU (src/sample/mod.rs: one submission, no readback until the end),
 //! with the exact model of the data (shaders/analytic.wgsl) in place of a network.
 //!
 //! Statistical tolerances. Each test uses fixed seeds, so it always passes or always fails; the thresholds are
