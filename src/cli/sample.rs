@@ -190,27 +190,13 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let schedule = ckpt.training.sampling_schedule()?;
     let plan = args.spec().plan(&schedule)?;
     let config = &ckpt.config;
-    let (c, s) = (config.in_channels, config.image_size);
     let weights = if args.raw_weights {
         &ckpt.params
     } else {
         &ckpt.ema
     };
     let params = ParamBuffers::upload(gpu, &ParamLayout::new(config), weights)?;
-    let given = match &args.noise {
-        Some(p) => {
-            let (shape, values) = image_io::read_npy(p)?;
-            let want = [shape.first().copied().unwrap_or(0), c, s, s];
-            if shape.len() != 4 || shape[1..] != want[1..] {
-                return Err(Error::data(
-                    p,
-                    format!("the noise must have shape [N, {c}, {s}, {s}], got {shape:?}"),
-                ));
-            }
-            Some((shape[0], values))
-        }
-        None => None,
-    };
+    let given = read_noise(&args, config.in_channels, config.image_size)?;
     let n = given.as_ref().map_or(args.num, |g| g.0);
     if n == 0 {
         return Err(Error::Usage("--num must be at least 1".into()));
@@ -218,41 +204,8 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     if args.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
-    let budget = super::budget_bytes(args.memory_budget);
-    if args.guidance != 0.0 {
-        // Guidance contrasts the model with and without a class: without either it would change nothing.
-        if config.num_classes.is_none() {
-            return Err(Error::Usage(format!(
-                "--guidance {}: this model is unconditional (trained without --class-conditional), so there is no \
-                 class to guide towards; leave --guidance out",
-                args.guidance
-            )));
-        }
-        if args.class.is_none() {
-            return Err(Error::Usage(format!(
-                "--guidance {} needs --class (an index, a class name, or `all`): it guides towards a class",
-                args.guidance
-            )));
-        }
-    }
-    let guided = args.guidance != 0.0;
-    let mut fit = max_batch(gpu, config, &params, guided, budget)?;
-    if let Some(r) = replicas {
-        // Every rank must cut the images into the same batches: the smallest adapter decides.
-        fit = r.all_gather_u64(fit as u64).into_iter().min().unwrap_or(1) as usize;
-    }
-    let batch = if args.batch.min(n) > fit {
-        say!(
-            lead,
-            "--batch {} does not fit this adapter{}: sampling in batches of {fit} (pass --batch {fit} to \
-             reproduce these images)",
-            args.batch.min(n),
-            if budget.is_some() { " and --memory-budget" } else { "" }
-        );
-        fit
-    } else {
-        args.batch
-    };
+    check_guidance(&args, &ckpt)?;
+    let batch = batch_that_fits(gpu, &args, &ckpt, &params, n, replicas)?;
     let batches = n.div_ceil(batch);
     if args.gif.is_some() && batches > 1 {
         return Err(Error::Usage(format!(
@@ -267,16 +220,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
         None => (None, None),
     };
     let started = Instant::now();
-    let bar = match lead {
-        true => indicatif::ProgressBar::new(n as u64),
-        false => indicatif::ProgressBar::hidden(),
-    }
-    .with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images  [{elapsed_precise} elapsed, ETA {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(lead, n);
     let batched = Batched {
         config,
         params: &params,
@@ -299,7 +243,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     })?;
     bar.finish_and_clear();
     // Rank 0 holds every image and writes the files.
-    let Some(Samples { pixels, trajectory }) = samples else {
+    let Some(samples) = samples else {
         return Ok(());
     };
     let ranks = replicas.map_or(1, |r| r.ranks());
@@ -307,7 +251,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
         "{n} samples, {} ({} model evaluations{}) in {:.1} s on {}",
         args.sampler.name(),
         plan.evaluations(),
-        if guided {
+        if args.guidance != 0.0 {
             ", each two network passes with --guidance"
         } else {
             ""
@@ -318,14 +262,108 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
             _ => format!("{ranks} ranks (rank 0 on {})", gpu.describe()),
         }
     );
-    diffuse::sample::check_finite(&pixels, "sampling")?;
-    image_io::save_grid_png(&args.out, &pixels, n, c, s, columns)?;
+    write_files(&args, &samples, n, &ckpt, columns)
+}
+
+/// `--noise`: the given x_T and its number of images, checked against the model's [N, C, S, S].
+fn read_noise(args: &SampleArgs, c: usize, s: usize) -> Result<Option<(usize, Vec<f32>)>> {
+    let Some(p) = &args.noise else {
+        return Ok(None);
+    };
+    let (shape, values) = image_io::read_npy(p)?;
+    let want = [shape.first().copied().unwrap_or(0), c, s, s];
+    if shape.len() != 4 || shape[1..] != want[1..] {
+        return Err(Error::data(
+            p,
+            format!("the noise must have shape [N, {c}, {s}, {s}], got {shape:?}"),
+        ));
+    }
+    Ok(Some((shape[0], values)))
+}
+
+/// `--guidance` contrasts the model with and without a class: without either it would change nothing.
+fn check_guidance(args: &SampleArgs, ckpt: &Checkpoint) -> Result<()> {
+    if args.guidance == 0.0 {
+        return Ok(());
+    }
+    if ckpt.config.num_classes.is_none() {
+        return Err(Error::Usage(format!(
+            "--guidance {}: this model is unconditional (trained without --class-conditional), so there is no \
+             class to guide towards; leave --guidance out",
+            args.guidance
+        )));
+    }
+    if args.class.is_none() {
+        return Err(Error::Usage(format!(
+            "--guidance {} needs --class (an index, a class name, or `all`): it guides towards a class",
+            args.guidance
+        )));
+    }
+    Ok(())
+}
+
+/// `--batch`, lowered with a note where it does not fit the adapter (the smallest of the job's) or
+/// --memory-budget.
+fn batch_that_fits(
+    gpu: &Gpu,
+    args: &SampleArgs,
+    ckpt: &Checkpoint,
+    params: &ParamBuffers,
+    n: usize,
+    replicas: Option<&dyn Replicas>,
+) -> Result<usize> {
+    let budget = super::budget_bytes(args.memory_budget);
+    let guided = args.guidance != 0.0;
+    let mut fit = max_batch(gpu, &ckpt.config, params, guided, budget)?;
+    if let Some(r) = replicas {
+        // Every rank must cut the images into the same batches: the smallest adapter decides.
+        fit = r.all_gather_u64(fit as u64).into_iter().min().unwrap_or(1) as usize;
+    }
+    if args.batch.min(n) <= fit {
+        return Ok(args.batch);
+    }
+    say!(
+        super::leads(replicas),
+        "--batch {} does not fit this adapter{}: sampling in batches of {fit} (pass --batch {fit} to \
+         reproduce these images)",
+        args.batch.min(n),
+        if budget.is_some() { " and --memory-budget" } else { "" }
+    );
+    Ok(fit)
+}
+
+/// The images' progress bar on the lead rank, hidden on the others.
+fn progress_bar(lead: bool, n: usize) -> indicatif::ProgressBar {
+    match lead {
+        true => indicatif::ProgressBar::new(n as u64),
+        false => indicatif::ProgressBar::hidden(),
+    }
+    .with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  [{elapsed_precise} elapsed, ETA {eta_precise}]",
+        )
+        .expect("valid template"),
+    )
+}
+
+/// The PNG grid, and the .npy and GIF where asked for, of finite samples.
+fn write_files(
+    args: &SampleArgs,
+    samples: &Samples,
+    n: usize,
+    ckpt: &Checkpoint,
+    columns: Option<usize>,
+) -> Result<()> {
+    let (c, s) = (ckpt.config.in_channels, ckpt.config.image_size);
+    let Samples { pixels, trajectory } = samples;
+    diffuse::sample::check_finite(pixels, "sampling")?;
+    image_io::save_grid_png(&args.out, pixels, n, c, s, columns)?;
     println!("wrote {}", args.out.display());
     if let Some(p) = &args.npy {
-        image_io::write_npy(p, &[n, c, s, s], &pixels)?;
+        image_io::write_npy(p, &[n, c, s, s], pixels)?;
         println!("wrote {}", p.display());
     }
-    if let (Some(p), Some(frames)) = (&args.gif, &trajectory) {
+    if let (Some(p), Some(frames)) = (&args.gif, trajectory) {
         image_io::save_gif(p, frames, n, c, s, columns, 80)?;
         println!("wrote {}", p.display());
     }
