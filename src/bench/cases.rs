@@ -7,7 +7,7 @@ use crate::diffusion::samplers::Prediction;
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::distributed::Replicas;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::group_norm::GroupNorm;
 use crate::kernels::{
     attention, conv2d, elementwise, embedding, group_norm, loss, matmul, noise, optimizer, random,
@@ -112,8 +112,25 @@ fn nchw(n: usize, c: usize, h: usize, w: usize) -> String {
 
 pub fn all(quick: bool) -> Vec<CaseSpec> {
     let batch = if quick { 4 } else { 32 };
-    let mut specs = Vec::new();
+    [
+        elementwise(batch),
+        products(quick, batch),
+        convolutions(batch),
+        group_norms(batch),
+        attentions(batch),
+        diffusion_kernels(batch),
+        optimizer(quick),
+        training_runs(quick),
+        presets(quick),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
 
+/// Pointwise and layout kernels on a U-Net activation.
+fn elementwise(batch: usize) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     let (n, c, h, w) = (batch, 64, 28, 28);
     specs.push(CaseSpec {
         name: "silu_forward",
@@ -150,6 +167,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             })
         }),
     });
+    specs
+}
+
+/// Matrix products in each layout the backward passes use, and the U-Net's linear layers.
+fn products(quick: bool, batch: usize) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // Matrix products: the 1024³ figure in each layout the backward passes use, and the U-Net's linear
     // layers (the time-embedding MLP and each block's projection) at the training batch.
     let side = if quick { 128 } else { 1024 };
@@ -214,8 +237,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             }),
         });
     }
+    specs
+}
 
-    // Convolutions: the U-Net's shapes (ci → co at h×w, kernel k, stride), each pass with 2·N·Co·Ho·Wo·Ci·k² FLOPs.
+/// The U-Net's convolutions, each pass.
+fn convolutions(batch: usize) -> Vec<CaseSpec> {
+    // The U-Net's shapes (ci → co at h×w, kernel k, stride), each pass with 2·N·Co·Ho·Wo·Ci·k² FLOPs.
     let convs: &[(usize, usize, usize, usize, usize)] = &[
         (64, 64, 28, 3, 1),
         (32, 32, 28, 3, 1),
@@ -228,6 +255,7 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
         (1, 32, 28, 3, 1),
         (32, 1, 28, 3, 1),
     ];
+    let mut specs = Vec::new();
     for &(ci, co, hw, k, stride) in convs {
         let ho = hw.div_ceil(stride);
         let flops = (2 * batch * co * ho * ho * ci * k * k) as f64;
@@ -239,80 +267,65 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 random(gpu, &[batch, co, ho, ho], 13)?,
             ])
         };
-        specs.push(CaseSpec {
-            name: "conv2d_forward",
-            shape: shape.clone(),
-            long: false,
-            build: Box::new(move |gpu| {
+        specs.push(conv_case(
+            "conv2d_forward",
+            shape.clone(),
+            flops,
+            move |gpu| {
                 let [x, w, y] = tensors(gpu)?;
                 let b = random(gpu, &[co], 14)?;
-                Ok(Case {
-                    exchange: None,
-                    dispatches: conv2d::forward(
-                        gpu,
-                        &x,
-                        &w,
-                        Some(&b),
-                        &y,
-                        stride,
-                        Default::default(),
-                    )?,
-                    work: Work::Flops(flops),
-                    formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: Vec::new(),
-                    whole_run: None,
-                })
-            }),
-        });
-        specs.push(CaseSpec {
-            name: "conv2d_backward_input",
-            shape: shape.clone(),
-            long: false,
-            build: Box::new(move |gpu| {
+                conv2d::forward(gpu, &x, &w, Some(&b), &y, stride, Default::default())
+            },
+        ));
+        specs.push(conv_case(
+            "conv2d_backward_input",
+            shape.clone(),
+            flops,
+            move |gpu| {
                 let [d_x, w, d_y] = tensors(gpu)?;
-                Ok(Case {
-                    exchange: None,
-                    dispatches: conv2d::backward_input(
-                        gpu,
-                        &d_y,
-                        &w,
-                        &d_x,
-                        stride,
-                        Default::default(),
-                    )?,
-                    work: Work::Flops(flops),
-                    formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: Vec::new(),
-                    whole_run: None,
-                })
-            }),
-        });
-        specs.push(CaseSpec {
-            name: "conv2d_backward_weight",
+                conv2d::backward_input(gpu, &d_y, &w, &d_x, stride, Default::default())
+            },
+        ));
+        specs.push(conv_case(
+            "conv2d_backward_weight",
             shape,
-            long: false,
-            build: Box::new(move |gpu| {
+            flops,
+            move |gpu| {
                 let [x, d_w, d_y] = tensors(gpu)?;
-                Ok(Case {
-                    exchange: None,
-                    dispatches: conv2d::backward_weight(
-                        gpu,
-                        &x,
-                        &d_y,
-                        &d_w,
-                        None,
-                        stride,
-                        Default::default(),
-                    )?,
-                    work: Work::Flops(flops),
-                    formula: "2·N·Co·Ho·Wo·Ci·k²",
-                    items: Vec::new(),
-                    whole_run: None,
-                })
-            }),
-        });
+                conv2d::backward_weight(gpu, &x, &d_y, &d_w, None, stride, Default::default())
+            },
+        ));
     }
+    specs
+}
 
+/// A convolution pass's case: `record` makes its inputs and records the pass.
+fn conv_case(
+    name: &'static str,
+    shape: String,
+    flops: f64,
+    record: impl Fn(&Gpu) -> Result<Vec<Dispatch>> + 'static,
+) -> CaseSpec {
+    CaseSpec {
+        name,
+        shape,
+        long: false,
+        build: Box::new(move |gpu| {
+            Ok(Case {
+                exchange: None,
+                dispatches: record(gpu)?,
+                work: Work::Flops(flops),
+                formula: "2·N·Co·Ho·Wo·Ci·k²",
+                items: Vec::new(),
+                whole_run: None,
+            })
+        }),
+    }
+}
+
+/// GroupNorm + SiLU forward and backward, on the kernels the U-Net takes and the portable ones.
+fn group_norms(batch: usize) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // GroupNorm fused with SiLU, forward and backward: memory-bound (x read twice, y written; backward reads x and
     // d_y twice and writes d_x). On the kernels the U-Net takes, and on the portable ones for comparison.
     let norm_paths = [
@@ -355,7 +368,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             });
         }
     }
+    specs
+}
 
+/// Self-attention forward and backward, on the products the U-Net takes and the portable ones.
+fn attentions(batch: usize) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // Self-attention over the feature map: forward + backward, 2·2·N·L²·C FLOPs forward (QKᵀ and PV), twice that back.
     // On the products the U-Net takes, and on the portable ones for comparison.
     let attention_paths = [
@@ -395,7 +413,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             });
         }
     }
+    specs
+}
 
+/// The diffusion kernels of a training step: the draws, the noising, the loss, the timestep embedding.
+fn diffusion_kernels(batch: usize) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // The diffusion kernels of a training step: draw t and ε, noise the batch, the loss and its gradient.
     let (n, d) = (batch, 28 * 28);
     specs.push(CaseSpec {
@@ -457,7 +480,13 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             })
         }),
     });
-    specs.push(CaseSpec {
+    specs.push(timestep_embedding(batch));
+    specs
+}
+
+/// The sinusoidal timestep embedding of a batch.
+fn timestep_embedding(batch: usize) -> CaseSpec {
+    CaseSpec {
         name: "timestep_embedding",
         shape: format!("n{batch} d128"),
         long: false,
@@ -482,8 +511,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
                 whole_run: None,
             })
         }),
-    });
+    }
+}
 
+/// The optimizer over a whole model's parameters.
+fn optimizer(quick: bool) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // The optimizer over a whole model's parameters, one flat tensor (medium: 6,469,889; quick: small's 1,112,801).
     let params = if quick { 1_112_801 } else { 6_469_889 };
     specs.push(CaseSpec {
@@ -525,13 +558,12 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             })
         }),
     });
-    // A whole training step and a network evaluation (a sampling step) of the U-Net presets. A training step
-    // counts 3× the forward FLOPs (forward, and the backward's two products per layer), as the PyTorch twin does.
-    let presets: &[(&'static str, usize)] = if quick {
-        &[("tiny", 4)]
-    } else {
-        &[("small", 32), ("medium", 32), ("rgb64", 8), ("rgb128", 4)]
-    };
+    specs
+}
+
+/// Whole training steps as a run submits them, resident and streamed.
+fn training_runs(quick: bool) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
     // Whole training steps as a run submits them (the upload of a streamed batch included), resident and
     // streamed: compare them in alternated pairs.
     let (run_preset, run_batch, run_steps) = if quick {
@@ -572,123 +604,157 @@ pub fn all(quick: bool) -> Vec<CaseSpec> {
             }),
         });
     }
-    for &(preset, n) in presets {
-        // The RGB presets take minutes per step on a CPU adapter.
-        let big = preset.starts_with("rgb");
+    specs
+}
+
+/// Per preset: a training step, a network evaluation, and whole sampling runs.
+fn presets(quick: bool) -> Vec<CaseSpec> {
+    // A whole training step and a network evaluation (a sampling step) of the U-Net presets. A training step
+    // counts 3× the forward FLOPs (forward, and the backward's two products per layer), as the PyTorch twin does.
+    let presets: &[(&'static str, usize)] = if quick {
+        &[("tiny", 4)]
+    } else {
+        &[("small", 32), ("medium", 32), ("rgb64", 8), ("rgb128", 4)]
+    };
+    presets
+        .iter()
+        .flat_map(|&(preset, n)| preset_cases(quick, preset, n))
+        .collect()
+}
+
+/// A preset's cases at training batch `n`.
+fn preset_cases(quick: bool, preset: &'static str, n: usize) -> Vec<CaseSpec> {
+    // The RGB presets take minutes per step on a CPU adapter.
+    let big = preset.starts_with("rgb");
+    let mut specs = vec![train_step(preset, n, big), unet_forward(quick, preset, big)];
+    specs.extend(sampling_runs(quick, preset, big));
+    specs
+}
+
+/// One training step of a preset at batch `n`, its recorded dispatches timed.
+fn train_step(preset: &'static str, n: usize, big: bool) -> CaseSpec {
+    CaseSpec {
+        name: "train_step",
+        shape: format!("{preset} b{n}"),
+        long: big,
+        build: Box::new(move |gpu| {
+            let config = UNetConfig::preset(preset)?;
+            let data = builtin_data(&config)?;
+            let mut settings = TrainSettings::new(config.clone());
+            settings.batch = n;
+            let trainer = Trainer::new(gpu, settings, &data, None)?;
+            Ok(Case {
+                exchange: None,
+                dispatches: trainer.dispatches().to_vec(),
+                work: Work::Flops(3.0 * forward_flops(&config) * n as f64),
+                formula: "3 × forward FLOPs",
+                items: vec![(n as f64, "img")],
+                whole_run: None,
+            })
+        }),
+    }
+}
+
+/// One network evaluation of a preset at a sampling batch.
+fn unet_forward(quick: bool, preset: &'static str, big: bool) -> CaseSpec {
+    let eval_batch = if quick {
+        4
+    } else if big {
+        16
+    } else {
+        64
+    };
+    CaseSpec {
+        name: "unet_forward",
+        shape: format!("{preset} b{eval_batch}"),
+        long: big,
+        build: Box::new(move |gpu| {
+            let config = UNetConfig::preset(preset)?;
+            let layout = ParamLayout::new(&config);
+            let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
+            let net = Net::new(gpu, &config, &params, eval_batch)?;
+            Ok(Case {
+                exchange: None,
+                dispatches: net.forward(gpu)?,
+                work: Work::Flops(forward_flops(&config) * eval_batch as f64),
+                formula: "forward FLOPs",
+                items: vec![(eval_batch as f64, "img")],
+                whole_run: None,
+            })
+        }),
+    }
+}
+
+/// Whole sampling runs of a preset, end to end, each sampler through its specification.
+fn sampling_runs(quick: bool, preset: &'static str, big: bool) -> Vec<CaseSpec> {
+    let mut specs = Vec::new();
+    // Whole sampling runs, timed end to end (first submission to images read back): DDIM with 50 steps,
+    // ancestral DDPM with all 1000, and the few-step solvers at 20 evaluations, at a grid's batch of 16. FLOPs
+    // count one forward pass per model evaluation.
+    let (sample_batch, runs) = if quick { (2, 1) } else { (16, 3) };
+    let few = if quick { 5 } else { 20 };
+    let short_long: [(&'static str, usize, bool); 6] = [
+        ("sample_ddim", if quick { 5 } else { 50 }, false),
+        ("sample_ddpm", if quick { 20 } else { 1000 }, !quick),
+        ("sample_dpm++2m", few, false),
+        ("sample_unipc", few, false),
+        ("sample_euler", few, false),
+        ("sample_heun", few, false),
+    ];
+    for (name, steps, long) in short_long {
         specs.push(CaseSpec {
-            name: "train_step",
-            shape: format!("{preset} b{n}"),
-            long: big,
-            build: Box::new(move |gpu| {
-                let config = UNetConfig::preset(preset)?;
-                let data = builtin_data(&config)?;
-                let mut settings = TrainSettings::new(config.clone());
-                settings.batch = n;
-                let trainer = Trainer::new(gpu, settings, &data, None)?;
-                Ok(Case {
-                    exchange: None,
-                    dispatches: trainer.dispatches().to_vec(),
-                    work: Work::Flops(3.0 * forward_flops(&config) * n as f64),
-                    formula: "3 × forward FLOPs",
-                    items: vec![(n as f64, "img")],
-                    whole_run: None,
-                })
-            }),
-        });
-        let eval_batch = if quick {
-            4
-        } else if big {
-            16
-        } else {
-            64
-        };
-        specs.push(CaseSpec {
-            name: "unet_forward",
-            shape: format!("{preset} b{eval_batch}"),
-            long: big,
+            name,
+            shape: format!("{preset} b{sample_batch} {steps} steps"),
+            // A 1000-step run, or any run of the larger preset, takes minutes on a CPU adapter.
+            long: long || preset == "medium" || big,
             build: Box::new(move |gpu| {
                 let config = UNetConfig::preset(preset)?;
                 let layout = ParamLayout::new(&config);
                 let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
-                let net = Net::new(gpu, &config, &params, eval_batch)?;
+                let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
+                let kind = match name {
+                    "sample_ddim" => SamplerKind::Ddim,
+                    "sample_ddpm" => SamplerKind::Ddpm,
+                    "sample_dpm++2m" => SamplerKind::DpmSolver,
+                    "sample_unipc" => SamplerKind::Unipc,
+                    "sample_euler" => SamplerKind::Euler,
+                    _ => SamplerKind::Heun,
+                };
+                // The samplers' defaults: DDIM (η = 0) and DDPM clip x̂₀ to [−1, 1], the others don't.
+                let plan = SamplerSpec::new(kind, steps).plan(&schedule)?;
+                let model = UNetDenoiser::new(
+                    gpu,
+                    &config,
+                    &params,
+                    sample_batch,
+                    None,
+                    0.0,
+                    Prediction::Epsilon,
+                )?;
+                let s = config.image_size;
+                let shape = [sample_batch, config.in_channels, s, s];
+                let sampler = Sampler::new(gpu, &plan, &model, &shape, 0)?;
+                let evaluations = (plan.evaluations() * sample_batch) as f64;
                 Ok(Case {
                     exchange: None,
-                    dispatches: net.forward(gpu)?,
-                    work: Work::Flops(forward_flops(&config) * eval_batch as f64),
-                    formula: "forward FLOPs",
-                    items: vec![(eval_batch as f64, "img")],
-                    whole_run: None,
+                    dispatches: Vec::new(),
+                    work: Work::Flops(forward_flops(&config) * evaluations),
+                    formula: "steps × forward FLOPs, wall clock",
+                    items: vec![(sample_batch as f64, "img"), (evaluations, "eval")],
+                    whole_run: Some(WholeRun {
+                        run: Box::new(move |gpu| {
+                            let start = crate::time::Instant::now();
+                            sampler.submit(gpu);
+                            let host = start.elapsed().as_secs_f64();
+                            sampler.output().read_f32(gpu)?;
+                            Ok(host)
+                        }),
+                        // A 1000-step run is long enough to time once; shorter runs take the median of 3.
+                        runs: if steps >= 1000 { 1 } else { runs },
+                    }),
                 })
             }),
         });
-        // Whole sampling runs, timed end to end (first submission to images read back): DDIM with 50 steps,
-        // ancestral DDPM with all 1000, and the few-step solvers at 20 evaluations, at a grid's batch of 16. FLOPs
-        // count one forward pass per model evaluation.
-        let (sample_batch, runs) = if quick { (2, 1) } else { (16, 3) };
-        let few = if quick { 5 } else { 20 };
-        let short_long: [(&'static str, usize, bool); 6] = [
-            ("sample_ddim", if quick { 5 } else { 50 }, false),
-            ("sample_ddpm", if quick { 20 } else { 1000 }, !quick),
-            ("sample_dpm++2m", few, false),
-            ("sample_unipc", few, false),
-            ("sample_euler", few, false),
-            ("sample_heun", few, false),
-        ];
-        for (name, steps, long) in short_long {
-            specs.push(CaseSpec {
-                name,
-                shape: format!("{preset} b{sample_batch} {steps} steps"),
-                // A 1000-step run, or any run of the larger preset, takes minutes on a CPU adapter.
-                long: long || preset == "medium" || big,
-                build: Box::new(move |gpu| {
-                    let config = UNetConfig::preset(preset)?;
-                    let layout = ParamLayout::new(&config);
-                    let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
-                    let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
-                    let kind = match name {
-                        "sample_ddim" => SamplerKind::Ddim,
-                        "sample_ddpm" => SamplerKind::Ddpm,
-                        "sample_dpm++2m" => SamplerKind::DpmSolver,
-                        "sample_unipc" => SamplerKind::Unipc,
-                        "sample_euler" => SamplerKind::Euler,
-                        _ => SamplerKind::Heun,
-                    };
-                    // The samplers' defaults: DDIM (η = 0) and DDPM clip x̂₀ to [−1, 1], the others don't.
-                    let plan = SamplerSpec::new(kind, steps).plan(&schedule)?;
-                    let model = UNetDenoiser::new(
-                        gpu,
-                        &config,
-                        &params,
-                        sample_batch,
-                        None,
-                        0.0,
-                        Prediction::Epsilon,
-                    )?;
-                    let s = config.image_size;
-                    let shape = [sample_batch, config.in_channels, s, s];
-                    let sampler = Sampler::new(gpu, &plan, &model, &shape, 0)?;
-                    let evaluations = (plan.evaluations() * sample_batch) as f64;
-                    Ok(Case {
-                        exchange: None,
-                        dispatches: Vec::new(),
-                        work: Work::Flops(forward_flops(&config) * evaluations),
-                        formula: "steps × forward FLOPs, wall clock",
-                        items: vec![(sample_batch as f64, "img"), (evaluations, "eval")],
-                        whole_run: Some(WholeRun {
-                            run: Box::new(move |gpu| {
-                                let start = crate::time::Instant::now();
-                                sampler.submit(gpu);
-                                let host = start.elapsed().as_secs_f64();
-                                sampler.output().read_f32(gpu)?;
-                                Ok(host)
-                            }),
-                            // A 1000-step run is long enough to time once; shorter runs take the median of 3.
-                            runs: if steps >= 1000 { 1 } else { runs },
-                        }),
-                    })
-                }),
-            });
-        }
     }
     specs
 }

@@ -94,6 +94,121 @@ pub struct Sampler {
     snapshots: Vec<Tensor>,
 }
 
+/// What recording a sampling loop works with: the model's outputs, the noise, the Heun predictor, the RNG, a
+/// multistep solver's state and dynamic thresholding's per-sample thresholds (where used), and the dispatches.
+struct Loop<'a> {
+    gpu: &'a Gpu,
+    model: &'a dyn Denoiser,
+    seed: u64,
+    o: Tensor,
+    o2: Tensor,
+    z: Tensor,
+    x_pred: Tensor,
+    rng: Tensor,
+    state: Option<Tensor>,
+    scale: Option<Tensor>,
+    /// The Philox stream of the next noisy step (0 draws the initial x).
+    stream: u32,
+    dispatches: Vec<Dispatch>,
+}
+
+impl<'a> Loop<'a> {
+    fn new(
+        gpu: &'a Gpu,
+        model: &'a dyn Denoiser,
+        seed: u64,
+        initial: &Tensor,
+        folded: &[FoldedStep],
+    ) -> Result<Loop<'a>> {
+        let shape = initial.shape();
+        let new = || Tensor::zeros(gpu, shape, DType::F32);
+        let state = folded
+            .iter()
+            .any(|f| matches!(f, FoldedStep::Multistep(_)))
+            .then(|| Tensor::zeros(gpu, &[3 * initial.len()], DType::F32))
+            .transpose()?;
+        let samples = shape
+            .first()
+            .copied()
+            .filter(|_| shape.len() > 1)
+            .unwrap_or(1);
+        let scale = folded
+            .iter()
+            .any(|f| dynamic_bound(f).is_some())
+            .then(|| Tensor::zeros(gpu, &[samples], DType::F32))
+            .transpose()?;
+        Ok(Loop {
+            gpu,
+            model,
+            seed,
+            o: new()?,
+            o2: new()?,
+            z: new()?,
+            x_pred: new()?,
+            rng: random::rng_state(gpu, 0)?,
+            state,
+            scale,
+            stream: 1,
+            dispatches: Vec::new(),
+        })
+    }
+
+    /// One step from `current` into `next`: the model's output (twice for Heun), the threshold of a dynamically
+    /// bounded step, the noise of a noisy one, and the step kernel.
+    fn step(
+        &mut self,
+        s: &crate::diffusion::Step,
+        folded: FoldedStep,
+        current: &Tensor,
+        next: &Tensor,
+    ) -> Result<()> {
+        let gpu = self.gpu;
+        let d = &mut self.dispatches;
+        d.extend(self.model.predict(gpu, current, s.level(), &self.o)?);
+        if let (Some((pq, limits)), Some(scale)) = (dynamic_bound(&folded), &self.scale) {
+            d.push(step::x0_threshold(
+                gpu, current, &self.o, pq, limits, scale,
+            )?);
+        }
+        if let (FoldedStep::Heun { a1, b1, .. }, crate::diffusion::Step::Heun { next: lv, .. }) =
+            (folded, s)
+        {
+            let (o, o2) = (&self.o, &self.o2);
+            d.push(step::step(
+                gpu,
+                current,
+                o,
+                None,
+                (a1, b1, 0.0),
+                &self.x_pred,
+            )?);
+            d.extend(self.model.predict(gpu, &self.x_pred, lv, o2)?);
+            let last = step::folded(gpu, &folded, current, o, Some(o2), None, None, None, next)?;
+            d.push(last);
+            return Ok(());
+        }
+        let noise = match s.adds_noise() {
+            true => {
+                d.push(random::fill_normal(
+                    gpu,
+                    &self.z,
+                    self.seed,
+                    self.stream,
+                    &self.rng,
+                )?);
+                self.stream += 1;
+                Some(&self.z)
+            }
+            false => None,
+        };
+        let (scale, state) = (self.scale.as_ref(), self.state.as_ref());
+        d.push(step::folded(
+            gpu, &folded, current, &self.o, None, noise, scale, state, next,
+        )?);
+        Ok(())
+    }
+}
+
 impl Sampler {
     /// Draws x = init_scale·z of `shape` at every run, then runs the plan.
     pub fn new(
@@ -162,102 +277,41 @@ impl Sampler {
         let shape = initial.shape().to_vec();
         let new = || Tensor::zeros(gpu, &shape, DType::F32);
         let buffers = [new()?, new()?];
-        let (o, o2, z, x_pred) = (new()?, new()?, new()?, new()?);
-        let rng = random::rng_state(gpu, 0)?;
-        let prediction = model.prediction();
-        // A multistep solver's state (s, m₁, m₂) and dynamic thresholding's per-sample thresholds, where used.
-        let folded: Vec<FoldedStep> = plan.steps.iter().map(|s| s.fold(prediction)).collect();
-        let state = folded
+        let folded: Vec<FoldedStep> = plan
+            .steps
             .iter()
-            .any(|f| matches!(f, FoldedStep::Multistep(_)))
-            .then(|| Tensor::zeros(gpu, &[3 * initial.len()], DType::F32))
-            .transpose()?;
-        let samples = shape
-            .first()
-            .copied()
-            .filter(|_| shape.len() > 1)
-            .unwrap_or(1);
-        let scale = folded
-            .iter()
-            .any(|f| dynamic_bound(f).is_some())
-            .then(|| Tensor::zeros(gpu, &[samples], DType::F32))
-            .transpose()?;
-        let mut dispatches = Vec::new();
+            .map(|s| s.fold(model.prediction()))
+            .collect();
+        let mut lp = Loop::new(gpu, model, seed, &initial, &folded)?;
         if draw {
-            dispatches.push(random::fill_normal(gpu, &z, seed, 0, &rng)?);
-            dispatches.push(elementwise::scale(
-                gpu,
-                &z,
-                plan.init_scale as f32,
-                &initial,
-            )?);
+            lp.dispatches
+                .push(random::fill_normal(gpu, &lp.z, seed, 0, &lp.rng)?);
+            let scale = plan.init_scale as f32;
+            lp.dispatches
+                .push(elementwise::scale(gpu, &lp.z, scale, &initial)?);
         }
         let mut snapshots = Vec::new();
-        let mut stream = 1u32;
         let mut current = &initial;
         for (k, s) in plan.steps.iter().enumerate() {
             let next = &buffers[k % 2];
-            dispatches.extend(model.predict(gpu, current, s.level(), &o)?);
-            let folded = folded[k];
-            if let (Some((pq, limits)), Some(scale)) = (dynamic_bound(&folded), &scale) {
-                dispatches.push(step::x0_threshold(gpu, current, &o, pq, limits, scale)?);
-            }
-            match (folded, s) {
-                (
-                    FoldedStep::Heun { a1, b1, .. },
-                    crate::diffusion::Step::Heun { next: lv, .. },
-                ) => {
-                    dispatches.push(step::step(gpu, current, &o, None, (a1, b1, 0.0), &x_pred)?);
-                    dispatches.extend(model.predict(gpu, &x_pred, lv, &o2)?);
-                    dispatches.push(step::folded(
-                        gpu,
-                        &folded,
-                        current,
-                        &o,
-                        Some(&o2),
-                        None,
-                        None,
-                        None,
-                        next,
-                    )?);
-                }
-                _ => {
-                    let noise = if s.adds_noise() {
-                        dispatches.push(random::fill_normal(gpu, &z, seed, stream, &rng)?);
-                        stream += 1;
-                        Some(&z)
-                    } else {
-                        None
-                    };
-                    dispatches.push(step::folded(
-                        gpu,
-                        &folded,
-                        current,
-                        &o,
-                        None,
-                        noise,
-                        scale.as_ref(),
-                        state.as_ref(),
-                        next,
-                    )?);
-                }
-            }
+            lp.step(s, folded[k], current, next)?;
             current = next;
             // Snapshot after steps every, 2·every, …, ending with the last step.
             let (done, total) = (k + 1, plan.steps.len());
             if frames > 0 && (done * frames) / total != (k * frames) / total {
                 let snapshot = new()?;
-                dispatches.push(elementwise::scale(gpu, current, 1.0, &snapshot)?);
+                lp.dispatches
+                    .push(elementwise::scale(gpu, current, 1.0, &snapshot)?);
                 snapshots.push(snapshot);
             }
         }
         let output = current.clone();
-        dispatches.push(random::advance(gpu, &rng, 1)?);
+        lp.dispatches.push(random::advance(gpu, &lp.rng, 1)?);
         Ok(Sampler {
-            dispatches,
+            dispatches: lp.dispatches,
             initial,
             output,
-            rng,
+            rng: lp.rng,
             snapshots,
         })
     }

@@ -569,7 +569,7 @@ fn the_blocking_check_catches_each_kind() {
     let caught = [
         ("src/train/run.rs", "fn f(rx: R) { rx.recv().unwrap(); }"),
         (
-            "src/sample.rs",
+            "src/sample/mod.rs",
             "fn f() { let t = std::time::Instant::now(); }",
         ),
         (
