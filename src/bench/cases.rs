@@ -693,15 +693,25 @@ fn sampling_runs(quick: bool, preset: &'static str, big: bool) -> Vec<CaseSpec> 
     // count one forward pass per model evaluation.
     let (sample_batch, runs) = if quick { (2, 1) } else { (16, 3) };
     let few = if quick { 5 } else { 20 };
-    let short_long: [(&'static str, usize, bool); 6] = [
-        ("sample_ddim", if quick { 5 } else { 50 }, false),
-        ("sample_ddpm", if quick { 20 } else { 1000 }, !quick),
-        ("sample_dpm++2m", few, false),
-        ("sample_unipc", few, false),
-        ("sample_euler", few, false),
-        ("sample_heun", few, false),
+    let short_long: [(&'static str, SamplerKind, usize, bool); 6] = [
+        (
+            "sample_ddim",
+            SamplerKind::Ddim,
+            if quick { 5 } else { 50 },
+            false,
+        ),
+        (
+            "sample_ddpm",
+            SamplerKind::Ddpm,
+            if quick { 20 } else { 1000 },
+            !quick,
+        ),
+        ("sample_dpm++2m", SamplerKind::DpmSolver, few, false),
+        ("sample_unipc", SamplerKind::Unipc, few, false),
+        ("sample_euler", SamplerKind::Euler, few, false),
+        ("sample_heun", SamplerKind::Heun, few, false),
     ];
-    for (name, steps, long) in short_long {
+    for (name, kind, steps, long) in short_long {
         specs.push(CaseSpec {
             name,
             shape: format!("{preset} b{sample_batch} {steps} steps"),
@@ -712,14 +722,6 @@ fn sampling_runs(quick: bool, preset: &'static str, big: bool) -> Vec<CaseSpec> 
                 let layout = ParamLayout::new(&config);
                 let params = ParamBuffers::upload(gpu, &layout, &layout.init(0))?;
                 let schedule = Schedule::new(BetaSchedule::LINEAR, 1000)?;
-                let kind = match name {
-                    "sample_ddim" => SamplerKind::Ddim,
-                    "sample_ddpm" => SamplerKind::Ddpm,
-                    "sample_dpm++2m" => SamplerKind::DpmSolver,
-                    "sample_unipc" => SamplerKind::Unipc,
-                    "sample_euler" => SamplerKind::Euler,
-                    _ => SamplerKind::Heun,
-                };
                 // The samplers' defaults: DDIM (η = 0) and DDPM clip x̂₀ to [−1, 1], the others don't.
                 let plan = SamplerSpec::new(kind, steps).plan(&schedule)?;
                 let model = UNetDenoiser::new(
