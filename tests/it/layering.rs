@@ -33,80 +33,86 @@ fn code_only(text: &str) -> String {
     let mut i = 0;
     while i < c.len() {
         let next = c.get(i + 1).copied();
-        if c[i] == '/' && next == Some('/') {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
+        let (end, replacement) = if c[i] == '/' && next == Some('/') {
+            (i + c[i..].iter().take_while(|&&ch| ch != '\n').count(), "")
         } else if c[i] == '/' && next == Some('*') {
-            let start = i;
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            out.push(' ');
-            out.extend(line_breaks(&c[start..i.min(c.len())]));
-        } else if c[i] == 'r'
-            && (next == Some('"') || next == Some('#'))
-            && (i == 0 || !is_ident(c[i - 1]))
-        {
-            // Raw string r"…" or r#"…"#: ends at a quote followed by as many #s as opened it.
-            let mut j = i + 1;
-            let mut hashes = 0;
-            while c.get(j) == Some(&'#') {
-                hashes += 1;
-                j += 1;
-            }
-            if c.get(j) != Some(&'"') {
-                out.push(c[i]);
-                i += 1;
-                continue;
-            }
-            j += 1;
-            while j < c.len() && !(c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')))
-            {
-                j += 1;
-            }
-            out.push_str("\"\"");
-            out.extend(line_breaks(&c[i..j.min(c.len())]));
-            i = j + 1 + hashes;
+            (block_comment_end(&c, i), " ")
+        } else if let Some(end) = raw_string_end(&c, i) {
+            (end, "\"\"")
         } else if c[i] == '"' {
-            let start = i;
-            i += 1;
-            while i < c.len() && c[i] != '"' {
-                i += if c[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-            out.push_str("\"\"");
-            out.extend(line_breaks(&c[start..i.min(c.len())]));
+            (string_end(&c, i), "\"\"")
         } else if c[i] == '\'' && next == Some('\\') {
             // An escaped char literal ('\n', '\'', '\u{…}').
-            i += 2;
-            while i < c.len() && c[i] != '\'' {
-                i += 1;
-            }
-            i += 1;
-            out.push_str("' '");
+            (
+                i + 2 + c[i + 2..].iter().take_while(|&&ch| ch != '\'').count() + 1,
+                "' '",
+            )
         } else if c[i] == '\'' && c.get(i + 2) == Some(&'\'') {
-            i += 3;
-            out.push_str("' '");
+            (i + 3, "' '")
         } else {
             // Anything else, lifetimes included.
             out.push(c[i]);
             i += 1;
-        }
+            continue;
+        };
+        // What was skipped leaves its replacement and the line breaks it spanned.
+        out.push_str(replacement);
+        out.extend(line_breaks(&c[i..end.min(c.len())]));
+        i = end;
     }
     out
+}
+
+/// Where the block comment opening at `i` ends (after its `*/`); block comments nest, as in Rust.
+fn block_comment_end(c: &[char], mut i: usize) -> usize {
+    let mut depth = 0;
+    while i < c.len() {
+        if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+            depth += 1;
+            i += 2;
+        } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                break;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Where the raw string r"…" or r#"…"# opening at `i` ends: after a quote followed by as many #s as opened it.
+/// None where no raw string opens there (an `r` of an identifier, or `r#ident`).
+fn raw_string_end(c: &[char], i: usize) -> Option<usize> {
+    let next = c.get(i + 1).copied();
+    if c[i] != 'r' || !(next == Some('"') || next == Some('#')) || (i > 0 && is_ident(c[i - 1])) {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut hashes = 0;
+    while c.get(j) == Some(&'#') {
+        hashes += 1;
+        j += 1;
+    }
+    if c.get(j) != Some(&'"') {
+        return None;
+    }
+    j += 1;
+    while j < c.len() && !(c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#'))) {
+        j += 1;
+    }
+    Some(j + 1 + hashes)
+}
+
+/// Where the string literal opening at `i` ends (after its closing quote; escapes skipped).
+fn string_end(c: &[char], mut i: usize) -> usize {
+    i += 1;
+    while i < c.len() && c[i] != '"' {
+        i += if c[i] == '\\' { 2 } else { 1 };
+    }
+    i + 1
 }
 
 /// The line breaks among `skipped` characters, to keep in their place.

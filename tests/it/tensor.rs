@@ -213,3 +213,32 @@ fn out_of_memory_names_the_shape_the_bytes_what_is_held_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn a_build_scoped_as_a_browser_scopes_it_returns_what_it_built_or_the_gpus_error() {
+    // What a web page does around building a trainer or a sampler: one scope over the whole build, popped
+    // without blocking (native builds are checked per allocation as well).
+    let gpu = gpu();
+    let built = diffuse::gpu::future::block_on(
+        gpu.build_async(|| Tensor::from_f32(gpu, &[3], &[1.0, 2.0, 3.0])),
+    );
+    assert_eq!(built.unwrap().read_f32(gpu).unwrap(), [1.0, 2.0, 3.0]);
+    // A buffer past the device's limit, made behind the per-allocation checks' back: only the outer scope
+    // can see the device refuse it.
+    let too_big = gpu.limits.max_buffer_size + 4;
+    let refused = diffuse::gpu::future::block_on(gpu.build_async(|| {
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("too big"),
+            size: too_big,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(buffer)
+    }));
+    let err = refused.expect_err("the device's refusal was lost");
+    assert!(!err.to_string().is_empty());
+    // Errors of the build itself come back as they are.
+    let failed =
+        diffuse::gpu::future::block_on(gpu.build_async(|| Tensor::from_f32(gpu, &[2], &[1.0])));
+    assert!(failed.unwrap_err().to_string().contains("[2]"));
+}
