@@ -49,3 +49,8 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
         Err(_) => Err("not a whole number ≥ 1".into()),
     }
 }
+
+/// `--memory-budget`'s GB as bytes (what [`positive`] accepted).
+pub fn gigabytes(gb: f64) -> u64 {
+    (gb * 1e9) as u64
+}

@@ -232,11 +232,6 @@ fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
     }
 }
 
-/// `--memory-budget` in GB as bytes (the parser, [`positive`], has checked the value).
-fn budget_bytes(gb: Option<f64>) -> Option<u64> {
-    gb.map(|gb| (gb * 1e9) as u64)
-}
-
 pub(crate) use diffuse::values::{
     at_least_one, at_least_unity, non_negative, positive, probability_below_one, unit_interval,
 };

@@ -312,7 +312,7 @@ fn batch_that_fits(
     n: usize,
     replicas: Option<&dyn Replicas>,
 ) -> Result<usize> {
-    let budget = super::budget_bytes(args.memory_budget);
+    let budget = args.memory_budget.map(diffuse::values::gigabytes);
     let guided = args.guidance != 0.0;
     let mut fit = max_batch(gpu, &ckpt.config, params, guided, budget)?;
     if let Some(r) = replicas {

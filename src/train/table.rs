@@ -6,7 +6,7 @@
 use crate::diffusion::{NamedSchedule, Prediction};
 use crate::error::{Error, Result};
 use crate::optim::EmaWarmup;
-use crate::values::{at_least_one, non_negative, positive, unit_interval};
+use crate::values::{at_least_one, gigabytes, non_negative, positive, unit_interval};
 
 use super::{Placement, TrainSettings};
 
@@ -300,7 +300,7 @@ pub static SETTINGS: &[Setting] = &[
         on_resume: OnResume::Free,
         get: |s| s.memory_budget.map_or(String::new(), |b| (b as f64 / 1e9).to_string()),
         set: |s, t| {
-            s.memory_budget = Some((positive(t)? * 1e9) as u64);
+            s.memory_budget = Some(gigabytes(positive(t)?));
             Ok(())
         },
         stored: None,
