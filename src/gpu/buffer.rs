@@ -119,8 +119,10 @@ impl Gpu {
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let built = build();
-        let invalid = validation.pop().await;
-        let oom = out_of_memory.pop().await;
+        // Both scopes are popped before the first await: another task of the page (a slider's build while a run
+        // trains) may push scopes of its own once this one yields.
+        let (invalid, oom) = (validation.pop(), out_of_memory.pop());
+        let (invalid, oom) = (invalid.await, oom.await);
         let built = built?;
         if oom.is_some() {
             return Err(Error::Gpu(format!(

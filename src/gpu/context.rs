@@ -47,6 +47,8 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Uncaptured>>,
     /// Shared scratch tensors by slot name (see [`Gpu::workspace`]).
     workspaces: Mutex<HashMap<&'static str, Tensor>>,
+    /// Why the device was lost, once it is (see [`Gpu::lost`]).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// The first error wgpu reported outside any error scope, and how many followed it (an invalid object makes every
@@ -250,6 +252,20 @@ fn record_uncaptured(device: &wgpu::Device) -> Arc<Mutex<Uncaptured>> {
     uncaptured
 }
 
+/// Keeps the reason the device was lost, for [`Gpu::lost`] (a destroyed device, when the Gpu is dropped, is
+/// not a loss to report).
+fn record_lost(device: &wgpu::Device) -> Arc<Mutex<Option<String>>> {
+    let lost = Arc::new(Mutex::new(None));
+    let sink = lost.clone();
+    device.set_device_lost_callback(move |reason, message| {
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *sink = Some(format!("the GPU device was lost ({reason:?}): {message}"));
+        }
+    });
+    lost
+}
+
 impl Gpu {
     /// Opens the adapter chosen by `adapter` (index or name substring), else by DIFFUSE_ADAPTER, else the preferred one.
     #[cfg(not(target_arch = "wasm32"))]
@@ -312,6 +328,7 @@ impl Gpu {
             })?;
 
         let uncaptured = record_uncaptured(&device);
+        let lost = record_lost(&device);
         let caps = Capabilities {
             timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamps_inside_passes: required_features
@@ -330,7 +347,17 @@ impl Gpu {
             submissions: std::sync::atomic::AtomicU64::new(0),
             uncaptured,
             workspaces: Mutex::new(HashMap::new()),
+            lost,
         })
+    }
+
+    /// Why the device was lost (a driver reset, a browser reclaiming the GPU, a tab in the background too long),
+    /// once it has been: every later use of it fails, and a front end should offer the last checkpoint.
+    pub fn lost(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// "name (backend, device type)", for headers and messages.
@@ -445,7 +472,10 @@ impl Gpu {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let later = std::mem::take(&mut recorded.later);
         let Some(error) = recorded.first.take() else {
-            return Ok(());
+            return match self.lost() {
+                Some(why) => Err(Error::Gpu(why)),
+                None => Ok(()),
+            };
         };
         let also = match later {
             0 => String::new(),

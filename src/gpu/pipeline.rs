@@ -259,6 +259,9 @@ impl Gpu {
         // Native only: a browser answers a scope from its event loop (`Gpu::build_async` scopes a whole build).
         #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // A browser gets the WGSL as it is (wgpu hands it to the browser's compiler).
+        #[cfg(target_arch = "wasm32")]
+        let source = &shaders::for_browser(shader, source);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -66,3 +66,13 @@ pub fn module_source<E>(name: &str, read: impl Fn(&str) -> Result<String, E>) ->
         None => Ok(own),
     }
 }
+
+/// The module `name`'s text as a browser's WebGPU compiler must get it. WGSL wants `enable subgroups;` at the top of
+/// a module that calls subgroup built-ins, and naga, which parses every module first (for reflection), rejects that
+/// directive; so only the text handed to a browser carries it (its compiler's line numbers then count one more).
+pub fn for_browser(name: &str, source: &str) -> String {
+    match name.ends_with("_subgroup") {
+        true => format!("enable subgroups;\n{source}"),
+        false => source.to_string(),
+    }
+}

@@ -62,6 +62,14 @@ fn check_size(gpu: &Gpu, op: &'static str, shape: &[usize], bytes: u64) -> Resul
     Ok(())
 }
 
+/// A buffer shared by the tensors that view it. wgpu's buffers are `Send + Sync` on native targets, where tensors
+/// cross threads (the decode threads never hold one, but the types allow it); on wasm32 they are neither, and there
+/// is one thread, so the `Arc` costs an atomic count and nothing else.
+#[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+fn shared(buffer: wgpu::Buffer) -> Arc<wgpu::Buffer> {
+    Arc::new(buffer)
+}
+
 impl Tensor {
     /// A new tensor filled with zeros.
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -72,7 +80,7 @@ impl Tensor {
         let buffer = gpu.create_buffer("tensor", shape, bytes, USAGE)?;
         gpu.count_allocation(bytes);
         Ok(Tensor {
-            buffer: Arc::new(buffer),
+            buffer: shared(buffer),
             offset: 0,
             shape: shape.to_vec(),
             dtype,
@@ -98,7 +106,7 @@ impl Tensor {
         let buffer = gpu.create_buffer_init("tensor", shape, bytes, USAGE)?;
         gpu.count_allocation(bytes.len() as u64);
         Ok(Tensor {
-            buffer: Arc::new(buffer),
+            buffer: shared(buffer),
             offset: 0,
             shape: shape.to_vec(),
             dtype,

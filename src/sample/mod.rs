@@ -92,6 +92,9 @@ pub struct Sampler {
     output: Tensor,
     rng: Tensor,
     snapshots: Vec<Tensor>,
+    /// Where each step's dispatches end (the first step's begin with drawing the initial x, the last one's end
+    /// with the rng advance), and the buffer holding x after it: what [`Sampler::submit_step`] needs.
+    steps: Vec<(usize, Tensor)>,
 }
 
 /// What recording a sampling loop works with: the model's outputs, the noise, the Heun predictor, the RNG, a
@@ -291,6 +294,7 @@ impl Sampler {
                 .push(elementwise::scale(gpu, &lp.z, scale, &initial)?);
         }
         let mut snapshots = Vec::new();
+        let mut steps = Vec::with_capacity(plan.steps.len());
         let mut current = &initial;
         for (k, s) in plan.steps.iter().enumerate() {
             let next = &buffers[k % 2];
@@ -304,15 +308,20 @@ impl Sampler {
                     .push(elementwise::scale(gpu, current, 1.0, &snapshot)?);
                 snapshots.push(snapshot);
             }
+            steps.push((lp.dispatches.len(), current.clone()));
         }
         let output = current.clone();
         lp.dispatches.push(random::advance(gpu, &lp.rng, 1)?);
+        if let Some(last) = steps.last_mut() {
+            last.0 = lp.dispatches.len();
+        }
         Ok(Sampler {
             dispatches: lp.dispatches,
             initial,
             output,
             rng: lp.rng,
             snapshots,
+            steps,
         })
     }
 
@@ -345,6 +354,37 @@ impl Sampler {
     }
 
     pub const DISPATCHES_PER_SUBMISSION: usize = 2048;
+
+    /// The plan's number of steps.
+    pub fn steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Submits step `k` alone, as one submission: submitting steps 0, 1, … in order is one run (the same
+    /// samples as [`Sampler::submit`]), for a front end that shows each step and must not hold the GPU (or a
+    /// page's event loop) for the whole loop. Read [`Sampler::x_after`]`(k)` once it is done.
+    pub fn submit_step(&self, gpu: &Gpu, k: usize) -> Result<()> {
+        let Some((end, _)) = self.steps.get(k) else {
+            return Err(Error::Usage(format!(
+                "step {k} of a sampler with {} steps",
+                self.steps.len()
+            )));
+        };
+        let begin = match k {
+            0 => 0,
+            _ => self.steps[k - 1].0,
+        };
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(&self.dispatches[begin..*end]);
+        rec.submit();
+        Ok(())
+    }
+
+    /// Where x is after step `k` (the last step's is [`Sampler::output`]); the next step overwrites it (two
+    /// buffers alternate).
+    pub fn x_after(&self, k: usize) -> Option<&Tensor> {
+        self.steps.get(k).map(|(_, x)| x)
+    }
 
     /// The trajectory snapshots (after [`Sampler::run`]), oldest first.
     #[cfg(not(target_arch = "wasm32"))]

@@ -422,6 +422,36 @@ fn a_sampler_records_its_whole_loop_once() {
     assert_eq!(sampler.dispatch_count(), 19 * 4 + 2 + 3);
 }
 
+/// Submitting the steps one by one (a page showing each step) is one run: the same samples, bit for bit, with
+/// noisy steps (DDPM) and two model evaluations per step (Heun); x after each step is where `x_after` says.
+#[test]
+fn submitting_step_by_step_gives_the_samples_of_one_run() {
+    let gpu = gpu();
+    let data = gaussian();
+    let model = AnalyticModel {
+        table: MixtureTable::upload(gpu, &data).unwrap(),
+        prediction: Prediction::Epsilon,
+    };
+    let ddpm = samplers::ddpm(&linear(), &trailing(7), DdpmVariance::Beta, Clip::None).unwrap();
+    let heun = ode(&linear(), &trailing(5)).unwrap();
+    for plan in [ddpm, heun] {
+        let whole = Sampler::new(gpu, &plan, &model, &[5, 4], 3).unwrap();
+        let want = whole.run(gpu).unwrap();
+        let stepped = Sampler::new(gpu, &plan, &model, &[5, 4], 3).unwrap();
+        assert_eq!(stepped.steps(), plan.steps.len());
+        let mut previous = stepped.initial().read_f32(gpu).unwrap();
+        for k in 0..stepped.steps() {
+            stepped.submit_step(gpu, k).unwrap();
+            let x = stepped.x_after(k).unwrap().read_f32(gpu).unwrap();
+            assert_ne!(x, previous, "{}: step {k} left x as it was", plan.name);
+            previous = x;
+        }
+        assert_eq!(previous, want, "{}: stepping gave other samples", plan.name);
+        assert!(stepped.submit_step(gpu, stepped.steps()).is_err());
+        assert!(stepped.x_after(stepped.steps()).is_none());
+    }
+}
+
 #[test]
 fn samplers_refuse_mismatched_inputs() {
     let gpu = gpu();
