@@ -4,6 +4,7 @@
 //
 //   node web/e2e.mjs DOWNLOAD_DIR [SCREENSHOT.png]
 //   node web/e2e.mjs --bench STEPS PRESET…     training steps/s of each preset at batch 32 in the page
+//   node web/e2e.mjs --showcase PNG           the bundled model sampled and on the slider: docs/web-page.png
 //
 // Prints the downloaded checkpoint's path last; web/test samples it with the desktop binary. Every wait has a
 // deadline, and a failure names what did not happen. The bench trains 2 steps first (the pipelines compile then),
@@ -16,7 +17,10 @@ import { extname, join, resolve } from "node:path";
 
 const args = process.argv.slice(2);
 const bench = args[0] === "--bench" ? { steps: Number(args[1]), presets: args.slice(2) } : null;
-const [downloads, screenshot] = bench ? [resolve("/tmp/diffuse-e2e-bench")] : args.map((p) => resolve(p));
+const showcase = args[0] === "--showcase" ? resolve(args[1]) : null;
+const [downloads, screenshot] = bench || showcase
+  ? [resolve("/tmp/diffuse-e2e-extra"), showcase]
+  : args.map((p) => resolve(p));
 if (!downloads || (bench && !(bench.steps > 0 && bench.presets.length))) {
   throw new Error("usage: node web/e2e.mjs DOWNLOAD_DIR [SCREENSHOT.png] | --bench STEPS PRESET…");
 }
@@ -90,6 +94,20 @@ async function main() {
     await webdriver(base, "POST", `${s}/url`, { url: page });
     await until("the page to open the GPU", "return document.body.dataset.ready", 120);
     console.log(await run("return document.getElementById('status').textContent"));
+    if (showcase) {
+      await run("document.getElementById('bundled').click();");
+      await until("the bundled model", "return !document.getElementById('sample').disabled", 60);
+      await run(`const set = (id, v) => { document.getElementById(id).value = v; };
+        set('sampler', 'dpm++2m'); set('sample-steps', 12); set('images', 20); set('guidance', 2); set('t', 350);
+        document.getElementById('t').oninput(); document.getElementById('sample').click();`);
+      await until("the samples", "return document.body.dataset.sampled", 900);
+      await until("the slider's x̂₀", "return document.getElementById('x0').naturalWidth", 120);
+      await sleep(1000);
+      const png = await webdriver(base, "GET", `${s}/screenshot`);
+      await writeFile(showcase, Buffer.from(png, "base64"));
+      console.log(`screenshot: ${showcase}`);
+      return;
+    }
     if (bench) {
       await webdriver(base, "POST", `${s}/timeouts`, { script: 3600 * 1000 });
       for (const preset of bench.presets) {

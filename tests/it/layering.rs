@@ -570,6 +570,29 @@ fn blocking_calls_stay_in_native_only_code() {
     );
 }
 
+/// The browser crate (web/src) runs on a page's one thread, where a blocking wait hangs the tab: each of its files
+/// is held to the library's check, with none allowed to block.
+#[test]
+fn the_browser_crate_never_blocks() {
+    let mut files = 0;
+    let mut broken = Vec::new();
+    for entry in std::fs::read_dir(root().join("web/src")).expect("web/src") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            files += 1;
+            let name = format!("web/src/{}", path.file_name().unwrap().to_string_lossy());
+            let offences = blocking_offences(&name, &read(&path));
+            broken.extend(offences.into_iter().map(|o| format!("{name}: {o}")));
+        }
+    }
+    assert!(files >= 5, "read {files} files of web/src: vacuous");
+    assert!(
+        broken.is_empty(),
+        "blocking calls in the browser crate; await the library's async twin instead:\n{}",
+        broken.join("\n")
+    );
+}
+
 #[test]
 fn the_blocking_check_catches_each_kind() {
     let caught = [

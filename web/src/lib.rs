@@ -8,8 +8,8 @@
 //! - `sampling.rs`: a sampler stepped one submission at a time, so the page shows each step and stays responsive;
 //! - `js.rs`: the few conversions between Rust values and JavaScript ones.
 //!
-//! Every method that waits on the GPU returns a promise; the page calls them one at a time (web/www/app.js queues
-//! them), except `stop`, which only sets a flag.
+//! Every method that waits on the GPU returns a promise. Several may be pending at once (the slider's x̂₀ while a
+//! run trains): each borrows the shared state only between awaits, never across one.
 
 mod js;
 mod noising;

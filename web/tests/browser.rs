@@ -141,6 +141,43 @@ async fn tint_compiles_every_module_and_entry_point_under_default_limits() {
     );
 }
 
+/// The gate fails where it must: a module over WebGPU's default 16 KiB of workgroup memory (which native wgpu
+/// does not check), a subgroup built-in without `enable subgroups;`, and an entry point that does not exist.
+#[wasm_bindgen_test]
+async fn tint_gate_reports_what_a_browser_refuses() {
+    let module = |name: &str, source: &str, entry: &str, subgroups: bool| {
+        let m = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&m, &k.into(), v).unwrap();
+        set("name", &name.into());
+        set("source", &source.into());
+        set("entries", &js_sys::Array::of1(&entry.into()));
+        set("constants", &js_sys::Object::new());
+        set("subgroups", &subgroups.into());
+        m
+    };
+    let over = "var<workgroup> big: array<f32, 8192>;\n\
+        @compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) { big[i] = 1.0; }";
+    let undeclared = "@compute @workgroup_size(64) fn main() { _ = subgroupAdd(1.0); }";
+    let fine = "@compute @workgroup_size(64) fn main() {}";
+    let modules = js_sys::Array::of3(
+        &module("over", over, "main", false),
+        &module("undeclared", undeclared, "main", true),
+        &module("fine", fine, "missing", false),
+    );
+    let result = compile_all(modules.into()).await.expect("the gate ran");
+    let errors: Vec<String> =
+        js_sys::Array::from(&js_sys::Reflect::get(&result, &"errors".into()).unwrap())
+            .iter()
+            .map(|e| e.as_string().unwrap())
+            .collect();
+    for name in ["over", "undeclared", "fine::missing"] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(name)),
+            "the gate let {name} through: {errors:?}"
+        );
+    }
+}
+
 /// C = A·B on the automatic variant and the tiled one, with a shape off every tile, against γ_k·Σ|a||b|.
 #[wasm_bindgen_test]
 async fn matmul_matches_reference_on_auto_and_portable() {
