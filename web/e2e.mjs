@@ -1,6 +1,6 @@
 // The page end to end in headless Chromium, driven through ChromeDriver's WebDriver API (Node's own fetch; no npm
 // packages): serve web/dist, open the page, train a `tiny` model for a few steps, check that the preview grid is not
-// blank, sample a few steps, download the checkpoint and take a screenshot.
+// blank, sample a few steps, download the checkpoint, give it images as a drop would, and take a screenshot.
 //
 //   node web/e2e.mjs DOWNLOAD_DIR [SCREENSHOT.png]
 //   node web/e2e.mjs --bench STEPS PRESET…     training steps/s of each preset at batch 32 in the page
@@ -54,6 +54,24 @@ async function webdriver(base, method, path, body) {
   const json = await res.json();
   if (!res.ok) throw new Error(`WebDriver ${method} ${path}: ${JSON.stringify(json.value).slice(0, 500)}`);
   return json.value;
+}
+
+// Images given to the page's file input (what a drop does): two real PNGs from docs/ and one that is not an image,
+// which must be skipped and named; the slider then shows x_t of a given image.
+async function dropImages(run, s, base, until) {
+  const docs = resolve(new URL(".", import.meta.url).pathname, "..", "docs");
+  const bad = join(downloads, "not-an-image.png");
+  await writeFile(bad, "this is text, not a PNG");
+  const input = await webdriver(base, "POST", `${s}/element`, { using: "css selector", value: "#files" });
+  const paths = [join(docs, "small-mnist-samples.png"), join(docs, "web-page.png"), bad];
+  await webdriver(base, "POST", `${s}/element/${Object.values(input)[0]}/value`, { text: paths.join("\n") });
+  const note = await until("the dropped images decoded", `const t = document.getElementById('data-note').textContent;
+    return t.includes('decoded') ? t : null;`, 60);
+  if (!/^2 images decoded/.test(note) || !note.includes("not-an-image.png")) {
+    throw new Error(`dropping 2 images and a text file, the page says: ${note}`);
+  }
+  await until("x_t of a dropped image", "return document.getElementById('noise-note').textContent.includes('SNR')", 60);
+  console.log(`dropped: ${note.replace(/\n/g, " / ")}`);
 }
 
 async function main() {
@@ -153,6 +171,7 @@ async function main() {
       file = (await readdir(downloads)).find((f) => f === "checkpoint.safetensors");
     }
     if (!file) throw new Error(`no checkpoint.safetensors appeared in ${downloads}`);
+    await dropImages(run, s, base, until);
     if (screenshot) {
       const png = await webdriver(base, "GET", `${s}/screenshot`);
       await writeFile(screenshot, Buffer.from(png, "base64"));

@@ -150,7 +150,7 @@ impl Studio {
         *self.inner.fitted.borrow_mut() = None;
     }
 
-    /// Train on these encoded images (PNG, JPEG or GIF: `names[i]` and `files[i]`) from now on; they are decoded
+    /// Train on these encoded images (PNG or JPEG: `names[i]` and `files[i]`) from now on; they are decoded
     /// and fitted to the model when training starts, and never leave the page. Returns how many decode.
     pub fn use_images(
         &self,

@@ -168,8 +168,8 @@ async function sample() {
 }
 
 async function useFiles(list) {
-  const files = [...list].filter((f) => /\.(png|jpe?g|gif)$/i.test(f.name));
-  if (!files.length) return problem("no PNG, JPEG or GIF among the dropped files");
+  const files = [...list].filter((f) => /\.(png|jpe?g)$/i.test(f.name));
+  if (!files.length) return problem("no PNG or JPEG among the dropped files (the desktop loader reads those two)");
   const bytes = await Promise.all(files.map(async (f) => new Uint8Array(await f.arrayBuffer())));
   try {
     const n = studio.use_images(files.map((f) => f.name), bytes);
