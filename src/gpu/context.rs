@@ -13,6 +13,36 @@ use crate::gpu::{DType, Tensor};
 /// Environment variable that picks an adapter by index or name substring (same as `--adapter`).
 pub const ADAPTER_ENV: &str = "DIFFUSE_ADAPTER";
 
+/// Environment variable that makes `Auto` choose kernels as for another kind of adapter (see [`Tuning`]): `gpu`,
+/// `cpu` or `auto` (the adapter's own kind, the default).
+pub const TUNING_ENV: &str = "DIFFUSE_TUNING";
+
+/// Whose kernels `Auto` takes (`kernels::select`): those measured fastest on CPU adapters (lavapipe, llvmpipe), or
+/// those meant for GPUs. The adapter's kind decides, unless [`TUNING_ENV`] or [`Gpu::with_tuning`] says otherwise:
+/// how a CPU adapter runs and tests the GPU path whole (a training step, `diffuse bench`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    Cpu,
+    Gpu,
+}
+
+impl Tuning {
+    fn for_adapter(info: &wgpu::AdapterInfo) -> Result<Tuning> {
+        let own = match info.device_type {
+            wgpu::DeviceType::Cpu => Tuning::Cpu,
+            _ => Tuning::Gpu,
+        };
+        match std::env::var(TUNING_ENV).ok().as_deref().map(str::trim) {
+            None | Some("" | "auto") => Ok(own),
+            Some("cpu") => Ok(Tuning::Cpu),
+            Some("gpu") => Ok(Tuning::Gpu),
+            Some(other) => Err(Error::Usage(format!(
+                "{TUNING_ENV}={other:?}: expected auto (the adapter's kind), cpu or gpu"
+            ))),
+        }
+    }
+}
+
 /// What the kernels may use beyond WebGPU's baseline, read off the opened device.
 #[derive(Clone, Debug)]
 pub struct Capabilities {
@@ -37,6 +67,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub caps: Capabilities,
+    /// Whose kernels `Auto` takes on this device.
+    pub tuning: Tuning,
     pub(crate) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     /// Bytes of every tensor created on this device so far (uniform and transient readback buffers excluded):
     /// what a fixed workload allocates, since nothing is allocated per step.
@@ -305,6 +337,7 @@ impl Gpu {
 
     async fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
+        let tuning = Tuning::for_adapter(&info)?;
         let features = adapter.features();
         let limits = device_limits(&info, &adapter.limits())?;
         let optional = wgpu::Features::TIMESTAMP_QUERY
@@ -342,6 +375,7 @@ impl Gpu {
             info,
             limits,
             caps,
+            tuning,
             kernels: Mutex::new(HashMap::new()),
             allocated: std::sync::atomic::AtomicU64::new(0),
             submissions: std::sync::atomic::AtomicU64::new(0),
@@ -349,6 +383,13 @@ impl Gpu {
             workspaces: Mutex::new(HashMap::new()),
             lost,
         })
+    }
+
+    /// This device with `Auto` taking `tuning`'s kernels (before anything is recorded on it: what was recorded
+    /// keeps the kernels chosen then).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Gpu {
+        self.tuning = tuning;
+        self
     }
 
     /// Why the device was lost (a driver reset, a browser reclaiming the GPU, a tab in the background too long),

@@ -14,7 +14,9 @@ pub mod upload;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
-pub use context::{list_adapters_async, AdapterSummary, Capabilities, Gpu, ADAPTER_ENV};
+pub use context::{
+    list_adapters_async, AdapterSummary, Capabilities, Gpu, Tuning, ADAPTER_ENV, TUNING_ENV,
+};
 pub use pipeline::{
     buffer_growth, footprint, grid_1d, Dispatch, Footprint, Kernel, Recorder, UsedBinding,
 };

@@ -5,19 +5,18 @@
 //!
 //! `Auto` on a CPU adapter (lavapipe, llvmpipe: SIMD across invocations, where per-lane loads dominate) takes the
 //! subgroup, register-blocked and Winograd kernels, which were written for and measured there (docs/benchmarks.md).
-//! On a GPU, `Auto` keeps GroupNorm, attention and matmul on their portable kernels, and 3×3 convolutions off
-//! Winograd, until those variants are measured there; only the direct convolutions take their subgroup loaders on
-//! every adapter with subgroups of at least 8 lanes, GPUs included, unmeasured there (the loaders change only how
-//! the loads every lane shares reach the lanes: same arithmetic, same summation order). [`auto_table`] lists what
-//! `Auto` takes on an adapter, and why; `diffuse info` prints it.
+//! On a GPU, `Auto` keeps GroupNorm, attention, matmul and the convolutions' loaders on their portable kernels, and
+//! 3×3 convolutions off Winograd, until those variants are measured there. [`auto_table`] lists what `Auto` takes on
+//! an adapter, and why; `diffuse info` prints it.
 
 use crate::ensure_shape;
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Tuning};
 
-/// A CPU adapter (lavapipe, llvmpipe, WARP), where the `Auto` choices take the variants measured faster there.
+/// A CPU adapter (lavapipe, llvmpipe, WARP), where the `Auto` choices take the variants measured faster there; or
+/// another adapter told to choose as one (`Gpu::tuning`; DIFFUSE_TUNING), and a CPU adapter told otherwise is not.
 fn is_cpu(gpu: &Gpu) -> bool {
-    gpu.info.device_type == wgpu::DeviceType::Cpu
+    gpu.tuning == Tuning::Cpu
 }
 
 /// Subgroup operations, with every subgroup at least `lanes` wide: what the kernels whose workgroup of 8 must be
@@ -330,8 +329,8 @@ pub fn conv2d_matmul_variant(path: ConvPath, gpu: &Gpu) -> MatmulVariant {
 /// - 3×3 stride 1 through Winograd on `Winograd` wherever its scratch fits; on `Auto` on CPU adapters where both
 ///   channel counts are multiples of 4 and at least 64 (with fewer channels its transforms cost what the 4× fewer
 ///   multiplies save: docs/benchmarks.md). The backward input reads Co and writes Ci, so the same rule holds.
-/// - Everything else on the direct kernels, with subgroup loads where the path is not `Portable` and the adapter
-///   has subgroups of at least 8.
+/// - Everything else on the direct kernels, with subgroup loads on `Auto` and `Winograd` on CPU adapters with
+///   subgroups of at least 8 lanes (on a GPU the subgroup loaders wait until measured there).
 pub fn conv2d(path: ConvPath, gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> Result<ConvKernel> {
     if facts.k == 1 && facts.whole_vec4s() {
         let kernel = matmul(conv2d_matmul_variant(path, gpu), gpu, true, "conv2d")?;
@@ -355,18 +354,21 @@ pub fn conv2d(path: ConvPath, gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> R
         }
     }
     Ok(ConvKernel::Direct {
-        subgroup: path != ConvPath::Portable && has_subgroups_of_at_least(gpu, 8),
+        subgroup: path != ConvPath::Portable && is_cpu(gpu) && has_subgroups_of_at_least(gpu, 8),
     })
 }
 
 /// About how many workgroups the direct weight gradient aims for when it splits its sum over output tiles into
 /// chunks: few on a CPU adapter, where each workgroup has a fixed cost and a handful of threads share them (8
-/// measured fastest on lavapipe), more on a GPU, which needs many in flight.
+/// measured fastest on lavapipe); on a GPU a thousand or so, what a large one holds in flight (an H100: 132
+/// multiprocessors × 16 workgroups of 64), where 64 left most of it idle (docs/kernels.md). The chunks' partial
+/// sums take at most 1024·16·64·9 f32s (38 MB), whatever the layer: a workgroup covers 16 output channels × up to
+/// 64 input channels × 9 taps.
 pub fn conv2d_weight_grad_workgroups(gpu: &Gpu) -> usize {
     if is_cpu(gpu) {
         8
     } else {
-        64
+        1024
     }
 }
 
@@ -563,6 +565,8 @@ fn conv2d_why(gpu: &Gpu, pass: ConvPass, facts: &ConvFacts, kernel: ConvKernel) 
         ConvKernel::Direct { subgroup } => {
             let loads = if subgroup {
                 "subgroups of ≥ 8 lanes"
+            } else if has_subgroups_of_at_least(gpu, 8) {
+                "GPU: subgroup loaders not measured there"
             } else {
                 "no subgroups of ≥ 8 lanes"
             };

@@ -75,6 +75,28 @@ fn info_prints_each_adapters_kernel_variants_and_why() {
     }
 }
 
+/// DIFFUSE_TUNING=gpu makes `Auto` choose as on a GPU on this CPU adapter (the table `info` prints says why);
+/// a value it does not know is refused, naming the accepted ones.
+#[test]
+fn the_tuning_variable_switches_the_kernels_and_refuses_unknown_values() {
+    let (ok, stdout, stderr) = diffuse(&["info"], &[("DIFFUSE_TUNING", "gpu")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("GPU: register blocking not measured there"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = diffuse(&["info"], &[("DIFFUSE_TUNING", "auto")]);
+    assert!(ok && !stdout.contains("GPU: register blocking"), "{stdout}");
+    let (ok, stdout, stderr) = diffuse(&["info"], &[("DIFFUSE_TUNING", "fast")]);
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("DIFFUSE_TUNING=\"fast\"") && said.contains("auto") && said.contains("gpu"),
+        "{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+}
+
 #[test]
 fn no_adapter_is_a_clear_error_with_the_install_hint() {
     // Linux builds have no DX12 backend, so this backend choice finds no adapter at all.

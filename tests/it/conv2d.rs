@@ -450,6 +450,65 @@ fn backward_weight_matches_reference() {
     }
 }
 
+/// The direct weight gradient split into chunks for about 1, 8, 64 and 1024 workgroups (a CPU adapter's count, the
+/// GPU's before issue 26 and after), on the portable loaders and on `Auto`'s: the same sum in another order, so the
+/// same γ bound, with and without the bias gradient. One workgroup's worth is one chunk, no reduction; more add
+/// one reduction per output (two with the bias).
+#[test]
+fn backward_weight_split_into_any_number_of_chunks_matches_reference() {
+    let gpu = gpu();
+    // Every kind of direct weight gradient (3×3 stride 1 and 2, 1×1 not in vec4s), channels off the blocks, and
+    // planes of many 4×4 tiles, so that 1024 workgroups cut the sum into many chunks.
+    for s in [
+        shape(2, 5, 17, 13, 11, 3, 1),
+        shape(3, 33, 9, 16, 16, 3, 2),
+        shape(2, 7, 18, 9, 10, 1, 1),
+    ] {
+        let d = data(&s, 21);
+        let (x64, d_y64) = (to_f64(&d.x), to_f64(&d.d_y));
+        let want = reference::backward_weight(&s, &x64, &d_y64);
+        let mag = reference::backward_weight(&s, &abs(&x64), &abs(&d_y64));
+        let want_b = reference::backward_bias(&s, &d_y64);
+        let mag_b = reference::backward_bias(&s, &abs(&d_y64));
+        let tol = gamma(s.n * s.ho() * s.wo());
+        let (x, d_y) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &y_shape(&s), &d.d_y),
+        );
+        for path in [Path::Portable, Path::Auto] {
+            let mut counts = Vec::new();
+            for split in [1, 8, 64, 1024] {
+                let opts = Conv2dOptions {
+                    path,
+                    weight_grad_workgroups: Some(split),
+                    ..Default::default()
+                };
+                let d_w = tensor(gpu, &w_shape(&s), &vec![f32::NAN; s.w_len()]);
+                let d_b = tensor(gpu, &[s.co], &vec![f32::NAN; s.co]);
+                let dispatches =
+                    conv2d::backward_weight(gpu, &x, &d_y, &d_w, Some(&d_b), s.stride, opts)
+                        .unwrap();
+                counts.push(dispatches.len());
+                gpu.run(&dispatches).unwrap();
+                let case = format!("{s:?} {path:?} split {split}");
+                assert_close(&case, &d_w.read_f32(gpu).unwrap(), &want, |i| tol * mag[i]);
+                assert_close(&case, &d_b.read_f32(gpu).unwrap(), &want_b, |i| {
+                    tol * mag_b[i]
+                });
+            }
+            // One chunk reduces nothing; every larger split here makes several chunks, reduced into d_w and d_b.
+            assert_eq!(
+                counts[1..]
+                    .iter()
+                    .map(|c| c - counts[0])
+                    .collect::<Vec<_>>(),
+                [2, 2, 2],
+                "{s:?} {path:?}: dispatches per split {counts:?}"
+            );
+        }
+    }
+}
+
 /// The weight gradient of `s` on every path, without and with the bias gradient, against the reference.
 fn check_backward_weight(s: &Conv2dShape, seed: u64) {
     let gpu = gpu();

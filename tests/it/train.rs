@@ -902,3 +902,39 @@ fn the_run_loop_keeps_its_cadence_and_a_stop_saves_after_the_next_step() {
     assert!(err.to_string().contains("--sample-every"), "{err}");
     assert_eq!(trainer.step, 7);
 }
+
+/// The dispatches of one training step of each small preset at batch 32, on the kernels `Auto` takes for CPU
+/// adapters and on those it takes for GPUs (`Gpu::with_tuning`, each on a device of its own): pinned
+/// exactly, so that every change in the count is seen and written down (docs/kernels.md, "Dispatches per step";
+/// issue 26 aims the GPU path of `small` at 450 or fewer).
+#[test]
+fn a_training_step_records_the_known_number_of_dispatches() {
+    use diffuse::data::Fit;
+    use diffuse::gpu::Tuning;
+    use diffuse::model::Preset;
+    let digits = Dataset::builtin(Fit {
+        channels: 1,
+        size: 28,
+        background: [255; 3],
+    })
+    .unwrap();
+    let mut counts = Vec::new();
+    for tuning in [Tuning::Cpu, Tuning::Gpu] {
+        // Whatever DIFFUSE_TUNING says for the other tests.
+        let device = diffuse::gpu::Gpu::new(None).unwrap().with_tuning(tuning);
+        for preset in [Preset::Tiny, Preset::Small] {
+            let mut s = TrainSettings::new(preset.config());
+            s.batch = 32;
+            let trainer = Trainer::new(&device, s, &digits, None).unwrap();
+            let passes = 32 / trainer.plan().micro_batch;
+            counts.push((tuning, preset.name(), passes, trainer.dispatch_count()));
+        }
+    }
+    let want = [
+        (Tuning::Cpu, "tiny", 1, 476),
+        (Tuning::Cpu, "small", 1, 751),
+        (Tuning::Gpu, "tiny", 1, 515),
+        (Tuning::Gpu, "small", 1, 693),
+    ];
+    assert_eq!(counts, want);
+}

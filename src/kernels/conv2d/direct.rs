@@ -8,7 +8,6 @@ use super::{
 };
 use crate::error::Result;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
-use crate::kernels::select;
 
 const SHADER_SUBGROUP: &str = "conv2d_subgroup";
 /// Output channels per invocation of the weight-gradient pass (DW_CO_BLOCK in conv2d_common.wgsl).
@@ -94,11 +93,12 @@ pub(super) fn main_pass(
 
 /// The weight gradient (and the bias gradient where `d_b` is given, summed from the same d_y tiles) from the
 /// packed input `xp` of planes `packed`: d_y is packed without a border, the sum over output tiles runs in
-/// chunks of partial sums, which a reduction adds in order.
+/// chunks of partial sums, as many as make about `split` workgroups, which a reduction adds in order.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weight_grad_pass(
     gpu: &Gpu,
     subgroup: bool,
+    split: usize,
     g: &Geometry,
     xp: &Tensor,
     packed: (usize, usize),
@@ -113,7 +113,7 @@ pub(super) fn weight_grad_pass(
     let (dyp, mut out) = pack::input(gpu, d_y, 0, dy_size, None)?;
 
     let wg = weight_grad_workgroup(g.ci);
-    let chunks = weight_grad_chunks(gpu, g, wg);
+    let chunks = weight_grad_chunks(split, g, wg);
     let params = weight_grad_params(g, packed, dy_size, chunks, d_b.is_some());
     let kernel = gpu.kernel_with(
         shader(subgroup),
@@ -200,14 +200,13 @@ fn weight_grad_params(
     }
 }
 
-/// How many chunks the sum over output tiles is cut into: enough workgroups to fill the device, at most one
-/// chunk per tile.
-fn weight_grad_chunks(gpu: &Gpu, g: &Geometry, wg: usize) -> usize {
+/// How many chunks the sum over output tiles is cut into: about `split` workgroups in all. Not bounded by the
+/// number of tiles (a chunk past the last tile adds zeros): the partial sums' memory must not depend on the batch,
+/// which the batch plan models as affine in it (a count capped by the tiles grew with the batch up to the cap, and
+/// the plan, extrapolating from batches 1 and 2, split a `small` step that fits).
+fn weight_grad_chunks(split: usize, g: &Geometry, wg: usize) -> usize {
     let groups = g.ci.div_ceil(wg) * g.co.div_ceil(DW_CO_BLOCK);
-    let tiles = g.n * g.ho.div_ceil(TILE) * g.wo.div_ceil(TILE);
-    select::conv2d_weight_grad_workgroups(gpu)
-        .div_ceil(groups)
-        .clamp(1, tiles)
+    split.div_ceil(groups).max(1)
 }
 
 /// Adds the chunks' partial sums in order: `partial` into d_w, then (with a bias) `bias_sums` into d_b.

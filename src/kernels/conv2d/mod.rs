@@ -37,6 +37,10 @@ pub struct Conv2dOptions<'a> {
     /// The forward's packed copy of x, of [`saved_input_len`] values: `forward` writes it, `backward_weight` reads
     /// it instead of packing x again. Like an activation, it must stay untouched between the two.
     pub saved_input: Option<&'a Tensor>,
+    /// `backward_weight` on the direct kernels: about how many workgroups the split of its sum over output tiles
+    /// aims for (None: [`select::conv2d_weight_grad_workgroups`] for the adapter). Every count gives the same sum
+    /// in another order; the tests sweep it.
+    pub weight_grad_workgroups: Option<usize>,
 }
 
 const SHADER: &str = "conv2d";
@@ -498,8 +502,11 @@ pub fn backward_weight(
             out.extend(d_b.map(|d_b| backward_bias(gpu, d_y, d_b)).transpose()?);
         }
         ConvKernel::Direct { subgroup } => {
+            let split = opts
+                .weight_grad_workgroups
+                .unwrap_or_else(|| select::conv2d_weight_grad_workgroups(gpu));
             out.extend(direct::weight_grad_pass(
-                gpu, subgroup, &g, &xp, packed, d_y, d_w, d_b,
+                gpu, subgroup, split, &g, &xp, packed, d_y, d_w, d_b,
             )?);
         }
         ConvKernel::Matmul(_) => unreachable!("returned above"),
