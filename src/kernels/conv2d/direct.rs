@@ -126,15 +126,13 @@ pub(super) fn weight_grad_pass(
         chunks as u32,
     ];
     // The bias sums go to bias_out: d_b itself for one chunk, else partial sums per chunk. Without a bias nothing
-    // is written there, but the binding must hold a buffer.
-    let bias_sums = scratch(
-        gpu,
-        if d_b.is_some() && chunks > 1 {
-            chunks * g.co
-        } else {
-            1
-        },
-    )?;
+    // is written there, but the binding must hold a buffer. The partial sums are scratch that this pass writes
+    // and its reduction reads: workspaces shared by every weight gradient of a step (up to 38 MB each on a GPU's
+    // split; a buffer per layer made a `small` step's fixed memory 934 MB).
+    let bias_sums = match d_b.is_some() && chunks > 1 {
+        true => gpu.workspace("conv2d_weight_grad_bias_partial", &[chunks * g.co])?,
+        false => scratch(gpu, 1)?,
+    };
     let bias_out = match d_b {
         Some(d_b) if chunks == 1 => d_b,
         _ => &bias_sums,
@@ -142,7 +140,7 @@ pub(super) fn weight_grad_pass(
     // One chunk: its partial sums are the result.
     let partial = match chunks {
         1 => None,
-        _ => Some(scratch(gpu, chunks * g.co * g.ci * taps)?),
+        _ => Some(partial_sums(gpu, split, chunks * g.co * g.ci * taps)?),
     };
     let tensors = [
         ("xp", xp),
@@ -161,6 +159,15 @@ pub(super) fn weight_grad_pass(
         )?);
     }
     Ok(out)
+}
+
+/// The chunks' partial sums, `len` values in a workspace that every weight gradient of a step shares. It is first
+/// sized for the most a split of `split` workgroups of 16 × 64 channels × 9 taps fills, so that the layers do not
+/// grow it one after the other (each size a buffer of its own in the record, and in the memory estimate).
+fn partial_sums(gpu: &Gpu, split: usize, len: usize) -> Result<Tensor> {
+    const SLOT: &str = "conv2d_weight_grad_partial";
+    gpu.workspace(SLOT, &[split * DW_CO_BLOCK * 64 * 9])?;
+    gpu.workspace(SLOT, &[len])
 }
 
 /// The weight-gradient pass's workgroup size (invocations are input channels; a workgroup of WG covers WG of
