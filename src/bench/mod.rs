@@ -70,18 +70,35 @@ pub struct Options {
     pub breakdown: bool,
 }
 
-/// Time per kernel entry point over a case's dispatches, each timed alone (median of 3), largest first:
-/// (kernel name and the variant choice that recorded it (src/kernels/select.rs), dispatches, seconds).
-fn breakdown(
-    gpu: &Gpu,
-    timer: &Timer,
-    dispatches: &[&Dispatch],
-) -> Result<Vec<(String, usize, f64)>> {
+/// Where a case's time goes: per kernel entry point (its name and the variant choice that recorded it,
+/// src/kernels/select.rs), the dispatches and their seconds, largest first; and how the dispatches were timed.
+struct Breakdown {
+    kernels: Vec<(String, usize, f64)>,
+    how: &'static str,
+}
+
+/// Each dispatch's time (median of 3 runs) as the case runs them, in order in one submission, where the adapter
+/// has timestamps ([`Timer::sequence`]); else each dispatch alone, in a submission of its own.
+fn breakdown(gpu: &Gpu, timer: &Timer, dispatches: &[&Dispatch]) -> Result<Breakdown> {
+    let mut runs = Vec::with_capacity(3);
+    let mut how = "each dispatch alone, in a submission of its own (wall clock)";
+    for _ in 0..3 {
+        match timer.sequence(gpu, dispatches)? {
+            Some((times, method)) => {
+                runs.push(times);
+                how = method;
+            }
+            None => runs.push(
+                dispatches
+                    .iter()
+                    .map(|d| timer.time(gpu, &[*d], 1))
+                    .collect::<Result<Vec<f64>>>()?,
+            ),
+        }
+    }
     let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
-    for d in dispatches {
-        let mut times = (0..3)
-            .map(|_| timer.time(gpu, &[*d], 1))
-            .collect::<Result<Vec<f64>>>()?;
+    for (i, d) in dispatches.iter().enumerate() {
+        let mut times = [runs[0][i], runs[1][i], runs[2][i]];
         times.sort_by(f64::total_cmp);
         let name = match d.choice {
             Some(choice) => format!("{}  [{choice}]", d.kernel.name),
@@ -96,7 +113,10 @@ fn breakdown(
         }
     }
     by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(by_kernel)
+    Ok(Breakdown {
+        kernels: by_kernel,
+        how,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -249,7 +269,7 @@ fn measure(
         Work::Bytes(b) => (b / med * 1e-9, "GB/s"),
     };
     if options.breakdown && dispatches.len() > 1 && print {
-        print_breakdown(&breakdown(gpu, timer, &dispatches)?, dispatches.len());
+        print_breakdown(&breakdown(gpu, timer, &dispatches)?, dispatches.len(), med);
     }
     Ok(Row {
         name: spec.name.to_string(),
@@ -309,14 +329,19 @@ fn time_case(
     Ok((runs, reps, timings))
 }
 
-/// `--breakdown`'s lines: each kernel's time with every dispatch timed alone.
-fn print_breakdown(kernels: &[(String, usize, f64)], dispatches: usize) {
-    let total: f64 = kernels.iter().map(|k| k.2).sum();
+/// `--breakdown`'s lines: each kernel's time, and the case's median `step` seconds minus the kernels' sum spread
+/// over its dispatches: what each dispatch costs beyond its kernel (launch, barriers between dispatches).
+fn print_breakdown(b: &Breakdown, dispatches: usize, step: f64) {
+    let total: f64 = b.kernels.iter().map(|k| k.2).sum();
     println!(
-        "    each dispatch timed alone: {:.3} ms in all ({dispatches} dispatches)",
-        total * 1e3
+        "    {}: {:.3} ms in all ({dispatches} dispatches); the whole case {:.3} ms: {:.2} µs per dispatch beyond \
+         its kernel",
+        b.how,
+        total * 1e3,
+        step * 1e3,
+        (step - total) / dispatches as f64 * 1e6
     );
-    for (name, count, seconds) in kernels {
+    for (name, count, seconds) in &b.kernels {
         println!(
             "    {:>9.3} ms  {:>5.1}%  {count:>4} × {name}",
             seconds * 1e3,

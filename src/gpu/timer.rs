@@ -61,6 +61,31 @@ impl Timer {
         }
     }
 
+    /// Each dispatch's seconds when `dispatches` run in order in one submission, as a recorded step runs them: GPU
+    /// timestamps between consecutive dispatches inside one pass where the adapter can write them there, else at
+    /// the boundaries of a pass per dispatch (which adds a pass's cost to each); None without timestamps. Returns
+    /// the times and how they were taken.
+    pub fn sequence(
+        &self,
+        gpu: &Gpu,
+        dispatches: &[&Dispatch],
+    ) -> Result<Option<(Vec<f64>, &'static str)>> {
+        if self.queries.is_none() {
+            return Ok(None);
+        }
+        let inside = gpu.caps.timestamps_inside_passes;
+        let mut seconds = Vec::with_capacity(dispatches.len());
+        // A query set holds at most 4096 timestamps: 2 per dispatch at pass boundaries.
+        for chunk in dispatches.chunks(2047) {
+            seconds.extend(sequence_chunk(gpu, chunk, inside)?);
+        }
+        let how = match inside {
+            true => "in-pass timestamps between dispatches",
+            false => "a pass per dispatch, timestamps at its boundaries",
+        };
+        Ok(Some((seconds, how)))
+    }
+
     /// Seconds to run `dispatches` `reps` times over, recorded in one pass and one submission.
     pub fn time(&self, gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
         Ok(self.time_with_host(gpu, dispatches, reps)?.0)
@@ -113,25 +138,95 @@ impl Timer {
         let Some((_, _, readback)) = &self.queries else {
             return Ok((wall, host));
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait()?;
-        rx.recv()
-            .map_err(|e| Error::Gpu(format!("timestamp readback lost: {e}")))?
-            .map_err(|e| Error::Gpu(format!("mapping timestamps: {e}")))?;
-        let ticks: [u64; 2] = {
-            let view = readback
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("reading timestamps: {e:?}")))?;
-            bytemuck::pod_read_unaligned(&view[..16])
-        };
-        readback.unmap();
+        let ticks = read_ticks(gpu, readback, 2)?;
         let period_ns = gpu.queue.get_timestamp_period() as f64;
         Ok((
             ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9,
             host,
         ))
     }
+}
+
+/// [`Timer::sequence`] of at most 2047 dispatches, in one submission.
+fn sequence_chunk(gpu: &Gpu, dispatches: &[&Dispatch], inside: bool) -> Result<Vec<f64>> {
+    let count = match inside {
+        true => dispatches.len() + 1,
+        false => 2 * dispatches.len(),
+    } as u32;
+    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench sequence"),
+        ty: wgpu::QueryType::Timestamp,
+        count,
+    });
+    let bytes = 8 * count as u64;
+    let buffer = |usage| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench sequence timestamps"),
+            size: bytes,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+    let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+    let mut encoder = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("bench sequence"),
+        });
+    let dispatch = |pass: &mut wgpu::ComputePass, d: &Dispatch| {
+        pass.set_pipeline(&d.kernel.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+    };
+    if inside {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.write_timestamp(&set, 0);
+        for (i, d) in dispatches.iter().enumerate() {
+            dispatch(&mut pass, d);
+            pass.write_timestamp(&set, i as u32 + 1);
+        }
+    } else {
+        for (i, d) in dispatches.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            dispatch(&mut pass, d);
+        }
+    }
+    encoder.resolve_query_set(&set, 0..count, &resolve, 0);
+    encoder.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
+    gpu.submit([encoder.finish()]);
+    let ticks = read_ticks(gpu, &readback, count as usize)?;
+    let period_s = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+    let span = |a: u64, b: u64| b.saturating_sub(a) as f64 * period_s;
+    Ok(match inside {
+        true => ticks.windows(2).map(|w| span(w[0], w[1])).collect(),
+        false => ticks.chunks(2).map(|w| span(w[0], w[1])).collect(),
+    })
+}
+
+/// The `count` timestamps copied into `readback`, once the GPU is done.
+fn read_ticks(gpu: &Gpu, readback: &wgpu::Buffer, count: usize) -> Result<Vec<u64>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    rx.recv()
+        .map_err(|e| Error::Gpu(format!("timestamp readback lost: {e}")))?
+        .map_err(|e| Error::Gpu(format!("mapping timestamps: {e}")))?;
+    let ticks = {
+        let view = readback
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading timestamps: {e:?}")))?;
+        bytemuck::pod_collect_to_vec::<u8, u64>(&view[..8 * count])
+    };
+    readback.unmap();
+    Ok(ticks)
 }

@@ -98,6 +98,18 @@ fn the_breakdown_names_each_kernels_variant_choice() {
         "diffuse bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The dispatches timed in sequence in one submission, as the case runs them (lavapipe writes timestamps
+    // inside passes), and the case's time beyond the kernels' sum spread over its dispatches.
+    let header = stdout
+        .lines()
+        .find(|l| l.contains("µs per dispatch beyond its kernel"))
+        .unwrap_or_else(|| panic!("no breakdown header in:\n{stdout}"));
+    assert!(
+        header.contains("in-pass timestamps between dispatches")
+            || header.contains("a pass per dispatch")
+            || header.contains("each dispatch alone"),
+        "{header}"
+    );
     for family in ["conv2d: ", "matmul: ", "group_norm: "] {
         assert!(
             stdout
