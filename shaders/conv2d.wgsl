@@ -14,7 +14,8 @@
 //   backward_input_k3s2: 64 invocations, each 8 output channels × 4 rows × 4 columns (8 for k3s2), grid z the
 //   ⌈M/8⌉ channel blocks; backward_weight_*: WG invocations (an input channel each, 16 output channels × k·k
 //   taps) over a chunk of 4×4 output tiles, grid (⌈Ci/WG⌉, ⌈Co/16⌉, chunks), the chunks then summed in order by
-//   backward_weight_reduce; backward_bias: 64 invocations per output channel. Every sum in a fixed order.
+//   backward_weight_reduce (the bias's chunks too); backward_bias: 64 invocations per output channel. Every sum
+//   in a fixed order.
 // Saved for backward: x and w, packed again by the wrapper unless the forward kept its packed x.
 // Params, bindings and the arithmetic both variants share: conv2d_common.wgsl (prepended to this file).
 // Wrapper: src/kernels/conv2d/ (the choice of variant: src/kernels/select.rs).
@@ -212,17 +213,27 @@ fn backward_weight_k1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     backward_weight_k1_body(wg, lid, 0u);
 }
 
-// d_w[i] = Σ_z partial[z, i] over the p.chunks slabs, in order. p.len = Co·Ci·k·k.
+// d_w[i] = Σ_z partial[z, i] over the p.chunks slabs, in order (p.len = Co·Ci·k·k); with FLAG_BIAS the p.out_c
+// invocations after those also sum the chunks' bias sums, d_b[o] = Σ_z bias[z · Co + o] into bias_out: the
+// weight and bias gradients in one dispatch.
 @compute @workgroup_size(256)
 fn backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let i = linear_index(wg, nwg, lid, 256u);
-    if (i >= p.len) { return; }
-    var s = 0.0;
-    for (var z = 0u; z < p.chunks; z++) {
-        s += partial_in[z * p.len + i];
+    if (i < p.len) {
+        var s = 0.0;
+        for (var z = 0u; z < p.chunks; z++) {
+            s += partial_in[z * p.len + i];
+        }
+        y[i] = s;
+    } else if ((p.flags & FLAG_BIAS) != 0u && i - p.len < p.out_c) {
+        let o = i - p.len;
+        var s = 0.0;
+        for (var z = 0u; z < p.chunks; z++) {
+            s += bias[z * p.out_c + o];
+        }
+        bias_out[o] = s;
     }
-    y[i] = s;
 }
 
 // ---------------------------------------------------------------------------------------------------------

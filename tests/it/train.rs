@@ -931,10 +931,10 @@ fn a_training_step_records_the_known_number_of_dispatches() {
         }
     }
     let want = [
-        (Tuning::Cpu, "tiny", 1, 476),
-        (Tuning::Cpu, "small", 1, 751),
-        (Tuning::Gpu, "tiny", 1, 515),
-        (Tuning::Gpu, "small", 1, 693),
+        (Tuning::Cpu, "tiny", 1, 456),
+        (Tuning::Cpu, "small", 1, 736),
+        (Tuning::Gpu, "tiny", 1, 482),
+        (Tuning::Gpu, "small", 1, 650),
     ];
     assert_eq!(counts, want);
 }

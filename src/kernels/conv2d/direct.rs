@@ -3,8 +3,8 @@
 //! backward input, the weight gradient, and the bias gradient.
 
 use super::{
-    check_f32, check_shape, elementwise, output_flags, pack, scratch, Geometry, Kind, Params,
-    FLAG_BIAS, SHADER, TILE,
+    check_f32, check_shape, output_flags, pack, scratch, Geometry, Kind, Params, FLAG_BIAS, SHADER,
+    TILE,
 };
 use crate::error::Result;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
@@ -151,11 +151,11 @@ pub(super) fn weight_grad_pass(
     ];
     out.push(Dispatch::new(gpu, &kernel, &params, &tensors, grid)?);
     if let Some(partial) = &partial {
-        out.extend(reduce_chunks(
+        out.push(reduce_chunks(
             gpu,
             &params,
             (partial, d_w),
-            d_b.map(|d_b| (&bias_sums, d_b)),
+            (&bias_sums, d_b),
         )?);
     }
     Ok(out)
@@ -216,32 +216,34 @@ fn weight_grad_chunks(split: usize, g: &Geometry, wg: usize) -> usize {
     split.div_ceil(groups).max(1)
 }
 
-/// Adds the chunks' partial sums in order: `partial` into d_w, then (with a bias) `bias_sums` into d_b.
+/// Adds the chunks' partial sums in order, in one dispatch: `partial` into d_w and, with a bias, `bias_sums`
+/// into d_b (the reduction's last Co invocations).
 fn reduce_chunks(
     gpu: &Gpu,
     params: &Params,
     (partial, d_w): (&Tensor, &Tensor),
-    bias: Option<(&Tensor, &Tensor)>,
-) -> Result<Vec<Dispatch>> {
-    let mut out = vec![elementwise(
+    (bias_sums, d_b): (&Tensor, Option<&Tensor>),
+) -> Result<Dispatch> {
+    let kernel = gpu.kernel(SHADER, "backward_weight_reduce")?;
+    // Without a bias nothing is read or written there, but the bindings must hold buffers (d_b's the 1-value
+    // scratch: a buffer written here may not be bound twice).
+    let (bias_in, bias_out) = match d_b {
+        Some(d_b) => (bias_sums, d_b),
+        None => (partial, bias_sums),
+    };
+    let invocations = params.len as usize + d_b.map_or(0, |_| params.out_c as usize);
+    Dispatch::new(
         gpu,
-        "backward_weight_reduce",
+        &kernel,
         params,
-        &[("partial_in", partial), ("y", d_w)],
-    )?];
-    if let Some((bias_sums, d_b)) = bias {
-        let params = Params {
-            len: params.out_c,
-            ..*params
-        };
-        out.push(elementwise(
-            gpu,
-            "backward_weight_reduce",
-            &params,
-            &[("partial_in", bias_sums), ("y", d_b)],
-        )?);
-    }
-    Ok(out)
+        &[
+            ("partial_in", partial),
+            ("y", d_w),
+            ("bias", bias_in),
+            ("bias_out", bias_out),
+        ],
+        kernel.grid_for(invocations),
+    )
 }
 
 /// d_b[o] = Σ_{n,i,j} d_y[n, o, i, j]: d_y [N, Co, Ho, Wo], d_b [Co] (overwritten).
