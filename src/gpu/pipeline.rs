@@ -259,7 +259,7 @@ impl Gpu {
         // Native only: a browser answers a scope from its event loop (`Gpu::build_async` scopes a whole build).
         #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        // A browser gets the WGSL as it is (wgpu hands it to the browser's compiler).
+        // wgpu hands WGSL to a browser's compiler untouched: the browser's copy is made here.
         #[cfg(target_arch = "wasm32")]
         let source = &shaders::for_browser(shader, source);
         let module = self
