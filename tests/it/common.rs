@@ -5,8 +5,10 @@
 use std::sync::OnceLock;
 
 use diffuse::gpu::Gpu;
+// The test inputs and the closeness check live in the library, so that the browser's tests (web/tests) share them.
 use diffuse::kernels::SubgroupPath;
 use diffuse::model::UNetConfig;
+pub use diffuse::reference::{check_close, uniform};
 
 /// The test GPU (DIFFUSE_ADAPTER picks one). No adapter fails the test with the install hint; tests never skip.
 pub fn gpu() -> &'static Gpu {
@@ -17,59 +19,9 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
-/// Deterministic values uniform in [-1, 1) (SplitMix64), different for each seed.
-pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// `uniform`, widened to f64 for the reference (the same values the GPU sees).
 pub fn uniform64(n: usize, seed: u64) -> Vec<f64> {
     diffuse::reference::to_f64(&uniform(n, seed))
-}
-
-/// Ok unless some |got_i − want_i| > bound(i); the error names the worst element relative to its bound.
-pub fn check_close(got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!(
-            "lengths differ: got {}, want {}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let mut worst: Option<(usize, f64)> = None;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
-        let b = bound(i);
-        // NaN in got fails: `err <= b` is false.
-        let ratio = if err <= b {
-            err / b.max(f64::MIN_POSITIVE)
-        } else {
-            f64::INFINITY
-        };
-        if worst.is_none_or(|(_, r)| ratio > r) {
-            worst = Some((i, ratio));
-        }
-    }
-    match worst {
-        Some((i, r)) if r.is_infinite() => Err(format!(
-            "disagree at [{i}]: got {}, want {}, |Δ| = {:.3e} > bound {:.3e}",
-            got[i],
-            want[i],
-            (got[i] as f64 - want[i]).abs(),
-            bound(i)
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Panics with the worst element and `what` (the case) unless every element is within its bound.

@@ -25,7 +25,7 @@ use diffuse::model::Preset;
 use diffuse::reference::conv2d::{self as conv_ref, abs, Conv2dShape};
 use diffuse::reference::conv2d_winograd as winograd;
 use diffuse::reference::matmul::{self as mm_ref, MatmulShape};
-use diffuse::reference::{gamma, noise as noise_ref, to_f64};
+use diffuse::reference::{check_close, gamma, noise as noise_ref, to_f64, uniform};
 use diffuse::sample::spec::{SamplerKind, SamplerSpec};
 use diffuse::sample::{Sampler, UNetDenoiser};
 use diffuse::train::{TrainSettings, Trainer};
@@ -41,31 +41,10 @@ async fn gpu() -> Gpu {
     }
 }
 
-/// Deterministic values uniform in [-1, 1) (tests/it/common.rs's SplitMix64 stream).
-fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Panics at the worst element unless |got − want| ≤ bound(i) everywhere (NaN fails).
+/// Panics at the worst element unless |got − want| ≤ bound(i) everywhere (NaN fails), as tests/it does.
 fn assert_close(what: &str, got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
-        assert!(
-            err <= bound(i),
-            "{what}: [{i}] got {g}, want {w}, |Δ| = {err:.3e} > {:.3e}",
-            bound(i)
-        );
+    if let Err(e) = check_close(got, want, bound) {
+        panic!("{what}: {e}");
     }
 }
 
