@@ -15,6 +15,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("batch", include_str!("../../shaders/batch.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("conv2d_common", include_str!("../../shaders/conv2d_common.wgsl")),
+    ("conv2d_gemm", include_str!("../../shaders/conv2d_gemm.wgsl")),
     ("conv2d_subgroup", include_str!("../../shaders/conv2d_subgroup.wgsl")),
     ("conv2d_winograd", include_str!("../../shaders/conv2d_winograd.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),

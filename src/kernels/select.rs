@@ -5,8 +5,8 @@
 //!
 //! `Auto` on a CPU adapter (lavapipe, llvmpipe: SIMD across invocations, where per-lane loads dominate) takes the
 //! subgroup, register-blocked and Winograd kernels, which were written for and measured there (docs/benchmarks.md).
-//! On a GPU, `Auto` keeps GroupNorm, attention, matmul and the convolutions' loaders on their portable kernels, and
-//! 3×3 convolutions off Winograd, until those variants are measured there. [`auto_table`] lists what `Auto` takes on
+//! On a GPU, `Auto` keeps GroupNorm, attention and matmul on their portable kernels until the others are measured
+//! there, and runs every convolution on the tiled implicit GEMM written for GPUs (conv2d_gemm.wgsl). [`auto_table`] lists what `Auto` takes on
 //! an adapter, and why; `diffuse info` prints it.
 
 use crate::ensure_shape;
@@ -254,6 +254,9 @@ pub enum ConvPath {
     /// Winograd's F(4×4, 3×3) for every 3×3 stride-1 pass whose scratch fits, whatever the adapter and channels;
     /// every other pass as `Auto`.
     Winograd,
+    /// The tiled implicit GEMM (shaders/conv2d_gemm.wgsl) for every pass, whatever the adapter: what `Auto` takes
+    /// on a GPU, forced (the tests run it on CPU adapters).
+    Gemm,
 }
 
 /// Which pass of a convolution is being chosen for.
@@ -298,6 +301,9 @@ pub enum ConvKernel {
     /// Packing, Winograd's F(4×4, 3×3) transforms (shaders/conv2d_winograd.wgsl) and 36 batched products (each
     /// chosen by [`matmul`] for its shape on the path's [`conv2d_matmul_variant`]).
     Winograd,
+    /// One dispatch of shaders/conv2d_gemm.wgsl: 64×64 tiles of the pass's implicit GEMM staged through workgroup
+    /// memory, operands gathered from the tensors (no packing); the weight gradient split over K in chunks.
+    Gemm,
 }
 
 impl ConvKernel {
@@ -307,6 +313,7 @@ impl ConvKernel {
             ConvKernel::Direct { subgroup: false } => "conv2d: direct",
             ConvKernel::Direct { subgroup: true } => "conv2d: direct, subgroup loads",
             ConvKernel::Winograd => "conv2d: Winograd F(4×4,3×3)",
+            ConvKernel::Gemm => "conv2d: tiled implicit GEMM",
         }
     }
 }
@@ -315,7 +322,7 @@ impl ConvKernel {
 /// adapter the portable register-blocked ones, its fastest portable products).
 pub fn conv2d_matmul_variant(path: ConvPath, gpu: &Gpu) -> MatmulVariant {
     match path {
-        ConvPath::Auto | ConvPath::Winograd => MatmulVariant::Auto,
+        ConvPath::Auto | ConvPath::Winograd | ConvPath::Gemm => MatmulVariant::Auto,
         ConvPath::Portable if is_cpu(gpu) => MatmulVariant::RegisterBlocked,
         ConvPath::Portable => MatmulVariant::Tiled,
     }
@@ -323,6 +330,9 @@ pub fn conv2d_matmul_variant(path: ConvPath, gpu: &Gpu) -> MatmulVariant {
 
 /// The kernels of `pass` of the convolution `facts` on `path`.
 ///
+/// - Every pass of every shape on the tiled implicit GEMM on `Gemm`, and on `Auto` on a GPU: one dispatch per pass
+///   (no packing), workgroup-memory tiles, the weight gradient split over enough workgroups to fill a large GPU
+///   (docs/kernels.md). The rules below are those of CPU adapters and of the other paths.
 /// - 1×1 where planes and channel counts are whole vec4s: the product kernels (2-4× the rate of the direct
 ///   forward_k1 on lavapipe, no packing). The weight gradient goes there only where the product is
 ///   register-blocked (they alone sum over the batch); otherwise, and for other 1×1 shapes, the direct kernels.
@@ -332,6 +342,9 @@ pub fn conv2d_matmul_variant(path: ConvPath, gpu: &Gpu) -> MatmulVariant {
 /// - Everything else on the direct kernels, with subgroup loads on `Auto` and `Winograd` on CPU adapters with
 ///   subgroups of at least 8 lanes (on a GPU the subgroup loaders wait until measured there).
 pub fn conv2d(path: ConvPath, gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> Result<ConvKernel> {
+    if path == ConvPath::Gemm || (path == ConvPath::Auto && !is_cpu(gpu)) {
+        return Ok(ConvKernel::Gemm);
+    }
     if facts.k == 1 && facts.whole_vec4s() {
         let kernel = matmul(conv2d_matmul_variant(path, gpu), gpu, true, "conv2d")?;
         if pass != ConvPass::BackwardWeight || kernel != MatmulKernel::Tiled {
@@ -341,7 +354,7 @@ pub fn conv2d(path: ConvPath, gpu: &Gpu, pass: ConvPass, facts: &ConvFacts) -> R
     if facts.k == 3 && facts.stride == 1 && facts.winograd_fits {
         let takes = match path {
             ConvPath::Winograd => true,
-            ConvPath::Portable => false,
+            ConvPath::Portable | ConvPath::Gemm => false,
             ConvPath::Auto => {
                 is_cpu(gpu)
                     && facts.ci.is_multiple_of(4)
@@ -562,6 +575,7 @@ fn conv2d_why(gpu: &Gpu, pass: ConvPass, facts: &ConvFacts, kernel: ConvKernel) 
             "{}, channels ≥ 64 in 4s: 4× fewer multiplies",
             adapter_kind(gpu)
         ),
+        ConvKernel::Gemm => "GPU: one tiled dispatch per pass, no packing".to_string(),
         ConvKernel::Direct { subgroup } => {
             let loads = if subgroup {
                 "subgroups of ≥ 8 lanes"
@@ -597,7 +611,7 @@ fn weight_grad_row(gpu: &Gpu) -> Choice {
     };
     Choice {
         family: "conv2d",
-        case: "direct weight gradient's split".to_string(),
+        case: "weight gradient's split".to_string(),
         variant: format!("about {} workgroups", conv2d_weight_grad_workgroups(gpu)),
         why: why.to_string(),
     }

@@ -23,7 +23,7 @@ pub struct Act(usize);
 
 /// One forward op, with what its backward needs.
 enum Op {
-    /// y = conv(x, w) + b
+    /// y = conv(x, w) + b (+ e[n, c] + r where fused, see [`Fused`])
     Conv {
         x: Act,
         w: String,
@@ -33,6 +33,7 @@ enum Op {
         /// The forward's packed copy of x, kept for the weight gradient (Conv2dOptions::saved_input); None
         /// where the forward packs nothing.
         saved: Option<Tensor>,
+        fused: Fused,
     },
     /// y = x·wᵀ + b
     Linear {
@@ -75,6 +76,16 @@ enum Op {
     TimestepEmbedding { y: Act },
     /// y = table[labels] (class conditioning)
     ClassEmbedding { table: String, y: Act },
+}
+
+/// What a convolution's epilogue adds where its forward runs on the implicit GEMM (conv2d::fuses_epilogue): the
+/// AddChannelBias and Add ops that would follow it, folded in (a dispatch each forward, and Add's gradient copy).
+#[derive(Clone, Copy, Debug, Default)]
+struct Fused {
+    /// e [N, C]: y[n, c, ·, ·] += e[n, c] (a residual block's time embedding).
+    time: Option<Act>,
+    /// r of y's shape: y += r (the residual connection).
+    residual: Option<Act>,
 }
 
 /// Where a training net's dropout masks come from: the trainer's seed and rng state (whose offset advances once
@@ -211,6 +222,24 @@ impl Net {
     // ---- forward builders: each allocates its output and appends one op -------------------------------------
 
     fn conv(&mut self, gpu: &Gpu, x: Act, prefix: &str, stride: usize) -> Result<Act> {
+        self.conv_fused(gpu, x, prefix, stride, Fused::default())
+    }
+
+    /// Whether the convolution `prefix` of x adds a channel bias and a residual in its epilogue.
+    fn fuses(&self, gpu: &Gpu, x: Act, prefix: &str, stride: usize) -> Result<bool> {
+        let weight = self.param(gpu, &self.params, &format!("{prefix}.weight"))?;
+        conv2d::fuses_epilogue(gpu, conv2d::Path::Auto, self.shape(x), &weight, stride)
+    }
+
+    /// A convolution with what `fused` adds in its epilogue (which the caller checked with [`Net::fuses`]).
+    fn conv_fused(
+        &mut self,
+        gpu: &Gpu,
+        x: Act,
+        prefix: &str,
+        stride: usize,
+        fused: Fused,
+    ) -> Result<Act> {
         let w = format!("{prefix}.weight");
         let [n, _, h, wd] = <[usize; 4]>::try_from(self.shape(x)).expect("NCHW");
         let co = self.layout.get(&w).expect("conv weight").shape[0];
@@ -228,6 +257,7 @@ impl Net {
             y,
             stride,
             saved,
+            fused,
         });
         Ok(y)
     }
@@ -287,15 +317,25 @@ impl Net {
         c_out: usize,
     ) -> Result<Act> {
         let h = self.group_norm(gpu, x, &format!("{prefix}.norm1"), true)?;
-        let h = self.conv(gpu, h, &format!("{prefix}.conv1"), 1)?;
         let e = self.linear(gpu, temb, &format!("{prefix}.temb"))?;
-        let shape = self.shape(h).to_vec();
-        let with_time = self.derived(gpu, &shape, &[h, e])?;
-        self.ops.push(Op::AddChannelBias {
-            x: h,
-            e,
-            y: with_time,
-        });
+        let conv1 = format!("{prefix}.conv1");
+        let with_time = if self.fuses(gpu, h, &conv1, 1)? {
+            let time = Fused {
+                time: Some(e),
+                residual: None,
+            };
+            self.conv_fused(gpu, h, &conv1, 1, time)?
+        } else {
+            let h = self.conv(gpu, h, &conv1, 1)?;
+            let shape = self.shape(h).to_vec();
+            let with_time = self.derived(gpu, &shape, &[h, e])?;
+            self.ops.push(Op::AddChannelBias {
+                x: h,
+                e,
+                y: with_time,
+            });
+            with_time
+        };
         let mut h = self.group_norm(gpu, with_time, &format!("{prefix}.norm2"), true)?;
         if self.dropout.is_some() {
             let shape = self.shape(h).to_vec();
@@ -308,13 +348,25 @@ impl Net {
             self.dropout_layers += 1;
             h = dropped;
         }
-        let h = self.conv(gpu, h, &format!("{prefix}.conv2"), 1)?;
         let skip = if c_in != c_out {
             self.conv(gpu, x, &format!("{prefix}.skip"), 1)?
         } else {
             x
         };
-        self.add(gpu, skip, h)
+        self.conv_plus(gpu, h, &format!("{prefix}.conv2"), skip)
+    }
+
+    /// conv(x) + r (stride 1): one op where the convolution adds r in its epilogue, else a convolution and an Add.
+    fn conv_plus(&mut self, gpu: &Gpu, x: Act, prefix: &str, r: Act) -> Result<Act> {
+        if self.fuses(gpu, x, prefix, 1)? {
+            let residual = Fused {
+                time: None,
+                residual: Some(r),
+            };
+            return self.conv_fused(gpu, x, prefix, 1, residual);
+        }
+        let y = self.conv(gpu, x, prefix, 1)?;
+        self.add(gpu, r, y)
     }
 
     fn attention_block(&mut self, gpu: &Gpu, x: Act, prefix: &str) -> Result<Act> {
@@ -333,8 +385,7 @@ impl Net {
             lse,
             heads: self.config.heads,
         });
-        let proj = self.conv(gpu, out, &format!("{prefix}.proj"), 1)?;
-        self.add(gpu, x, proj)
+        self.conv_plus(gpu, out, &format!("{prefix}.proj"), x)
     }
 
     fn block(&mut self, gpu: &Gpu, block: &Block, h: Act, temb: Act) -> Result<Act> {
@@ -486,7 +537,8 @@ impl Net {
                 y,
                 stride,
                 saved,
-            } => self.conv_forward(gpu, *x, w, b, *y, *stride, saved.as_ref())?,
+                fused,
+            } => self.conv_forward(gpu, *x, (w, b), *y, *stride, saved.as_ref(), fused)?,
             Op::Linear { x, w, b, y } => {
                 let (w, b) = (self.param_value(gpu, w)?, self.param_value(gpu, b)?);
                 vec![matmul::linear_forward(gpu, a(x), &w, Some(&b), a(y))?]
@@ -553,11 +605,11 @@ impl Net {
         &self,
         gpu: &Gpu,
         x: Act,
-        w: &str,
-        b: &str,
+        (w, b): (&str, &str),
         y: Act,
         stride: usize,
         saved: Option<&Tensor>,
+        fused: &Fused,
     ) -> Result<Vec<Dispatch>> {
         conv2d::forward(
             gpu,
@@ -568,6 +620,8 @@ impl Net {
             stride,
             Conv2dOptions {
                 saved_input: saved,
+                channel_bias: fused.time.map(|e| self.act(e)),
+                residual: fused.residual.map(|r| self.act(r)),
                 ..Default::default()
             },
         )
@@ -661,7 +715,11 @@ impl Backward<'_> {
                 y,
                 stride,
                 saved,
-            } => self.conv(*x, w, b, *y, *stride, saved.as_ref()),
+                fused,
+            } => {
+                self.conv(*x, w, b, *y, *stride, saved.as_ref())?;
+                self.conv_fused(*y, fused)
+            }
             Op::Linear { x, w, b, y } => self.linear(*x, w, b, *y),
             Op::GroupNorm {
                 x,
@@ -726,6 +784,22 @@ impl Backward<'_> {
                     ..Default::default()
                 },
             )?);
+        }
+        Ok(())
+    }
+
+    /// Op::Conv's fused epilogue, after the convolution's own gradients (which read d_y before the residual may
+    /// take its tensor): e's gradient as in [`Backward::add_channel_bias`], r's as one input of [`Backward::add`].
+    fn conv_fused(&mut self, y: Act, fused: &Fused) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        if let Some(e) = fused.time {
+            self.grads.write(gpu, e, net.act(e), &mut self.out, |d_e| {
+                Ok(vec![elementwise::channel_bias_backward(gpu, &d_y, d_e)?])
+            })?;
+        }
+        if let Some(r) = fused.residual.filter(|r| !net.no_grad[r.0]) {
+            self.grads.pass_through(gpu, r, &d_y, true, &mut self.out)?;
         }
         Ok(())
     }

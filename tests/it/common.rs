@@ -19,6 +19,16 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// The same adapter with `Auto` choosing as on a GPU (Tuning::Gpu: the implicit-GEMM convolutions, their fused
+/// epilogues, the tiled products): the GPU path, forced on lavapipe.
+pub fn gpu_path() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new(None) {
+        Ok(gpu) => gpu.with_tuning(diffuse::gpu::Tuning::Gpu),
+        Err(e) => panic!("{e}"),
+    })
+}
+
 /// `uniform`, widened to f64 for the reference (the same values the GPU sees).
 pub fn uniform64(n: usize, seed: u64) -> Vec<f64> {
     diffuse::reference::to_f64(&uniform(n, seed))

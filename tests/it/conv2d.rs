@@ -65,10 +65,10 @@ fn cases() -> Vec<Conv2dShape> {
     ]
 }
 
-/// The paths to test: the automatic choice, the portable kernels, and Winograd's F(4×4, 3×3) for every 3×3
-/// stride-1 shape (whether or not `Auto` would take it on this adapter).
+/// The paths to test: the automatic choice, the portable kernels, Winograd's F(4×4, 3×3) for every 3×3 stride-1
+/// shape and the tiled implicit GEMM for every shape (whether or not `Auto` would take them on this adapter).
 fn paths(_gpu: &Gpu) -> Vec<Path> {
-    vec![Path::Auto, Path::Portable, Path::Winograd]
+    vec![Path::Auto, Path::Portable, Path::Winograd, Path::Gemm]
 }
 
 fn takes_winograd(gpu: &Gpu, path: Path, s: &Conv2dShape, w: &[f64], backward_input: bool) -> bool {
@@ -450,8 +450,9 @@ fn backward_weight_matches_reference() {
     }
 }
 
-/// The direct weight gradient split into chunks for about 1, 8, 64 and 1024 workgroups (a CPU adapter's count, the
-/// GPU's before issue 26 and after), on the portable loaders and on `Auto`'s: the same sum in another order, so the
+/// The direct and implicit-GEMM weight gradients split into chunks for about 1, 8, 64 and 1024 workgroups (a CPU
+/// adapter's count, the GPU's before issue 26 and after), on the portable loaders, on `Auto`'s and on the GEMM
+/// (whose chunks cut the pixel sum in runs of 8-pixel slices): the same sum in another order, so the
 /// same γ bound, with the bias gradient (the tests above cover it without). One workgroup's worth is one chunk, no
 /// reduction; more add one reduction of d_w and d_b together.
 #[test]
@@ -475,7 +476,7 @@ fn backward_weight_split_into_any_number_of_chunks_matches_reference() {
             tensor(gpu, &x_shape(&s), &d.x),
             tensor(gpu, &y_shape(&s), &d.d_y),
         );
-        for path in [Path::Portable, Path::Auto] {
+        for path in [Path::Portable, Path::Auto, Path::Gemm] {
             let mut counts = Vec::new();
             for split in [1, 8, 64, 1024] {
                 let opts = Conv2dOptions {
@@ -1017,5 +1018,63 @@ fn winograd_is_taken_only_where_its_scratch_fits_one_binding() {
         assert!(winograd(Path::Winograd, &small, 1));
         assert!(!winograd(Path::Portable, &small, 1));
         assert!(!winograd(Path::Winograd, &small, 2));
+    }
+}
+
+/// The implicit GEMM forward's fused epilogue, y = conv(x, w) + b + e[n, o] + r: the reference plus the two added
+/// tensors, within γ_k · Σ|terms| with k = Ci·k² + 3 (the products, then the bias, e and r each one more addition).
+/// Paths that do not fuse refuse the options and say where they are taken.
+#[test]
+fn the_forward_adds_a_channel_bias_and_a_residual_in_its_epilogue() {
+    let gpu = gpu();
+    for s in [
+        shape(1, 3, 5, 5, 7, 3, 1),
+        shape(2, 5, 3, 7, 7, 3, 2),
+        shape(3, 6, 70, 4, 5, 1, 1), // Co past one 64-row tile
+    ] {
+        let d = data(&s, 31);
+        let (e, r) = (uniform(s.n * s.co, 32), uniform(s.y_len(), 33));
+        let (x64, w64, b64) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b));
+        let conv = reference::forward(&s, &x64, &w64, Some(&b64));
+        let mag = reference::forward(&s, &abs(&x64), &abs(&w64), Some(&abs(&b64)));
+        let plane = s.ho() * s.wo();
+        let per_image = |i: usize| e[i / plane] as f64; // e[n, o] for element i of y
+        let want: Vec<f64> = (0..s.y_len())
+            .map(|i| conv[i] + per_image(i) + r[i] as f64)
+            .collect();
+        let tol = gamma(s.ci * s.k * s.k + 3);
+        let (x, w, b) = (
+            tensor(gpu, &x_shape(&s), &d.x),
+            tensor(gpu, &w_shape(&s), &d.w),
+            tensor(gpu, &[s.co], &d.b),
+        );
+        let (e_t, r_t) = (tensor(gpu, &[s.n, s.co], &e), tensor(gpu, &y_shape(&s), &r));
+        let y = tensor(gpu, &y_shape(&s), &vec![f32::NAN; s.y_len()]);
+        let fused = Conv2dOptions {
+            channel_bias: Some(&e_t),
+            residual: Some(&r_t),
+            ..on(Path::Gemm)
+        };
+        assert!(conv2d::fuses_epilogue(gpu, Path::Gemm, &x_shape(&s), &w, s.stride).unwrap());
+        let dispatches = conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, fused).unwrap();
+        assert_eq!(
+            dispatches.len(),
+            1,
+            "{s:?}: one dispatch, no packing, no epilogue pass"
+        );
+        gpu.run(&dispatches).unwrap();
+        assert_close(&format!("{s:?}"), &y.read_f32(gpu).unwrap(), &want, |i| {
+            tol * (mag[i] + per_image(i).abs() + r[i].abs() as f64)
+        });
+
+        assert!(!conv2d::fuses_epilogue(gpu, Path::Portable, &x_shape(&s), &w, s.stride).unwrap());
+        let portable = Conv2dOptions {
+            residual: Some(&r_t),
+            ..on(Path::Portable)
+        };
+        let Err(err) = conv2d::forward(gpu, &x, &w, Some(&b), &y, s.stride, portable) else {
+            panic!("{s:?}: the portable path took a fused epilogue");
+        };
+        assert!(err.to_string().contains("fuses_epilogue"), "{err}");
     }
 }

@@ -5,10 +5,11 @@
 use diffuse::gpu::{DType, Tensor};
 use diffuse::kernels::conv2d::{self, Path};
 use diffuse::kernels::matmul::{self, MatmulOptions};
-use diffuse::kernels::select::{self, Choice, ConvCase, ConvKernel, MatmulKernel};
+use diffuse::kernels::select::{self, Choice, ConvCase, ConvKernel};
 use diffuse::kernels::SubgroupPath;
 
-use crate::common::gpu;
+use crate::common::{gpu, gpu_path};
+use diffuse::gpu::{Gpu, Tuning};
 
 /// The variant of the one row of `family` and `case`.
 fn variant<'a>(table: &'a [Choice], family: &str, case: &str) -> &'a str {
@@ -60,8 +61,7 @@ fn real_shape(what: &str) -> ([usize; 4], usize, usize, usize) {
 }
 
 /// What a real product of `m×k · k×n` records.
-fn matmul_choice(m: usize, k: usize, n: usize) -> Option<&'static str> {
-    let gpu = gpu();
+fn matmul_choice(gpu: &Gpu, m: usize, k: usize, n: usize) -> Option<&'static str> {
     let t = |shape: &[usize]| Tensor::zeros(gpu, shape, DType::F32).unwrap();
     let (a, b, c) = (t(&[m, k]), t(&[k, n]), t(&[m, n]));
     matmul::matmul(gpu, &a, &b, &c, MatmulOptions::default())
@@ -69,9 +69,15 @@ fn matmul_choice(m: usize, k: usize, n: usize) -> Option<&'static str> {
         .choice
 }
 
+/// On this adapter as it is, and told to choose as a GPU (so that a CPU adapter checks the GPU rules too).
 #[test]
 fn the_auto_table_names_what_the_wrappers_choose_on_this_adapter() {
-    let gpu = gpu();
+    for gpu in [gpu(), gpu_path()] {
+        check_auto_table(gpu);
+    }
+}
+
+fn check_auto_table(gpu: &Gpu) {
     let table = select::auto_table(gpu).unwrap();
     let group_norm = select::group_norm(SubgroupPath::Auto, gpu).unwrap();
     assert_eq!(
@@ -83,11 +89,11 @@ fn the_auto_table_names_what_the_wrappers_choose_on_this_adapter() {
     let [(vec4s, _), (ragged, _)] = select::MATMUL_CASES;
     assert_eq!(
         Some(variant(&table, "matmul", vec4s)),
-        matmul_choice(8, 12, 16)
+        matmul_choice(gpu, 8, 12, 16)
     );
     assert_eq!(
         Some(variant(&table, "matmul", ragged)),
-        matmul_choice(5, 7, 6)
+        matmul_choice(gpu, 5, 7, 6)
     );
 
     for case in select::CONV_CASES {
@@ -110,28 +116,35 @@ fn the_auto_table_names_what_the_wrappers_choose_on_this_adapter() {
             );
         }
     }
-    let split = variant(&table, "conv2d", "direct weight gradient's split");
+    let split = variant(&table, "conv2d", "weight gradient's split");
     let workgroups = select::conv2d_weight_grad_workgroups(gpu);
     assert_eq!(split, format!("about {workgroups} workgroups"));
 }
 
-/// The cases reach the rules that differ by adapter: Winograd on CPU adapters only, and 1×1 products that are
-/// tiled (so the weight gradient goes direct) exactly on GPUs.
+/// The cases reach the rules that differ by adapter: Winograd on CPU adapters only, every pass on the implicit
+/// GEMM exactly on GPUs (here: this adapter, and this adapter told to choose as a GPU).
 #[test]
 fn the_auto_table_shows_each_rule_this_adapter_has() {
-    let gpu = gpu();
-    let table = select::auto_table(gpu).unwrap();
-    let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
-    let shows = |name: &str| table.iter().any(|r| r.variant.starts_with(name));
-    assert_eq!(shows(ConvKernel::Winograd.name()), cpu, "{table:#?}");
-    let tiled_1x1 = ConvKernel::Matmul(MatmulKernel::Tiled);
-    let tiled = format!("{}, {}", tiled_1x1.name(), MatmulKernel::Tiled.name());
-    assert_eq!(table.iter().any(|r| r.variant == tiled), !cpu, "{table:#?}");
-    for family in ["group_norm", "attention", "matmul", "conv2d"] {
-        assert!(
-            table.iter().any(|r| r.family == family),
-            "{family}: {table:#?}"
+    for gpu in [gpu(), gpu_path()] {
+        let table = select::auto_table(gpu).unwrap();
+        let cpu = gpu.tuning == Tuning::Cpu;
+        let shows = |name: &str| table.iter().any(|r| r.variant.starts_with(name));
+        assert_eq!(shows(ConvKernel::Winograd.name()), cpu, "{table:#?}");
+        let conv = table
+            .iter()
+            .filter(|r| r.family == "conv2d" && r.case.contains(": "));
+        let all_gemm = conv.clone().all(|r| r.variant == ConvKernel::Gemm.name());
+        assert_eq!(all_gemm, !cpu, "{table:#?}");
+        assert_eq!(
+            conv.clone().any(|r| r.variant == ConvKernel::Gemm.name()),
+            !cpu
         );
+        for family in ["group_norm", "attention", "matmul", "conv2d"] {
+            assert!(
+                table.iter().any(|r| r.family == family),
+                "{family}: {table:#?}"
+            );
+        }
+        assert!(table.iter().all(|r| !r.why.is_empty()), "{table:#?}");
     }
-    assert!(table.iter().all(|r| !r.why.is_empty()), "{table:#?}");
 }

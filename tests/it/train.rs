@@ -933,8 +933,8 @@ fn a_training_step_records_the_known_number_of_dispatches() {
     let want = [
         (Tuning::Cpu, "tiny", 1, 456),
         (Tuning::Cpu, "small", 1, 736),
-        (Tuning::Gpu, "tiny", 1, 482),
-        (Tuning::Gpu, "small", 1, 650),
+        (Tuning::Gpu, "tiny", 1, 328),
+        (Tuning::Gpu, "small", 1, 414),
     ];
     assert_eq!(counts, want);
 }

@@ -13,8 +13,8 @@
 
 use crate::common;
 
-use common::{gpu, uniform};
-use diffuse::gpu::{Dispatch, Tensor};
+use common::{gpu, gpu_path, uniform};
+use diffuse::gpu::{Dispatch, Gpu, Tensor};
 use diffuse::kernels::random;
 use diffuse::kernels::select::ConvKernel;
 use diffuse::model::unet::{DropoutDraw, Net};
@@ -49,9 +49,8 @@ fn bound() -> f64 {
     40.0 * gamma(288)
 }
 
-/// The net under test: inference, or training with dropout drawn from (seed, offset).
-fn net(config: &UNetConfig, p: &ParamBuffers, dropout: Option<(u64, u64)>) -> Net {
-    let gpu = gpu();
+/// The net under test on `gpu`: inference, or training with dropout drawn from (seed, offset).
+fn net(gpu: &Gpu, config: &UNetConfig, p: &ParamBuffers, dropout: Option<(u64, u64)>) -> Net {
     match dropout {
         None => Net::new(gpu, config, p, BATCH).unwrap(),
         Some((seed, offset)) => Net::for_training(
@@ -69,8 +68,7 @@ fn net(config: &UNetConfig, p: &ParamBuffers, dropout: Option<(u64, u64)>) -> Ne
 }
 
 /// Writes the batch x, `TIMESTEPS` and `LABELS` into the net's inputs.
-fn set_inputs(net: &Net, x: &[f32]) {
-    let gpu = gpu();
+fn set_inputs(gpu: &Gpu, net: &Net, x: &[f32]) {
     net.input.write_f32(gpu, x).unwrap();
     net.timesteps.write_u32(gpu, &TIMESTEPS).unwrap();
     net.labels
@@ -92,12 +90,47 @@ fn with_dropout() -> UNetConfig {
 
 #[test]
 fn unet_forward_matches_the_reference_forward() {
-    check_forward(&tiny(), None);
+    check_forward(gpu(), &tiny(), None);
 }
 
 #[test]
 fn unet_forward_with_dropout_matches_the_reference_with_the_same_masks() {
-    check_forward(&with_dropout(), DROPOUT);
+    check_forward(gpu(), &with_dropout(), DROPOUT);
+}
+
+/// The GPU path (implicit-GEMM convolutions with the time embedding and the residual connection in their
+/// epilogues): the same reference, the same bound (each fused addition is one of the reductions counted there).
+#[test]
+fn unet_forward_on_the_gpu_path_fuses_its_epilogues_and_matches_the_reference() {
+    check_forward(gpu_path(), &with_dropout(), DROPOUT);
+    // The forward's kernels on each path: the GPU path fuses every residual block's time embedding and every
+    // residual connection (of blocks and attention), leaving one Add (the class embedding, a vector).
+    let names = |gpu: &Gpu| -> Vec<String> {
+        let config = tiny();
+        let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &params(&config)).unwrap();
+        let net = net(gpu, &config, &p, None);
+        let forward = net.forward(gpu).unwrap();
+        forward.iter().map(|d| d.kernel.name.clone()).collect()
+    };
+    let count = |names: &[String], kernels: &[&str]| {
+        names
+            .iter()
+            .filter(|n| kernels.contains(&n.as_str()))
+            .count()
+    };
+    const BIAS: [&str; 2] = [
+        "elementwise::add_channel_bias",
+        "elementwise::add_channel_bias_vec4",
+    ];
+    const ADD: [&str; 2] = ["elementwise::add_scaled", "elementwise::add_scaled_vec4"];
+    let (cpu, gpu_names) = (names(gpu()), names(gpu_path()));
+    assert!(
+        count(&gpu_names, &["conv2d_gemm::forward"]) > 0,
+        "{gpu_names:?}"
+    );
+    assert_eq!(count(&gpu_names, &BIAS), 0, "{gpu_names:?}");
+    assert_eq!(count(&gpu_names, &ADD), 1, "{gpu_names:?}");
+    assert!(count(&cpu, &BIAS) > 0 && count(&cpu, &ADD) > 1, "{cpu:?}");
 }
 
 #[test]
@@ -108,22 +141,21 @@ fn an_inference_net_ignores_dropout() {
     let p = ParamBuffers::upload(gpu, &ParamLayout::new(&tiny()), &flat).unwrap();
     let x = uniform(BATCH * 64, 5);
     let run = |config: &UNetConfig| {
-        let net = net(config, &p, None);
-        set_inputs(&net, &x);
+        let net = net(gpu, config, &p, None);
+        set_inputs(gpu, &net, &x);
         gpu.run(&net.forward(gpu).unwrap()).unwrap();
         net.output().read_f32(gpu).unwrap()
     };
     assert_eq!(run(&tiny()), run(&with_dropout()));
 }
 
-fn check_forward(config: &UNetConfig, dropout: Option<(u64, u64)>) {
-    let gpu = gpu();
+fn check_forward(gpu: &Gpu, config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let config = config.clone();
     let flat = params(&config);
     let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
-    let net = net(&config, &p, dropout);
+    let net = net(gpu, &config, &p, dropout);
     let x = uniform(BATCH * 64, 5);
-    set_inputs(&net, &x);
+    set_inputs(gpu, &net, &x);
     gpu.run(&net.forward(gpu).unwrap()).unwrap();
     let got = net.output().read_f32(gpu).unwrap();
     let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
@@ -145,23 +177,29 @@ fn check_forward(config: &UNetConfig, dropout: Option<(u64, u64)>) {
 
 #[test]
 fn unet_backward_matches_finite_differences_of_the_reference_for_every_parameter() {
-    check_gradients(&tiny(), None);
+    check_gradients(gpu(), &tiny(), None);
 }
 
 #[test]
 fn unet_backward_with_dropout_matches_finite_differences_with_the_same_masks() {
-    check_gradients(&with_dropout(), DROPOUT);
+    check_gradients(gpu(), &with_dropout(), DROPOUT);
 }
 
-fn check_gradients(config: &UNetConfig, dropout: Option<(u64, u64)>) {
-    let gpu = gpu();
+/// The backward of the GPU path: the fused epilogues' gradients (the time embedding's sum over pixels, the
+/// residual's pass-through) and the implicit-GEMM passes, against the same finite differences.
+#[test]
+fn unet_backward_on_the_gpu_path_matches_finite_differences() {
+    check_gradients(gpu_path(), &with_dropout(), DROPOUT);
+}
+
+fn check_gradients(gpu: &Gpu, config: &UNetConfig, dropout: Option<(u64, u64)>) {
     let config = config.clone();
     let layout = ParamLayout::new(&config);
     let flat = params(&config);
     let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
-    let net = net(&config, &p, dropout);
+    let net = net(gpu, &config, &p, dropout);
     let x = uniform(BATCH * 64, 6);
-    set_inputs(&net, &x);
+    set_inputs(gpu, &net, &x);
     // L = ⟨output, w⟩, so ∂L/∂output = w.
     let w = uniform(BATCH * 64, 8);
     let d_out = Tensor::from_f32(gpu, &[BATCH, 1, 8, 8], &w).unwrap();

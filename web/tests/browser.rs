@@ -191,10 +191,11 @@ async fn matmul_matches_reference_on_auto_and_portable() {
     }
 }
 
-/// A 3×3 convolution (Winograd on `Auto` here, a CPU adapter) and the portable direct kernel, with a bias, odd
-/// sizes and channels off the blocks; the bound follows the route each path takes (tests/it/conv2d.rs).
+/// A 3×3 convolution (Winograd on `Auto` here, a CPU adapter), the portable direct kernel and the implicit GEMM (what
+/// `Auto` takes on a GPU), with a bias, odd sizes and channels off the blocks; the bound follows the route each path
+/// takes (tests/it/conv2d.rs).
 #[wasm_bindgen_test]
-async fn conv2d_forward_matches_reference_on_auto_and_portable() {
+async fn conv2d_forward_matches_reference_on_every_path() {
     let gpu = gpu().await;
     let s = Conv2dShape {
         n: 2,
@@ -219,7 +220,7 @@ async fn conv2d_forward_matches_reference_on_auto_and_portable() {
         tensor(&gpu, &[s.co, s.ci, s.k, s.k], &w),
         tensor(&gpu, &[s.co], &b),
     );
-    for path in [ConvPath::Auto, ConvPath::Portable] {
+    for path in [ConvPath::Auto, ConvPath::Portable, ConvPath::Gemm] {
         let kernel = conv2d::choice(&gpu, path, ConvPass::Forward, &x_shape, &wt, 1).unwrap();
         let (mag, k) = match kernel {
             ConvKernel::Winograd => {

@@ -153,7 +153,8 @@ pub(super) fn weight_grad_pass(
     if let Some(partial) = &partial {
         out.push(reduce_chunks(
             gpu,
-            &params,
+            chunks,
+            (g.co, params.len as usize),
             (partial, d_w),
             (&bias_sums, d_b),
         )?);
@@ -164,7 +165,7 @@ pub(super) fn weight_grad_pass(
 /// The chunks' partial sums, `len` values in a workspace that every weight gradient of a step shares. It is first
 /// sized for the most a split of `split` workgroups of 16 × 64 channels × 9 taps fills, so that the layers do not
 /// grow it one after the other (each size a buffer of its own in the record, and in the memory estimate).
-fn partial_sums(gpu: &Gpu, split: usize, len: usize) -> Result<Tensor> {
+pub(super) fn partial_sums(gpu: &Gpu, split: usize, len: usize) -> Result<Tensor> {
     const SLOT: &str = "conv2d_weight_grad_partial";
     gpu.workspace(SLOT, &[split * DW_CO_BLOCK * 64 * 9])?;
     gpu.workspace(SLOT, &[len])
@@ -216,14 +217,23 @@ fn weight_grad_chunks(split: usize, g: &Geometry, wg: usize) -> usize {
     split.div_ceil(groups).max(1)
 }
 
-/// Adds the chunks' partial sums in order, in one dispatch: `partial` into d_w and, with a bias, `bias_sums`
-/// into d_b (the reduction's last Co invocations).
-fn reduce_chunks(
+/// Adds the `chunks` slabs of partial sums in order, in one dispatch: `partial` ([chunks, len]) into d_w and,
+/// with a bias, `bias_sums` ([chunks, co]) into d_b (the reduction's last Co invocations). The implicit GEMM's
+/// weight gradient shares it.
+pub(super) fn reduce_chunks(
     gpu: &Gpu,
-    params: &Params,
+    chunks: usize,
+    (co, len): (usize, usize),
     (partial, d_w): (&Tensor, &Tensor),
     (bias_sums, d_b): (&Tensor, Option<&Tensor>),
 ) -> Result<Dispatch> {
+    let params = &Params {
+        out_c: co as u32,
+        chunks: chunks as u32,
+        flags: if d_b.is_some() { FLAG_BIAS } else { 0 },
+        len: len as u32,
+        ..Params::default()
+    };
     let kernel = gpu.kernel(SHADER, "backward_weight_reduce")?;
     // Without a bias nothing is read or written there, but the bindings must hold buffers (d_b's the 1-value
     // scratch: a buffer written here may not be bound twice).

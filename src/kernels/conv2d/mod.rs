@@ -5,7 +5,8 @@
 //! The API is the gradients: [`forward`], [`backward_input`], [`backward_weight`] (with the bias gradient when
 //! asked) and [`backward_bias`], each taking [`Conv2dOptions`]. Each returns the dispatches of one operation, in
 //! order; which kernels they are is [`select::conv2d`]'s choice (the direct kernels in `direct`, Winograd's in
-//! `winograd`, 1×1 products on the matmul kernels), and every packing pass they need is in `pack`. Scratch
+//! `winograd`, the tiled implicit GEMM in `gemm`, 1×1 products on the matmul kernels), and every packing pass
+//! they need is in `pack`. Scratch
 //! tensors live as long as the dispatches; Winograd's live in the GPU's shared workspace, so the dispatches of
 //! one call must run together and in order, as every caller records them.
 //!
@@ -14,6 +15,7 @@
 //! Results are deterministic: every sum is taken in a fixed order (no atomics).
 
 mod direct;
+mod gemm;
 mod pack;
 mod winograd;
 
@@ -37,17 +39,26 @@ pub struct Conv2dOptions<'a> {
     /// The forward's packed copy of x, of [`saved_input_len`] values: `forward` writes it, `backward_weight` reads
     /// it instead of packing x again. Like an activation, it must stay untouched between the two.
     pub saved_input: Option<&'a Tensor>,
-    /// `backward_weight` on the direct kernels: about how many workgroups the split of its sum over output tiles
-    /// aims for (None: [`select::conv2d_weight_grad_workgroups`] for the adapter). Every count gives the same sum
+    /// `backward_weight` on the direct kernels or the implicit GEMM: about how many workgroups the split of its sum
+    /// over output pixels aims for (None: [`select::conv2d_weight_grad_workgroups`] for the adapter). Every count gives the same sum
     /// in another order; the tests sweep it.
     pub weight_grad_workgroups: Option<usize>,
+    /// `forward` only, on the implicit GEMM ([`fuses_epilogue`]): e [N, Co] added to every pixel of image n,
+    /// channel o (a residual block's time embedding), in the epilogue instead of a pass of its own.
+    pub channel_bias: Option<&'a Tensor>,
+    /// `forward` only, on the implicit GEMM: a tensor of y's shape added to y in the epilogue (a residual
+    /// connection), y = conv + bias + channel_bias + residual.
+    pub residual: Option<&'a Tensor>,
 }
 
 const SHADER: &str = "conv2d";
 
-/// Bits of the main passes' flags word (conv2d_common.wgsl and conv2d_winograd.wgsl agree on them).
+/// Bits of the main passes' flags word (conv2d_common.wgsl, conv2d_winograd.wgsl and conv2d_gemm.wgsl agree on
+/// them; the last two are the implicit GEMM forward's alone).
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+const FLAG_CHANNEL_BIAS: u32 = 4;
+const FLAG_RESIDUAL: u32 = 8;
 
 /// The flags word of a main pass (direct or Winograd) that adds a bias and/or accumulates into its output.
 fn output_flags(bias: bool, accumulate: bool) -> u32 {
@@ -278,7 +289,7 @@ fn elementwise(
 
 /// The length of the packed copy of x that [`forward`] keeps in [`Conv2dOptions::saved_input`] for
 /// [`backward_weight`], for x [N, Ci, H, W] and w [Co, Ci, k, k]; `None` where the forward packs nothing (1×1
-/// convolutions on the matmul kernels), on the same `path` as the forward.
+/// convolutions on the matmul kernels, the implicit GEMM), on the same `path` as the forward.
 pub fn saved_input_len(
     gpu: &Gpu,
     path: Path,
@@ -287,7 +298,7 @@ pub fn saved_input_len(
     stride: usize,
 ) -> Result<Option<usize>> {
     let g = Geometry::new("conv2d_saved_input_len", x, w, stride)?;
-    if let ConvKernel::Matmul(_) = g.choose(gpu, path, ConvPass::Forward)? {
+    if let ConvKernel::Matmul(_) | ConvKernel::Gemm = g.choose(gpu, path, ConvPass::Forward)? {
         return Ok(None);
     }
     let (rows, cols) = g.input_packing();
@@ -337,6 +348,18 @@ pub fn forward(
         check_shape(OP, "the bias", b, &[g.co])?;
     }
     let kernel = g.choose(gpu, opts.path, ConvPass::Forward)?;
+    let epilogue = gemm::Epilogue {
+        bias,
+        channel_bias: opts.channel_bias,
+        residual: opts.residual,
+    };
+    check_epilogue(OP, &g, &epilogue, kernel)?;
+    if kernel == ConvKernel::Gemm {
+        return Ok(labelled(
+            kernel,
+            gemm::forward(gpu, &g, x, w, &epilogue, y)?,
+        ));
+    }
     let matmul_opts = matmul_options(opts.path, gpu, false);
     if let ConvKernel::Matmul(_) = kernel {
         let dims = [g.n, g.ci, g.co, g.h * g.w];
@@ -362,9 +385,49 @@ pub fn forward(
             let dims = [g.n, g.ci, g.co, g.ho, g.wo];
             direct::main_pass(gpu, subgroup, g.kind, dims, &xp, w, false, bias, (y, false))?
         }
-        ConvKernel::Matmul(_) => unreachable!("returned above"),
+        ConvKernel::Matmul(_) | ConvKernel::Gemm => unreachable!("returned above"),
     });
     Ok(labelled(kernel, out))
+}
+
+/// Whether `forward` of x [N, Ci, H, W] with w [Co, Ci, k, k] on `path` can add a channel bias and a residual
+/// in its epilogue ([`Conv2dOptions::channel_bias`], [`Conv2dOptions::residual`]): where it runs on the implicit
+/// GEMM. Elsewhere the caller adds them with passes of their own.
+pub fn fuses_epilogue(
+    gpu: &Gpu,
+    path: Path,
+    x: &[usize],
+    w: &Tensor,
+    stride: usize,
+) -> Result<bool> {
+    Ok(choice(gpu, path, ConvPass::Forward, x, w, stride)? == ConvKernel::Gemm)
+}
+
+/// The fused epilogue's tensors: f32 of the right shapes, and only on the implicit GEMM.
+fn check_epilogue(
+    op: &'static str,
+    g: &Geometry,
+    e: &gemm::Epilogue,
+    kernel: ConvKernel,
+) -> Result<()> {
+    if e.channel_bias.is_none() && e.residual.is_none() {
+        return Ok(());
+    }
+    ensure_shape!(
+        kernel == ConvKernel::Gemm,
+        op,
+        "a channel bias or residual in the epilogue needs the implicit GEMM, not {} (see conv2d::fuses_epilogue)",
+        kernel.name()
+    );
+    if let Some(t) = e.channel_bias {
+        check_f32(op, &[t])?;
+        check_shape(op, "the channel bias", t, &[g.n, g.co])?;
+    }
+    if let Some(t) = e.residual {
+        check_f32(op, &[t])?;
+        check_shape(op, "the residual", t, &g.y_shape())?;
+    }
+    Ok(())
 }
 
 /// The matmul options of a convolution's products on `path`.
@@ -388,14 +451,18 @@ pub fn backward_input(
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "conv2d_backward_input";
     ensure_shape!(
-        opts.saved_input.is_none(),
+        opts.saved_input.is_none() && opts.channel_bias.is_none() && opts.residual.is_none(),
         OP,
-        "the backward input reads no saved input"
+        "the backward input reads no saved input and has no fused epilogue"
     );
     check_f32(OP, &[d_y, w, d_x])?;
     let g = Geometry::new(OP, d_x.shape(), w, stride)?;
     check_shape(OP, "d_y", d_y, &g.y_shape())?;
     let kernel = g.choose(gpu, opts.path, ConvPass::BackwardInput)?;
+    if kernel == ConvKernel::Gemm {
+        let d = gemm::backward_input(gpu, &g, d_y, w, d_x, opts.accumulate)?;
+        return Ok(labelled(kernel, d));
+    }
     let matmul_opts = matmul_options(opts.path, gpu, opts.accumulate);
     if let ConvKernel::Matmul(_) = kernel {
         let dims = [g.n, g.co, g.ci, g.h * g.w];
@@ -427,7 +494,7 @@ pub fn backward_input(
         ConvKernel::Direct { subgroup } => {
             direct::main_pass(gpu, subgroup, kind, dims, &dyp, w, true, None, d_x)?
         }
-        ConvKernel::Matmul(_) => unreachable!("returned above"),
+        ConvKernel::Matmul(_) | ConvKernel::Gemm => unreachable!("returned above"),
     });
     Ok(labelled(kernel, out))
 }
@@ -451,6 +518,11 @@ pub fn backward_weight(
         OP,
         "the weight gradient overwrites d_w: accumulate is for the backward input"
     );
+    ensure_shape!(
+        opts.channel_bias.is_none() && opts.residual.is_none(),
+        OP,
+        "the weight gradient has no fused epilogue: channel_bias and residual are the forward's"
+    );
     check_f32(OP, &[x, d_y, d_w])?;
     let g = Geometry::new(OP, x.shape(), d_w, stride)?;
     check_shape(OP, "d_y", d_y, &g.y_shape())?;
@@ -459,6 +531,14 @@ pub fn backward_weight(
         check_shape(OP, "d_b", d_b, &[g.co])?;
     }
     let kernel = g.choose(gpu, opts.path, ConvPass::BackwardWeight)?;
+    let split = opts
+        .weight_grad_workgroups
+        .unwrap_or_else(|| select::conv2d_weight_grad_workgroups(gpu));
+    if kernel == ConvKernel::Gemm {
+        // x itself is read: the forward saved no packed copy.
+        let d = gemm::weight_grad(gpu, &g, split, x, d_y, d_w, d_b)?;
+        return Ok(labelled(kernel, d));
+    }
     let matmul_opts = matmul_options(opts.path, gpu, false);
     let mut out = Vec::new();
     if let ConvKernel::Matmul(_) = kernel {
@@ -502,14 +582,11 @@ pub fn backward_weight(
             out.extend(d_b.map(|d_b| backward_bias(gpu, d_y, d_b)).transpose()?);
         }
         ConvKernel::Direct { subgroup } => {
-            let split = opts
-                .weight_grad_workgroups
-                .unwrap_or_else(|| select::conv2d_weight_grad_workgroups(gpu));
             out.extend(direct::weight_grad_pass(
                 gpu, subgroup, split, &g, &xp, packed, d_y, d_w, d_b,
             )?);
         }
-        ConvKernel::Matmul(_) => unreachable!("returned above"),
+        ConvKernel::Matmul(_) | ConvKernel::Gemm => unreachable!("returned above"),
     }
     Ok(labelled(kernel, out))
 }
