@@ -4,8 +4,10 @@
 // is a bounds check in the loader) and the batch is one GEMM dimension. T = k² taps, P = N·Ho·Wo output pixels.
 //   forward          C[o, (n,i,j)]   = Σ_{(c,u,v)} w[o,c,u,v] · x[n, c, s·i+u−p, s·j+v−p]      M = Co, N = P,     K = Ci·T
 //   backward input   C[c, (n,h,w)]   = Σ_{(o,u,v)} w[o,c,u,v] · d_y[n, o, (h+p−u)/s, (w+p−v)/s]
-//                    (terms whose h+p−u or w+p−v is negative, not a multiple of s, or past the plane are 0)
-//                                                                                            M = Ci, N = N·H·W, K = Co·T
+//                    over the taps with h+p−u and w+p−v multiples of s (terms past the plane are 0): for s = 2,
+//                    one product per parity class (h mod 2, w mod 2), grid z, each over its own taps (u = 1 for
+//                    even h, u ∈ {0, 2} for odd h; v likewise), so no FMA is spent on a tap that hits no d_y pixel
+//                                                                          M = Ci, N = N·H·W / 4, K = Co·(1 or 2)²
 //   weight gradient  C[o, (c,u,v)]   = Σ_{(n,i,j)} d_y[n,o,i,j] · x[n, c, s·i+u−p, s·j+v−p]    M = Co, N = Ci·T,  K = P
 //                    split-K: chunk z sums its run of K slices into partial[z] (or d_w itself when there is one
 //                    chunk); conv2d.wgsl's backward_weight_reduce adds the chunks in order. With FLAG_BIAS the
@@ -20,8 +22,8 @@
 // A and 2 of B per slice, consecutive invocations along the operand's contiguous dimension in memory (coalesced):
 // "k-fast" (8 consecutive k, then the next row) or "mn-fast" (64 consecutive rows or columns). A staged k-row is
 // 64 values plus 4 of padding, so the 8 k-rows written by a k-fast warp fall in distinct banks.
-// Dispatch: grid_1d over the tiles_m · tiles_n tiles of C (x, y), grid z the chunks (1 but for the weight
-// gradient). Every sum is in a fixed order (no atomics). The override constants KS (1 or 3) and STRIDE (1 or 2)
+// Dispatch: grid_1d over the tiles_m · tiles_n tiles of C (x, y), grid z the chunks of the weight gradient or the
+// parity classes of a stride-2 backward input (1 otherwise; tiles_n is the largest class's, class (0, 0)). Every sum is in a fixed order (no atomics). The override constants KS (1 or 3) and STRIDE (1 or 2)
 // make each shape's index arithmetic constant divisions.
 // Wrapper: src/kernels/conv2d/gemm.rs (the choice of variant: src/kernels/select.rs).
 
@@ -108,28 +110,62 @@ fn x_at(px: Pixel, c: u32, t: u32) -> f32 {
     return select(0.0, b_src[i], r < p.h && q < p.w);
 }
 
-// d_y[n, o, (h + p − u)/s, (w + p − v)/s] for the backward input's pixel (n, h, w), 0 where no output pixel reads
-// (n, h, w) through tap (u, v).
+// The backward input's parity class (grid z): the pixels (h, w) with h mod s = ph, w mod s = pw, an rows × cols
+// plane of them, and the taps through which an output pixel reads them, nu × nv (all k × k for stride 1). Uniform
+// across the workgroup.
+struct Class {
+    ph: u32,
+    pw: u32,
+    rows: u32,
+    cols: u32,
+    nu: u32,
+    nv: u32,
+}
+
+fn class_of(z: u32) -> Class {
+    if (STRIDE == 1u) { return Class(0u, 0u, p.h, p.w, KS, KS); }
+    let ph = z / 2u;
+    let pw = z % 2u;
+    return Class(ph, pw, (p.h + 1u - ph) / 2u, (p.w + 1u - pw) / 2u, 1u + ph, 1u + pw);
+}
+
+// Tap index a (0 .. nu − 1) of a class along one dimension of parity `par`: itself for stride 1; for stride 2 the
+// tap 1 (even pixels) or 0 and 2 (odd ones), the taps whose h + p − u is even.
+fn class_tap(par: u32, a: u32) -> u32 {
+    if (STRIDE == 1u) { return a; }
+    return select(2u * a, 1u, par == 0u);
+}
+
+// The backward input's depth index k = o·nu·nv + tu·nv + tv of class cl: (o, tap u·k + v).
+fn input_tap(cl: Class, k: u32) -> vec2<u32> {
+    let per = cl.nu * cl.nv;
+    let o = k / per;
+    let t = k - o * per;
+    let tu = t / cl.nv;
+    return vec2(o, class_tap(cl.ph, tu) * KS + class_tap(cl.pw, t - tu * cl.nv));
+}
+
+// d_y[n, o, (h + p − u)/s, (w + p − v)/s] for the backward input's pixel (n, h, w) and tap t = u·k + v, 0 past the
+// plane (the class's taps make both quotients exact).
 fn dy_through(px: Pixel, o: u32, t: u32) -> f32 {
     let u = t / KS;
     let v = t - u * KS;
-    let a = px.i + pad() - u;
-    let b = px.j + pad() - v;
-    let r = a / STRIDE;
-    let q = b / STRIDE;
-    let ok = r < p.ho && q < p.wo && a - r * STRIDE == 0u && b - q * STRIDE == 0u;
+    let r = (px.i + pad() - u) / STRIDE;
+    let q = (px.j + pad() - v) / STRIDE;
     let i = ((px.n * p.co + o) * p.ho + min(r, p.ho - 1u)) * p.wo + min(q, p.wo - 1u);
-    return select(0.0, b_src[i], ok);
+    return select(0.0, b_src[i], r < p.ho && q < p.wo);
 }
 
-// The weight w[o, c, t] for GEMM row m and depth index k of the forward (m = o, k = c·T + t: w's own layout) or
-// the backward input (m = c, k = o·T + t).
-fn w_at(mode: u32, m: u32, k: u32) -> f32 {
-    let ok = m < p.m && k < p.k;
-    var i = min(m, p.m - 1u) * p.k + min(k, p.k - 1u);
+// The weight w[o, c, t] for GEMM row m and depth index k: the forward's (m = o, k = c·T + t: w's own layout) or the
+// backward input's (m = c, k of class cl, see input_tap), 0 past the edges (k_end: the pass's K).
+fn w_at(mode: u32, cl: Class, m: u32, k: u32, k_end: u32) -> f32 {
+    let ok = m < p.m && k < k_end;
+    let mm = min(m, p.m - 1u);
+    let kk = min(k, k_end - 1u);
+    var i = mm * p.k + kk;
     if (mode == MODE_INPUT) {
-        let o = min(k, p.k - 1u) / taps();
-        i = (o * p.ci + min(m, p.m - 1u)) * taps() + (min(k, p.k - 1u) - o * taps());
+        let ot = input_tap(cl, kk);
+        i = (ot.x * p.ci + mm) * taps() + ot.y;
     }
     return select(0.0, a_src[i], ok);
 }
@@ -164,6 +200,8 @@ struct Walk {
     n0: u32,
     k_begin: u32,
     k_end: u32,
+    cols: u32,   // C's columns (the class's, for the backward input)
+    cl: Class,   // the backward input's parity class
 }
 
 // The forward's and backward input's GEMM column of an invocation (mn-fast: one column), as a pixel.
@@ -195,14 +233,18 @@ fn load(mode: u32, w: Walk, col: Column, lid: u32, k0: u32) -> Loads {
     }
     for (var e = 0u; e < 2u; e++) {
         let a_fast = mode == MODE_FORWARD;
-        l.a[e] = w_at(mode, w.m0 + row_of(a_fast, lid, e), k0 + k_of(a_fast, lid, e));
+        l.a[e] = w_at(mode, w.cl, w.m0 + row_of(a_fast, lid, e), k0 + k_of(a_fast, lid, e), w.k_end);
         let k = k0 + k_of(false, lid, e);
-        let kk = min(k, p.k - 1u);
-        let c = kk / taps();
-        let t = kk - c * taps();
+        let kk = min(k, w.k_end - 1u);
         var v: f32;
-        if (mode == MODE_FORWARD) { v = x_at(col.px, c, t); } else { v = dy_through(col.px, c, t); }
-        l.b[e] = select(0.0, v, col.ok && k < p.k);
+        if (mode == MODE_FORWARD) {
+            let c = kk / taps();
+            v = x_at(col.px, c, kk - c * taps());
+        } else {
+            let ot = input_tap(w.cl, kk);
+            v = dy_through(col.px, ot.x, ot.y);
+        }
+        l.b[e] = select(0.0, v, col.ok && k < w.k_end);
     }
     return l;
 }
@@ -224,23 +266,43 @@ struct Acc {
     a_sum: vec4<f32>,
 }
 
+// The walk of workgroup `tile` of grid layer z; its `cols` is 0 where the tile lies past the layer's C (a class of
+// the backward input with fewer columns than the largest), whose workgroup then does nothing.
 fn walk(mode: u32, tile: u32, z: u32) -> Walk {
     var w: Walk;
-    w.m0 = (tile / p.tiles_n) * TILE;
-    w.n0 = (tile % p.tiles_n) * TILE;
+    w.cols = p.cols;
     w.k_begin = 0u;
     w.k_end = p.k;
+    var tiles_n = p.tiles_n;
+    if (mode == MODE_INPUT) {
+        w.cl = class_of(z);
+        w.cols = p.n * w.cl.rows * w.cl.cols;
+        w.k_end = p.co * w.cl.nu * w.cl.nv;
+        tiles_n = (w.cols + TILE - 1u) / TILE;
+    }
     if (mode == MODE_WEIGHT) {
         w.k_begin = min(z * p.slices * SLICE, p.k);
         w.k_end = min(w.k_begin + p.slices * SLICE, p.k);
     }
+    if (tiles_n == 0u || tile >= (p.m + TILE - 1u) / TILE * tiles_n) {
+        w.cols = 0u;
+        return w;
+    }
+    w.m0 = (tile / tiles_n) * TILE;
+    w.n0 = (tile % tiles_n) * TILE;
     return w;
 }
 
 // The invocation's column of C's tile, a pixel of a plane of rows × cols (unused by the weight gradient).
 fn column(w: Walk, lid: u32, rows: u32, cols: u32) -> Column {
     let col = w.n0 + lid % TILE;
-    return Column(pixel(min(col, p.cols - 1u), rows, cols), col < p.cols);
+    return Column(pixel(min(col, w.cols - 1u), rows, cols), col < w.cols);
+}
+
+// The backward input's column: a pixel (n, h, w) of the class, from its index in the class's rows × cols plane.
+fn input_column(w: Walk, lid: u32) -> Column {
+    let c = column(w, lid, w.cl.rows, w.cl.cols);
+    return Column(Pixel(c.px.n, STRIDE * c.px.i + w.cl.ph, STRIDE * c.px.j + w.cl.pw), c.ok);
 }
 
 // C's tile of this workgroup, accumulated over the walk's K range in slices. `mode` is a constant at every call
@@ -308,16 +370,17 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let tile = tile_of(wg, nwg);
-    if (tile >= p.tiles) { return; }
-    let w = walk(MODE_INPUT, tile, 0u);
-    let acc = gemm(MODE_INPUT, w, column(w, lid, p.h, p.w), lid, false);
+    let w = walk(MODE_INPUT, tile, wg.z);
+    if (w.cols == 0u) { return; }
+    let cl = w.cl;
+    let acc = gemm(MODE_INPUT, w, input_column(w, lid), lid, false);
     let plane = p.h * p.w;
     let accumulate = (p.flags & FLAG_ACCUMULATE) != 0u;
     for (var j = 0u; j < 4u; j++) {
         let col = w.n0 + 4u * (lid % 16u) + j;
-        if (col >= p.cols) { break; }
-        let px = pixel(col, p.h, p.w);
-        let base = px.n * p.ci * plane + px.i * p.w + px.j;
+        if (col >= w.cols) { break; }
+        let q = pixel(col, cl.rows, cl.cols);
+        let base = q.n * p.ci * plane + (STRIDE * q.i + cl.ph) * p.w + STRIDE * q.j + cl.pw;
         for (var r = 0u; r < 4u; r++) {
             let c = w.m0 + 4u * (lid / 16u) + r;
             if (c < p.m) {

@@ -10,9 +10,9 @@
 //     matmul_common.wgsl; here each lane loads all 8 A blocks itself. Workgroup (8, 1, 1), grid (⌈N/128⌉,
 //     ⌈M/32⌉, batch), an invocation 32 rows × 16 columns of C. Needs K and N, and M where A is [K, M], to be
 //     multiples of 4 (vec4 bindings 1-4); ragged edges are clamped on load and skipped on store.
-//   matmul_tiled: 64×64 tiles of C staged through workgroup memory in k slices of 16, for GPUs and any shape
-//     (transposes read through strides, scalar bindings 5-8). Workgroup (16, 16), an invocation 4×4 of C; grid
-//     (⌈N/64⌉, ⌈M/64⌉, batch).
+//   matmul_tiled: 64×64 tiles of C staged through workgroup memory in double-buffered k slices of 8, for GPUs and
+//     any shape (transposes read through strides, scalar bindings 5-8). Workgroup (16, 16), an invocation 4×4 of
+//     C; grid (⌈N/64⌉, ⌈M/64⌉, batch).
 //   bias_grad: d_y [M, N] bound as `a`, d_b [N] as `c`. Workgroup (64, 4): 64 columns × 4 row stripes, summed in
 //     workgroup memory; ⌈N/64⌉ workgroups on a 2-D grid (grid_1d).
 // Params, pipeline constants, bindings: matmul_common.wgsl (prepended). Wrapper: src/kernels/matmul.rs (the
@@ -92,12 +92,14 @@ fn matmul_tt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 // Workgroup-memory tiling (real GPUs; the fallback for any shape).
 
 const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-// vec4s per staged row: 16 hold the tile's 64 values, one more staggers consecutive rows across memory banks (the
-// staging stores of a k-contiguous operand write consecutive rows).
+const TILE_K: u32 = 8u;
+// vec4s per staged row: 16 hold the tile's 64 values, one more staggers consecutive rows across memory banks, so
+// the 8 k-rows that a warp writes when an operand is k-contiguous (8 consecutive k, 4 rows) land in distinct banks.
 const PITCH: u32 = 17u;
+// vec4s per staged buffer (TILE_K rows); each tile holds two, the slice being multiplied and the next.
+const BUFFER: u32 = 136u;
 
-// a_tile[kl·PITCH + ml/4][ml % 4] = op(A)[m0 + ml, k0 + kl]; b_tile[kl·PITCH + nl/4][nl % 4] = op(B)[k0 + kl, n0 + nl].
+// a_tile[buf·BUFFER + kl·PITCH + ml/4][ml % 4] = op(A)[m0 + ml, k0 + kl]; b_tile likewise = op(B)[k0 + kl, n0 + nl].
 // vec4 elements, not f32: wgpu zero-initialises workgroup memory, which its GL backend spells as one constructor
 // argument per element, and 1,088 f32 arguments took llvmpipe over 10 s to compile.
 var<workgroup> a_tile: array<vec4<f32>, 272>;
@@ -113,6 +115,43 @@ fn b_at(base: u32, l: u32, j: u32) -> u32 {
     return base + select(l * p.n + j, j * p.k + l, p.trans_b == 1u);
 }
 
+// Where staged value e (0, 1) of invocation tid goes: (row or column within the tile, k within the slice),
+// consecutive invocations along the operand's contiguous dimension (coalesced loads): k-fast (8 consecutive k, then
+// the next row) or mn-fast (64 consecutive rows).
+fn staged(k_fast: bool, tid: u32, e: u32) -> vec2<u32> {
+    let idx = tid + 256u * e;
+    return select(vec2(idx % TILE, idx / TILE), vec2(idx / TILE_K, idx % TILE_K), k_fast);
+}
+
+// The 2 values of A and 2 of B this invocation stages for the slice at k0; zero past the edges, so they add nothing.
+struct Slice {
+    a: vec2<f32>,
+    b: vec2<f32>,
+}
+
+fn load_slice(a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32, tid: u32) -> Slice {
+    var s: Slice;
+    for (var e = 0u; e < 2u; e++) {
+        let ai = staged(p.trans_a == 0u, tid, e);
+        if (m0 + ai.x < p.m && k0 + ai.y < p.k) { s.a[e] = a[a_at(a_base, m0 + ai.x, k0 + ai.y)]; }
+        let bi = staged(p.trans_b == 1u, tid, e);
+        if (n0 + bi.x < p.n && k0 + bi.y < p.k) { s.b[e] = b[b_at(b_base, k0 + bi.y, n0 + bi.x)]; }
+    }
+    return s;
+}
+
+fn stage_slice(buf: u32, tid: u32, s: Slice) {
+    for (var e = 0u; e < 2u; e++) {
+        let ai = staged(p.trans_a == 0u, tid, e);
+        a_tile[buf * BUFFER + ai.y * PITCH + ai.x / 4u][ai.x % 4u] = s.a[e];
+        let bi = staged(p.trans_b == 1u, tid, e);
+        b_tile[buf * BUFFER + bi.y * PITCH + bi.x / 4u][bi.x % 4u] = s.b[e];
+    }
+}
+
+// K is walked in slices of 8, double-buffered: the next slice's global loads are issued before the current slice's
+// FMAs and staged into the other buffer after them, one barrier per slice (the next slice reads the buffer just
+// written; the one after overwrites the buffer just read, which the barrier has every invocation done with).
 @compute @workgroup_size(16, 16, 1)
 fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(local_invocation_index) tid: u32) {
@@ -125,34 +164,23 @@ fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // Stage both tiles, 4 elements per invocation each, consecutive invocations along the operand's contiguous
-        // dimension (coalesced loads); elements past the edges are zero so they add nothing.
-        for (var e = 0u; e < 4u; e++) {
-            let idx = tid + 256u * e;
-            let a_k_fast = p.trans_a == 0u;
-            let ml = select(idx % TILE, idx / TILE_K, a_k_fast);
-            let akl = select(idx / TILE, idx % TILE_K, a_k_fast);
-            var av = 0.0;
-            if (m0 + ml < p.m && k0 + akl < p.k) { av = a[a_at(a_base, m0 + ml, k0 + akl)]; }
-            a_tile[akl * PITCH + ml / 4u][ml % 4u] = av;
-            let b_k_fast = p.trans_b == 1u;
-            let nl = select(idx % TILE, idx / TILE_K, b_k_fast);
-            let bkl = select(idx / TILE, idx % TILE_K, b_k_fast);
-            var bv = 0.0;
-            if (n0 + nl < p.n && k0 + bkl < p.k) { bv = b[b_at(b_base, k0 + bkl, n0 + nl)]; }
-            b_tile[bkl * PITCH + nl / 4u][nl % 4u] = bv;
-        }
-        workgroupBarrier();
+    let slices = (p.k + TILE_K - 1u) / TILE_K;
+    stage_slice(0u, tid, load_slice(a_base, b_base, m0, n0, 0u, tid));
+    workgroupBarrier();
+    for (var s = 0u; s < slices; s++) {
+        let cur = s & 1u;
+        let more = s + 1u < slices;
+        var next: Slice;
+        if (more) { next = load_slice(a_base, b_base, m0, n0, (s + 1u) * TILE_K, tid); }
         for (var kl = 0u; kl < TILE_K; kl++) {
-            let av = a_tile[kl * PITCH + lid.y];
-            let bv = b_tile[kl * PITCH + lid.x];
+            let av = a_tile[cur * BUFFER + kl * PITCH + lid.y];
+            let bv = b_tile[cur * BUFFER + kl * PITCH + lid.x];
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;
             acc3 += av.w * bv;
         }
-        // The next iteration overwrites the tiles: wait until every invocation has read them.
+        if (more) { stage_slice(1u - cur, tid, next); }
         workgroupBarrier();
     }
     let c_base = wg.z * p.c_batch_stride;

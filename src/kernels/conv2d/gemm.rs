@@ -64,9 +64,10 @@ fn kernel_for(
     gpu.kernel_with(SHADER, entry, &[("KS", k), ("STRIDE", s)])
 }
 
-fn grid(params: &Params, chunks: usize) -> [u32; 3] {
+/// The tiles of C on x and y (`grid_1d`), `layers` on z: the weight gradient's chunks, the backward input's classes.
+fn grid(params: &Params, layers: usize) -> [u32; 3] {
     let [x, y, _] = grid_1d(params.tiles);
-    [x, y, chunks as u32]
+    [x, y, layers as u32]
 }
 
 /// What the forward adds to the product, each optional: bias [Co], channel_bias [N, Co], residual (y's shape).
@@ -117,7 +118,9 @@ pub(super) fn forward(
     )?])
 }
 
-/// d_x = ∂L/∂x (or d_x += … with `accumulate`): M = Ci, N = N·H·W, K = Co·k².
+/// d_x = ∂L/∂x (or d_x += … with `accumulate`): M = Ci, N = N·H·W, K = Co·k²; at stride 2 one product per parity
+/// class of (h, w), grid z, each over the taps that reach its pixels (the shader sizes each class; the grid covers
+/// the largest, class (0, 0), of ⌈H/2⌉ × ⌈W/2⌉ pixels and one tap in each direction).
 pub(super) fn backward_input(
     gpu: &Gpu,
     g: &Geometry,
@@ -126,10 +129,12 @@ pub(super) fn backward_input(
     d_x: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    let taps = g.kind.k() * g.kind.k();
+    let (k, s) = (g.kind.k(), g.kind.stride());
+    let (classes, taps) = if s == 2 { (4, 1) } else { (1, k * k) };
+    let cols = g.n * g.h.div_ceil(s) * g.w.div_ceil(s);
     let params = params(
         g,
-        [g.ci, g.n * g.h * g.w, g.co * taps],
+        [g.ci, cols, g.co * taps],
         output_flags(false, accumulate),
     );
     let kernel = kernel_for(gpu, "backward_input", g)?;
@@ -139,7 +144,7 @@ pub(super) fn backward_input(
         &kernel,
         &params,
         &tensors,
-        grid(&params, 1),
+        grid(&params, classes),
     )?])
 }
 
