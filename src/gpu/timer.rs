@@ -70,10 +70,20 @@ impl Timer {
         gpu: &Gpu,
         dispatches: &[&Dispatch],
     ) -> Result<Option<(Vec<f64>, &'static str)>> {
+        self.sequence_placed(gpu, dispatches, gpu.caps.timestamps_inside_passes)
+    }
+
+    /// [`Timer::sequence`] with the timestamps inside one pass (`inside`, where the adapter can write them there)
+    /// or at the boundaries of a pass per dispatch, whatever the adapter prefers: for tests of both placements.
+    pub fn sequence_placed(
+        &self,
+        gpu: &Gpu,
+        dispatches: &[&Dispatch],
+        inside: bool,
+    ) -> Result<Option<(Vec<f64>, &'static str)>> {
         if self.queries.is_none() {
             return Ok(None);
         }
-        let inside = gpu.caps.timestamps_inside_passes;
         let mut seconds = Vec::with_capacity(dispatches.len());
         // A query set holds at most 4096 timestamps: 2 per dispatch at pass boundaries.
         for chunk in dispatches.chunks(2047) {

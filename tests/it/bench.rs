@@ -119,3 +119,36 @@ fn the_breakdown_names_each_kernels_variant_choice() {
         );
     }
 }
+
+/// `--breakdown`'s two ways of timing dispatches in sequence, each forced: timestamps between dispatches inside one
+/// pass, and a pass per dispatch with timestamps at its boundaries (what adapters without in-pass timestamps get).
+/// Each gives one finite, non-negative time per dispatch, across more dispatches than one query set holds (4,096
+/// timestamps: 2 per dispatch at pass boundaries), and the dispatches' work is done each time.
+#[test]
+fn dispatches_in_sequence_are_timed_inside_a_pass_and_at_pass_boundaries() {
+    use diffuse::gpu::{Tensor, Timer};
+    use diffuse::kernels::elementwise;
+    let gpu = crate::common::gpu();
+    let timer = Timer::new(gpu);
+    let x = Tensor::from_f32(gpu, &[64], &[1.0; 64]).unwrap();
+    let y = Tensor::from_f32(gpu, &[64], &[0.0; 64]).unwrap();
+    let add = elementwise::axpy(gpu, 1.0, &x, &y).unwrap();
+    let dispatches = vec![&add; 2100];
+    let mut runs = 0.0;
+    for inside in [true, false] {
+        if inside && !gpu.caps.timestamps_inside_passes {
+            continue;
+        }
+        let Some((seconds, how)) = timer.sequence_placed(gpu, &dispatches, inside).unwrap() else {
+            return; // no timestamps on this adapter: nothing to place
+        };
+        runs += 2100.0;
+        assert_eq!(seconds.len(), dispatches.len(), "{how}");
+        assert!(
+            seconds.iter().all(|s| s.is_finite() && *s >= 0.0),
+            "{how}: {seconds:?}"
+        );
+        assert!(seconds.iter().sum::<f64>() > 0.0, "{how}: no time at all");
+        assert_eq!(y.read_f32(gpu).unwrap(), vec![runs as f32; 64], "{how}");
+    }
+}

@@ -903,10 +903,10 @@ fn the_run_loop_keeps_its_cadence_and_a_stop_saves_after_the_next_step() {
     assert_eq!(trainer.step, 7);
 }
 
-/// The dispatches of one training step of each small preset at batch 32, on the kernels `Auto` takes for CPU
-/// adapters and on those it takes for GPUs (`Gpu::with_tuning`, each on a device of its own): pinned
-/// exactly, so that every change in the count is seen and written down (docs/kernels.md, "Dispatches per step";
-/// issue 26 aims the GPU path of `small` at 450 or fewer).
+/// The dispatches of one training step of each preset of the digits at batch 32, on the kernels `Auto` takes for
+/// CPU adapters and on those it takes for GPUs (`Gpu::with_tuning`, each on a device of its own): pinned exactly,
+/// so that every change in the count is seen and written down (docs/kernels.md, "Dispatches per step"; issue 26
+/// asked the GPU path of `small` for 450 or fewer).
 #[test]
 fn a_training_step_records_the_known_number_of_dispatches() {
     use diffuse::data::Fit;
@@ -922,7 +922,7 @@ fn a_training_step_records_the_known_number_of_dispatches() {
     for tuning in [Tuning::Cpu, Tuning::Gpu] {
         // Whatever DIFFUSE_TUNING says for the other tests.
         let device = diffuse::gpu::Gpu::new(None).unwrap().with_tuning(tuning);
-        for preset in [Preset::Tiny, Preset::Small] {
+        for preset in [Preset::Tiny, Preset::Small, Preset::Medium] {
             let mut s = TrainSettings::new(preset.config());
             s.batch = 32;
             let trainer = Trainer::new(&device, s, &digits, None).unwrap();
@@ -933,8 +933,10 @@ fn a_training_step_records_the_known_number_of_dispatches() {
     let want = [
         (Tuning::Cpu, "tiny", 1, 456),
         (Tuning::Cpu, "small", 1, 736),
+        (Tuning::Cpu, "medium", 1, 1133),
         (Tuning::Gpu, "tiny", 1, 328),
         (Tuning::Gpu, "small", 1, 414),
+        (Tuning::Gpu, "medium", 1, 603),
     ];
     assert_eq!(counts, want);
 }

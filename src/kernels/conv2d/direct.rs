@@ -164,7 +164,9 @@ pub(super) fn weight_grad_pass(
 
 /// The chunks' partial sums, `len` values in a workspace that every weight gradient of a step shares. It is first
 /// sized for the most a split of `split` workgroups of 16 × 64 channels × 9 taps fills, so that the layers do not
-/// grow it one after the other (each size a buffer of its own in the record, and in the memory estimate).
+/// grow it one after the other (each size a buffer of its own in the record, and in the memory estimate). The
+/// implicit GEMM's split stays within it: its chunks × tiles are at most 2·split workgroups (⌈split / tiles⌉
+/// chunks), each of a 64 × 64 tile, 4,096 of the 9,216 values per workgroup allowed here.
 pub(super) fn partial_sums(gpu: &Gpu, split: usize, len: usize) -> Result<Tensor> {
     const SLOT: &str = "conv2d_weight_grad_partial";
     gpu.workspace(SLOT, &[split * DW_CO_BLOCK * 64 * 9])?;
