@@ -727,7 +727,9 @@ fn fit_encoded(name: &str, bytes: &[u8], fit: Fit) -> std::result::Result<Vec<u8
 /// Decodes one PNG or JPEG (told apart by content) with the same strictness for both: at most
 /// [`MAX_IMAGE_PIXELS`] pixels and [`MAX_DECODE_BYTES`] of decoder memory, and a JPEG must be whole. The JPEG
 /// decoder fills missing blocks with grey rather than failing, so a JPEG cut short is caught by its end-of-image
-/// marker instead, as a PNG cut short is caught by its decoder.
+/// marker instead, as a PNG cut short is caught by its decoder. The image comes upright, as a viewer shows it: its
+/// EXIF orientation (a phone's portrait photo is stored sideways with a tag saying so) is applied, before any resize
+/// or crop; an unreadable tag counts as none.
 pub fn decode_image(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
     use image::ImageDecoder;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -744,14 +746,19 @@ pub fn decode_image(bytes: &[u8]) -> std::result::Result<image::DynamicImage, St
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
     if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
         return Err(format!(
             "{w}×{h} pixels, past the limit of {MAX_IMAGE_PIXELS} pixels per image (MAX_IMAGE_PIXELS)"
         ));
     }
-    image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Whether a JPEG's last end-of-image marker (FF D9) follows its last start-of-scan marker (FF DA). Entropy-coded

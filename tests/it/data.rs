@@ -459,3 +459,79 @@ fn encoded_images_in_memory_fit_as_a_folders_do_and_bad_ones_are_named() {
         "{none}"
     );
 }
+
+/// A 32×16 grayscale JPEG, its left half black and its right half white, with an EXIF APP1 segment whose one IFD
+/// entry is the orientation tag (0x0112, a SHORT): 1 = as stored, 6 = shown turned 90° clockwise (what a phone
+/// writes for a portrait photo taken upright).
+fn jpeg_with_orientation(orientation: u16) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(32, 16, |x, _| image::Luma([if x < 16 { 0 } else { 255 }]));
+    let mut plain = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut plain),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    // Big-endian TIFF: header, then IFD0 at offset 8 with one entry and no next IFD.
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+    tiff.extend(orientation.to_be_bytes());
+    tiff.extend([0, 0, 0, 0, 0, 0]);
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend(tiff);
+    let mut jpeg = plain[..2].to_vec(); // SOI
+    jpeg.extend([0xFF, 0xE1]);
+    jpeg.extend((app1.len() as u16 + 2).to_be_bytes());
+    jpeg.extend(app1);
+    jpeg.extend(&plain[2..]);
+    jpeg
+}
+
+/// Images come upright, as a viewer shows them: the EXIF orientation is applied before the fit's resize and crop,
+/// so a portrait photo stored sideways trains as a portrait (not turned, and not cropped along the wrong axis).
+#[test]
+fn jpeg_orientation_tags_are_applied_before_the_fit() {
+    let stored = diffuse::data::decode_image(&jpeg_with_orientation(1)).unwrap();
+    assert_eq!((stored.width(), stored.height()), (32, 16));
+    let turned = diffuse::data::decode_image(&jpeg_with_orientation(6)).unwrap();
+    assert_eq!(
+        (turned.width(), turned.height()),
+        (16, 32),
+        "the tag was ignored"
+    );
+    // Turned 90° clockwise, the stored left half (black) is the top half.
+    let luma = turned.to_luma8();
+    let mean = |rows: std::ops::Range<u32>| {
+        let n = rows.len() as f64 * 16.0;
+        rows.flat_map(|y| (0..16).map(move |x| (x, y)))
+            .map(|(x, y)| luma.get_pixel(x, y)[0] as f64)
+            .sum::<f64>()
+            / n
+    };
+    assert!(
+        mean(0..14) < 30.0 && mean(18..32) > 225.0,
+        "top {} bottom {}",
+        mean(0..14),
+        mean(18..32)
+    );
+
+    // Fitted as a dataset fits it: a square centre crop of the upright image, so the crop keeps the middle rows
+    // (half black above, half white below), where the stored image's crop would keep the middle columns (left
+    // black, right white).
+    let fit = Fit {
+        channels: 1,
+        size: 8,
+        background: [255; 3],
+    };
+    let portrait = jpeg_with_orientation(6);
+    let data = Dataset::from_encoded(&[("portrait.jpg", &portrait)], fit, "a test").unwrap();
+    let pixels = data.image_bytes(0);
+    let (top, bottom) = (
+        pixels[..8].iter().map(|&v| v as u32).sum::<u32>(),
+        pixels[56..].iter().map(|&v| v as u32).sum::<u32>(),
+    );
+    assert!(
+        top < 8 * 40 && bottom > 8 * 215,
+        "top row {:?}, bottom row {:?}",
+        &pixels[..8],
+        &pixels[56..]
+    );
+}
