@@ -103,7 +103,7 @@ pub struct SampleArgs {
     /// and a class-conditional model.
     #[arg(long, default_value_t = 0.0, value_parser = |t: &str| non_negative(t).map(|w| w as f32))]
     pub guidance: f32,
-    /// The PNG grid to write.
+    /// The PNG grid to write (a .png name; --npy and --gif each name another file).
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
     /// Also write the raw samples [N, C, H, W] in [−1, 1] as .npy.
@@ -185,6 +185,7 @@ impl SampleArgs {
 /// Samples as `args` say; as one rank of a job (`replicas`), its share of the batches, with rank 0 writing the
 /// files.
 pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> Result<()> {
+    check_outputs(&args)?;
     let lead = super::leads(replicas);
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
     let schedule = ckpt.training.sampling_schedule()?;
@@ -279,6 +280,28 @@ fn read_noise(args: &SampleArgs, c: usize, s: usize) -> Result<Option<(usize, Ve
         ));
     }
     Ok(Some((shape[0], values)))
+}
+
+/// The files a run writes, checked before it starts: each named with the extension of the format its flag writes (a
+/// grid called .jpg held PNG bytes). The three formats differ, so this also keeps any two from being one file (an
+/// .npy given as --out as well was written over the grid).
+fn check_outputs(args: &SampleArgs) -> Result<()> {
+    let outputs = [
+        ("--out", Some(&args.out), "png", "a PNG grid"),
+        ("--npy", args.npy.as_ref(), "npy", "a NumPy .npy array"),
+        ("--gif", args.gif.as_ref(), "gif", "an animated GIF"),
+    ];
+    for (flag, path, ext, what) in outputs {
+        let Some(path) = path else { continue };
+        let given = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !given.eq_ignore_ascii_case(ext) {
+            return Err(Error::Usage(format!(
+                "{flag} {}: {flag} writes {what}; give it a name ending in .{ext}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--guidance` contrasts the model with and without a class: without either it would change nothing.

@@ -1422,3 +1422,60 @@ fn timesteps_are_recorded_and_no_resume_changes_them() {
     let ckpt = Checkpoint::load(&ckpt_path).unwrap();
     assert_eq!((ckpt.step, ckpt.training.settings.timesteps), (2, 50));
 }
+
+/// `diffuse sample`'s files are checked before it samples: each named with its format's extension (a grid called
+/// .jpg once held PNG bytes, and an .npy given as --out too was written over the grid), each refusal naming the
+/// flag and the extension. Nothing is written.
+#[test]
+fn sample_refuses_outputs_named_for_another_format() {
+    let dir = scratch("sample-outputs");
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let cases: [(&[String], [&str; 2]); 4] = [
+        (&["--out".into(), at("grid.jpg")], ["--out", ".png"]),
+        (
+            &["--out".into(), at("grid.png"), "--npy".into(), at("x.npz")],
+            ["--npy", ".npy"],
+        ),
+        (
+            &["--out".into(), at("g.png"), "--gif".into(), at("g.png")],
+            ["--gif", ".gif"],
+        ),
+        (
+            &[
+                "--out".into(),
+                at("same.npy"),
+                "--npy".into(),
+                at("same.npy"),
+            ],
+            ["--out", ".png"],
+        ),
+    ];
+    for (flags, words) in cases {
+        let mut args = vec!["sample", "--num", "1", "--steps", "1"];
+        args.extend(flags.iter().map(String::as_str));
+        let (ok, _, stderr) = diffuse(&args, &[]);
+        assert!(!ok, "{args:?} was accepted");
+        for word in words {
+            assert!(stderr.contains(word), "{args:?}: {word} not in {stderr}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "{args:?} wrote a file"
+        );
+    }
+    let (ok, _, stderr) = diffuse(
+        &[
+            "sample",
+            "--num",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            &at("Grid.PNG"),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(dir.join("Grid.PNG").exists());
+}
