@@ -439,17 +439,45 @@ fn is_image_name(p: &Path) -> bool {
 /// class (torchvision's ImageFolder), else unlabelled.
 type Listing = (Vec<PathBuf>, Option<Vec<u32>>, Vec<String>);
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+/// A folder's entries in order, without the hidden ones (a name starting with '.': `.DS_Store`, macOS's `._photo.jpg`
+/// resource files, `.ipynb_checkpoints`, `.git`), which are named in `hidden` instead.
+fn sorted_entries(dir: &Path, hidden: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
+    let is_hidden = |p: &PathBuf| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    };
+    hidden.extend(
+        entries
+            .iter()
+            .filter(|p| is_hidden(p))
+            .map(|p| p.display().to_string()),
+    );
+    entries.retain(|p| !is_hidden(p));
     Ok(entries)
 }
 
-fn list_folder(dir: &Path) -> Result<Listing> {
-    let entries = sorted_entries(dir)?;
+fn list_folder(dir: &Path, notes: &mut Vec<String>) -> Result<Listing> {
+    let mut hidden = Vec::new();
+    let listing = list_entries(dir, &mut hidden)?;
+    if !hidden.is_empty() {
+        notes.push(format!(
+            "note: skipped {} hidden file{} or folder{} (names starting with '.'): {}",
+            hidden.len(),
+            if hidden.len() == 1 { "" } else { "s" },
+            if hidden.len() == 1 { "" } else { "s" },
+            some_of(&hidden)
+        ));
+    }
+    Ok(listing)
+}
+
+fn list_entries(dir: &Path, hidden: &mut Vec<String>) -> Result<Listing> {
+    let entries = sorted_entries(dir, hidden)?;
     let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     if subdirs.is_empty() {
         let files = entries.into_iter().filter(|p| p.is_file()).collect();
@@ -480,12 +508,55 @@ fn list_folder(dir: &Path) -> Result<Listing> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        for f in sorted_entries(sub)?.into_iter().filter(|p| p.is_file()) {
+        for f in sorted_entries(sub, hidden)?
+            .into_iter()
+            .filter(|p| p.is_file())
+        {
             labels.push(class as u32);
             files.push(f);
         }
     }
     Ok((files, Some(labels), names))
+}
+
+/// The classes of a folder without the subfolders that gave no usable image (empty, or every file skipped): a
+/// class with no images would be a label the model never sees, yet one `sample --class` offers. The others keep
+/// their order and are numbered again; the dropped ones are named in a note.
+fn drop_empty_classes(
+    labels: Option<Vec<u32>>,
+    names: Vec<String>,
+    notes: &mut Vec<String>,
+) -> (Option<Vec<u32>>, Vec<String>) {
+    let Some(labels) = labels else {
+        return (None, names);
+    };
+    let mut count = vec![0usize; names.len()];
+    for &l in &labels {
+        count[l as usize] += 1;
+    }
+    let empty: Vec<String> = (0..names.len())
+        .filter(|&c| count[c] == 0)
+        .map(|c| names[c].clone())
+        .collect();
+    if empty.is_empty() {
+        return (Some(labels), names);
+    }
+    notes.push(format!(
+        "note: {} class folder{} without usable images left out (a class needs images): {}",
+        empty.len(),
+        if empty.len() == 1 { "" } else { "s" },
+        some_of(&empty)
+    ));
+    let mut renumber = vec![0u32; names.len()];
+    let mut kept = Vec::new();
+    for (c, name) in names.into_iter().enumerate() {
+        renumber[c] = kept.len() as u32;
+        if count[c] > 0 {
+            kept.push(name);
+        }
+    }
+    let labels = labels.into_iter().map(|l| renumber[l as usize]).collect();
+    (Some(labels), kept)
 }
 
 /// The first five of `items`, and how many more.
@@ -527,9 +598,9 @@ fn check_kept(
 }
 
 fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
-    let (files, labels, class_names) = list_folder(dir)?;
-    let key = cache.key(dir, &files, fit);
     let mut notes = Vec::new();
+    let (files, labels, class_names) = list_folder(dir, &mut notes)?;
+    let key = cache.key(dir, &files, fit);
     let decoded = match key.as_ref().and_then(|k| Some((k, k.load()?))) {
         Some((key, hit)) => {
             notes.push(format!(
@@ -553,8 +624,10 @@ fn open_folder(dir: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
     };
     check_kept(dir, &decoded, files.len(), &mut notes)?;
     let len = decoded.kept.len();
+    let labels = labels.map(|l| decoded.kept.iter().map(|&i| l[i as usize]).collect());
+    let (labels, class_names) = drop_empty_classes(labels, class_names, &mut notes);
     Ok(Dataset {
-        labels: labels.map(|l| decoded.kept.iter().map(|&i| l[i as usize]).collect()),
+        labels,
         pixels: decoded.pixels.into(),
         len,
         channels: fit.channels,

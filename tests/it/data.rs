@@ -535,3 +535,58 @@ fn jpeg_orientation_tags_are_applied_before_the_fit() {
         &pixels[56..]
     );
 }
+
+/// Hidden entries (names starting with '.': a notebook's checkpoints folder, macOS's `._x.png` files) are neither
+/// classes nor images, and a class folder without a usable image is no class: each is left out and said in a note,
+/// and the remaining classes keep their order, numbered again. A flat folder beside a hidden folder stays flat.
+#[test]
+fn hidden_entries_and_class_folders_without_images_are_left_out_and_said() {
+    let fit = Fit {
+        channels: 1,
+        size: 6,
+        background: [0; 3],
+    };
+    let png = |path: std::path::PathBuf| {
+        image::GrayImage::from_pixel(6, 6, image::Luma([9]))
+            .save(path)
+            .unwrap()
+    };
+    let dir = scratch("hidden-and-empty");
+    for class in [
+        "ants",
+        "bees",
+        "cats",
+        "empty",
+        "broken",
+        ".ipynb_checkpoints",
+    ] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+    }
+    png(dir.join("ants/1.png"));
+    png(dir.join("cats/1.png"));
+    png(dir.join("cats/2.png"));
+    png(dir.join(".ipynb_checkpoints/1.png"));
+    std::fs::write(dir.join("bees/._1.png"), b"AppleDouble").unwrap();
+    std::fs::write(dir.join("broken/1.png"), b"not a png").unwrap();
+    std::fs::write(dir.join(".DS_Store"), b"x").unwrap();
+    let data = Dataset::open(&dir, fit).unwrap();
+    assert_eq!(data.class_names, ["ants", "cats"]);
+    assert_eq!(data.labels.as_deref(), Some(&[0, 1, 1][..]));
+    let notes = data.notes.join("\n");
+    for word in [
+        ".ipynb_checkpoints",
+        ".DS_Store",
+        "._1.png",
+        "bees",
+        "empty",
+        "broken",
+    ] {
+        assert!(notes.contains(word), "{word} not in {notes}");
+    }
+
+    let flat = scratch("flat-beside-hidden");
+    std::fs::create_dir_all(flat.join(".git")).unwrap();
+    png(flat.join("a.png"));
+    let data = Dataset::open(&flat, fit).unwrap();
+    assert_eq!((data.len, data.labels.is_none()), (1, true));
+}
