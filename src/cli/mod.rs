@@ -13,6 +13,7 @@ macro_rules! say {
 mod bench;
 mod eval;
 mod info;
+mod lock;
 mod sample;
 mod settings;
 mod train;

@@ -176,6 +176,16 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
+    // One run per folder, checked before anything else (rank 0 writes the files, so it alone locks).
+    let _lock = match lead.then(|| super::lock::RunLock::take(&out)) {
+        None => None,
+        Some(Ok(lock)) => Some(lock),
+        Some(Err(super::lock::Refusal::Held(e))) => return Err(e),
+        Some(Err(super::lock::Refusal::Unsupported(why))) => {
+            eprintln!("warning: {why}");
+            None
+        }
+    };
     let (config, dataset) = open_data(&args, replicas.as_deref(), lead)?;
     let checkpoint_path = Folder::checkpoint_path(&out);
     let resume = load_resume(args.resume, &checkpoint_path)?;

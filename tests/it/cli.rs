@@ -1479,3 +1479,59 @@ fn sample_refuses_outputs_named_for_another_format() {
     assert!(ok, "{stderr}");
     assert!(dir.join("Grid.PNG").exists());
 }
+
+/// One run per output folder: while a run trains, a second on the same --out stops before it starts, naming the
+/// first (its pid); once the first is gone, even killed without a chance to clean up, the folder is free again.
+#[test]
+fn a_second_run_on_the_same_folder_is_refused_and_a_killed_run_leaves_no_stale_lock() {
+    let dir = scratch("run-lock");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let train = |steps: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffuse"));
+        cmd.args([
+            "train", "--preset", "tiny", "--steps", steps, "--batch", "4", "--out", out_s,
+        ])
+        .args([
+            "--preview",
+            "0",
+            "--sample-every",
+            "1000000",
+            "--checkpoint-every",
+            "1000000",
+        ]);
+        cmd
+    };
+    let mut first = train("1000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = format!("pid {}", first.id());
+    let lock = out.join(".diffuse-lock");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains(&pid)) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = train("1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!second.status.success(), "the second run was let in");
+    assert!(
+        stderr.contains(&pid) && stderr.contains(out_s) && stderr.contains("--out"),
+        "{stderr}"
+    );
+
+    let third = train("1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        third.status.success(),
+        "the killed run's lock outlived it: {stderr}"
+    );
+    assert!(out.join("checkpoint.safetensors").exists());
+}
