@@ -279,6 +279,16 @@ fn read_noise(args: &SampleArgs, c: usize, s: usize) -> Result<Option<(usize, Ve
             format!("the noise must have shape [N, {c}, {s}, {s}], got {shape:?}"),
         ));
     }
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::data(
+            p,
+            format!(
+                "{bad} of {} values are not finite (NaN or ±∞): x_T must be finite numbers (draws of N(0, I))",
+                values.len()
+            ),
+        ));
+    }
     Ok(Some((shape[0], values)))
 }
 

@@ -97,6 +97,17 @@ fn at_least_one_step(text: &str) -> std::result::Result<u64, String> {
     at_least_one(text).map(|n| n as u64)
 }
 
+/// `--channels`: what images have (a PNG or JPEG is read as grayscale or RGB; alpha is composited away).
+fn grayscale_or_rgb(text: &str) -> std::result::Result<usize, String> {
+    match text.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!(
+            "{text}: images are read as 1 channel (grayscale) or 3 (RGB); give 1 or 3"
+        )),
+    }
+}
+
 /// Overrides of the preset's U-Net configuration, each defaulting to the preset's value; stored in the checkpoint.
 #[derive(clap::Args)]
 pub struct ModelArgs {
@@ -104,7 +115,7 @@ pub struct ModelArgs {
     #[arg(long, help_heading = "Model")]
     pub image_size: Option<usize>,
     /// Image channels: 1 (grayscale) or 3 (RGB).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, help_heading = "Model", value_parser = grayscale_or_rgb)]
     pub channels: Option<usize>,
     /// Channels of the first level (the time embedding has four times as many).
     #[arg(long, help_heading = "Model")]

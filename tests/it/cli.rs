@@ -1535,3 +1535,52 @@ fn a_second_run_on_the_same_folder_is_refused_and_a_killed_run_leaves_no_stale_l
     );
     assert!(out.join("checkpoint.safetensors").exists());
 }
+
+/// Inputs checked before the work: a --noise file holding NaN is refused by name before sampling (it once ran and
+/// then blamed the model's weights), and --channels other than 1 or 3 is refused by train (a 2-channel model trained
+/// on grayscale digits).
+#[test]
+fn a_noise_file_with_nan_and_a_channel_count_images_cannot_have_are_refused_up_front() {
+    let dir = scratch("nan-noise");
+    let noise = dir.join("noise.npy");
+    let mut values = vec![0.5f32; 2 * 28 * 28];
+    values[7] = f32::NAN;
+    diffuse::image_io::write_npy(&noise, &[2, 1, 28, 28], &values).unwrap();
+    let out = dir.join("grid.png");
+    let (ok, stdout, stderr) = diffuse(
+        &[
+            "sample",
+            "--steps",
+            "2",
+            "--noise",
+            noise.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && !out.exists(), "{stdout}");
+    assert!(
+        stderr.contains("noise.npy") && stderr.contains("1 of 1568") && !stderr.contains("weights"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("samples"), "it sampled first: {stdout}");
+
+    let (ok, _, stderr) = diffuse(
+        &[
+            "train",
+            "--channels",
+            "2",
+            "--steps",
+            "1",
+            "--out",
+            dir.join("c2").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("--channels") && stderr.contains("1 or 3"),
+        "{stderr}"
+    );
+    assert!(!dir.join("c2").exists(), "the refused run made its folder");
+}
