@@ -169,6 +169,71 @@ impl std::fmt::Display for Preset {
 }
 
 impl UNetConfig {
+    /// Where this configuration (a checkpoint's) differs from `asked`, each as its `diffuse train` flag with both
+    /// values, "--base-channels (checkpoint 8, asked 32)": what a refused `--resume` says, in the user's terms.
+    pub fn differences(&self, asked: &UNetConfig) -> Vec<String> {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let classes = |c: Option<usize>| c.map_or("none".to_string(), |n| n.to_string());
+        let fields = [
+            (
+                "--image-size",
+                self.image_size.to_string(),
+                asked.image_size.to_string(),
+            ),
+            (
+                "--channels",
+                self.in_channels.to_string(),
+                asked.in_channels.to_string(),
+            ),
+            (
+                "--base-channels",
+                self.base_channels.to_string(),
+                asked.base_channels.to_string(),
+            ),
+            (
+                "--channel-mults",
+                list(&self.channel_mults),
+                list(&asked.channel_mults),
+            ),
+            (
+                "--blocks-per-level",
+                self.blocks_per_level.to_string(),
+                asked.blocks_per_level.to_string(),
+            ),
+            (
+                "--attention-resolutions",
+                list(&self.attention_resolutions),
+                list(&asked.attention_resolutions),
+            ),
+            (
+                "--groups",
+                self.groups.to_string(),
+                asked.groups.to_string(),
+            ),
+            ("--heads", self.heads.to_string(), asked.heads.to_string()),
+            (
+                "--class-conditional (classes)",
+                classes(self.num_classes),
+                classes(asked.num_classes),
+            ),
+            (
+                "--dropout",
+                self.dropout.to_string(),
+                asked.dropout.to_string(),
+            ),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, mine, theirs)| mine != theirs)
+            .map(|(flag, mine, theirs)| format!("{flag} (checkpoint {mine}, asked {theirs})"))
+            .collect()
+    }
+
     /// The preset called `name` (see [`Preset`]).
     pub fn preset(name: &str) -> Result<UNetConfig> {
         let preset = Preset::from_name(name).ok_or_else(|| {

@@ -105,9 +105,9 @@ impl State {
         let (initial, ema_values, step, rng_offset) = match resume {
             Some(ckpt) if &ckpt.config != config => {
                 return Err(Error::Usage(format!(
-                    "the checkpoint was trained with another model configuration ({:?}); resume with the same \
-                     --preset and options, or start a new run",
-                    ckpt.config
+                    "the checkpoint holds another model: {}. Resume with the --preset and model options it was \
+                     trained with, or start a new run with another --out",
+                    ckpt.config.differences(config).join(", ")
                 )))
             }
             Some(ckpt) => (ckpt.params.clone(), ckpt.ema.clone(), ckpt.step, ckpt.rng_offset),

@@ -262,7 +262,14 @@ fn a_step_is_one_submission_and_a_mismatched_checkpoint_is_refused() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("another model configuration"), "{err}");
+    // Named as the flag that differs, with both values, not as a dump of the configuration.
+    let base = settings().model.base_channels;
+    assert!(
+        err.contains("another model: --base-channels (checkpoint 8, asked")
+            && err.contains(&format!("asked {base})"))
+            && !err.contains("UNetConfig"),
+        "{err}"
+    );
     let mut rgb = data.clone();
     rgb.channels = 3;
     let err = Trainer::new(gpu, settings(), &rgb, None)
