@@ -240,19 +240,24 @@ impl Fields<'_> {
                 Some(n)
             }
         };
+        let l = &crate::model::config::LIMITS;
         let config = UNetConfig {
-            in_channels: self.bounded("model.in_channels", 1..=16)?,
-            image_size: self.bounded("model.image_size", 1..=4096)?,
-            base_channels: self.bounded("model.base_channels", 1..=4096)?,
-            channel_mults: self.bounded_list("model.channel_mults", 1..=8, 1..=64)?,
-            blocks_per_level: self.bounded("model.blocks_per_level", 1..=64)?,
+            in_channels: self.bounded("model.in_channels", 1..=l.in_channels)?,
+            image_size: self.bounded("model.image_size", 1..=l.image_size)?,
+            base_channels: self.bounded("model.base_channels", 1..=l.base_channels)?,
+            channel_mults: self.bounded_list(
+                "model.channel_mults",
+                1..=l.levels,
+                1..=l.channel_mult,
+            )?,
+            blocks_per_level: self.bounded("model.blocks_per_level", 1..=l.blocks_per_level)?,
             attention_resolutions: self.bounded_list(
                 "model.attention_resolutions",
-                0..=8,
-                1..=4096,
+                0..=l.attention_resolutions,
+                1..=l.image_size,
             )?,
-            groups: self.bounded("model.groups", 1..=4096)?,
-            heads: self.bounded("model.heads", 1..=4096)?,
+            groups: self.bounded("model.groups", 1..=l.base_channels)?,
+            heads: self.bounded("model.heads", 1..=l.base_channels)?,
             num_classes,
             dropout: self.parse("model.dropout", "a number")?,
         };

@@ -187,7 +187,8 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
-    // One run per folder, checked before anything else (rank 0 writes the files, so it alone locks).
+    let config = model_config(&args)?;
+    // One run per folder, checked before anything is read or written (rank 0 writes the files, so it alone locks).
     let _lock = match lead.then(|| super::lock::RunLock::take(&out)) {
         None => None,
         Some(Ok(lock)) => Some(lock),
@@ -197,9 +198,9 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
             None
         }
     };
-    let (config, dataset) = open_data(&args, replicas.as_deref(), lead)?;
     let checkpoint_path = Folder::checkpoint_path(&out);
     let resume = load_resume(args.resume, &checkpoint_path)?;
+    let (config, dataset) = open_data(&args, config, replicas.as_deref(), lead)?;
     let (settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
     let mut trainer =
         Trainer::with_replicas(gpu, settings, &dataset, resume.as_ref(), replicas.clone())?;
@@ -273,14 +274,20 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
 /// The model configuration and the dataset, its classes counted for a class-conditional model. Rank 0 opens the
 /// data first, so that on its machine (or a shared cache folder) the others load the images it decoded and
 /// cached instead of all decoding them at once (if it fails, its error ends the job while the others wait).
-fn open_data(
-    args: &TrainArgs,
-    replicas: Option<&dyn Replicas>,
-    lead: bool,
-) -> Result<(UNetConfig, Dataset)> {
+/// The model the flags ask for, validated before anything is opened or written.
+fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
     let mut config = args.model.apply(args.preset.config());
     config.dropout = args.dropout;
     config.validate()?;
+    Ok(config)
+}
+
+fn open_data(
+    args: &TrainArgs,
+    mut config: UNetConfig,
+    replicas: Option<&dyn Replicas>,
+    lead: bool,
+) -> Result<(UNetConfig, Dataset)> {
     if let Some(r) = replicas.filter(|r| r.rank() != 0) {
         r.barrier();
     }

@@ -168,7 +168,69 @@ impl std::fmt::Display for Preset {
     }
 }
 
+/// The largest value of each size a model may have: far above any preset, and the same bounds for what `train`
+/// accepts and what the checkpoint reader accepts (which checks them before it sizes anything by them), so every
+/// model that trains can be read back.
+pub struct Limits {
+    pub in_channels: usize,
+    pub image_size: usize,
+    /// Also the most groups and heads.
+    pub base_channels: usize,
+    pub levels: usize,
+    pub channel_mult: usize,
+    pub blocks_per_level: usize,
+    pub attention_resolutions: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    in_channels: 16,
+    image_size: 4096,
+    base_channels: 4096,
+    levels: 8,
+    channel_mult: 64,
+    blocks_per_level: 64,
+    attention_resolutions: 8,
+};
+
 impl UNetConfig {
+    /// (what, value, limit) of every bounded size, as `validate` names them.
+    fn sizes(&self) -> Vec<(&'static str, usize, usize)> {
+        let l = &LIMITS;
+        let mut sizes = vec![
+            ("image channels", self.in_channels, l.in_channels),
+            ("image size", self.image_size, l.image_size),
+            ("base channels", self.base_channels, l.base_channels),
+            ("groups", self.groups, l.base_channels),
+            ("heads", self.heads, l.base_channels),
+            (
+                "levels (channel multipliers)",
+                self.channel_mults.len(),
+                l.levels,
+            ),
+            (
+                "blocks per level",
+                self.blocks_per_level,
+                l.blocks_per_level,
+            ),
+            (
+                "attention resolutions",
+                self.attention_resolutions.len(),
+                l.attention_resolutions,
+            ),
+        ];
+        sizes.extend(
+            self.channel_mults
+                .iter()
+                .map(|&m| ("channel multiplier", m, l.channel_mult)),
+        );
+        sizes.extend(
+            self.attention_resolutions
+                .iter()
+                .map(|&r| ("attention resolution", r, l.image_size)),
+        );
+        sizes
+    }
+
     /// Where this configuration (a checkpoint's) differs from `asked`, each as its `diffuse train` flag with both
     /// values, "--base-channels (checkpoint 8, asked 32)": what a refused `--resume` says, in the user's terms.
     pub fn differences(&self, asked: &UNetConfig) -> Vec<String> {
@@ -253,9 +315,17 @@ impl UNetConfig {
         4 * self.base_channels
     }
 
-    /// Checks that the configuration describes a buildable network; the message says what to change.
+    /// Checks that the configuration describes a buildable network that a checkpoint can hold (within
+    /// [`LIMITS`]); the message says what to change.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Usage(format!("invalid model configuration: {m}")));
+        for (what, value, limit) in self.sizes() {
+            if value > limit {
+                return bad(format!(
+                    "{what} {value} is past the most a checkpoint holds ({limit}); give at most {limit}"
+                ));
+            }
+        }
         if self.in_channels == 0 || self.base_channels == 0 || self.channel_mults.is_empty() {
             return bad("channels and channel multipliers must be non-empty and positive".into());
         }

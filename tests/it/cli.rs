@@ -1584,3 +1584,49 @@ fn a_noise_file_with_nan_and_a_channel_count_images_cannot_have_are_refused_up_f
     );
     assert!(!dir.join("c2").exists(), "the refused run made its folder");
 }
+
+/// Model flags are held to the bounds the checkpoint reader enforces (model::config::LIMITS), before anything is
+/// opened or written: `--blocks-per-level 65` once trained a model whose checkpoint the same binary refused to read.
+#[test]
+fn model_flags_past_what_a_checkpoint_holds_are_refused_before_the_run_starts() {
+    let dir = scratch("past-limits");
+    let l = &diffuse::model::config::LIMITS;
+    let cases = [
+        (
+            "--blocks-per-level",
+            (l.blocks_per_level + 1).to_string(),
+            "blocks per level",
+        ),
+        ("--channel-mults", "1,1,1,1,1,1,1,1,1".to_string(), "levels"),
+        (
+            "--channel-mults",
+            format!("1,{}", l.channel_mult + 1),
+            "channel multiplier",
+        ),
+        (
+            "--attention-resolutions",
+            "1,2,3,4,5,6,7,8,9".to_string(),
+            "attention resolutions",
+        ),
+    ];
+    for (flag, value, words) in cases {
+        let out = dir.join("run");
+        let args = [
+            "train",
+            "--preset",
+            "tiny",
+            flag,
+            &value,
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let (ok, _, stderr) = diffuse(&args, &[]);
+        assert!(
+            !ok && stderr.contains(words) && stderr.contains("checkpoint holds"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?}: the refused run made its folder");
+    }
+}

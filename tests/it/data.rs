@@ -1,6 +1,7 @@
 //! Dataset loading: the built-in MNIST subset, IDX files, image folders, and the errors for bad input.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diffuse::data::{Dataset, Fit};
 
@@ -252,9 +253,17 @@ fn a_decoded_folder_is_cached_and_the_cache_is_dropped_when_the_folder_changes()
 }
 
 /// Runs the `diffuse` binary (as tests/it/cli.rs does): (success, stderr).
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// The binary, run in a scratch folder of its own: a `train` without --out writes to runs/<preset> there, not in the
+/// repository (where a newcomer's run may already hold one, which train refuses before it reads the data).
 fn diffuse(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
         .args(args)
+        .current_dir(scratch(&format!(
+            "cwd-{}",
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        )))
         .env("DIFFUSE_CACHE_DIR", "off")
         .output()
         .expect("run diffuse");

@@ -139,3 +139,53 @@ fn parameters_are_cut_into_shards_between_tensors_and_within_the_limit() {
         "{err}"
     );
 }
+
+/// Every bounded size of a model: at its limit it validates (so it trains, and the checkpoint reader, which checks
+/// the same LIMITS, reads it back), one past its limit it is refused by name.
+#[test]
+fn every_model_size_is_valid_at_its_limit_and_refused_past_it() {
+    use diffuse::model::config::LIMITS;
+    let tiny = || diffuse::model::Preset::Tiny.config();
+    let at = |f: &dyn Fn(&mut diffuse::model::UNetConfig, usize), limit: usize| {
+        let (mut ok, mut past) = (tiny(), tiny());
+        f(&mut ok, limit);
+        f(&mut past, limit + 1);
+        (ok.validate(), past.validate())
+    };
+    type Set<'a> = &'a dyn Fn(&mut diffuse::model::UNetConfig, usize);
+    let cases: [(&str, Set, usize); 4] = [
+        (
+            "image channels",
+            &|c, v| c.in_channels = v,
+            LIMITS.in_channels,
+        ),
+        (
+            "blocks per level",
+            &|c, v| c.blocks_per_level = v,
+            LIMITS.blocks_per_level,
+        ),
+        (
+            "channel multiplier",
+            &|c, v| c.channel_mults = vec![1, v],
+            LIMITS.channel_mult,
+        ),
+        (
+            "levels",
+            &|c, v| {
+                c.channel_mults = vec![1; v];
+                c.image_size = 1 << (v - 1);
+                c.attention_resolutions.clear();
+            },
+            LIMITS.levels,
+        ),
+    ];
+    for (what, set, limit) in cases {
+        let (ok, past) = at(set, limit);
+        assert!(ok.is_ok(), "{what} at {limit}: {ok:?}");
+        let err = past.unwrap_err().to_string();
+        assert!(
+            err.contains(what) && err.contains(&limit.to_string()),
+            "{what}: {err}"
+        );
+    }
+}
