@@ -39,7 +39,7 @@ struct Params {
     cols: u32,     // GEMM columns
     k: u32,        // GEMM depth
     tiles_n: u32,  // ⌈cols / 64⌉
-    tiles: u32,    // ⌈m / 64⌉ · tiles_n
+    tiles: u32,    // ⌈m / 64⌉ · tiles_n: the grid's size (the wrapper's; the shader derives each layer's)
     flags: u32,    // bit 0: add the bias (forward) or sum it (weight gradient); bit 1: d_x += … (backward input);
                    // bit 2: add time[n, o] (forward); bit 3: add residual (forward)
     slices: u32,   // K slices of 8 per chunk (weight gradient; the others take all of K)
@@ -266,8 +266,8 @@ struct Acc {
     a_sum: vec4<f32>,
 }
 
-// The walk of workgroup `tile` of grid layer z; its `cols` is 0 where the tile lies past the layer's C (a class of
-// the backward input with fewer columns than the largest), whose workgroup then does nothing.
+// The walk of workgroup `tile` of grid layer z; its `cols` is 0 where the tile lies past the layer's C (the grid's
+// padding, or a class of the backward input with fewer columns than the largest), whose workgroup then does nothing.
 fn walk(mode: u32, tile: u32, z: u32) -> Walk {
     var w: Walk;
     w.cols = p.cols;
@@ -343,9 +343,8 @@ fn tile_of(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @compute @workgroup_size(256)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wg, nwg);
-    if (tile >= p.tiles) { return; }
-    let w = walk(MODE_FORWARD, tile, 0u);
+    let w = walk(MODE_FORWARD, tile_of(wg, nwg), 0u);
+    if (w.cols == 0u) { return; }
     let acc = gemm(MODE_FORWARD, w, column(w, lid, p.ho, p.wo), lid, false);
     let plane = p.ho * p.wo;
     for (var j = 0u; j < 4u; j++) {
@@ -398,9 +397,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(256)
 fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wg, nwg);
-    if (tile >= p.tiles) { return; }
-    let w = walk(MODE_WEIGHT, tile, wg.z);
+    let w = walk(MODE_WEIGHT, tile_of(wg, nwg), wg.z);
+    if (w.cols == 0u) { return; }
     let sums_bias = (p.flags & FLAG_BIAS) != 0u && w.n0 == 0u;
     let acc = gemm(MODE_WEIGHT, w, Column(Pixel(0u, 0u, 0u), false), lid, sums_bias && lid % 16u == 0u);
     let slab = wg.z * p.m * p.cols;

@@ -271,9 +271,6 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     Ok(finished)
 }
 
-/// The model configuration and the dataset, its classes counted for a class-conditional model. Rank 0 opens the
-/// data first, so that on its machine (or a shared cache folder) the others load the images it decoded and
-/// cached instead of all decoding them at once (if it fails, its error ends the job while the others wait).
 /// The model the flags ask for, validated before anything is opened or written.
 fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
     let mut config = args.model.apply(args.preset.config());
@@ -282,6 +279,9 @@ fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
     Ok(config)
 }
 
+/// The model configuration and the dataset, its classes counted for a class-conditional model. Rank 0 opens the
+/// data first, so that on its machine (or a shared cache folder) the others load the images it decoded and
+/// cached instead of all decoding them at once (if it fails, its error ends the job while the others wait).
 fn open_data(
     args: &TrainArgs,
     mut config: UNetConfig,

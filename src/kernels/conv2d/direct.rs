@@ -130,7 +130,7 @@ pub(super) fn weight_grad_pass(
     // and its reduction reads: workspaces shared by every weight gradient of a step (up to 38 MB each on a GPU's
     // split; a buffer per layer made a `small` step's fixed memory 934 MB).
     let bias_sums = match d_b.is_some() && chunks > 1 {
-        true => gpu.workspace("conv2d_weight_grad_bias_partial", &[chunks * g.co])?,
+        true => bias_partial_sums(gpu, chunks, g.co)?,
         false => scratch(gpu, 1)?,
     };
     let bias_out = match d_b {
@@ -171,6 +171,11 @@ pub(super) fn partial_sums(gpu: &Gpu, split: usize, len: usize) -> Result<Tensor
     const SLOT: &str = "conv2d_weight_grad_partial";
     gpu.workspace(SLOT, &[split * DW_CO_BLOCK * 64 * 9])?;
     gpu.workspace(SLOT, &[len])
+}
+
+/// The chunks' bias sums, [chunks, co], in the workspace every weight gradient of a step shares.
+pub(super) fn bias_partial_sums(gpu: &Gpu, chunks: usize, co: usize) -> Result<Tensor> {
+    gpu.workspace("conv2d_weight_grad_bias_partial", &[chunks * co])
 }
 
 /// The weight-gradient pass's workgroup size (invocations are input channels; a workgroup of WG covers WG of

@@ -50,7 +50,6 @@ fn params(g: &Geometry, [m, cols, k]: [usize; 3], flags: u32) -> Params {
         tiles_n: tiles_n as u32,
         tiles: (m.div_ceil(TILE) * tiles_n) as u32,
         flags,
-        slices: k.div_ceil(SLICE) as u32,
         ..Params::default()
     }
 }
@@ -166,7 +165,7 @@ pub(super) fn weight_grad(
         output_flags(d_b.is_some(), false),
     );
     // Not bounded by K's slices (a chunk past the end adds zeros): the partial sums' memory must not depend on the
-    // batch (see direct::weight_grad_chunks).
+    // batch (see direct::weight_grad_chunks). The slices per chunk are read by this pass alone.
     let chunks = split.div_ceil(params.tiles as usize).max(1);
     params.slices = (params.k as usize).div_ceil(SLICE).div_ceil(chunks) as u32;
     let len = g.co * g.ci * taps;
@@ -174,7 +173,7 @@ pub(super) fn weight_grad(
         1 => (None, None),
         _ => (
             Some(direct::partial_sums(gpu, split, chunks * len)?),
-            d_b.map(|_| gpu.workspace("conv2d_weight_grad_bias_partial", &[chunks * g.co]))
+            d_b.map(|_| direct::bias_partial_sums(gpu, chunks, g.co))
                 .transpose()?,
         ),
     };
