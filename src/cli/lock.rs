@@ -19,7 +19,7 @@ pub struct RunLock {
 }
 
 /// How taking the lock ended where it did not.
-pub enum Refusal {
+enum Refusal {
     /// Another process holds it: the error to print.
     Held(Error),
     /// The filesystem does not lock files (some network filesystems): the run may go on, unguarded.
@@ -27,8 +27,21 @@ pub enum Refusal {
 }
 
 impl RunLock {
+    /// The lock a run on `out` holds: an error where another run holds it, and none (after a warning) where the
+    /// filesystem cannot lock.
+    pub fn for_run(out: &Path) -> Result<Option<RunLock>, Error> {
+        match RunLock::take(out) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(Refusal::Held(e)) => Err(e),
+            Err(Refusal::Unsupported(why)) => {
+                eprintln!("warning: {why}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Takes the lock on `out` (made if missing), recording this process in the file.
-    pub fn take(out: &Path) -> std::result::Result<RunLock, Refusal> {
+    fn take(out: &Path) -> std::result::Result<RunLock, Refusal> {
         let path = out.join(NAME);
         let io = |e: std::io::Error| Refusal::Held(Error::io(&path, e));
         std::fs::create_dir_all(out).map_err(|e| Refusal::Held(Error::io(out, e)))?;

@@ -189,15 +189,9 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
         .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
     let config = model_config(&args)?;
     // One run per folder, checked before anything is read or written (rank 0 writes the files, so it alone locks).
-    let _lock = match lead.then(|| super::lock::RunLock::take(&out)) {
-        None => None,
-        Some(Ok(lock)) => Some(lock),
-        Some(Err(super::lock::Refusal::Held(e))) => return Err(e),
-        Some(Err(super::lock::Refusal::Unsupported(why))) => {
-            eprintln!("warning: {why}");
-            None
-        }
-    };
+    let _lock = lead
+        .then(|| super::lock::RunLock::for_run(&out))
+        .transpose()?;
     let checkpoint_path = Folder::checkpoint_path(&out);
     let resume = load_resume(args.resume, &checkpoint_path)?;
     let (config, dataset) = open_data(&args, config, replicas.as_deref(), lead)?;
