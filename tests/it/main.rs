@@ -28,6 +28,7 @@ mod model_layout;
 mod noise;
 mod optimizer;
 mod plot;
+mod process;
 mod random;
 mod samplers;
 mod sampling;

@@ -6,6 +6,7 @@
 use crate::common;
 
 use common::{assert_close, gpu, uniform};
+use diffuse::diffusion::process::{Objective, Sde, Weighting};
 use diffuse::diffusion::Prediction;
 use diffuse::diffusion::{BetaSchedule, Schedule};
 use diffuse::gpu::{DType, Tensor};
@@ -165,4 +166,116 @@ fn noised_samples_have_the_closed_form_mean_and_variance() {
             "t={t}: variance {var} vs {want_var} (SE {se_var:e})"
         );
     }
+}
+
+/// The score-based objectives the drawn-level kernel serves, with the largest |A| of an exp argument it computes
+/// for draws of magnitude ≤ 5 (shaders/noise.wgsl's precision note): VE ln(σ_max/σ_min), VP 4·|l(1)| (the
+/// likelihood weight's expm1(4l)), EDM |P_mean| + 5·P_std.
+fn drawn_objectives() -> Vec<(Objective, f64)> {
+    let vp_l1: f64 = 0.25 * 19.9 + 0.5 * 0.1;
+    let likely = |sde| Objective::Sde {
+        sde,
+        weighting: Weighting::Likelihood,
+        t_min: 1e-5,
+    };
+    vec![
+        (
+            Objective::Ncsn {
+                sigma_min: 0.01,
+                sigma_max: 50.0,
+                levels: 10,
+            },
+            0.0,
+        ),
+        (Objective::sde(Sde::VE), (50.0f64 / 0.01).ln()),
+        (likely(Sde::VE), (50.0f64 / 0.01).ln()),
+        (Objective::sde(Sde::VP), 4.0 * vp_l1),
+        (likely(Sde::VP), 4.0 * vp_l1),
+        (Objective::sde(Sde::SUB_VP), 4.0 * vp_l1),
+        (likely(Sde::SUB_VP), 4.0 * vp_l1),
+        (Objective::EDM, 1.2 + 5.0 * 1.2),
+    ]
+}
+
+#[test]
+fn noise_forward_drawn_matches_reference_for_every_objective() {
+    // Tolerance (shaders/noise.wgsl): each coefficient is within K·u of its f64 value, K = 6·A + 11 (A the
+    // largest exp argument; + 5 for the table's and constants' roundings); x_in's product c_in·α (or c_in·σ) has
+    // 2K, plus γ₄ for its three products and a sum; the target K + γ₂; cond's c_noise sums at most 3 rounded terms
+    // of magnitude ≤ A + |ln σ_min| (|Δ| ≤ 4u·(|c_noise| + 2A + 5), σ_min ≥ 0.01 here); the weight's quotient 2K + 4.
+    let gpu = gpu();
+    let u = gamma(1);
+    for (objective, a_max) in drawn_objectives() {
+        let levels = noise::DrawnLevels::new(gpu, &objective).unwrap();
+        let k = 6.0 * a_max + 16.0;
+        for (n, d) in [(1, 1), (3, 7), (9, 784)] {
+            let x0 = uniform(n * d, 3);
+            let eps = uniform(n * d, 4);
+            // Both ends of the draw's range, for the uniforms 0 and the largest f32 below 1; EDM draws ±5.
+            let edges: &[f32] = match objective {
+                Objective::Edm { .. } => &[0.0, -5.0, 5.0, 1.3, -0.7],
+                _ => &[0.0, 0.999_999_94, 0.5, 0.123, 0.77],
+            };
+            let draw: Vec<f32> = edges.iter().copied().cycle().take(n).collect();
+            let tensor = |v: &[f32], shape: &[usize]| Tensor::from_f32(gpu, shape, v).unwrap();
+            let (x0t, et, drawt) = (
+                tensor(&x0, &[n, d]),
+                tensor(&eps, &[n, d]),
+                tensor(&draw, &[n]),
+            );
+            let outputs = [&[n, d][..], &[n, d], &[n], &[n]].map(common::nan_tensor);
+            let [x_in, target, cond, weight] = &outputs;
+            gpu.run([&noise::noise_forward_drawn(
+                gpu, &levels, &x0t, &et, &drawt, x_in, target, cond, weight,
+            )
+            .unwrap()])
+                .unwrap();
+            let want = reference::noise_forward_drawn(
+                &objective,
+                &to_f64(&x0),
+                &to_f64(&eps),
+                &to_f64(&draw),
+            );
+            let point = |i: usize| objective.point(draw[i] as f64).unwrap();
+            let case = format!("{objective:?} n{n} d{d}");
+            assert_close(&case, &x_in.read_f32(gpu).unwrap(), &want.0, |i| {
+                let q = point(i / d);
+                (2.0 * k * u + gamma(4))
+                    * q.c_in
+                    * (q.alpha * (x0[i] as f64).abs() + q.sigma * (eps[i] as f64).abs())
+            });
+            assert_close(&case, &target.read_f32(gpu).unwrap(), &want.1, |i| {
+                let q = point(i / d);
+                (k * u + gamma(2))
+                    * ((q.k_x0 * x0[i] as f64).abs() + (q.k_eps * eps[i] as f64).abs())
+            });
+            assert_close(&case, &cond.read_f32(gpu).unwrap(), &want.2, |i| {
+                let q = point(i);
+                4.0 * u * (q.c_noise.abs() + 2.0 * a_max + 5.0)
+            });
+            assert_close(&case, &weight.read_f32(gpu).unwrap(), &want.3, |i| {
+                (2.0 * k + 4.0) * u * point(i).weight
+            });
+        }
+    }
+}
+
+#[test]
+fn noise_forward_drawn_refuses_ddpm_and_bad_shapes() {
+    let gpu = gpu();
+    let ddpm = noise::DrawnLevels::new(gpu, &Objective::Ddpm)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(ddpm.contains("noise_forward"), "{ddpm}");
+    let levels = noise::DrawnLevels::new(gpu, &Objective::EDM).unwrap();
+    let x = Tensor::zeros(gpu, &[2, 4], DType::F32).unwrap();
+    let per_image = Tensor::zeros(gpu, &[2], DType::F32).unwrap();
+    let wrong = Tensor::zeros(gpu, &[3], DType::F32).unwrap();
+    let error =
+        noise::noise_forward_drawn(gpu, &levels, &x, &x, &wrong, &x, &x, &per_image, &per_image)
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(error.contains("[2]"), "{error}");
 }
