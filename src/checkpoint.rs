@@ -10,6 +10,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::diffusion::process::{Objective, Trained};
 use crate::diffusion::{Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::{ParamLayout, UNetConfig};
@@ -54,14 +55,32 @@ pub struct TrainingRecord {
 }
 
 impl TrainingRecord {
-    /// The noise schedule the model was trained with, which sampling and evaluation must use.
+    /// The noise schedule the model was trained with, which sampling and evaluation must use. A score-based
+    /// model has none: an error that says so.
     pub fn schedule(&self) -> Result<Schedule> {
+        let objective = self.settings.objective;
+        if objective != Objective::Ddpm {
+            return Err(Error::Usage(format!(
+                "this checkpoint holds a score-based model (--objective {}), which has no DDPM timestep schedule: \
+                 sample it with `diffuse sample` (euler, heun, ode, dpm++2m or unipc); DDPM's variational bound \
+                 (`diffuse eval`) and the web page's noising view need a DDPM model",
+                objective.name()
+            )));
+        }
         self.settings.noise_schedule()
     }
 
-    /// What the network outputs.
+    /// What the network's output means.
+    pub fn trained(&self) -> Trained {
+        Trained {
+            objective: self.settings.objective,
+            target: self.settings.target,
+        }
+    }
+
+    /// What the (wrapped) network predicts.
     pub fn prediction(&self) -> Prediction {
-        self.settings.target
+        self.trained().prediction()
     }
 
     /// The schedule the samplers use: [`TrainingRecord::schedule`] with a zero terminal ᾱ raised to 2⁻²⁴

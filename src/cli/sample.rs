@@ -188,8 +188,11 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     check_outputs(&args)?;
     let lead = super::leads(replicas);
     let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
-    let schedule = ckpt.training.sampling_schedule()?;
-    let plan = args.spec().plan(&schedule)?;
+    let plan = args
+        .spec()
+        .plan_trained(&ckpt.training.settings.objective, || {
+            ckpt.training.sampling_schedule()
+        })?;
     let config = &ckpt.config;
     let weights = if args.raw_weights {
         &ckpt.params
@@ -225,7 +228,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let batched = Batched {
         config,
         params: &params,
-        prediction: ckpt.training.prediction(),
+        trained: ckpt.training.trained(),
         guidance: args.guidance,
         classes: classes.as_deref(),
         given: given.as_ref().map(|(_, values)| &values[..]),

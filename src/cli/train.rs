@@ -9,6 +9,7 @@ use clap::builder::PossibleValuesParser;
 
 use diffuse::checkpoint::Checkpoint;
 use diffuse::data::Dataset;
+use diffuse::diffusion::process::Objective;
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::model::{ParamLayout, Preset, UNetConfig};
@@ -438,10 +439,13 @@ fn describe(gpu: &Gpu, args: &TrainArgs, trainer: &Trainer, data: &str) {
     }
 }
 
-/// "predicts v, Min-SNR-γ loss weights (γ = 5), …".
+/// "predicts v, Min-SNR-γ loss weights (γ = 5), …", or the score-based objective with its parameters.
 fn objective(s: &TrainSettings) -> String {
     let prediction = table::setting("prediction").expect("a row");
-    let mut parts = vec![format!("predicts {}", (prediction.get)(s))];
+    let mut parts = match s.objective {
+        Objective::Ddpm => vec![format!("predicts {}", (prediction.get)(s))],
+        other => vec![other.to_string()],
+    };
     if let Some(gamma) = s.min_snr_gamma {
         parts.push(format!("Min-SNR-γ loss weights (γ = {gamma})"));
     }

@@ -336,3 +336,418 @@ impl Objective {
         }
     }
 }
+
+impl Objective {
+    /// Each objective's name (what `--objective` takes and checkpoints record before the ':') and what it is, in
+    /// the order of [`Objective::from_name`]'s defaults.
+    pub const NAMES: &'static [(&'static str, &'static str)] = &[
+        ("ddpm", "Discrete-time DDPM (Ho et al. 2020): --schedule, --timesteps, --prediction"),
+        (
+            "ncsn",
+            "Noise-conditional score network (Song & Ermon 2019/2020): --levels geometric σ from --sigma-max to \
+             --sigma-min, σ²-weighted denoising score matching",
+        ),
+        (
+            "ve",
+            "The VE SDE in continuous time (Song et al. 2021): σ(t) from --sigma-min to --sigma-max, --weighting",
+        ),
+        ("vp", "The VP SDE in continuous time (Song et al. 2021): β(t) from --beta-min to --beta-max, --weighting"),
+        ("subvp", "The sub-VP SDE in continuous time (Song et al. 2021): as vp, with a smaller variance"),
+        (
+            "edm",
+            "EDM (Karras et al. 2022): the preconditioned denoiser, ln σ ~ N(--p-mean, --p-std²), --sigma-data",
+        ),
+    ];
+
+    /// The objective called `name`, with its papers' defaults.
+    pub fn from_name(name: &str) -> Option<Objective> {
+        Some(match name {
+            "ddpm" => Objective::Ddpm,
+            "ncsn" => Objective::NCSN,
+            "ve" => Objective::sde(Sde::VE),
+            "vp" => Objective::sde(Sde::VP),
+            "subvp" => Objective::sde(Sde::SUB_VP),
+            "edm" => Objective::EDM,
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Ddpm => "ddpm",
+            Objective::Ncsn { .. } => "ncsn",
+            Objective::Sde { sde, .. } => match sde {
+                Sde::Ve { .. } => "ve",
+                Sde::Vp { .. } => "vp",
+                Sde::SubVp { .. } => "subvp",
+            },
+            Objective::Edm { .. } => "edm",
+        }
+    }
+
+    /// The parameters, as (name, value) in the order [`std::fmt::Display`] writes them.
+    fn parameters(&self) -> Vec<(&'static str, String)> {
+        let weighting = |w: &Weighting| match w {
+            Weighting::Sigma2 => "sigma2".to_string(),
+            Weighting::Likelihood => "likelihood".to_string(),
+        };
+        match self {
+            Objective::Ddpm => vec![],
+            Objective::Ncsn {
+                sigma_min,
+                sigma_max,
+                levels,
+            } => vec![
+                ("sigma_min", sigma_min.to_string()),
+                ("sigma_max", sigma_max.to_string()),
+                ("levels", levels.to_string()),
+            ],
+            Objective::Sde {
+                sde,
+                weighting: w,
+                t_min,
+            } => {
+                let mut all = match sde {
+                    Sde::Ve {
+                        sigma_min,
+                        sigma_max,
+                    } => vec![
+                        ("sigma_min", sigma_min.to_string()),
+                        ("sigma_max", sigma_max.to_string()),
+                    ],
+                    Sde::Vp { beta_min, beta_max } | Sde::SubVp { beta_min, beta_max } => vec![
+                        ("beta_min", beta_min.to_string()),
+                        ("beta_max", beta_max.to_string()),
+                    ],
+                };
+                all.push(("weighting", weighting(w)));
+                all.push(("t_min", t_min.to_string()));
+                all
+            }
+            Objective::Edm {
+                sigma_data,
+                p_mean,
+                p_std,
+            } => vec![
+                ("sigma_data", sigma_data.to_string()),
+                ("p_mean", p_mean.to_string()),
+                ("p_std", p_std.to_string()),
+            ],
+        }
+    }
+
+    /// Sets the parameter `key` (as [`std::fmt::Display`] names it) from `text`; an error says what the text may
+    /// be, or which objectives have the parameter.
+    pub fn set(&mut self, key: &str, text: &str) -> std::result::Result<(), String> {
+        let number = || {
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| "not a number".to_string())
+        };
+        let name = self.name();
+        let slot: &mut f64 = match (self, key) {
+            (Objective::Ncsn { levels, .. }, "levels") => {
+                *levels = text
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LEVELS).contains(l))
+                    .ok_or_else(|| format!("not a whole number in 1..={MAX_LEVELS}"))?;
+                return Ok(());
+            }
+            (Objective::Sde { weighting, .. }, "weighting") => {
+                *weighting = match text.trim() {
+                    "sigma2" => Weighting::Sigma2,
+                    "likelihood" => Weighting::Likelihood,
+                    _ => return Err("not sigma2 or likelihood".into()),
+                };
+                return Ok(());
+            }
+            (Objective::Sde { t_min, .. }, "t_min") => t_min,
+            (Objective::Ncsn { sigma_min, .. }, "sigma_min")
+            | (
+                Objective::Sde {
+                    sde: Sde::Ve { sigma_min, .. },
+                    ..
+                },
+                "sigma_min",
+            ) => sigma_min,
+            (Objective::Ncsn { sigma_max, .. }, "sigma_max")
+            | (
+                Objective::Sde {
+                    sde: Sde::Ve { sigma_max, .. },
+                    ..
+                },
+                "sigma_max",
+            ) => sigma_max,
+            (
+                Objective::Sde {
+                    sde: Sde::Vp { beta_min, .. } | Sde::SubVp { beta_min, .. },
+                    ..
+                },
+                "beta_min",
+            ) => beta_min,
+            (
+                Objective::Sde {
+                    sde: Sde::Vp { beta_max, .. } | Sde::SubVp { beta_max, .. },
+                    ..
+                },
+                "beta_max",
+            ) => beta_max,
+            (Objective::Edm { sigma_data, .. }, "sigma_data") => sigma_data,
+            (Objective::Edm { p_mean, .. }, "p_mean") => p_mean,
+            (Objective::Edm { p_std, .. }, "p_std") => p_std,
+            _ => {
+                let takers: Vec<&str> = Self::NAMES
+                    .iter()
+                    .filter_map(|(n, _)| Self::from_name(n))
+                    .filter(|o| o.parameters().iter().any(|(k, _)| *k == key))
+                    .map(|o| o.name())
+                    .collect();
+                return Err(format!(
+                    "--objective {name} has no {}; it belongs to --objective {}",
+                    key.replace('_', "-"),
+                    takers.join(" or ")
+                ));
+            }
+        };
+        *slot = number()?;
+        Ok(())
+    }
+}
+
+/// The most NCSN levels a run may name (NCSNv2 used up to 2,311 for 256 px images).
+pub const MAX_LEVELS: usize = 100_000;
+
+/// `name:key=value,…`, the form checkpoints record (`ddpm` alone has no parameters); f64 values print exactly.
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())?;
+        let parameters: Vec<String> = self
+            .parameters()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !parameters.is_empty() {
+            write!(f, ":{}", parameters.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads [`std::fmt::Display`]'s form; a bare name takes its defaults, and parameters left out keep theirs.
+impl std::str::FromStr for Objective {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Objective, String> {
+        let (name, parameters) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
+        let mut objective = Objective::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Objective::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("not one of {}", names.join(", "))
+        })?;
+        for pair in parameters.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            objective
+                .set(key, value)
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        Ok(objective)
+    }
+}
+
+/// How a trained network is evaluated at a sampler's level `x = α·x₀ + σ·ε` ([`Objective::evaluation`]): its
+/// input is `input_scale·x`, it is conditioned on `c_noise`, and the prediction (of kind
+/// [`Objective::prediction`]) is `out_x·x + out_f·F`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub input_scale: f64,
+    pub c_noise: f64,
+    pub out_x: f64,
+    pub out_f: f64,
+}
+
+impl Sde {
+    /// The time whose noise-to-signal ratio σ(t)/α(t) is `ratio` (> 0): the model's own level that a sampler's
+    /// level with the same ratio maps to. VE: ln(ratio/σ_min)/ln(σ_max/σ_min); VP: α² = 1/(1 + ratio²); sub-VP:
+    /// α = (√(ratio² + 4) − ratio)/2 (from σ = 1 − α²); then t from the quadratic −l(t) = −ln α. May lie outside
+    /// [0, 1] where the ratio is outside the trained range.
+    pub fn time_at_ratio(&self, ratio: f64) -> f64 {
+        let from_log_alpha = |beta_min: f64, beta_max: f64, log_alpha: f64| {
+            // ¼(β_max − β_min)·t² + ½β_min·t + ln α = 0, the root ≥ 0 written without cancellation.
+            let (a, b, c) = (0.25 * (beta_max - beta_min), 0.5 * beta_min, log_alpha);
+            if a == 0.0 {
+                -c / b
+            } else {
+                2.0 * -c / (b + (b * b - 4.0 * a * c).sqrt())
+            }
+        };
+        match *self {
+            Sde::Ve {
+                sigma_min,
+                sigma_max,
+            } => (ratio / sigma_min).ln() / (sigma_max / sigma_min).ln(),
+            Sde::Vp { beta_min, beta_max } => {
+                from_log_alpha(beta_min, beta_max, -0.5 * (ratio * ratio).ln_1p())
+            }
+            Sde::SubVp { beta_min, beta_max } => {
+                let alpha = 2.0 / ((ratio * ratio + 4.0).sqrt() + ratio);
+                from_log_alpha(beta_min, beta_max, alpha.ln())
+            }
+        }
+    }
+}
+
+impl Objective {
+    /// What the (wrapped) network predicts when sampled: ε for NCSN and the SDEs, x₀ for EDM's denoiser D; None
+    /// for DDPM, whose run records its target.
+    pub fn prediction(&self) -> Option<super::Prediction> {
+        match self {
+            Objective::Ddpm => None,
+            Objective::Ncsn { .. } | Objective::Sde { .. } => Some(super::Prediction::Epsilon),
+            Objective::Edm { .. } => Some(super::Prediction::Sample),
+        }
+    }
+
+    /// The network evaluated at `level` (any α, σ > 0): the model's own level of the same ratio ρ = σ/α, its input
+    /// x/α·(the own level's α) (times EDM's c_in), and for EDM the denoiser D = c_skip·x/α + c_out·F. None for
+    /// DDPM, whose levels carry its timestep index.
+    pub fn evaluation(&self, level: &super::NoiseLevel) -> Option<Evaluation> {
+        let ratio = level.sigma / level.alpha;
+        let eps = |input_scale: f64, c_noise: f64| Evaluation {
+            input_scale,
+            c_noise,
+            out_x: 0.0,
+            out_f: 1.0,
+        };
+        match *self {
+            Objective::Ddpm => None,
+            Objective::Ncsn { .. } => Some(eps(1.0 / level.alpha, ratio.ln())),
+            Objective::Sde { sde, .. } => {
+                let t = sde.time_at_ratio(ratio);
+                Some(eps(sde.marginal(t).0 / level.alpha, sde.c_noise(t)))
+            }
+            Objective::Edm { sigma_data, .. } => {
+                let (skip, out, c_in, c_noise) = edm_preconditioning(ratio, sigma_data);
+                Some(Evaluation {
+                    input_scale: c_in / level.alpha,
+                    c_noise,
+                    out_x: skip / level.alpha,
+                    out_f: out,
+                })
+            }
+        }
+    }
+
+    /// The range of σ/α a sampler walks, largest first: NCSN's and VE's [σ_min, σ_max], EDM's sampling range
+    /// [0.002, 80] (Karras et al. 2022), VP's and sub-VP's ratios at t_min and 1. None for DDPM.
+    pub fn ratio_range(&self) -> Option<(f64, f64)> {
+        let ratio = |sde: &Sde, t: f64| {
+            let (a, s) = sde.marginal(t);
+            s / a
+        };
+        match self {
+            Objective::Ddpm => None,
+            Objective::Ncsn {
+                sigma_min,
+                sigma_max,
+                ..
+            }
+            | Objective::Sde {
+                sde:
+                    Sde::Ve {
+                        sigma_min,
+                        sigma_max,
+                    },
+                ..
+            } => Some((*sigma_max, *sigma_min)),
+            Objective::Sde { sde, t_min, .. } => Some((ratio(sde, 1.0), ratio(sde, *t_min))),
+            Objective::Edm { .. } => Some((EDM_SIGMA_MAX, EDM_SIGMA_MIN)),
+        }
+    }
+
+    /// `n` sampling levels, largest first: Karras et al.'s ρ = 7 spacing of [`Objective::ratio_range`] where
+    /// `karras` (EDM always), else the process's own grid: t evenly from 1 down to t_min (score_sde's), NCSN's
+    /// geometric σ. VE-type levels have α = 1; VP-type ones the process's (α, σ) at that ratio.
+    pub fn sampling_levels(&self, n: usize, karras: bool) -> Result<Vec<super::NoiseLevel>> {
+        let (hi, lo) = self
+            .ratio_range()
+            .ok_or_else(|| Error::Usage("DDPM's sampling levels come from its schedule".into()))?;
+        if n == 0 {
+            return Err(Error::Usage("sampling needs at least one step".into()));
+        }
+        let karras = karras || matches!(self, Objective::Edm { .. });
+        let ratios: Vec<f64> = match (karras, self) {
+            (true, _) => super::samplers::karras_sigmas(lo, hi, n, super::samplers::KARRAS_RHO),
+            (false, Objective::Sde { sde, t_min, .. }) => (0..n)
+                .map(|i| {
+                    let t = 1.0 - (1.0 - t_min) * i as f64 / (n.max(2) - 1) as f64;
+                    let (a, s) = sde.marginal(t);
+                    s / a
+                })
+                .collect(),
+            (false, _) => ncsn_sigmas(lo, hi, n)?,
+        };
+        Ok(ratios.into_iter().map(|r| self.level_at_ratio(r)).collect())
+    }
+
+    /// The level of ratio σ/α = `ratio` as the process has it: α = 1 for NCSN, VE and EDM, the SDE's own α for VP
+    /// and sub-VP. `t` carries the ratio (the evaluation recomputes the conditioning from α and σ).
+    fn level_at_ratio(&self, ratio: f64) -> super::NoiseLevel {
+        let alpha = match self {
+            Objective::Sde {
+                sde: sde @ (Sde::Vp { .. } | Sde::SubVp { .. }),
+                ..
+            } => sde.marginal(sde.time_at_ratio(ratio)).0,
+            _ => 1.0,
+        };
+        super::NoiseLevel {
+            t: ratio,
+            alpha,
+            sigma: ratio * alpha,
+        }
+    }
+
+    /// Whether the prior is N(0, I) (VP, sub-VP) rather than N(0, σ_max²·I).
+    pub fn unit_prior(&self) -> bool {
+        matches!(
+            self,
+            Objective::Sde {
+                sde: Sde::Vp { .. } | Sde::SubVp { .. },
+                ..
+            }
+        )
+    }
+}
+
+/// EDM's sampling range of σ (Karras et al. 2022, table 1).
+pub const EDM_SIGMA_MIN: f64 = 0.002;
+pub const EDM_SIGMA_MAX: f64 = 80.0;
+
+/// What a trained network's output means, as sampling needs it: its objective and, for DDPM, the target it was
+/// trained for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trained {
+    pub objective: Objective,
+    pub target: super::Prediction,
+}
+
+impl Trained {
+    /// What the sampler sees the (wrapped) model predict.
+    pub fn prediction(&self) -> super::Prediction {
+        self.objective.prediction().unwrap_or(self.target)
+    }
+}
+
+/// A DDPM network trained for `target`.
+impl From<super::Prediction> for Trained {
+    fn from(target: super::Prediction) -> Trained {
+        Trained {
+            objective: Objective::Ddpm,
+            target,
+        }
+    }
+}

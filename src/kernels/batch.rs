@@ -238,13 +238,29 @@ pub fn gather_labels(
 
 /// y[n] = value for every n (u32): a sampling step's timestep, or a batch's class label.
 pub fn fill_u32(gpu: &Gpu, y: &Tensor, value: u32) -> Result<Dispatch> {
-    const OP: &str = "fill_u32";
     ensure_shape!(
         y.dtype() == DType::U32,
-        OP,
+        "fill_u32",
         "expected a u32 tensor, got {:?}",
         y.dtype()
     );
+    fill_bits(gpu, y, value)
+}
+
+/// y[n] = value for every n (f32): a sampling step's real noise level. The kernel copies 32 bits, whatever they
+/// mean.
+pub fn fill_f32(gpu: &Gpu, y: &Tensor, value: f32) -> Result<Dispatch> {
+    ensure_shape!(
+        y.dtype() == DType::F32,
+        "fill_f32",
+        "expected an f32 tensor, got {:?}",
+        y.dtype()
+    );
+    fill_bits(gpu, y, value.to_bits())
+}
+
+fn fill_bits(gpu: &Gpu, y: &Tensor, value: u32) -> Result<Dispatch> {
+    const OP: &str = "fill_u32";
     let params = Params {
         len: y.len() as u32,
         value,

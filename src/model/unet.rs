@@ -108,7 +108,8 @@ pub struct Net {
     pub grads: ParamBuffers,
     /// The noisy input x_t [N, C, S, S] (written by the caller before the forward pass).
     pub input: Tensor,
-    /// Timestep indices [N] u32 (written by the caller).
+    /// Timestep indices [N] u32, or a real noise coordinate [N] f32 ([`Net::with_real_noise_level`]); written by
+    /// the caller.
     pub timesteps: Tensor,
     /// Class labels [N] u32 (class-conditional models only; the "no class" label is `num_classes`).
     pub labels: Option<Tensor>,
@@ -183,6 +184,13 @@ impl Net {
         };
         net.output = net.build(gpu)?;
         Ok(net)
+    }
+
+    /// The net conditioned on a real noise coordinate: `timesteps` becomes [N] f32 (the score-based objectives'
+    /// c_noise, `crate::diffusion::process`), which the sinusoidal embedding reads as it reads integer timesteps.
+    pub fn with_real_noise_level(mut self, gpu: &Gpu) -> Result<Net> {
+        self.timesteps = Tensor::zeros(gpu, &[self.batch], DType::F32)?;
+        Ok(self)
     }
 
     /// The network's prediction [N, C, S, S] (ε, x_0 or v, as trained).

@@ -1,7 +1,8 @@
 //! Many images from one U-Net, sampled in batches ([`Batched`]): `diffuse sample` and the preview grids of
 //! training, on one process or shared by the ranks of a job, batch k from its own seed ([`batch_seed`]).
 
-use crate::diffusion::samplers::{Plan, Prediction};
+use crate::diffusion::process::Trained;
+use crate::diffusion::samplers::Plan;
 use crate::distributed::Replicas;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
@@ -21,7 +22,8 @@ pub fn batch_seed(seed: u64, k: usize) -> u64 {
 pub struct Batched<'a> {
     pub config: &'a UNetConfig,
     pub params: &'a ParamBuffers,
-    pub prediction: Prediction,
+    /// What the network's output means.
+    pub trained: Trained,
     pub guidance: f32,
     /// One class for every image, or one per image (split with the images); None: unconditional.
     pub classes: Option<&'a [u32]>,
@@ -156,7 +158,7 @@ impl Batched<'_> {
             len,
             classes,
             self.guidance,
-            self.prediction,
+            self.trained,
         )?;
         let sampler = Sampler::with_trajectory(
             gpu,

@@ -2,6 +2,7 @@
 //! it into a [`Plan`]: the command line (`diffuse sample`), the bench's sampling cases and the training preview all
 //! build their plans here. Plain Rust (no GPU); the command line's names and help texts are [`SamplerKind::NAMES`].
 
+use crate::diffusion::process::Objective;
 use crate::diffusion::samplers::{
     self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
 };
@@ -203,6 +204,63 @@ impl SamplerSpec {
                 samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
             }
         }
+    }
+}
+
+impl SamplerSpec {
+    /// The plan for a trained model: on its DDPM schedule (`schedule`, called only for DDPM), or on the levels of
+    /// its score-based process ([`SamplerSpec::plan_on_process`]).
+    pub fn plan_trained(
+        &self,
+        objective: &Objective,
+        schedule: impl FnOnce() -> Result<Schedule>,
+    ) -> Result<Plan> {
+        match objective {
+            Objective::Ddpm => self.plan(&schedule()?),
+            _ => self.plan_on_process(objective),
+        }
+    }
+
+    /// The plan for a score-based model on its own process: the solvers over noise levels walk
+    /// `Objective::sampling_levels` (the process's grid, or Karras σ with `--karras`; euler, heun and EDM always
+    /// Karras), from the prior (N(0, I) for VP and sub-VP, N(0, σ_max²·I) otherwise) to clean data. The samplers
+    /// built on DDPM's timestep list refuse, naming those that work.
+    pub fn plan_on_process(&self, objective: &Objective) -> Result<Plan> {
+        let clip = self.clip()?;
+        let (count, karras) = match self.kind {
+            SamplerKind::Euler => (self.steps, true),
+            SamplerKind::Heun => (self.steps.div_ceil(2), true),
+            SamplerKind::Ode | SamplerKind::DpmSolver | SamplerKind::Unipc => {
+                (self.steps, self.karras)
+            }
+            SamplerKind::Ddpm
+            | SamplerKind::Ddim
+            | SamplerKind::Sde
+            | SamplerKind::Pc
+            | SamplerKind::Langevin => {
+                return Err(Error::Usage(format!(
+                    "--sampler {} walks a DDPM timestep schedule; this --objective {} model samples with euler, \
+                     heun, ode, dpm++2m or unipc on its own noise levels",
+                    self.kind.name(),
+                    objective.name()
+                )))
+            }
+        };
+        let levels = objective.sampling_levels(count, karras)?;
+        let clean = NoiseLevel::CLEAN;
+        let mut plan = match self.kind {
+            SamplerKind::Euler => samplers::euler(&levels, clean, Start::Prior)?,
+            SamplerKind::DpmSolver => {
+                samplers::dpm_solver_2m(&levels, clean, true, clip.bound().0)?
+            }
+            SamplerKind::Unipc => samplers::unipc_bh2(&levels, clean, true, clip.bound().0)?,
+            _ => samplers::heun(&levels, clean, Start::Prior)?,
+        };
+        // The prior: N(0, I) for VP and sub-VP, N(0, σ_max²·I) at the first level of the others.
+        if !objective.unit_prior() {
+            plan.init_scale = levels[0].sigma;
+        }
+        Ok(plan)
     }
 }
 

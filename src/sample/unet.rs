@@ -3,6 +3,7 @@
 //! guidance, on a doubled batch whose second half is unconditional: ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅). And
 //! [`max_batch`], the most images a sampling batch of it may hold.
 
+use crate::diffusion::process::{Evaluation, Trained};
 use crate::diffusion::samplers::{NoiseLevel, Prediction};
 use crate::error::{Error, Result};
 use crate::gpu::memory::Growth;
@@ -15,7 +16,9 @@ use crate::sample::Denoiser;
 pub struct UNetDenoiser {
     net: Net,
     forward: Vec<Dispatch>,
-    prediction: Prediction,
+    trained: Trained,
+    /// A batch of images, for the scaled input of a guided score-based model and its guided output.
+    work: Option<Tensor>,
     /// The guidance weight w where sampling is guided (a class-conditional model and a class).
     guidance: Option<f32>,
 }
@@ -84,8 +87,9 @@ impl UNetDenoiser {
         batch: usize,
         classes: Option<&[u32]>,
         guidance: f32,
-        prediction: Prediction,
+        trained: impl Into<Trained>,
     ) -> Result<UNetDenoiser> {
+        let trained = trained.into();
         let guided = match (config.num_classes, classes) {
             (Some(count), Some(list)) => {
                 if let Some(&c) = list.iter().find(|&&c| c as usize >= count) {
@@ -109,7 +113,16 @@ impl UNetDenoiser {
             }
             _ => false,
         };
-        let net = Net::new(gpu, config, params, if guided { 2 * batch } else { batch })?;
+        let mut net = Net::new(gpu, config, params, if guided { 2 * batch } else { batch })?;
+        let scored = trained.objective.draw().is_some();
+        if scored {
+            net = net.with_real_noise_level(gpu)?;
+        }
+        let s = config.image_size;
+        let image = [batch, config.in_channels, s, s];
+        let work = (scored && guided)
+            .then(|| Tensor::zeros(gpu, &image, crate::gpu::DType::F32))
+            .transpose()?;
         if let (Some(labels), Some(count)) = (&net.labels, config.num_classes) {
             let null = count as u32;
             let mut values: Vec<u32> = match classes {
@@ -126,7 +139,8 @@ impl UNetDenoiser {
         Ok(UNetDenoiser {
             net,
             forward,
-            prediction,
+            trained,
+            work,
             guidance: guided.then_some(guidance),
         })
     }
@@ -134,7 +148,7 @@ impl UNetDenoiser {
 
 impl Denoiser for UNetDenoiser {
     fn prediction(&self) -> Prediction {
-        self.prediction
+        self.trained.prediction()
     }
 
     fn predict(
@@ -144,6 +158,9 @@ impl Denoiser for UNetDenoiser {
         level: &NoiseLevel,
         out: &Tensor,
     ) -> Result<Vec<Dispatch>> {
+        if let Some(evaluation) = self.trained.objective.evaluation(level) {
+            return self.predict_scored(gpu, x, &evaluation, out);
+        }
         let net = &self.net;
         let mut d = vec![batch::fill_u32(
             gpu,
@@ -159,6 +176,44 @@ impl Denoiser for UNetDenoiser {
             Some(w) => elementwise::guidance(gpu, net.output(), w, out)?,
             None => elementwise::scale(gpu, net.output(), 1.0, out)?,
         });
+        Ok(d)
+    }
+}
+
+impl UNetDenoiser {
+    /// A score-based model at a level: the net sees `input_scale·x` conditioned on c_noise, and the prediction is
+    /// `out_x·x + out_f·F` (F guided where the sampling is).
+    fn predict_scored(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        e: &Evaluation,
+        out: &Tensor,
+    ) -> Result<Vec<Dispatch>> {
+        let net = &self.net;
+        let mut d = vec![batch::fill_f32(gpu, &net.timesteps, e.c_noise as f32)?];
+        match (&self.work, self.guidance) {
+            (Some(work), Some(w)) => {
+                d.push(elementwise::scale(gpu, x, e.input_scale as f32, work)?);
+                d.push(elementwise::repeat2(gpu, work, &net.input)?);
+                d.extend(self.forward.iter().cloned());
+                d.push(elementwise::guidance(gpu, net.output(), w, work)?);
+                d.push(elementwise::scale(gpu, work, e.out_f as f32, out)?);
+            }
+            _ => {
+                d.push(elementwise::scale(
+                    gpu,
+                    x,
+                    e.input_scale as f32,
+                    &net.input,
+                )?);
+                d.extend(self.forward.iter().cloned());
+                d.push(elementwise::scale(gpu, net.output(), e.out_f as f32, out)?);
+            }
+        }
+        if e.out_x != 0.0 {
+            d.push(elementwise::axpy(gpu, e.out_x as f32, x, out)?);
+        }
         Ok(d)
     }
 }

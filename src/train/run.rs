@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
+use crate::diffusion::process::Objective;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::{ParamBuffers, ParamLayout};
@@ -269,9 +270,15 @@ impl Clock {
 /// batches that fit, batch k from the seed `diffuse sample` gives it; a class-conditional model draws image i of
 /// class i mod C.
 pub async fn preview_pixels(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
-    let schedule = ckpt.training.sampling_schedule()?;
-    // DDIM's defaults: η = 0, trailing spacing, x̂₀ clamped to [−1, 1].
-    let plan = SamplerSpec::new(SamplerKind::Ddim, 50).plan(&schedule)?;
+    // DDPM: DDIM's defaults (η = 0, trailing spacing, x̂₀ clamped to [−1, 1]); a score-based model: Heun on
+    // Karras σ (EDM's sampler), about 50 evaluations.
+    let objective = &ckpt.training.settings.objective;
+    let kind = match objective {
+        Objective::Ddpm => SamplerKind::Ddim,
+        _ => SamplerKind::Heun,
+    };
+    let plan =
+        SamplerSpec::new(kind, 50).plan_trained(objective, || ckpt.training.sampling_schedule())?;
     let params = ParamBuffers::upload(gpu, &ParamLayout::new(&ckpt.config), &ckpt.ema)?;
     let classes: Option<Vec<u32>> = ckpt
         .config
@@ -281,7 +288,7 @@ pub async fn preview_pixels(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -
     Batched {
         config: &ckpt.config,
         params: &params,
-        prediction: ckpt.training.prediction(),
+        trained: ckpt.training.trained(),
         guidance: 0.0,
         classes: classes.as_deref(),
         given: None,

@@ -1,5 +1,6 @@
 //! What defines a training run besides the data ([`TrainSettings`]), and the checks of the settings alone.
 
+use crate::diffusion::process::Objective;
 use crate::diffusion::{NamedSchedule, Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::UNetConfig;
@@ -22,6 +23,9 @@ pub struct TrainSettings {
     /// Global gradient-norm clip (None: off).
     pub grad_clip: Option<f64>,
     pub adam: AdamConfig,
+    /// What is trained: DDPM (the schedule, T, target and weighting below) or a score-based objective, which
+    /// brings its own process, target and weighting (`crate::diffusion::process`).
+    pub objective: Objective,
     /// A named schedule, so that a checkpoint can record which one.
     pub schedule: NamedSchedule,
     pub timesteps: usize,
@@ -77,6 +81,7 @@ impl TrainSettings {
             ema_warmup: EmaWarmup::Ddpm,
             grad_clip: Some(1.0),
             adam: AdamConfig::adam(),
+            objective: Objective::Ddpm,
             schedule: NamedSchedule::Linear,
             timesteps: 1000,
             target: Prediction::Epsilon,
@@ -114,6 +119,21 @@ impl TrainSettings {
 
     /// Refuses combinations of training objectives that cannot work, saying why and what to change.
     pub fn check_objectives(&self) -> Result<()> {
+        self.objective.validate()?;
+        if self.objective != Objective::Ddpm {
+            let name = self.objective.name();
+            let ddpm_only = [
+                ("--prediction", self.target != Prediction::Epsilon),
+                ("--min-snr-gamma", self.min_snr_gamma.is_some()),
+                ("--zero-terminal-snr", self.zero_terminal_snr),
+            ];
+            if let Some((flag, _)) = ddpm_only.iter().find(|(_, given)| *given) {
+                return Err(Error::Usage(format!(
+                    "{flag} shapes the DDPM objective; --objective {name} brings its own target and loss weighting \
+                     (docs/diffusion.md): leave {flag} out, or train --objective ddpm"
+                )));
+            }
+        }
         if self.zero_terminal_snr && self.target == Prediction::Epsilon {
             return Err(Error::Usage(
                 "--zero-terminal-snr needs --prediction v (or x0), not eps: at the last timestep ᾱ = 0, so x_t is \

@@ -3,9 +3,11 @@
 //! submits the same dispatches.
 
 use crate::data::Dataset;
+use crate::diffusion::process::Draw;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::kernels::batch::PackedImages;
+use crate::kernels::noise::DrawnLevels;
 use crate::kernels::optimizer::{self, AdamState};
 use crate::kernels::random::Stream;
 use crate::kernels::{batch, elementwise, loss, noise, random};
@@ -32,6 +34,8 @@ pub(super) struct StepBuffers {
     /// The schedule's noising coefficients, and (Min-SNR-γ) one loss weight per timestep.
     table: Tensor,
     loss_weights: Option<Tensor>,
+    /// A score-based objective's levels, drawn per image.
+    drawn: Option<Drawn>,
     flip_u: Tensor,
     /// Every image's label, the pass's label-drop uniforms, the class count (class-conditional models).
     labels: Option<(Tensor, Tensor, u32)>,
@@ -70,10 +74,38 @@ impl StepBuffers {
             hyper: Tensor::zeros(gpu, &[optimizer::HYPER_LEN], DType::F32)?,
             table: noise::upload_table(gpu, &schedule.noise_table())?,
             loss_weights,
+            drawn: Drawn::new(gpu, settings, m)?,
             flip_u: Tensor::zeros(gpu, &[m], DType::F32)?,
             labels: labels(gpu, settings, dataset, net, m)?,
             share: Tensor::from_f32(gpu, &[1], &[1.0 / all_passes as f32])?,
         })
+    }
+}
+
+/// What a score-based objective's passes draw and weigh: one level per image, from a uniform or normal draw.
+struct Drawn {
+    levels: DrawnLevels,
+    law: Draw,
+    /// [m] f32: each image's draw, then its loss weight.
+    draw: Tensor,
+    weight: Tensor,
+    /// [m] u32: 0, 1, …, m − 1, so that the weighted loss reads image n's weight at `weight[n]`.
+    identity: Tensor,
+}
+
+impl Drawn {
+    fn new(gpu: &Gpu, settings: &TrainSettings, m: usize) -> Result<Option<Drawn>> {
+        let Some(law) = settings.objective.draw() else {
+            return Ok(None);
+        };
+        let identity: Vec<u32> = (0..m as u32).collect();
+        Ok(Some(Drawn {
+            levels: DrawnLevels::new(gpu, &settings.objective)?,
+            law,
+            draw: Tensor::zeros(gpu, &[m], DType::F32)?,
+            weight: Tensor::zeros(gpu, &[m], DType::F32)?,
+            identity: Tensor::from_u32(gpu, &[m], &identity)?,
+        }))
     }
 }
 
@@ -126,10 +158,16 @@ impl Pass<'_> {
         let mut d = self.draw_batch(gpu, j, gather_index)?;
         let (b, net) = (self.buffers, self.net);
         d.extend(net.forward_part(gpu, j)?);
-        let weights = b.loss_weights.as_ref().map(|table| loss::SampleWeights {
-            t: &net.timesteps,
-            table,
-        });
+        let weights = match &b.drawn {
+            Some(drawn) => Some(loss::SampleWeights {
+                t: &drawn.identity,
+                table: &drawn.weight,
+            }),
+            None => b.loss_weights.as_ref().map(|table| loss::SampleWeights {
+                t: &net.timesteps,
+                table,
+            }),
+        };
         let out = net.output();
         d.extend(match weights {
             Some(w) => loss::mse_forward_weighted(gpu, out, &b.target, w, &b.loss_value)?,
@@ -190,6 +228,32 @@ impl Pass<'_> {
             d.push(batch::gather_labels(
                 gpu, all, &b.index, u, s.p_uncond, *classes, labels,
             )?);
+        }
+        if let Some(drawn) = &b.drawn {
+            let (levels, at_level) = (&drawn.draw, at(stream::TIMESTEP, 1));
+            d.push(match drawn.law {
+                Draw::Uniform => random::fill_uniform(gpu, levels, seed, at_level, rng)?,
+                Draw::Normal => random::fill_normal(gpu, levels, seed, at_level, rng)?,
+            });
+            d.push(random::fill_normal(
+                gpu,
+                &b.eps,
+                seed,
+                at(stream::NOISE, image),
+                rng,
+            )?);
+            d.push(noise::noise_forward_drawn(
+                gpu,
+                &drawn.levels,
+                &b.x0,
+                &b.eps,
+                levels,
+                &net.input,
+                &b.target,
+                &net.timesteps,
+                &drawn.weight,
+            )?);
+            return Ok(d);
         }
         d.push(random::fill_uniform_int(
             gpu,

@@ -3,6 +3,7 @@
 //! the checkpoint writes and reads its `extra.*` keys (and `seed`) through it, and [`resolve`] makes the `--resume`
 //! comparison with it. Adding a setting means a field of [`TrainSettings`], a row here and the code that uses it.
 
+use crate::diffusion::process::Objective;
 use crate::diffusion::{NamedSchedule, Prediction};
 use crate::error::{Error, Result};
 use crate::optim::EmaWarmup;
@@ -75,7 +76,21 @@ impl Setting {
             power: 1.0,
             inv_gamma: 1.0,
         };
-        (self.set)(&mut probe, text)
+        if self.requires != Some("objective") {
+            return (self.set)(&mut probe, text);
+        }
+        // A parameter of --objective: whether the objective given beside it has it is checked once both are read
+        // (`resolve`); here, whether the text is a value of any objective that has it.
+        let mut why = String::new();
+        for (name, _) in Objective::NAMES {
+            probe.objective = Objective::from_name(name).expect("a named objective");
+            match (self.set)(&mut probe, text) {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.starts_with("--objective") => why = e,
+                Err(_) => {}
+            }
+        }
+        Err(why)
     }
 
     /// Whether a checkpoint records it.
@@ -231,6 +246,29 @@ fn set_ema_inv_gamma(s: &mut TrainSettings, text: &str) -> std::result::Result<(
 fn set_prediction_stored(s: &mut TrainSettings, text: &str) -> std::result::Result<(), String> {
     s.target = one_of(text, &PREDICTIONS)?;
     Ok(())
+}
+
+/// A parameter of `--objective`: recorded as part of its value, so not a row of its own in the checkpoint.
+const fn parameter(
+    name: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    set: Set,
+) -> Setting {
+    Setting {
+        name,
+        value_name,
+        help,
+        choices: NO_CHOICES,
+        switch: false,
+        requires: Some("objective"),
+        key: None,
+        before_key: None,
+        on_resume: OnResume::Free,
+        get: |_| String::new(),
+        set,
+        stored: None,
+    }
 }
 
 /// Every training setting, in the order the flags are applied (`--ema-inv-gamma` after `--ema-warmup`).
@@ -408,6 +446,87 @@ pub static SETTINGS: &[Setting] = &[
         },
         stored: None,
     },
+    Setting {
+        name: "objective",
+        value_name: "OBJECTIVE",
+        help: "What is trained: DDPM, or a score-based model with its own noise process, target and loss weighting \
+               (docs/diffusion.md). The flags after it set its parameters; a checkpoint records them all, and a \
+               resume keeps them",
+        choices: Objective::NAMES,
+        switch: false,
+        requires: None,
+        key: Some("extra.objective"),
+        before_key: Some("ddpm"),
+        on_resume: OnResume::Fixed,
+        get: |s| s.objective.to_string(),
+        set: |s, t| {
+            s.objective = t.parse()?;
+            Ok(())
+        },
+        stored: None,
+    },
+    parameter(
+        "sigma-min",
+        "SIGMA",
+        "ncsn, ve: the smallest noise level σ_min [default: 0.01]",
+        |s, t| s.objective.set("sigma_min", t),
+    ),
+    parameter(
+        "sigma-max",
+        "SIGMA",
+        "ncsn, ve: the largest noise level σ_max, at least the largest distance between two training images \
+         (Song & Ermon 2020) [default: 50]",
+        |s, t| s.objective.set("sigma_max", t),
+    ),
+    parameter(
+        "levels",
+        "L",
+        "ncsn: the number of noise levels, geometric from σ_max to σ_min [default: 232, NCSNv2's CIFAR-10]",
+        |s, t| s.objective.set("levels", t),
+    ),
+    parameter(
+        "beta-min",
+        "BETA",
+        "vp, subvp: β(0) [default: 0.1]",
+        |s, t| s.objective.set("beta_min", t),
+    ),
+    parameter(
+        "beta-max",
+        "BETA",
+        "vp, subvp: β(1) [default: 20]",
+        |s, t| s.objective.set("beta_max", t),
+    ),
+    parameter(
+        "weighting",
+        "WEIGHTING",
+        "ve, vp, subvp: the loss weight λ(t), sigma2 (σ(t)², the plain ε-MSE) or likelihood (g(t)², which makes \
+         the loss a bound on the negative log-likelihood) [default: sigma2]",
+        |s, t| s.objective.set("weighting", t),
+    ),
+    parameter(
+        "t-min",
+        "T",
+        "ve, vp, subvp: training draws t uniformly on [T, 1] [default: 1e-5, score_sde's]",
+        |s, t| s.objective.set("t_min", t),
+    ),
+    parameter(
+        "sigma-data",
+        "SIGMA",
+        "edm: the data's standard deviation σ_d in the preconditioning [default: 0.5]",
+        |s, t| s.objective.set("sigma_data", t),
+    ),
+    parameter(
+        "p-mean",
+        "P",
+        "edm: the mean of ln σ during training [default: -1.2]",
+        |s, t| s.objective.set("p_mean", t),
+    ),
+    parameter(
+        "p-std",
+        "P",
+        "edm: the standard deviation of ln σ during training [default: 1.2]",
+        |s, t| s.objective.set("p_std", t),
+    ),
     Setting {
         name: "flip",
         value_name: "BOOL",

@@ -286,7 +286,10 @@ impl Trainer {
         // The step's passes over all ranks, and the number of this rank's first one.
         let total = settings.batch * settings.grad_accum;
         let (all_passes, first_pass) = (total / m, slice.first / m);
-        let net = Net::for_training(gpu, &settings.model, &state.params, m, dropout)?;
+        let mut net = Net::for_training(gpu, &settings.model, &state.params, m, dropout)?;
+        if settings.objective.draw().is_some() {
+            net = net.with_real_noise_level(gpu)?;
+        }
         let buffers = StepBuffers::new(gpu, &settings, dataset, &net, m, all_passes)?;
         let placed = Placed::new(gpu, &settings, dataset, &plan, slice, &buffers.index)?;
         let pass = Pass {

@@ -133,10 +133,9 @@ async fn predict(
     let build = || {
         let layout = ParamLayout::new(&ckpt.config);
         let params = ParamBuffers::upload(gpu, &layout, &ckpt.ema)?;
-        let prediction = ckpt.training.prediction();
+        let trained = ckpt.training.trained();
         let config = &ckpt.config;
-        let model =
-            UNetDenoiser::new(gpu, config, &params, 1, classes.as_deref(), 0.0, prediction)?;
+        let model = UNetDenoiser::new(gpu, config, &params, 1, classes.as_deref(), 0.0, trained)?;
         Sampler::from_initial(gpu, &plan, &model, x_t, seed)
     };
     let sampler = gpu.build_async(build).await.map_err(js::from)?;

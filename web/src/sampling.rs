@@ -47,8 +47,11 @@ impl Sampling {
         })?;
         let mut spec = SamplerSpec::new(kind, opts.count("steps", 50, 1)?);
         spec.eta = opts.number("eta", spec.eta)?;
-        let schedule = ckpt.training.sampling_schedule().map_err(js::from)?;
-        let plan = spec.plan(&schedule).map_err(js::from)?;
+        let plan = spec
+            .plan_trained(&ckpt.training.settings.objective, || {
+                ckpt.training.sampling_schedule()
+            })
+            .map_err(js::from)?;
         let images = opts.count("images", 16, 1)?;
         let (classes, columns) = classes(&ckpt, &opts, images)?;
         let guidance = opts.number("guidance", 0.0)? as f32;
@@ -64,7 +67,7 @@ impl Sampling {
                     "{images} images do not fit one batch on this GPU (at most {most}): ask for fewer"
                 )));
             }
-            let prediction = ckpt.training.prediction();
+            let trained = ckpt.training.trained();
             let model = UNetDenoiser::new(
                 gpu,
                 config,
@@ -72,7 +75,7 @@ impl Sampling {
                 images,
                 classes.as_deref(),
                 guidance,
-                prediction,
+                trained,
             )?;
             let shape = [
                 images,
