@@ -62,7 +62,7 @@ impl TrainingRecord {
         if objective != Objective::Ddpm {
             return Err(Error::Usage(format!(
                 "this checkpoint holds a score-based model (--objective {}), which has no DDPM timestep schedule: \
-                 sample it with `diffuse sample` (euler, heun, ode, dpm++2m or unipc); DDPM's variational bound \
+                 sample it with `diffuse sample` (any sampler but ddpm and ddim); DDPM's variational bound \
                  (`diffuse eval`) and the web page's noising view need a DDPM model",
                 objective.name()
             )));
@@ -300,6 +300,13 @@ impl Fields<'_> {
             row.load(&mut settings, &text)
                 .map_err(|e| self.error(format!("checkpoint metadata {key:?} is {text:?}, {e}")))?;
         }
+        // Each parameter read; together they must still make a process (σ_max above σ_min, …).
+        settings.objective.validate().map_err(|e| {
+            self.error(format!(
+                "checkpoint metadata \"extra.objective\" is {:?}, {e}",
+                settings.objective.to_string()
+            ))
+        })?;
         Ok(settings)
     }
 

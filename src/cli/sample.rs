@@ -9,7 +9,7 @@ use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::{ParamBuffers, ParamLayout};
-use diffuse::sample::spec::{SamplerKind, SamplerSpec};
+use diffuse::sample::spec::{LangevinStep, SamplerKind, SamplerSpec};
 use diffuse::sample::{max_batch, Batched, Samples};
 use diffuse::{Error, Result};
 
@@ -81,6 +81,10 @@ pub struct SampleArgs {
     /// --clip dynamic: the largest threshold s (diffusers' sample_max_value; Imagen sets none).
     #[arg(long, default_value_t = f64::INFINITY, value_parser = at_least_unity)]
     pub threshold_max: f64,
+    /// --sampler langevin: the step at each level, ε = R·σ² (NCSN's rule, R = ε/σ_L² at the last level), or
+    /// `ncsnv2` for NCSNv2's rule (R from the levels' ratio and the 20 steps per level).
+    #[arg(long, default_value = "1", value_parser = |t: &str| t.parse::<LangevinStep>())]
+    pub langevin_step: LangevinStep,
     /// Number of images.
     #[arg(short, long, default_value_t = 16, value_parser = at_least_one)]
     pub num: usize,
@@ -177,6 +181,7 @@ impl SampleArgs {
                     max: self.threshold_max,
                 },
             }),
+            langevin_step: self.langevin_step,
             ..SamplerSpec::new(self.sampler, self.steps)
         }
     }

@@ -669,27 +669,32 @@ impl Objective {
         }
     }
 
-    /// `n` sampling levels, largest first: Karras et al.'s ρ = 7 spacing of [`Objective::ratio_range`] where
-    /// `karras` (EDM always), else the process's own grid: t evenly from 1 down to t_min (score_sde's), NCSN's
-    /// geometric σ. VE-type levels have α = 1; VP-type ones the process's (α, σ) at that ratio.
-    pub fn sampling_levels(&self, n: usize, karras: bool) -> Result<Vec<super::NoiseLevel>> {
+    /// `n` sampling levels over [`Objective::ratio_range`], largest first, spaced as `spacing` says (EDM's own grid
+    /// is Karras's). VE-type levels have α = 1; VP-type ones the process's (α, σ) at that ratio.
+    pub fn sampling_levels(
+        &self,
+        n: usize,
+        spacing: LevelSpacing,
+    ) -> Result<Vec<super::NoiseLevel>> {
         let (hi, lo) = self
             .ratio_range()
             .ok_or_else(|| Error::Usage("DDPM's sampling levels come from its schedule".into()))?;
         if n == 0 {
             return Err(Error::Usage("sampling needs at least one step".into()));
         }
-        let karras = karras || matches!(self, Objective::Edm { .. });
-        let ratios: Vec<f64> = match (karras, self) {
-            (true, _) => super::samplers::karras_sigmas(lo, hi, n, super::samplers::KARRAS_RHO),
-            (false, Objective::Sde { sde, t_min, .. }) => (0..n)
+        let ratios: Vec<f64> = match (spacing, self) {
+            (LevelSpacing::Karras, _) | (LevelSpacing::Process, Objective::Edm { .. }) => {
+                super::samplers::karras_sigmas(lo, hi, n, super::samplers::KARRAS_RHO)
+            }
+            (LevelSpacing::Process, Objective::Sde { sde, t_min, .. }) => (0..n)
                 .map(|i| {
                     let t = 1.0 - (1.0 - t_min) * i as f64 / (n.max(2) - 1) as f64;
                     let (a, s) = sde.marginal(t);
                     s / a
                 })
                 .collect(),
-            (false, _) => ncsn_sigmas(lo, hi, n)?,
+            // Geometric in σ/α: NCSN's levels, and even steps in log-SNR.
+            (LevelSpacing::LogSnr | LevelSpacing::Process, _) => ncsn_sigmas(lo, hi, n)?,
         };
         Ok(ratios.into_iter().map(|r| self.level_at_ratio(r)).collect())
     }
@@ -721,6 +726,19 @@ impl Objective {
             }
         )
     }
+}
+
+/// How sampling levels are spread over a process's range of σ/α.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelSpacing {
+    /// Karras et al.'s: σ^(1/ρ) even, ρ = 7 (EDM, k-diffusion).
+    Karras,
+    /// The process's own: t even from 1 to t_min for the SDEs (score_sde's), NCSN's geometric σ, EDM's Karras σ.
+    Process,
+    /// Even steps in λ = log(α/σ) (DPM-Solver's `logSNR` spacing): geometric σ/α. The multistep solvers' choice:
+    /// their second-order extrapolation amplifies a step much longer than the one before it, which even steps in t
+    /// make at the end.
+    LogSnr,
 }
 
 /// EDM's sampling range of σ (Karras et al. 2022, table 1).

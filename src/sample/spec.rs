@@ -2,11 +2,12 @@
 //! it into a [`Plan`]: the command line (`diffuse sample`), the bench's sampling cases and the training preview all
 //! build their plans here. Plain Rust (no GPU); the command line's names and help texts are [`SamplerKind::NAMES`].
 
-use crate::diffusion::process::Objective;
+use crate::diffusion::process::{LevelSpacing, Objective, Sde};
 use crate::diffusion::samplers::{
     self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
 };
 use crate::diffusion::Schedule;
+use crate::diffusion::VeSchedule;
 use crate::error::{Error, Result};
 
 /// The samplers the front ends offer (`--sampler`).
@@ -122,6 +123,47 @@ pub struct SamplerSpec {
     /// Predictor–corrector: Langevin corrector steps per level, and their signal-to-noise ratio r.
     pub corrector_steps: usize,
     pub snr: f64,
+    /// Annealed Langevin's step at each level.
+    pub langevin_step: LangevinStep,
+}
+
+/// How annealed Langevin sizes its step ε_i at level i, always ε_i = r·σ_i² (so ε_i/ε_L = σ_i²/σ_L², NCSN's
+/// annealing): r given (NCSN's rule, ε = r·σ_L²), or r chosen by NCSNv2's rule for the levels' mean ratio
+/// γ = (σ_1/σ_L)^(1/(L−1)) and the steps per level (`samplers::ncsnv2_relative_step`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LangevinStep {
+    Relative(f64),
+    Ncsnv2,
+}
+
+impl LangevinStep {
+    /// r for `levels` (σ/α decreasing) with `per_level` steps at each.
+    pub fn relative(self, levels: &[NoiseLevel], per_level: usize) -> Result<f64> {
+        match self {
+            LangevinStep::Relative(r) => Ok(r),
+            LangevinStep::Ncsnv2 => {
+                let ratio = |l: &NoiseLevel| l.sigma / l.alpha;
+                let (first, last) = (ratio(&levels[0]), ratio(&levels[levels.len() - 1]));
+                let gamma = (first / last).powf(1.0 / (levels.len().max(2) - 1) as f64);
+                samplers::ncsnv2_relative_step(gamma, per_level)
+            }
+        }
+    }
+}
+
+/// `--langevin-step`: a positive r, or `ncsnv2`.
+impl std::str::FromStr for LangevinStep {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<LangevinStep, String> {
+        match text.trim() {
+            "ncsnv2" => Ok(LangevinStep::Ncsnv2),
+            other => match other.parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Ok(LangevinStep::Relative(r)),
+                _ => Err(format!("{other:?} is not a positive number or ncsnv2")),
+            },
+        }
+    }
 }
 
 impl SamplerSpec {
@@ -137,6 +179,7 @@ impl SamplerSpec {
             clip: None,
             corrector_steps: 1,
             snr: 0.16,
+            langevin_step: LangevinStep::Relative(1.0),
         }
     }
 
@@ -201,7 +244,12 @@ impl SamplerSpec {
                 // steps counts model evaluations: LANGEVIN_STEPS_PER_LEVEL at each of steps / that many levels.
                 let per_level = LANGEVIN_STEPS_PER_LEVEL.min(self.steps);
                 let levels = samplers::timesteps(t, (self.steps / per_level).min(t), self.spacing)?;
-                samplers::annealed_langevin_vp(schedule, &levels, per_level, 1.0, true)
+                let vp: Vec<NoiseLevel> = levels
+                    .iter()
+                    .map(|&t| NoiseLevel::vp(schedule, t))
+                    .collect();
+                let step = self.langevin_step.relative(&vp, per_level)?;
+                samplers::annealed_langevin_vp(schedule, &levels, per_level, step, true)
             }
         }
     }
@@ -222,31 +270,40 @@ impl SamplerSpec {
     }
 
     /// The plan for a score-based model on its own process: the solvers over noise levels walk
-    /// `Objective::sampling_levels` (the process's grid, or Karras σ with `--karras`; euler, heun and EDM always
-    /// Karras), from the prior (N(0, I) for VP and sub-VP, N(0, σ_max²·I) otherwise) to clean data. The samplers
+    /// `Objective::sampling_levels` (euler and heun Karras σ; ode the process's own grid, dpm++2m and unipc even
+    /// log-SNR steps, either Karras σ with `--karras`), from the prior (N(0, I) for VP and sub-VP, N(0, σ_max²·I) otherwise) to clean data. The samplers
     /// built on DDPM's timestep list refuse, naming those that work.
     pub fn plan_on_process(&self, objective: &Objective) -> Result<Plan> {
         let clip = self.clip()?;
-        let (count, karras) = match self.kind {
-            SamplerKind::Euler => (self.steps, true),
-            SamplerKind::Heun => (self.steps.div_ceil(2), true),
-            SamplerKind::Ode | SamplerKind::DpmSolver | SamplerKind::Unipc => {
-                (self.steps, self.karras)
+        let or_karras = |spacing| match self.karras {
+            true => LevelSpacing::Karras,
+            false => spacing,
+        };
+        let (count, spacing) = match self.kind {
+            SamplerKind::Euler => (self.steps, LevelSpacing::Karras),
+            SamplerKind::Heun => (self.steps.div_ceil(2), LevelSpacing::Karras),
+            SamplerKind::Ode => (self.steps, or_karras(LevelSpacing::Process)),
+            SamplerKind::DpmSolver | SamplerKind::Unipc => {
+                (self.steps, or_karras(LevelSpacing::LogSnr))
             }
-            SamplerKind::Ddpm
-            | SamplerKind::Ddim
-            | SamplerKind::Sde
-            | SamplerKind::Pc
-            | SamplerKind::Langevin => {
+            SamplerKind::Sde | SamplerKind::Pc => {
+                let correctors = match self.kind {
+                    SamplerKind::Pc => self.corrector_steps,
+                    _ => 0,
+                };
+                return self.stochastic_on_process(objective, correctors);
+            }
+            SamplerKind::Langevin => return self.langevin_on_process(objective),
+            SamplerKind::Ddpm | SamplerKind::Ddim => {
                 return Err(Error::Usage(format!(
                     "--sampler {} walks a DDPM timestep schedule; this --objective {} model samples with euler, \
-                     heun, ode, dpm++2m or unipc on its own noise levels",
+                     heun, ode, dpm++2m, unipc, sde, pc or langevin on its own noise levels",
                     self.kind.name(),
                     objective.name()
                 )))
             }
         };
-        let levels = objective.sampling_levels(count, karras)?;
+        let levels = objective.sampling_levels(count, spacing)?;
         let clean = NoiseLevel::CLEAN;
         let mut plan = match self.kind {
             SamplerKind::Euler => samplers::euler(&levels, clean, Start::Prior)?,
@@ -261,6 +318,64 @@ impl SamplerSpec {
             plan.init_scale = levels[0].sigma;
         }
         Ok(plan)
+    }
+
+    /// `sde` (no correctors) and `pc` on a score-based model: score_sde's reverse-diffusion predictor on the VE-type
+    /// processes' own levels (NCSN, VE, EDM: σ_i² − σ_{i+1}² per step, as SMLD's ancestral sampling), Euler–Maruyama
+    /// on the continuous VP and sub-VP SDEs at t even from 1 to t_min; each with `corrector_steps` Langevin
+    /// corrector steps at signal-to-noise ratio `snr` before each predictor step.
+    fn stochastic_on_process(&self, objective: &Objective, corrector_steps: usize) -> Result<Plan> {
+        let levels = objective.sampling_levels(self.steps, LevelSpacing::Process)?;
+        let mut plan = match objective {
+            Objective::Sde {
+                sde: sde @ (Sde::Vp { .. } | Sde::SubVp { .. }),
+                ..
+            } => {
+                let times: Vec<f64> = levels
+                    .iter()
+                    .map(|l| sde.time_at_ratio(l.sigma / l.alpha))
+                    .collect();
+                let process = Process::Sde { sde, times: &times };
+                samplers::predictor_corrector(process, corrector_steps, self.snr)?
+            }
+            _ => {
+                let sigmas = VeSchedule {
+                    sigmas: levels.iter().map(|l| l.sigma).collect(),
+                };
+                samplers::predictor_corrector(
+                    Process::Ve { levels: &sigmas },
+                    corrector_steps,
+                    self.snr,
+                )?
+            }
+        };
+        if corrector_steps == 0 {
+            plan.name = format!("reverse SDE, {} steps", self.steps);
+        }
+        Ok(plan)
+    }
+
+    /// `langevin` on a score-based model: annealed Langevin dynamics, [`LANGEVIN_STEPS_PER_LEVEL`] steps at each of
+    /// steps / that many of the process's own levels with the spec's [`LangevinStep`], then Tweedie's denoising at
+    /// the last level (NCSNv2's final step).
+    fn langevin_on_process(&self, objective: &Objective) -> Result<Plan> {
+        let per_level = LANGEVIN_STEPS_PER_LEVEL.min(self.steps);
+        let count = self.steps / per_level;
+        if count < 2 {
+            return Err(Error::Usage(format!(
+                "--sampler langevin runs {per_level} steps at each of --steps / {per_level} noise levels and needs \
+                 two levels at least: give --steps {} or more",
+                2 * per_level
+            )));
+        }
+        let levels = objective.sampling_levels(count, LevelSpacing::Process)?;
+        let step = self.langevin_step.relative(&levels, per_level)?;
+        let init = if objective.unit_prior() {
+            1.0
+        } else {
+            levels[0].sigma
+        };
+        samplers::annealed_langevin_levels(&levels, init, per_level, step, true)
     }
 }
 

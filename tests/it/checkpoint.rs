@@ -217,8 +217,8 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
-    // format + step, seed, rng_offset + 10 model keys + 16 extra keys (class_names: a conditional model).
-    assert_eq!(keys.len(), 30, "{keys:?}");
+    // format + step, seed, rng_offset + 10 model keys + 17 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 31, "{keys:?}");
     let later = [
         "extra.flip",
         "extra.warmup",
@@ -229,6 +229,7 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         "extra.ema_warmup",
         "extra.min_snr_gamma",
         "extra.zero_terminal_snr",
+        "extra.objective",
     ];
     for key in keys
         .iter()
@@ -277,6 +278,8 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         (s.ema_warmup, s.min_snr_gamma, s.zero_terminal_snr),
         (EmaWarmup::Ddpm, None, false)
     );
+    // Files from before the score-based objectives: DDPM.
+    assert_eq!(s.objective, diffuse::diffusion::process::Objective::Ddpm);
 }
 
 #[test]
@@ -295,6 +298,26 @@ fn a_bad_metadata_value_is_named_with_its_key() {
         ("extra.timesteps", "many", "not a number"),
         ("extra.flip", "yes", "not true or false"),
         ("extra.zero_terminal_snr", "yes", "not true or false"),
+        (
+            "extra.objective",
+            "score",
+            "not one of ddpm, ncsn, ve, vp, subvp, edm",
+        ),
+        (
+            "extra.objective",
+            "ve:sigma_max=x",
+            "sigma_max: not a number",
+        ),
+        (
+            "extra.objective",
+            "edm:beta_min=1",
+            "--objective edm has no beta-min",
+        ),
+        (
+            "extra.objective",
+            "ve:sigma_min=5,sigma_max=1",
+            "must exceed",
+        ),
         (
             "extra.min_snr_gamma",
             "-5",

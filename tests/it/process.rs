@@ -159,3 +159,168 @@ fn training_points_are_the_papers_losses() {
     );
     assert!(Objective::Ddpm.point(0.5).is_none());
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// On Gaussian data the optimum of each objective is known: training's target must have, given the network's
+// input, the conditional mean that the sampler's reading of the output needs.
+// ---------------------------------------------------------------------------------------------------------------
+
+use crate::common::gpu;
+use diffuse::diffusion::NoiseLevel;
+use diffuse::gpu::{DType, Tensor};
+use diffuse::kernels::{loss, noise, random};
+
+/// Data x₀ ~ N(μ, s²) per coordinate.
+const MU: f64 = 0.3;
+const S: f64 = 0.5;
+
+/// z-scores of the loss gradient at F: (its mean, its correlation with x) over the batch, each divided by its
+/// standard error. Both are 0 in expectation exactly when F is E[target | input].
+fn gradient_z_scores(d_pred: &[f32], x: &[f64]) -> (f64, f64) {
+    let n = d_pred.len() as f64;
+    let g: Vec<f64> = d_pred.iter().map(|&v| v as f64).collect();
+    let x_mean = x.iter().sum::<f64>() / n;
+    let z = |terms: Vec<f64>| {
+        let mean = terms.iter().sum::<f64>() / n;
+        let var = terms.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        mean / (var / n).sqrt()
+    };
+    (
+        z(g.clone()),
+        z(g.iter().zip(x).map(|(g, x)| g * (x - x_mean)).collect()),
+    )
+}
+
+#[test]
+fn each_objective_trains_the_output_its_sampler_reads() {
+    // For every objective and a few levels: image batches noised by the GPU kernel; the exact prediction P*(x)
+    // (E[ε | x], or E[x₀ | x] for EDM) at the sampler's level (α, σ) turned into the network output
+    // F* = (P* − out_x·x)/out_f by `Objective::evaluation`, the very map sampling applies; the loss kernel's
+    // gradient at F* must then be pure noise (|z| < 5 for its mean and its correlation with x, a false alarm
+    // < 10⁻⁵ each), and at F* + 0.1 it must not (|z| > 10: the targets have standard deviation ≈ 1, so the shift
+    // is ≈ 25 SE over 65,536 elements). The network input the sampler makes, input_scale·x,
+    // must be the one training made (to f32 rounding, 1e-5 relative).
+    let gpu = gpu();
+    let (images, d) = (4096, 16);
+    let len = images * d;
+    let state = random::rng_state(gpu, 0).unwrap();
+    let normals = |seed: u64| {
+        let t = Tensor::zeros(gpu, &[images, d], DType::F32).unwrap();
+        gpu.run([&random::fill_normal(gpu, &t, seed, 0, &state).unwrap()])
+            .unwrap();
+        t.read_f32(gpu).unwrap()
+    };
+    let x0: Vec<f32> = normals(1)
+        .iter()
+        .map(|&z| (MU + S * z as f64) as f32)
+        .collect();
+    let eps = normals(2);
+    let x0t = Tensor::from_f32(gpu, &[images, d], &x0).unwrap();
+    let et = Tensor::from_f32(gpu, &[images, d], &eps).unwrap();
+    let identity: Vec<u32> = (0..images as u32).collect();
+    let identity = Tensor::from_u32(gpu, &[images], &identity).unwrap();
+    for name in ["ncsn", "ve", "vp", "subvp:weighting=likelihood", "edm"] {
+        let objective: Objective = name.parse().unwrap();
+        let levels = noise::DrawnLevels::new(gpu, &objective).unwrap();
+        let draws: &[f32] = match objective {
+            Objective::Edm { .. } => &[-1.5, 0.0, 2.0],
+            _ => &[0.05, 0.5, 0.95],
+        };
+        for &r in draws {
+            let draw = Tensor::from_f32(gpu, &[images], &vec![r; images]).unwrap();
+            let [x_in, target] =
+                [0; 2].map(|_| Tensor::zeros(gpu, &[images, d], DType::F32).unwrap());
+            let [cond, weight] = [0; 2].map(|_| Tensor::zeros(gpu, &[images], DType::F32).unwrap());
+            gpu.run([&noise::noise_forward_drawn(
+                gpu, &levels, &x0t, &et, &draw, &x_in, &target, &cond, &weight,
+            )
+            .unwrap()])
+                .unwrap();
+            let q = objective.point(r as f64).unwrap();
+            let level = NoiseLevel {
+                t: 0.0,
+                alpha: q.alpha,
+                sigma: q.sigma,
+            };
+            let e = objective.evaluation(&level).unwrap();
+            let case = format!("{name} at draw {r}");
+            assert!(
+                (e.c_noise - q.c_noise).abs() <= 1e-9 * (1.0 + q.c_noise.abs()),
+                "{case}: sampling conditions on {} where training did on {}",
+                e.c_noise,
+                q.c_noise
+            );
+            let x: Vec<f64> = (0..len)
+                .map(|i| q.alpha * x0[i] as f64 + q.sigma * eps[i] as f64)
+                .collect();
+            for (i, &u) in x_in.read_f32(gpu).unwrap().iter().enumerate() {
+                let want = e.input_scale * x[i];
+                assert!(
+                    (u as f64 - want).abs() <= 1e-5 * (want.abs() + q.c_in * q.sigma),
+                    "{case}: input {u} vs the sampler's {want}"
+                );
+            }
+            // N(αμ, α²s² + σ²) marginal: E[ε | x] = σ(x − αμ)/v, E[x₀ | x] = μ + αs²(x − αμ)/v.
+            let v = q.alpha * q.alpha * S * S + q.sigma * q.sigma;
+            let exact = |x: f64| match objective.prediction().unwrap() {
+                diffuse::diffusion::Prediction::Sample => {
+                    MU + q.alpha * S * S * (x - q.alpha * MU) / v
+                }
+                _ => q.sigma * (x - q.alpha * MU) / v,
+            };
+            let gradient_at = |shift: f64| {
+                let f: Vec<f32> = x
+                    .iter()
+                    .map(|&x| ((exact(x) - e.out_x * x) / e.out_f + shift) as f32)
+                    .collect();
+                let pred = Tensor::from_f32(gpu, &[images, d], &f).unwrap();
+                let d_pred = Tensor::zeros(gpu, &[images, d], DType::F32).unwrap();
+                let weights = loss::SampleWeights {
+                    t: &identity,
+                    table: &weight,
+                };
+                gpu.run([&loss::mse_backward_weighted(
+                    gpu, &pred, &target, weights, None, &d_pred,
+                )
+                .unwrap()])
+                    .unwrap();
+                gradient_z_scores(&d_pred.read_f32(gpu).unwrap(), &x)
+            };
+            let (mean, slope) = gradient_at(0.0);
+            assert!(
+                mean.abs() < 5.0 && slope.abs() < 5.0,
+                "{case}: the gradient at the exact output has z-scores {mean:.1} (mean), {slope:.1} (slope)"
+            );
+            let (mean, slope) = gradient_at(0.1);
+            assert!(
+                mean.abs().max(slope.abs()) > 10.0,
+                "{case}: an output 0.1 off goes unnoticed (z {mean:.1}, {slope:.1})"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_objective_round_trips_through_its_recorded_text() {
+    // Parameters away from their defaults, values whose shortest decimal form is long: the text a checkpoint
+    // records reads back as the same objective, bit for bit.
+    for text in [
+        "ddpm",
+        "ncsn:sigma_min=0.013,sigma_max=37.21,levels=77",
+        "ve:sigma_min=0.1,sigma_max=348,weighting=likelihood,t_min=0.001",
+        "vp:beta_min=0.2,beta_max=19.900000000000002,weighting=sigma2,t_min=0.00001",
+        "subvp:beta_min=0.1,beta_max=20,weighting=likelihood,t_min=0.00002",
+        "edm:sigma_data=0.3333333333333333,p_mean=-1.1,p_std=1.3",
+    ] {
+        let objective: Objective = text.parse().unwrap();
+        assert_eq!(objective.to_string(), text);
+        assert_eq!(
+            objective.to_string().parse::<Objective>().unwrap(),
+            objective
+        );
+    }
+    // A bare name takes the papers' defaults; a parameter another objective owns is refused by name.
+    assert_eq!("edm".parse::<Objective>().unwrap(), Objective::EDM);
+    let err = "vp:sigma_max=3".parse::<Objective>().unwrap_err();
+    assert!(err.contains("belongs to --objective ncsn or ve"), "{err}");
+}

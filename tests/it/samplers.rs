@@ -733,3 +733,17 @@ fn each_solver_converges_at_its_order_on_gaussian_data() {
         );
     }
 }
+
+#[test]
+fn ncsnv2_step_rule_gives_the_papers_step() {
+    // NCSNv2 (Song & Ermon 2020), CIFAR-10: L = 232 levels from 50 to 0.01, T = 5 steps per level, ε = 6.2·10⁻⁶ at
+    // σ_L = 0.01: r = ε/σ_L² ≈ 0.062. The minimum of |ratio − 1| computed in Python (ternary search, f64):
+    // r = 0.061840250249640336; with 50 levels from 10 to 0.05 and T = 20: r = 0.069022.
+    let gamma = (50.0f64 / 0.01).powf(1.0 / 231.0);
+    let r = samplers::ncsnv2_relative_step(gamma, 5).unwrap();
+    assert!((r - 0.061840250249640336).abs() < 1e-8, "{r}");
+    let r = samplers::ncsnv2_relative_step((10.0f64 / 0.05).powf(1.0 / 49.0), 20).unwrap();
+    assert!((r - 0.069022).abs() < 2e-6, "{r}");
+    assert!(samplers::ncsnv2_relative_step(1.0, 5).is_err());
+    assert!(samplers::ncsnv2_relative_step(1.1, 0).is_err());
+}

@@ -714,3 +714,60 @@ fn every_sampler_gives_finite_samples_of_a_v_model_on_a_zero_terminal_snr_schedu
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The score-based models' own processes: the plans `diffuse sample` builds for them, with the exact model
+// predicting what the wrapped network predicts (ε; x₀ for EDM's denoiser).
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn score_based_processes_sample_the_data_on_their_own_levels() {
+    use diffuse::diffusion::process::Objective;
+    use diffuse::sample::spec::{LangevinStep, SamplerKind, SamplerSpec};
+    // (objective, sampler, steps, mean bias in s, variance bias): the discretised samplers' errors, measured by
+    // gaussian_moments_after and rounded up. The mean's is the prior's: N(0, σ_max²·I) (VE-type) or N(0, I) (VP)
+    // in place of the marginal at the first level, whose mean the flow carries down (VE 0.020·s, EDM 0.013·s,
+    // VP α(1)·μ = 0.007·s). The variance's is each grid's: Karras's coarse first levels for EDM's 18-level Heun
+    // (+11 %, as for DDPM models in `multistep_and_karras_samples_reproduce_the_data`), Euler's first order.
+    let cases = [
+        ("ncsn", SamplerKind::Heun, 60, 0.025, 0.03),
+        ("ncsn", SamplerKind::Ode, 40, 0.025, 0.015),
+        ("ve", SamplerKind::Heun, 60, 0.025, 0.03),
+        ("ve", SamplerKind::DpmSolver, 40, 0.025, 0.007),
+        ("vp", SamplerKind::Ode, 40, 0.008, 0.012),
+        ("vp", SamplerKind::Unipc, 30, 0.008, 0.013),
+        ("vp", SamplerKind::DpmSolver, 20, 0.008, 0.05),
+        ("subvp", SamplerKind::Euler, 200, 0.008, 0.045),
+        ("subvp", SamplerKind::DpmSolver, 40, 0.008, 0.033),
+        ("edm", SamplerKind::Heun, 36, 0.016, 0.13),
+        ("edm", SamplerKind::Euler, 200, 0.016, 0.035),
+        // The stochastic samplers: reverse diffusion (VE-type) or Euler–Maruyama (VP-type), alone or with one
+        // corrector step; annealed Langevin at ε = σ² (VP-type: the chains lag the moving mean, as on DDPM models).
+        ("ncsn", SamplerKind::Sde, 200, 0.002, 0.055),
+        ("ve", SamplerKind::Pc, 100, 0.002, 0.06),
+        ("vp", SamplerKind::Sde, 200, 0.008, 0.01),
+        ("subvp", SamplerKind::Pc, 100, 0.02, 0.01),
+        ("edm", SamplerKind::Sde, 200, 0.002, 0.07),
+        ("ncsn", SamplerKind::Langevin, 1000, 0.002, 0.03),
+        ("vp", SamplerKind::Langevin, 1000, 0.035, 0.09),
+        ("edm", SamplerKind::Langevin, 1000, 0.002, 0.05),
+    ];
+    for (name, kind, steps, mean_bias, var_bias) in cases {
+        let objective: Objective = name.parse().unwrap();
+        let mut plan = SamplerSpec::new(kind, steps)
+            .plan_on_process(&objective)
+            .unwrap();
+        plan.name = format!("{name}: {}", plan.name);
+        check_gaussian(&plan, objective.prediction().unwrap(), mean_bias, var_bias);
+        check_mixture(&plan, objective.prediction().unwrap());
+    }
+    // NCSNv2's step rule (ε = 0.082·σ² here) sizes the steps for the noise's many directions: along the data's few,
+    // whose variance s² dwarfs σ² at the small levels, the chains mix in about s²/ε steps, so the variance they
+    // had where σ ~ s stays: +27 % on this data, which Tweedie's final step does not remove.
+    let spec = SamplerSpec {
+        langevin_step: LangevinStep::Ncsnv2,
+        ..SamplerSpec::new(SamplerKind::Langevin, 1000)
+    };
+    let plan = spec.plan_on_process(&Objective::NCSN).unwrap();
+    check_gaussian(&plan, Prediction::Epsilon, 0.002, 0.33);
+}

@@ -1031,7 +1031,7 @@ fn a_score_based_checkpoint_records_its_objective_and_samples_on_its_process() {
             .unwrap_err()
             .to_string();
         assert!(
-            refused.contains("euler, heun, ode, dpm++2m or unipc"),
+            refused.contains("euler, heun, ode, dpm++2m, unipc, sde, pc or langevin"),
             "{refused}"
         );
         let no_schedule = ckpt.training.schedule().unwrap_err().to_string();

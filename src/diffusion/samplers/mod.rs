@@ -45,8 +45,8 @@ pub use multistep::{dpm_solver_2m, unipc_bh2};
 pub use ode::{euler, heun, Start};
 pub use plan::{Clip, Clipped, Corrector, FoldedStep, History, Multistep, Plan, Step, X0Bound};
 pub use sde::{
-    annealed_langevin, annealed_langevin_vp, euler_maruyama, langevin_step, predictor_corrector,
-    Process,
+    annealed_langevin, annealed_langevin_levels, annealed_langevin_vp, euler_maruyama,
+    langevin_step, ncsnv2_relative_step, predictor_corrector, Process,
 };
 pub use spacing::{
     check_timesteps, karras_levels, karras_sigmas, level_at_sigma, sigma_to_t, timesteps,
