@@ -36,6 +36,15 @@ pub fn at_least_unity(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A number ≥ 0, +∞ included (`--churn-max`: no bound).
+pub fn non_negative_or_infinite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a number ≥ 0 (or inf)".into()),
+        Err(_) => Err("not a number; it must be ≥ 0 (or inf)".into()),
+    }
+}
+
 /// A probability that is not certain, [0, 1) (`--dropout`).
 pub fn probability_below_one(text: &str) -> Result<f32, String> {
     number_in(text, |v| (0.0..1.0).contains(&v), "in [0, 1)").map(|v| v as f32)

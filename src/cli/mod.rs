@@ -234,5 +234,6 @@ fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
 }
 
 pub(crate) use diffuse::values::{
-    at_least_one, at_least_unity, non_negative, positive, probability_below_one, unit_interval,
+    at_least_one, at_least_unity, non_negative, non_negative_or_infinite, positive,
+    probability_below_one, unit_interval,
 };

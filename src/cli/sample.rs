@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{Clip, Spacing};
+use diffuse::diffusion::samplers::{ChurnSettings, Clip, Spacing};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
@@ -14,7 +14,8 @@ use diffuse::sample::{max_batch, Batched, Samples};
 use diffuse::{Error, Result};
 
 use super::{
-    at_least_one, at_least_unity, checkpoint_or_bundled, non_negative, positive, unit_interval,
+    at_least_one, at_least_unity, checkpoint_or_bundled, non_negative, non_negative_or_infinite,
+    positive, unit_interval,
 };
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
@@ -85,6 +86,19 @@ pub struct SampleArgs {
     /// `ncsnv2` for NCSNv2's rule (R from the levels' ratio and the 20 steps per level).
     #[arg(long, default_value = "1", value_parser = |t: &str| t.parse::<LangevinStep>())]
     pub langevin_step: LangevinStep,
+    /// --sampler heun: Karras et al.'s S_churn, noise added before each Heun step to raise σ by a factor
+    /// 1 + min(S/levels, √2 − 1) (EDM's stochastic sampler; their ImageNet-64 model used 40). 0: deterministic.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub churn: f64,
+    /// --churn: only at levels with σ/α ≥ this (EDM: 0.05).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub churn_min: f64,
+    /// --churn: only at levels with σ/α ≤ this (EDM: 50).
+    #[arg(long, default_value_t = f64::INFINITY, value_parser = non_negative_or_infinite)]
+    pub churn_max: f64,
+    /// --churn: the added noise's scale S_noise (EDM: 1.003).
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub churn_noise: f64,
     /// Number of images.
     #[arg(short, long, default_value_t = 16, value_parser = at_least_one)]
     pub num: usize,
@@ -182,6 +196,12 @@ impl SampleArgs {
                 },
             }),
             langevin_step: self.langevin_step,
+            churn: ChurnSettings {
+                s_churn: self.churn,
+                s_min: self.churn_min,
+                s_max: self.churn_max,
+                s_noise: self.churn_noise,
+            },
             ..SamplerSpec::new(self.sampler, self.steps)
         }
     }

@@ -267,6 +267,7 @@ impl AffineStep {
                 next,
                 a: ax,
                 b,
+                churn,
             } => {
                 let (g1, h1) = affine_eps(data, &level, d);
                 let (g2, h2) = affine_eps(data, &next, d);
@@ -274,6 +275,11 @@ impl AffineStep {
                 let half = b / 2.0;
                 a[0][0] = ax + half * (g1 + g2 * p1);
                 k[0] = half * (h1 + g2 * p0 + h2);
+                // From x̂ = p·x + q·z: the map's slope times each.
+                if let Some(ch) = churn {
+                    c = a[0][0] * ch.q;
+                    a[0][0] *= ch.p;
+                }
             }
             Step::Clipped { .. } => return not_affine(),
             Step::Multistep(ref m) => {

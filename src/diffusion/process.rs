@@ -701,7 +701,7 @@ impl Objective {
 
     /// The level of ratio σ/α = `ratio` as the process has it: α = 1 for NCSN, VE and EDM, the SDE's own α for VP
     /// and sub-VP. `t` carries the ratio (the evaluation recomputes the conditioning from α and σ).
-    fn level_at_ratio(&self, ratio: f64) -> super::NoiseLevel {
+    pub fn level_at_ratio(&self, ratio: f64) -> super::NoiseLevel {
         let alpha = match self {
             Objective::Sde {
                 sde: sde @ (Sde::Vp { .. } | Sde::SubVp { .. }),

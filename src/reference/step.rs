@@ -119,7 +119,8 @@ pub fn step_multistep(
 }
 
 /// Runs `plan` for a model of kind `prediction`: x starts as `x_init` (already scaled by `plan.init_scale`), and
-/// each step that adds noise takes `noise(k)` (k counts those steps from 0). Heun steps evaluate the model twice.
+/// each step that adds noise takes `noise(k)` (k counts those steps from 0; a churned step takes its z before its
+/// evaluation). Heun steps evaluate the model twice.
 /// `sample_len` is the number of elements per sample (dynamic thresholding works per sample).
 pub fn sample(
     plan: &Plan,
@@ -144,8 +145,18 @@ pub fn sample_in(
     let mut drawn = 0;
     let mut state = MultistepState::zeros(x.len());
     for s in &plan.steps {
+        // A churned step draws its z first and runs from x̂ = p·x + q·z.
+        if let Some(churn) = s.churn() {
+            drawn += 1;
+            let z = noise(drawn - 1);
+            x = x
+                .iter()
+                .zip(&z)
+                .map(|(x, z)| churn.p * x + churn.q * z)
+                .collect();
+        }
         let o = model(&x, s.level());
-        let z = s.adds_noise().then(|| {
+        let z = (s.adds_noise() && s.churn().is_none()).then(|| {
             drawn += 1;
             noise(drawn - 1)
         });

@@ -107,6 +107,8 @@ struct Loop<'a> {
     o2: Tensor,
     z: Tensor,
     x_pred: Tensor,
+    /// x̂ = p·x + q·z of a churned step (where a plan has one).
+    x_hat: Option<Tensor>,
     rng: Tensor,
     state: Option<Tensor>,
     scale: Option<Tensor>,
@@ -121,6 +123,7 @@ impl<'a> Loop<'a> {
         model: &'a dyn Denoiser,
         seed: u64,
         initial: &Tensor,
+        steps: &[crate::diffusion::Step],
         folded: &[FoldedStep],
     ) -> Result<Loop<'a>> {
         let shape = initial.shape();
@@ -148,6 +151,11 @@ impl<'a> Loop<'a> {
             o2: new()?,
             z: new()?,
             x_pred: new()?,
+            x_hat: steps
+                .iter()
+                .any(|s| s.churn().is_some())
+                .then(new)
+                .transpose()?,
             rng: random::rng_state(gpu, 0)?,
             state,
             scale,
@@ -166,6 +174,19 @@ impl<'a> Loop<'a> {
         next: &Tensor,
     ) -> Result<()> {
         let gpu = self.gpu;
+        // A churned step first raises the noise: x̂ = p·x + q·z, and runs from x̂.
+        let raised;
+        let current = match (s.churn(), self.x_hat.clone()) {
+            (Some(churn), Some(x_hat)) => {
+                self.draw()?;
+                let d = &mut self.dispatches;
+                d.push(elementwise::scale(gpu, current, churn.p as f32, &x_hat)?);
+                d.push(elementwise::axpy(gpu, churn.q as f32, &self.z, &x_hat)?);
+                raised = x_hat;
+                &raised
+            }
+            _ => current,
+        };
         let d = &mut self.dispatches;
         d.extend(self.model.predict(gpu, current, s.level(), &self.o)?);
         if let (Some((pq, limits)), Some(scale)) = (dynamic_bound(&folded), &self.scale) {
@@ -190,24 +211,27 @@ impl<'a> Loop<'a> {
             d.push(last);
             return Ok(());
         }
-        let noise = match s.adds_noise() {
-            true => {
-                d.push(random::fill_normal(
-                    gpu,
-                    &self.z,
-                    self.seed,
-                    self.stream,
-                    &self.rng,
-                )?);
-                self.stream += 1;
-                Some(&self.z)
-            }
-            false => None,
-        };
+        if s.adds_noise() {
+            self.draw()?;
+        }
+        let noise = s.adds_noise().then_some(&self.z);
         let (scale, state) = (self.scale.as_ref(), self.state.as_ref());
-        d.push(step::folded(
+        self.dispatches.push(step::folded(
             gpu, &folded, current, &self.o, None, noise, scale, state, next,
         )?);
+        Ok(())
+    }
+
+    /// Fresh noise z from the next stream: a noisy step's, or a churned step's before it.
+    fn draw(&mut self) -> Result<()> {
+        self.dispatches.push(random::fill_normal(
+            self.gpu,
+            &self.z,
+            self.seed,
+            self.stream,
+            &self.rng,
+        )?);
+        self.stream += 1;
         Ok(())
     }
 }
@@ -285,7 +309,7 @@ impl Sampler {
             .iter()
             .map(|s| s.fold(model.prediction()))
             .collect();
-        let mut lp = Loop::new(gpu, model, seed, &initial, &folded)?;
+        let mut lp = Loop::new(gpu, model, seed, &initial, &plan.steps, &folded)?;
         if draw {
             lp.dispatches
                 .push(random::fill_normal(gpu, &lp.z, seed, 0, &lp.rng)?);

@@ -4,7 +4,7 @@
 
 use crate::diffusion::process::{LevelSpacing, Objective, Sde};
 use crate::diffusion::samplers::{
-    self, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
+    self, ChurnSettings, Clip, DdpmVariance, NoiseLevel, Plan, Process, Spacing, Start,
 };
 use crate::diffusion::Schedule;
 use crate::diffusion::VeSchedule;
@@ -125,6 +125,8 @@ pub struct SamplerSpec {
     pub snr: f64,
     /// Annealed Langevin's step at each level.
     pub langevin_step: LangevinStep,
+    /// heun: Karras et al.'s churn (none by default).
+    pub churn: ChurnSettings,
 }
 
 /// How annealed Langevin sizes its step ε_i at level i, always ε_i = r·σ_i² (so ε_i/ε_L = σ_i²/σ_L², NCSN's
@@ -180,6 +182,7 @@ impl SamplerSpec {
             corrector_steps: 1,
             snr: 0.16,
             langevin_step: LangevinStep::Relative(1.0),
+            churn: ChurnSettings::NONE,
         }
     }
 
@@ -197,8 +200,21 @@ impl SamplerSpec {
         Ok(clip)
     }
 
+    /// Refuses churn on a sampler other than heun.
+    fn check_churn(&self) -> Result<()> {
+        if self.churn.s_churn != 0.0 && self.kind != SamplerKind::Heun {
+            return Err(Error::Usage(format!(
+                "--churn adds noise before Heun steps (Karras et al.'s stochastic sampler): use --sampler heun, not \
+                 {}",
+                self.kind.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// The plan on `schedule`.
     pub fn plan(&self, schedule: &Schedule) -> Result<Plan> {
+        self.check_churn()?;
         let t = schedule.num_steps();
         let list = samplers::timesteps(t, self.steps.min(t), self.spacing)?;
         let clip = self.clip()?;
@@ -227,7 +243,8 @@ impl SamplerSpec {
             }
             SamplerKind::Heun => {
                 let karras = samplers::karras_levels(schedule, self.steps.div_ceil(2))?;
-                samplers::heun(&karras, clean, Start::Sigma)
+                let level_at = |sigma| samplers::level_at_sigma(schedule, sigma);
+                samplers::heun_churned(&karras, clean, Start::Sigma, &self.churn, &level_at)
             }
             SamplerKind::Sde => samplers::euler_maruyama(schedule, &list),
             SamplerKind::Ode => {
@@ -274,6 +291,7 @@ impl SamplerSpec {
     /// log-SNR steps, either Karras σ with `--karras`), from the prior (N(0, I) for VP and sub-VP, N(0, σ_max²·I) otherwise) to clean data. The samplers
     /// built on DDPM's timestep list refuse, naming those that work.
     pub fn plan_on_process(&self, objective: &Objective) -> Result<Plan> {
+        self.check_churn()?;
         let clip = self.clip()?;
         let or_karras = |spacing| match self.karras {
             true => LevelSpacing::Karras,
@@ -311,6 +329,10 @@ impl SamplerSpec {
                 samplers::dpm_solver_2m(&levels, clean, true, clip.bound().0)?
             }
             SamplerKind::Unipc => samplers::unipc_bh2(&levels, clean, true, clip.bound().0)?,
+            SamplerKind::Heun => {
+                let level_at = |ratio| objective.level_at_ratio(ratio);
+                samplers::heun_churned(&levels, clean, Start::Prior, &self.churn, &level_at)?
+            }
             _ => samplers::heun(&levels, clean, Start::Prior)?,
         };
         // The prior: N(0, I) for VP and sub-VP, N(0, σ_max²·I) at the first level of the others.

@@ -42,8 +42,10 @@ mod spacing;
 pub use ancestral::{ddim, ddpm, DdpmVariance};
 pub use level::{NoiseLevel, Prediction};
 pub use multistep::{dpm_solver_2m, unipc_bh2};
-pub use ode::{euler, heun, Start};
-pub use plan::{Clip, Clipped, Corrector, FoldedStep, History, Multistep, Plan, Step, X0Bound};
+pub use ode::{euler, heun, heun_churned, ChurnSettings, Start};
+pub use plan::{
+    Churn, Clip, Clipped, Corrector, FoldedStep, History, Multistep, Plan, Step, X0Bound,
+};
 pub use sde::{
     annealed_langevin, annealed_langevin_levels, annealed_langevin_vp, euler_maruyama,
     langevin_step, ncsnv2_relative_step, predictor_corrector, Process,

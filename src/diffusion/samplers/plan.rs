@@ -26,16 +26,25 @@ pub enum Step {
         v: f64,
         c: f64,
     },
-    /// Heun: the Euler predictor x' = a·x + b·ε̂(x, level), then x ← a·x + (b/2)·(ε̂(x, level) + ε̂(x', next)).
+    /// Heun: the Euler predictor x' = a·x + b·ε̂(x, level), then x ← a·x + (b/2)·(ε̂(x, level) + ε̂(x', next));
+    /// with `churn`, from x̂ = p·x + q·z instead of x.
     Heun {
         level: NoiseLevel,
         next: NoiseLevel,
         a: f64,
         b: f64,
+        churn: Option<Churn>,
     },
     /// A multistep step on x̂₀ (DPM-Solver++, UniPC), with a state carried from step to step: the corrected
     /// sample s and the x̂₀ of the previous two evaluations, m₁ and m₂ (see [`Multistep`]).
     Multistep(Multistep),
+}
+
+/// Noise added before a step (Karras et al. 2022's churn): x̂ = p·x + q·z, and the step runs from x̂.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Churn {
+    pub p: f64,
+    pub q: f64,
 }
 
 /// The scalars of a folded x̂₀-bounded step: x̂₀ = bound(p·x + q·o); y = u·x̂₀ + w·x + v·o + c·z.
@@ -136,7 +145,16 @@ impl Step {
     pub fn adds_noise(&self) -> bool {
         match *self {
             Step::Linear { c, .. } | Step::Clipped { c, .. } => c != 0.0,
-            Step::Heun { .. } | Step::Multistep(_) => false,
+            Step::Heun { churn, .. } => churn.is_some(),
+            Step::Multistep(_) => false,
+        }
+    }
+
+    /// The noise added before the step's first evaluation, if any.
+    pub fn churn(&self) -> Option<Churn> {
+        match *self {
+            Step::Heun { churn, .. } => churn,
+            _ => None,
         }
     }
 
@@ -188,7 +206,9 @@ impl Step {
                     ..m
                 })
             }
-            Step::Heun { level, next, a, b } => {
+            Step::Heun {
+                level, next, a, b, ..
+            } => {
                 // ε̂₁ = e_x·x + e_o·o;  x' = a1·x + b1·o;  ε̂₂ = f_x·x' + f_o·o2.
                 let (e_x, e_o) = prediction.epsilon_from(&level);
                 let (f_x, f_o) = prediction.epsilon_from(&next);
