@@ -3,6 +3,7 @@
 //! No wgpu here.
 
 pub mod analytic;
+pub mod likelihood;
 pub mod process;
 pub mod samplers;
 pub mod schedule;

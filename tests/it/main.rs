@@ -22,6 +22,7 @@ mod fuzz;
 mod group_norm;
 mod image_io;
 mod layering;
+mod likelihood;
 mod loss;
 mod matmul;
 mod model_layout;
