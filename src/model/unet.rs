@@ -667,6 +667,24 @@ impl Net {
         self.backward_part(gpu, d_output, 0)
     }
 
+    /// The backward pass that also writes ∂L/∂input, returned beside the dispatches: for d_output = v it is the
+    /// vector–Jacobian product vᵀ·∂output/∂input, what the exact likelihood's divergence estimator needs. (The
+    /// parameters' gradients are written too: the same kernels.)
+    pub fn backward_to_input(
+        &self,
+        gpu: &Gpu,
+        d_output: &Tensor,
+    ) -> Result<(Vec<Dispatch>, Tensor)> {
+        let mut backward = self.backward_recorder(gpu, d_output, 0, true)?;
+        for op in self.ops.iter().rev() {
+            backward.op(op)?;
+        }
+        let d_input = backward.grads.tensors[0].clone().ok_or_else(|| {
+            Error::shape("Net::backward_to_input", "the input reaches no convolution")
+        })?;
+        Ok((backward.out, d_input))
+    }
+
     /// The backward pass of micro-batch `part` (see [`Net::forward_part`]).
     pub fn backward_part(
         &self,
@@ -674,6 +692,21 @@ impl Net {
         d_output: &Tensor,
         part: usize,
     ) -> Result<Vec<Dispatch>> {
+        let mut backward = self.backward_recorder(gpu, d_output, part, false)?;
+        for op in self.ops.iter().rev() {
+            backward.op(op)?;
+        }
+        Ok(backward.out)
+    }
+
+    /// A backward pass from `d_output`, ready to record its ops; `input_grad`: also ∂L/∂input.
+    fn backward_recorder<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        d_output: &Tensor,
+        part: usize,
+        input_grad: bool,
+    ) -> Result<Backward<'a>> {
         if d_output.shape() != self.output().shape() {
             return Err(Error::shape(
                 "Net::backward",
@@ -688,17 +721,14 @@ impl Net {
             tensors: vec![None; self.acts.len()],
         };
         grads.tensors[self.output.0] = Some(d_output.clone());
-        let mut backward = Backward {
+        Ok(Backward {
             net: self,
             gpu,
             part,
             grads,
             out: Vec::new(),
-        };
-        for op in self.ops.iter().rev() {
-            backward.op(op)?;
-        }
-        Ok(backward.out)
+            input_grad,
+        })
     }
 }
 
@@ -710,9 +740,16 @@ struct Backward<'a> {
     part: usize,
     grads: Grads,
     out: Vec<Dispatch>,
+    /// Whether ∂L/∂input is wanted (the input, activation 0, is otherwise a constant).
+    input_grad: bool,
 }
 
 impl Backward<'_> {
+    /// Whether ∂L/∂x is computed: x is not a constant, or it is the input and its gradient is wanted.
+    fn wants(&self, x: Act) -> bool {
+        !self.net.no_grad[x.0] || (self.input_grad && x.0 == 0)
+    }
+
     /// Appends one op's backward, so the backward pass reads as a table of ops → gradient kernels.
     fn op(&mut self, op: &Op) -> Result<()> {
         match op {
@@ -779,7 +816,7 @@ impl Backward<'_> {
                 ..Default::default()
             },
         )?);
-        if !net.no_grad[x.0] {
+        if self.wants(x) {
             let (d_x, accumulate) = self.grads.target(gpu, x, net.act(x))?;
             self.out.extend(conv2d::backward_input(
                 gpu,

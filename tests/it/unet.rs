@@ -419,3 +419,145 @@ fn a_wide_unet_backward_takes_winograd_and_matches_finite_differences() {
         failures.join("\n")
     );
 }
+
+/// ∂L/∂input by `Net::backward_to_input` (L = ⟨output, w⟩, so the vector–Jacobian product wᵀ·∂F/∂x) against
+/// central differences of the f64 reference along one random direction per image, with check_gradients' bound.
+fn check_input_gradient(gpu: &Gpu) {
+    let config = tiny();
+    let flat = params(&config);
+    let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
+    let net = net(gpu, &config, &p, None);
+    let x = uniform(BATCH * 64, 16);
+    set_inputs(gpu, &net, &x);
+    let w = uniform(BATCH * 64, 17);
+    let d_out = Tensor::from_f32(gpu, &[BATCH, 1, 8, 8], &w).unwrap();
+    let mut dispatches = net.forward(gpu).unwrap();
+    let (backward, d_input) = net.backward_to_input(gpu, &d_out).unwrap();
+    dispatches.extend(backward);
+    gpu.run(&dispatches).unwrap();
+    let d_x = d_input.read_f32(gpu).unwrap();
+    assert_eq!(d_input.shape(), net.input.shape());
+
+    let (x64, w64, p64) = (to_f64(&x), to_f64(&w), to_f64(&flat));
+    let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
+    let loss = |x: &[f64]| -> f64 {
+        let y = reference::forward_training(&config, &p64, x, &t, Some(&LABELS), None);
+        y.iter().zip(&w64).map(|(a, b)| a * b).sum()
+    };
+    let h = 1e-5;
+    for image in 0..BATCH {
+        let v = uniform(64, 200 + image as u64);
+        let (mut up, mut down) = (x64.clone(), x64.clone());
+        for (i, vi) in v.iter().enumerate() {
+            up[image * 64 + i] += h * *vi as f64;
+            down[image * 64 + i] -= h * *vi as f64;
+        }
+        let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+        let terms: Vec<f64> = (0..64)
+            .map(|i| d_x[image * 64 + i] as f64 * v[i] as f64)
+            .collect();
+        let analytic: f64 = terms.iter().sum();
+        let tol = bound() * terms.iter().map(|t| t.abs()).sum::<f64>() + 1e-9;
+        assert!(
+            (analytic - numeric).abs() <= tol,
+            "image {image}: GPU ⟨∂L/∂x, v⟩ = {analytic:e}, finite difference {numeric:e}, bound {tol:e}"
+        );
+        assert!(
+            analytic.abs() > 10.0 * tol,
+            "image {image}: a vanishing gradient proves nothing"
+        );
+    }
+}
+
+#[test]
+fn the_input_gradient_matches_finite_differences_on_both_paths() {
+    check_input_gradient(gpu());
+    check_input_gradient(common::gpu_path());
+}
+
+#[test]
+fn hutchinson_divergence_through_the_input_gradient_is_unbiased() {
+    // The exact likelihood's divergence estimator: for probes v with E[vvᵀ] = I (Rademacher ±1), vᵀ·(∂F/∂x)·v has
+    // mean tr(∂F/∂x). 256 copies of one image, each with its own probe, in one forward and one backward
+    // (`backward_to_input` with d_output = v); their mean must lie within 5 standard errors (estimated from the
+    // same 256) of the trace computed in f64 by central differences of the reference, one per input element (a
+    // false alarm < 10⁻⁵ for a correct estimator; f32 rounding is far below the SE).
+    let gpu = gpu();
+    let config = tiny();
+    let flat = params(&config);
+    let p = ParamBuffers::upload(gpu, &ParamLayout::new(&config), &flat).unwrap();
+    let copies = 256;
+    let net = Net::new(gpu, &config, &p, copies).unwrap();
+    let x = uniform(64, 31);
+    net.input.write_f32(gpu, &x.repeat(copies)).unwrap();
+    net.timesteps.write_u32(gpu, &vec![417; copies]).unwrap();
+    net.labels
+        .as_ref()
+        .unwrap()
+        .write_u32(gpu, &vec![1; copies])
+        .unwrap();
+    let probes: Vec<f32> = uniform(copies * 64, 32)
+        .iter()
+        .map(|&u| if u < 0.0 { -1.0 } else { 1.0 })
+        .collect();
+    let v = Tensor::from_f32(gpu, &[copies, 1, 8, 8], &probes).unwrap();
+    let mut dispatches = net.forward(gpu).unwrap();
+    let (backward, d_input) = net.backward_to_input(gpu, &v).unwrap();
+    dispatches.extend(backward);
+    gpu.run(&dispatches).unwrap();
+    let vjp = d_input.read_f32(gpu).unwrap();
+    let estimates: Vec<f64> = (0..copies)
+        .map(|k| {
+            (0..64)
+                .map(|i| (vjp[k * 64 + i] * probes[k * 64 + i]) as f64)
+                .sum()
+        })
+        .collect();
+    let n = copies as f64;
+    let mean = estimates.iter().sum::<f64>() / n;
+    let se = (estimates.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+
+    let (x64, p64) = (to_f64(&x), to_f64(&flat));
+    let output =
+        |x: &[f64]| reference::forward_training(&config, &p64, x, &[417.0], Some(&[1]), None);
+    let h = 1e-5;
+    let trace: f64 = (0..64)
+        .map(|i| {
+            let (mut up, mut down) = (x64.clone(), x64.clone());
+            up[i] += h;
+            down[i] -= h;
+            (output(&up)[i] - output(&down)[i]) / (2.0 * h)
+        })
+        .sum();
+    assert!(
+        (mean - trace).abs() <= 5.0 * se && se > 0.0,
+        "Hutchinson mean {mean} vs the exact divergence {trace} (SE {se:e})"
+    );
+    // Each estimate is the network's own quadratic form: vᵀ·(∂F/∂x)·v against the f64 directional difference
+    // vᵀ·(F(x + hv) − F(x − hv))/2h, for 32 of the probes (so a wrong product fails even where the statistical
+    // check above cannot tell, the trace being within a few SE of 0), with check_gradients' bound.
+    for k in 0..32 {
+        let probe = &probes[k * 64..(k + 1) * 64];
+        let up: Vec<f64> = x64
+            .iter()
+            .zip(probe)
+            .map(|(x, v)| x + h * *v as f64)
+            .collect();
+        let down: Vec<f64> = x64
+            .iter()
+            .zip(probe)
+            .map(|(x, v)| x - h * *v as f64)
+            .collect();
+        let (f_up, f_down) = (output(&up), output(&down));
+        let numeric: f64 = (0..64)
+            .map(|i| probe[i] as f64 * (f_up[i] - f_down[i]) / (2.0 * h))
+            .sum();
+        let terms = (0..64).map(|i| (vjp[k * 64 + i] * probe[i]) as f64);
+        let tol = bound() * terms.map(f64::abs).sum::<f64>() + 1e-9;
+        assert!(
+            (estimates[k] - numeric).abs() <= tol,
+            "probe {k}: GPU vᵀJv = {:e}, finite difference {numeric:e}, bound {tol:e}",
+            estimates[k]
+        );
+    }
+}
