@@ -88,7 +88,7 @@ const E: [f64; 7] = [
 pub const MAX_STEPS: usize = 100_000;
 
 /// y(u1) for y' = f(u, y), y(u0) = y0, by Dormand–Prince 5(4) with scipy's step-size control (safety 0.9, factor
-/// in [0.2, 10], error exponent −1/5; the first step from its `select_initial_step`).
+/// in [0.2, 10], error exponent −1/5; the first step from its `select_initial_step`, kept within [u0, u1]).
 pub fn dopri45(
     f: &mut dyn FnMut(f64, &[f64]) -> Vec<f64>,
     u0: f64,
@@ -116,10 +116,12 @@ pub fn dopri45(
     let sc = scale(&y, &y);
     let d0 = norm(&y.iter().zip(&sc).map(|(a, s)| a / s).collect::<Vec<_>>());
     let d1 = norm(&k0.iter().zip(&sc).map(|(a, s)| a / s).collect::<Vec<_>>());
+    // (Within the interval, as scipy ≥ 1.11 has it: a slow start would otherwise probe far outside it.)
+    let span = (u1 - u0).abs();
     let h0 = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
-        0.01 * d0 / d1
+        (0.01 * d0 / d1).min(span)
     };
     let probe: Vec<f64> = y
         .iter()
@@ -141,8 +143,14 @@ pub fn dopri45(
     } else {
         (0.01 / d1.max(d2)).powf(0.2)
     };
-    let mut h = (100.0 * h0).min(h1).min((u1 - u0).abs());
+    let mut h = (100.0 * h0).min(h1).min(span);
     while direction * (u1 - u) > 0.0 {
+        // A step too small to move u (or a non-finite one) would loop for ever.
+        if !(h.is_finite() && u + direction * h != u) {
+            return Err(Error::Usage(format!(
+                "the probability-flow ODE's step fell to {h:e} at u = {u}: the model's flow is not smooth there"
+            )));
+        }
         if solve.accepted + solve.rejected >= MAX_STEPS {
             return Err(Error::Usage(format!(
                 "the probability-flow ODE took more than {MAX_STEPS} steps at u = {u}: loosen the tolerance"
@@ -166,6 +174,11 @@ pub fn dopri45(
             .map(|i| direction * h * (0..7).map(|j| E[j] * k[j][i]).sum::<f64>() / sc[i])
             .collect();
         let e = norm(&error);
+        if e.is_nan() {
+            return Err(Error::Usage(format!(
+                "the probability-flow ODE met a non-finite value at u = {u}"
+            )));
+        }
         if e <= 1.0 {
             u += direction * h;
             y = y_new;
@@ -184,8 +197,9 @@ pub fn dopri45(
     Ok((y, solve))
 }
 
-/// (ε̂(x), div_x̃ ε̂) at x̃ and σ̃: the model evaluated at x = α·x̃, and its divergence with respect to x̃.
-pub type EpsAndDivergence<'a> = dyn FnMut(&[f64], f64) -> (Vec<f64>, f64) + 'a;
+/// (ε̂(x), div_x̃ ε̂ per image) at x̃ (a batch, flat) and σ̃: the model evaluated at x = α·x̃, and each image's
+/// divergence with respect to its x̃ (exact, or a Hutchinson estimate).
+pub type EpsAndDivergence<'a> = dyn FnMut(&[f64], f64) -> Result<(Vec<f64>, Vec<f64>)> + 'a;
 
 /// What [`log_density`] needs of a model and its process.
 pub struct Flow<'a> {
@@ -194,37 +208,68 @@ pub struct Flow<'a> {
     pub hi: f64,
     /// α at σ̃ (1 for VE-type processes).
     pub alpha: &'a dyn Fn(f64) -> f64,
-    /// (ε̂(x), div_x̃ ε̂) at x̃ and σ̃: the model evaluated at x = α·x̃, and its divergence with respect to x̃ (exact,
-    /// or a Hutchinson estimate).
     pub eps_and_divergence: &'a mut EpsAndDivergence<'a>,
-    /// ln of the prior's density at x_hi = α_hi·x̃_hi (the process's prior, or in tests the exact marginal).
+    /// ln of the prior's density at one image's x_hi = α_hi·x̃_hi (the process's prior, or in tests the exact
+    /// marginal).
     pub prior_logp: &'a dyn Fn(&[f64]) -> f64,
 }
 
-/// ln p(x) of data x at the flow's data level, by the probability-flow ODE (the module header), and what the
-/// solve took.
-pub fn log_density(x: &[f64], flow: Flow, tol: Tolerance) -> Result<(f64, Solve)> {
+/// ln p(x) of each of `images` images (x flat, images × D) at the flow's data level, by the probability-flow ODE
+/// (the module header) solved as one system, as score_sde does with a batch; and what the solve took.
+pub fn log_density(
+    x: &[f64],
+    images: usize,
+    flow: Flow,
+    tol: Tolerance,
+) -> Result<(Vec<f64>, Solve)> {
     if !(flow.lo > 0.0 && flow.hi > flow.lo) {
         return Err(Error::Usage(format!(
             "the likelihood's flow needs 0 < σ̃_lo < σ̃_hi, got {} and {}",
             flow.lo, flow.hi
         )));
     }
-    let d = x.len();
+    if images == 0 || !x.len().is_multiple_of(images) {
+        return Err(Error::Usage(format!(
+            "{} values are not {images} images",
+            x.len()
+        )));
+    }
+    let (n, d) = (x.len(), x.len() / images);
     let (alpha_lo, alpha_hi) = ((flow.alpha)(flow.lo), (flow.alpha)(flow.hi));
     let mut y: Vec<f64> = x.iter().map(|v| v / alpha_lo).collect();
-    y.push(0.0);
+    y.extend(std::iter::repeat_n(0.0, images));
     let eps_and_div = flow.eps_and_divergence;
+    // The right-hand side cannot fail inside the solver: the first error is kept and the solve stopped by NaN.
+    let mut failure = None;
     let mut rhs = |u: f64, y: &[f64]| {
         let sigma = u.exp();
-        let (eps, div) = eps_and_div(&y[..d], sigma);
-        let mut dy: Vec<f64> = eps.iter().map(|e| sigma * e).collect();
-        dy.push(sigma * div);
-        dy
+        match eps_and_div(&y[..n], sigma) {
+            Ok((eps, div)) => {
+                let mut dy: Vec<f64> = eps.iter().map(|e| sigma * e).collect();
+                dy.extend(div.iter().map(|v| sigma * v));
+                dy
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+                vec![f64::NAN; y.len()]
+            }
+        }
     };
-    let (end, solve) = dopri45(&mut rhs, flow.lo.ln(), flow.hi.ln(), &y, tol)?;
-    let x_hi: Vec<f64> = end[..d].iter().map(|v| alpha_hi * v).collect();
-    let d = d as f64;
-    let prior = (flow.prior_logp)(&x_hi) + d * alpha_hi.ln();
-    Ok((prior + end[end.len() - 1] - d * alpha_lo.ln(), solve))
+    let solved = dopri45(&mut rhs, flow.lo.ln(), flow.hi.ln(), &y, tol);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (end, solve) = solved?;
+    let df = d as f64;
+    let densities = (0..images)
+        .map(|i| {
+            let x_hi: Vec<f64> = end[i * d..(i + 1) * d]
+                .iter()
+                .map(|v| alpha_hi * v)
+                .collect();
+            let prior = (flow.prior_logp)(&x_hi) + df * alpha_hi.ln();
+            prior + end[n + i] - df * alpha_lo.ln()
+        })
+        .collect();
+    Ok((densities, solve))
 }

@@ -315,6 +315,32 @@ fn train_then_sample_end_to_end_with_the_tiny_preset() {
     assert!(stdout.contains("12 network evaluations"), "{stdout}");
     let (ok, _, stderr) = diffuse(&["eval", "--checkpoint", ckpt_s, "--timesteps", "2"], &[]);
     assert!(!ok && stderr.contains("at least 3"), "{stderr}");
+    // The exact likelihood of the same model through its VP flow, three images in batches of two, a loose
+    // tolerance (few steps): finite bits/dim, and what the solves took.
+    let exact = [
+        "eval",
+        "--checkpoint",
+        ckpt_s,
+        "--exact",
+        "--images",
+        "3",
+        "--batch",
+        "2",
+        "--tolerance",
+        "0.01",
+    ];
+    let (ok, stdout, stderr) = diffuse(&exact, &[]);
+    assert!(ok, "eval --exact failed: {stderr}");
+    let bpd: f64 = stdout
+        .split("tolerance 1e-2): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exact likelihood in {stdout}"));
+    assert!(
+        bpd.is_finite() && stdout.contains("3 images of"),
+        "{stdout}"
+    );
 
     // Sampling: PNG grid, raw .npy, trajectory GIF; then again from that .npy as x_T.
     let png = dir.join("s.png");

@@ -37,14 +37,15 @@ fn dopri45_solves_linear_and_forced_odes_to_its_tolerance() {
 const MU: [f64; 3] = [0.5, -1.0, 0.2];
 const S2: f64 = 0.09;
 
-fn gaussian_flow(alpha: f64, sigma: f64, x_tilde: &[f64]) -> (Vec<f64>, f64) {
+fn gaussian_flow(alpha: f64, sigma: f64, x_tilde: &[f64]) -> diffuse::Result<(Vec<f64>, Vec<f64>)> {
     let v = alpha * alpha * S2 + sigma * sigma;
     let eps = x_tilde
         .iter()
-        .zip(MU)
+        .zip(MU.iter().cycle())
         .map(|(xt, m)| sigma * (alpha * xt - alpha * m) / v)
         .collect();
-    (eps, alpha * 3.0 * sigma / v)
+    let images = x_tilde.len() / 3;
+    Ok((eps, vec![alpha * 3.0 * sigma / v; images]))
 }
 
 /// ln N(x; α·μ, (α²s² + σ²)·I): the marginal density of x at (α, σ).
@@ -87,7 +88,9 @@ fn the_flow_of_the_exact_model_gives_the_closed_form_density_on_every_process() 
         ));
     }
     for (name, (hi, lo), alpha) in &cases {
-        for x in [[0.4, -0.9, 0.1], [1.5, 0.3, -0.6]] {
+        // Two images solved as one system, as `diffuse eval --exact` solves a batch.
+        let x = [0.4, -0.9, 0.1, 1.5, 0.3, -0.6];
+        {
             let (a_hi, a_lo) = (alpha(*hi), alpha(*lo));
             let mut model = |xt: &[f64], ratio: f64| {
                 let a = alpha(ratio);
@@ -101,12 +104,14 @@ fn the_flow_of_the_exact_model_gives_the_closed_form_density_on_every_process() 
                 eps_and_divergence: &mut model,
                 prior_logp: &prior,
             };
-            let (got, solve) = log_density(&x, flow, tol).unwrap();
-            let want = marginal_logp(a_lo, lo * a_lo, &x);
-            assert!(
-                (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
-                "{name} at {x:?}: {got} vs the closed form {want} ({solve:?})"
-            );
+            let (got, solve) = log_density(&x, 2, flow, tol).unwrap();
+            for (image, got) in got.iter().enumerate() {
+                let want = marginal_logp(a_lo, lo * a_lo, &x[3 * image..3 * image + 3]);
+                assert!(
+                    (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{name}, image {image}: {got} vs the closed form {want} ({solve:?})"
+                );
+            }
         }
     }
     // With the process's own prior instead (N(0, I), or N(0, σ_max²·I)), the error is the prior's mismatch: for
@@ -123,7 +128,43 @@ fn the_flow_of_the_exact_model_gives_the_closed_form_density_on_every_process() 
         eps_and_divergence: &mut model,
         prior_logp: &|x_hi: &[f64]| Sde::VP.prior_logp(x_hi),
     };
-    let (got, _) = log_density(&x, flow, tol).unwrap();
+    let (got, _) = log_density(&x, 1, flow, tol).unwrap();
     let want = marginal_logp(alpha(lo), lo * alpha(lo), &x);
-    assert!((got - want).abs() < 0.01, "{got} vs {want}");
+    assert!((got[0] - want).abs() < 0.01, "{} vs {want}", got[0]);
+}
+
+#[test]
+fn dopri45_starts_within_the_interval_and_refuses_a_collapsing_step() {
+    // A nearly flat start (y' ≈ 0 at u0, so scipy's first guess is huge) must not probe far outside [u0, u1]:
+    // the flow of a barely trained model is undefined there (σ̃ = e^600). And a solution that blows up (y' =
+    // (1 − u)^−4 up to u = 1) makes the steps collapse or y overflow: an error, not a loop; so does a NaN.
+    let tol = Tolerance {
+        rtol: 1e-3,
+        atol: 1e-3,
+    };
+    let mut probed = Vec::new();
+    let mut flat_start = |u: f64, _: &[f64]| {
+        probed.push(u);
+        vec![1e-6 * u.exp()]
+    };
+    let (y, _) = dopri45(&mut flat_start, 0.0, 2.0, &[48.0], tol).unwrap();
+    assert!(
+        probed.iter().all(|&u| (0.0..=2.0).contains(&u)),
+        "{probed:?}"
+    );
+    assert!(
+        (y[0] - (48.0 + 1e-6 * (2f64.exp() - 1.0))).abs() < 1e-6,
+        "{}",
+        y[0]
+    );
+    let mut blows_up = |u: f64, _: &[f64]| vec![(1.0 - u).powi(-4)];
+    let err = dopri45(&mut blows_up, 0.0, 2.0, &[0.0], tol)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("probability-flow ODE"), "{err}");
+    let mut not_a_number = |u: f64, _: &[f64]| vec![if u > 1.0 { f64::NAN } else { 1.0 }];
+    let err = dopri45(&mut not_a_number, 0.0, 2.0, &[0.0], tol)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-finite"), "{err}");
 }

@@ -10,6 +10,8 @@
 //! x_t that every term has). The reported error is the standard error of the mean over images, which covers both
 //! the spread between images and the Monte Carlo noise.
 
+pub mod exact;
+
 use crate::data::Dataset;
 use crate::diffusion::samplers::{DdpmVariance, Prediction};
 use crate::diffusion::vlb::VlbCoefficients;
