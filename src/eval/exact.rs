@@ -314,16 +314,11 @@ pub fn estimate_exact(
         );
         progress(first + batch);
     }
-    let n = per_image.len() as f64;
-    let mean = per_image.iter().sum::<f64>() / n;
-    let var = match per_image.len() {
-        1 => 0.0,
-        _ => per_image.iter().map(|b| (b - mean).powi(2)).sum::<f64>() / (n - 1.0),
-    };
+    let (bits_per_dim, standard_error) = super::mean_and_standard_error(&per_image);
     Ok(ExactEstimate {
         per_image,
-        bits_per_dim: mean,
-        standard_error: (var / n).sqrt(),
+        bits_per_dim,
+        standard_error,
         evaluations,
         steps,
     })

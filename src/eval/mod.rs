@@ -348,20 +348,26 @@ fn summarize(totals: &[[f64; 3]], d: usize, evaluations: usize) -> BoundEstimate
         .map(|p| p.iter().sum::<f64>() * to_bits)
         .collect();
     let n = totals.len() as f64;
-    let mean = per_image.iter().sum::<f64>() / n;
-    let variance = if totals.len() > 1 {
-        per_image.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let (mean, standard_error) = mean_and_standard_error(&per_image);
     let part = |k: usize| totals.iter().map(|p| p[k]).sum::<f64>() * to_bits / n;
     BoundEstimate {
         bits_per_dim: mean,
-        standard_error: (variance / n).sqrt(),
+        standard_error,
         per_image,
         decoder: part(0),
         middle: part(1),
         last_and_prior: part(2),
         evaluations,
     }
+}
+
+/// The mean of per-image values and its standard error (0 for one image).
+fn mean_and_standard_error(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = match values.len() {
+        0 | 1 => 0.0,
+        _ => values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0),
+    };
+    (mean, (variance / n).sqrt())
 }

@@ -112,31 +112,17 @@ pub fn annealed_langevin_vp(
             "annealed Langevin needs ≥ 1 step per level and a step > 0, got {steps_per_level} and {relative_step}"
         )));
     }
-    let mut steps = Vec::new();
-    for &t in timesteps {
-        let level = NoiseLevel::vp(schedule, t);
-        let eps_t = relative_step * level.sigma * level.sigma;
-        for _ in 0..steps_per_level {
-            steps.push(langevin_step(level, eps_t));
-        }
-    }
-    if denoise_last {
-        let level = NoiseLevel::vp(schedule, *timesteps.last().expect("checked non-empty"));
-        steps.push(Step::Linear {
-            level,
-            a: 1.0 / level.alpha,
-            b: -level.sigma / level.alpha,
-            c: 0.0,
-        });
-    }
-    Ok(Plan {
-        name: format!(
-            "annealed langevin (VP) {} levels × {steps_per_level}",
-            timesteps.len()
-        ),
-        init_scale: 1.0,
-        steps,
-    })
+    let levels: Vec<NoiseLevel> = timesteps
+        .iter()
+        .map(|&t| NoiseLevel::vp(schedule, t))
+        .collect();
+    let mut plan =
+        annealed_langevin_levels(&levels, 1.0, steps_per_level, relative_step, denoise_last)?;
+    plan.name = format!(
+        "annealed langevin (VP) {} levels × {steps_per_level}",
+        timesteps.len()
+    );
+    Ok(plan)
 }
 
 /// x ← x + (δ/2)·s(x, level) + √δ·z with s = −ε̂/sigma: the Langevin update with step δ (NCSN's convention; Song et
