@@ -7,7 +7,7 @@
 // Dispatch: 256 invocations per workgroup, one element each, 2-D grid (wg.y·num_workgroups.x + wg.x).
 // No backward (x_0, ε and t are data), nothing saved. Wrapper: src/kernels/noise.rs
 //
-// noise_forward_drawn — the score-based objectives (src/diffusion/process.rs): each image n has its own level,
+// noise_forward_drawn — the score-based objectives (src/diffusion/process/): each image n has its own level,
 // computed here from its draw r_n (uniform on [0, 1), or standard normal for EDM), as the TrainPoint
 //   (α, σ, c_in, c_noise, k₀, k_ε, w):   x_in = c_in·(α·x₀ + σ·ε),  target = k₀·x₀ + k_ε·ε,
 //   cond[n] = c_noise (what the network is conditioned on), weight[n] = w (the loss's per-image weight).

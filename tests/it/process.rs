@@ -1,4 +1,4 @@
-//! The score-based processes of src/diffusion/process.rs against constants computed independently in Python
+//! The score-based processes of src/diffusion/process/ against constants computed independently in Python
 //! (`math` in f64, from score_sde's `sde_lib.py` and EDM's table 1 formulas), and their training points.
 
 use diffuse::diffusion::process::{edm_preconditioning, ncsn_sigmas, Objective, Sde, Weighting};
