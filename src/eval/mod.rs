@@ -10,6 +10,7 @@
 //! x_t that every term has). The reported error is the standard error of the mean over images, which covers both
 //! the spread between images and the Monte Carlo noise.
 
+#[cfg(not(target_arch = "wasm32"))] // It reads back every solver stage, blocking: desktop only.
 pub mod exact;
 
 use crate::data::Dataset;
