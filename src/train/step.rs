@@ -229,40 +229,22 @@ impl Pass<'_> {
                 gpu, all, &b.index, u, s.p_uncond, *classes, labels,
             )?);
         }
-        if let Some(drawn) = &b.drawn {
-            let (levels, at_level) = (&drawn.draw, at(stream::TIMESTEP, 1));
-            d.push(match drawn.law {
-                Draw::Uniform => random::fill_uniform(gpu, levels, seed, at_level, rng)?,
-                Draw::Normal => random::fill_normal(gpu, levels, seed, at_level, rng)?,
-            });
-            d.push(random::fill_normal(
+        // Each image's level (a timestep index, or a score-based objective's draw), its noise, then the noising.
+        let at_level = at(stream::TIMESTEP, 1);
+        d.push(match &b.drawn {
+            Some(drawn) => match drawn.law {
+                Draw::Uniform => random::fill_uniform(gpu, &drawn.draw, seed, at_level, rng)?,
+                Draw::Normal => random::fill_normal(gpu, &drawn.draw, seed, at_level, rng)?,
+            },
+            None => random::fill_uniform_int(
                 gpu,
-                &b.eps,
-                seed,
-                at(stream::NOISE, image),
-                rng,
-            )?);
-            d.push(noise::noise_forward_drawn(
-                gpu,
-                &drawn.levels,
-                &b.x0,
-                &b.eps,
-                levels,
-                &net.input,
-                &b.target,
                 &net.timesteps,
-                &drawn.weight,
-            )?);
-            return Ok(d);
-        }
-        d.push(random::fill_uniform_int(
-            gpu,
-            &net.timesteps,
-            s.timesteps as u32,
-            seed,
-            at(stream::TIMESTEP, 1),
-            rng,
-        )?);
+                s.timesteps as u32,
+                seed,
+                at_level,
+                rng,
+            )?,
+        });
         d.push(random::fill_normal(
             gpu,
             &b.eps,
@@ -270,16 +252,29 @@ impl Pass<'_> {
             at(stream::NOISE, image),
             rng,
         )?);
-        d.push(noise::noise_forward(
-            gpu,
-            &b.x0,
-            &b.eps,
-            &net.timesteps,
-            &b.table,
-            s.target,
-            &net.input,
-            &b.target,
-        )?);
+        d.push(match &b.drawn {
+            Some(drawn) => noise::noise_forward_drawn(
+                gpu,
+                &drawn.levels,
+                &b.x0,
+                &b.eps,
+                &drawn.draw,
+                &net.input,
+                &b.target,
+                &net.timesteps,
+                &drawn.weight,
+            )?,
+            None => noise::noise_forward(
+                gpu,
+                &b.x0,
+                &b.eps,
+                &net.timesteps,
+                &b.table,
+                s.target,
+                &net.input,
+                &b.target,
+            )?,
+        });
         Ok(d)
     }
 }
