@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub mod cache;
+pub mod farthest;
 
 /// The bundled 10,000-digit MNIST subset (assets/mnist-10k; CC BY-SA 3.0, see assets/README.md).
 const BUILTIN_IMAGES: &[u8] = include_bytes!("../assets/mnist-10k/images-idx3-ubyte.gz");

@@ -196,7 +196,10 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     let checkpoint_path = Folder::checkpoint_path(&out);
     let resume = load_resume(args.resume, &checkpoint_path)?;
     let (config, dataset) = open_data(&args, config, replicas.as_deref(), lead)?;
-    let (settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
+    let (mut settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
+    if settings.sigma_max_from_data && resume.is_none() {
+        measure_sigma_max(gpu, &mut settings, &dataset, lead)?;
+    }
     let mut trainer =
         Trainer::with_replicas(gpu, settings, &dataset, resume.as_ref(), replicas.clone())?;
     let start_step = trainer.step;
@@ -335,7 +338,18 @@ fn resolve_settings(
         },
         None => TrainSettings::new(config),
     };
-    let (settings, differences) = table::resolve(&base, &args.settings.0, resume.is_some())?;
+    // On a resume, `--sigma-max data` is the number the run measured when it started.
+    let recorded = resume.and_then(|c| c.training.settings.objective.sigma_max());
+    let given: Vec<_> = args
+        .settings
+        .0
+        .iter()
+        .map(|(row, text)| match (row.name, text.trim(), recorded) {
+            ("sigma-max", "data", Some(sigma_max)) => (*row, sigma_max.to_string()),
+            _ => (*row, text.clone()),
+        })
+        .collect();
+    let (settings, differences) = table::resolve(&base, &given, resume.is_some())?;
     // The dataset has no flag of its own: what was opened is compared with what the checkpoint recorded.
     let mut lines: Vec<(&str, OnResume, String)> = differences
         .into_iter()
@@ -354,11 +368,50 @@ fn resolve_settings(
     if !refused.is_empty() {
         return Err(refusal(&refused));
     }
-    settings.check_objectives()?;
+    // Checked before σ_max is measured too (that takes a while), so with it as if measured.
+    let measured = TrainSettings {
+        sigma_max_from_data: false,
+        ..settings.clone()
+    };
+    measured.check_objectives()?;
     Ok((
         settings,
         allowed.into_iter().map(|(_, _, line)| line).collect(),
     ))
+}
+
+/// `--sigma-max data`: σ_max set to the largest distance between two of the training images (every rank measures
+/// the same, exactly: the kernel counts in integers).
+fn measure_sigma_max(
+    gpu: &Gpu,
+    settings: &mut TrainSettings,
+    dataset: &Dataset,
+    lead: bool,
+) -> Result<()> {
+    let pairs = dataset.len as f64 * (dataset.len as f64 - 1.0) / 2.0;
+    say!(
+        lead,
+        "--sigma-max data: measuring the largest distance between two of the {} training images ({pairs:.3e} \
+         pairs)…",
+        dataset.len
+    );
+    let started = Instant::now();
+    let measured = diffuse::data::farthest::sigma_max_from_data(gpu, dataset);
+    let (sigma_max, pair) = diffuse::gpu::future::block_on(measured)?;
+    settings
+        .objective
+        .set("sigma_max", &sigma_max.to_string())
+        .map_err(Error::Usage)?;
+    settings.sigma_max_from_data = false;
+    settings.check_objectives()?;
+    say!(
+        lead,
+        "--sigma-max data: σ_max = {sigma_max:.4}, between images {} and {} ({:.1} s)",
+        pair.first,
+        pair.second,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `--resume`'s refusal of flags that differ from the checkpoint's record, naming each and the way out.

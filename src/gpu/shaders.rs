@@ -29,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("noise", include_str!("../../shaders/noise.wgsl")),
     ("optimizer", include_str!("../../shaders/optimizer.wgsl")),
+    ("pairwise", include_str!("../../shaders/pairwise.wgsl")),
     ("random", include_str!("../../shaders/random.wgsl")),
     ("step", include_str!("../../shaders/step.wgsl")),
     ("vlb", include_str!("../../shaders/vlb.wgsl")),

@@ -19,6 +19,7 @@ pub mod loss;
 pub mod matmul;
 pub mod noise;
 pub mod optimizer;
+pub mod pairwise;
 pub mod random;
 pub mod select;
 pub mod step;

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod matmul;
 pub mod noise;
 pub mod optimizer;
+pub mod pairwise;
 pub mod random;
 pub mod step;
 pub mod unet;

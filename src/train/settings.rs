@@ -26,6 +26,9 @@ pub struct TrainSettings {
     /// What is trained: DDPM (the schedule, T, target and weighting below) or a score-based objective, which
     /// brings its own process, target and weighting (`crate::diffusion::process`).
     pub objective: Objective,
+    /// `--sigma-max data`: a new run sets the objective's σ_max to the largest distance between two training
+    /// images (NCSNv2's rule, `crate::data::farthest`) before it starts; the checkpoint records the number.
+    pub sigma_max_from_data: bool,
     /// A named schedule, so that a checkpoint can record which one.
     pub schedule: NamedSchedule,
     pub timesteps: usize,
@@ -82,6 +85,7 @@ impl TrainSettings {
             grad_clip: Some(1.0),
             adam: AdamConfig::adam(),
             objective: Objective::Ddpm,
+            sigma_max_from_data: false,
             schedule: NamedSchedule::Linear,
             timesteps: 1000,
             target: Prediction::Epsilon,
@@ -120,6 +124,13 @@ impl TrainSettings {
     /// Refuses combinations of training objectives that cannot work, saying why and what to change.
     pub fn check_objectives(&self) -> Result<()> {
         self.objective.validate()?;
+        if self.sigma_max_from_data {
+            return Err(Error::Usage(
+                "--sigma-max data: σ_max is still to be measured; set it to \
+                 diffuse::data::farthest::sigma_max_from_data's result first (`diffuse train` does)"
+                    .into(),
+            ));
+        }
         if self.objective != Objective::Ddpm {
             let name = self.objective.name();
             let ddpm_only = [

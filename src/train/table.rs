@@ -271,6 +271,19 @@ const fn parameter(
     }
 }
 
+/// `--sigma-max`: a number, or `data` (kept as a flag beside the objective's current σ_max until the run measures
+/// it); either way, an objective without σ_max refuses it.
+fn set_sigma_max(s: &mut TrainSettings, text: &str) -> std::result::Result<(), String> {
+    let data = text.trim() == "data";
+    let number = match (data, s.objective.sigma_max()) {
+        (true, Some(current)) => current.to_string(),
+        _ => text.to_string(),
+    };
+    s.objective.set("sigma_max", &number)?;
+    s.sigma_max_from_data = data;
+    Ok(())
+}
+
 /// Every training setting, in the order the flags are applied (`--ema-inv-gamma` after `--ema-warmup`).
 pub static SETTINGS: &[Setting] = &[
     Setting {
@@ -475,8 +488,9 @@ pub static SETTINGS: &[Setting] = &[
         "sigma-max",
         "SIGMA",
         "ncsn, ve: the largest noise level σ_max, at least the largest distance between two training images \
-         (Song & Ermon 2020) [default: 50]",
-        |s, t| s.objective.set("sigma_max", t),
+         (Song & Ermon 2020), or `data`: that distance, measured on the GPU before a new run starts (NCSNv2's \
+         rule; a resumed run keeps its checkpoint's) [default: 50]",
+        set_sigma_max,
     ),
     parameter(
         "levels",

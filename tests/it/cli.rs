@@ -1656,3 +1656,56 @@ fn model_flags_past_what_a_checkpoint_holds_are_refused_before_the_run_starts() 
         assert!(!out.exists(), "{args:?}: the refused run made its folder");
     }
 }
+
+/// `--sigma-max data` measures NCSNv2's σ_max on a new run (a black and a white 28×28 digit are 2·√784 = 56 apart
+/// in training units, the grey one nearer both), records the number, and a resume keeps it without measuring;
+/// an objective without σ_max refuses the flag by name.
+#[test]
+fn sigma_max_from_data_is_measured_once_and_recorded() {
+    let dir = scratch("sigma-max-data");
+    let data = dir.join("images");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, value) in [("black", 0u8), ("grey", 100), ("white", 255)] {
+        image::GrayImage::from_pixel(28, 28, image::Luma([value]))
+            .save(data.join(format!("{name}.png")))
+            .unwrap();
+    }
+    let out = dir.join("run");
+    let data_s = data.to_str().unwrap();
+    let args = |objective: &'static str, steps: &'static str| {
+        tiny_run(&out, &[]).into_iter().chain([
+            "--data",
+            data_s,
+            "--objective",
+            objective,
+            "--sigma-max",
+            "data",
+            "--steps",
+            steps,
+        ])
+    };
+    let (ok, _, stderr) = diffuse(&args("vp", "1").collect::<Vec<_>>(), &[]);
+    assert!(
+        !ok && stderr.contains("--objective vp has no sigma-max"),
+        "{stderr}"
+    );
+
+    let (ok, stdout, stderr) = diffuse(&args("ncsn", "1").collect::<Vec<_>>(), &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("σ_max = 56.0000, between images 0 and 2"),
+        "{stdout}"
+    );
+    let ckpt = diffuse::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ckpt.training.settings.objective.sigma_max(), Some(56.0));
+
+    let resumed: Vec<&str> = args("ncsn", "2").chain(["--resume"]).collect();
+    let (ok, stdout, stderr) = diffuse(&resumed, &[]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("measuring"), "{stdout}");
+    let ckpt = diffuse::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        (ckpt.step, ckpt.training.settings.objective.sigma_max()),
+        (2, Some(56.0))
+    );
+}

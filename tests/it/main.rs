@@ -28,6 +28,7 @@ mod matmul;
 mod model_layout;
 mod noise;
 mod optimizer;
+mod pairwise;
 mod plot;
 mod process;
 mod random;

@@ -217,6 +217,18 @@ impl Objective {
         p_std: 1.2,
     };
 
+    /// σ_max of the objectives that have one (NCSN and VE).
+    pub fn sigma_max(&self) -> Option<f64> {
+        match *self {
+            Objective::Ncsn { sigma_max, .. }
+            | Objective::Sde {
+                sde: Sde::Ve { sigma_max, .. },
+                ..
+            } => Some(sigma_max),
+            _ => None,
+        }
+    }
+
     /// A continuous-time SDE objective with score_sde's defaults.
     pub fn sde(sde: Sde) -> Objective {
         Objective::Sde {
