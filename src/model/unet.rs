@@ -668,8 +668,8 @@ impl Net {
     }
 
     /// The backward pass that also writes ∂L/∂input, returned beside the dispatches: for d_output = v it is the
-    /// vector–Jacobian product vᵀ·∂output/∂input, what the exact likelihood's divergence estimator needs. (The
-    /// parameters' gradients are written too: the same kernels.)
+    /// vector–Jacobian product vᵀ·∂output/∂input, what the exact likelihood's divergence estimator needs. The
+    /// parameters' gradients are skipped (GroupNorm's γ and β come out of the kernel that gives ∂L/∂x).
     pub fn backward_to_input(
         &self,
         gpu: &Gpu,
@@ -740,7 +740,8 @@ struct Backward<'a> {
     part: usize,
     grads: Grads,
     out: Vec<Dispatch>,
-    /// Whether ∂L/∂input is wanted (the input, activation 0, is otherwise a constant).
+    /// Whether ∂L/∂input is wanted (the input, activation 0, is otherwise a constant). Then the parameters'
+    /// gradients are not: [`Net::backward_to_input`] skips their kernels (GroupNorm's come with ∂L/∂x anyway).
     input_grad: bool,
 }
 
@@ -804,18 +805,20 @@ impl Backward<'_> {
     ) -> Result<()> {
         let (net, gpu) = (self.net, self.gpu);
         let d_y = self.grads.get(y);
-        self.out.extend(conv2d::backward_weight(
-            gpu,
-            net.act(x),
-            &d_y,
-            &net.param_grad(gpu, w)?,
-            Some(&net.param_grad(gpu, b)?),
-            stride,
-            Conv2dOptions {
-                saved_input: saved,
-                ..Default::default()
-            },
-        )?);
+        if !self.input_grad {
+            self.out.extend(conv2d::backward_weight(
+                gpu,
+                net.act(x),
+                &d_y,
+                &net.param_grad(gpu, w)?,
+                Some(&net.param_grad(gpu, b)?),
+                stride,
+                Conv2dOptions {
+                    saved_input: saved,
+                    ..Default::default()
+                },
+            )?);
+        }
         if self.wants(x) {
             let (d_x, accumulate) = self.grads.target(gpu, x, net.act(x))?;
             self.out.extend(conv2d::backward_input(
@@ -853,12 +856,14 @@ impl Backward<'_> {
     fn linear(&mut self, x: Act, w: &str, b: &str, y: Act) -> Result<()> {
         let (net, gpu) = (self.net, self.gpu);
         let d_y = self.grads.get(y);
-        let d_w = net.param_grad(gpu, w)?;
-        self.out
-            .push(matmul::linear_backward_weight(gpu, &d_y, net.act(x), &d_w)?);
-        let d_b = net.param_grad(gpu, b)?;
-        self.out
-            .push(matmul::linear_backward_bias(gpu, &d_y, &d_b)?);
+        if !self.input_grad {
+            let d_w = net.param_grad(gpu, w)?;
+            self.out
+                .push(matmul::linear_backward_weight(gpu, &d_y, net.act(x), &d_w)?);
+            let d_b = net.param_grad(gpu, b)?;
+            self.out
+                .push(matmul::linear_backward_bias(gpu, &d_y, &d_b)?);
+        }
         if !net.no_grad[x.0] {
             let w = net.param_value(gpu, w)?;
             self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
@@ -994,6 +999,9 @@ impl Backward<'_> {
     /// Op::ClassEmbedding: the table's gradient, scattered by label (labels take none).
     fn class_embedding(&mut self, table: &str, y: Act) -> Result<()> {
         let (net, gpu) = (self.net, self.gpu);
+        if self.input_grad {
+            return Ok(());
+        }
         let d_y = self.grads.get(y);
         let d_table = net.param_grad(gpu, table)?;
         self.out.push(embedding::class_embedding_backward(
