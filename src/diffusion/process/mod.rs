@@ -319,7 +319,7 @@ impl Objective {
             Objective::Sde { sde, t_min, .. } => {
                 if !(t_min > 0.0 && t_min < 1.0) {
                     return bad(format!(
-                        "--sde-t-min must lie in (0, 1) (score_sde trains from 1e-5), got {t_min}"
+                        "--t-min must lie in (0, 1) (score_sde trains from 1e-5), got {t_min}"
                     ));
                 }
                 match sde {
