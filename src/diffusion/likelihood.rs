@@ -87,37 +87,37 @@ const E: [f64; 7] = [
 /// The most steps one solve may take before it is called stiff or mis-posed.
 pub const MAX_STEPS: usize = 100_000;
 
-/// y(u1) for y' = f(u, y), y(u0) = y0, by Dormand–Prince 5(4) with scipy's step-size control (safety 0.9, factor
-/// in [0.2, 10], error exponent −1/5; the first step from its `select_initial_step`, kept within [u0, u1]).
-pub fn dopri45(
-    f: &mut dyn FnMut(f64, &[f64]) -> Vec<f64>,
-    u0: f64,
-    u1: f64,
-    y0: &[f64],
+/// The right-hand side y' = f(u, y).
+type Rhs<'a> = dyn FnMut(f64, &[f64]) -> Vec<f64> + 'a;
+
+/// √(mean(v²)): scipy's RMS norm of a scaled error.
+fn rms(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+/// Each element's error scale atol + rtol·max(|a_i|, |b_i|).
+fn error_scale(tol: Tolerance, a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| tol.atol + tol.rtol * x.abs().max(y.abs()))
+        .collect()
+}
+
+/// scipy's `select_initial_step`: h0 from the scaled sizes of y and y' = k0, refined by one Euler probe (one
+/// evaluation of f), and kept within the interval's `span` as scipy ≥ 1.11 has it (a slow start would otherwise
+/// probe far outside it).
+fn first_step(
+    f: &mut Rhs,
+    u: f64,
+    y: &[f64],
+    k0: &[f64],
+    direction: f64,
+    span: f64,
     tol: Tolerance,
-) -> Result<(Vec<f64>, Solve)> {
-    let direction = (u1 - u0).signum();
-    let norm = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
-    let scale = |a: &[f64], b: &[f64]| -> Vec<f64> {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| tol.atol + tol.rtol * x.abs().max(y.abs()))
-            .collect()
-    };
-    let mut solve = Solve {
-        evaluations: 1,
-        accepted: 0,
-        rejected: 0,
-    };
-    let mut y = y0.to_vec();
-    let mut u = u0;
-    let mut k0 = f(u, &y);
-    // scipy's initial step: h0 from the scaled sizes of y and y', refined by one Euler probe.
-    let sc = scale(&y, &y);
-    let d0 = norm(&y.iter().zip(&sc).map(|(a, s)| a / s).collect::<Vec<_>>());
-    let d1 = norm(&k0.iter().zip(&sc).map(|(a, s)| a / s).collect::<Vec<_>>());
-    // (Within the interval, as scipy ≥ 1.11 has it: a slow start would otherwise probe far outside it.)
-    let span = (u1 - u0).abs();
+) -> f64 {
+    let sc = error_scale(tol, y, y);
+    let scaled = |v: &[f64]| rms(&v.iter().zip(&sc).map(|(a, s)| a / s).collect::<Vec<_>>());
+    let (d0, d1) = (scaled(y), scaled(k0));
     let h0 = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
@@ -125,25 +125,78 @@ pub fn dopri45(
     };
     let probe: Vec<f64> = y
         .iter()
-        .zip(&k0)
+        .zip(k0)
         .map(|(a, k)| a + direction * h0 * k)
         .collect();
     let k_probe = f(u + direction * h0, &probe);
-    solve.evaluations += 1;
-    let d2 = norm(
-        &k_probe
-            .iter()
-            .zip(&k0)
-            .zip(&sc)
-            .map(|((a, b), s)| (a - b) / s)
-            .collect::<Vec<_>>(),
-    ) / h0;
+    let change: Vec<f64> = k_probe.iter().zip(k0).map(|(a, b)| a - b).collect();
+    let d2 = scaled(&change) / h0;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h0 * 1e-3).max(1e-6)
     } else {
         (0.01 / d1.max(d2)).powf(0.2)
     };
-    let mut h = (100.0 * h0).min(h1).min(span);
+    (100.0 * h0).min(h1).min(span)
+}
+
+/// One Dormand–Prince step of signed size `dh` from (u, y) with y' = k0 there: the fifth-order solution, its
+/// scaled error's RMS norm, and f at the new point (the seventh stage: FSAL). Six evaluations of f.
+fn dopri_step(
+    f: &mut Rhs,
+    u: f64,
+    y: &[f64],
+    k0: &[f64],
+    dh: f64,
+    tol: Tolerance,
+) -> (Vec<f64>, f64, Vec<f64>) {
+    let combine = |k: &[Vec<f64>], weights: &[f64]| -> Vec<f64> {
+        (0..y.len())
+            .map(|i| weights.iter().zip(k).map(|(w, kj)| w * kj[i]).sum::<f64>())
+            .collect()
+    };
+    let mut k = vec![k0.to_vec()];
+    for s in 1..7 {
+        let ys: Vec<f64> = y
+            .iter()
+            .zip(combine(&k, &A[s][..s]))
+            .map(|(a, d)| a + dh * d)
+            .collect();
+        k.push(f(u + dh * C[s], &ys));
+    }
+    // The sixth stage's point is the fifth-order solution; the seventh stage is f there.
+    let y_new: Vec<f64> = y
+        .iter()
+        .zip(combine(&k, &A[6]))
+        .map(|(a, d)| a + dh * d)
+        .collect();
+    let sc = error_scale(tol, y, &y_new);
+    let error: Vec<f64> = combine(&k, &E)
+        .iter()
+        .zip(&sc)
+        .map(|(e, s)| dh * e / s)
+        .collect();
+    let k_new = k.pop().expect("seven stages");
+    (y_new, rms(&error), k_new)
+}
+
+/// y(u1) for y' = f(u, y), y(u0) = y0, by Dormand–Prince 5(4) with scipy's step-size control (safety 0.9, factor
+/// in [0.2, 10], error exponent −1/5; the first step from [`first_step`]).
+pub fn dopri45(
+    f: &mut Rhs,
+    u0: f64,
+    u1: f64,
+    y0: &[f64],
+    tol: Tolerance,
+) -> Result<(Vec<f64>, Solve)> {
+    let direction = (u1 - u0).signum();
+    let (mut u, mut y) = (u0, y0.to_vec());
+    let mut k0 = f(u, &y);
+    let mut h = first_step(f, u, &y, &k0, direction, (u1 - u0).abs(), tol);
+    let mut solve = Solve {
+        evaluations: 2,
+        accepted: 0,
+        rejected: 0,
+    };
     while direction * (u1 - u) > 0.0 {
         // A step too small to move u (or a non-finite one) would loop for ever.
         if !(h.is_finite() && u + direction * h != u) {
@@ -157,32 +210,15 @@ pub fn dopri45(
             )));
         }
         h = h.min((u1 - u).abs());
-        let mut k = vec![k0.clone()];
-        for s in 1..7 {
-            let ys: Vec<f64> = (0..y.len())
-                .map(|i| y[i] + direction * h * (0..s).map(|j| A[s][j] * k[j][i]).sum::<f64>())
-                .collect();
-            k.push(f(u + direction * h * C[s], &ys));
-        }
+        let (y_new, e, k_new) = dopri_step(f, u, &y, &k0, direction * h, tol);
         solve.evaluations += 6;
-        // The sixth stage's point is the fifth-order solution; the seventh stage is f there (FSAL).
-        let y_new: Vec<f64> = (0..y.len())
-            .map(|i| y[i] + direction * h * (0..6).map(|j| A[6][j] * k[j][i]).sum::<f64>())
-            .collect();
-        let sc = scale(&y, &y_new);
-        let error: Vec<f64> = (0..y.len())
-            .map(|i| direction * h * (0..7).map(|j| E[j] * k[j][i]).sum::<f64>() / sc[i])
-            .collect();
-        let e = norm(&error);
         if e.is_nan() {
             return Err(Error::Usage(format!(
                 "the probability-flow ODE met a non-finite value at u = {u}"
             )));
         }
         if e <= 1.0 {
-            u += direction * h;
-            y = y_new;
-            k0 = k.pop().expect("seven stages");
+            (u, y, k0) = (u + direction * h, y_new, k_new);
             solve.accepted += 1;
             h *= if e == 0.0 {
                 10.0
