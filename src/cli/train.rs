@@ -226,6 +226,16 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     if lead {
         describe(gpu, &args, &trainer, &dataset.description);
     }
+    if lead {
+        // The lock made the folder, so its disk can be asked; a system that cannot say is not refused.
+        if let Ok(available) = fs4::available_space(&out) {
+            Folder::check_room(
+                &out,
+                Folder::checkpoint_bytes(&trainer.settings.model),
+                available,
+            )?;
+        }
+    }
     let mut folder = match lead {
         true => Some(Folder::open(&out, start_step)?),
         false => None,

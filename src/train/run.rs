@@ -320,6 +320,29 @@ impl Folder {
     pub fn checkpoint_path(dir: &Path) -> PathBuf {
         dir.join("checkpoint.safetensors")
     }
+
+    /// The most bytes a checkpoint of `config` takes: weights, EMA weights and Adam's two moments in f32, and a
+    /// MiB for the safetensors header, the metadata, `metrics.csv` and a preview grid.
+    pub fn checkpoint_bytes(config: &crate::model::UNetConfig) -> u64 {
+        ParamLayout::new(config).padded_len as u64 * 4 * 4 + (1 << 20)
+    }
+
+    /// Refuses a run whose folder `dir` is on a disk with `available` bytes free, fewer than one checkpoint's
+    /// `needed`: found at start-up, not when the first save fails hours later. (A save writes the new file beside
+    /// the last one before renaming it over, so that is what a save needs free.)
+    pub fn check_room(dir: &Path, needed: u64, available: u64) -> Result<()> {
+        if available >= needed {
+            return Ok(());
+        }
+        let mb = |b: u64| b as f64 / 1e6;
+        Err(Error::Usage(format!(
+            "--out {}: its disk has {:.1} MB free, and a checkpoint of this model takes up to {:.1} MB (written \
+             beside the last one, then renamed over it); free some space, or give --out a folder on another disk",
+            dir.display(),
+            mb(available),
+            mb(needed)
+        )))
+    }
 }
 
 impl Outputs for Folder {

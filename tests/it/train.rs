@@ -8,7 +8,7 @@ use diffuse::checkpoint::Checkpoint;
 use diffuse::data::Dataset;
 use diffuse::model::UNetConfig;
 use diffuse::train::run::{
-    Cadence, Finished, Metrics, Outputs, Preview, Progress, Run, Silent, StopFlag,
+    Cadence, Finished, Folder, Metrics, Outputs, Preview, Progress, Run, Silent, StopFlag,
 };
 use diffuse::train::{Placement, TrainSettings, Trainer, MAX_IN_FLIGHT};
 
@@ -1053,5 +1053,31 @@ fn ddpm_flags_with_a_score_based_objective_are_refused() {
     assert!(
         err.contains("--prediction") && err.contains("--objective edm"),
         "{err}"
+    );
+}
+
+/// A run is refused at start-up on a disk without room for one checkpoint, whose size the estimate bounds: at
+/// least the bytes a checkpoint of the model serialises to, at most a MiB and a half more.
+#[test]
+fn a_disk_without_room_for_a_checkpoint_is_refused_up_front() {
+    let gpu = gpu();
+    let data = few_images();
+    let mut s = settings();
+    s.model.num_classes = Some(2);
+    let trainer = Trainer::new(gpu, s.clone(), &data, None).unwrap();
+    let written = trainer.checkpoint(gpu).unwrap().to_bytes().unwrap().len() as u64;
+    let needed = Folder::checkpoint_bytes(&s.model);
+    assert!(
+        written <= needed && needed <= written + (3 << 19),
+        "estimate {needed} for {written} bytes"
+    );
+    let dir = std::path::Path::new("runs/full-disk");
+    assert!(Folder::check_room(dir, needed, needed).is_ok());
+    let e = Folder::check_room(dir, needed, needed - 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--out runs/full-disk") && e.contains("MB free") && e.contains("another disk"),
+        "{e}"
     );
 }
