@@ -77,7 +77,14 @@ impl Dataset {
 
     /// [`Dataset::open`] with an explicit policy for the decoded-image cache of image folders.
     pub fn open_cached(path: &Path, fit: Fit, cache: &cache::Policy) -> Result<Dataset> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Usage(format!(
+                "--data {}: no such file or folder; give a folder of images (or of class subfolders), or an MNIST \
+                 IDX file or folder",
+                path.display()
+            )),
+            _ => Error::io(path, e),
+        })?;
         if meta.is_file() {
             return open_idx(path, fit);
         }

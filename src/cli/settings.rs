@@ -59,6 +59,9 @@ fn flag(row: &'static Setting) -> Arg {
         .help(help(row));
     if row.switch {
         arg = arg.num_args(0..=1).default_missing_value("true");
+    } else {
+        // `--p-mean -1.2` is a value (EDM's default), and `--lr -1` is refused by the flag's own check, naming it.
+        arg = arg.allow_negative_numbers(true);
     }
     if let Some(other) = row.requires {
         arg = arg.requires(other);

@@ -37,30 +37,30 @@ pub struct TrainArgs {
     #[arg(long)]
     pub class_conditional: bool,
     /// Total optimizer steps (a resumed run continues up to this count).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10_000)]
     pub steps: u64,
     /// The training settings: one flag per row of the library's settings table.
     #[command(flatten)]
     pub settings: SettingFlags,
     /// Dropout probability in every residual block, in [0, 1) (Ho et al. used 0.1 on CIFAR-10): a regulariser for
     /// long runs on small datasets. Training only; sampling never drops.
-    #[arg(long, default_value_t = 0.0, value_parser = probability_below_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = probability_below_one)]
     pub dropout: f32,
     /// Output folder for checkpoint.safetensors, samples-*.png, metrics.csv and loss.png (default: runs/<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write a preview grid (samples-<step>.png, from the same noise each time) and redraw loss.png this often.
-    #[arg(long, default_value_t = 1000, value_parser = at_least_one_step)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1000, value_parser = at_least_one_step)]
     pub sample_every: u64,
     /// Images in each preview grid (default 16, or two per class); 0 writes no grids (only loss.png): a preview of
     /// a large model takes minutes on a CPU adapter.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub preview: Option<usize>,
     /// Save checkpoint.safetensors this often (and at the last step, and on Ctrl-C).
-    #[arg(long, default_value_t = 500, value_parser = at_least_one_step)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 500, value_parser = at_least_one_step)]
     pub checkpoint_every: u64,
     /// Read the loss back every this many steps (the GPU runs ahead in between).
-    #[arg(long, default_value_t = 25, value_parser = at_least_one_step)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 25, value_parser = at_least_one_step)]
     pub log_every: u64,
     /// Continue the run in --out from its checkpoint, with its settings: a flag that differs from the checkpoint's
     /// record is refused unless --override names it.
@@ -113,28 +113,28 @@ fn grayscale_or_rgb(text: &str) -> std::result::Result<usize, String> {
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// Square image side in pixels; must be divisible by 2^(levels − 1).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub image_size: Option<usize>,
     /// Image channels: 1 (grayscale) or 3 (RGB).
-    #[arg(long, help_heading = "Model", value_parser = grayscale_or_rgb)]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model", value_parser = grayscale_or_rgb)]
     pub channels: Option<usize>,
     /// Channels of the first level (the time embedding has four times as many).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub base_channels: Option<usize>,
     /// Channel multiplier of each level, comma-separated (e.g. 1,2,2,2): one level per entry.
-    #[arg(long, value_parser = parse_sizes, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_sizes, help_heading = "Model")]
     pub channel_mults: Option<Sizes>,
     /// Residual blocks per level on the way down.
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub blocks_per_level: Option<usize>,
     /// Feature-map sides with self-attention, comma-separated (e.g. 16,8), or `none`.
-    #[arg(long, value_parser = parse_sizes, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_sizes, help_heading = "Model")]
     pub attention_resolutions: Option<Sizes>,
     /// Attention heads; must divide the channel count where attention is used.
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub heads: Option<usize>,
     /// GroupNorm groups; must divide every channel count.
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub groups: Option<usize>,
 }
 

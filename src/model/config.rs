@@ -197,23 +197,31 @@ impl UNetConfig {
     fn sizes(&self) -> Vec<(&'static str, usize, usize)> {
         let l = &LIMITS;
         let mut sizes = vec![
-            ("image channels", self.in_channels, l.in_channels),
-            ("image size", self.image_size, l.image_size),
-            ("base channels", self.base_channels, l.base_channels),
-            ("groups", self.groups, l.base_channels),
-            ("heads", self.heads, l.base_channels),
             (
-                "levels (channel multipliers)",
+                "image channels (--channels)",
+                self.in_channels,
+                l.in_channels,
+            ),
+            ("image size (--image-size)", self.image_size, l.image_size),
+            (
+                "base channels (--base-channels)",
+                self.base_channels,
+                l.base_channels,
+            ),
+            ("groups (--groups)", self.groups, l.base_channels),
+            ("heads (--heads)", self.heads, l.base_channels),
+            (
+                "levels (--channel-mults)",
                 self.channel_mults.len(),
                 l.levels,
             ),
             (
-                "blocks per level",
+                "blocks per level (--blocks-per-level)",
                 self.blocks_per_level,
                 l.blocks_per_level,
             ),
             (
-                "attention resolutions",
+                "attention resolutions (--attention-resolutions)",
                 self.attention_resolutions.len(),
                 l.attention_resolutions,
             ),
@@ -327,19 +335,24 @@ impl UNetConfig {
             }
         }
         if self.in_channels == 0 || self.base_channels == 0 || self.channel_mults.is_empty() {
-            return bad("channels and channel multipliers must be non-empty and positive".into());
+            return bad(
+                "--channels and --base-channels must be positive and --channel-mults non-empty"
+                    .into(),
+            );
         }
         if self.channel_mults.contains(&0)
             || self.blocks_per_level == 0
             || self.groups == 0
             || self.heads == 0
         {
-            return bad("multipliers, blocks per level, groups and heads must be ≥ 1".into());
+            return bad(
+                "--channel-mults, --blocks-per-level, --groups and --heads must be ≥ 1".into(),
+            );
         }
         let down = 1 << (self.channel_mults.len() - 1);
         if self.image_size == 0 || !self.image_size.is_multiple_of(down) {
             return bad(format!(
-                "image size {} must be divisible by {down} (2^(levels − 1) for {} levels)",
+                "--image-size {} must be divisible by {down} (2^(levels − 1) for the {} levels of --channel-mults)",
                 self.image_size,
                 self.channel_mults.len()
             ));
@@ -348,13 +361,13 @@ impl UNetConfig {
             let c = self.base_channels * m;
             if !c.is_multiple_of(self.groups) {
                 return bad(format!(
-                    "groups ({}) must divide every channel count, not {c}",
+                    "--groups {} must divide every channel count (--base-channels × each multiplier), not {c}",
                     self.groups
                 ));
             }
             if !c.is_multiple_of(self.heads) {
                 return bad(format!(
-                    "heads ({}) must divide every channel count, not {c}",
+                    "--heads {} must divide every channel count (--base-channels × each multiplier), not {c}",
                     self.heads
                 ));
             }
@@ -368,11 +381,11 @@ impl UNetConfig {
             .find(|r| !sides.contains(r))
         {
             return bad(format!(
-                "attention resolution {r} is not the side of any level's feature map ({sides:?})"
+                "--attention-resolutions {r} is not the side of any level's feature map: give some of {sides:?}"
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} must lie in [0, 1)", self.dropout));
+            return bad(format!("--dropout {} must lie in [0, 1)", self.dropout));
         }
         Ok(())
     }

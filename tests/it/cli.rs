@@ -641,10 +641,18 @@ fn model_flags_override_the_preset_and_reach_the_checkpoint() {
     assert_eq!(ckpt.config, want);
 
     for (flag, value, message) in [
-        ("--groups", "5", "groups (5) must divide"),
-        ("--attention-resolutions", "5", "attention resolution 5"),
-        ("--image-size", "27", "image size 27 must be divisible by 2"),
-        ("--heads", "3", "heads (3) must divide every channel count"),
+        ("--groups", "5", "--groups 5 must divide"),
+        (
+            "--attention-resolutions",
+            "5",
+            "--attention-resolutions 5 is not",
+        ),
+        (
+            "--image-size",
+            "27",
+            "--image-size 27 must be divisible by 2",
+        ),
+        ("--heads", "3", "--heads 3 must divide every channel count"),
         ("--channel-mults", "1,x", "\"x\" is not a whole number"),
     ] {
         let other = dir.join(format!("bad{flag}"));

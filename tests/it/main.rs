@@ -9,6 +9,7 @@ mod batch;
 mod bench;
 mod checkpoint;
 mod cli;
+mod cli_fuzz;
 mod conv2d;
 mod data;
 mod diffusion_schedule;

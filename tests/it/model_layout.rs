@@ -91,7 +91,7 @@ fn bad_configurations_say_what_to_change() {
         .validate()
         .unwrap_err()
         .to_string()
-        .contains("groups (5)"));
+        .contains("--groups 5 must divide"));
 }
 
 #[test]
