@@ -197,6 +197,13 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     let resume = load_resume(args.resume, &checkpoint_path)?;
     let (config, dataset) = open_data(&args, config, replicas.as_deref(), lead)?;
     let (mut settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
+    if lead {
+        // The lock made the folder, so its disk can be asked; a system that cannot say is not refused.
+        if let Ok(available) = fs4::available_space(&out) {
+            let needed = Folder::checkpoint_bytes(&settings.model);
+            Folder::check_room(&out, needed, available)?;
+        }
+    }
     if settings.sigma_max_from_data && resume.is_none() {
         measure_sigma_max(gpu, &mut settings, &dataset, lead)?;
     }
@@ -225,16 +232,6 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     }
     if lead {
         describe(gpu, &args, &trainer, &dataset.description);
-    }
-    if lead {
-        // The lock made the folder, so its disk can be asked; a system that cannot say is not refused.
-        if let Ok(available) = fs4::available_space(&out) {
-            Folder::check_room(
-                &out,
-                Folder::checkpoint_bytes(&trainer.settings.model),
-                available,
-            )?;
-        }
     }
     let mut folder = match lead {
         true => Some(Folder::open(&out, start_step)?),
