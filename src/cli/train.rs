@@ -409,8 +409,8 @@ fn measure_sigma_max(
         .objective
         .set("sigma_max", &sigma_max.to_string())
         .map_err(Error::Usage)?;
+    // The trainer checks the objective with its measured σ_max (against --sigma-min) before it starts.
     settings.sigma_max_from_data = false;
-    settings.check_objectives()?;
     say!(
         lead,
         "--sigma-max data: σ_max = {sigma_max:.4}, between images {} and {} ({:.1} s)",

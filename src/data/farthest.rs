@@ -54,7 +54,6 @@ pub async fn farthest_pair(
              give --sigma-max a number"
         )));
     }
-    let table = Tensor::zeros(gpu, &[pairwise::MAX_GROUPS, 4], DType::U32)?;
     let mut best = None;
     for (n, ra) in blocks.iter().enumerate() {
         let a = PackedImages::upload(gpu, bytes(ra), d)?;
@@ -81,10 +80,12 @@ pub async fn farthest_pair(
                 let tiles = pairwise::tiles(&i, rb);
                 let g = (split.groups.min(pairwise::MAX_GROUPS))
                     .clamp(tiles.div_ceil(per_group), tiles);
+                // One row per workgroup of this dispatch: what is read back is what was written.
+                let table = Tensor::zeros(gpu, &[g, 4], DType::U32)?;
                 let dispatch = pairwise::farthest_pair(gpu, &a, &b, i, rb.clone(), g, &table)?;
                 gpu.run_async([&dispatch]).await?;
                 let rows = table.read_u32_async(gpu).await?;
-                best = FarthestPair::best(best, FarthestPair::from_rows(&rows[..g * 4]));
+                best = FarthestPair::best(best, FarthestPair::from_rows(&rows));
             }
         }
     }

@@ -274,12 +274,8 @@ pub fn estimate_exact(
     options: &ExactOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ExactEstimate> {
-    let images = options.images.min(dataset.len);
-    if images == 0 || options.batch == 0 {
-        return Err(Error::Usage(
-            "the exact likelihood needs ≥ 1 image and a batch ≥ 1".into(),
-        ));
-    }
+    let images = super::images_to_evaluate(config, dataset, options.images, options.batch)?;
+    let labels = super::model_labels(config, dataset, options.use_labels, images)?;
     let d = dataset.image_len();
     let mut rng = SplitMix64::new(options.seed);
     let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -294,15 +290,10 @@ pub fn estimate_exact(
         let probes: Vec<f32> = (0..batch * d)
             .map(|_| if uniform() < 0.5 { -1.0 } else { 1.0 })
             .collect();
-        let labels = dataset
-            .labels
-            .as_ref()
-            .filter(|_| options.use_labels)
-            .map(|all| all[first..first + batch].to_vec());
         let network = Network {
             config,
             params,
-            labels: labels.as_deref(),
+            labels: labels.as_ref().map(|all| &all[first..first + batch]),
         };
         let (logp, solve) = batch_log_density(gpu, &network, flow, &x, probes, options.tol)?;
         evaluations += solve.evaluations;

@@ -239,18 +239,18 @@ pub fn estimate_bound(
     crate::gpu::future::block_on(estimate)
 }
 
-/// Each image's label as the model sees it: its own, or "no class" (the bound of p(x) rather than p(x | c)); None
-/// for an unconditional model. Refuses a label the model has no class for.
-fn bound_labels(
+/// Each image's label as the model sees it: its own (`use_labels`), or "no class" (the estimate of p(x) rather than
+/// p(x | c)); None for an unconditional model. Refuses a label the model has no class for. Both estimates use it.
+pub(crate) fn model_labels(
     config: &UNetConfig,
     dataset: &Dataset,
-    options: &BoundOptions,
+    use_labels: bool,
     images: usize,
 ) -> Result<Option<Vec<u32>>> {
     let Some(null_label) = config.num_classes.map(|n| n as u32) else {
         return Ok(None);
     };
-    let own = match (&dataset.labels, options.use_labels) {
+    let own = match (&dataset.labels, use_labels) {
         (Some(labels), true) => &labels[..images],
         _ => return Ok(Some(vec![null_label; images])),
     };
@@ -260,6 +260,30 @@ fn bound_labels(
         )));
     }
     Ok(Some(own.to_vec()))
+}
+
+/// How many of `dataset`'s images an estimate takes (the first `images`), after checking that they have the
+/// model's shape and that there is at least one, in batches of at least one. Both estimates use it.
+pub(crate) fn images_to_evaluate(
+    config: &UNetConfig,
+    dataset: &Dataset,
+    images: usize,
+    batch: usize,
+) -> Result<usize> {
+    let (c, s) = (config.in_channels, config.image_size);
+    if (dataset.channels, dataset.size) != (c, s) {
+        return Err(Error::Usage(format!(
+            "the dataset holds {}×{}×{} images but the model wants {c}×{s}×{s}",
+            dataset.channels, dataset.size, dataset.size
+        )));
+    }
+    let images = images.min(dataset.len);
+    if images == 0 || batch == 0 {
+        return Err(Error::Usage(
+            "nothing to evaluate: the dataset is empty, or --images / --batch is 0".into(),
+        ));
+    }
+    Ok(images)
 }
 
 /// [`estimate_bound`], without blocking.
@@ -272,20 +296,8 @@ pub async fn estimate_bound_async(
     options: &BoundOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BoundEstimate> {
-    let (c, s) = (config.in_channels, config.image_size);
-    if (dataset.channels, dataset.size) != (c, s) {
-        return Err(Error::Usage(format!(
-            "the dataset holds {}×{}×{} images but the model wants {c}×{s}×{s}",
-            dataset.channels, dataset.size, dataset.size
-        )));
-    }
-    let images = options.images.min(dataset.len);
-    if images == 0 || options.batch == 0 {
-        return Err(Error::Usage(
-            "nothing to evaluate: the dataset is empty, or --images / --batch is 0".into(),
-        ));
-    }
-    let labels = bound_labels(config, dataset, options, images)?;
+    let images = images_to_evaluate(config, dataset, options.images, options.batch)?;
+    let labels = model_labels(config, dataset, options.use_labels, images)?;
     let mut rng = SplitMix64::new(options.seed ^ 0x5EED_B0D5);
     let mut rows = Vec::new(); // (image, term)
     for image in 0..images {
@@ -317,7 +329,7 @@ pub async fn estimate_bound_async(
         }
         progress(chunk.last().map_or(0, |r| r.0 + 1), images);
     }
-    Ok(summarize(&totals, c * s * s, rows.len()))
+    Ok(summarize(&totals, dataset.image_len(), rows.len()))
 }
 
 /// The terms of `chunk`'s (image, term) rows, in nats. A short last chunk is padded by repeating its first row;
