@@ -1105,7 +1105,7 @@ fn a_headless_run_prints_no_window_system_noise() {
 /// Starts a long `small` run in `out`, waits for its first progress line, sends `signals` one after another, and
 /// returns the exit status with everything the run printed after them.
 fn signalled_run(out: &std::path::Path, signals: &[&str]) -> (std::process::ExitStatus, String) {
-    use std::io::{BufRead, Read};
+    use std::io::BufRead;
     let out_s = out.to_str().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
         .args([
@@ -1135,24 +1135,38 @@ fn signalled_run(out: &std::path::Path, signals: &[&str]) -> (std::process::Exit
             break;
         }
     }
-    // One shell sends them 10 ms apart: far enough that the first has been handled (two signals of one kind
-    // pending at once merge into one), near enough to land before a step and a checkpoint's fsync are done.
-    let pid = child.id();
-    let script: Vec<String> = signals.iter().map(|s| format!("kill {s} {pid}")).collect();
-    let sent = Command::new("sh")
-        .args(["-c", &script.join("; sleep 0.01; ")])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    // Each signal after the first waits until the run has said it took the one before: two signals of one kind
+    // pending at once merge into one, and on a loaded machine the handler may not run for a while. A step takes
+    // seconds here, so the next lands long before the step and the checkpoint's fsync are done.
+    let pid = child.id().to_string();
+    let (said_tx, said) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = said_tx.send(line.unwrap());
+        }
+    });
+    let mut heard = Vec::new();
+    for (i, signal) in signals.iter().enumerate() {
+        if i > 0 {
+            let wait = std::time::Duration::from_secs(60);
+            while !heard
+                .iter()
+                .any(|l: &String| l.starts_with("interrupted: saving"))
+            {
+                heard.push(
+                    said.recv_timeout(wait)
+                        .expect("the run acknowledges the signal"),
+                );
+            }
+        }
+        let sent = Command::new("kill").args([signal, pid.as_str()]).status();
+        assert!(sent.unwrap().success());
+    }
     let mut rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    rest.push(stderr);
+    reader.join().unwrap();
+    rest.extend(heard);
+    rest.extend(said.try_iter());
     (child.wait().unwrap(), rest.join("\n"))
 }
 
