@@ -5,6 +5,8 @@
 //   axpy:         y += alpha·x                   (gradient accumulation)
 //   concat_channels: y[n] = [a[n]; b[n]] along C  backward: split_channels, d_a and d_b out of d_y
 //   upsample_nearest2x: y[n,c,h,w] = x[n,c,⌊h/2⌋,⌊w/2⌋]   backward: d_x = Σ of the 2×2 block of d_y
+//   shift:        y[n,c,r,q] = x[n,c,r+s,q+s] inside x's plane, else 0, for y of any plane size (a zero border
+//                 with s < 0, a crop with s > 0)    backward: the shift by −s into x's size
 //   add_channel_bias: y[n,c,h,w] = x[n,c,h,w] + e[n,c]     backward: d_e[n,c] = Σ_hw d_y[n,c,h,w]
 //   repeat2:      y = [a; a] (a batch doubled, for classifier-free guidance: conditional and unconditional halves)
 //   guidance:     y[i] = (1 + alpha)·a[i] − alpha·a[i + len]   (ε̂ = (1 + w)·ε(x, c) − w·ε(x, ∅), Ho & Salimans)
@@ -26,6 +28,9 @@ struct Params {
     hw: u32,
     h: u32,
     w: u32,
+    shift: i32,    // s of shift
+    out_h: u32,    // the output plane of shift
+    out_w: u32,
     _pad: u32,
 }
 
@@ -211,6 +216,29 @@ fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * WG;
         if (i < p.len) { upsample_nearest2x_backward_at(i); }
+    }
+}
+
+// a = x: [N, C, H, W]; y: [N, C, out_h, out_w]. p.h, p.w are the input size. Rows and columns outside the input
+// wrap around (as u32) past p.h and p.w, so one comparison each covers both sides.
+fn shift_at(i: u32) {
+    let q = i % p.out_w;
+    let r = (i / p.out_w) % p.out_h;
+    let plane = i / (p.out_w * p.out_h);
+    let rs = u32(i32(r) + p.shift);
+    let qs = u32(i32(q) + p.shift);
+    var v = 0.0;
+    if (rs < p.h && qs < p.w) { v = a[(plane * p.h + rs) * p.w + qs]; }
+    y[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn shift(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i < p.len) { shift_at(i); }
     }
 }
 

@@ -13,7 +13,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::diffusion::process::{Objective, Trained};
 use crate::diffusion::{Prediction, Schedule};
 use crate::error::{Error, Result};
-use crate::model::{ParamLayout, UNetConfig};
+use crate::model::{Conventions, ParamLayout, UNetConfig};
 use crate::train::table::SETTINGS;
 use crate::train::TrainSettings;
 
@@ -141,6 +141,12 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
             c.num_classes.map_or("none".into(), |n| n.to_string()),
         ),
         ("model.dropout", c.dropout.to_string()),
+        ("model.norm_eps", c.conventions.norm_eps.to_string()),
+        ("model.freq_shift", c.conventions.freq_shift.to_string()),
+        (
+            "model.downsample_padding",
+            c.conventions.downsample_padding.to_string(),
+        ),
         ("extra.dataset", r.dataset.clone()),
         ("extra.changes", r.changes.join("\n")),
     ]);
@@ -244,6 +250,27 @@ impl Fields<'_> {
         Ok(list)
     }
 
+    /// The numerical conventions; a file that predates their keys was written by a diffuse that had only its own.
+    fn conventions(&mut self) -> Result<Conventions> {
+        let own = Conventions::default();
+        let mut or_own = |key: &str, own: String| {
+            if !self.meta.contains_key(key) {
+                self.meta.insert(key.to_string(), own);
+            }
+        };
+        or_own("model.norm_eps", own.norm_eps.to_string());
+        or_own("model.freq_shift", own.freq_shift.to_string());
+        or_own(
+            "model.downsample_padding",
+            own.downsample_padding.to_string(),
+        );
+        Ok(Conventions {
+            norm_eps: self.parse("model.norm_eps", "a number")?,
+            freq_shift: self.bounded("model.freq_shift", 0..=1)?,
+            downsample_padding: self.bounded("model.downsample_padding", 0..=1)?,
+        })
+    }
+
     /// The model config, each field bounded (far above any preset) before the layout is sized by it, then
     /// validated as a whole.
     fn config(&mut self) -> Result<UNetConfig> {
@@ -279,6 +306,7 @@ impl Fields<'_> {
             heads: self.bounded("model.heads", 1..=l.base_channels)?,
             num_classes,
             dropout: self.parse("model.dropout", "a number")?,
+            conventions: self.conventions()?,
         };
         config.validate().map_err(|e| self.error(e.to_string()))?;
         Ok(config)

@@ -502,7 +502,7 @@ fn timestep_embedding(batch: usize) -> CaseSpec {
                 dispatches: vec![embedding::timestep_embedding(
                     gpu,
                     &t,
-                    DEFAULT_MAX_PERIOD,
+                    (DEFAULT_MAX_PERIOD, 0),
                     &emb,
                 )?],
                 work: Work::Bytes(emb.byte_size() as f64),

@@ -1,5 +1,5 @@
 //! Wrapper of shaders/elementwise.wgsl: SiLU, add, scale, axpy, channel concat/split, nearest ×2 upsampling,
-//! and the per-(n, c) bias add used for time embeddings. Reference: src/reference/elementwise.rs.
+//! the diagonal shift of a plane (zero border or crop), and the per-(n, c) bias add used for time embeddings. Reference: src/reference/elementwise.rs.
 
 use crate::ensure_shape;
 use crate::error::Result;
@@ -20,6 +20,9 @@ struct Params {
     hw: u32,
     h: u32,
     w: u32,
+    shift: i32,
+    out_h: u32,
+    out_w: u32,
     _pad: u32,
 }
 
@@ -269,6 +272,33 @@ pub fn upsample_nearest2x_backward(gpu: &Gpu, d_y: &Tensor, d_x: &Tensor) -> Res
         ..upsample_params(OP, d_x, d_y)?
     };
     pointwise(gpu, OP, params, &[("a", d_y), ("y", d_x)], d_x.len())
+}
+
+/// y[n, c, r, q] = x[n, c, r + s, q + s] inside x's plane, else 0: x [N, C, H, W] → y [N, C, Hy, Wy] of any plane
+/// size. With s = −1 and a larger y it borders x with zeros at the top and left; with s = 1 and a smaller y it
+/// crops the first row and column. Its backward is `shift(d_y, −s, d_x)`.
+pub fn shift(gpu: &Gpu, x: &Tensor, s: i32, y: &Tensor) -> Result<Dispatch> {
+    const OP: &str = "shift";
+    check_f32(OP, &[x, y])?;
+    let [n, c, h, w] = nchw(OP, x)?;
+    let [yn, yc, out_h, out_w] = nchw(OP, y)?;
+    ensure_shape!(
+        (yn, yc) == (n, c),
+        OP,
+        "a shift keeps the batch and channels of {:?}, got {:?}",
+        x.shape(),
+        y.shape()
+    );
+    let params = Params {
+        len: y.len() as u32,
+        h: h as u32,
+        w: w as u32,
+        shift: s,
+        out_h: out_h as u32,
+        out_w: out_w as u32,
+        ..Params::default()
+    };
+    pointwise(gpu, OP, params, &[("a", x), ("y", y)], y.len())
 }
 
 fn channel_bias_params(op: &'static str, x: &Tensor, e: &Tensor) -> Result<Params> {

@@ -19,20 +19,22 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// freq_i = exp(−ln(max_period)·i/half), i < half, in f64 and rounded once to f32.
-pub fn timestep_frequencies(half: usize, max_period: f64) -> Vec<f32> {
+/// freq_i = exp(−ln(max_period)·i/(half − shift)), i < half, in f64 and rounded once to f32 (shift: the
+/// `Conventions::freq_shift` of the model, 0 or 1).
+pub fn timestep_frequencies(half: usize, max_period: f64, shift: usize) -> Vec<f32> {
     (0..half)
-        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp() as f32)
+        .map(|i| (-max_period.ln() * i as f64 / (half - shift) as f64).exp() as f32)
         .collect()
 }
 
 /// emb [N, D] = [cos(t·freq), sin(t·freq)] (plus a zero column for odd D) for t [N], u32 or f32, with
-/// freq_i = exp(−ln(max_period)·i/⌊D/2⌋) (improved-diffusion's layout, cos half first). The frequency table is
-/// uploaded once here and owned by the dispatch. D must be at least 2 and `max_period` positive and finite.
+/// freq_i = exp(−ln(max_period)·i/(⌊D/2⌋ − shift)) (improved-diffusion's layout, cos half first; Ho et al.'s
+/// frequencies with shift 1). The frequency table is uploaded once here and owned by the dispatch. D must be at
+/// least 2 (4 with a shift), `max_period` positive and finite, and the shift 0 or 1.
 pub fn timestep_embedding(
     gpu: &Gpu,
     t: &Tensor,
-    max_period: f64,
+    (max_period, shift): (f64, usize),
     emb: &Tensor,
 ) -> Result<Dispatch> {
     const OP: &str = "timestep_embedding";
@@ -57,7 +59,12 @@ pub fn timestep_embedding(
     );
     let dim = emb.shape()[1];
     let half = dim / 2;
-    let freqs = Tensor::from_f32(gpu, &[half], &timestep_frequencies(half, max_period))?;
+    ensure_shape!(
+        shift <= 1 && half > shift,
+        OP,
+        "the frequency shift {shift} must be 0 or 1 and below half the embedding width {dim}"
+    );
+    let freqs = Tensor::from_f32(gpu, &[half], &timestep_frequencies(half, max_period, shift))?;
     let params = Params {
         len: emb.len() as u32,
         dim: dim as u32,

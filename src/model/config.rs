@@ -31,6 +31,35 @@ pub struct UNetConfig {
     pub num_classes: Option<usize>,
     /// Dropout probability inside residual blocks (0 disables it).
     pub dropout: f32,
+    /// The numerical conventions that differ between ports of the same network (diffuse's own by default).
+    pub conventions: Conventions,
+}
+
+/// Where ports of Ho et al.'s network differ in the arithmetic while agreeing on the parameters: diffuse trains
+/// with PyTorch's and improved-diffusion's choices; the google/ddpm-* checkpoints keep Ho et al.'s TensorFlow ones
+/// (`crate::interop::diffusers` reads them from a `UNet2DModel` config). The sin/cos order of the embedding is not
+/// here: an importer permutes the first embedding layer's columns instead.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conventions {
+    /// ε of every GroupNorm (PyTorch's 1e-5; Ho et al.'s 1e-6).
+    pub norm_eps: f32,
+    /// The timestep embedding's frequencies are exp(−ln(10⁴)·i/(half − freq_shift)): 0 here and in
+    /// improved-diffusion, 1 in Ho et al. (`diffusers`' `freq_shift`).
+    pub freq_shift: usize,
+    /// The stride-2 convolutions' padding: 1 on every side (PyTorch's, ⌈H/2⌉ outputs), or 0 after one row and
+    /// column of zeros at the bottom and right (TensorFlow's "SAME" for even sides, Ho et al.'s; `diffusers`'
+    /// `downsample_padding`).
+    pub downsample_padding: usize,
+}
+
+impl Default for Conventions {
+    fn default() -> Conventions {
+        Conventions {
+            norm_eps: 1e-5,
+            freq_shift: 0,
+            downsample_padding: 1,
+        }
+    }
 }
 
 /// The named model sizes: what `diffuse train --preset` takes.
@@ -107,6 +136,7 @@ impl Preset {
             heads: 1,
             num_classes: None,
             dropout: 0.0,
+            conventions: Conventions::default(),
         };
         match self {
             // For smoke tests and quick experiments on a CPU adapter: every kind of layer, a fraction of the cost.
@@ -296,6 +326,11 @@ impl UNetConfig {
                 self.dropout.to_string(),
                 asked.dropout.to_string(),
             ),
+            (
+                "the numerical conventions (an imported model's)",
+                self.conventions.to_string(),
+                asked.conventions.to_string(),
+            ),
         ];
         fields
             .into_iter()
@@ -386,6 +421,37 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("--dropout {} must lie in [0, 1)", self.dropout));
+        }
+        self.conventions
+            .validate()
+            .map_err(|m| Error::Usage(format!("invalid model configuration: {m}")))
+    }
+}
+
+impl std::fmt::Display for Conventions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GroupNorm ε {:e}, frequency shift {}, downsampling padding {}",
+            self.norm_eps, self.freq_shift, self.downsample_padding
+        )
+    }
+}
+
+impl Conventions {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let c = self;
+        if !(c.norm_eps.is_finite() && c.norm_eps > 0.0) {
+            return Err(format!(
+                "GroupNorm ε {} must be positive and finite",
+                c.norm_eps
+            ));
+        }
+        if c.freq_shift > 1 || c.downsample_padding > 1 {
+            return Err(format!(
+                "the embedding's frequency shift ({}) and the downsampling's padding ({}) are each 0 or 1",
+                c.freq_shift, c.downsample_padding
+            ));
         }
         Ok(())
     }

@@ -5,6 +5,6 @@ pub mod param_buffers;
 pub mod params;
 pub mod unet;
 
-pub use config::{Preset, UNetConfig};
+pub use config::{Conventions, Preset, UNetConfig};
 pub use param_buffers::ParamBuffers;
 pub use params::{forward_flops, Architecture, Block, ParamLayout, ParamSpec, SplitMix64};

@@ -62,6 +62,8 @@ enum Op {
     Concat { a: Act, b: Act, y: Act },
     /// y = nearest ×2 upsampling of x
     Upsample { x: Act, y: Act },
+    /// y[n, c, r, q] = x[n, c, r + s, q + s], zero outside x (elementwise::shift)
+    Shift { x: Act, y: Act, s: i32 },
     /// out = softmax(q·kᵀ/√d)·v from qkv; saves the row log-sum-exp
     Attention {
         qkv: Act,
@@ -286,7 +288,7 @@ impl Net {
     fn group_norm(&mut self, gpu: &Gpu, x: Act, prefix: &str, silu: bool) -> Result<Act> {
         let shape = self.shape(x).to_vec();
         let y = self.with_params(gpu, &shape)?;
-        let norm = GroupNorm::new(self.config.groups);
+        let norm = GroupNorm::new(self.config.groups).with_eps(self.config.conventions.norm_eps);
         let norm = if silu { norm.with_silu() } else { norm };
         let stats = [shape[0], self.config.groups];
         self.ops.push(Op::GroupNorm {
@@ -405,7 +407,7 @@ impl Net {
                 ..
             } => self.res_block(gpu, h, temb, prefix, *c_in, *c_out),
             Block::Attention { prefix, .. } => self.attention_block(gpu, h, prefix),
-            Block::Downsample { prefix, .. } => self.conv(gpu, h, prefix, 2),
+            Block::Downsample { prefix, .. } => self.downsample(gpu, h, prefix),
             Block::Upsample { prefix, .. } => {
                 let [n, c, s, _] = <[usize; 4]>::try_from(self.shape(h)).expect("NCHW");
                 let up = self.derived(gpu, &[n, c, 2 * s, 2 * s], &[h])?;
@@ -413,6 +415,31 @@ impl Net {
                 self.conv(gpu, up, prefix, 1)
             }
         }
+    }
+
+    /// The stride-2 convolution. Ho et al.'s padding (zeros after the last row and column only, see
+    /// [`crate::model::Conventions`]) is the convolution with padding 1 of x behind a zero row and column, its
+    /// first output row and column cropped: the same sums, through the convolution kernels as they are.
+    fn downsample(&mut self, gpu: &Gpu, x: Act, prefix: &str) -> Result<Act> {
+        if self.config.conventions.downsample_padding == 1 {
+            return self.conv(gpu, x, prefix, 2);
+        }
+        let [n, c, h, w] = <[usize; 4]>::try_from(self.shape(x)).expect("NCHW");
+        let bordered = self.derived(gpu, &[n, c, h + 1, w + 1], &[x])?;
+        self.ops.push(Op::Shift {
+            x,
+            y: bordered,
+            s: -1,
+        });
+        let y = self.conv(gpu, bordered, prefix, 2)?;
+        let [_, co, ho, wo] = <[usize; 4]>::try_from(self.shape(y)).expect("NCHW");
+        let cropped = self.derived(gpu, &[n, co, ho - 1, wo - 1], &[y])?;
+        self.ops.push(Op::Shift {
+            x: y,
+            y: cropped,
+            s: 1,
+        });
+        Ok(cropped)
     }
 
     /// The whole network, in the order of the PyTorch twin's forward.
@@ -573,6 +600,7 @@ impl Net {
             Op::Upsample { x, y } => {
                 vec![elementwise::upsample_nearest2x_forward(gpu, a(x), a(y))?]
             }
+            Op::Shift { x, y, s } => vec![elementwise::shift(gpu, a(x), *s, a(y))?],
             Op::Attention {
                 qkv,
                 out,
@@ -585,7 +613,7 @@ impl Net {
             Op::TimestepEmbedding { y } => vec![embedding::timestep_embedding(
                 gpu,
                 &self.timesteps,
-                DEFAULT_MAX_PERIOD,
+                (DEFAULT_MAX_PERIOD, self.config.conventions.freq_shift),
                 a(y),
             )?],
             Op::ClassEmbedding { table, y } => {
@@ -781,6 +809,7 @@ impl Backward<'_> {
             Op::Add { a, b, y } => self.add(*a, *b, *y),
             Op::Concat { a, b, y } => self.concat(*a, *b, *y),
             Op::Upsample { x, y } => self.upsample(*x, *y),
+            Op::Shift { x, y, s } => self.shift(*x, *y, *s),
             Op::Attention {
                 qkv,
                 out,
@@ -966,6 +995,15 @@ impl Backward<'_> {
             Ok(vec![elementwise::upsample_nearest2x_backward(
                 gpu, &d_y, d_x,
             )?])
+        })
+    }
+
+    /// Op::Shift: the shift back, into x's size.
+    fn shift(&mut self, x: Act, y: Act, s: i32) -> Result<()> {
+        let (net, gpu) = (self.net, self.gpu);
+        let d_y = self.grads.get(y);
+        self.grads.write(gpu, x, net.act(x), &mut self.out, |d_x| {
+            Ok(vec![elementwise::shift(gpu, &d_y, -s, d_x)?])
         })
     }
 

@@ -83,6 +83,32 @@ pub fn upsample_nearest2x_backward(d_y: &[f64], planes: usize, h: usize, w: usiz
     d_x
 }
 
+/// y[p, r, q] = x[p, r + s, q + s] inside x's (h, w) plane, else 0, for `planes` planes of y's size `out`.
+pub fn shift(
+    x: &[f64],
+    planes: usize,
+    (h, w): (usize, usize),
+    s: isize,
+    out: (usize, usize),
+) -> Vec<f64> {
+    let (oh, ow) = out;
+    let inside = |i: usize, size: usize| {
+        let j = i as isize + s;
+        (0..size as isize).contains(&j).then_some(j as usize)
+    };
+    let mut y = vec![0.0; planes * oh * ow];
+    for p in 0..planes {
+        for r in 0..oh {
+            for q in 0..ow {
+                if let (Some(rs), Some(qs)) = (inside(r, h), inside(q, w)) {
+                    y[(p * oh + r) * ow + q] = x[(p * h + rs) * w + qs];
+                }
+            }
+        }
+    }
+    y
+}
+
 /// y[r, j] = x[r, j] + e[r] for rows r = (n, c) of length hw.
 pub fn add_channel_bias(x: &[f64], e: &[f64], hw: usize) -> Vec<f64> {
     x.iter().enumerate().map(|(i, v)| v + e[i / hw]).collect()

@@ -1,13 +1,18 @@
 //! CPU reference of shaders/embedding.wgsl, in f64.
 
-/// Sinusoidal timestep embedding (improved-diffusion's `timestep_embedding`): for each t, with half = ⌊D/2⌋ and
-/// freq_i = exp(−ln(max_period)·i/half), the row [cos(t·freq_0..half), sin(t·freq_0..half)] and, for odd D, a
-/// trailing 0. Returns [N, D] row-major.
-pub fn timestep_embedding(t: &[f64], dim: usize, max_period: f64) -> Vec<f64> {
+/// freq_i = exp(−ln(max_period)·i/(half − shift)) for i < half.
+fn frequencies(half: usize, max_period: f64, shift: usize) -> Vec<f64> {
+    (0..half)
+        .map(|i| (-max_period.ln() * i as f64 / (half - shift) as f64).exp())
+        .collect()
+}
+
+/// Sinusoidal timestep embedding (improved-diffusion's `timestep_embedding`; Ho et al.'s frequencies with shift
+/// 1): for each t, with half = ⌊D/2⌋ and freq_i = exp(−ln(max_period)·i/(half − shift)), the row
+/// [cos(t·freq_0..half), sin(t·freq_0..half)] and, for odd D, a trailing 0. Returns [N, D] row-major.
+pub fn timestep_embedding(t: &[f64], dim: usize, (max_period, shift): (f64, usize)) -> Vec<f64> {
     let half = dim / 2;
-    let freq: Vec<f64> = (0..half)
-        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
-        .collect();
+    let freq = frequencies(half, max_period, shift);
     let mut emb = Vec::with_capacity(t.len() * dim);
     for &tn in t {
         emb.extend(freq.iter().map(|f| (tn * f).cos()));
@@ -21,12 +26,13 @@ pub fn timestep_embedding(t: &[f64], dim: usize, max_period: f64) -> Vec<f64> {
 
 /// The arguments t·freq_i behind each column of [`timestep_embedding`] (0 for the padding column): the GPU's
 /// error grows with them.
-pub fn timestep_arguments(t: &[f64], dim: usize, max_period: f64) -> Vec<f64> {
+pub fn timestep_arguments(t: &[f64], dim: usize, (max_period, shift): (f64, usize)) -> Vec<f64> {
     let half = dim / 2;
+    let freq = frequencies(half, max_period, shift);
     let mut args = Vec::with_capacity(t.len() * dim);
     for &tn in t {
         for _ in 0..2 {
-            args.extend((0..half).map(|i| tn * (-max_period.ln() * i as f64 / half as f64).exp()));
+            args.extend(freq.iter().map(|f| tn * f));
         }
         if dim % 2 == 1 {
             args.push(0.0);

@@ -32,7 +32,38 @@ impl Model<'_> {
         &self.params[spec.offset..spec.offset + spec.len()]
     }
 
+    /// The convolution `prefix` with PyTorch's padding (k/2 on every side).
     fn conv(&self, x: &T, prefix: &str, stride: usize) -> T {
+        let k = self
+            .layout
+            .get(&format!("{prefix}.weight"))
+            .expect("conv weight")
+            .shape[2];
+        self.conv_padded(x, prefix, stride, k / 2)
+    }
+
+    /// The stride-2 convolution; with Ho et al.'s padding (`Conventions::downsample_padding` 0), x gets a row and
+    /// a column of zeros after its last and the convolution no padding (TensorFlow's "SAME" at even sides).
+    fn downsample(&self, x: &T, prefix: &str) -> T {
+        if self.config.conventions.downsample_padding == 1 {
+            return self.conv(x, prefix, 2);
+        }
+        let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let mut padded = vec![0.0; n * c * (h + 1) * (w + 1)];
+        for (plane, rows) in x.v.chunks(h * w).enumerate() {
+            for (r, row) in rows.chunks(w).enumerate() {
+                let at = (plane * (h + 1) + r) * (w + 1);
+                padded[at..at + w].copy_from_slice(row);
+            }
+        }
+        let padded = T {
+            v: padded,
+            shape: vec![n, c, h + 1, w + 1],
+        };
+        self.conv_padded(&padded, prefix, 2, 0)
+    }
+
+    fn conv_padded(&self, x: &T, prefix: &str, stride: usize, pad: usize) -> T {
         let w = self
             .layout
             .get(&format!("{prefix}.weight"))
@@ -46,7 +77,7 @@ impl Model<'_> {
             w: x.shape[3],
             k,
             stride,
-            pad: k / 2,
+            pad,
         };
         let y = conv2d::forward(
             &s,
@@ -94,7 +125,7 @@ impl Model<'_> {
             self.p(&format!("{prefix}.weight")),
             self.p(&format!("{prefix}.bias")),
             s,
-            1e-5,
+            self.config.conventions.norm_eps as f64,
             silu,
         );
         T {
@@ -171,7 +202,7 @@ impl Model<'_> {
                 ..
             } => self.res_block(h, temb, prefix, *c_in, *c_out),
             Block::Attention { prefix, .. } => self.attention_block(h, prefix),
-            Block::Downsample { prefix, .. } => self.conv(h, prefix, 2),
+            Block::Downsample { prefix, .. } => self.downsample(h, prefix),
             Block::Upsample { prefix, .. } => {
                 let [n, c, s, _] = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
                 let up = T {
@@ -239,7 +270,11 @@ impl Model<'_> {
         let n = t.len();
         let ch = config.base_channels;
         let sinusoid = T {
-            v: embedding::timestep_embedding(t, ch, DEFAULT_MAX_PERIOD),
+            v: embedding::timestep_embedding(
+                t,
+                ch,
+                (DEFAULT_MAX_PERIOD, config.conventions.freq_shift),
+            ),
             shape: vec![n, ch],
         };
         let t1 = self.linear(&sinusoid, "temb.0");

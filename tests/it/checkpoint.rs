@@ -217,8 +217,8 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let keys: Vec<String> = header.metadata().clone().unwrap().into_keys().collect();
-    // format + step, seed, rng_offset + 10 model keys + 17 extra keys (class_names: a conditional model).
-    assert_eq!(keys.len(), 31, "{keys:?}");
+    // format + step, seed, rng_offset + 13 model keys + 17 extra keys (class_names: a conditional model).
+    assert_eq!(keys.len(), 34, "{keys:?}");
     let later = [
         "extra.flip",
         "extra.warmup",
@@ -230,6 +230,9 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
         "extra.min_snr_gamma",
         "extra.zero_terminal_snr",
         "extra.objective",
+        "model.norm_eps",
+        "model.freq_shift",
+        "model.downsample_padding",
     ];
     for key in keys
         .iter()
@@ -280,6 +283,39 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
     );
     // Files from before the score-based objectives: DDPM.
     assert_eq!(s.objective, diffuse::diffusion::process::Objective::Ddpm);
+    // Files from before the imports: diffuse's own numerical conventions.
+    assert_eq!(s.model.conventions, diffuse::model::Conventions::default());
+}
+
+#[test]
+fn imported_conventions_round_trip_and_bad_ones_are_named() {
+    let dir = scratch("conventions");
+    let path = dir.join("run.safetensors");
+    let mut ckpt = sample_checkpoint(None);
+    ckpt.config.conventions = diffuse::model::Conventions {
+        norm_eps: 1e-6,
+        freq_shift: 1,
+        downsample_padding: 0,
+    };
+    ckpt.training.settings.model = ckpt.config.clone();
+    ckpt.save(&path).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap(), ckpt);
+    let edited = dir.join("edited.safetensors");
+    for (key, value, says) in [
+        ("model.freq_shift", "2", "outside the bounds 0..=1"),
+        ("model.downsample_padding", "3", "outside the bounds 0..=1"),
+        ("model.norm_eps", "-1", "GroupNorm ε -1 must be positive"),
+        ("model.norm_eps", "tiny", "not a number"),
+    ] {
+        with_metadata(&path, &edited, |m| {
+            m.insert(key.into(), value.into());
+        });
+        let err = Checkpoint::load(&edited).unwrap_err().to_string();
+        assert!(
+            err.contains(says) && err.contains("edited.safetensors"),
+            "{key}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -69,6 +69,7 @@ pub fn tiny_unet() -> UNetConfig {
         heads: 2,
         num_classes: Some(3),
         dropout: 0.0,
+        conventions: Default::default(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Every output starts as NaN (common::nan_tensor): the kernels overwrite their outputs, and one that added into
 //! its output or left an element unwritten would fail. (axpy, which accumulates by contract, starts from data.)
 //!
-//! Tolerances: copies (concat, split, upsample) must be exact. Sums of k terms (upsample backward k = 4, bias
+//! Tolerances: copies (concat, split, upsample, shift) must be exact. Sums of k terms (upsample backward k = 4, bias
 //! backward k = H·W) are within γ_k·Σ|terms| (reference::gamma). SiLU goes through exp and a division: WGSL
 //! allows exp an error of 3 + 2|x| ULP, which the sigmoid and the product carry through with a few roundings,
 //! so SiLU is held to (8 + 2|x|) ULP of its result plus the same relative slack in the absolute sense near 0.
@@ -189,6 +189,57 @@ fn upsample_backward_is_the_adjoint_of_forward() {
         (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
         "{lhs} vs {rhs}"
     );
+}
+
+#[test]
+fn shift_matches_reference_as_a_border_and_as_a_crop() {
+    // The pair that gives a stride-2 convolution Ho et al.'s padding: a zero row and column before x (s = −1, one
+    // larger), and the first row and column cropped (s = 1, one smaller); also odd sides, batch 1, a plane past
+    // the workgroup, a larger border, and an output smaller than a crop needs. Exact: copies and zeros.
+    let gpu = gpu();
+    let cases = [
+        ((1, 1, 1, 1), -1, (2, 2)),
+        ((2, 3, 8, 8), -1, (9, 9)),
+        ((2, 3, 9, 9), 1, (8, 8)),
+        ((1, 5, 7, 5), -1, (8, 6)),
+        ((1, 2, 33, 17), 1, (32, 16)),
+        ((3, 2, 4, 6), -2, (9, 7)),
+        ((1, 4, 6, 6), 1, (3, 2)),
+    ];
+    for ((n, c, h, w), s, (oh, ow)) in cases {
+        let x = uniform(n * c * h * w, 11);
+        let xt = Tensor::from_f32(gpu, &[n, c, h, w], &x).unwrap();
+        let yt = common::nan_tensor(&[n, c, oh, ow]);
+        gpu.run([&ew::shift(gpu, &xt, s, &yt).unwrap()]).unwrap();
+        let want = reference::shift(&to_f64(&x), n * c, (h, w), s as isize, (oh, ow));
+        let case = format!("shift {s} of n{n} c{c} {h}x{w} into {oh}x{ow}");
+        assert_close(&case, &yt.read_f32(gpu).unwrap(), &want, |_| 0.0);
+    }
+    let xt = Tensor::from_f32(gpu, &[1, 2, 3, 3], &[0.0; 18]).unwrap();
+    let err = ew::shift(gpu, &xt, 1, &common::nan_tensor(&[1, 3, 2, 2]))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("batch and channels"), "{err}");
+}
+
+#[test]
+fn shift_by_minus_s_is_the_adjoint_of_shift_by_s() {
+    // ⟨shift_s(x), g⟩ = ⟨x, shift_−s(g)⟩ exactly in f64, for a border and a crop: what the network's backward uses.
+    for (s, (h, w), (oh, ow)) in [
+        (-1, (6, 5), (7, 6)),
+        (1, (7, 7), (6, 6)),
+        (2, (5, 8), (4, 3)),
+    ] {
+        let planes = 3;
+        let x = uniform64(planes * h * w, 12);
+        let g = uniform64(planes * oh * ow, 13);
+        let lhs = gradcheck::dot(&reference::shift(&x, planes, (h, w), s, (oh, ow)), &g);
+        let rhs = gradcheck::dot(&x, &reference::shift(&g, planes, (oh, ow), -s, (h, w)));
+        assert!(
+            (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+            "s = {s}: {lhs} vs {rhs}"
+        );
+    }
 }
 
 #[test]

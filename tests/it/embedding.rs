@@ -22,18 +22,23 @@ fn sinusoid_bound(arg: f64) -> f64 {
 
 /// Runs the timestep embedding of `t` (u32) into [N, dim] and checks it against the reference.
 fn check_timesteps_u32(t: &[u32], dim: usize) -> Vec<f32> {
+    check_shifted(t, dim, 0)
+}
+
+/// [`check_timesteps_u32`] with the frequencies exp(−ln(10⁴)·i/(half − shift)).
+fn check_shifted(t: &[u32], dim: usize, shift: usize) -> Vec<f32> {
     let gpu = gpu();
     let n = t.len();
     let tt = Tensor::from_u32(gpu, &[n], t).unwrap();
     let out = common::nan_tensor(&[n, dim]); // must be overwritten
-    gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
+    gpu.run([&emb::timestep_embedding(gpu, &tt, (DEFAULT_MAX_PERIOD, shift), &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
     let t64: Vec<f64> = t.iter().map(|&v| v as f64).collect();
-    let want = reference::timestep_embedding(&t64, dim, DEFAULT_MAX_PERIOD);
-    let args = reference::timestep_arguments(&t64, dim, DEFAULT_MAX_PERIOD);
+    let want = reference::timestep_embedding(&t64, dim, (DEFAULT_MAX_PERIOD, shift));
+    let args = reference::timestep_arguments(&t64, dim, (DEFAULT_MAX_PERIOD, shift));
     assert_close(
-        &format!("timestep_embedding N={n} D={dim}"),
+        &format!("timestep_embedding N={n} D={dim} shift {shift}"),
         &got,
         &want,
         |i| sinusoid_bound(args[i]),
@@ -60,6 +65,26 @@ fn timestep_embedding_matches_reference_for_odd_and_even_widths() {
 }
 
 #[test]
+fn shifted_frequencies_reach_exactly_one_over_max_period_and_match_the_reference() {
+    // Ho et al.'s embedding (diffusers' freq_shift = 1): the last frequency is exactly 1/max_period, and the
+    // GPU matches the reference at the smallest width a shift allows, an odd one and the U-Net's.
+    let last = emb::timestep_frequencies(4, DEFAULT_MAX_PERIOD, 1)[3];
+    assert_eq!(last, (1.0 / DEFAULT_MAX_PERIOD) as f32);
+    assert_ne!(emb::timestep_frequencies(4, DEFAULT_MAX_PERIOD, 0)[3], last);
+    check_shifted(&[0, 999], 4, 1);
+    check_shifted(&[1, 17, 998], 7, 1);
+    check_shifted(&[0, 417, 999, 3], 128, 1);
+    // Half the width 2 is 1: no shift fits, and the wrapper says so.
+    let gpu = gpu();
+    let tt = Tensor::from_u32(gpu, &[1], &[0]).unwrap();
+    let out = Tensor::zeros(gpu, &[1, 2], DType::F32).unwrap();
+    let err = emb::timestep_embedding(gpu, &tt, (DEFAULT_MAX_PERIOD, 1), &out)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("frequency shift"), "{err}");
+}
+
+#[test]
 fn timestep_embedding_of_f32_timesteps_matches_reference_and_equals_the_u32_path_for_integers() {
     let gpu = gpu();
     let dim = 64;
@@ -72,12 +97,12 @@ fn timestep_embedding_of_f32_timesteps_matches_reference_and_equals_the_u32_path
     let n = t.len();
     let tt = Tensor::from_f32(gpu, &[n], &t).unwrap();
     let out = common::nan_tensor(&[n, dim]); // must be overwritten
-    gpu.run([&emb::timestep_embedding(gpu, &tt, DEFAULT_MAX_PERIOD, &out).unwrap()])
+    gpu.run([&emb::timestep_embedding(gpu, &tt, (DEFAULT_MAX_PERIOD, 0), &out).unwrap()])
         .unwrap();
     let got = out.read_f32(gpu).unwrap();
     let t64 = to_f64(&t);
-    let want = reference::timestep_embedding(&t64, dim, DEFAULT_MAX_PERIOD);
-    let args = reference::timestep_arguments(&t64, dim, DEFAULT_MAX_PERIOD);
+    let want = reference::timestep_embedding(&t64, dim, (DEFAULT_MAX_PERIOD, 0));
+    let args = reference::timestep_arguments(&t64, dim, (DEFAULT_MAX_PERIOD, 0));
     assert_close("timestep_embedding f32", &got, &want, |i| {
         sinusoid_bound(args[i])
     });
@@ -175,7 +200,7 @@ fn bad_shapes_and_types_are_refused() {
     let e = msg(emb::timestep_embedding(
         gpu,
         &t.reshape(&[2, 2]).unwrap(),
-        1e4,
+        (1e4, 0),
         &out,
     ));
     assert!(
@@ -185,18 +210,18 @@ fn bad_shapes_and_types_are_refused() {
     let e = msg(emb::timestep_embedding(
         gpu,
         &t,
-        1e4,
+        (1e4, 0),
         &Tensor::zeros(gpu, &[5, 8], DType::F32).unwrap(),
     ));
     assert!(e.contains("[4, D]") && e.contains("[5, 8]"), "{e}");
     let e = msg(emb::timestep_embedding(
         gpu,
         &t,
-        1e4,
+        (1e4, 0),
         &Tensor::zeros(gpu, &[4, 1], DType::F32).unwrap(),
     ));
     assert!(e.contains("D ≥ 2"), "{e}");
-    let e = msg(emb::timestep_embedding(gpu, &t, 0.0, &out));
+    let e = msg(emb::timestep_embedding(gpu, &t, (0.0, 0), &out));
     assert!(e.contains("max_period"), "{e}");
 
     let table = Tensor::zeros(gpu, &[3, 8], DType::F32).unwrap();

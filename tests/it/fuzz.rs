@@ -329,6 +329,7 @@ fn tiny_checkpoint() -> Checkpoint {
         heads: 2,
         num_classes: Some(2),
         dropout: 0.0,
+        conventions: Default::default(),
     };
     // Padding stays zero, as a load gives it back.
     let layout = ParamLayout::new(&config);

@@ -442,6 +442,7 @@ fn rgb64_run() -> (TrainSettings, Dataset) {
         heads: 2,
         num_classes: None,
         dropout: 0.0,
+        conventions: Default::default(),
     };
     let mut pixels = Vec::new();
     for k in 0..8usize {

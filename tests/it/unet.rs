@@ -18,7 +18,7 @@ use diffuse::gpu::{Dispatch, Gpu, Tensor};
 use diffuse::kernels::random;
 use diffuse::kernels::select::ConvKernel;
 use diffuse::model::unet::{DropoutDraw, Net};
-use diffuse::model::{ParamBuffers, ParamLayout, UNetConfig};
+use diffuse::model::{Conventions, ParamBuffers, ParamLayout, UNetConfig};
 use diffuse::reference::{gamma, to_f64, unet as reference};
 
 fn tiny() -> UNetConfig {
@@ -173,6 +173,71 @@ fn check_forward(gpu: &Gpu, config: &UNetConfig, dropout: Option<(u64, u64)>) {
         "the output must not be trivially zero ({scale})"
     );
     common::assert_close("unet forward", &got, &want, |_| bound() * scale);
+}
+
+/// Ho et al.'s conventions (diffusers' google/ddpm-* configs): the embedding's frequency shift and the
+/// downsampling's padding as theirs, and a GroupNorm ε large enough (0.25) that one left at 1e-5 would move the
+/// output far past the bound (theirs, 1e-6, is held to diffusers' own output in tests/it/diffusers.rs).
+fn ho_conventions() -> UNetConfig {
+    UNetConfig {
+        conventions: Conventions {
+            norm_eps: 0.25,
+            freq_shift: 1,
+            downsample_padding: 0,
+        },
+        ..with_dropout()
+    }
+}
+
+#[test]
+fn each_numerical_convention_is_honoured_on_both_paths() {
+    // Each convention alone changes the reference's output by far more than the bound, so a net that ignored
+    // one would fail its own check below.
+    let base = tiny();
+    let flat = to_f64(&params(&base));
+    let x = to_f64(&uniform(BATCH * 64, 5));
+    let t: Vec<f64> = TIMESTEPS.iter().map(|&t| t as f64).collect();
+    let out = |c: &UNetConfig| reference::forward(c, &flat, &x, &t, Some(&LABELS));
+    let own = out(&base);
+    let ho = ho_conventions().conventions;
+    let one = [
+        Conventions {
+            norm_eps: ho.norm_eps,
+            ..Conventions::default()
+        },
+        Conventions {
+            freq_shift: 1,
+            ..Conventions::default()
+        },
+        Conventions {
+            downsample_padding: 0,
+            ..Conventions::default()
+        },
+    ];
+    for conventions in one {
+        let config = UNetConfig {
+            conventions,
+            ..tiny()
+        };
+        let moved = out(&config)
+            .iter()
+            .zip(&own)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            moved > 100.0 * bound(),
+            "{conventions}: the output moved only {moved:e}"
+        );
+        check_forward(gpu(), &config, None);
+    }
+    check_forward(gpu(), &ho_conventions(), DROPOUT);
+    check_forward(gpu_path(), &ho_conventions(), DROPOUT);
+}
+
+/// Fine-tuning an imported model goes through the shifts' backward as well.
+#[test]
+fn the_backward_with_ho_conventions_matches_finite_differences_on_both_paths() {
+    check_gradients(gpu(), &ho_conventions(), DROPOUT);
+    check_gradients(gpu_path(), &ho_conventions(), DROPOUT);
 }
 
 #[test]
