@@ -9,7 +9,7 @@
 //! - `optim`: the optimizer's settings (`AdamConfig`), shared by its kernel and its reference.
 //! - `model`, `train`, `sample`, `eval`: the U-Net, its training (the settings table, the step, the run loop every
 //!   front end drives), sampling and the variational bound, each recorded into GPU submissions; `data`,
-//!   `checkpoint`, `image_io`: files (and bytes) in and out; `plot`: a run's loss curve as PNG; `bench`: `diffuse
+//!   `checkpoint`, `image_io`: files (and bytes) in and out; `interop`: other tools' models (diffusers); `plot`: a run's loss curve as PNG; `bench`: `diffuse
 //!   bench`; `distributed`: data-parallel training over ranks (MPI with the `mpi` feature); `fnv`: the 64-bit
 //!   fingerprint of the decode cache and of the replicas' checksum; `time`: the one clock; `values`: the numeric
 //!   parsers flags and checkpoint keys share.
@@ -30,6 +30,7 @@ pub mod eval;
 pub mod fnv;
 pub mod gpu;
 pub mod image_io;
+pub mod interop;
 pub mod kernels;
 pub mod model;
 pub mod optim;

@@ -14,7 +14,7 @@ use diffuse::gpu::Gpu;
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::Result;
 
-use super::{at_least_one, checkpoint_or_bundled, open_dataset, parse_rgb, positive};
+use super::{at_least_one, open_dataset, open_model, parse_rgb, positive};
 
 /// `--variance`: Ho et al.'s names for the two fixed variances.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -28,7 +28,8 @@ pub enum Variance {
 /// `diffuse eval`: see `--help` for what each option does.
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoint written by `diffuse train` (default: the model bundled in assets/).
+    /// A checkpoint written by `diffuse train`, or a diffusers model folder (a DDPMPipeline's, or its unet/;
+    /// docs/diffusers.md) [default: the model bundled in assets/].
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// The images to evaluate on: as for `diffuse train --data` (default: the built-in MNIST subset).
@@ -72,7 +73,7 @@ pub struct EvalArgs {
 
 /// `diffuse eval`: the variational bound of a checkpoint on a dataset, in bits per dimension.
 pub fn eval(gpu: &Gpu, args: EvalArgs) -> Result<()> {
-    let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
+    let ckpt = open_model(args.checkpoint.as_ref(), true)?;
     let config = &ckpt.config;
     let dataset = open_dataset(args.data.as_deref(), config, args.background, true)?;
     if args.exact {

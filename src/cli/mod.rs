@@ -23,6 +23,7 @@ use std::rc::Rc;
 
 use clap::{Parser, Subcommand};
 
+use diffuse::checkpoint::Checkpoint;
 use diffuse::data::{Dataset, Fit};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
@@ -192,6 +193,28 @@ fn checkpoint_or_bundled(given: Option<&PathBuf>) -> Result<PathBuf> {
             Ok(bundled)
         }
     }
+}
+
+/// The model to sample or evaluate: a diffuse checkpoint, or a diffusers model directory (imported; its notes
+/// printed where `tell`), else the bundled model.
+fn open_model(given: Option<&PathBuf>, tell: bool) -> Result<Checkpoint> {
+    let path = checkpoint_or_bundled(given)?;
+    if !path.is_dir() {
+        return Checkpoint::load(&path);
+    }
+    if !diffuse::interop::diffusers::is_model_dir(&path) {
+        return Err(Error::data(
+            &path,
+            "is a folder but not a diffusers model directory (no unet/config.json or config.json): give a              diffuse checkpoint file (e.g. runs/small/checkpoint.safetensors) or a diffusers model folder",
+        ));
+    }
+    let imported = diffuse::interop::diffusers::import(&path)?;
+    if tell {
+        for note in &imported.notes {
+            println!("note: {note}");
+        }
+    }
+    Ok(imported.checkpoint)
 }
 
 /// `--data` (or the built-in MNIST subset when absent), fitted to the model's channels and size; its notes

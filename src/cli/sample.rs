@@ -14,8 +14,8 @@ use diffuse::sample::{max_batch, Batched, Samples};
 use diffuse::{Error, Result};
 
 use super::{
-    at_least_one, at_least_unity, checkpoint_or_bundled, non_negative, non_negative_or_infinite,
-    positive, unit_interval,
+    at_least_one, at_least_unity, non_negative, non_negative_or_infinite, open_model, positive,
+    unit_interval,
 };
 
 /// `--class`: an index, a recorded class name, or `all` (image i gets class i mod C, and the grid has C columns
@@ -53,7 +53,8 @@ fn parse_class(text: &str, ckpt: &Checkpoint, n: usize) -> Result<(Vec<u32>, Opt
 /// `diffuse sample`: see `--help` for what each option does.
 #[derive(clap::Args)]
 pub struct SampleArgs {
-    /// A checkpoint written by `diffuse train`.
+    /// A checkpoint written by `diffuse train`, or a diffusers model folder (a DDPMPipeline's, or its unet/;
+    /// docs/diffusers.md) [default: the model bundled in assets/].
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// The reverse process to run.
@@ -212,7 +213,7 @@ impl SampleArgs {
 pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> Result<()> {
     check_outputs(&args)?;
     let lead = super::leads(replicas);
-    let ckpt = Checkpoint::load(&checkpoint_or_bundled(args.checkpoint.as_ref())?)?;
+    let ckpt = open_model(args.checkpoint.as_ref(), lead)?;
     let plan = args
         .spec()
         .plan_trained(&ckpt.training.settings.objective, || {

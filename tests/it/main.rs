@@ -12,6 +12,7 @@ mod cli;
 mod cli_fuzz;
 mod conv2d;
 mod data;
+mod diffusers;
 mod diffusion_schedule;
 // Runs `mpirun`: only with `--features mpi` (`.ci/run` installs OpenMPI and runs it).
 #[cfg(feature = "mpi")]

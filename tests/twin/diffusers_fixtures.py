@@ -10,7 +10,9 @@ Each model is 16x16x3 with block_out_channels [8, 16], one resnet per block, att
 GroupNorm groups. Every weight, bias, GroupNorm gamma and beta is redrawn (the default init, gamma = 1 and beta = 0,
 would hide a swapped mapping). Per model directory (as save_pretrained lays it out):
   model_index.json, unet/config.json, unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json
-  x.npy [3, 3, 16, 16], t.npy [3] (0, 417, 999), eps32.npy and eps64.npy: diffusers' output in float32 and float64
+  x.npy [3, 3, 16, 16], t.npy [3] (0, 417, 999), eps32.npy and eps64.npy: diffusers' output in float32 and in
+  float64 (a double copy of the model; the timestep embedding, which diffusers computes in float32 whatever the
+  model's precision, computed in float64 by the same formula)
 The models:
   google        Ho et al.'s conventions as in google/ddpm-*: flip_sin_to_cos false, freq_shift 1,
                 downsample_padding 0, norm_eps 1e-6, attention_head_dim null; a fixed_large DDPMScheduler.
@@ -24,6 +26,7 @@ The models:
   class         num_class_embeds 3; also labels.npy [3].
 """
 import json
+import math
 import os
 import shutil
 import sys
@@ -80,13 +83,37 @@ def inputs(model, seed):
     return x, t
 
 
+def embedding64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1,
+                max_period=10000):
+    """diffusers' get_timestep_embedding in float64 (diffusers computes it in float32 even for a double model, an
+    error of ~1e-4 at t = 999 that would swamp a float64 comparison)."""
+    half = embedding_dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - downscale_freq_shift)
+    emb = scale * timesteps[:, None].double() * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if embedding_dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))
+    return emb
+
+
 def eps(model, x, t, labels=None):
-    """diffusers' output in float32 and float64 (a copy of the model in double precision)."""
+    """diffusers' output in float32, and in float64: a double copy of the model with the embedding in float64."""
+    import diffusers.models.embeddings as embeddings
     with torch.no_grad():
         e32 = model(x, t, class_labels=labels).sample
         m64 = UNet2DModel.from_config(model.config).double()
         m64.load_state_dict(model.state_dict())
-        e64 = m64(x.double(), t, class_labels=labels).sample
+        original = embeddings.get_timestep_embedding
+        shift, flip = model.config.freq_shift, model.config.flip_sin_to_cos
+        ours, theirs = embedding64(t, 8, flip, shift), original(t, 8, flip, shift)
+        assert (ours - theirs.double()).abs().max() < 1e-3, "the float64 embedding is diffusers' formula"
+        embeddings.get_timestep_embedding = embedding64
+        try:
+            e64 = m64(x.double(), t, class_labels=labels).sample
+        finally:
+            embeddings.get_timestep_embedding = original
     return e32.numpy(), e64.numpy()
 
 

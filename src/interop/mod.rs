@@ -1,0 +1,3 @@
+//! Models of other tools, read (and later written) as theirs: `diffusers` directories.
+
+pub mod diffusers;

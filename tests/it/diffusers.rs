@@ -1,0 +1,404 @@
+//! diffusers models imported (src/interop/diffusers) and held to what diffusers computes with them: the fixtures
+//! in tests/fixtures/diffusers, written by tests/twin/diffusers_fixtures.py (torch 2.15.0, diffusers 0.42.1), are
+//! tiny UNet2DModels (16×16×3, channels 8 and 16, attention at 8×8) with every parameter redrawn at random.
+//!
+//! Tolerances. The f64 reference against diffusers in float64 (the same network, summed in another order): the
+//! forward chains about 40 reductions, the longest of k = 512 terms (a GroupNorm over 2 channels of 16×16), each
+//! off by at most γ₅₁₂ in f64 relative to the activations' scale, which GroupNorm resets after every block:
+//! |Δ| ≤ 40·γ₅₁₂(f64)·max|ε̂|, about 5·10⁻¹². The GPU against the same float64 output: the same count in f32,
+//! 40·γ₅₁₂·max|ε̂| (tests/it/unet.rs's form at this depth); the f32 frequencies and arguments of the embedding
+//! (≤ u·(2.01·999 + 8) = 1.2·10⁻⁴ at t = 999, tests/it/embedding.rs) are within it.
+
+use std::path::{Path, PathBuf};
+
+use crate::common;
+
+use common::gpu;
+use diffuse::checkpoint::Checkpoint;
+use diffuse::interop::diffusers::{self, Imported};
+use diffuse::model::unet::Net;
+use diffuse::model::{Conventions, ParamBuffers, ParamLayout};
+use diffuse::reference::{gamma, to_f64, unet as reference};
+
+const FIXTURES: &str = "tests/fixtures/diffusers";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(FIXTURES)
+        .join(name)
+}
+
+fn import(name: &str) -> Checkpoint {
+    diffusers::import(&fixture(name)).unwrap().checkpoint
+}
+
+/// An `.npy` of little-endian f64 (`<f8`) in C order, as numpy writes it.
+fn npy_f64(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    bytes[10 + header_len..]
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn npy_f32(path: &Path) -> Vec<f32> {
+    diffuse::image_io::read_npy(path).unwrap().1
+}
+
+/// γ_k in f64 (unit roundoff 2⁻⁵³).
+fn gamma64(k: usize) -> f64 {
+    let ku = k as f64 * f64::EPSILON / 2.0;
+    ku / (1.0 - ku)
+}
+
+/// Holds the import of `name` to diffusers' ε̂ for the inputs stored with `inputs`: the f64 reference and the GPU.
+fn check_against_diffusers(name: &str, inputs: &str) {
+    let ckpt = import(name);
+    let dir = fixture(inputs);
+    let (x, t) = (npy_f32(&dir.join("x.npy")), npy_f32(&dir.join("t.npy")));
+    let want = npy_f64(&dir.join("eps64.npy"));
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 0.1,
+        "{name}: diffusers' output must not be trivially small ({scale})"
+    );
+
+    let config = &ckpt.config;
+    let t64 = to_f64(&t);
+    let got = reference::forward(config, &to_f64(&ckpt.params), &to_f64(&x), &t64, None);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let bound = 40.0 * gamma64(512) * scale;
+    assert!(
+        worst <= bound,
+        "{name}: the f64 reference is {worst:e} from diffusers (bound {bound:e})"
+    );
+
+    let gpu = gpu();
+    let params = ParamBuffers::upload(gpu, &ParamLayout::new(config), &ckpt.params).unwrap();
+    let net = Net::new(gpu, config, &params, t.len()).unwrap();
+    net.input.write_f32(gpu, &x).unwrap();
+    let steps: Vec<u32> = t.iter().map(|&v| v as u32).collect();
+    net.timesteps.write_u32(gpu, &steps).unwrap();
+    gpu.run(&net.forward(gpu).unwrap()).unwrap();
+    let got = net.output().read_f32(gpu).unwrap();
+    common::assert_close(&format!("{name} on the GPU"), &got, &want, |_| {
+        40.0 * gamma(512) * scale
+    });
+}
+
+#[test]
+fn google_style_models_compute_what_diffusers_computes() {
+    // Ho et al.'s conventions, read from the config: [sin, cos], the frequency shift, TF padding, ε 1e-6.
+    let ckpt = import("google");
+    let c = &ckpt.config;
+    assert_eq!(
+        c.conventions,
+        Conventions {
+            norm_eps: 1e-6,
+            freq_shift: 1,
+            downsample_padding: 0
+        }
+    );
+    assert_eq!(
+        (
+            c.image_size,
+            c.in_channels,
+            c.base_channels,
+            &c.channel_mults,
+            c.blocks_per_level,
+            c.heads
+        ),
+        (16, 3, 8, &vec![1, 2], 1, 1)
+    );
+    assert_eq!((&c.attention_resolutions, c.groups), (&vec![8], 4));
+    assert_eq!(ParamLayout::new(c).count(), 45_259);
+    check_against_diffusers("google", "google");
+    // The 2022 uploads' attention names (query, key, value, proj_attn) give the same weights.
+    assert_eq!(import("google-old-names").params, ckpt.params);
+    check_against_diffusers("google-old-names", "google");
+}
+
+#[test]
+fn a_config_with_only_what_train_unconditional_sets_takes_unet2dmodels_defaults() {
+    // Absent keys as diffusers reads them: [cos, sin], no shift, padding 1, ε 1e-5, and 8 channels per head (2
+    // heads at 16 channels), not DDPM's; the scheduler beside the unet/ folder is found from it.
+    let ckpt = import("minimal/unet");
+    assert_eq!(ckpt.config.conventions, Conventions::default());
+    assert_eq!(ckpt.config.heads, 2);
+    assert_eq!(
+        ckpt.training.settings.schedule,
+        diffuse::diffusion::NamedSchedule::Cosine
+    );
+    check_against_diffusers("minimal", "minimal");
+}
+
+#[test]
+fn the_scheduler_config_sets_the_schedule_t_and_the_prediction() {
+    let Imported { checkpoint, notes } = diffusers::import(&fixture("google")).unwrap();
+    let s = &checkpoint.training.settings;
+    assert_eq!(
+        (s.timesteps, s.schedule, s.target, s.zero_terminal_snr),
+        (
+            1000,
+            diffuse::diffusion::NamedSchedule::Linear,
+            diffuse::diffusion::Prediction::Epsilon,
+            false
+        )
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("fixed_large") && n.contains("leading")),
+        "{notes:?}"
+    );
+    // The EMA is what sampling reads: the imported weights, with no optimizer state.
+    assert_eq!(checkpoint.ema, checkpoint.params);
+    assert!(checkpoint.adam.is_none());
+}
+
+/// A copy of fixture `name` in a scratch folder, for a test to damage.
+fn copy_of(name: &str, tag: &str) -> PathBuf {
+    let to = std::env::temp_dir().join(format!("diffuse-diffusers-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&to);
+    copy_dir(&fixture(name), &to);
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The import's error for a copy of `name` after `edit`.
+fn error_after(name: &str, tag: &str, edit: impl FnOnce(&Path)) -> String {
+    let dir = copy_of(name, tag);
+    edit(&dir);
+    let err = match diffusers::import(&dir) {
+        Ok(_) => panic!("{tag}: imported"),
+        Err(e) => e.to_string(),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    err
+}
+
+/// Rewrites key `key` of the JSON file `file` (null removes it).
+fn set_key(file: &Path, key: &str, value: serde_json::Value) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let map = json.as_object_mut().unwrap();
+    match value {
+        serde_json::Value::Null => map.remove(key),
+        v => map.insert(key.to_string(), v),
+    };
+    std::fs::write(file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}
+
+#[test]
+fn configs_diffuse_cannot_compute_are_refused_by_key_and_value() {
+    use serde_json::json;
+    let unet = |d: &Path| d.join("unet").join("config.json");
+    for (tag, key, value, says) in [
+        (
+            "block",
+            "down_block_types",
+            json!(["DownBlock2D", "SkipDownBlock2D"]),
+            "\"SkipDownBlock2D\"",
+        ),
+        ("variance", "out_channels", json!(6), "learned variance"),
+        (
+            "asymmetric",
+            "up_block_types",
+            json!(["UpBlock2D", "UpBlock2D"]),
+            "attention on one path only",
+        ),
+        ("act", "act_fn", json!("gelu"), "\"act_fn\" is \"gelu\""),
+        (
+            "fourier",
+            "time_embedding_type",
+            json!("fourier"),
+            "\"time_embedding_type\" is \"fourier\"",
+        ),
+        ("shift", "freq_shift", json!(2), "\"freq_shift\" is 2"),
+        (
+            "channels",
+            "block_out_channels",
+            json!([8, 12]),
+            "multiple of the first",
+        ),
+        (
+            "heads",
+            "attention_head_dim",
+            json!(3),
+            "\"attention_head_dim\" is 3",
+        ),
+        (
+            "scale-shift",
+            "resnet_time_scale_shift",
+            json!("scale_shift"),
+            "scale_shift",
+        ),
+        ("classes", "num_class_embeds", json!(3), "class-conditional"),
+        (
+            "size",
+            "sample_size",
+            json!([16, 8]),
+            "\"sample_size\" is [16,8]",
+        ),
+    ] {
+        let err = error_after("google", tag, |d| set_key(&unet(d), key, value));
+        assert!(
+            err.contains(says) && err.contains("config.json"),
+            "{tag}: {err}"
+        );
+    }
+    let err = error_after("google", "scheduler", |d| {
+        set_key(
+            &d.join("scheduler").join("scheduler_config.json"),
+            "variance_type",
+            json!("learned_range"),
+        )
+    });
+    assert!(
+        err.contains("\"variance_type\" is \"learned_range\""),
+        "{err}"
+    );
+    let err = error_after("google", "pipeline", |d| {
+        set_key(
+            &d.join("model_index.json"),
+            "unet",
+            json!(["diffusers", "UNet2DConditionModel"]),
+        )
+    });
+    assert!(
+        err.contains("UNet2DConditionModel") && err.contains("model_index.json"),
+        "{err}"
+    );
+}
+
+/// A safetensors file's tensors: name, shape, bytes.
+type Stored = Vec<(String, Vec<usize>, Vec<u8>)>;
+
+fn read_tensors(path: &Path) -> Stored {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect()
+}
+
+fn write_tensors(path: &Path, tensors: &Stored, dtype: safetensors::Dtype) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let view = safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn weights_that_do_not_fit_the_config_are_named() {
+    use serde_json::json;
+    let weights = |d: &Path| d.join("unet").join(diffusers::WEIGHTS);
+    let rewrite = |d: &Path, edit: &dyn Fn(&mut Stored)| {
+        let mut tensors = read_tensors(&weights(d));
+        edit(&mut tensors);
+        write_tensors(&weights(d), &tensors, safetensors::Dtype::F32);
+    };
+    let missing = "mid_block.attentions.0.to_k.weight";
+    let err = error_after("google", "missing", |d| {
+        rewrite(d, &|t| t.retain(|(n, _, _)| n != missing))
+    });
+    assert!(err.contains(missing) && err.contains("missing"), "{err}");
+    let err = error_after("google", "extra", |d| {
+        rewrite(d, &|t| t.push(("extra.weight".into(), vec![1], vec![0; 4])))
+    });
+    assert!(
+        err.contains("extra.weight") && err.contains("no place"),
+        "{err}"
+    );
+    // The config says 16 channels at the second level; weights for 32 there do not fit.
+    let err = error_after("google", "shape", |d| {
+        set_key(
+            &d.join("unet").join("config.json"),
+            "block_out_channels",
+            json!([8, 32]),
+        )
+    });
+    assert!(
+        err.contains("has shape") && err.contains("config.json implies"),
+        "{err}"
+    );
+    let err = error_after("google", "truncated", |d| {
+        let bytes = std::fs::read(weights(d)).unwrap();
+        std::fs::write(weights(d), &bytes[..bytes.len() / 2]).unwrap();
+    });
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    let err = diffusers::import(&fixture("google-bin"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("diffusion_pytorch_model.bin") && err.contains("safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn half_precision_weights_are_widened_exactly() {
+    // The google weights stored as bf16 and as f16 import as those values widened to f32.
+    use safetensors::Dtype::{BF16, F16};
+    let ckpt = import("google");
+    let round = |x: f32, dtype| match dtype {
+        BF16 => half::bf16::from_f32(x).to_f32(),
+        _ => half::f16::from_f32(x).to_f32(),
+    };
+    for (tag, dtype) in [("bf16", BF16), ("f16", F16)] {
+        let dir = copy_of("google", tag);
+        let path = dir.join("unet").join(diffusers::WEIGHTS);
+        let narrowed: Stored = read_tensors(&path)
+            .into_iter()
+            .map(|(n, s, d)| {
+                let data = d
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        let x = f32::from_le_bytes(b.try_into().unwrap());
+                        match dtype {
+                            BF16 => half::bf16::from_f32(x).to_le_bytes(),
+                            _ => half::f16::from_f32(x).to_le_bytes(),
+                        }
+                    })
+                    .collect();
+                (n, s, data)
+            })
+            .collect();
+        write_tensors(&path, &narrowed, dtype);
+        let imported = diffusers::import(&dir).unwrap().checkpoint;
+        let want: Vec<f32> = ckpt.params.iter().map(|&x| round(x, dtype)).collect();
+        assert_eq!(imported.params, want, "{tag}");
+        assert_ne!(
+            imported.params, ckpt.params,
+            "{tag}: narrowing changed some values"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
