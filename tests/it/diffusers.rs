@@ -402,3 +402,64 @@ fn half_precision_weights_are_widened_exactly() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn every_ddim_step_diffusers_took_is_diffuses_step_on_the_imported_model() {
+    // diffusers' DDIMScheduler (η = 0, leading spacing, clip_sample ±1 keeping ε̂, ᾱ = 1 after the last step) ran
+    // 10 steps from a fixed x_T (ddim_x holds each state). Each step is redone here in f64 from diffusers' state,
+    // with the f64 reference network, the schedule diffuse built from the imported scheduler config and diffuse's
+    // leading timesteps: x̂₀ = clamp((x − σ·ε̂)/α, ±1), x' = α'·x̂₀ + σ'·ε̂. diffusers took it in f32: its ε̂ within
+    // E = 40·γ₅₁₂·max|ε̂| (the network bound above); its ᾱ_t, a float32 cumulative product of t + 1 factors
+    // 1 − β (each β a rounded linspace value), within r_t = γ_{3(t+1)} relative, so α within α·r_t/2 and σ within
+    // ᾱ·r_t/(2σ); three roundings in each of x̂₀ and x'. The clamp is 1-Lipschitz.
+    use diffuse::diffusion::samplers::{timesteps, Spacing};
+    let ckpt = import("google");
+    let dir = fixture("google");
+    let states = npy_f32(&dir.join("ddim_x.npy"));
+    let list = timesteps(1000, 10, Spacing::LEADING).unwrap();
+    let stored: Vec<usize> = npy_f32(&dir.join("ddim_t.npy"))
+        .iter()
+        .map(|&t| t as usize)
+        .collect();
+    assert_eq!(list, stored, "diffuse's leading timesteps are diffusers'");
+    let schedule = ckpt.training.settings.noise_schedule().unwrap();
+    let params = to_f64(&ckpt.params);
+    let len = states.len() / 11;
+    for (k, &t) in list.iter().enumerate() {
+        let x = to_f64(&states[k * len..(k + 1) * len]);
+        let eps = reference::forward(&ckpt.config, &params, &x, &[t as f64; 3], None);
+        let e_net = 40.0 * gamma(512) * eps.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        // (α, σ, Δα, Δσ) of index t, and of the next (ᾱ = 1 exactly after the last).
+        let level = |t: Option<usize>| {
+            let Some(t) = t else {
+                return (1.0, 0.0, 0.0, 0.0);
+            };
+            let (abar, r) = (schedule.alphas_cumprod[t], gamma(3 * (t + 1)));
+            let (a, s) = (abar.sqrt(), (1.0 - abar).sqrt());
+            (a, s, a * r / 2.0, abar * r / (2.0 * s))
+        };
+        let (a, s, da, ds) = level(Some(t));
+        let (a2, s2, da2, ds2) = level(list.get(k + 1).copied());
+        let mut want = Vec::with_capacity(len);
+        let mut bound = Vec::with_capacity(len);
+        for (xi, ei) in x.iter().zip(&eps) {
+            let raw = (xi - s * ei) / a;
+            let x0 = raw.clamp(-1.0, 1.0);
+            let d_x0 = (s * e_net + ds * ei.abs()) / a
+                + raw.abs() * da / a
+                + gamma(3) * (xi.abs() + s * ei.abs()) / a;
+            want.push(a2 * x0 + s2 * ei);
+            bound.push(
+                a2 * d_x0
+                    + s2 * e_net
+                    + da2 * x0.abs()
+                    + ds2 * ei.abs()
+                    + gamma(3) * (a2 * x0.abs() + s2 * ei.abs()),
+            );
+        }
+        let next = &states[(k + 1) * len..(k + 2) * len];
+        common::assert_close(&format!("DDIM step {k} from t = {t}"), next, &want, |i| {
+            bound[i]
+        });
+    }
+}
