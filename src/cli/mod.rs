@@ -12,6 +12,7 @@ macro_rules! say {
 
 mod bench;
 mod eval;
+mod export;
 mod info;
 mod lock;
 mod sample;
@@ -56,6 +57,9 @@ enum Command {
     /// from timestamp queries where the adapter has them, else wall-clock; each figure is the median of several
     /// runs after a warm-up, with the min and max beside it.
     Bench(bench::BenchArgs),
+    /// Write a checkpoint as a diffusers folder (UNet2DModel and DDPMScheduler) for Python users: EMA weights by
+    /// default, every config key written out (docs/diffusers.md).
+    Export(export::ExportArgs),
 }
 
 /// The exit status of a run stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) after saving, or by a second signal
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     let done = |()| 0;
     match cli.command {
         Command::Info(args) => info::info(args).map(done),
+        Command::Export(args) => export::run(args).map(done),
         Command::Bench(args) => {
             let replicas = replicas()?;
             end_job_on_error(

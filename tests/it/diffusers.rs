@@ -463,3 +463,130 @@ fn every_ddim_step_diffusers_took_is_diffuses_step_on_the_imported_model() {
         });
     }
 }
+
+/// A tiny diffuse model with every parameter random (GroupNorm γ and β included), as the golden export's source:
+/// 16×16×3, channels 8 and 16, attention with 2 heads at 8×8 (so `attention_head_dim` 8 is written), no classes.
+fn tiny_diffuse_model() -> Checkpoint {
+    let config = diffuse::model::UNetConfig {
+        in_channels: 3,
+        image_size: 16,
+        base_channels: 8,
+        channel_mults: vec![1, 2],
+        blocks_per_level: 1,
+        attention_resolutions: vec![8],
+        groups: 4,
+        heads: 2,
+        num_classes: None,
+        dropout: 0.0,
+        conventions: Conventions::default(),
+    };
+    let layout = ParamLayout::new(&config);
+    let noise = common::uniform(layout.padded_len, 2024);
+    let mut params = layout.init(5);
+    for spec in &layout.params {
+        for i in spec.offset..spec.offset + spec.len() {
+            params[i] += 0.3 * noise[i];
+        }
+    }
+    let ema: Vec<f32> = params.iter().map(|v| 0.9 * v).collect();
+    Checkpoint {
+        config: config.clone(),
+        step: 12,
+        rng_offset: 0,
+        params,
+        ema,
+        adam: None,
+        training: diffuse::checkpoint::TrainingRecord {
+            settings: diffuse::train::TrainSettings::new(config),
+            dataset: "none: random weights for the export test".into(),
+            changes: Vec::new(),
+            class_names: Vec::new(),
+        },
+    }
+}
+
+/// The pipeline files of a diffusers folder, as the golden copy holds them.
+const EXPORTED: [&str; 4] = [
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "scheduler/scheduler_config.json",
+];
+
+#[test]
+fn an_export_is_the_golden_folder_which_diffusers_loaded_and_computed_with() {
+    // tests/fixtures/diffusers/diffuse-tiny.safetensors is tiny_diffuse_model(); `diffuse export` of it must
+    // write exactly the golden folder export/, which the fixture script loaded in diffusers (no missing,
+    // unexpected or mismatched keys) and ran (eps64.npy). DIFFUSE_BLESS=1 rewrites both files from the code;
+    // then rerun tests/twin/diffusers_fixtures.py and commit what changed.
+    let source = fixture("diffuse-tiny.safetensors");
+    let golden = fixture("export");
+    let bless = std::env::var_os("DIFFUSE_BLESS").is_some();
+    if bless {
+        tiny_diffuse_model().save(&source).unwrap();
+    }
+    let ckpt = Checkpoint::load(&source).unwrap();
+    assert_eq!(
+        ckpt,
+        tiny_diffuse_model(),
+        "the committed checkpoint is what the code makes"
+    );
+    let out = std::env::temp_dir().join(format!("diffuse-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args([
+            "export",
+            "--checkpoint",
+            source.to_str().unwrap(),
+            "--diffusers",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for file in EXPORTED {
+        if bless {
+            std::fs::create_dir_all(golden.join(file).parent().unwrap()).unwrap();
+            std::fs::copy(out.join(file), golden.join(file)).unwrap();
+        }
+        let (got, want) = (
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(golden.join(file)).unwrap(),
+        );
+        assert!(
+            got == want,
+            "{file} differs from the golden export in {}",
+            golden.display()
+        );
+    }
+    // Into a folder that is not empty it refuses, before writing anything.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args([
+            "export",
+            "--checkpoint",
+            source.to_str().unwrap(),
+            "--diffusers",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("not empty"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    // Read back: the EMA weights exactly, the network and the schedule as they were.
+    let back = import("export");
+    assert_eq!((&back.config, &back.params), (&ckpt.config, &ckpt.ema));
+    assert_eq!(
+        back.training.settings.schedule,
+        ckpt.training.settings.schedule
+    );
+    // What diffusers computed with the golden folder is what diffuse computes with the checkpoint's EMA.
+    check_against_diffusers("export", "export");
+}

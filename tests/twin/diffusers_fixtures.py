@@ -24,6 +24,9 @@ The models:
   minimal       a config.json holding only what train_unconditional.py sets (plus norm_num_groups): every other key
                 takes UNet2DModel's default (flip true, shift 0, padding 1, eps 1e-5, head dim 8 -> 2 heads).
   class         num_class_embeds 3; also labels.npy [3].
+And, where it exists, export/: the golden `diffuse export` of a tiny diffuse checkpoint (written by tests/it/
+diffusers.rs with DIFFUSE_BLESS=1): loaded with DDPMPipeline and UNet2DModel (no missing, unexpected or mismatched
+keys), and run on x.npy and t.npy (its eps32.npy and eps64.npy), for the test to hold diffuse's forward to.
 """
 import json
 import math
@@ -222,6 +225,19 @@ def main():
     cls = redraw(UNet2DModel(**GOOGLE, num_class_embeds=3), seed=5)
     write_model(os.path.join(OUT, "class"), cls, sched, labels=labels, seed=6)
     counts["class"] = sum(p.numel() for p in cls.parameters())
+
+    export = os.path.join(OUT, "export")
+    if os.path.isdir(export):
+        DDPMPipeline.from_pretrained(export)
+        model, info = UNet2DModel.from_pretrained(os.path.join(export, "unet"), output_loading_info=True)
+        assert not any(info.values()), info
+        x, t = inputs(model, seed=7)
+        e32, e64 = eps(model, x, t)
+        save_npy(export, "x.npy", x.numpy())
+        save_npy(export, "t.npy", t.numpy().astype(np.float32))
+        save_npy(export, "eps32.npy", e32)
+        save_npy(export, "eps64.npy", e64)
+        counts["export"] = sum(p.numel() for p in model.parameters())
 
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump({"torch": TORCH, "diffusers": DIFFUSERS, "numpy": np.__version__, "parameters": counts}, f,

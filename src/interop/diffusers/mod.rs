@@ -9,9 +9,10 @@
 //!   dir/unet/diffusion_pytorch_model.safetensors           (f32, f16 or bf16)
 //!   dir/scheduler/scheduler_config.json                    (else DDPMScheduler's defaults, said in a note)
 //!
-//! `dir` may also be the `unet/` folder itself.
+//! `dir` may also be the `unet/` folder itself. export.rs writes a diffuse model the other way.
 
 mod config;
+pub mod export;
 mod json;
 pub mod names;
 mod scheduler;
