@@ -28,9 +28,10 @@ pub struct TrainArgs {
     /// Training data: an image folder or IDX file/folder (default: the built-in 10,000-digit MNIST subset).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Model size: the U-Net configuration the model flags below start from.
-    #[arg(long, value_enum, default_value_t = Preset::Small)]
-    pub preset: Preset,
+    /// Model size: the U-Net configuration the model flags below start from [default: small; with --resume and no
+    /// model flags, the checkpoint's network].
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Condition on the dataset's classes (MNIST labels or subfolders), for `diffuse sample --class`.
@@ -44,8 +45,8 @@ pub struct TrainArgs {
     pub settings: SettingFlags,
     /// Dropout probability in every residual block, in [0, 1) (Ho et al. used 0.1 on CIFAR-10): a regulariser for
     /// long runs on small datasets. Training only; sampling never drops.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = probability_below_one)]
-    pub dropout: f32,
+    #[arg(long, allow_negative_numbers = true, value_parser = probability_below_one)]
+    pub dropout: Option<f32>,
     /// Output folder for checkpoint.safetensors, samples-*.png, metrics.csv and loss.png (default: runs/<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -66,6 +67,11 @@ pub struct TrainArgs {
     /// record is refused unless --override names it.
     #[arg(long)]
     pub resume: bool,
+    /// Start a new run from this model's weights instead of random ones: a checkpoint written by `diffuse train`
+    /// (its EMA weights) or a diffusers model folder (docs/diffusers.md). The network, and the noise process
+    /// (objective, schedule, T, prediction), are the model's: --preset and the model flags are not used.
+    #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// With --resume: the settings that may differ from the checkpoint's, comma-separated (e.g. lr,batch); each
     /// change is recorded in the checkpoint (`extra.changes`).
     #[arg(
@@ -187,16 +193,36 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(args.preset.to_string()));
-    let config = model_config(&args)?;
+        .unwrap_or_else(|| PathBuf::from("runs").join(args.preset().to_string()));
+    let (init, init_note) = match &args.init {
+        Some(path) => {
+            let (start, note) = fine_tune_start(super::open_model(Some(path), lead)?, path);
+            (Some(start), Some(note))
+        }
+        None => (None, None),
+    };
+    let config = match &init {
+        Some(start) => init_config(&args, &start.config)?,
+        None => model_config(&args)?,
+    };
     // One run per folder, checked before anything is read or written (rank 0 writes the files, so it alone locks).
     let _lock = lead
         .then(|| super::lock::RunLock::for_run(&out))
         .transpose()?;
     let checkpoint_path = Folder::checkpoint_path(&out);
     let resume = load_resume(args.resume, &checkpoint_path)?;
+    // A resume without model flags continues the checkpoint's network (an imported one has no flags).
+    let config = match &resume {
+        Some(ckpt) if !args.gives_layers() => UNetConfig {
+            dropout: args.dropout.unwrap_or(ckpt.config.dropout),
+            ..ckpt.config.clone()
+        },
+        _ => config,
+    };
     let (config, dataset) = open_data(&args, config, replicas.as_deref(), lead)?;
-    let (mut settings, changes) = resolve_settings(&args, config, &dataset, resume.as_ref())?;
+    let init = init.map(|start| fits_init(start, &config)).transpose()?;
+    let (mut settings, changes) =
+        resolve_settings(&args, config, &dataset, resume.as_ref(), init.as_ref())?;
     if lead {
         // The lock made the folder, so its disk can be asked; a system that cannot say is not refused.
         if let Ok(available) = fs4::available_space(&out) {
@@ -207,9 +233,13 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     if settings.sigma_max_from_data && resume.is_none() {
         measure_sigma_max(gpu, &mut settings, &dataset, lead)?;
     }
-    let mut trainer =
-        Trainer::with_replicas(gpu, settings, &dataset, resume.as_ref(), replicas.clone())?;
+    let start = resume.as_ref().or(init.as_ref());
+    let mut trainer = Trainer::with_replicas(gpu, settings, &dataset, start, replicas.clone())?;
     let start_step = trainer.step;
+    if let Some(note) = init_note {
+        say!(lead, "fine-tuning: {note}");
+        trainer.record_change(format!("step 0: {note}"));
+    }
     for line in changes {
         let line = line.replace("(checkpoint: ", "(was ");
         say!(lead, "--override: {line} from step {start_step}");
@@ -276,12 +306,46 @@ pub fn train(gpu: &Gpu, args: TrainArgs, replicas: Option<Rc<dyn Replicas>>) -> 
     Ok(finished)
 }
 
+impl TrainArgs {
+    fn preset(&self) -> Preset {
+        self.preset.unwrap_or(Preset::Small)
+    }
+
+    /// Whether --preset or a model flag is given: what decides the parameters' layout.
+    fn gives_layers(&self) -> bool {
+        let m = &self.model;
+        self.preset.is_some()
+            || m.image_size.is_some()
+            || m.channels.is_some()
+            || m.base_channels.is_some()
+            || m.channel_mults.is_some()
+            || m.blocks_per_level.is_some()
+            || m.attention_resolutions.is_some()
+            || m.heads.is_some()
+            || m.groups.is_some()
+    }
+}
+
 /// The model the flags ask for, validated before anything is opened or written.
 fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
-    let mut config = args.model.apply(args.preset.config());
-    config.dropout = args.dropout;
+    let mut config = args.model.apply(args.preset().config());
+    config.dropout = args.dropout.unwrap_or(0.0);
     config.validate()?;
     Ok(config)
+}
+
+/// A fine-tune's network: the model's, with the run's --dropout; a flag that would change it is refused.
+fn init_config(args: &TrainArgs, model: &UNetConfig) -> Result<UNetConfig> {
+    if args.gives_layers() {
+        return Err(Error::Usage(
+            "--init takes the network from the model it starts from: leave out --preset and the model flags              (--dropout may be given)"
+                .into(),
+        ));
+    }
+    Ok(UNetConfig {
+        dropout: args.dropout.unwrap_or(model.dropout),
+        ..model.clone()
+    })
 }
 
 /// The model configuration and the dataset, its classes counted for a class-conditional model. Rank 0 opens the
@@ -313,6 +377,41 @@ fn open_data(
     Ok((config, dataset))
 }
 
+/// What a fine-tune starts from (`--init`): the model's EMA weights as both its weights and its average, no
+/// optimizer state, step 0; its record (the noise process) is the new run's base. Also the line the new run's
+/// record keeps of where it started.
+fn fine_tune_start(model: Checkpoint, path: &Path) -> (Checkpoint, String) {
+    let note = format!(
+        "--init {} (step {} of a model trained on {})",
+        path.display(),
+        model.step,
+        model.training.dataset
+    );
+    let start = Checkpoint {
+        params: model.ema.clone(),
+        step: 0,
+        rng_offset: 0,
+        adam: None,
+        ..model
+    };
+    (start, note)
+}
+
+/// The fine-tune's start with the run's network (its --dropout), which must have the model's parameters: a
+/// class-conditional model needs --class-conditional and data with as many classes, an unconditional one neither.
+fn fits_init(start: Checkpoint, config: &UNetConfig) -> Result<Checkpoint> {
+    if ParamLayout::new(&start.config).params != ParamLayout::new(config).params {
+        return Err(Error::Usage(format!(
+            "--init: this run's data and flags ask for another network than the model's: {}",
+            start.config.differences(config).join(", ")
+        )));
+    }
+    Ok(Checkpoint {
+        config: config.clone(),
+        ..start
+    })
+}
+
 /// The checkpoint to resume (`--resume`), or None for a new run, which must not write over another.
 fn load_resume(resume: bool, path: &Path) -> Result<Option<Checkpoint>> {
     match (resume, path.exists()) {
@@ -337,13 +436,26 @@ fn resolve_settings(
     config: UNetConfig,
     dataset: &Dataset,
     resume: Option<&Checkpoint>,
+    init: Option<&Checkpoint>,
 ) -> Result<(TrainSettings, Vec<String>)> {
-    let base = match resume {
-        Some(ckpt) => TrainSettings {
+    let base = match (resume, init) {
+        (Some(ckpt), _) => TrainSettings {
             model: config,
             ..ckpt.training.settings.clone()
         },
-        None => TrainSettings::new(config),
+        // A fine-tune keeps the noise process the model learned; the rest starts from the defaults.
+        (None, Some(start)) => {
+            let s = &start.training.settings;
+            TrainSettings {
+                objective: s.objective,
+                schedule: s.schedule,
+                timesteps: s.timesteps,
+                target: s.target,
+                zero_terminal_snr: s.zero_terminal_snr,
+                ..TrainSettings::new(config)
+            }
+        }
+        (None, None) => TrainSettings::new(config),
     };
     // On a resume, `--sigma-max data` is the number the run measured when it started.
     let recorded = resume.and_then(|c| c.training.settings.objective.sigma_max());
@@ -474,7 +586,11 @@ fn describe(gpu: &Gpu, args: &TrainArgs, trainer: &Trainer, data: &str) {
     };
     println!(
         "training {} ({} parameters) on {data} for steps {}..{} at batch {}{accumulated}, {place}",
-        args.preset,
+        match (&args.init, args.resume && !args.gives_layers()) {
+            (Some(path), _) => format!("the model of {}", path.display()),
+            (None, true) => "the checkpoint's network".to_string(),
+            (None, false) => args.preset().to_string(),
+        },
         ParamLayout::new(&s.model).count(),
         trainer.step,
         args.steps,

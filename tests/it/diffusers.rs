@@ -590,3 +590,105 @@ fn an_export_is_the_golden_folder_which_diffusers_loaded_and_computed_with() {
     // What diffusers computed with the golden folder is what diffuse computes with the checkpoint's EMA.
     check_against_diffusers("export", "export");
 }
+
+/// Runs the binary: (success, stdout + stderr).
+fn diffuse(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_diffusers_model_fine_tunes_on_a_folder_of_images_and_resumes() {
+    // The google-style fixture (Ho et al.'s conventions) trained 2 steps on eight 16×16 RGB images: the run
+    // starts from its weights, keeps its schedule and conventions, records where it started, and resumes.
+    let dir = std::env::temp_dir().join(format!("diffuse-fine-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for k in 0..8u8 {
+        image::RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([30 * k, (x * 15) as u8, (y * 15) as u8])
+        })
+        .save(images.join(format!("{k}.png")))
+        .unwrap();
+    }
+    let out = dir.join("run");
+    let (init, images_s, out_s) = (
+        fixture("google"),
+        images.to_str().unwrap().to_string(),
+        out.to_str().unwrap().to_string(),
+    );
+    let common = [
+        "--data",
+        &images_s,
+        "--out",
+        &out_s,
+        "--batch",
+        "4",
+        "--preview",
+        "0",
+        "--log-every",
+        "1",
+    ];
+    let mut args = vec!["train", "--init", init.to_str().unwrap(), "--steps", "2"];
+    args.extend(common);
+    let (ok, said) = diffuse(&args);
+    assert!(ok && said.contains("fine-tuning: --init"), "{said}");
+    let ckpt = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let imported = import("google");
+    assert_eq!(ckpt.step, 2);
+    assert_eq!(
+        ckpt.config, imported.config,
+        "the network and its conventions are the model's"
+    );
+    assert_eq!(
+        ckpt.training.settings.schedule,
+        imported.training.settings.schedule
+    );
+    assert!(
+        ckpt.training.changes[0].starts_with("step 0: --init"),
+        "{:?}",
+        ckpt.training.changes
+    );
+    // Trained from the imported weights: near them after two small steps, and not equal.
+    let moved = ckpt
+        .params
+        .iter()
+        .zip(&imported.params)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(moved > 0.0 && moved < 0.01, "the weights moved {moved}");
+    let mut args = vec!["train", "--resume", "--steps", "3"];
+    args.extend(common);
+    let (ok, said) = diffuse(&args);
+    assert!(ok, "{said}");
+    assert_eq!(
+        Checkpoint::load(&out.join("checkpoint.safetensors"))
+            .unwrap()
+            .step,
+        3
+    );
+    // --init and --resume exclude each other.
+    let mut args = vec![
+        "train",
+        "--resume",
+        "--init",
+        init.to_str().unwrap(),
+        "--steps",
+        "4",
+    ];
+    args.extend(common);
+    let (ok, said) = diffuse(&args);
+    assert!(
+        !ok && said.contains("--init") && said.contains("--resume"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
