@@ -353,14 +353,29 @@ fn weights_that_do_not_fit_the_config_are_named() {
         std::fs::write(weights(d), &bytes[..bytes.len() / 2]).unwrap();
     });
     assert!(err.contains("truncated or corrupt"), "{err}");
-    let err = diffusers::import(&fixture("google-bin"))
+}
+
+#[test]
+fn torch_pickles_are_read_as_plain_state_dicts_only() {
+    // The 2022 uploads' .bin: the same weights as the safetensors file.
+    assert_eq!(import("google-bin").params, import("google").params);
+    // A pickle holding anything but tensors (here a datetime.date beside one) is refused by entry and type.
+    let err = diffusers::import(&fixture("foreign-bin/unet"))
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains("diffusion_pytorch_model.bin") && err.contains("safetensors"),
+        err.contains("\"saved_on\"")
+            && err.contains("datetime.date")
+            && err.contains("not a tensor"),
         "{err}"
     );
+    let err = error_after("google-bin", "truncated-bin", |d| {
+        let path = d.join("unet").join("diffusion_pytorch_model.bin");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    assert!(err.contains("not a readable torch state dict"), "{err}");
 }
 
 #[test]

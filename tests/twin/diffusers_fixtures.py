@@ -21,6 +21,7 @@ The models:
   google-old-names  the same weights with the 2022 attention names (query, key, value, proj_attn): pipeline files
                 only, the inputs and outputs are google's.
   google-bin    the same weights as a torch.save state dict (diffusion_pytorch_model.bin), likewise.
+  foreign-bin   a .bin whose pickle holds, beside a tensor, an object of another class (datetime.date): refused.
   minimal       a config.json holding only what train_unconditional.py sets (plus norm_num_groups): every other key
                 takes UNet2DModel's default (flip true, shift 0, padding 1, eps 1e-5, head dim 8 -> 2 heads).
   class         num_class_embeds 3; also labels.npy [3].
@@ -28,6 +29,7 @@ And, where it exists, export/: the golden `diffuse export` of a tiny diffuse che
 diffusers.rs with DIFFUSE_BLESS=1): loaded with DDPMPipeline and UNet2DModel (no missing, unexpected or mismatched
 keys), and run on x.npy and t.npy (its eps32.npy and eps64.npy), for the test to hold diffuse's forward to.
 """
+import datetime
 import json
 import math
 import os
@@ -206,6 +208,12 @@ def main():
                                           metadata={"format": "pt"}))
     copy_with_weights(dir, os.path.join(OUT, "google-bin"),
                       lambda d: torch.save(google.state_dict(), os.path.join(d, "diffusion_pytorch_model.bin")))
+    foreign = os.path.join(OUT, "foreign-bin", "unet")
+    shutil.rmtree(os.path.dirname(foreign), ignore_errors=True)
+    os.makedirs(foreign)
+    shutil.copy(os.path.join(dir, "unet", "config.json"), foreign)
+    torch.save({"conv_in.bias": google.conv_in.bias.detach(), "saved_on": datetime.date(2022, 6, 1)},
+               os.path.join(foreign, "diffusion_pytorch_model.bin"))
 
     # What train_unconditional.py passes to UNet2DModel (its other keys left to the defaults), at fixture size.
     minimal = redraw(UNet2DModel(**BASE), seed=3)

@@ -16,11 +16,13 @@ pub mod export;
 mod json;
 pub mod names;
 mod scheduler;
+#[cfg(not(target_arch = "wasm32"))]
+mod torch;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 use crate::checkpoint::{Checkpoint, TrainingRecord};
@@ -124,18 +126,7 @@ fn check_class(c: &Config, want: &str) -> Result<()> {
 
 /// The flat parameters of `config` from the `unet/` folder's weights, every tensor of the file used once.
 fn weights(unet: &Path, config: &UNetConfig, sin_first: bool) -> Result<Vec<f32>> {
-    let path = unet.join(WEIGHTS);
-    if !path.is_file() {
-        return Err(missing_weights(unet));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::data(
-            &path,
-            format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-        )
-    })?;
-    let tensors = Tensors::new(&file, &path);
+    let tensors = Tensors::open(unet)?;
     let layout = ParamLayout::new(config);
     let mut flat = vec![0.0; layout.padded_len];
     for spec in &layout.params {
@@ -163,85 +154,92 @@ fn weights(unet: &Path, config: &UNetConfig, sin_first: bool) -> Result<Vec<f32>
     Ok(flat)
 }
 
-fn missing_weights(unet: &Path) -> Error {
-    let has = |name: &str| unet.join(name).is_file();
-    let message = if has("diffusion_pytorch_model.bin") {
-        "holds diffusion_pytorch_model.bin (a torch pickle), which diffuse does not read yet: convert it once with \
-         `python -c \"import torch; from safetensors.torch import save_file; save_file(torch.load('diffusion_pytorch_model.bin'), \
-         'diffusion_pytorch_model.safetensors')\"` in that folder (docs/diffusers.md)"
-            .to_string()
-    } else if has("diffusion_pytorch_model.safetensors.index.json") {
-        "holds a sharded model (diffusion_pytorch_model.safetensors.index.json), which diffuse does not read".into()
-    } else {
-        format!("has no {WEIGHTS}")
-    };
-    Error::data(unet, message)
+/// A stored tensor: its shape, element type and little-endian bytes.
+struct Stored {
+    shape: Vec<usize>,
+    dtype: Element,
+    data: Vec<u8>,
+}
+
+/// The element types a weight may have: the three diffuse reads, and any other by name (refused when read).
+#[derive(Clone, Debug, PartialEq)]
+enum Element {
+    F32,
+    F16,
+    BF16,
+    Other(String),
 }
 
 /// A diffusers state dict by current name (the 2022 attention names read as today's), each tensor taken once.
-struct Tensors<'a> {
-    file: &'a SafeTensors<'a>,
-    path: &'a Path,
+struct Tensors {
+    path: PathBuf,
+    stored: HashMap<String, Stored>,
     /// current name → the name in the file
-    by_name: std::collections::HashMap<String, String>,
+    by_name: HashMap<String, String>,
     used: std::cell::RefCell<HashSet<String>>,
 }
 
-impl<'a> Tensors<'a> {
-    fn new(file: &'a SafeTensors<'a>, path: &'a Path) -> Tensors<'a> {
-        let by_name = file
-            .names()
-            .into_iter()
-            .map(|n| (names::current_name(n), n.to_string()))
+impl Tensors {
+    /// The weights file of `unet`: safetensors, else (natively) a torch pickle.
+    fn open(unet: &Path) -> Result<Tensors> {
+        let path = unet.join(WEIGHTS);
+        if path.is_file() {
+            return Tensors::new(path.clone(), safetensors_file(&path)?);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if unet.join(torch::WEIGHTS).is_file() {
+            let path = unet.join(torch::WEIGHTS);
+            return Tensors::new(path.clone(), torch::read(&path)?);
+        }
+        Err(missing_weights(unet))
+    }
+
+    fn new(path: PathBuf, stored: HashMap<String, Stored>) -> Result<Tensors> {
+        let by_name = stored
+            .keys()
+            .map(|n| (names::current_name(n), n.clone()))
             .collect();
-        Tensors {
-            file,
+        Ok(Tensors {
             path,
+            stored,
             by_name,
             used: Default::default(),
-        }
+        })
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::data(&self.path, message)
     }
 
     /// The values of `name`, which must hold `shape` (a linear's [o, i] for a 1×1 convolution's [o, i, 1, 1]).
     fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let stored = self.by_name.get(name).ok_or_else(|| {
-            Error::data(
-                self.path,
-                format!("the weight {name} is missing: the file does not hold the network config.json describes"),
-            )
+        let stored_name = self.by_name.get(name).ok_or_else(|| {
+            self.error(format!(
+                "the weight {name} is missing: the file does not hold the network config.json describes"
+            ))
         })?;
-        let view = self
-            .file
-            .tensor(stored)
-            .map_err(|e| Error::data(self.path, format!("{stored}: {e}")))?;
+        let tensor = &self.stored[stored_name];
         let squeezed = |s: &[usize]| s.iter().rev().skip_while(|&&d| d == 1).count();
-        let fits = view.shape() == shape
-            || (shape.len() == 4 && view.shape() == &shape[..squeezed(shape).max(2)]);
+        let fits = tensor.shape == shape
+            || (shape.len() == 4 && tensor.shape == shape[..squeezed(shape).max(2)]);
         if !fits {
-            return Err(Error::data(
-                self.path,
-                format!(
-                    "{stored} has shape {:?} where config.json implies {shape:?}: the weights and the config \
-                     describe different networks",
-                    view.shape()
-                ),
-            ));
+            return Err(self.error(format!(
+                "{stored_name} has shape {:?} where config.json implies {shape:?}: the weights and the config \
+                 describe different networks",
+                tensor.shape
+            )));
         }
-        self.used.borrow_mut().insert(stored.clone());
-        let values = to_f32(&view).ok_or_else(|| {
-            Error::data(
-                self.path,
-                format!(
-                    "{stored} is {:?}: diffuse reads F32, F16 and BF16 weights",
-                    view.dtype()
-                ),
-            )
+        self.used.borrow_mut().insert(stored_name.clone());
+        let values = to_f32(&tensor.dtype, &tensor.data).ok_or_else(|| {
+            self.error(format!(
+                "{stored_name} is {:?}: diffuse reads F32, F16 and BF16 weights",
+                tensor.dtype
+            ))
         })?;
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::data(
-                self.path,
-                format!("{stored} holds {bad}: the weights are damaged"),
-            ));
+            return Err(self.error(format!(
+                "{stored_name} holds {bad}: the weights are damaged"
+            )));
         }
         Ok(values)
     }
@@ -250,41 +248,82 @@ impl<'a> Tensors<'a> {
     fn all_used(&self) -> Result<()> {
         let used = self.used.borrow();
         let mut extra: Vec<&str> = self
-            .file
-            .names()
-            .into_iter()
+            .stored
+            .keys()
             .filter(|n| !used.contains(*n))
+            .map(String::as_str)
             .collect();
         if extra.is_empty() {
             return Ok(());
         }
         extra.sort_unstable();
-        Err(Error::data(
-            self.path,
-            format!(
-                "{} tensors have no place in the network config.json describes (e.g. {}): the weights and the \
-                 config describe different networks",
-                extra.len(),
-                extra[..extra.len().min(3)].join(", ")
-            ),
-        ))
+        Err(self.error(format!(
+            "{} tensors have no place in the network config.json describes (e.g. {}): the weights and the config \
+             describe different networks",
+            extra.len(),
+            extra[..extra.len().min(3)].join(", ")
+        )))
     }
 }
 
-/// A tensor's values as f32 (little-endian F32, F16 or BF16, as safetensors stores them).
-fn to_f32(view: &TensorView) -> Option<Vec<f32>> {
-    let data = view.data();
+fn missing_weights(unet: &Path) -> Error {
+    let has = |name: &str| unet.join(name).is_file();
+    let message = if has("diffusion_pytorch_model.bin") {
+        "holds diffusion_pytorch_model.bin (a torch pickle), which this build (the browser's) does not read: load \
+         the safetensors twin, or convert it once with `python -c \"import torch; from safetensors.torch import \
+         save_file; save_file(torch.load('diffusion_pytorch_model.bin'), 'diffusion_pytorch_model.safetensors')\"` \
+         in that folder (docs/diffusers.md)"
+            .to_string()
+    } else if has("diffusion_pytorch_model.safetensors.index.json") {
+        "holds a sharded model (diffusion_pytorch_model.safetensors.index.json), which diffuse does not read".into()
+    } else {
+        format!("has no {WEIGHTS} (nor diffusion_pytorch_model.bin)")
+    };
+    Error::data(unet, message)
+}
+
+/// Every tensor of a safetensors file.
+fn safetensors_file(path: &Path) -> Result<HashMap<String, Stored>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::data(
+            path,
+            format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
+    Ok(file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype = match view.dtype() {
+                Dtype::F32 => Element::F32,
+                Dtype::F16 => Element::F16,
+                Dtype::BF16 => Element::BF16,
+                other => Element::Other(format!("{other:?}")),
+            };
+            let stored = Stored {
+                shape: view.shape().to_vec(),
+                dtype,
+                data: view.data().to_vec(),
+            };
+            (name, stored)
+        })
+        .collect())
+}
+
+/// Little-endian values of `dtype` as f32 (None for a type diffuse does not read).
+fn to_f32(dtype: &Element, data: &[u8]) -> Option<Vec<f32>> {
     let words = |n: usize| data.chunks_exact(n);
-    Some(match view.dtype() {
-        Dtype::F32 => words(4)
+    Some(match dtype {
+        Element::F32 => words(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
-        Dtype::F16 => words(2)
+        Element::F16 => words(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        Dtype::BF16 => words(2)
+        Element::BF16 => words(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        _ => return None,
+        Element::Other(_) => return None,
     })
 }
