@@ -14,6 +14,7 @@ use crate::diffusion::process::{Objective, Trained};
 use crate::diffusion::{Prediction, Schedule};
 use crate::error::{Error, Result};
 use crate::model::{Conventions, ParamLayout, UNetConfig};
+use crate::sample::SamplingDefaults;
 use crate::train::table::SETTINGS;
 use crate::train::TrainSettings;
 
@@ -52,6 +53,8 @@ pub struct TrainingRecord {
     pub changes: Vec<String>,
     /// The class names in label order: one per class of a class-conditional model, none for an unconditional one.
     pub class_names: Vec<String>,
+    /// How the model's own scheduler samples (an imported model's; `extra.scheduler`), else None.
+    pub scheduler: Option<SamplingDefaults>,
 }
 
 impl TrainingRecord {
@@ -152,6 +155,9 @@ fn to_metadata(ckpt: &Checkpoint) -> HashMap<String, String> {
     ]);
     if c.num_classes.is_some() {
         meta.insert("extra.class_names", r.class_names.join("\n"));
+    }
+    if let Some(scheduler) = &r.scheduler {
+        meta.insert("extra.scheduler", scheduler.to_text());
     }
     for row in SETTINGS {
         if let Some(key) = row.key {
@@ -352,11 +358,20 @@ impl Fields<'_> {
                 .collect(),
             None => Vec::new(),
         };
+        let scheduler = match self.meta.remove("extra.scheduler") {
+            Some(text) => Some(SamplingDefaults::from_text(&text).map_err(|e| {
+                self.error(format!(
+                    "checkpoint metadata \"extra.scheduler\" is {text:?}: {e}"
+                ))
+            })?),
+            None => None,
+        };
         let record = TrainingRecord {
             settings,
             dataset: self.take("extra.dataset")?,
             changes,
             class_names,
+            scheduler,
         };
         record
             .check(config)

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use diffuse::checkpoint::Checkpoint;
-use diffuse::diffusion::samplers::{ChurnSettings, Clip, Spacing};
+use diffuse::diffusion::samplers::{ChurnSettings, Clip, DdpmVariance, Spacing};
 use diffuse::distributed::Replicas;
 use diffuse::gpu::Gpu;
 use diffuse::image_io;
 use diffuse::model::{ParamBuffers, ParamLayout};
 use diffuse::sample::spec::{LangevinStep, SamplerKind, SamplerSpec};
-use diffuse::sample::{max_batch, Batched, Samples};
+use diffuse::sample::{max_batch, Batched, Samples, SamplingDefaults};
 use diffuse::{Error, Result};
 
 use super::{
@@ -66,9 +66,14 @@ pub struct SampleArgs {
     /// DDIM's η ≥ 0: 0 is deterministic, 1 is DDPM-like.
     #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     pub eta: f64,
-    /// How the steps are chosen among the T training timesteps.
-    #[arg(long, value_enum, default_value_t = StepSpacing::Trailing)]
-    pub spacing: StepSpacing,
+    /// How the steps are chosen among the T training timesteps [default: trailing, or an imported model's
+    /// scheduler's].
+    #[arg(long, value_enum)]
+    pub spacing: Option<StepSpacing>,
+    /// --sampler ddpm: the variance of each step's noise, β ("large", diffusers' fixed_large) or the posterior's
+    /// β̃ ("small", fixed_small) [default: large, or an imported model's scheduler's].
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceChoice>,
     /// dpm++2m and unipc: step through Karras et al.'s noise levels (ρ = 7, between the schedule's smallest and
     /// largest σ) instead of the --spacing timesteps ("DPM++ 2M Karras"). euler and heun always do.
     #[arg(long)]
@@ -159,6 +164,15 @@ pub enum ClipChoice {
     Dynamic,
 }
 
+/// `--variance`: DDPM's two fixed variances, under the names of diffusers' `variance_type`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum VarianceChoice {
+    /// σ² = β (fixed_large)
+    Large,
+    /// σ² = β̃ = β(1 − ᾱ_prev)/(1 − ᾱ) (fixed_small)
+    Small,
+}
+
 /// `--spacing`: the library's [`Spacing`] under the names diffusers gives them.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum StepSpacing {
@@ -181,21 +195,44 @@ impl From<StepSpacing> for Spacing {
 }
 
 impl SampleArgs {
-    /// The sampler these arguments ask for.
-    fn spec(&self) -> SamplerSpec {
-        SamplerSpec {
-            spacing: Spacing::from(self.spacing),
+    /// The sampler these arguments ask for; where a flag is left out, the model's own scheduler's choice (an
+    /// imported model's `defaults`), else diffuse's.
+    fn spec(&self, defaults: Option<&SamplingDefaults>) -> Result<SamplerSpec> {
+        if self.variance.is_some() && self.sampler != SamplerKind::Ddpm {
+            return Err(Error::Usage(format!(
+                "--variance sets the noise of ddpm's steps; --sampler {} adds none of that kind: leave --variance out",
+                self.sampler.name()
+            )));
+        }
+        let own = SamplerSpec::new(self.sampler, self.steps);
+        let scheduler_clip = defaults
+            .filter(|_| matches!(self.sampler, SamplerKind::Ddpm | SamplerKind::Ddim))
+            .map(|d| d.clip);
+        Ok(SamplerSpec {
+            spacing: self
+                .spacing
+                .map(Spacing::from)
+                .or(defaults.map(|d| d.spacing))
+                .unwrap_or(own.spacing),
+            variance: match self.variance {
+                Some(VarianceChoice::Large) => DdpmVariance::Beta,
+                Some(VarianceChoice::Small) => DdpmVariance::PosteriorBeta,
+                None => defaults.map_or(own.variance, |d| d.variance),
+            },
             eta: self.eta,
             karras: self.karras,
-            clip: self.clip.map(|choice| match choice {
-                ClipChoice::None => Clip::None,
-                ClipChoice::Clamp => Clip::IMAGES,
-                ClipChoice::ClampKeepEps => Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
-                ClipChoice::Dynamic => Clip::Dynamic {
-                    ratio: self.threshold_ratio,
-                    max: self.threshold_max,
-                },
-            }),
+            clip: self
+                .clip
+                .map(|choice| match choice {
+                    ClipChoice::None => Clip::None,
+                    ClipChoice::Clamp => Clip::IMAGES,
+                    ClipChoice::ClampKeepEps => Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+                    ClipChoice::Dynamic => Clip::Dynamic {
+                        ratio: self.threshold_ratio,
+                        max: self.threshold_max,
+                    },
+                })
+                .or(scheduler_clip),
             langevin_step: self.langevin_step,
             churn: ChurnSettings {
                 s_churn: self.churn,
@@ -203,8 +240,8 @@ impl SampleArgs {
                 s_max: self.churn_max,
                 s_noise: self.churn_noise,
             },
-            ..SamplerSpec::new(self.sampler, self.steps)
-        }
+            ..own
+        })
     }
 }
 
@@ -215,7 +252,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
     let lead = super::leads(replicas);
     let ckpt = open_model(args.checkpoint.as_ref(), lead)?;
     let plan = args
-        .spec()
+        .spec(ckpt.training.scheduler.as_ref())?
         .plan_trained(&ckpt.training.settings.objective, || {
             ckpt.training.sampling_schedule()
         })?;

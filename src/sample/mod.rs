@@ -20,6 +20,7 @@ pub mod spec;
 pub mod unet;
 
 pub use batched::{batch_seed, Batched, Samples};
+pub use spec::SamplingDefaults;
 pub use unet::{max_batch, UNetDenoiser};
 
 use crate::diffusion::samplers::{FoldedStep, NoiseLevel, Plan, Prediction, X0Bound};

@@ -127,6 +127,88 @@ pub struct SamplerSpec {
     pub langevin_step: LangevinStep,
     /// heun: Karras et al.'s churn (none by default).
     pub churn: ChurnSettings,
+    /// ddpm: the variance of each step's noise (β, "fixed_large", by default).
+    pub variance: DdpmVariance,
+}
+
+/// How a model's own scheduler samples, which `diffuse sample` follows where no flag says otherwise: an imported
+/// diffusers model's `scheduler_config.json` (its spacing, ddpm's variance, and the clip of ddpm and ddim), kept
+/// by a fine-tune of it. A model trained here has none and samples with [`SamplerSpec::new`]'s defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingDefaults {
+    pub spacing: Spacing,
+    pub variance: DdpmVariance,
+    pub clip: Clip,
+}
+
+impl SamplingDefaults {
+    /// The checkpoint's text: "spacing=leading:0,variance=small,clip=clamp-keep-eps:1" (clip also `none` or
+    /// `dynamic:<ratio>:<max>`).
+    pub fn to_text(&self) -> String {
+        let spacing = match self.spacing {
+            Spacing::Leading { steps_offset } => format!("leading:{steps_offset}"),
+            Spacing::Trailing => "trailing".into(),
+            Spacing::Linspace => "linspace".into(),
+        };
+        let variance = match self.variance {
+            DdpmVariance::Beta => "large",
+            DdpmVariance::PosteriorBeta => "small",
+        };
+        let clip = match self.clip {
+            Clip::None => "none".into(),
+            Clip::Clamp { hi, .. } => format!("clamp:{hi}"),
+            Clip::ClampKeepEps { hi, .. } => format!("clamp-keep-eps:{hi}"),
+            Clip::Dynamic { ratio, max } => format!("dynamic:{ratio}:{max}"),
+        };
+        format!("spacing={spacing},variance={variance},clip={clip}")
+    }
+
+    /// Reads [`SamplingDefaults::to_text`]'s form; the message says what was wrong.
+    pub fn from_text(text: &str) -> std::result::Result<SamplingDefaults, String> {
+        let mut fields = std::collections::HashMap::new();
+        for part in text.split(',') {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or(format!("{part:?} is not key=value"))?;
+            fields.insert(key.trim(), value.trim());
+        }
+        let field = |key: &str| fields.get(key).copied().ok_or(format!("no {key}="));
+        let number = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0);
+        let bad = |key: &str, value: &str| format!("{key}={value} is not one this diffuse reads");
+        let spacing = match field("spacing")?.split_once(':') {
+            Some(("leading", offset)) => Spacing::Leading {
+                steps_offset: offset.parse().map_err(|_| bad("spacing", offset))?,
+            },
+            _ => match field("spacing")? {
+                "trailing" => Spacing::Trailing,
+                "linspace" => Spacing::Linspace,
+                other => return Err(bad("spacing", other)),
+            },
+        };
+        let variance = match field("variance")? {
+            "large" => DdpmVariance::Beta,
+            "small" => DdpmVariance::PosteriorBeta,
+            other => return Err(bad("variance", other)),
+        };
+        let clip_text = field("clip")?;
+        let parts: Vec<&str> = clip_text.split(':').collect();
+        let clip = match (
+            parts[0],
+            parts.get(1).and_then(|t| number(t)),
+            parts.get(2).and_then(|t| number(t)),
+        ) {
+            ("none", None, None) if parts.len() == 1 => Clip::None,
+            ("clamp", Some(hi), None) => Clip::Clamp { lo: -hi, hi },
+            ("clamp-keep-eps", Some(hi), None) => Clip::ClampKeepEps { lo: -hi, hi },
+            ("dynamic", Some(ratio), Some(max)) if ratio <= 1.0 => Clip::Dynamic { ratio, max },
+            _ => return Err(bad("clip", clip_text)),
+        };
+        Ok(SamplingDefaults {
+            spacing,
+            variance,
+            clip,
+        })
+    }
 }
 
 /// How annealed Langevin sizes its step ε_i at level i, always ε_i = r·σ_i² (so ε_i/ε_L = σ_i²/σ_L², NCSN's
@@ -183,6 +265,7 @@ impl SamplerSpec {
             snr: 0.16,
             langevin_step: LangevinStep::Relative(1.0),
             churn: ChurnSettings::NONE,
+            variance: DdpmVariance::Beta,
         }
     }
 
@@ -231,7 +314,7 @@ impl SamplerSpec {
         };
         let clean = NoiseLevel::CLEAN;
         match self.kind {
-            SamplerKind::Ddpm => samplers::ddpm(schedule, &list, DdpmVariance::Beta, clip),
+            SamplerKind::Ddpm => samplers::ddpm(schedule, &list, self.variance, clip),
             SamplerKind::Ddim => samplers::ddim(schedule, &list, self.eta, clip),
             SamplerKind::DpmSolver => {
                 samplers::dpm_solver_2m(&levels()?, clean, true, clip.bound().0)

@@ -242,6 +242,8 @@ fn training_record(
             Some(_) => dataset.class_names.clone(),
             None => Vec::new(),
         },
+        // A fine-tune of an imported model samples as that model's scheduler did.
+        scheduler: resume.and_then(|c| c.training.scheduler),
     }
 }
 

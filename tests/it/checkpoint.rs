@@ -59,6 +59,7 @@ fn sample_checkpoint(classes: Option<usize>) -> Checkpoint {
             class_names: (0..classes.unwrap_or(0))
                 .map(|k| format!("class {k}"))
                 .collect(),
+            scheduler: None,
         },
     }
 }
@@ -288,6 +289,45 @@ fn every_metadata_key_but_the_later_ones_is_required_and_named_when_missing() {
 }
 
 #[test]
+fn an_imported_models_sampling_defaults_round_trip_and_a_bad_one_is_named() {
+    use diffuse::diffusion::samplers::{Clip, DdpmVariance, Spacing};
+    let dir = scratch("scheduler");
+    let path = dir.join("run.safetensors");
+    let mut ckpt = sample_checkpoint(None);
+    for defaults in [
+        diffuse::sample::SamplingDefaults {
+            spacing: Spacing::Leading { steps_offset: 1 },
+            variance: DdpmVariance::PosteriorBeta,
+            clip: Clip::ClampKeepEps { lo: -1.5, hi: 1.5 },
+        },
+        diffuse::sample::SamplingDefaults {
+            spacing: Spacing::Linspace,
+            variance: DdpmVariance::Beta,
+            clip: Clip::Dynamic {
+                ratio: 0.9,
+                max: 2.0,
+            },
+        },
+    ] {
+        ckpt.training.scheduler = Some(defaults);
+        ckpt.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), ckpt);
+    }
+    let edited = dir.join("edited.safetensors");
+    with_metadata(&path, &edited, |m| {
+        m.insert(
+            "extra.scheduler".into(),
+            "spacing=sideways,variance=large,clip=none".into(),
+        );
+    });
+    let err = Checkpoint::load(&edited).unwrap_err().to_string();
+    assert!(
+        err.contains("extra.scheduler") && err.contains("spacing=sideways"),
+        "{err}"
+    );
+}
+
+#[test]
 fn imported_conventions_round_trip_and_bad_ones_are_named() {
     let dir = scratch("conventions");
     let path = dir.join("run.safetensors");
@@ -403,6 +443,7 @@ fn the_bundled_model_loads_with_what_it_recorded() {
             dataset: "built-in MNIST subset (10,000 digits)".into(),
             changes: Vec::new(),
             class_names: digits,
+            scheduler: None,
         }
     );
     assert_eq!((ckpt.step, ckpt.config.num_classes), (6004, Some(10)));

@@ -154,15 +154,52 @@ fn the_scheduler_config_sets_the_schedule_t_and_the_prediction() {
             false
         )
     );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("fixed_large") && n.contains("leading")),
-        "{notes:?}"
-    );
     // The EMA is what sampling reads: the imported weights, with no optimizer state.
     assert_eq!(checkpoint.ema, checkpoint.params);
     assert!(checkpoint.adam.is_none());
+    // How its scheduler samples becomes the model's sampling defaults: leading spacing, β, clip_sample ±1.
+    use diffuse::diffusion::samplers::{Clip, DdpmVariance, Spacing};
+    let google = diffuse::sample::SamplingDefaults {
+        spacing: Spacing::LEADING,
+        variance: DdpmVariance::Beta,
+        clip: Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+    };
+    assert_eq!(checkpoint.training.scheduler, Some(google));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("--spacing leading, --variance large")),
+        "{notes:?}"
+    );
+    // minimal's scheduler is DDPMScheduler(beta_schedule="squaredcos_cap_v2"): fixed_small by default.
+    let minimal = import("minimal").training.scheduler.unwrap();
+    assert_eq!(minimal.variance, DdpmVariance::PosteriorBeta);
+    // Other scheduler settings, each as diffusers reads it.
+    let sched = |d: &Path| d.join("scheduler").join("scheduler_config.json");
+    let dir = copy_of("google", "thresholding");
+    set_key(&sched(&dir), "thresholding", serde_json::json!(true));
+    set_key(&sched(&dir), "sample_max_value", serde_json::json!(1.5));
+    set_key(&sched(&dir), "steps_offset", serde_json::json!(1));
+    let read = diffusers::import(&dir)
+        .unwrap()
+        .checkpoint
+        .training
+        .scheduler
+        .unwrap();
+    assert_eq!(
+        read.clip,
+        Clip::Dynamic {
+            ratio: 0.995,
+            max: 1.5
+        }
+    );
+    assert_eq!(read.spacing, Spacing::Leading { steps_offset: 1 });
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = error_after("google", "offset", |d| {
+        set_key(&sched(d), "timestep_spacing", serde_json::json!("trailing"));
+        set_key(&sched(d), "steps_offset", serde_json::json!(1));
+    });
+    assert!(err.contains("\"steps_offset\" 1"), "{err}");
 }
 
 /// A copy of fixture `name` in a scratch folder, for a test to damage.
@@ -516,6 +553,7 @@ fn tiny_diffuse_model() -> Checkpoint {
             dataset: "none: random weights for the export test".into(),
             changes: Vec::new(),
             class_names: Vec::new(),
+            scheduler: None,
         },
     }
 }
@@ -673,6 +711,10 @@ fn a_diffusers_model_fine_tunes_on_a_folder_of_images_and_resumes() {
         "{:?}",
         ckpt.training.changes
     );
+    assert_eq!(
+        ckpt.training.scheduler, imported.training.scheduler,
+        "it samples as the model did"
+    );
     // Trained from the imported weights: near them after two small steps, and not equal.
     let moved = ckpt
         .params
@@ -705,5 +747,59 @@ fn a_diffusers_model_fine_tunes_on_a_folder_of_images_and_resumes() {
         !ok && said.contains("--init") && said.contains("--resume"),
         "{said}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sampling_an_imported_model_follows_its_scheduler_unless_a_flag_says_otherwise() {
+    // DDIM from diffusers' x_T with no flags but the sampler: the scheduler's leading spacing and clip_sample, the
+    // same bits as with them given; trailing spacing (diffuse's own default) gives another image.
+    let dir = std::env::temp_dir().join(format!("diffuse-scheduler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let states = npy_f32(&fixture("google").join("ddim_x.npy"));
+    let x_t = dir.join("x_t.npy");
+    diffuse::image_io::write_npy(&x_t, &[3, 3, 16, 16], &states[..3 * 3 * 16 * 16]).unwrap();
+    let model = fixture("google");
+    let run = |extra: &[&str]| {
+        let npy = dir.join("out.npy");
+        let mut args = vec![
+            "sample",
+            "--checkpoint",
+            model.to_str().unwrap(),
+            "--noise",
+            x_t.to_str().unwrap(),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "10",
+            "--npy",
+            npy.to_str().unwrap(),
+            "--out",
+        ];
+        let png = dir.join("out.png");
+        args.push(png.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let (ok, said) = diffuse(&args);
+        assert!(ok, "{said}");
+        (npy_f32(&npy), said)
+    };
+    let (defaults, said) = run(&[]);
+    assert!(said.contains("sampling as its scheduler does"), "{said}");
+    let (explicit, _) = run(&["--spacing", "leading", "--clip", "clamp-keep-eps"]);
+    assert_eq!(defaults, explicit);
+    let (trailing, _) = run(&["--spacing", "trailing"]);
+    assert_ne!(defaults, trailing);
+    // --variance belongs to ddpm; ddpm takes both.
+    let (ok, said) = diffuse(&[
+        "sample",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--sampler",
+        "ddim",
+        "--variance",
+        "small",
+    ]);
+    assert!(!ok && said.contains("--variance"), "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -356,6 +356,7 @@ fn tiny_checkpoint() -> Checkpoint {
             dataset: "fuzz".into(),
             changes: Vec::new(),
             class_names: vec!["a".into(), "b".into()],
+            scheduler: None,
         },
     }
 }

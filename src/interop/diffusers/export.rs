@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 use super::names::{self, Source};
 use crate::checkpoint::{write_atomically, Checkpoint};
 use crate::diffusion::process::Objective;
+use crate::diffusion::samplers::{Clip, DdpmVariance, Spacing};
 use crate::diffusion::{NamedSchedule, Prediction};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Block, ParamLayout, UNetConfig};
+use crate::sample::SamplingDefaults;
 
 /// The diffusers version whose loading the fixtures checked (tests/twin/diffusers_fixtures.py).
 pub const DIFFUSERS_VERSION: &str = "0.42.1";
@@ -166,10 +168,31 @@ fn head_dim(c: &UNetConfig) -> Result<Value> {
     Ok(json!(widths[0] / c.heads))
 }
 
-/// The scheduler the model was trained with, as `DDPMScheduler` reads it; sampling as `diffuse sample --sampler
-/// ddpm` does (variance β, x̂₀ clipped to ±1, trailing timesteps).
+/// The scheduler the model was trained with, as `DDPMScheduler` reads it; sampling as the model's own scheduler
+/// did (an imported model's), else as `diffuse sample --sampler ddpm` does (variance β, x̂₀ clipped to ±1, trailing
+/// timesteps).
 fn scheduler_config(ckpt: &Checkpoint) -> Result<Value> {
     let s = &ckpt.training.settings;
+    let sampling = ckpt.training.scheduler.unwrap_or(SamplingDefaults {
+        spacing: Spacing::Trailing,
+        variance: DdpmVariance::Beta,
+        clip: Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+    });
+    let (spacing, offset) = match sampling.spacing {
+        Spacing::Leading { steps_offset } => ("leading", steps_offset),
+        Spacing::Trailing => ("trailing", 0),
+        Spacing::Linspace => ("linspace", 0),
+    };
+    let variance = match sampling.variance {
+        DdpmVariance::Beta => "fixed_large",
+        DdpmVariance::PosteriorBeta => "fixed_small",
+    };
+    // (clip_sample, its range, thresholding, its ratio, its largest threshold)
+    let (clip, range, thresholding, ratio, max) = match sampling.clip {
+        Clip::None => (false, 1.0, false, 0.995, 1.0),
+        Clip::Clamp { hi, .. } | Clip::ClampKeepEps { hi, .. } => (true, hi, false, 0.995, 1.0),
+        Clip::Dynamic { ratio, max } => (false, 1.0, true, ratio, max),
+    };
     let (schedule, start, end) = match s.schedule {
         NamedSchedule::Linear => ("linear", json!(1e-4), json!(0.02)),
         NamedSchedule::Cosine => ("squaredcos_cap_v2", json!(1e-4), json!(0.02)),
@@ -192,15 +215,15 @@ fn scheduler_config(ckpt: &Checkpoint) -> Result<Value> {
         "beta_start": start,
         "beta_end": end,
         "trained_betas": null,
-        "variance_type": "fixed_large",
-        "clip_sample": true,
-        "clip_sample_range": 1.0,
+        "variance_type": variance,
+        "clip_sample": clip,
+        "clip_sample_range": range,
         "prediction_type": prediction,
-        "thresholding": false,
-        "dynamic_thresholding_ratio": 0.995,
-        "sample_max_value": 1.0,
-        "timestep_spacing": "trailing",
-        "steps_offset": 0,
+        "thresholding": thresholding,
+        "dynamic_thresholding_ratio": ratio,
+        "sample_max_value": max,
+        "timestep_spacing": spacing,
+        "steps_offset": offset,
         "rescale_betas_zero_snr": s.zero_terminal_snr,
     }))
 }

@@ -1,19 +1,21 @@
 //! `scheduler/scheduler_config.json` → what diffuse records of a DDPM training run: T, the β schedule, the
 //! prediction and the zero-terminal-SNR rescaling. Absent keys take `DDPMScheduler`'s defaults (diffusers 0.42.1).
-//! What the scheduler says about sampling (its variance, clipping, spacing) is reported, not yet recorded.
+//! What it says about sampling (its spacing, variance and clip) becomes the model's [`SamplingDefaults`].
 
 use super::json::Config;
+use crate::diffusion::samplers::{Clip, DdpmVariance, Spacing};
 use crate::diffusion::{NamedSchedule, Prediction};
 use crate::error::Result;
+use crate::sample::SamplingDefaults;
 use crate::train::TrainSettings;
 
-/// The training side of a scheduler config, and a line on how its own sampling would run.
+/// The training side of a scheduler config, and how its own sampling runs.
 pub struct Scheduler {
     pub timesteps: usize,
     pub schedule: NamedSchedule,
     pub target: Prediction,
     pub zero_terminal_snr: bool,
-    pub sampling: String,
+    pub sampling: SamplingDefaults,
 }
 
 impl Scheduler {
@@ -25,7 +27,12 @@ impl Scheduler {
             schedule: NamedSchedule::Linear,
             target: Prediction::Epsilon,
             zero_terminal_snr: false,
-            sampling: "DDPMScheduler's defaults".into(),
+            // DDPMScheduler(): fixed_small, clip_sample ±1, leading spacing, steps_offset 0.
+            sampling: SamplingDefaults {
+                spacing: Spacing::LEADING,
+                variance: DdpmVariance::PosteriorBeta,
+                clip: Clip::ClampKeepEps { lo: -1.0, hi: 1.0 },
+            },
         }
     }
 
@@ -54,35 +61,70 @@ pub fn read(c: &Config) -> Result<Scheduler> {
         Some("epsilon") => Prediction::Epsilon,
         Some("sample") => Prediction::Sample,
         Some("v_prediction") => Prediction::Velocity,
-        other => {
+        _ => {
             return Err(c.error(format!(
-                "\"prediction_type\" is {other:?}: diffuse reads epsilon, sample and v_prediction"
+                "\"prediction_type\" is {}: diffuse reads epsilon, sample and v_prediction",
+                shown(c, "prediction_type")
             )))
         }
-    };
-    let variance = c
-        .string("variance_type", Some("fixed_small"))?
-        .unwrap_or_default();
-    if !variance.starts_with("fixed_") {
-        return Err(c.error(format!(
-            "\"variance_type\" is {variance:?}: a learned variance needs the network's second output, which \
-             diffuse's network does not have"
-        )));
-    }
-    let spacing = c
-        .string("timestep_spacing", Some("leading"))?
-        .unwrap_or_default();
-    let clip = match c.boolean("clip_sample", true)? {
-        true => format!("clip_sample to ±{}", c.number("clip_sample_range", 1.0)?),
-        false => "no clip_sample".into(),
     };
     Ok(Scheduler {
         timesteps,
         schedule: schedule(c)?,
         target,
         zero_terminal_snr: c.boolean("rescale_betas_zero_snr", false)?,
-        sampling: format!("variance {variance}, {clip}, timestep_spacing {spacing}"),
+        sampling: sampling(c)?,
     })
+}
+
+/// How the scheduler samples: `timestep_spacing` with `steps_offset`, `variance_type`, and `thresholding` or
+/// `clip_sample` (both keep the model's ε̂, as diffusers' schedulers do unless told otherwise).
+fn sampling(c: &Config) -> Result<SamplingDefaults> {
+    let variance = match c.string("variance_type", Some("fixed_small"))?.as_deref() {
+        Some("fixed_small" | "fixed_small_log") => DdpmVariance::PosteriorBeta,
+        Some("fixed_large" | "fixed_large_log") => DdpmVariance::Beta,
+        _ => return Err(c.error(format!(
+            "\"variance_type\" is {}: a learned variance needs the network's second output, which \
+                 diffuse's network does not have",
+            shown(c, "variance_type")
+        ))),
+    };
+    let offset = c.uint("steps_offset", Some(0))?.unwrap_or(0);
+    let spacing = match c.string("timestep_spacing", Some("leading"))?.as_deref() {
+        Some("leading") => Spacing::Leading {
+            steps_offset: offset,
+        },
+        Some("trailing") if offset == 0 => Spacing::Trailing,
+        Some("linspace") if offset == 0 => Spacing::Linspace,
+        _ => {
+            return Err(c.error(format!(
+                "\"timestep_spacing\" {} with \"steps_offset\" {offset}: diffuse spaces steps as leading \
+                 (with any offset), trailing or linspace (offset 0)",
+                 shown(c, "timestep_spacing")
+            )))
+        }
+    };
+    let clip = if c.boolean("thresholding", false)? {
+        Clip::Dynamic {
+            ratio: c.number("dynamic_thresholding_ratio", 0.995)?,
+            max: c.number("sample_max_value", 1.0)?,
+        }
+    } else if c.boolean("clip_sample", true)? {
+        let hi = c.number("clip_sample_range", 1.0)?;
+        Clip::ClampKeepEps { lo: -hi, hi }
+    } else {
+        Clip::None
+    };
+    Ok(SamplingDefaults {
+        spacing,
+        variance,
+        clip,
+    })
+}
+
+/// `key`'s value as written, for a message ("absent" where it is not there).
+fn shown(c: &Config, key: &str) -> String {
+    c.get(key).map_or("absent".into(), |v| v.to_string())
 }
 
 /// The β schedule: linear from 1e-4 to 0.02 (DDPM's), or squaredcos_cap_v2 (improved-diffusion's cosine).
@@ -101,8 +143,9 @@ fn schedule(c: &Config) -> Result<NamedSchedule> {
             }
         }
         Some("squaredcos_cap_v2") => Ok(NamedSchedule::Cosine),
-        other => Err(c.error(format!(
-            "\"beta_schedule\" is {other:?}: diffuse reads linear and squaredcos_cap_v2"
+        _ => Err(c.error(format!(
+            "\"beta_schedule\" is {}: diffuse reads linear and squaredcos_cap_v2",
+            shown(c, "beta_schedule")
         ))),
     }
 }
