@@ -36,14 +36,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Evaluate the first this many images of the dataset.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64, value_parser = at_least_one)]
     pub images: usize,
     /// Network evaluations per image: the decoder and last terms plus one timestep from each of the others'
     /// strata (an unbiased estimate); T (e.g. 1000) or more evaluates every timestep.
-    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 50, value_parser = at_least_one)]
     pub timesteps: usize,
     /// Rows (image, timestep) per network evaluation.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64, value_parser = at_least_one)]
     pub batch: usize,
     /// The reverse process's variance, as in Ho et al.
     #[arg(long, value_enum, default_value_t = Variance::Small)]
@@ -51,7 +51,7 @@ pub struct EvalArgs {
     /// For a class-conditional model, bound p(x) (the "no class" label) instead of p(x | its label).
     #[arg(long)]
     pub unconditional: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
     /// The exact log-likelihood through the probability-flow ODE instead of DDPM's bound (any objective; DDPM models
     /// through their VP flow): Dormand–Prince 5(4), a Hutchinson divergence with one probe per image, uniform
@@ -59,7 +59,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub exact: bool,
     /// --exact: the solver's relative and absolute tolerance (score_sde's 1e-5).
-    #[arg(long, default_value_t = 1e-5, value_parser = positive)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-5, value_parser = positive)]
     pub tolerance: f64,
     /// Use the raw training weights instead of their EMA.
     #[arg(long)]

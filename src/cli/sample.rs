@@ -61,10 +61,10 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
     pub sampler: SamplerKind,
     /// Sampling steps (model evaluations; Heun uses about two per step).
-    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 50, value_parser = at_least_one)]
     pub steps: usize,
     /// DDIM's η ≥ 0: 0 is deterministic, 1 is DDPM-like.
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative)]
     pub eta: f64,
     /// How the steps are chosen among the T training timesteps [default: trailing, or an imported model's
     /// scheduler's].
@@ -83,41 +83,41 @@ pub struct SampleArgs {
     #[arg(long, value_enum)]
     pub clip: Option<ClipChoice>,
     /// --clip dynamic: the quantile of |x̂₀| that sets each sample's threshold s (Imagen, diffusers: 0.995).
-    #[arg(long, default_value_t = 0.995, value_parser = unit_interval)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.995, value_parser = unit_interval)]
     pub threshold_ratio: f64,
     /// --clip dynamic: the largest threshold s (diffusers' sample_max_value; Imagen sets none).
-    #[arg(long, default_value_t = f64::INFINITY, value_parser = at_least_unity)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = f64::INFINITY, value_parser = at_least_unity)]
     pub threshold_max: f64,
     /// --sampler langevin: the step at each level, ε = R·σ² (NCSN's rule, R = ε/σ_L² at the last level), or
     /// `ncsnv2` for NCSNv2's rule (R from the levels' ratio and the 20 steps per level).
-    #[arg(long, default_value = "1", value_parser = |t: &str| t.parse::<LangevinStep>())]
+    #[arg(long, allow_negative_numbers = true, default_value = "1", value_parser = |t: &str| t.parse::<LangevinStep>())]
     pub langevin_step: LangevinStep,
     /// --sampler heun: Karras et al.'s S_churn, noise added before each Heun step to raise σ by a factor
     /// 1 + min(S/levels, √2 − 1) (EDM's stochastic sampler; their ImageNet-64 model used 40). 0: deterministic.
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative)]
     pub churn: f64,
     /// --churn: only at levels with σ/α ≥ this (EDM: 0.05).
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative)]
     pub churn_min: f64,
     /// --churn: only at levels with σ/α ≤ this (EDM: 50).
-    #[arg(long, default_value_t = f64::INFINITY, value_parser = non_negative_or_infinite)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = f64::INFINITY, value_parser = non_negative_or_infinite)]
     pub churn_max: f64,
     /// --churn: the added noise's scale S_noise (EDM: 1.003).
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0, value_parser = positive)]
     pub churn_noise: f64,
     /// Number of images.
-    #[arg(short, long, default_value_t = 16, value_parser = at_least_one)]
+    #[arg(short, long, allow_negative_numbers = true, default_value_t = 16, value_parser = at_least_one)]
     pub num: usize,
     /// Images per GPU batch: --num runs in batches of at most this many, each its own submission, into one grid
     /// and one .npy. Batch k > 0 draws its noise from a seed derived from --seed and k, so the first batch is what
     /// a run of that size alone gives.
     /// Lowered, with a note, where it does not fit the adapter's per-buffer limit or --memory-budget.
-    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     pub batch: usize,
     /// GPU memory sampling may use, in GB (default: only the adapter's per-buffer limit is checked).
-    #[arg(long, value_parser = positive)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub memory_budget: Option<f64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
     /// Class to generate (class-conditional models): its index, its name (a training subfolder's), or `all` for
     /// every class in turn, one class per grid column.
@@ -125,7 +125,7 @@ pub struct SampleArgs {
     pub class: Option<String>,
     /// Classifier-free guidance weight w ≥ 0 (ε̂ = (1+w)·ε(x,c) − w·ε(x,∅)); 0 turns guidance off. Needs --class
     /// and a class-conditional model.
-    #[arg(long, default_value_t = 0.0, value_parser = |t: &str| non_negative(t).map(|w| w as f32))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = |t: &str| non_negative(t).map(|w| w as f32))]
     pub guidance: f32,
     /// The PNG grid to write (a .png name; --npy and --gif each name another file).
     #[arg(long, default_value = "samples.png")]

@@ -827,6 +827,25 @@ fn numeric_flags_refuse_nan_infinities_and_negatives_naming_the_range() {
 }
 
 #[test]
+fn a_negative_value_apart_from_its_flag_gets_the_flags_own_message() {
+    // `--eta -1` (not `--eta=-1`): clap would take "-1" for an unknown flag and say nothing of the range.
+    for (command, flag, value, range) in [
+        ("sample", "--eta", "-1", "finite number ≥ 0"),
+        ("sample", "-n", "-2", "≥ 1"),
+        ("sample", "--guidance", "-1", "finite number ≥ 0"),
+        ("sample", "--steps", "-5", "≥ 1"),
+        ("eval", "--images", "-3", "≥ 1"),
+        ("eval", "--tolerance", "-1", "finite number > 0"),
+    ] {
+        let (ok, _, stderr) = diffuse(&[command, flag, value], &[]);
+        assert!(
+            !ok && stderr.contains(&format!("invalid value '{value}'")) && stderr.contains(range),
+            "{command} {flag} {value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn guidance_needs_a_class_and_a_class_conditional_model() {
     // The bundled model is class-conditional: guidance without --class would change nothing.
     let (ok, _, stderr) = diffuse(

@@ -83,11 +83,13 @@ fn sampling(c: &Config) -> Result<SamplingDefaults> {
     let variance = match c.string("variance_type", Some("fixed_small"))?.as_deref() {
         Some("fixed_small" | "fixed_small_log") => DdpmVariance::PosteriorBeta,
         Some("fixed_large" | "fixed_large_log") => DdpmVariance::Beta,
-        _ => return Err(c.error(format!(
+        _ => {
+            return Err(c.error(format!(
             "\"variance_type\" is {}: a learned variance needs the network's second output, which \
                  diffuse's network does not have",
             shown(c, "variance_type")
-        ))),
+        )))
+        }
     };
     let offset = c.uint("steps_offset", Some(0))?.unwrap_or(0);
     let spacing = match c.string("timestep_spacing", Some("leading"))?.as_deref() {
