@@ -86,6 +86,10 @@ pub enum Error {
     #[error("{path}: {message}")]
     Data { path: String, message: String },
 
+    /// Work given a stop check ([`crate::sample::Batched::stop`]) that ended early because it was asked to.
+    #[error("{0} stopped on request")]
+    Stopped(&'static str),
+
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -297,6 +297,7 @@ pub fn sample(gpu: &Gpu, args: SampleArgs, replicas: Option<&dyn Replicas>) -> R
         given: given.as_ref().map(|(_, values)| &values[..]),
         frames: if args.gif.is_some() { 24 } else { 0 },
         seed: args.seed,
+        stop: None,
     };
     let samples = batched.run_across(gpu, &plan, n, batch, replicas, |finished| {
         bar.set_position(finished as u64);

@@ -696,6 +696,10 @@ impl Progress for Bar {
     }
 
     fn note(&mut self, line: &str) {
-        self.bar.println(line);
+        // A hidden bar (no terminal) drops what it is asked to print: a log gets the line plainly.
+        match self.plain {
+            true => println!("{line}"),
+            false => self.bar.println(line),
+        }
     }
 }

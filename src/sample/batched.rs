@@ -4,7 +4,7 @@
 use crate::diffusion::process::Trained;
 use crate::diffusion::samplers::Plan;
 use crate::distributed::Replicas;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::model::{ParamBuffers, SplitMix64, UNetConfig};
 use crate::sample::unet::UNetDenoiser;
@@ -32,6 +32,10 @@ pub struct Batched<'a> {
     /// Snapshots of x kept per batch (the denoising trajectory).
     pub frames: usize,
     pub seed: u64,
+    /// Asked after every sampler step (each then its own submission, the GPU idle in between): true ends the run
+    /// with [`Error::Stopped`] (a training run's preview, which a Ctrl-C must not have to wait out). None: the
+    /// whole loop in as few submissions as fit.
+    pub stop: Option<&'a dyn Fn() -> bool>,
 }
 
 /// What a batched sampling run produced.
@@ -169,8 +173,21 @@ impl Batched<'_> {
             batch_seed(self.seed, k),
             self.frames,
         )?;
+        let pixels = match self.stop {
+            None => sampler.run_async(gpu).await?,
+            Some(stop) => {
+                for step in 0..sampler.steps() {
+                    sampler.submit_step(gpu, step)?;
+                    gpu.idle().await?;
+                    if stop() {
+                        return Err(Error::Stopped("sampling"));
+                    }
+                }
+                sampler.output().read_f32_async(gpu).await?
+            }
+        };
         Ok(Samples {
-            pixels: sampler.run_async(gpu).await?,
+            pixels,
             trajectory: match self.frames {
                 0 => None,
                 _ => Some(sampler.frames_async(gpu).await?),

@@ -228,7 +228,19 @@ impl Run<'_> {
             // The run's seed every time (the checkpoint's on resume): every grid starts from the same noise, so
             // consecutive grids show what training changed.
             let seed = self.trainer.settings.seed;
-            let pixels = preview_pixels(self.gpu, &ckpt, n, seed).await?;
+            // A stop asked for meanwhile ends the preview at the next sampler step, not at its end (minutes for
+            // a large model on a CPU adapter); the next training step then sees it, saves and stops.
+            let stop = self.stop.clone();
+            let asked = move || stop.is_set();
+            let pixels = match preview_pixels(self.gpu, &ckpt, n, seed, Some(&asked)).await {
+                Err(Error::Stopped(_)) => {
+                    self.progress.note(&format!(
+                        "the preview of step {step} was cut short by the stop"
+                    ));
+                    return outputs.loss_plot();
+                }
+                other => other?,
+            };
             crate::sample::check_finite(&pixels, &format!("the preview of step {step}"))?;
             let preview = Preview {
                 step,
@@ -268,8 +280,14 @@ impl Clock {
 
 /// n samples of the checkpoint's EMA weights with 50 DDIM steps (the preview written during training), in
 /// batches that fit, batch k from the seed `diffuse sample` gives it; a class-conditional model draws image i of
-/// class i mod C.
-pub async fn preview_pixels(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -> Result<Vec<f32>> {
+/// class i mod C. `stop`: asked after every step ([`Batched::stop`]).
+pub async fn preview_pixels(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    n: usize,
+    seed: u64,
+    stop: Option<&dyn Fn() -> bool>,
+) -> Result<Vec<f32>> {
     // DDPM: DDIM's defaults (η = 0, trailing spacing, x̂₀ clamped to [−1, 1]); a score-based model: Heun on
     // Karras σ (EDM's sampler), about 50 evaluations.
     let objective = &ckpt.training.settings.objective;
@@ -294,6 +312,7 @@ pub async fn preview_pixels(gpu: &Gpu, ckpt: &Checkpoint, n: usize, seed: u64) -
         given: None,
         frames: 0,
         seed,
+        stop,
     }
     .run_async(gpu, &plan, n, batch, |_| ())
     .await

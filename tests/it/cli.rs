@@ -1207,6 +1207,66 @@ fn sighup_saves_like_ctrl_c_and_a_second_signal_stops_at_once() {
 }
 
 #[test]
+fn ctrl_c_during_a_preview_cuts_it_short_then_saves_and_stops() {
+    // A preview of 64 `small` images (50 sampler steps of a minute or more on a CPU adapter) starts after step 2;
+    // Ctrl-C then ends it at the next sampler step, and the run saves at the next training step and exits.
+    use std::io::BufRead;
+    let dir = scratch("preview-stop");
+    let out = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args([
+            "train",
+            "--batch",
+            "8",
+            "--steps",
+            "1000",
+            "--log-every",
+            "1",
+            "--sample-every",
+            "2",
+        ])
+        .args([
+            "--preview",
+            "64",
+            "--checkpoint-every",
+            "1000",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("step 2/") {
+            break;
+        }
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    let said = format!("{}\n{stderr}", rest.join("\n"));
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("the preview of step 2 was cut short by the stop"),
+        "{said}"
+    );
+    assert!(
+        !out.join("samples-0000002.png").exists(),
+        "no grid from a cut preview"
+    );
+    let saved = diffuse::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(saved.step, 3, "{said}");
+}
+
+#[test]
 fn few_step_samplers_run_and_their_clip_and_karras_choices_are_checked() {
     let dir = scratch("few-step");
     let png = dir.join("s.png");

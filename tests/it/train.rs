@@ -1019,6 +1019,7 @@ fn a_score_based_checkpoint_records_its_objective_and_samples_on_its_process() {
                 given: None,
                 frames: 0,
                 seed: 4,
+                stop: None,
             }
             .run(gpu, &plan, 3, 2, |_| ())
             .unwrap();
