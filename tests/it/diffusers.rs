@@ -586,21 +586,10 @@ fn an_export_is_the_golden_folder_which_diffusers_loaded_and_computed_with() {
     );
     let out = std::env::temp_dir().join(format!("diffuse-export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args([
-            "export",
-            "--checkpoint",
-            source.to_str().unwrap(),
-            "--diffusers",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (source_s, out_s) = (source.to_str().unwrap(), out.to_str().unwrap());
+    let export = ["export", "--checkpoint", source_s, "--diffusers", out_s];
+    let (ok, said) = diffuse(&export);
+    assert!(ok, "{said}");
     for file in EXPORTED {
         if bless {
             std::fs::create_dir_all(golden.join(file).parent().unwrap()).unwrap();
@@ -617,21 +606,8 @@ fn an_export_is_the_golden_folder_which_diffusers_loaded_and_computed_with() {
         );
     }
     // Into a folder that is not empty it refuses, before writing anything.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args([
-            "export",
-            "--checkpoint",
-            source.to_str().unwrap(),
-            "--diffusers",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(
-        !again.status.success() && stderr.contains("not empty"),
-        "{stderr}"
-    );
+    let (ok, said) = diffuse(&export);
+    assert!(!ok && said.contains("not empty"), "{said}");
     let _ = std::fs::remove_dir_all(&out);
     // Read back: the EMA weights exactly, the network and the schedule as they were.
     let back = import("export");
