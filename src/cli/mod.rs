@@ -210,7 +210,8 @@ fn open_model(given: Option<&PathBuf>, tell: bool) -> Result<Checkpoint> {
     if !diffuse::interop::diffusers::is_model_dir(&path) {
         return Err(Error::data(
             &path,
-            "is a folder but not a diffusers model directory (no unet/config.json or config.json): give a              diffuse checkpoint file (e.g. runs/small/checkpoint.safetensors) or a diffusers model folder",
+            "is a folder but not a diffusers model directory (no unet/config.json or config.json): give a \
+             diffuse checkpoint file (e.g. runs/small/checkpoint.safetensors) or a diffusers model folder",
         ));
     }
     let imported = diffuse::interop::diffusers::import(&path)?;

@@ -338,7 +338,8 @@ fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
 fn init_config(args: &TrainArgs, model: &UNetConfig) -> Result<UNetConfig> {
     if args.gives_layers() {
         return Err(Error::Usage(
-            "--init takes the network from the model it starts from: leave out --preset and the model flags              (--dropout may be given)"
+            "--init takes the network from the model it starts from: leave out --preset and the model flags \
+             (--dropout may be given)"
                 .into(),
         ));
     }

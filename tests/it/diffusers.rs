@@ -708,6 +708,21 @@ fn a_diffusers_model_fine_tunes_on_a_folder_of_images_and_resumes() {
             .step,
         3
     );
+    // --init takes the model's network: a preset beside it is refused before anything is read.
+    let (ok, said) = diffuse(&[
+        "train",
+        "--init",
+        init.to_str().unwrap(),
+        "--preset",
+        "tiny",
+    ]);
+    assert!(!ok && said.contains("--init takes the network"), "{said}");
+    // A folder that is neither a checkpoint nor a diffusers model says what it should be.
+    let (ok, said) = diffuse(&["sample", "--checkpoint", images.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains("not a diffusers model directory"),
+        "{said}"
+    );
     // --init and --resume exclude each other.
     let mut args = vec![
         "train",
