@@ -1207,6 +1207,32 @@ fn sighup_saves_like_ctrl_c_and_a_second_signal_stops_at_once() {
 }
 
 #[test]
+fn eval_refuses_a_dataset_label_the_model_has_no_class_for_in_both_estimates() {
+    // Eleven class folders against the bundled model's ten classes: the eleventh label has no class embedding
+    // (its index would be the model's "no class" row), so the bound and the exact likelihood both refuse it.
+    let dir = scratch("eleven-classes");
+    for k in 0..11u8 {
+        let class = dir.join(format!("c{k:02}"));
+        std::fs::create_dir_all(&class).unwrap();
+        image::GrayImage::from_fn(28, 28, |x, y| {
+            image::Luma([((x + y) as u8).wrapping_mul(4 + k)])
+        })
+        .save(class.join("a.png"))
+        .unwrap();
+    }
+    let data = dir.to_str().unwrap();
+    for extra in [&[][..], &["--exact"][..]] {
+        let mut args = vec!["eval", "--data", data, "--images", "11"];
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = diffuse(&args, &[]);
+        assert!(
+            !ok && stderr.contains("the dataset has label 10, but the model has 10 classes"),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn ctrl_c_during_a_preview_cuts_it_short_then_saves_and_stops() {
     // A preview of 64 `small` images (50 sampler steps of a minute or more on a CPU adapter) starts after step 2;
     // Ctrl-C then ends it at the next sampler step, and the run saves at the next training step and exits.
