@@ -150,10 +150,7 @@ impl SamplingDefaults {
             Spacing::Trailing => "trailing".into(),
             Spacing::Linspace => "linspace".into(),
         };
-        let variance = match self.variance {
-            DdpmVariance::Beta => "large",
-            DdpmVariance::PosteriorBeta => "small",
-        };
+        let variance = self.variance_word();
         let clip = match self.clip {
             Clip::None => "none".into(),
             Clip::Clamp { hi, .. } => format!("clamp:{hi}"),
@@ -161,6 +158,35 @@ impl SamplingDefaults {
             Clip::Dynamic { ratio, max } => format!("dynamic:{ratio}:{max}"),
         };
         format!("spacing={spacing},variance={variance},clip={clip}")
+    }
+
+    /// The flags that would ask for the same, for the user: "--spacing leading, --variance small (ddpm), --clip
+    /// clamp-keep-eps to ±1 (ddpm, ddim)".
+    pub fn as_flags(&self) -> String {
+        let spacing = match self.spacing {
+            Spacing::Leading { steps_offset: 0 } => "leading".to_string(),
+            Spacing::Leading { steps_offset } => format!("leading, offset {steps_offset}"),
+            Spacing::Trailing => "trailing".into(),
+            Spacing::Linspace => "linspace".into(),
+        };
+        let clip = match self.clip {
+            Clip::None => "none".to_string(),
+            Clip::Clamp { hi, .. } => format!("clamp to ±{hi}"),
+            Clip::ClampKeepEps { hi, .. } => format!("clamp-keep-eps to ±{hi}"),
+            Clip::Dynamic { ratio, max } => format!("dynamic (ratio {ratio}, max {max})"),
+        };
+        format!(
+            "--spacing {spacing}, --variance {} (ddpm), --clip {clip} (ddpm, ddim)",
+            self.variance_word()
+        )
+    }
+
+    /// `--variance`'s word for the variance, which the checkpoint's text uses too.
+    fn variance_word(&self) -> &'static str {
+        match self.variance {
+            DdpmVariance::Beta => "large",
+            DdpmVariance::PosteriorBeta => "small",
+        }
     }
 
     /// Reads [`SamplingDefaults::to_text`]'s form; the message says what was wrong.

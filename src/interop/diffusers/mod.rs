@@ -66,7 +66,7 @@ pub fn import(dir: &Path) -> Result<Imported> {
     };
     notes.push(format!(
         "sampling as its scheduler does unless a flag says otherwise: {}",
-        describe(&scheduler.sampling)
+        scheduler.sampling.as_flags()
     ));
     let params = weights(&unet, &net.config, net.sin_first)?;
     let mut settings = TrainSettings::new(net.config.clone());
@@ -87,28 +87,6 @@ pub fn import(dir: &Path) -> Result<Imported> {
         },
     };
     Ok(Imported { checkpoint, notes })
-}
-
-/// "--spacing leading, --variance small (ddpm), --clip clamp-keep-eps to ±1 (ddpm, ddim)" for the user.
-pub fn describe(d: &crate::sample::SamplingDefaults) -> String {
-    use crate::diffusion::samplers::{Clip, DdpmVariance, Spacing};
-    let spacing = match d.spacing {
-        Spacing::Leading { steps_offset: 0 } => "leading".to_string(),
-        Spacing::Leading { steps_offset } => format!("leading, offset {steps_offset}"),
-        Spacing::Trailing => "trailing".into(),
-        Spacing::Linspace => "linspace".into(),
-    };
-    let variance = match d.variance {
-        DdpmVariance::Beta => "large",
-        DdpmVariance::PosteriorBeta => "small",
-    };
-    let clip = match d.clip {
-        Clip::None => "none".to_string(),
-        Clip::Clamp { hi, .. } => format!("clamp to ±{hi}"),
-        Clip::ClampKeepEps { hi, .. } => format!("clamp-keep-eps to ±{hi}"),
-        Clip::Dynamic { ratio, max } => format!("dynamic (ratio {ratio}, max {max})"),
-    };
-    format!("--spacing {spacing}, --variance {variance} (ddpm), --clip {clip} (ddpm, ddim)")
 }
 
 /// The `unet/` folder and the scheduler config (if any) of `dir`.
